@@ -1,0 +1,48 @@
+use super::model_args::ModelArgs;
+use crate::engine::{kv_policy::PrivateBlocks, kv_pool::{KvPool, PoolSize, DEFAULT_BLOCK_SIZE}, scheduler::SchedulerConfig, sequence::SamplingParams, Engine};
+use anyhow::Result;
+use clap::Args;
+
+#[derive(Args)]
+pub struct GenerateArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    #[arg(long)]
+    prompt: String,
+    #[arg(long, default_value_t = 32)]
+    max_tokens: usize,
+    /// 0 = greedy.
+    #[arg(long, default_value_t = 0.0)]
+    temperature: f32,
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Stop at the model's end-of-sequence token.
+    #[arg(long)]
+    stop_at_eos: bool,
+}
+
+pub fn run(a: GenerateArgs) -> Result<()> {
+    let (loaded, device) = a.model.load()?;
+    let prompt = loaded.tokenizer.encode(a.prompt.as_str(), false).map_err(|e| anyhow::anyhow!("tokenizing the prompt: {e}"))?;
+    let prompt = prompt.get_ids().to_vec();
+    let cfg = loaded.model.config();
+    let blocks = (prompt.len() + a.max_tokens).div_ceil(DEFAULT_BLOCK_SIZE);
+    let pool = KvPool::new(cfg, PoolSize::Blocks(blocks), DEFAULT_BLOCK_SIZE, loaded.model.dtype(), &device)?;
+    let policy = Box::new(PrivateBlocks::new(pool.num_blocks(), pool.block_size()));
+    let mut engine = Engine::new(&loaded.model, pool, policy, SchedulerConfig::default(), a.seed);
+    let params = SamplingParams { temperature: a.temperature, max_tokens: a.max_tokens, ignore_eos: !a.stop_at_eos };
+    engine.add_request(prompt.clone(), params)?;
+    let start = std::time::Instant::now();
+    let done = engine.run_to_completion()?;
+    let out = done[0].output();
+    let text = loaded.tokenizer.decode(out, false).map_err(|e| anyhow::anyhow!("decoding: {e}"))?;
+    println!("{}{}", a.prompt, text);
+    eprintln!(
+        "{} prompt tokens, {} generated in {:.3}s, token ids {:?}",
+        prompt.len(),
+        out.len(),
+        start.elapsed().as_secs_f64(),
+        out
+    );
+    Ok(())
+}

@@ -1,0 +1,28 @@
+use crate::model::preset::{parameter_count, write_preset, Preset, PRESET_NAMES};
+use anyhow::Result;
+use clap::Args;
+use std::path::PathBuf;
+
+#[derive(Args)]
+pub struct InitModelArgs {
+    #[arg(long, value_parser = PRESET_NAMES)]
+    preset: String,
+    /// Output directory (created if missing).
+    #[arg(long, value_name = "DIR")]
+    out: PathBuf,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+}
+
+pub fn run(a: InitModelArgs) -> Result<()> {
+    let preset = Preset::from_name(&a.preset)?;
+    write_preset(preset, a.seed, &a.out)?;
+    println!(
+        "wrote preset {} (seed {}, {} parameters) to {}",
+        preset.name(),
+        a.seed,
+        parameter_count(&preset.config()),
+        a.out.display()
+    );
+    Ok(())
+}

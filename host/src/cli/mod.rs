@@ -1,0 +1,31 @@
+//! The `nanohost` command line.
+
+mod generate;
+mod init_model;
+mod model_args;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "nanohost", version, about = "Benchmark host for KV-cache strategies on Qwen3")]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Write a preset model (config.json, model.safetensors, tokenizer.json) in the Hugging Face layout.
+    InitModel(init_model::InitModelArgs),
+    /// Generate text from one prompt: a quick manual check of model and engine.
+    Generate(generate::GenerateArgs),
+}
+
+pub fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::InitModel(a) => init_model::run(a),
+        Command::Generate(a) => generate::run(a),
+    }
+}

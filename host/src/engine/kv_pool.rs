@@ -1,0 +1,69 @@
+//! The paged KV pool: all KV memory the host owns, allocated once at start.
+//!
+//! Per layer one K and one V tensor `[num_blocks, block_size, kv_heads, head_dim]`. Tensors keep
+//! their addresses for the whole run (writes are in place), which is what CUDA graphs need later.
+
+use crate::model::Qwen3Config;
+use anyhow::{bail, Result};
+use candle_core::{DType, Device, Tensor};
+
+/// 16 tokens per block: the page size vLLM and FlashInfer default to. Small blocks waste little
+/// memory in a sequence's last block and let prefixes share at fine grain (a 50-token prefix
+/// shares 3 full blocks = 48 tokens; strategies handle the partial rest), while a block still
+/// holds 16 x head_dim contiguous values per head for coalesced GPU reads.
+pub const DEFAULT_BLOCK_SIZE: usize = 16;
+
+/// How big the pool should be.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum PoolSize {
+    Blocks(usize),
+    Bytes(usize),
+}
+
+pub struct KvPool {
+    k: Vec<Tensor>,
+    v: Vec<Tensor>,
+    block_size: usize,
+    num_blocks: usize,
+    bytes_per_block: usize,
+}
+
+impl KvPool {
+    pub fn new(cfg: &Qwen3Config, size: PoolSize, block_size: usize, dtype: DType, device: &Device) -> Result<Self> {
+        if block_size == 0 {
+            bail!("block size must be at least 1 token");
+        }
+        let bytes_per_block = block_size * cfg.kv_bytes_per_token(dtype.size_in_bytes());
+        let num_blocks = match size {
+            PoolSize::Blocks(n) => n,
+            PoolSize::Bytes(b) => b / bytes_per_block,
+        };
+        if num_blocks == 0 {
+            bail!("the KV pool holds no block: {size:?} is below one block of {bytes_per_block} bytes");
+        }
+        let shape = (num_blocks, block_size, cfg.num_key_value_heads, cfg.head_dim);
+        let (mut k, mut v) = (Vec::new(), Vec::new());
+        for _ in 0..cfg.num_hidden_layers {
+            k.push(Tensor::zeros(shape, dtype, device)?);
+            v.push(Tensor::zeros(shape, dtype, device)?);
+        }
+        Ok(KvPool { k, v, block_size, num_blocks, bytes_per_block })
+    }
+
+    pub fn layer(&self, layer: usize) -> (&Tensor, &Tensor) {
+        (&self.k[layer], &self.v[layer])
+    }
+
+    pub fn block_size(&self) -> usize {
+        self.block_size
+    }
+
+    pub fn num_blocks(&self) -> usize {
+        self.num_blocks
+    }
+
+    /// K plus V bytes of one block over all layers.
+    pub fn bytes_per_block(&self) -> usize {
+        self.bytes_per_block
+    }
+}

@@ -1,0 +1,108 @@
+//! The engine: requests in, tokens out. Scheduler → KV policy → packed batch → model → sampler.
+
+pub mod kv_policy;
+pub mod kv_pool;
+pub mod runner;
+pub mod sampler;
+pub mod scheduler;
+pub mod sequence;
+
+use crate::model::Qwen3;
+use anyhow::Result;
+use kv_policy::KvPolicy;
+use kv_pool::KvPool;
+use runner::PackedBatch;
+use scheduler::{Scheduler, SchedulerConfig};
+use sequence::{FinishReason, SamplingParams, SeqId, Sequence};
+use std::time::{Duration, Instant};
+
+/// What one step did, for metrics.
+#[derive(Clone, Debug)]
+pub struct StepReport {
+    pub prefill: bool,
+    pub num_seqs: usize,
+    pub tokens_computed: usize,
+    pub duration: Duration,
+}
+
+pub struct Engine<'m> {
+    model: &'m Qwen3,
+    pool: KvPool,
+    policy: Box<dyn KvPolicy + 'm>,
+    scheduler: Scheduler,
+    seed: u64,
+    next_id: SeqId,
+    /// Largest number of pool blocks in use at any step boundary.
+    pub peak_blocks: usize,
+    pub steps: Vec<StepReport>,
+}
+
+impl<'m> Engine<'m> {
+    pub fn new(model: &'m Qwen3, pool: KvPool, policy: Box<dyn KvPolicy + 'm>, cfg: SchedulerConfig, seed: u64) -> Self {
+        Engine { model, pool, policy, scheduler: Scheduler::new(cfg), seed, next_id: 0, peak_blocks: 0, steps: Vec::new() }
+    }
+
+    pub fn pool(&self) -> &KvPool {
+        &self.pool
+    }
+
+    pub fn preemptions(&self) -> usize {
+        self.scheduler.preemptions
+    }
+
+    pub fn add_request(&mut self, prompt: Vec<u32>, params: SamplingParams) -> Result<SeqId> {
+        if prompt.is_empty() {
+            anyhow::bail!("a request needs at least one prompt token");
+        }
+        let vocab = self.model.config().vocab_size;
+        if let Some(t) = prompt.iter().find(|&&t| t as usize >= vocab) {
+            anyhow::bail!("prompt token {t} is outside the model's vocabulary of {vocab}");
+        }
+        let id = self.next_id;
+        self.next_id += 1;
+        self.scheduler.waiting.push_back(Sequence::new(id, prompt, params));
+        Ok(id)
+    }
+
+    /// Runs one scheduled step; `None` when nothing is left to do.
+    pub fn step(&mut self) -> Result<Option<StepReport>> {
+        let start = Instant::now();
+        let Some(plan) = self.scheduler.schedule(self.policy.as_mut())? else { return Ok(None) };
+        let running = &mut self.scheduler.running;
+        let batch = PackedBatch::pack(plan.seqs.iter().map(|&i| &running[i]), self.pool.block_size())?;
+        let logits = self.model.forward(&batch.as_forward(), &self.pool)?.to_vec2::<f32>()?;
+        let now = Instant::now();
+        let eos = &self.model.config().eos_token_ids;
+        let max_pos = self.model.config().max_position_embeddings;
+        for (&i, row) in plan.seqs.iter().zip(&logits) {
+            let seq = &mut running[i];
+            seq.computed = seq.len();
+            let index = seq.output().len();
+            let token = sampler::sample(row, seq.params.temperature, self.seed, seq.id, index);
+            seq.tokens.push(token);
+            seq.token_times.push(now);
+            seq.finish = if seq.output().len() >= seq.params.max_tokens {
+                Some(FinishReason::MaxTokens)
+            } else if !seq.params.ignore_eos && eos.contains(&token) {
+                Some(FinishReason::Eos)
+            } else if seq.len() >= max_pos {
+                Some(FinishReason::ContextFull)
+            } else {
+                None
+            };
+        }
+        self.peak_blocks = self.peak_blocks.max(self.policy.blocks_in_use());
+        self.scheduler.retire_finished(self.policy.as_mut())?;
+        let report = StepReport { prefill: plan.prefill, num_seqs: plan.seqs.len(), tokens_computed: batch.tokens.len(), duration: start.elapsed() };
+        self.steps.push(report.clone());
+        Ok(Some(report))
+    }
+
+    /// Steps until every request is finished; returns them ordered by id.
+    pub fn run_to_completion(&mut self) -> Result<Vec<Sequence>> {
+        while self.step()?.is_some() {}
+        let mut done = std::mem::take(&mut self.scheduler.finished);
+        done.sort_by_key(|s| s.id);
+        Ok(done)
+    }
+}

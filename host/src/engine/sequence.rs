@@ -1,0 +1,87 @@
+//! One request as the engine tracks it, from waiting to finished.
+
+use nanohost_kernels::KvSpan;
+use std::time::Instant;
+
+pub type SeqId = u64;
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SamplingParams {
+    /// 0 means greedy.
+    pub temperature: f32,
+    pub max_tokens: usize,
+    /// Keep generating after an end-of-sequence token (the prototype's benchmarks did).
+    pub ignore_eos: bool,
+}
+
+impl Default for SamplingParams {
+    fn default() -> Self {
+        SamplingParams { temperature: 0.6, max_tokens: 128, ignore_eos: true }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FinishReason {
+    MaxTokens,
+    Eos,
+    /// The next position would exceed the model's max_position_embeddings.
+    ContextFull,
+}
+
+#[derive(Clone, Debug)]
+pub struct Sequence {
+    pub id: SeqId,
+    /// Prompt followed by every generated token.
+    pub tokens: Vec<u32>,
+    pub prompt_len: usize,
+    pub params: SamplingParams,
+    /// Leading tokens whose KV is in the pool.
+    pub computed: usize,
+    /// Where this sequence's KV lives, in context order.
+    pub context: Vec<KvSpan>,
+    pub finish: Option<FinishReason>,
+    pub arrived: Instant,
+    /// When each generated token was sampled.
+    pub token_times: Vec<Instant>,
+    /// Prompt tokens whose KV the policy had cached at the last admission.
+    pub cached_at_admission: usize,
+    pub preemptions: usize,
+}
+
+impl Sequence {
+    pub fn new(id: SeqId, prompt: Vec<u32>, params: SamplingParams) -> Self {
+        let prompt_len = prompt.len();
+        Sequence {
+            id,
+            tokens: prompt,
+            prompt_len,
+            params,
+            computed: 0,
+            context: Vec::new(),
+            finish: None,
+            arrived: Instant::now(),
+            token_times: Vec::new(),
+            cached_at_admission: 0,
+            preemptions: 0,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.tokens.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tokens.is_empty()
+    }
+
+    pub fn output(&self) -> &[u32] {
+        &self.tokens[self.prompt_len..]
+    }
+
+    /// Drops everything the pool held for this sequence; it will be prefilled again.
+    pub fn reset_for_recompute(&mut self) {
+        self.computed = 0;
+        self.context.clear();
+        self.preemptions += 1;
+    }
+}

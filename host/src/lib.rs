@@ -1,0 +1,10 @@
+//! nanohost: a benchmark host for KV-cache strategies on Qwen3.
+//!
+//! Data path: request → scheduler ([`engine::scheduler`]) → KV policy ([`engine::kv_policy`]) →
+//! packed batch ([`engine::runner`]) → model ([`model::qwen3`]) → kernels (`nanohost-kernels`) →
+//! sampler ([`engine::sampler`]).
+
+pub mod engine;
+pub mod model;
+pub mod rng;
+pub mod cli;

@@ -1,0 +1,14 @@
+//! The model: configuration, weights, tokenizer, presets and the paged Qwen3 forward pass.
+
+pub mod config;
+pub mod preset;
+pub mod qwen3;
+pub mod rope;
+pub mod source;
+pub mod tokenizer;
+pub mod weights;
+
+pub use config::Qwen3Config;
+pub use preset::Preset;
+pub use qwen3::{ForwardBatch, Qwen3};
+pub use source::{LoadedModel, ModelSource};

@@ -1,0 +1,203 @@
+//! Models generated from a seed, no download: `tiny` (the embedded default) and `qwen3-0.6b`
+//! (the published shape, 596,049,920 parameters, random weights).
+//!
+//! Values depend only on (seed, tensor name), so the in-memory `tiny` and one written by
+//! `nanohost init-model` are the same model, and any tool reading the Hugging Face layout sees
+//! the same weights as nanohost.
+
+use super::config::Qwen3Config;
+use super::tokenizer::{byte_level_tokenizer_json, ENDOFTEXT_ID, IM_END_ID};
+use super::weights::{expected_tensors, SINGLE_FILE};
+use crate::rng::Rng;
+use anyhow::{bail, Context, Result};
+use candle_core::{DType, Device, Tensor};
+use half::bf16;
+use safetensors::{Dtype as StDtype, View};
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::path::Path;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Preset {
+    Tiny,
+    Qwen3_0_6B,
+}
+
+pub const PRESET_NAMES: [&str; 2] = ["tiny", "qwen3-0.6b"];
+
+impl Preset {
+    pub fn from_name(name: &str) -> Result<Self> {
+        match name {
+            "tiny" => Ok(Preset::Tiny),
+            "qwen3-0.6b" => Ok(Preset::Qwen3_0_6B),
+            other => bail!("unknown preset \"{other}\"; known presets: {}", PRESET_NAMES.join(", ")),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Preset::Tiny => "tiny",
+            Preset::Qwen3_0_6B => "qwen3-0.6b",
+        }
+    }
+
+    pub fn config(self) -> Qwen3Config {
+        let base = Qwen3Config {
+            // Above 10,000 so the prototype's random-id workload (ids 0..=10000) is valid.
+            vocab_size: 10_240,
+            hidden_size: 128,
+            intermediate_size: 384,
+            num_hidden_layers: 4,
+            // GQA: two query heads per KV head, as in Qwen3-0.6B.
+            num_attention_heads: 4,
+            num_key_value_heads: 2,
+            head_dim: 32,
+            max_position_embeddings: 8192,
+            rms_norm_eps: 1e-6,
+            rope_theta: 1_000_000.0,
+            tie_word_embeddings: true,
+            bos_token_id: Some(ENDOFTEXT_ID),
+            eos_token_ids: vec![IM_END_ID],
+        };
+        match self {
+            Preset::Tiny => base,
+            Preset::Qwen3_0_6B => Qwen3Config {
+                vocab_size: 151_936,
+                hidden_size: 1024,
+                intermediate_size: 3072,
+                num_hidden_layers: 28,
+                num_attention_heads: 16,
+                num_key_value_heads: 8,
+                head_dim: 128,
+                max_position_embeddings: 40_960,
+                ..base
+            },
+        }
+    }
+
+    /// Standard deviation of the random projection weights. `tiny` uses a larger one so its
+    /// next-token distribution is peaked enough for greedy decoding to be well separated.
+    fn init_std(self) -> f32 {
+        match self {
+            Preset::Tiny => 0.08,
+            Preset::Qwen3_0_6B => 0.02,
+        }
+    }
+
+    fn disk_dtype(self) -> StDtype {
+        match self {
+            Preset::Tiny => StDtype::F32,
+            Preset::Qwen3_0_6B => StDtype::BF16,
+        }
+    }
+}
+
+/// The values of one tensor: norm weights near 1, everything else uniform with `std`.
+fn tensor_values(seed: u64, name: &str, len: usize, std: f32) -> Vec<f32> {
+    let mut rng = Rng::derive(seed, name);
+    let is_norm = name.ends_with("norm.weight");
+    let half_width = if is_norm { 0.1 } else { std * 3f32.sqrt() };
+    (0..len)
+        .map(|_| {
+            let u = (rng.next_f64() as f32) * 2.0 - 1.0;
+            if is_norm { 1.0 + u * half_width } else { u * half_width }
+        })
+        .collect()
+}
+
+/// A tensor produced only when the writer asks for its bytes, so the 1.19 GB preset never sits
+/// in memory whole.
+struct LazyTensor {
+    name: String,
+    shape: Vec<usize>,
+    seed: u64,
+    std: f32,
+    dtype: StDtype,
+}
+
+impl View for &LazyTensor {
+    fn dtype(&self) -> StDtype {
+        self.dtype
+    }
+    fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+    fn data(&self) -> Cow<'_, [u8]> {
+        let v = tensor_values(self.seed, &self.name, self.shape.iter().product(), self.std);
+        let bytes: Vec<u8> = match self.dtype {
+            StDtype::BF16 => v.iter().flat_map(|x| bf16::from_f32(*x).to_le_bytes()).collect(),
+            _ => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        };
+        Cow::Owned(bytes)
+    }
+    fn data_len(&self) -> usize {
+        self.shape.iter().product::<usize>() * (self.dtype.bitsize() / 8)
+    }
+}
+
+/// The preset's weights in memory, as the loader would return them from disk.
+pub fn preset_weights(preset: Preset, seed: u64, device: &Device, dtype: DType) -> Result<HashMap<String, Tensor>> {
+    let disk = if preset.disk_dtype() == StDtype::BF16 { DType::BF16 } else { DType::F32 };
+    expected_tensors(&preset.config())
+        .into_iter()
+        .map(|(name, shape)| {
+            let v = tensor_values(seed, &name, shape.iter().product(), preset.init_std());
+            let t = Tensor::from_vec(v, shape, &Device::Cpu)?.to_dtype(disk)?.to_dtype(dtype)?.to_device(device)?;
+            Ok((name, t))
+        })
+        .collect()
+}
+
+fn write_atomic(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    write(&tmp)?;
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot move {} into place", path.display()))
+}
+
+/// Writes config.json, model.safetensors and tokenizer.json in the Hugging Face layout.
+pub fn write_preset(preset: Preset, seed: u64, dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let cfg = preset.config();
+    let torch_dtype = if preset.disk_dtype() == StDtype::BF16 { "bfloat16" } else { "float32" };
+    let config = serde_json::to_string_pretty(&cfg.to_hf_json(torch_dtype))?;
+    write_atomic(&dir.join("config.json"), |p| Ok(std::fs::write(p, config)?))?;
+    write_atomic(&dir.join("tokenizer.json"), |p| Ok(std::fs::write(p, byte_level_tokenizer_json())?))?;
+    let generation = serde_json::json!({"bos_token_id": cfg.bos_token_id, "eos_token_id": cfg.eos_token_ids, "do_sample": true, "temperature": 0.6});
+    write_atomic(&dir.join("generation_config.json"), |p| Ok(std::fs::write(p, serde_json::to_string_pretty(&generation)?)?))?;
+    let tensors: Vec<LazyTensor> = expected_tensors(&cfg)
+        .into_iter()
+        .map(|(name, shape)| LazyTensor { name, shape, seed, std: preset.init_std(), dtype: preset.disk_dtype() })
+        .collect();
+    let metadata = HashMap::from([
+        ("format".to_string(), "pt".to_string()),
+        ("nanohost_preset".to_string(), preset.name().to_string()),
+        ("nanohost_seed".to_string(), seed.to_string()),
+    ]);
+    write_atomic(&dir.join(SINGLE_FILE), |p| {
+        safetensors::serialize_to_file(tensors.iter().map(|t| (t.name.clone(), t)), Some(metadata), p)
+            .map_err(|e| anyhow::anyhow!("writing {}: {e}", p.display()))
+    })
+}
+
+/// Number of parameters of a config (tied embeddings counted once).
+pub fn parameter_count(cfg: &Qwen3Config) -> usize {
+    expected_tensors(cfg).iter().map(|(_, s)| s.iter().product::<usize>()).sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn qwen3_0_6b_has_the_published_parameter_count() {
+        assert_eq!(parameter_count(&Preset::Qwen3_0_6B.config()), 596_049_920);
+    }
+
+    #[test]
+    fn tiny_is_real_qwen3_structure() {
+        let c = Preset::Tiny.config();
+        assert!(c.num_key_value_heads < c.num_attention_heads, "GQA");
+        assert!(c.tie_word_embeddings);
+        assert!(c.vocab_size > 10_000);
+    }
+}

@@ -1,0 +1,141 @@
+//! Qwen3 over the paged KV pool: a packed batch of tokens from many sequences, each token with
+//! its own position, reading and writing KV only through pool slots.
+//!
+//! Layer order follows the reference: input RMSNorm, q/k/v projections, per-head RMSNorm of q
+//! and k *before* RoPE, KV write, paged attention, output projection, residual; post-attention
+//! RMSNorm, SiLU-gated MLP, residual. Final RMSNorm, then the (possibly tied) LM head, applied
+//! only to the rows whose logits are wanted.
+
+use super::config::Qwen3Config;
+use super::rope::Rope;
+use crate::engine::kv_pool::KvPool;
+use anyhow::{Context, Result};
+use candle_core::{DType, Device, Module, Tensor};
+use candle_nn::{ops::rms_norm, Linear};
+use nanohost_kernels::{paged_attention, write_kv, SeqAttention};
+use std::collections::HashMap;
+
+struct Layer {
+    input_norm: Tensor,
+    q_proj: Linear,
+    k_proj: Linear,
+    v_proj: Linear,
+    o_proj: Linear,
+    q_norm: Tensor,
+    k_norm: Tensor,
+    post_norm: Tensor,
+    gate_proj: Linear,
+    up_proj: Linear,
+    down_proj: Linear,
+}
+
+pub struct Qwen3 {
+    cfg: Qwen3Config,
+    embed: Tensor,
+    lm_head: Linear,
+    layers: Vec<Layer>,
+    norm: Tensor,
+    rope: Rope,
+    device: Device,
+    dtype: DType,
+}
+
+/// One forward call: a packed batch.
+///
+/// `tokens`, `positions` and `slots` have one entry per computed token; `seqs` says which rows
+/// belong to which sequence and what context each attends to; `logit_rows` picks the rows whose
+/// logits are returned (usually each sequence's last row).
+pub struct ForwardBatch<'a> {
+    pub tokens: &'a [u32],
+    pub positions: &'a [u32],
+    pub slots: &'a [u32],
+    pub seqs: &'a [SeqAttention],
+    pub logit_rows: &'a [u32],
+}
+
+impl Qwen3 {
+    /// Builds the model from tensors named as in Hugging Face checkpoints (see
+    /// [`super::weights::expected_tensors`]).
+    pub fn new(cfg: &Qwen3Config, mut w: HashMap<String, Tensor>, device: &Device, dtype: DType) -> Result<Self> {
+        let mut take = |name: String| w.remove(&name).with_context(|| format!("tensor {name} is missing"));
+        let linear = |t: Tensor| Linear::new(t, None);
+        let embed = take("model.embed_tokens.weight".into())?;
+        let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
+        for l in 0..cfg.num_hidden_layers {
+            let p = format!("model.layers.{l}");
+            layers.push(Layer {
+                input_norm: take(format!("{p}.input_layernorm.weight"))?,
+                q_proj: linear(take(format!("{p}.self_attn.q_proj.weight"))?),
+                k_proj: linear(take(format!("{p}.self_attn.k_proj.weight"))?),
+                v_proj: linear(take(format!("{p}.self_attn.v_proj.weight"))?),
+                o_proj: linear(take(format!("{p}.self_attn.o_proj.weight"))?),
+                q_norm: take(format!("{p}.self_attn.q_norm.weight"))?,
+                k_norm: take(format!("{p}.self_attn.k_norm.weight"))?,
+                post_norm: take(format!("{p}.post_attention_layernorm.weight"))?,
+                gate_proj: linear(take(format!("{p}.mlp.gate_proj.weight"))?),
+                up_proj: linear(take(format!("{p}.mlp.up_proj.weight"))?),
+                down_proj: linear(take(format!("{p}.mlp.down_proj.weight"))?),
+            });
+        }
+        let norm = take("model.norm.weight".into())?;
+        let lm_head = if cfg.tie_word_embeddings { linear(embed.clone()) } else { linear(take("lm_head.weight".into())?) };
+        let rope = Rope::new(cfg.head_dim, cfg.rope_theta, cfg.max_position_embeddings, dtype, device)?;
+        Ok(Qwen3 { cfg: cfg.clone(), embed, lm_head, layers, norm, rope, device: device.clone(), dtype })
+    }
+
+    pub fn config(&self) -> &Qwen3Config {
+        &self.cfg
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    /// Runs the batch; returns f32 logits `[logit_rows.len(), vocab_size]`.
+    pub fn forward(&self, batch: &ForwardBatch, pool: &KvPool) -> Result<Tensor> {
+        let n = batch.tokens.len();
+        if batch.positions.len() != n || batch.slots.len() != n {
+            anyhow::bail!("forward: {n} tokens but {} positions and {} slots", batch.positions.len(), batch.slots.len());
+        }
+        if let Some(p) = batch.positions.iter().find(|&&p| p as usize >= self.rope.max_positions()) {
+            anyhow::bail!("position {p} is beyond max_position_embeddings ({})", self.rope.max_positions());
+        }
+        let ids = Tensor::new(batch.tokens, &self.device)?;
+        let positions = Tensor::new(batch.positions, &self.device)?;
+        let mut x = self.embed.index_select(&ids, 0)?;
+        for (l, layer) in self.layers.iter().enumerate() {
+            x = self.layer_forward(l, layer, &x, &positions, batch, pool)?;
+        }
+        let rows = Tensor::new(batch.logit_rows, &self.device)?;
+        let x = x.index_select(&rows, 0)?;
+        let x = rms_norm(&x, &self.norm, self.cfg.rms_norm_eps as f32)?;
+        Ok(self.lm_head.forward(&x)?.to_dtype(DType::F32)?)
+    }
+
+    fn layer_forward(&self, l: usize, layer: &Layer, x: &Tensor, positions: &Tensor, batch: &ForwardBatch, pool: &KvPool) -> Result<Tensor> {
+        let c = &self.cfg;
+        let n = batch.tokens.len();
+        let eps = c.rms_norm_eps as f32;
+        let h = rms_norm(x, &layer.input_norm, eps)?;
+        let q = layer.q_proj.forward(&h)?.reshape((n, c.num_attention_heads, c.head_dim))?;
+        let k = layer.k_proj.forward(&h)?.reshape((n, c.num_key_value_heads, c.head_dim))?;
+        let v = layer.v_proj.forward(&h)?.reshape((n, c.num_key_value_heads, c.head_dim))?;
+        let q = self.rope.apply(&rms_norm(&q, &layer.q_norm, eps)?, positions)?;
+        let k = self.rope.apply(&rms_norm(&k, &layer.k_norm, eps)?, positions)?;
+        let (k_pool, v_pool) = pool.layer(l);
+        write_kv(k_pool, &k, batch.slots)?;
+        write_kv(v_pool, &v, batch.slots)?;
+        let scale = 1.0 / (c.head_dim as f32).sqrt();
+        let attn = paged_attention(&q, k_pool, v_pool, batch.seqs, scale)?;
+        let attn = layer.o_proj.forward(&attn.reshape((n, c.num_attention_heads * c.head_dim))?)?;
+        let x = (x + attn)?;
+        let h = rms_norm(&x, &layer.post_norm, eps)?;
+        let gate = candle_nn::ops::silu(&layer.gate_proj.forward(&h)?)?;
+        let mlp = layer.down_proj.forward(&(gate * layer.up_proj.forward(&h)?)?)?;
+        Ok((x + mlp)?)
+    }
+}

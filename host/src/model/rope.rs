@@ -1,0 +1,34 @@
+//! Rotary position embedding tables, gathered per token so a packed batch can mix positions.
+
+use anyhow::Result;
+use candle_core::{DType, Device, Tensor};
+
+pub struct Rope {
+    cos: Tensor,
+    sin: Tensor,
+}
+
+impl Rope {
+    /// Tables `[max_positions, head_dim / 2]` computed in f32 (angles lose precision in bf16),
+    /// then stored in the model dtype.
+    pub fn new(head_dim: usize, theta: f64, max_positions: usize, dtype: DType, device: &Device) -> Result<Self> {
+        let inv_freq: Vec<f32> = (0..head_dim).step_by(2).map(|i| 1f32 / theta.powf(i as f64 / head_dim as f64) as f32).collect();
+        let half = inv_freq.len();
+        let inv_freq = Tensor::from_vec(inv_freq, (1, half), device)?;
+        let t = Tensor::arange(0u32, max_positions as u32, device)?.to_dtype(DType::F32)?.reshape((max_positions, 1))?;
+        let freqs = t.matmul(&inv_freq)?;
+        Ok(Rope { cos: freqs.cos()?.to_dtype(dtype)?, sin: freqs.sin()?.to_dtype(dtype)? })
+    }
+
+    /// Rotates `x` `[tokens, heads, head_dim]` by each token's position.
+    pub fn apply(&self, x: &Tensor, positions: &Tensor) -> Result<Tensor> {
+        let cos = self.cos.index_select(positions, 0)?;
+        let sin = self.sin.index_select(positions, 0)?;
+        let x = x.unsqueeze(0)?.contiguous()?;
+        Ok(candle_nn::rotary_emb::rope_thd(&x, &cos, &sin)?.squeeze(0)?)
+    }
+
+    pub fn max_positions(&self) -> usize {
+        self.cos.dim(0).unwrap_or(0)
+    }
+}

@@ -1,0 +1,81 @@
+//! Where the model comes from: a Hugging Face directory, a preset, or the embedded default.
+
+use super::config::Qwen3Config;
+use super::preset::{preset_weights, Preset};
+use super::qwen3::Qwen3;
+use super::tokenizer::{byte_level_tokenizer, load_tokenizer};
+use super::weights::load_weights;
+use anyhow::{bail, Result};
+use candle_core::{DType, Device};
+use std::path::PathBuf;
+use tokenizers::Tokenizer;
+
+/// The prototype's default checkpoint location.
+pub const DEFAULT_MODEL_DIR: &str = "~/huggingface/Qwen3-0.6B/";
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum ModelSource {
+    Dir(PathBuf),
+    Preset { preset: Preset, seed: u64 },
+}
+
+impl ModelSource {
+    /// `--model` wins, then `--preset`, then the default directory if it holds a checkpoint,
+    /// else the embedded `tiny` preset (said in one log line).
+    pub fn resolve(model: Option<PathBuf>, preset: Option<&str>, seed: u64) -> Result<Self> {
+        match (model, preset) {
+            (Some(_), Some(_)) => bail!("give either --model DIR or --preset NAME, not both"),
+            (Some(dir), None) => Ok(ModelSource::Dir(expand_home(dir))),
+            (None, Some(name)) => Ok(ModelSource::Preset { preset: Preset::from_name(name)?, seed }),
+            (None, None) => {
+                let default = expand_home(PathBuf::from(DEFAULT_MODEL_DIR));
+                if default.join("config.json").is_file() {
+                    Ok(ModelSource::Dir(default))
+                } else {
+                    tracing::info!("no checkpoint at {DEFAULT_MODEL_DIR}; using the embedded `tiny` preset (seed {seed})");
+                    Ok(ModelSource::Preset { preset: Preset::Tiny, seed })
+                }
+            }
+        }
+    }
+
+    /// A short name for logs and result files.
+    pub fn describe(&self) -> String {
+        match self {
+            ModelSource::Dir(d) => d.display().to_string(),
+            ModelSource::Preset { preset, seed } => format!("preset:{}:seed{seed}", preset.name()),
+        }
+    }
+
+    pub fn load(&self, device: &Device, dtype: DType) -> Result<LoadedModel> {
+        let (config, weights, tokenizer) = match self {
+            ModelSource::Dir(dir) => {
+                if !dir.is_dir() {
+                    bail!("model directory {} does not exist (give --model DIR or --preset tiny)", dir.display());
+                }
+                let config = Qwen3Config::from_file(&dir.join("config.json"))?;
+                let tokenizer = load_tokenizer(&dir.join("tokenizer.json"))?;
+                let weights = load_weights(dir, &config, device, dtype)?;
+                (config, weights, tokenizer)
+            }
+            ModelSource::Preset { preset, seed } => {
+                (preset.config(), preset_weights(*preset, *seed, device, dtype)?, byte_level_tokenizer()?)
+            }
+        };
+        let model = Qwen3::new(&config, weights, device, dtype)?;
+        Ok(LoadedModel { model, tokenizer, name: self.describe() })
+    }
+}
+
+pub struct LoadedModel {
+    pub model: Qwen3,
+    pub tokenizer: Tokenizer,
+    pub name: String,
+}
+
+fn expand_home(p: PathBuf) -> PathBuf {
+    match (p.strip_prefix("~"), std::env::var_os("HOME")) {
+        (Ok(rest), Some(home)) => PathBuf::from(home).join(rest),
+        _ => p,
+    }
+}

@@ -1,0 +1,65 @@
+//! Writing new keys or values into pool slots (the "reshape and cache" step of paged attention).
+
+use crate::elem::{unsupported, Elem};
+use candle_core::{backend::BackendStorage, CpuStorage, InplaceOp2, Layout, Result, Tensor};
+
+/// Copies row `t` of `src` (`[tokens, kv_heads, head_dim]`) into pool slot `slots[t]`, where slot
+/// `s` is block `s / block_size`, offset `s % block_size` of the pool
+/// `[num_blocks, block_size, kv_heads, head_dim]`.
+#[derive(Clone, Debug)]
+pub struct WriteKv {
+    pub slots: Vec<u32>,
+}
+
+/// Writes `src` into `pool` in place at `slots`; the pool keeps its address.
+pub fn write_kv(pool: &Tensor, src: &Tensor, slots: &[u32]) -> Result<()> {
+    let (_, _, kv_heads, head_dim) = pool.dims4()?;
+    let (tokens, src_heads, src_dim) = src.dims3()?;
+    if (src_heads, src_dim) != (kv_heads, head_dim) || tokens != slots.len() {
+        candle_core::bail!(
+            "write_kv: {} rows of [{src_heads}, {src_dim}] for {} slots of [{kv_heads}, {head_dim}]",
+            tokens,
+            slots.len()
+        );
+    }
+    if pool.dtype() != src.dtype() {
+        candle_core::bail!("write_kv: pool is {:?} but the new rows are {:?}", pool.dtype(), src.dtype());
+    }
+    let src = src.contiguous()?;
+    pool.inplace_op2(&src, &WriteKv { slots: slots.to_vec() })
+}
+
+fn write_rows<T: Elem>(pool: &mut [T], src: &[T], slots: &[u32], row: usize) -> Result<()> {
+    let capacity = pool.len() / row;
+    for (t, &slot) in slots.iter().enumerate() {
+        let slot = slot as usize;
+        if slot >= capacity {
+            candle_core::bail!("write_kv: slot {slot} is outside the pool of {capacity} slots");
+        }
+        pool[slot * row..(slot + 1) * row].copy_from_slice(&src[t * row..(t + 1) * row]);
+    }
+    Ok(())
+}
+
+impl InplaceOp2 for WriteKv {
+    fn name(&self) -> &'static str {
+        "write-kv"
+    }
+
+    fn cpu_fwd(&self, pool: &mut CpuStorage, pool_l: &Layout, src: &CpuStorage, src_l: &Layout) -> Result<()> {
+        let (p0, p1) = pool_l
+            .contiguous_offsets()
+            .ok_or_else(|| candle_core::Error::Msg("write_kv: the pool must be contiguous".into()))?;
+        let (s0, s1) = src_l
+            .contiguous_offsets()
+            .ok_or_else(|| candle_core::Error::Msg("write_kv: the new rows must be contiguous".into()))?;
+        let dims = pool_l.dims();
+        let row = dims[2] * dims[3];
+        match (pool, src) {
+            (CpuStorage::F32(p), CpuStorage::F32(s)) => write_rows(&mut p[p0..p1], &s[s0..s1], &self.slots, row),
+            (CpuStorage::BF16(p), CpuStorage::BF16(s)) => write_rows(&mut p[p0..p1], &s[s0..s1], &self.slots, row),
+            (CpuStorage::F16(p), CpuStorage::F16(s)) => write_rows(&mut p[p0..p1], &s[s0..s1], &self.slots, row),
+            (p, _) => Err(unsupported("write_kv", p.dtype())),
+        }
+    }
+}
