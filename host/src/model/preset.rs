@@ -168,11 +168,9 @@ pub fn write_preset(preset: Preset, seed: u64, dir: &Path) -> Result<()> {
         .into_iter()
         .map(|(name, shape)| LazyTensor { name, shape, seed, std: preset.init_std(), dtype: preset.disk_dtype() })
         .collect();
-    let metadata = HashMap::from([
-        ("format".to_string(), "pt".to_string()),
-        ("nanohost_preset".to_string(), preset.name().to_string()),
-        ("nanohost_seed".to_string(), seed.to_string()),
-    ]);
+    // One key only: safetensors keeps metadata in a HashMap, and more keys would make the
+    // header order (and so the file bytes) vary between runs with the same seed.
+    let metadata = HashMap::from([("format".to_string(), "pt".to_string())]);
     write_atomic(&dir.join(SINGLE_FILE), |p| {
         safetensors::serialize_to_file(tensors.iter().map(|t| (t.name.clone(), t)), Some(metadata), p)
             .map_err(|e| anyhow::anyhow!("writing {}: {e}", p.display()))
