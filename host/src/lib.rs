@@ -6,5 +6,6 @@
 
 pub mod engine;
 pub mod model;
+pub mod plugin;
 pub mod rng;
 pub mod cli;

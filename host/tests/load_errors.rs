@@ -143,7 +143,9 @@ fn the_binary_exits_non_zero_with_the_message() {
     let (_t, dir) = tiny_dir();
     std::fs::write(dir.join("config.json"), "not json").unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_nanohost"))
-        .args(["generate", "--prompt", "hi", "--model"])
+        .args(["generate", "--prompt", "hi", "--plugin"])
+        .arg(common::standard_plugin())
+        .arg("--model")
         .arg(&dir)
         .output()
         .unwrap();
@@ -167,7 +169,9 @@ fn init_model_writes_a_loadable_deterministic_preset() {
     let b = std::fs::read(tmp.path().join("b/model.safetensors")).unwrap();
     assert!(a == b, "same seed, different files");
     let out = Command::new(env!("CARGO_BIN_EXE_nanohost"))
-        .args(["generate", "--prompt", "Hello", "--max-tokens", "4", "--model"])
+        .args(["generate", "--prompt", "Hello", "--max-tokens", "4", "--plugin"])
+        .arg(common::standard_plugin())
+        .arg("--model")
         .arg(tmp.path().join("a"))
         .output()
         .unwrap();

@@ -6,6 +6,7 @@ use candle_core::{DType, Device, Tensor, D};
 use candle_nn::VarBuilder;
 use candle_transformers::models::qwen3;
 use common::{max_abs_diff, tiny_dir};
+use nanohost::engine::kv_policy::HostJob;
 use nanohost::engine::kv_pool::{KvPool, PoolSize};
 use nanohost::engine::runner::PackedBatch;
 use nanohost::engine::sampler::argmax;
@@ -45,7 +46,18 @@ fn prompt(seed: u32, len: usize) -> Vec<u32> {
 fn seq_with_blocks(id: u64, tokens: Vec<u32>, first_block: u32, blocks: u32) -> Sequence {
     let mut s = Sequence::new(id, tokens, SamplingParams::default());
     s.context = vec![KvSpan { blocks: (first_block..first_block + blocks).collect(), len: s.len() }];
+    plan_rest(&mut s);
     s
+}
+
+/// One job computing the tokens not yet in the pool.
+fn plan_rest(s: &mut Sequence) {
+    s.context[0].len = s.len();
+    s.pending = vec![HostJob {
+        context: s.context.clone(),
+        tokens: s.tokens[s.computed..].to_vec(),
+        positions: (s.computed as u32..s.len() as u32).collect(),
+    }];
 }
 
 #[test]
@@ -84,7 +96,7 @@ fn batched_prefill_and_decode_logits_match_the_reference() {
     // 24 batched decode steps against the reference's own KV cache.
     for step in 0..24 {
         for s in seqs.iter_mut() {
-            s.context[0].len = s.len();
+            plan_rest(s);
         }
         let batch = PackedBatch::pack(seqs.iter(), 16).unwrap();
         let ours = model.forward(&batch.as_forward(), &pool).unwrap().to_vec2::<f32>().unwrap();
@@ -112,7 +124,7 @@ fn prefill_over_a_cached_prefix_matches_a_full_prefill() {
     PackedBatch::pack([&s], 16).map(|b| model.forward(&b.as_forward(), &pool).unwrap()).unwrap();
     s.tokens = tokens.clone();
     s.computed = 45;
-    s.context[0].len = 70;
+    plan_rest(&mut s);
     let mut batch = PackedBatch::pack([&s], 16).unwrap();
     batch.logit_rows = (0..25).collect();
     let ours = model.forward(&batch.as_forward(), &pool).unwrap().to_vec2::<f32>().unwrap();

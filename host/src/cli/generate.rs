@@ -1,5 +1,5 @@
 use super::model_args::ModelArgs;
-use crate::engine::{kv_policy::PrivateBlocks, kv_pool::{KvPool, PoolSize, DEFAULT_BLOCK_SIZE}, scheduler::SchedulerConfig, sequence::SamplingParams, Engine};
+use crate::engine::{kv_pool::{KvPool, PoolSize, DEFAULT_BLOCK_SIZE}, scheduler::SchedulerConfig, sequence::SamplingParams, Engine};
 use anyhow::Result;
 use clap::Args;
 
@@ -16,19 +16,23 @@ pub struct GenerateArgs {
     temperature: f32,
     #[arg(long, default_value_t = 42)]
     seed: u64,
+    /// The strategy plugin placing the KV.
+    #[arg(long, default_value = "plugins/libstandard.so")]
+    plugin: std::path::PathBuf,
     /// Stop at the model's end-of-sequence token.
     #[arg(long)]
     stop_at_eos: bool,
 }
 
 pub fn run(a: GenerateArgs) -> Result<()> {
+    let plugin = crate::plugin::load_plugin(&a.plugin)?;
     let (loaded, device) = a.model.load()?;
     let prompt = loaded.tokenizer.encode(a.prompt.as_str(), false).map_err(|e| anyhow::anyhow!("tokenizing the prompt: {e}"))?;
     let prompt = prompt.get_ids().to_vec();
     let cfg = loaded.model.config();
     let blocks = (prompt.len() + a.max_tokens).div_ceil(DEFAULT_BLOCK_SIZE);
     let pool = KvPool::new(cfg, PoolSize::Blocks(blocks), DEFAULT_BLOCK_SIZE, loaded.model.dtype(), &device)?;
-    let policy = Box::new(PrivateBlocks::new(pool.num_blocks(), pool.block_size()));
+    let policy = Box::new(plugin.new_policy(&pool)?);
     let mut engine = Engine::new(&loaded.model, pool, policy, SchedulerConfig::default(), a.seed);
     let params = SamplingParams { temperature: a.temperature, max_tokens: a.max_tokens, ignore_eos: !a.stop_at_eos };
     engine.add_request(prompt.clone(), params)?;

@@ -62,6 +62,15 @@ impl KvPool {
         self.num_blocks
     }
 
+    /// The pool as a strategy sees it.
+    pub fn info(&self) -> nanohost_strategy_api::PoolInfo {
+        nanohost_strategy_api::PoolInfo {
+            num_blocks: self.num_blocks as u32,
+            block_size: self.block_size as u32,
+            bytes_per_block: self.bytes_per_block as u64,
+        }
+    }
+
     /// K plus V bytes of one block over all layers.
     pub fn bytes_per_block(&self) -> usize {
         self.bytes_per_block

@@ -32,18 +32,24 @@ pub struct Engine<'m> {
     scheduler: Scheduler,
     seed: u64,
     next_id: SeqId,
-    /// Largest number of pool blocks in use at any step boundary.
+    /// Largest number of pool blocks referenced by live sequences, at any step.
     pub peak_blocks: usize,
+    /// Largest number of blocks the strategy said it held (live plus retained), at any step.
+    pub peak_reported_blocks: usize,
     pub steps: Vec<StepReport>,
 }
 
 impl<'m> Engine<'m> {
     pub fn new(model: &'m Qwen3, pool: KvPool, policy: Box<dyn KvPolicy + 'm>, cfg: SchedulerConfig, seed: u64) -> Self {
-        Engine { model, pool, policy, scheduler: Scheduler::new(cfg), seed, next_id: 0, peak_blocks: 0, steps: Vec::new() }
+        Engine { model, pool, policy, scheduler: Scheduler::new(cfg), seed, next_id: 0, peak_blocks: 0, peak_reported_blocks: 0, steps: Vec::new() }
     }
 
     pub fn pool(&self) -> &KvPool {
         &self.pool
+    }
+
+    pub fn policy(&self) -> &(dyn KvPolicy + 'm) {
+        self.policy.as_ref()
     }
 
     pub fn preemptions(&self) -> usize {
@@ -77,6 +83,7 @@ impl<'m> Engine<'m> {
         for (&i, row) in plan.seqs.iter().zip(&logits) {
             let seq = &mut running[i];
             seq.computed = seq.len();
+            seq.pending.clear();
             let index = seq.output().len();
             let token = sampler::sample(row, seq.params.temperature, self.seed, seq.id, index);
             seq.tokens.push(token);
@@ -91,7 +98,8 @@ impl<'m> Engine<'m> {
                 None
             };
         }
-        self.peak_blocks = self.peak_blocks.max(self.policy.blocks_in_use());
+        self.peak_blocks = self.peak_blocks.max(self.policy.live_blocks());
+        self.peak_reported_blocks = self.peak_reported_blocks.max(self.policy.reported_blocks()?);
         self.scheduler.retire_finished(self.policy.as_mut())?;
         let report = StepReport { prefill: plan.prefill, num_seqs: plan.seqs.len(), tokens_computed: batch.tokens.len(), duration: start.elapsed() };
         self.steps.push(report.clone());

@@ -1,5 +1,5 @@
 //! Turns a scheduled step into the model's packed batch: token ids, positions, pool slots for
-//! the new KV, each sequence's attention context, and which rows need logits.
+//! the new KV, each job's attention context, and which rows need logits.
 
 use super::sequence::Sequence;
 use crate::model::ForwardBatch;
@@ -16,22 +16,30 @@ pub struct PackedBatch {
 }
 
 impl PackedBatch {
-    /// Tokens `computed..len` of each sequence; each sequence's last row gives its next token.
+    /// Every pending job of each sequence; one logits row per sequence (the last row of its
+    /// logits job).
     pub fn pack<'a>(seqs: impl IntoIterator<Item = &'a Sequence>, block_size: usize) -> Result<Self> {
         let mut b = PackedBatch::default();
         for seq in seqs {
-            let q_start = b.tokens.len();
-            for i in seq.computed..seq.len() {
-                b.tokens.push(seq.tokens[i]);
-                b.positions.push(i as u32);
-                b.slots.push(
-                    context_slot(&seq.context, i, block_size)
-                        .with_context(|| format!("sequence {}: its context has no slot for token {i}", seq.id))?,
-                );
+            for (j, job) in seq.pending.iter().enumerate() {
+                let q_start = b.tokens.len();
+                let kv_len: usize = job.context.iter().map(|s| s.len).sum();
+                let first = kv_len
+                    .checked_sub(job.tokens.len())
+                    .with_context(|| format!("sequence {}: job {j} computes more tokens than its context holds", seq.id))?;
+                for (i, (&t, &p)) in job.tokens.iter().zip(&job.positions).enumerate() {
+                    b.tokens.push(t);
+                    b.positions.push(p);
+                    b.slots.push(
+                        context_slot(&job.context, first + i, block_size)
+                            .with_context(|| format!("sequence {}: job {j} has no slot for entry {}", seq.id, first + i))?,
+                    );
+                }
+                b.seqs.push(SeqAttention { q_start, q_len: job.tokens.len(), context: job.context.clone() });
+                if j == seq.logits_job {
+                    b.logit_rows.push((b.tokens.len() - 1) as u32);
+                }
             }
-            let q_len = b.tokens.len() - q_start;
-            b.seqs.push(SeqAttention { q_start, q_len, context: seq.context.clone() });
-            b.logit_rows.push((b.tokens.len() - 1) as u32);
         }
         Ok(b)
     }

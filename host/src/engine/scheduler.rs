@@ -1,7 +1,7 @@
 //! Continuous batching: waiting and running queues, prefill first, then decode, preemption by
 //! recompute when the pool is full.
 
-use super::kv_policy::KvPolicy;
+use super::kv_policy::{HostJob, KvPolicy};
 use super::sequence::Sequence;
 use anyhow::{bail, Result};
 use std::collections::VecDeque;
@@ -18,8 +18,8 @@ impl Default for SchedulerConfig {
     }
 }
 
-/// One step's work: for each scheduled running sequence (by index into `running`), the tokens
-/// `computed..len` go through the model.
+/// One step's work: the scheduled running sequences (by index into `running`), whose
+/// `pending` jobs go through the model.
 #[derive(Debug, PartialEq)]
 pub struct StepPlan {
     pub prefill: bool,
@@ -53,19 +53,18 @@ impl Scheduler {
             if self.running.len() >= self.cfg.max_num_seqs {
                 break;
             }
-            let Some(adm) = policy.admit(seq.id, &seq.tokens)? else { break };
-            // Never a zero-length prefill: a fully cached prompt still computes its last token,
-            // whose logits give the first output.
-            let cached = adm.cached.min(seq.len() - 1);
-            let to_compute = seq.len() - cached;
-            if batched > 0 && batched + to_compute > self.cfg.max_num_batched_tokens {
-                policy.release(seq.id)?;
+            // The whole context bounds what admission can ask to compute; checking before
+            // admitting means nothing is placed (and recorded as written) that does not run.
+            if batched > 0 && batched + seq.len() > self.cfg.max_num_batched_tokens {
                 break;
             }
+            let Some(placement) = policy.admit(seq.id, &seq.tokens)? else { break };
+            let to_compute: usize = placement.jobs.iter().map(|j| j.tokens.len()).sum();
             let mut seq = self.waiting.pop_front().expect("front exists");
-            seq.context = adm.context;
-            seq.computed = cached;
-            seq.cached_at_admission = cached;
+            seq.context = placement.context;
+            seq.pending = placement.jobs;
+            seq.logits_job = placement.logits_job;
+            seq.cached_at_admission = placement.cached_tokens;
             batched += to_compute;
             self.running.push(seq);
         }
@@ -78,10 +77,14 @@ impl Scheduler {
     fn schedule_decode(&mut self, policy: &mut dyn KvPolicy) -> Result<Option<StepPlan>> {
         let mut i = 0;
         while i < self.running.len() {
-            let (id, len) = (self.running[i].id, self.running[i].len());
-            match policy.grow(id, len)? {
+            let seq = &self.running[i];
+            match policy.grow(seq.id, &seq.tokens)? {
                 Some(context) => {
-                    self.running[i].context = context;
+                    let seq = &mut self.running[i];
+                    let last = seq.len() - 1;
+                    seq.pending = vec![HostJob { context: context.clone(), tokens: vec![seq.tokens[last]], positions: vec![last as u32] }];
+                    seq.logits_job = 0;
+                    seq.context = context;
                     i += 1;
                 }
                 // No room: evict the most recently admitted sequence (possibly this one) and retry.

@@ -1,5 +1,6 @@
 //! One request as the engine tracks it, from waiting to finished.
 
+use super::kv_policy::HostJob;
 use nanohost_kernels::KvSpan;
 use std::time::Instant;
 
@@ -39,11 +40,14 @@ pub struct Sequence {
     pub computed: usize,
     /// Where this sequence's KV lives, in context order.
     pub context: Vec<KvSpan>,
+    /// What the next step computes for this sequence, and which job's last row gives logits.
+    pub pending: Vec<HostJob>,
+    pub logits_job: usize,
     pub finish: Option<FinishReason>,
     pub arrived: Instant,
     /// When each generated token was sampled.
     pub token_times: Vec<Instant>,
-    /// Prompt tokens whose KV the policy had cached at the last admission.
+    /// Prompt tokens already in the pool at the last admission.
     pub cached_at_admission: usize,
     pub preemptions: usize,
 }
@@ -58,6 +62,8 @@ impl Sequence {
             params,
             computed: 0,
             context: Vec::new(),
+            pending: Vec::new(),
+            logits_job: 0,
             finish: None,
             arrived: Instant::now(),
             token_times: Vec::new(),
@@ -82,6 +88,7 @@ impl Sequence {
     pub fn reset_for_recompute(&mut self) {
         self.computed = 0;
         self.context.clear();
+        self.pending.clear();
         self.preemptions += 1;
     }
 }

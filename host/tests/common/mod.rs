@@ -1,7 +1,9 @@
 //! Helpers shared by the host's integration tests.
 #![allow(dead_code)]
 
+use nanohost::engine::kv_pool::KvPool;
 use nanohost::model::preset::{write_preset, Preset};
+use nanohost::plugin::PluginPolicy;
 use std::path::PathBuf;
 
 /// A fresh directory holding the `tiny` preset (seed 0) in the Hugging Face layout.
@@ -15,4 +17,31 @@ pub fn tiny_dir() -> (tempfile::TempDir, PathBuf) {
 pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
     a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+}
+
+/// The standard strategy, run in-process through the same ABI wrapper and plan checks a loaded
+/// plugin gets.
+pub fn standard_policy(pool: &KvPool) -> Box<PluginPolicy> {
+    let strategy = nanohost_strategy_api::new_boxed::<standard::Standard>(pool.info()).into_result().unwrap();
+    Box::new(PluginPolicy::new("standard", strategy, pool.info()))
+}
+
+/// The build output directory holding the `nanohost` binary under test.
+pub fn build_dir() -> PathBuf {
+    std::path::Path::new(env!("CARGO_BIN_EXE_nanohost")).parent().unwrap().to_path_buf()
+}
+
+/// Path of a workspace plugin's library, built first if needed (same profile as the tests).
+pub fn built_plugin(package: &str, lib: &str) -> PathBuf {
+    let path = build_dir().join(format!("lib{lib}.so"));
+    if !path.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let st = std::process::Command::new(cargo).args(["build", "-p", package]).status().unwrap();
+        assert!(st.success(), "building {package} failed");
+    }
+    path
+}
+
+pub fn standard_plugin() -> PathBuf {
+    built_plugin("nanohost-plugin-standard", "standard")
 }
