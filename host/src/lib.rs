@@ -4,8 +4,11 @@
 //! packed batch ([`engine::runner`]) → model ([`model::qwen3`]) → kernels (`nanohost-kernels`) →
 //! sampler ([`engine::sampler`]).
 
+pub mod bench;
 pub mod engine;
+pub mod fsutil;
 pub mod model;
 pub mod plugin;
 pub mod rng;
+pub mod workload;
 pub mod cli;

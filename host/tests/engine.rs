@@ -26,7 +26,7 @@ struct Run {
 fn generate(m: &LoadedModel, blocks: usize, sched: SchedulerConfig, params: SamplingParams) -> Run {
     let pool = KvPool::new(m.model.config(), PoolSize::Blocks(blocks), 16, DType::F32, &Device::Cpu).unwrap();
     let policy = common::standard_policy(&pool);
-    let mut engine = Engine::new(&m.model, pool, policy, sched, 42);
+    let mut engine = Engine::new(&m.model, &pool, policy, sched, 42);
     for p in prompts() {
         engine.add_request(p, params).unwrap();
     }
@@ -67,7 +67,7 @@ fn token_budget_splits_prefill_and_peak_blocks_follow_the_workload() {
     let m = tiny();
     let pool = KvPool::new(m.model.config(), PoolSize::Blocks(64), 16, DType::F32, &Device::Cpu).unwrap();
     let policy = common::standard_policy(&pool);
-    let mut engine = Engine::new(&m.model, pool, policy, SchedulerConfig { max_num_seqs: 8, max_num_batched_tokens: 64 }, 1);
+    let mut engine = Engine::new(&m.model, &pool, policy, SchedulerConfig { max_num_seqs: 8, max_num_batched_tokens: 64 }, 1);
     for p in prompts() {
         engine.add_request(p, SamplingParams { max_tokens: 3, ..GREEDY }).unwrap();
     }
@@ -85,7 +85,7 @@ fn bad_requests_are_refused() {
     let m = tiny();
     let pool = KvPool::new(m.model.config(), PoolSize::Blocks(8), 16, DType::F32, &Device::Cpu).unwrap();
     let policy = common::standard_policy(&pool);
-    let mut engine = Engine::new(&m.model, pool, policy, SchedulerConfig::default(), 0);
+    let mut engine = Engine::new(&m.model, &pool, policy, SchedulerConfig::default(), 0);
     assert!(engine.add_request(vec![], GREEDY).is_err(), "empty prompt accepted");
     let e = engine.add_request(vec![99_999], GREEDY).unwrap_err().to_string();
     assert!(e.contains("99999 is outside the model's vocabulary of 10240"), "{e}");
@@ -99,7 +99,7 @@ fn eos_stops_generation_unless_ignored() {
         let m = ModelSource::Dir(dir.clone()).load(&Device::Cpu, DType::F32).unwrap();
         let pool = KvPool::new(m.model.config(), PoolSize::Blocks(8), 16, DType::F32, &Device::Cpu).unwrap();
         let policy = common::standard_policy(&pool);
-    let mut engine = Engine::new(&m.model, pool, policy, SchedulerConfig::default(), 0);
+    let mut engine = Engine::new(&m.model, &pool, policy, SchedulerConfig::default(), 0);
         engine.add_request(prompt.clone(), SamplingParams { temperature: 0.0, max_tokens: 30, ignore_eos }).unwrap();
         engine.run_to_completion().unwrap().remove(0)
     };

@@ -33,7 +33,7 @@ pub fn run(a: GenerateArgs) -> Result<()> {
     let blocks = (prompt.len() + a.max_tokens).div_ceil(DEFAULT_BLOCK_SIZE);
     let pool = KvPool::new(cfg, PoolSize::Blocks(blocks), DEFAULT_BLOCK_SIZE, loaded.model.dtype(), &device)?;
     let policy = Box::new(plugin.new_policy(&pool)?);
-    let mut engine = Engine::new(&loaded.model, pool, policy, SchedulerConfig::default(), a.seed);
+    let mut engine = Engine::new(&loaded.model, &pool, policy, SchedulerConfig::default(), a.seed);
     let params = SamplingParams { temperature: a.temperature, max_tokens: a.max_tokens, ignore_eos: !a.stop_at_eos };
     engine.add_request(prompt.clone(), params)?;
     let start = std::time::Instant::now();

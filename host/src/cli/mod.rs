@@ -2,7 +2,10 @@
 
 mod generate;
 mod init_model;
+mod list;
 mod model_args;
+mod run;
+mod worker;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -20,6 +23,12 @@ enum Command {
     InitModel(init_model::InitModelArgs),
     /// Generate text from one prompt: a quick manual check of model and engine.
     Generate(generate::GenerateArgs),
+    /// Run strategy plugins on the benchmark workloads, each in its own process.
+    Run(run::RunArgs),
+    /// List discovered plugins: name, version, ABI status, path, sha256.
+    List(list::ListArgs),
+    #[command(hide = true)]
+    Worker(worker::WorkerArgs),
 }
 
 pub fn main() -> Result<()> {
@@ -27,5 +36,8 @@ pub fn main() -> Result<()> {
     match cli.command {
         Command::InitModel(a) => init_model::run(a),
         Command::Generate(a) => generate::run(a),
+        Command::Run(a) => run::run(a),
+        Command::List(a) => list::run(a),
+        Command::Worker(a) => worker::run(a),
     }
 }

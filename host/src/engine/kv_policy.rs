@@ -41,4 +41,6 @@ pub trait KvPolicy {
     fn live_blocks(&self) -> usize;
     /// Blocks the strategy says it holds (live plus retained).
     fn reported_blocks(&self) -> Result<usize>;
+    /// The strategy's own counters (hits, misses, evictions, ...).
+    fn counters(&self) -> Result<Vec<(String, u64)>>;
 }

@@ -27,7 +27,7 @@ pub struct StepReport {
 
 pub struct Engine<'m> {
     model: &'m Qwen3,
-    pool: KvPool,
+    pool: &'m KvPool,
     policy: Box<dyn KvPolicy + 'm>,
     scheduler: Scheduler,
     seed: u64,
@@ -40,12 +40,12 @@ pub struct Engine<'m> {
 }
 
 impl<'m> Engine<'m> {
-    pub fn new(model: &'m Qwen3, pool: KvPool, policy: Box<dyn KvPolicy + 'm>, cfg: SchedulerConfig, seed: u64) -> Self {
+    pub fn new(model: &'m Qwen3, pool: &'m KvPool, policy: Box<dyn KvPolicy + 'm>, cfg: SchedulerConfig, seed: u64) -> Self {
         Engine { model, pool, policy, scheduler: Scheduler::new(cfg), seed, next_id: 0, peak_blocks: 0, peak_reported_blocks: 0, steps: Vec::new() }
     }
 
     pub fn pool(&self) -> &KvPool {
-        &self.pool
+        self.pool
     }
 
     pub fn policy(&self) -> &(dyn KvPolicy + 'm) {
@@ -76,7 +76,7 @@ impl<'m> Engine<'m> {
         let Some(plan) = self.scheduler.schedule(self.policy.as_mut())? else { return Ok(None) };
         let running = &mut self.scheduler.running;
         let batch = PackedBatch::pack(plan.seqs.iter().map(|&i| &running[i]), self.pool.block_size())?;
-        let logits = self.model.forward(&batch.as_forward(), &self.pool)?.to_vec2::<f32>()?;
+        let logits = self.model.forward(&batch.as_forward(), self.pool)?.to_vec2::<f32>()?;
         let now = Instant::now();
         let eos = &self.model.config().eos_token_ids;
         let max_pos = self.model.config().max_position_embeddings;

@@ -8,6 +8,7 @@
 use super::config::Qwen3Config;
 use super::tokenizer::{byte_level_tokenizer_json, ENDOFTEXT_ID, IM_END_ID};
 use super::weights::{expected_tensors, SINGLE_FILE};
+use crate::fsutil::{write_atomic, write_atomic_with};
 use crate::rng::Rng;
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
@@ -148,22 +149,16 @@ pub fn preset_weights(preset: Preset, seed: u64, device: &Device, dtype: DType) 
         .collect()
 }
 
-fn write_atomic(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
-    let tmp = path.with_extension("tmp");
-    write(&tmp)?;
-    std::fs::rename(&tmp, path).with_context(|| format!("cannot move {} into place", path.display()))
-}
-
 /// Writes config.json, model.safetensors and tokenizer.json in the Hugging Face layout.
 pub fn write_preset(preset: Preset, seed: u64, dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let cfg = preset.config();
     let torch_dtype = if preset.disk_dtype() == StDtype::BF16 { "bfloat16" } else { "float32" };
     let config = serde_json::to_string_pretty(&cfg.to_hf_json(torch_dtype))?;
-    write_atomic(&dir.join("config.json"), |p| Ok(std::fs::write(p, config)?))?;
-    write_atomic(&dir.join("tokenizer.json"), |p| Ok(std::fs::write(p, byte_level_tokenizer_json())?))?;
+    write_atomic(&dir.join("config.json"), config.as_bytes())?;
+    write_atomic(&dir.join("tokenizer.json"), byte_level_tokenizer_json().as_bytes())?;
     let generation = serde_json::json!({"bos_token_id": cfg.bos_token_id, "eos_token_id": cfg.eos_token_ids, "do_sample": true, "temperature": 0.6});
-    write_atomic(&dir.join("generation_config.json"), |p| Ok(std::fs::write(p, serde_json::to_string_pretty(&generation)?)?))?;
+    write_atomic(&dir.join("generation_config.json"), serde_json::to_string_pretty(&generation)?.as_bytes())?;
     let tensors: Vec<LazyTensor> = expected_tensors(&cfg)
         .into_iter()
         .map(|(name, shape)| LazyTensor { name, shape, seed, std: preset.init_std(), dtype: preset.disk_dtype() })
@@ -171,7 +166,7 @@ pub fn write_preset(preset: Preset, seed: u64, dir: &Path) -> Result<()> {
     // One key only: safetensors keeps metadata in a HashMap, and more keys would make the
     // header order (and so the file bytes) vary between runs with the same seed.
     let metadata = HashMap::from([("format".to_string(), "pt".to_string())]);
-    write_atomic(&dir.join(SINGLE_FILE), |p| {
+    write_atomic_with(&dir.join(SINGLE_FILE), |p| {
         safetensors::serialize_to_file(tensors.iter().map(|t| (t.name.clone(), t)), Some(metadata), p)
             .map_err(|e| anyhow::anyhow!("writing {}: {e}", p.display()))
     })

@@ -7,15 +7,12 @@ use crate::engine::sequence::SeqId;
 use anyhow::{anyhow, Result};
 use nanohost_kernels::KvSpan;
 use nanohost_strategy_api::abi_stable::std_types::{ROption, RResult};
-use nanohost_strategy_api::{Admission, Chunk, PoolInfo, Request, StrategyBox, StrategyStats};
-use std::collections::HashMap;
+use nanohost_strategy_api::{Admission, PoolInfo, Request, StrategyBox, StrategyStats};
 
 pub struct PluginPolicy {
     name: String,
     strategy: StrategyBox,
     ledger: Ledger,
-    /// Chunk structure of requests that have one, by sequence.
-    chunks: HashMap<SeqId, Vec<Chunk>>,
 }
 
 impl PluginPolicy {
@@ -24,13 +21,7 @@ impl PluginPolicy {
             name: name.to_string(),
             strategy,
             ledger: Ledger::new(pool.num_blocks as usize, pool.block_size as usize),
-            chunks: HashMap::new(),
         }
-    }
-
-    /// Gives `seq`'s request its chunk structure when it is admitted.
-    pub fn set_chunks(&mut self, seq: SeqId, chunks: Vec<Chunk>) {
-        self.chunks.insert(seq, chunks);
     }
 
     fn call<T>(&self, what: &str, r: RResult<T, nanohost_strategy_api::abi_stable::std_types::RString>) -> Result<T> {
@@ -49,8 +40,7 @@ impl PluginPolicy {
 
 impl KvPolicy for PluginPolicy {
     fn admit(&mut self, seq: SeqId, tokens: &[u32]) -> Result<Option<Placement>> {
-        let chunks = self.chunks.get(&seq).cloned().unwrap_or_default();
-        let request = Request { seq_id: seq, tokens: tokens.to_vec().into(), chunks: chunks.into() };
+        let request = Request { seq_id: seq, tokens: tokens.to_vec().into(), chunks: Default::default() };
         let answer = self.strategy.admit(&request);
         match self.call("admit", answer)? {
             Admission::NoRoom => Ok(None),
@@ -81,5 +71,9 @@ impl KvPolicy for PluginPolicy {
 
     fn reported_blocks(&self) -> Result<usize> {
         Ok(self.stats()?.blocks_in_use as usize)
+    }
+
+    fn counters(&self) -> Result<Vec<(String, u64)>> {
+        Ok(self.stats()?.counters.iter().map(|c| (c.name.to_string(), c.value)).collect())
     }
 }

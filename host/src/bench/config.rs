@@ -1,0 +1,117 @@
+//! The benchmark configuration: the prototype's keys plus nanohost's own. Unknown keys and
+//! wrong types are errors naming the key.
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BenchConfig {
+    /// Hugging Face Qwen3 directory (prototype key). Absent: the default path, else `tiny`.
+    pub model_path: Option<String>,
+    /// A generated preset instead of a directory: "tiny" or "qwen3-0.6b".
+    pub preset: Option<String>,
+    pub model_seed: u64,
+    pub batch_sizes: Vec<usize>,
+    pub max_input_len: usize,
+    pub max_output_len: usize,
+    pub seed: u64,
+    /// 0 means greedy. The prototype sampled at 0.6 and ignored EOS.
+    pub temperature: f64,
+    /// Tokens generated in the warm-up call before each timed point (prototype: 10).
+    pub warmup_tokens: usize,
+    pub workloads: Vec<String>,
+    /// Per plugin, wall clock, for the whole child process.
+    pub timeout_seconds: u64,
+    pub block_size: usize,
+    /// KV pool size in blocks; absent: enough for the largest point with no preemption.
+    pub num_blocks: Option<usize>,
+    pub max_num_seqs: usize,
+    pub max_num_batched_tokens: usize,
+}
+
+impl Default for BenchConfig {
+    fn default() -> Self {
+        BenchConfig {
+            model_path: None,
+            preset: None,
+            model_seed: 0,
+            batch_sizes: vec![1, 2, 4],
+            max_input_len: 256,
+            max_output_len: 128,
+            seed: 42,
+            temperature: 0.6,
+            warmup_tokens: 10,
+            workloads: vec!["standard".into()],
+            timeout_seconds: 1800,
+            block_size: crate::engine::kv_pool::DEFAULT_BLOCK_SIZE,
+            num_blocks: None,
+            max_num_seqs: 256,
+            max_num_batched_tokens: 16_384,
+        }
+    }
+}
+
+impl BenchConfig {
+    pub fn from_json(text: &str) -> Result<Self> {
+        let de = &mut serde_json::Deserializer::from_str(text);
+        let cfg: BenchConfig = serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            if path == "." {
+                anyhow::anyhow!("{inner}")
+            } else {
+                anyhow::anyhow!("key `{path}`: {inner}")
+            }
+        })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?;
+        Self::from_json(&text).with_context(|| format!("config file {} is invalid", path.display()))
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        if self.batch_sizes.is_empty() || self.batch_sizes.contains(&0) {
+            bail!("key `batch_sizes` must list batch sizes of at least 1, got {:?}", self.batch_sizes);
+        }
+        if self.max_output_len == 0 {
+            bail!("key `max_output_len` must be at least 1");
+        }
+        if self.block_size == 0 {
+            bail!("key `block_size` must be at least 1");
+        }
+        if self.temperature < 0.0 || !self.temperature.is_finite() {
+            bail!("key `temperature` must be 0 (greedy) or positive, got {}", self.temperature);
+        }
+        if self.workloads.is_empty() {
+            bail!("key `workloads` is empty; known workloads: {}", crate::workload::NAMES.join(", "));
+        }
+        for w in &self.workloads {
+            crate::workload::by_name(w)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prototype_keys_parse_and_bad_keys_are_named() {
+        let c = BenchConfig::from_json(r#"{"batch_sizes": [8], "seed": 1, "max_input_len": 128}"#).unwrap();
+        assert_eq!((c.batch_sizes, c.seed, c.max_input_len, c.max_output_len), (vec![8], 1, 128, 128));
+        let e = BenchConfig::from_json(r#"{"batch_size": [8]}"#).unwrap_err().to_string();
+        assert!(e.contains("unknown field `batch_size`"), "{e}");
+        let e = BenchConfig::from_json(r#"{"batch_sizes": [1, "two"]}"#).unwrap_err().to_string();
+        assert!(e.contains("batch_sizes[1]") && e.contains("invalid type"), "{e}");
+        let e = BenchConfig::from_json(r#"{"seed": -1}"#).unwrap_err().to_string();
+        assert!(e.contains("key `seed`"), "{e}");
+        let e = BenchConfig::from_json(r#"{"workloads": ["nope"]}"#).unwrap_err().to_string();
+        assert!(e.contains("unknown workload \"nope\""), "{e}");
+    }
+}

@@ -1,0 +1,8 @@
+//! The benchmark loop: configuration, the per-plugin worker, its metrics, the supervisor that
+//! runs workers in child processes, and the summary.
+
+pub mod config;
+pub mod metrics;
+pub mod summary;
+pub mod supervisor;
+pub mod worker;

@@ -1,0 +1,67 @@
+//! The run's summary: the prototype's table and `benchmark_summary.json`, written last.
+
+use super::supervisor::Outcome;
+use crate::fsutil::write_atomic;
+use anyhow::{Context, Result};
+use serde_json::{json, Value};
+use std::path::Path;
+
+/// The prototype's Method column: cascade points carry their prefix length.
+fn method_cell(p: &Value) -> String {
+    let m = p["method"].as_str().unwrap_or("?").to_string();
+    match p.get("shared_prefix_len").and_then(Value::as_u64) {
+        Some(n) => format!("{m} ({n} tok)"),
+        None => m,
+    }
+}
+
+pub fn table(points: &[Value]) -> String {
+    let rows: Vec<[String; 5]> = points
+        .iter()
+        .map(|p| {
+            [
+                method_cell(p),
+                p["batch_size"].to_string(),
+                format!("{:.2}", p["time_seconds"].as_f64().unwrap_or(0.0)),
+                format!("{:.1} tok/s", p["throughput_tokens_per_sec"].as_f64().unwrap_or(0.0)),
+                p["memory_used_formatted"].as_str().unwrap_or("").to_string(),
+            ]
+        })
+        .collect();
+    let header = ["Method", "Batch", "Time (s)", "Throughput", "Memory"].map(String::from);
+    let mut widths = header.clone().map(|h| h.len());
+    for r in &rows {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let fmt = |r: &[String; 5]| r.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect::<Vec<_>>().join(" | ");
+    let mut out = vec![fmt(&header), widths.iter().map(|w| "-".repeat(*w)).collect::<Vec<_>>().join("-|-")];
+    out.extend(rows.iter().map(fmt));
+    out.join("\n")
+}
+
+/// Reads every successful result file, prints the table and failures, writes the run report
+/// and then `benchmark_summary.json`. Returns the number of failed plugins.
+pub fn summarize(outcomes: &[Outcome], out_dir: &Path) -> Result<usize> {
+    let mut points = Vec::new();
+    for o in outcomes {
+        if let Some(f) = &o.results {
+            let text = std::fs::read_to_string(f).with_context(|| format!("cannot read {}", f.display()))?;
+            let list: Vec<Value> = serde_json::from_str(&text).with_context(|| format!("{} is not a result list", f.display()))?;
+            points.extend(list);
+        }
+    }
+    println!("{}", table(&points));
+    let failed: Vec<&Outcome> = outcomes.iter().filter(|o| o.failure.is_some()).collect();
+    for o in &failed {
+        println!("\nFAILED {}: {}", o.plugin.display(), o.failure.as_deref().unwrap_or(""));
+    }
+    let report: Vec<Value> = outcomes
+        .iter()
+        .map(|o| json!({"plugin": o.plugin, "ok": o.failure.is_none(), "results": o.results, "failure": o.failure}))
+        .collect();
+    write_atomic(&out_dir.join("run_report.json"), serde_json::to_string_pretty(&report)?.as_bytes())?;
+    write_atomic(&out_dir.join("benchmark_summary.json"), serde_json::to_string_pretty(&points)?.as_bytes())?;
+    Ok(failed.len())
+}

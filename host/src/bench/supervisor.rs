@@ -1,0 +1,167 @@
+//! `nanohost run`: one child process per plugin, with a timeout, a progress bar, and a report
+//! of how each child ended. A crashing or hanging plugin costs only its own results.
+
+use super::config::BenchConfig;
+use anyhow::{Context, Result};
+use std::collections::VecDeque;
+use std::io::{BufRead, BufReader, IsTerminal, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const STDERR_TAIL_LINES: usize = 20;
+
+/// How one plugin's child process ended.
+#[derive(Debug)]
+pub struct Outcome {
+    pub plugin: PathBuf,
+    /// The result file, when the child succeeded.
+    pub results: Option<PathBuf>,
+    /// Why it failed: exit code or signal, and the tail of its stderr.
+    pub failure: Option<String>,
+}
+
+#[derive(Default)]
+struct Progress {
+    done: usize,
+    total: usize,
+    point: String,
+}
+
+fn describe_exit(status: ExitStatus) -> String {
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::ExitStatusExt;
+        if let Some(sig) = status.signal() {
+            let name = match sig {
+                6 => " (SIGABRT: the plugin aborted)",
+                9 => " (SIGKILL)",
+                11 => " (SIGSEGV: the plugin crashed on a bad memory access)",
+                7 => " (SIGBUS)",
+                _ => "",
+            };
+            return format!("killed by signal {sig}{name}");
+        }
+    }
+    match status.code() {
+        Some(c) => format!("exited with code {c}"),
+        None => "ended without an exit code".into(),
+    }
+}
+
+fn draw(name: &str, p: &Progress, elapsed: Duration, tty: bool) {
+    let width = 24;
+    let filled = if p.total == 0 { 0 } else { width * p.done / p.total };
+    let line = format!(
+        "[{}{}] {}/{} {name}: {} ({:.1}s)",
+        "=".repeat(filled),
+        " ".repeat(width - filled),
+        p.done,
+        p.total,
+        p.point,
+        elapsed.as_secs_f64()
+    );
+    let mut err = std::io::stderr().lock();
+    if tty {
+        let _ = write!(err, "\r\x1b[2K{line}");
+    } else {
+        let _ = writeln!(err, "{line}");
+    }
+    let _ = err.flush();
+}
+
+/// Runs one plugin in a child `nanohost worker` and waits for it, at most `timeout`.
+pub fn run_child(plugin: &Path, cfg: &BenchConfig, out_dir: &Path) -> Result<Outcome> {
+    let plugin_name = plugin.file_stem().and_then(|s| s.to_str()).unwrap_or("plugin").trim_start_matches("lib").to_string();
+    let exe = std::env::current_exe().context("cannot find the nanohost binary to start a worker")?;
+    let mut child: Child = Command::new(exe)
+        .arg("worker")
+        .arg("--plugin")
+        .arg(plugin)
+        .arg("--out")
+        .arg(out_dir)
+        .arg("--config-json")
+        .arg(serde_json::to_string(cfg)?)
+        .env("NANOHOST_LOG", std::env::var("NANOHOST_LOG").unwrap_or_else(|_| "warn".into()))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("cannot start a worker process")?;
+
+    let progress = Arc::new(Mutex::new(Progress { point: "loading".into(), ..Default::default() }));
+    let result_file: Arc<Mutex<Option<PathBuf>>> = Arc::new(Mutex::new(None));
+    let r2 = result_file.clone();
+    let stdout = child.stdout.take().expect("piped");
+    let p2 = progress.clone();
+    let out_thread = std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
+                if let Some(path) = v.get("result_file").and_then(|p| p.as_str()) {
+                    *r2.lock().unwrap() = Some(PathBuf::from(path));
+                }
+                if let Some(pr) = v.get("progress") {
+                    let mut p = p2.lock().unwrap();
+                    p.done = pr["done"].as_u64().unwrap_or(0) as usize;
+                    p.total = pr["total"].as_u64().unwrap_or(0) as usize;
+                    p.point = pr["point"].as_str().unwrap_or("").to_string();
+                }
+            }
+        }
+    });
+    let mut stderr = child.stderr.take().expect("piped");
+    let err_thread = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = stderr.read_to_end(&mut buf);
+        let text = String::from_utf8_lossy(&buf).to_string();
+        let mut tail: VecDeque<&str> = VecDeque::new();
+        for l in text.lines() {
+            tail.push_back(l);
+            if tail.len() > STDERR_TAIL_LINES {
+                tail.pop_front();
+            }
+        }
+        tail.into_iter().collect::<Vec<_>>().join("\n")
+    });
+
+    let tty = std::io::stderr().is_terminal();
+    let started = Instant::now();
+    let timeout = Duration::from_secs(cfg.timeout_seconds);
+    let mut last_draw = (usize::MAX, Instant::now());
+    let status = loop {
+        if let Some(st) = child.try_wait()? {
+            break Ok(st);
+        }
+        if started.elapsed() >= timeout {
+            let _ = child.kill();
+            let _ = child.wait();
+            break Err(format!("timed out after {}s and was killed (config key `timeout_seconds`)", cfg.timeout_seconds));
+        }
+        {
+            let p = progress.lock().unwrap();
+            if (tty && last_draw.1.elapsed() > Duration::from_millis(250)) || p.done != last_draw.0 {
+                draw(&plugin_name, &p, started.elapsed(), tty);
+                last_draw = (p.done, Instant::now());
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let _ = out_thread.join();
+    let tail = err_thread.join().unwrap_or_default();
+    if tty {
+        eprintln!();
+    }
+    let results = result_file.lock().unwrap().clone().filter(|p| p.is_file());
+    let failure = match (status, &results) {
+        (Ok(st), Some(_)) if st.success() => None,
+        (Ok(st), None) if st.success() => Some("exited cleanly but reported no result file".to_string()),
+        (Ok(st), _) => Some(describe_exit(st)),
+        (Err(why), _) => Some(why),
+    };
+    Ok(Outcome {
+        plugin: plugin.to_path_buf(),
+        results: if failure.is_none() { results } else { None },
+        failure: failure.map(|f| if tail.trim().is_empty() { f } else { format!("{f}; stderr ends with:\n{tail}") }),
+    })
+}

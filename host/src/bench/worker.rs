@@ -1,0 +1,132 @@
+//! The child process of `nanohost run`: one plugin, every point of every workload, one result
+//! file. Progress goes to stdout as JSON lines for the supervisor.
+
+use super::config::BenchConfig;
+use super::metrics::RunRecord;
+use crate::engine::kv_pool::{KvPool, PoolSize};
+use crate::engine::scheduler::SchedulerConfig;
+use crate::engine::sequence::SamplingParams;
+use crate::engine::Engine;
+use crate::fsutil::write_atomic;
+use crate::model::{LoadedModel, ModelSource};
+use crate::plugin::{load_plugin, Plugin};
+use crate::workload::{self, Point};
+use anyhow::{Context, Result};
+use candle_core::{DType, Device};
+use serde_json::{json, Map, Value};
+use std::io::Write;
+use std::path::Path;
+use std::time::Instant;
+
+/// The commit the binary was built from.
+pub const COMMIT: &str = env!("NANOHOST_COMMIT");
+
+/// `results_<plugin>.json`, the prototype's file names (`chunked-reuse` -> `results_chunked_reuse.json`).
+pub fn result_file_name(plugin_name: &str) -> String {
+    format!("results_{}.json", plugin_name.replace(['-', ' ', '/'], "_"))
+}
+
+/// The prototype's method label: the plugin description up to its first colon.
+pub fn method_label(plugin: &Plugin) -> String {
+    let d = plugin.info.description.as_str();
+    d.split(':').next().filter(|m| !m.trim().is_empty()).unwrap_or(plugin.info.name.as_str()).trim().to_string()
+}
+
+fn progress(done: usize, total: usize, what: &str) {
+    let line = json!({"progress": {"done": done, "total": total, "point": what}});
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
+pub fn model_source(cfg: &BenchConfig) -> Result<ModelSource> {
+    ModelSource::resolve(cfg.model_path.as_ref().map(Into::into), cfg.preset.as_deref(), cfg.model_seed)
+}
+
+/// Enough blocks that the largest point never preempts: every sequence at full length.
+fn default_blocks(cfg: &BenchConfig, points: &[Point]) -> usize {
+    points
+        .iter()
+        .map(|p| p.prompts.iter().map(|q| (q.tokens.len() + cfg.max_output_len).div_ceil(cfg.block_size)).sum::<usize>())
+        .max()
+        .unwrap_or(1)
+}
+
+pub fn run_worker(plugin_path: &Path, cfg: &BenchConfig, out_dir: &Path) -> Result<()> {
+    let plugin = load_plugin(plugin_path)?;
+    let device = Device::Cpu;
+    let source = model_source(cfg)?;
+    let loaded = source.load(&device, DType::F32)?;
+    let vocab = loaded.model.config().vocab_size;
+    let mut points = Vec::new();
+    for name in &cfg.workloads {
+        points.extend(workload::by_name(name)?.points(cfg, vocab, &loaded.tokenizer)?);
+    }
+    let blocks = cfg.num_blocks.unwrap_or_else(|| default_blocks(cfg, &points));
+    let pool = KvPool::new(loaded.model.config(), PoolSize::Blocks(blocks), cfg.block_size, loaded.model.dtype(), &device)?;
+    let mut results = Vec::new();
+    for (i, point) in points.iter().enumerate() {
+        progress(i, points.len(), &format!("{} batch {}", point.workload, point.batch_size));
+        let record = run_point(&plugin, &loaded, &pool, cfg, point)
+            .with_context(|| format!("{} workload, batch size {}", point.workload, point.batch_size))?;
+        results.push(Value::Object(record));
+    }
+    progress(points.len(), points.len(), "done");
+    std::fs::create_dir_all(out_dir).with_context(|| format!("cannot create {}", out_dir.display()))?;
+    let path = out_dir.join(result_file_name(&plugin.info.name));
+    write_atomic(&path, serde_json::to_string_pretty(&results)?.as_bytes())?;
+    println!("{}", json!({"result_file": path}));
+    Ok(())
+}
+
+fn run_point(plugin: &Plugin, loaded: &LoadedModel, pool: &KvPool, cfg: &BenchConfig, point: &Point) -> Result<Map<String, Value>> {
+    let sched = SchedulerConfig { max_num_seqs: cfg.max_num_seqs, max_num_batched_tokens: cfg.max_num_batched_tokens };
+    let params = SamplingParams { temperature: cfg.temperature as f32, max_tokens: cfg.max_output_len, ignore_eos: true };
+    // Warm-up on a fresh strategy, as the prototype did, so one-time costs stay out of the timing.
+    if cfg.warmup_tokens > 0 {
+        let mut warm = Engine::new(&loaded.model, pool, Box::new(plugin.new_policy(pool)?), sched, cfg.seed);
+        for p in &point.prompts {
+            warm.add_request(p.tokens.clone(), SamplingParams { max_tokens: cfg.warmup_tokens, ..params })?;
+        }
+        warm.run_to_completion()?;
+    }
+    let policy = plugin.new_policy(pool)?;
+    let mut engine = Engine::new(&loaded.model, pool, Box::new(policy), sched, cfg.seed);
+    for p in &point.prompts {
+        engine.add_request(p.tokens.clone(), params)?;
+    }
+    let started = Instant::now();
+    let seqs = engine.run_to_completion()?;
+    let elapsed = started.elapsed();
+    let record = RunRecord {
+        seqs: &seqs,
+        steps: &engine.steps,
+        started,
+        elapsed,
+        peak_blocks: engine.peak_blocks,
+        peak_reported_blocks: engine.peak_reported_blocks,
+        bytes_per_block: pool.bytes_per_block(),
+        preemptions: engine.preemptions(),
+    };
+    let mut m = Map::new();
+    m.insert("method".into(), json!(method_label(plugin)));
+    m.insert("workload".into(), json!(point.workload));
+    m.insert("batch_size".into(), json!(point.batch_size));
+    m.extend(point.extra.clone());
+    m.extend(record.to_json());
+    m.insert("plugin".into(), json!({
+        "name": plugin.info.name.as_str(), "version": plugin.info.version.as_str(),
+        "sha256": plugin.sha256, "path": plugin.path.display().to_string(),
+        "abi": nanohost_strategy_api::ABI_VERSION,
+    }));
+    let counters: Map<String, Value> = engine.policy().counters()?.into_iter().map(|(k, v)| (k, json!(v))).collect();
+    m.insert("strategy_counters".into(), Value::Object(counters));
+    m.insert("model".into(), json!(loaded.name));
+    m.insert("device".into(), json!("cpu"));
+    m.insert("dtype".into(), json!(format!("{:?}", loaded.model.dtype()).to_lowercase()));
+    m.insert("block_size".into(), json!(pool.block_size()));
+    m.insert("temperature".into(), json!(cfg.temperature));
+    m.insert("seed".into(), json!(cfg.seed));
+    m.insert("commit".into(), json!(COMMIT));
+    Ok(m)
+}

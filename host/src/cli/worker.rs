@@ -1,0 +1,20 @@
+use crate::bench::config::BenchConfig;
+use anyhow::Result;
+use clap::Args;
+use std::path::PathBuf;
+
+/// The child process of `nanohost run` (not for direct use).
+#[derive(Args)]
+pub struct WorkerArgs {
+    #[arg(long)]
+    plugin: PathBuf,
+    #[arg(long)]
+    out: PathBuf,
+    #[arg(long)]
+    config_json: String,
+}
+
+pub fn run(a: WorkerArgs) -> Result<()> {
+    let cfg = BenchConfig::from_json(&a.config_json)?;
+    crate::bench::worker::run_worker(&a.plugin, &cfg, &a.out)
+}

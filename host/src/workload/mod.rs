@@ -1,0 +1,38 @@
+//! Workloads: the prompts of each benchmark point, independent of the strategy that runs them.
+
+mod standard;
+
+use crate::bench::config::BenchConfig;
+use anyhow::{bail, Result};
+use tokenizers::Tokenizer;
+
+/// One request's input.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Prompt {
+    pub tokens: Vec<u32>,
+}
+
+/// One benchmark point: the prompts of one batch.
+#[derive(Clone, Debug)]
+pub struct Point {
+    pub workload: String,
+    pub batch_size: usize,
+    pub prompts: Vec<Prompt>,
+    /// Workload-specific result keys (e.g. `shared_prefix_len`).
+    pub extra: serde_json::Map<String, serde_json::Value>,
+}
+
+pub trait Workload {
+    fn name(&self) -> &'static str;
+    /// Every point, deterministic from the config's seed.
+    fn points(&self, cfg: &BenchConfig, vocab_size: usize, tokenizer: &Tokenizer) -> Result<Vec<Point>>;
+}
+
+pub const NAMES: [&str; 1] = ["standard"];
+
+pub fn by_name(name: &str) -> Result<Box<dyn Workload>> {
+    match name {
+        "standard" => Ok(Box::new(standard::Standard)),
+        other => bail!("unknown workload \"{other}\"; known workloads: {}", NAMES.join(", ")),
+    }
+}
