@@ -162,6 +162,15 @@ pub fn run_child(plugin: &Path, cfg: &BenchConfig, out_dir: &Path) -> Result<Out
     Ok(Outcome {
         plugin: plugin.to_path_buf(),
         results: if failure.is_none() { results } else { None },
-        failure: failure.map(|f| if tail.trim().is_empty() { f } else { format!("{f}; stderr ends with:\n{tail}") }),
+        failure: failure.map(|f| explain(f, &tail)),
     })
+}
+
+/// The child's own last `error:` line says why it failed; without one, show the stderr tail.
+fn explain(how: String, stderr_tail: &str) -> String {
+    match stderr_tail.lines().rev().find(|l| l.starts_with("error: ")) {
+        Some(line) => format!("{how}: {}", line.trim_start_matches("error: ")),
+        None if stderr_tail.trim().is_empty() => how,
+        None => format!("{how}; stderr ends with:\n{stderr_tail}"),
+    }
 }

@@ -15,6 +15,9 @@ pub struct WorkerArgs {
 }
 
 pub fn run(a: WorkerArgs) -> Result<()> {
+    // A plugin panic is caught and reported as an error; keep the default hook's backtrace out
+    // of the supervisor's report.
+    std::panic::set_hook(Box::new(|info| eprintln!("panic: {info}")));
     let cfg = BenchConfig::from_json(&a.config_json)?;
     crate::bench::worker::run_worker(&a.plugin, &cfg, &a.out)
 }

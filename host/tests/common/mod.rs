@@ -45,3 +45,31 @@ pub fn built_plugin(package: &str, lib: &str) -> PathBuf {
 pub fn standard_plugin() -> PathBuf {
     built_plugin("nanohost-plugin-standard", "standard")
 }
+
+/// The test-only fault plugins (host/tests/fault-plugins), built once into their own target
+/// directory so they never sit beside real plugins. Returns the directory holding the `.so` files.
+pub fn fault_plugins() -> PathBuf {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let target = build_dir().parent().unwrap().join("fault-plugins");
+            let manifest = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fault-plugins/Cargo.toml");
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let st = std::process::Command::new(cargo)
+                .args(["build", "--manifest-path"])
+                .arg(&manifest)
+                .arg("--target-dir")
+                .arg(&target)
+                .status()
+                .unwrap();
+            assert!(st.success(), "building the fault plugins failed");
+            target.join("debug")
+        })
+        .clone()
+}
+
+/// Runs the nanohost binary from the repository root.
+pub fn nanohost(args: &[&str]) -> std::process::Output {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    std::process::Command::new(env!("CARGO_BIN_EXE_nanohost")).current_dir(root).args(args).output().unwrap()
+}

@@ -1,0 +1,168 @@
+//! `nanohost run` and `nanohost list` through the real binary, on `tiny`.
+
+mod common;
+
+use common::{fault_plugins, nanohost, standard_plugin};
+use nanohost::bench::config::BenchConfig;
+use nanohost::model::Preset;
+use nanohost::workload;
+use serde_json::Value;
+use std::path::Path;
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+fn read_json(p: &Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))).unwrap()
+}
+
+#[test]
+fn standard_run_writes_results_that_follow_from_the_workload() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = r#"{"batch_sizes": [1, 3], "max_input_len": 120, "max_output_len": 6, "seed": 7, "warmup_tokens": 2}"#;
+    let cfg_path = tmp.path().join("config.json");
+    std::fs::write(&cfg_path, config).unwrap();
+    let out = tmp.path().join("out");
+    let plugin = standard_plugin();
+    let run = nanohost(&["run", "--plugin", s(&plugin), "--config", s(&cfg_path), "--out", s(&out)]);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(stdout.contains("Method") && stdout.contains("Standard KV Cache") && stdout.contains("tok/s"), "{stdout}");
+
+    // The same prompts, drawn by the library from the same config.
+    let cfg = BenchConfig::from_json(config).unwrap();
+    let tok = nanohost::model::tokenizer::byte_level_tokenizer().unwrap();
+    let points = workload::by_name("standard").unwrap().points(&cfg, Preset::Tiny.config().vocab_size, &tok).unwrap();
+    let results = read_json(&out.join("results_standard.json"));
+    let results = results.as_array().unwrap();
+    assert_eq!(results.len(), 2);
+    let bytes_per_block = 16 * Preset::Tiny.config().kv_bytes_per_token(4);
+    for (r, p) in results.iter().zip(&points) {
+        let b = p.batch_size;
+        let lens: Vec<usize> = p.prompts.iter().map(|q| q.tokens.len()).collect();
+        assert!(lens.iter().all(|&l| (100..=120).contains(&l)));
+        let input: usize = lens.iter().sum();
+        assert_eq!(r["method"], "Standard KV Cache");
+        assert_eq!(r["batch_size"], b);
+        assert_eq!(r["num_sequences"], b);
+        assert_eq!(r["total_input_tokens"], input);
+        assert_eq!(r["total_output_tokens"], 6 * b);
+        assert_eq!(r["output_tokens_generated"], 6 * b);
+        assert_eq!(r["total_tokens"], input + 6 * b);
+        assert_eq!(r["prefill_tokens_computed"], input);
+        assert_eq!(r["prefill_tokens_reused"], 0);
+        // All sequences are live at the last step, holding prompt + 5 decoded tokens each.
+        let blocks: usize = lens.iter().map(|l| (l + 5).div_ceil(16)).sum();
+        assert_eq!(r["peak_kv_blocks"], blocks);
+        assert_eq!(r["peak_kv_bytes"], blocks * bytes_per_block);
+        assert_eq!(r["memory_used_bytes"], blocks * bytes_per_block);
+        assert_eq!(r["peak_kv_bytes_reported_by_strategy"], blocks * bytes_per_block);
+        let t = r["time_seconds"].as_f64().unwrap();
+        let tput = r["throughput_tokens_per_sec"].as_f64().unwrap();
+        assert!((tput - (input + 6 * b) as f64 / t).abs() < 1e-6 * tput);
+        assert!(r["time_to_first_token_ms_p50"].as_f64().unwrap() > 0.0);
+        assert!(r["inter_token_latency_ms_p99"].as_f64().unwrap() >= r["inter_token_latency_ms_p50"].as_f64().unwrap());
+        assert!(r["peak_process_memory_bytes"].as_u64().unwrap() > 0);
+        assert_eq!(r["plugin"]["name"], "standard");
+        assert_eq!(r["plugin"]["sha256"].as_str().unwrap().len(), 64);
+        assert_eq!(r["model"], "preset:tiny:seed0");
+        assert_eq!(r["device"], "cpu");
+    }
+    let summary = read_json(&out.join("benchmark_summary.json"));
+    assert_eq!(summary.as_array().unwrap(), results);
+    assert!(!std::fs::read_dir(&out).unwrap().any(|e| e.unwrap().file_name().to_string_lossy().ends_with(".tmp")));
+}
+
+#[test]
+fn every_plugin_fault_is_reported_while_a_good_plugin_succeeds() {
+    let tmp = tempfile::tempdir().unwrap();
+    let faults = fault_plugins();
+    let random = tmp.path().join("librandom.so");
+    std::fs::write(&random, (0..4096u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect::<Vec<u8>>()).unwrap();
+    let cfg_path = tmp.path().join("config.json");
+    std::fs::write(&cfg_path, r#"{"batch_sizes": [2], "max_output_len": 3, "warmup_tokens": 0, "max_input_len": 110}"#).unwrap();
+    let out = tmp.path().join("out");
+    let expected = [
+        ("panic", "failed in admit: panicked in admit: injected fault: admit panicked"),
+        ("abort", "killed by signal 6 (SIGABRT"),
+        ("segfault", "killed by signal 11 (SIGSEGV"),
+        ("hang", "timed out after 8s and was killed"),
+        ("bad_block", "plugin `fault-bad-block` returned an invalid plan: span 0 uses block"),
+        ("double_block", "returned an invalid plan: block 0 is handed to sequence 1 while live sequence 0 holds it privately"),
+        ("abi_mismatch", "was built for strategy ABI 9.0.0, but this host speaks ABI 0.1.0"),
+        ("not_a_plugin", "is a shared library but not a nanohost plugin"),
+    ];
+    let standard = standard_plugin();
+    let mut args = vec!["run".to_string(), "--config".into(), s(&cfg_path).into(), "--out".into(), s(&out).into(), "--timeout".into(), "8".into()];
+    args.extend(["--plugin".into(), s(&standard).into()]);
+    for (name, _) in &expected {
+        args.extend(["--plugin".into(), faults.join(format!("libfault_{name}.so")).display().to_string()]);
+    }
+    args.extend(["--plugin".into(), s(&random).into()]);
+    let run = nanohost(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(!run.status.success(), "a run with failing plugins must not exit 0");
+    let report = read_json(&out.join("run_report.json"));
+    let report = report.as_array().unwrap();
+    assert_eq!(report.len(), expected.len() + 2);
+    assert_eq!(report[0]["ok"], true, "the good plugin failed: {}", report[0]);
+    for ((name, why), r) in expected.iter().zip(&report[1..]) {
+        assert_eq!(r["ok"], false, "{name} passed");
+        let f = r["failure"].as_str().unwrap();
+        assert!(f.contains(why), "{name}: expected \"{why}\" in \"{f}\"");
+    }
+    let f = report.last().unwrap()["failure"].as_str().unwrap();
+    assert!(f.contains("librandom.so is not a loadable shared library"), "{f}");
+    let summary = read_json(&out.join("benchmark_summary.json"));
+    assert!(summary.as_array().unwrap().iter().all(|p| p["plugin"]["name"] == "standard"));
+    assert_eq!(summary.as_array().unwrap().len(), 1);
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert_eq!(stdout.matches("FAILED").count(), expected.len() + 1, "{stdout}");
+}
+
+#[test]
+fn list_reports_abi_status_path_and_sha256() {
+    let faults = fault_plugins();
+    let standard = standard_plugin();
+    let dir = standard.parent().unwrap();
+    let out = nanohost(&["list", "--plugin-dir", s(&faults), "--plugin-dir", s(dir)]);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    let sha = nanohost::plugin::load::sha256_file(&standard).unwrap();
+    assert!(text.lines().any(|l| l.starts_with("standard\t1.0.0\tABI ok\t") && l.ends_with(&sha)), "{text}");
+    assert!(text.contains("ABI mismatch (plugin 9.0.0, host 0.1.0)"), "{text}");
+    assert!(text.contains("not a nanohost plugin"), "{text}");
+    assert!(text.lines().any(|l| l.starts_with("fault-panic\t0.0.1\tABI ok")), "{text}");
+}
+
+#[test]
+fn bad_inputs_to_run_are_named() {
+    let out = nanohost(&["run", "--plugin", "plugins/nope.so", "--out", "/nonexistent-dir/x", "--preset", "huge"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown preset \"huge\""));
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tmp.path().join("c.json");
+    std::fs::write(&cfg, r#"{"batch_sizes": [1], "max_output_len": "many"}"#).unwrap();
+    let out = nanohost(&["run", "--config", s(&cfg)]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("key `max_output_len`") && err.contains("c.json"), "{err}");
+}
+
+#[test]
+fn repository_plugin_links_point_at_release_builds_of_workspace_plugins() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let manifest = std::fs::read_to_string(root.join("Cargo.toml")).unwrap();
+    let mut checked = 0;
+    for entry in std::fs::read_dir(root.join("plugins")).unwrap() {
+        let dir = entry.unwrap().path();
+        let Ok(cargo) = std::fs::read_to_string(dir.join("Cargo.toml")) else { continue };
+        let rel = dir.strip_prefix(root).unwrap().display().to_string();
+        assert!(manifest.contains(&format!("\"{rel}\"")), "{rel} is not a workspace member");
+        let lib_name = cargo.split("[lib]").nth(1).and_then(|t| t.lines().find_map(|l| l.strip_prefix("name = \""))).unwrap().trim_end_matches('"');
+        let link = root.join("plugins").join(format!("lib{lib_name}.so"));
+        let target = std::fs::read_link(&link).unwrap_or_else(|_| panic!("{} is not a link", link.display()));
+        assert_eq!(target, Path::new(&format!("../target/release/lib{lib_name}.so")));
+        checked += 1;
+    }
+    assert!(checked >= 1);
+}
