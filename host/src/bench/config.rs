@@ -25,8 +25,11 @@ pub struct BenchConfig {
     /// Per plugin, wall clock, for the whole child process.
     pub timeout_seconds: u64,
     pub block_size: usize,
-    /// KV pool size in blocks; absent: enough for the largest point with no preemption.
+    /// KV pool size in blocks; absent: `kv_cache_bytes`, else enough for the largest point
+    /// with no preemption.
     pub num_blocks: Option<usize>,
+    /// KV pool size as a memory budget (K and V, all layers), when `num_blocks` is absent.
+    pub kv_cache_bytes: Option<usize>,
     pub max_num_seqs: usize,
     pub max_num_batched_tokens: usize,
 }
@@ -47,6 +50,7 @@ impl Default for BenchConfig {
             timeout_seconds: 1800,
             block_size: crate::engine::kv_pool::DEFAULT_BLOCK_SIZE,
             num_blocks: None,
+            kv_cache_bytes: None,
             max_num_seqs: 256,
             max_num_batched_tokens: 16_384,
         }
@@ -86,6 +90,9 @@ impl BenchConfig {
         }
         if self.temperature < 0.0 || !self.temperature.is_finite() {
             bail!("key `temperature` must be 0 (greedy) or positive, got {}", self.temperature);
+        }
+        if self.num_blocks.is_some() && self.kv_cache_bytes.is_some() {
+            bail!("give the KV pool size as `num_blocks` or as `kv_cache_bytes`, not both");
         }
         if self.workloads.is_empty() {
             bail!("key `workloads` is empty; known workloads: {}", crate::workload::NAMES.join(", "));

@@ -62,8 +62,12 @@ pub fn run_worker(plugin_path: &Path, cfg: &BenchConfig, out_dir: &Path) -> Resu
     for name in &cfg.workloads {
         points.extend(workload::by_name(name)?.points(cfg, vocab, &loaded.tokenizer)?);
     }
-    let blocks = cfg.num_blocks.unwrap_or_else(|| default_blocks(cfg, &points));
-    let pool = KvPool::new(loaded.model.config(), PoolSize::Blocks(blocks), cfg.block_size, loaded.model.dtype(), &device)?;
+    let size = match (cfg.num_blocks, cfg.kv_cache_bytes) {
+        (Some(n), _) => PoolSize::Blocks(n),
+        (None, Some(b)) => PoolSize::Bytes(b),
+        (None, None) => PoolSize::Blocks(default_blocks(cfg, &points)),
+    };
+    let pool = KvPool::new(loaded.model.config(), size, cfg.block_size, loaded.model.dtype(), &device)?;
     let mut results = Vec::new();
     for (i, point) in points.iter().enumerate() {
         progress(i, points.len(), &format!("{} batch {}", point.workload, point.batch_size));
