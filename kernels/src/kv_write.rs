@@ -1,32 +1,27 @@
 //! Writing new keys or values into pool slots (the "reshape and cache" step of paged attention).
 
 use crate::elem::{unsupported, Elem};
-use candle_core::{backend::BackendStorage, CpuStorage, InplaceOp2, Layout, Result, Tensor};
+use candle_core::{backend::BackendStorage, CpuStorage, InplaceOp3, Layout, Result, Tensor};
 
-/// Copies row `t` of `src` (`[tokens, kv_heads, head_dim]`) into pool slot `slots[t]`, where slot
-/// `s` is block `s / block_size`, offset `s % block_size` of the pool
+/// Copies row `t` of `src` (`[tokens, kv_heads, head_dim]`) into pool slot `slots[t]` (a `u32`
+/// tensor), where slot `s` is block `s / block_size`, offset `s % block_size` of the pool
 /// `[num_blocks, block_size, kv_heads, head_dim]`.
-#[derive(Clone, Debug)]
-pub struct WriteKv {
-    pub slots: Vec<u32>,
-}
+pub struct WriteKv;
 
 /// Writes `src` into `pool` in place at `slots`; the pool keeps its address.
-pub fn write_kv(pool: &Tensor, src: &Tensor, slots: &[u32]) -> Result<()> {
+pub fn write_kv(pool: &Tensor, src: &Tensor, slots: &Tensor) -> Result<()> {
     let (_, _, kv_heads, head_dim) = pool.dims4()?;
     let (tokens, src_heads, src_dim) = src.dims3()?;
-    if (src_heads, src_dim) != (kv_heads, head_dim) || tokens != slots.len() {
+    if (src_heads, src_dim) != (kv_heads, head_dim) || tokens != slots.dims1()? {
         candle_core::bail!(
-            "write_kv: {} rows of [{src_heads}, {src_dim}] for {} slots of [{kv_heads}, {head_dim}]",
-            tokens,
-            slots.len()
+            "write_kv: {tokens} rows of [{src_heads}, {src_dim}] for {} slots of [{kv_heads}, {head_dim}]",
+            slots.dims1()?
         );
     }
     if pool.dtype() != src.dtype() {
         candle_core::bail!("write_kv: pool is {:?} but the new rows are {:?}", pool.dtype(), src.dtype());
     }
-    let src = src.contiguous()?;
-    pool.inplace_op2(&src, &WriteKv { slots: slots.to_vec() })
+    pool.inplace_op3(&src.contiguous()?, &slots.contiguous()?, &WriteKv)
 }
 
 fn write_rows<T: Elem>(pool: &mut [T], src: &[T], slots: &[u32], row: usize) -> Result<()> {
@@ -41,25 +36,40 @@ fn write_rows<T: Elem>(pool: &mut [T], src: &[T], slots: &[u32], row: usize) -> 
     Ok(())
 }
 
-impl InplaceOp2 for WriteKv {
+pub(crate) fn offsets(l: &Layout, what: &str) -> Result<(usize, usize)> {
+    l.contiguous_offsets().ok_or_else(|| candle_core::Error::Msg(format!("write_kv: {what} must be contiguous")))
+}
+
+impl InplaceOp3 for WriteKv {
     fn name(&self) -> &'static str {
         "write-kv"
     }
 
-    fn cpu_fwd(&self, pool: &mut CpuStorage, pool_l: &Layout, src: &CpuStorage, src_l: &Layout) -> Result<()> {
-        let (p0, p1) = pool_l
-            .contiguous_offsets()
-            .ok_or_else(|| candle_core::Error::Msg("write_kv: the pool must be contiguous".into()))?;
-        let (s0, s1) = src_l
-            .contiguous_offsets()
-            .ok_or_else(|| candle_core::Error::Msg("write_kv: the new rows must be contiguous".into()))?;
+    fn cpu_fwd(&self, pool: &mut CpuStorage, pool_l: &Layout, src: &CpuStorage, src_l: &Layout, slots: &CpuStorage, slots_l: &Layout) -> Result<()> {
+        let (p0, p1) = offsets(pool_l, "the pool")?;
+        let (s0, s1) = offsets(src_l, "the new rows")?;
+        let (i0, i1) = offsets(slots_l, "the slots")?;
+        let slots = &slots.as_slice::<u32>()?[i0..i1];
         let dims = pool_l.dims();
         let row = dims[2] * dims[3];
         match (pool, src) {
-            (CpuStorage::F32(p), CpuStorage::F32(s)) => write_rows(&mut p[p0..p1], &s[s0..s1], &self.slots, row),
-            (CpuStorage::BF16(p), CpuStorage::BF16(s)) => write_rows(&mut p[p0..p1], &s[s0..s1], &self.slots, row),
-            (CpuStorage::F16(p), CpuStorage::F16(s)) => write_rows(&mut p[p0..p1], &s[s0..s1], &self.slots, row),
+            (CpuStorage::F32(p), CpuStorage::F32(s)) => write_rows(&mut p[p0..p1], &s[s0..s1], slots, row),
+            (CpuStorage::BF16(p), CpuStorage::BF16(s)) => write_rows(&mut p[p0..p1], &s[s0..s1], slots, row),
+            (CpuStorage::F16(p), CpuStorage::F16(s)) => write_rows(&mut p[p0..p1], &s[s0..s1], slots, row),
             (p, _) => Err(unsupported("write_kv", p.dtype())),
         }
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        pool: &mut candle_core::CudaStorage,
+        pool_l: &Layout,
+        src: &candle_core::CudaStorage,
+        src_l: &Layout,
+        slots: &candle_core::CudaStorage,
+        slots_l: &Layout,
+    ) -> Result<()> {
+        crate::cuda::write_kv(pool, pool_l, src, src_l, slots, slots_l)
     }
 }

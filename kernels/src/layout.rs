@@ -31,14 +31,6 @@ impl SeqAttention {
         self.context.iter().map(|s| s.len).sum()
     }
 
-    /// Pool slots `(block, offset)` of the context, in order, at most `limit` of them.
-    pub(crate) fn slots(&self, block_size: usize, limit: usize) -> impl Iterator<Item = (usize, usize)> + '_ {
-        self.context
-            .iter()
-            .flat_map(move |span| (0..span.len).map(move |j| (span.blocks[j / block_size] as usize, j % block_size)))
-            .take(limit)
-    }
-
     /// Checks the description against the pool before any memory is touched.
     pub(crate) fn validate(&self, block_size: usize, num_blocks: usize, num_q_rows: usize) -> Result<(), String> {
         if self.q_start + self.q_len > num_q_rows {
@@ -80,4 +72,49 @@ pub fn context_slot(context: &[KvSpan], index: usize, block_size: usize) -> Opti
         start += span.len;
     }
     None
+}
+
+/// A batch's attention description, flattened once per step into one `u32` tensor on the
+/// device that runs the ops, so every layer reuses it (and a CUDA graph can replay it).
+///
+/// Layout: `row_seq[rows]`, `row_visible[rows]`, `seq_start[num_seqs + 1]`, then each
+/// sequence's context slots (`block * block_size + offset`) in order. Query row `r` belongs to
+/// sequence `row_seq[r]` and attends to the first `row_visible[r]` of that sequence's slots.
+pub struct AttentionBatch {
+    pub(crate) meta: candle_core::Tensor,
+    pub(crate) rows: usize,
+    pub(crate) num_seqs: usize,
+}
+
+impl AttentionBatch {
+    /// Checks every sequence against the pool, then flattens and uploads.
+    pub fn new(seqs: &[SeqAttention], rows: usize, block_size: usize, num_blocks: usize, device: &candle_core::Device) -> candle_core::Result<Self> {
+        let mut row_seq = vec![u32::MAX; rows];
+        let mut row_visible = vec![0u32; rows];
+        let mut seq_start = Vec::with_capacity(seqs.len() + 1);
+        let mut slots = Vec::new();
+        for (i, s) in seqs.iter().enumerate() {
+            s.validate(block_size, num_blocks, rows).map_err(|e| candle_core::Error::Msg(format!("attention batch: sequence {i}: {e}")))?;
+            let past = s.kv_len() - s.q_len;
+            for r in 0..s.q_len {
+                if row_seq[s.q_start + r] != u32::MAX {
+                    candle_core::bail!("attention batch: query row {} belongs to two sequences", s.q_start + r);
+                }
+                row_seq[s.q_start + r] = i as u32;
+                row_visible[s.q_start + r] = (past + r + 1) as u32;
+            }
+            seq_start.push(slots.len() as u32);
+            slots.extend((0..s.kv_len()).map(|j| context_slot(&s.context, j, block_size).expect("validated")));
+        }
+        seq_start.push(slots.len() as u32);
+        if let Some(r) = row_seq.iter().position(|&s| s == u32::MAX) {
+            candle_core::bail!("attention batch: query row {r} belongs to no sequence");
+        }
+        let mut meta = row_seq;
+        meta.extend(row_visible);
+        meta.extend(seq_start);
+        meta.extend(slots);
+        let len = meta.len();
+        Ok(AttentionBatch { meta: candle_core::Tensor::from_vec(meta, len, device)?, rows, num_seqs: seqs.len() })
+    }
 }

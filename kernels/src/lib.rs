@@ -2,17 +2,22 @@
 //!
 //! The pool of one layer is a pair of tensors `[num_blocks, block_size, kv_heads, head_dim]`
 //! (K and V). A sequence's context is an ordered list of [`KvSpan`]s: runs of pool blocks, each
-//! holding `len` tokens from the start of its first block. Every op here has a CPU
-//! implementation, which is also the oracle the CUDA implementation is tested against.
+//! holding `len` tokens from the start of its first block. Every op has a CPU implementation,
+//! which is also the oracle its CUDA implementation (feature `cuda`) is tested against.
 //!
-//! Data path: the host writes new keys/values with [`write_kv`], then runs
-//! [`paged_attention`] for the packed query rows of all sequences in a batch.
+//! Data path per step: the host flattens the batch's contexts once into an [`AttentionBatch`];
+//! each layer writes its new keys/values with [`write_kv`] and runs [`paged_attention`]; the
+//! logits become token ids with [`sample_rows`] on the same device.
 
+#[cfg(feature = "cuda")]
+mod cuda;
 mod elem;
 mod kv_write;
 mod layout;
 mod paged_attention;
+mod sample;
 
 pub use kv_write::{write_kv, WriteKv};
-pub use layout::{context_slot, KvSpan, SeqAttention};
+pub use layout::{context_slot, AttentionBatch, KvSpan, SeqAttention};
 pub use paged_attention::{paged_attention, PagedAttention};
+pub use sample::{argmax, inverse_cdf, sample_rows, SampleRows};

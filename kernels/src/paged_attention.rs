@@ -1,71 +1,75 @@
 //! Causal attention of packed query rows over contexts stored in the paged pool (GQA aware).
 
 use crate::elem::{unsupported, Elem};
-use crate::layout::SeqAttention;
-use candle_core::{backend::BackendStorage, CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
+use crate::layout::AttentionBatch;
+use candle_core::{backend::BackendStorage, CpuStorage, CustomOp3, Layout, Result, Shape, Storage, Tensor};
 use rayon::prelude::*;
 
-/// Query rows `[tokens, heads, head_dim]` attend over the K/V pools
-/// `[num_blocks, block_size, kv_heads, head_dim]`; the output has the shape of the queries.
-/// Query head `h` reads KV head `h / (heads / kv_heads)`.
-#[derive(Clone, Debug)]
+/// Query rows `[rows, heads, head_dim]` attend over the K/V pools
+/// `[num_blocks, block_size, kv_heads, head_dim]` as `batch` describes; the output has the shape
+/// of the queries. Query head `h` reads KV head `h / (heads / kv_heads)`. Scores and the softmax
+/// are f32 whatever the storage type.
 pub struct PagedAttention {
-    pub seqs: Vec<SeqAttention>,
-    pub softmax_scale: f32,
+    pub(crate) meta: Tensor,
+    pub(crate) rows: usize,
+    pub(crate) num_seqs: usize,
+    pub(crate) softmax_scale: f32,
 }
 
-/// Runs [`PagedAttention`] after checking every sequence description against the pool.
-pub fn paged_attention(q: &Tensor, k_pool: &Tensor, v_pool: &Tensor, seqs: &[SeqAttention], softmax_scale: f32) -> Result<Tensor> {
+pub fn paged_attention(q: &Tensor, k_pool: &Tensor, v_pool: &Tensor, batch: &AttentionBatch, softmax_scale: f32) -> Result<Tensor> {
     let (rows, heads, head_dim) = q.dims3()?;
-    let (num_blocks, block_size, kv_heads, kv_dim) = k_pool.dims4()?;
-    if k_pool.dims() != v_pool.dims() || kv_dim != head_dim || kv_heads == 0 || heads % kv_heads != 0 {
+    let (_, _, kv_heads, kv_dim) = k_pool.dims4()?;
+    if k_pool.dims() != v_pool.dims() || kv_dim != head_dim || kv_heads == 0 || heads % kv_heads != 0 || rows != batch.rows {
         candle_core::bail!(
-            "paged_attention: queries {:?} do not fit pools K {:?} / V {:?}",
+            "paged_attention: queries {:?} do not fit pools K {:?} / V {:?} and a batch of {} rows",
             q.dims(),
             k_pool.dims(),
-            v_pool.dims()
+            v_pool.dims(),
+            batch.rows
         );
     }
-    for (i, s) in seqs.iter().enumerate() {
-        s.validate(block_size, num_blocks, rows)
-            .map_err(|e| candle_core::Error::Msg(format!("paged_attention: sequence {i}: {e}")))?;
-    }
     let q = q.contiguous()?;
-    q.apply_op3_no_bwd(k_pool, v_pool, &PagedAttention { seqs: seqs.to_vec(), softmax_scale })
+    let op = PagedAttention { meta: batch.meta.clone(), rows, num_seqs: batch.num_seqs, softmax_scale };
+    q.apply_op3_no_bwd(k_pool, v_pool, &op)
 }
 
-struct Dims {
-    heads: usize,
-    kv_heads: usize,
-    head_dim: usize,
-    block_size: usize,
+pub(crate) struct Dims {
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub head_dim: usize,
+}
+
+/// The views of the flattened metadata (see [`AttentionBatch`]).
+struct Meta<'a> {
+    row_seq: &'a [u32],
+    row_visible: &'a [u32],
+    seq_start: &'a [u32],
+    slots: &'a [u32],
+}
+
+impl<'a> Meta<'a> {
+    fn split(m: &'a [u32], rows: usize, num_seqs: usize) -> Self {
+        let (row_seq, rest) = m.split_at(rows);
+        let (row_visible, rest) = rest.split_at(rows);
+        let (seq_start, slots) = rest.split_at(num_seqs + 1);
+        Meta { row_seq, row_visible, seq_start, slots }
+    }
 }
 
 impl PagedAttention {
-    fn run<T: Elem>(&self, q: &[T], k: &[T], v: &[T], d: &Dims) -> Vec<T> {
+    fn run<T: Elem>(&self, q: &[T], k: &[T], v: &[T], meta: &Meta, d: &Dims) -> Vec<T> {
         let row = d.heads * d.head_dim;
         let mut out = vec![T::from_f32(0.0); q.len()];
-        // One task per query row; each row knows its sequence and how much context it sees.
-        let mut work: Vec<(usize, usize, usize, &mut [T])> = Vec::new();
-        let mut chunks: Vec<Option<&mut [T]>> = out.chunks_mut(row).map(Some).collect();
-        for (si, s) in self.seqs.iter().enumerate() {
-            let kv_len = s.kv_len();
-            for i in 0..s.q_len {
-                let r = s.q_start + i;
-                if let Some(chunk) = chunks[r].take() {
-                    work.push((si, r, kv_len - s.q_len + i + 1, chunk));
-                }
-            }
-        }
-        work.into_par_iter().for_each(|(si, r, visible, out_row)| {
-            self.attend_row(&q[r * row..(r + 1) * row], k, v, &self.seqs[si], visible, d, out_row);
+        out.par_chunks_mut(row).enumerate().for_each(|(r, out_row)| {
+            let s = meta.row_seq[r] as usize;
+            let slots = &meta.slots[meta.seq_start[s] as usize..][..meta.row_visible[r] as usize];
+            self.attend_row(&q[r * row..(r + 1) * row], k, v, slots, d, out_row);
         });
         out
     }
 
-    /// Online softmax over the visible context for every head of one query row.
-    #[allow(clippy::too_many_arguments)]
-    fn attend_row<T: Elem>(&self, q: &[T], k: &[T], v: &[T], seq: &SeqAttention, visible: usize, d: &Dims, out: &mut [T]) {
+    /// Online softmax over the visible slots for every head of one query row.
+    fn attend_row<T: Elem>(&self, q: &[T], k: &[T], v: &[T], slots: &[u32], d: &Dims, out: &mut [T]) {
         let group = d.heads / d.kv_heads;
         let kv_row = d.kv_heads * d.head_dim;
         let mut acc = vec![0f32; d.head_dim];
@@ -77,8 +81,8 @@ impl PagedAttention {
             }
             acc.iter_mut().for_each(|a| *a = 0.0);
             let (mut max, mut sum) = (f32::NEG_INFINITY, 0f32);
-            for (block, off) in seq.slots(d.block_size, visible) {
-                let base = (block * d.block_size + off) * kv_row + kvh * d.head_dim;
+            for &slot in slots {
+                let base = slot as usize * kv_row + kvh * d.head_dim;
                 let key = &k[base..base + d.head_dim];
                 let score: f32 = qf.iter().zip(key).map(|(a, b)| a * b.to_f32()).sum();
                 let new_max = max.max(score);
@@ -110,30 +114,36 @@ impl CustomOp3 for PagedAttention {
     }
 
     fn cpu_fwd(&self, q: &CpuStorage, ql: &Layout, k: &CpuStorage, kl: &Layout, v: &CpuStorage, vl: &Layout) -> Result<(CpuStorage, Shape)> {
-        let qd = ql.dims();
-        let kd = kl.dims();
-        let d = Dims { heads: qd[1], kv_heads: kd[2], head_dim: qd[2], block_size: kd[1] };
+        let (qd, kd) = (ql.dims(), kl.dims());
+        let d = Dims { heads: qd[1], kv_heads: kd[2], head_dim: qd[2] };
+        let (meta_storage, _) = self.meta.storage_and_layout();
+        let Storage::Cpu(meta_storage) = &*meta_storage else { candle_core::bail!("paged_attention: metadata is not on the CPU") };
+        let meta = Meta::split(meta_storage.as_slice::<u32>()?, self.rows, self.num_seqs);
         let out = match (q, k, v) {
-            (CpuStorage::F32(q), CpuStorage::F32(k), CpuStorage::F32(v)) => CpuStorage::F32(self.run(
-                contiguous(q, ql, "q")?,
-                contiguous(k, kl, "the K pool")?,
-                contiguous(v, vl, "the V pool")?,
-                &d,
-            )),
-            (CpuStorage::BF16(q), CpuStorage::BF16(k), CpuStorage::BF16(v)) => CpuStorage::BF16(self.run(
-                contiguous(q, ql, "q")?,
-                contiguous(k, kl, "the K pool")?,
-                contiguous(v, vl, "the V pool")?,
-                &d,
-            )),
-            (CpuStorage::F16(q), CpuStorage::F16(k), CpuStorage::F16(v)) => CpuStorage::F16(self.run(
-                contiguous(q, ql, "q")?,
-                contiguous(k, kl, "the K pool")?,
-                contiguous(v, vl, "the V pool")?,
-                &d,
-            )),
+            (CpuStorage::F32(q), CpuStorage::F32(k), CpuStorage::F32(v)) => {
+                CpuStorage::F32(self.run(contiguous(q, ql, "q")?, contiguous(k, kl, "the K pool")?, contiguous(v, vl, "the V pool")?, &meta, &d))
+            }
+            (CpuStorage::BF16(q), CpuStorage::BF16(k), CpuStorage::BF16(v)) => {
+                CpuStorage::BF16(self.run(contiguous(q, ql, "q")?, contiguous(k, kl, "the K pool")?, contiguous(v, vl, "the V pool")?, &meta, &d))
+            }
+            (CpuStorage::F16(q), CpuStorage::F16(k), CpuStorage::F16(v)) => {
+                CpuStorage::F16(self.run(contiguous(q, ql, "q")?, contiguous(k, kl, "the K pool")?, contiguous(v, vl, "the V pool")?, &meta, &d))
+            }
             (q, _, _) => return Err(unsupported("paged_attention", q.dtype())),
         };
         Ok((out, ql.shape().clone()))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        q: &candle_core::CudaStorage,
+        ql: &Layout,
+        k: &candle_core::CudaStorage,
+        kl: &Layout,
+        v: &candle_core::CudaStorage,
+        vl: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        crate::cuda::paged_attention(self, q, ql, k, kl, v, vl)
     }
 }

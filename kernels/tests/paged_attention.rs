@@ -1,7 +1,7 @@
 //! The paged ops against plain dense attention on random inputs.
 
 use candle_core::{DType, Device, Tensor};
-use nanohost_kernels::{context_slot, paged_attention, write_kv, KvSpan, SeqAttention};
+use nanohost_kernels::{context_slot, paged_attention, write_kv, AttentionBatch, KvSpan, SeqAttention};
 
 /// Tiny deterministic generator so the test needs no extra crates.
 struct Lcg(u64);
@@ -68,6 +68,7 @@ fn check(seed: u64, heads: usize, kv_heads: usize, head_dim: usize, block_size: 
         let k = Tensor::randn(0f32, 1.0, (kv_len, kv_heads, head_dim), &dev).unwrap();
         let v = Tensor::randn(0f32, 1.0, (kv_len, kv_heads, head_dim), &dev).unwrap();
         let slots: Vec<u32> = (0..kv_len).map(|j| context_slot(&context, j, block_size).unwrap()).collect();
+        let slots = Tensor::new(slots.as_slice(), &dev).unwrap();
         write_kv(&k_pool, &k, &slots).unwrap();
         write_kv(&v_pool, &v, &slots).unwrap();
         seqs.push(SeqAttention { q_start, q_len, context });
@@ -76,7 +77,8 @@ fn check(seed: u64, heads: usize, kv_heads: usize, head_dim: usize, block_size: 
         q_start += q_len;
     }
     let scale = 1.0 / (head_dim as f64).sqrt();
-    let got = paged_attention(&q, &k_pool, &v_pool, &seqs, scale as f32).unwrap();
+    let batch = AttentionBatch::new(&seqs, total_q, block_size, num_blocks, &dev).unwrap();
+    let got = paged_attention(&q, &k_pool, &v_pool, &batch, scale as f32).unwrap();
     let want = dense_reference(&q, &dense_k, &dense_v, &seqs, heads / kv_heads, scale);
     let diff = (got - want).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
     assert!(diff < 1e-5, "max abs diff {diff} for lens {lens:?}");
@@ -102,8 +104,9 @@ fn bf16_storage_is_attended_in_f32() {
     let v = Tensor::randn(0f32, 1.0, (2, 4, 1, 8), &dev).unwrap();
     let q = Tensor::randn(0f32, 1.0, (1, 2, 8), &dev).unwrap();
     let seqs = [SeqAttention { q_start: 0, q_len: 1, context: vec![KvSpan { blocks: vec![1, 0], len: 6 }] }];
-    let f = paged_attention(&q, &k, &v, &seqs, 0.3).unwrap();
-    let b = paged_attention(&q.to_dtype(DType::BF16).unwrap(), &k.to_dtype(DType::BF16).unwrap(), &v.to_dtype(DType::BF16).unwrap(), &seqs, 0.3)
+    let batch = AttentionBatch::new(&seqs, 1, 4, 2, &dev).unwrap();
+    let f = paged_attention(&q, &k, &v, &batch, 0.3).unwrap();
+    let b = paged_attention(&q.to_dtype(DType::BF16).unwrap(), &k.to_dtype(DType::BF16).unwrap(), &v.to_dtype(DType::BF16).unwrap(), &batch, 0.3)
         .unwrap()
         .to_dtype(DType::F32)
         .unwrap();
@@ -115,14 +118,16 @@ fn bf16_storage_is_attended_in_f32() {
 fn bad_descriptions_are_errors_not_memory_errors() {
     let dev = Device::Cpu;
     let pool = Tensor::zeros((2, 4, 1, 8), DType::F32, &dev).unwrap();
-    let q = Tensor::zeros((1, 2, 8), DType::F32, &dev).unwrap();
     let out_of_range = [SeqAttention { q_start: 0, q_len: 1, context: vec![KvSpan { blocks: vec![2], len: 1 }] }];
-    let e = paged_attention(&q, &pool, &pool, &out_of_range, 1.0).unwrap_err().to_string();
+    let e = AttentionBatch::new(&out_of_range, 1, 4, 2, &dev).err().unwrap().to_string();
     assert!(e.contains("block 2 is outside the pool of 2 blocks"), "{e}");
     let overfull = [SeqAttention { q_start: 0, q_len: 1, context: vec![KvSpan { blocks: vec![0], len: 5 }] }];
-    let e = paged_attention(&q, &pool, &pool, &overfull, 1.0).unwrap_err().to_string();
+    let e = AttentionBatch::new(&overfull, 1, 4, 2, &dev).err().unwrap().to_string();
     assert!(e.contains("does not fit"), "{e}");
+    let uncovered = [SeqAttention { q_start: 0, q_len: 1, context: vec![KvSpan { blocks: vec![0], len: 1 }] }];
+    let e = AttentionBatch::new(&uncovered, 2, 4, 2, &dev).err().unwrap().to_string();
+    assert!(e.contains("query row 1 belongs to no sequence"), "{e}");
     let rows = Tensor::zeros((1, 1, 8), DType::F32, &dev).unwrap();
-    let e = write_kv(&pool, &rows, &[8]).unwrap_err().to_string();
+    let e = write_kv(&pool, &rows, &Tensor::new(&[8u32], &dev).unwrap()).unwrap_err().to_string();
     assert!(e.contains("slot 8 is outside the pool of 8 slots"), "{e}");
 }

@@ -76,16 +76,20 @@ impl<'m> Engine<'m> {
         let Some(plan) = self.scheduler.schedule(self.policy.as_mut())? else { return Ok(None) };
         let running = &mut self.scheduler.running;
         let batch = PackedBatch::pack(plan.seqs.iter().map(|&i| &running[i]), self.pool.block_size())?;
-        let logits = self.model.forward(&batch.as_forward(), self.pool)?.to_vec2::<f32>()?;
+        let logits = self.model.forward(&batch.as_forward(), self.pool)?;
+        let rows: Vec<(SeqId, usize)> = plan.seqs.iter().map(|&i| (running[i].id, running[i].output().len())).collect();
+        let temperature = plan.seqs.first().map_or(0.0, |&i| running[i].params.temperature);
+        if plan.seqs.iter().any(|&i| running[i].params.temperature != temperature) {
+            anyhow::bail!("sequences of one step must share a temperature");
+        }
+        let tokens = sampler::sample(&logits, &rows, temperature, self.seed)?;
         let now = Instant::now();
         let eos = &self.model.config().eos_token_ids;
         let max_pos = self.model.config().max_position_embeddings;
-        for (&i, row) in plan.seqs.iter().zip(&logits) {
+        for (&i, &token) in plan.seqs.iter().zip(&tokens) {
             let seq = &mut running[i];
             seq.computed = seq.len();
             seq.pending.clear();
-            let index = seq.output().len();
-            let token = sampler::sample(row, seq.params.temperature, self.seed, seq.id, index);
             seq.tokens.push(token);
             seq.token_times.push(now);
             seq.finish = if seq.output().len() >= seq.params.max_tokens {

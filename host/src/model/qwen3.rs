@@ -12,7 +12,7 @@ use crate::engine::kv_pool::KvPool;
 use anyhow::{Context, Result};
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{ops::rms_norm, Linear};
-use nanohost_kernels::{paged_attention, write_kv, SeqAttention};
+use nanohost_kernels::{paged_attention, write_kv, AttentionBatch, SeqAttention};
 use std::collections::HashMap;
 
 struct Layer {
@@ -51,6 +51,13 @@ pub struct ForwardBatch<'a> {
     pub slots: &'a [u32],
     pub seqs: &'a [SeqAttention],
     pub logit_rows: &'a [u32],
+}
+
+/// A step's inputs on the model's device.
+struct StepInputs {
+    positions: Tensor,
+    slots: Tensor,
+    attention: AttentionBatch,
 }
 
 impl Qwen3 {
@@ -104,11 +111,16 @@ impl Qwen3 {
         if let Some(p) = batch.positions.iter().find(|&&p| p as usize >= self.rope.max_positions()) {
             anyhow::bail!("position {p} is beyond max_position_embeddings ({})", self.rope.max_positions());
         }
+        // Per-step inputs go to the device once; every layer reuses them.
         let ids = Tensor::new(batch.tokens, &self.device)?;
-        let positions = Tensor::new(batch.positions, &self.device)?;
+        let step = StepInputs {
+            positions: Tensor::new(batch.positions, &self.device)?,
+            slots: Tensor::new(batch.slots, &self.device)?,
+            attention: AttentionBatch::new(batch.seqs, n, pool.block_size(), pool.num_blocks(), &self.device)?,
+        };
         let mut x = self.embed.index_select(&ids, 0)?;
         for (l, layer) in self.layers.iter().enumerate() {
-            x = self.layer_forward(l, layer, &x, &positions, batch, pool)?;
+            x = self.layer_forward(l, layer, &x, &step, pool)?;
         }
         let rows = Tensor::new(batch.logit_rows, &self.device)?;
         let x = x.index_select(&rows, 0)?;
@@ -116,21 +128,21 @@ impl Qwen3 {
         Ok(self.lm_head.forward(&x)?.to_dtype(DType::F32)?)
     }
 
-    fn layer_forward(&self, l: usize, layer: &Layer, x: &Tensor, positions: &Tensor, batch: &ForwardBatch, pool: &KvPool) -> Result<Tensor> {
+    fn layer_forward(&self, l: usize, layer: &Layer, x: &Tensor, step: &StepInputs, pool: &KvPool) -> Result<Tensor> {
         let c = &self.cfg;
-        let n = batch.tokens.len();
+        let n = x.dim(0)?;
         let eps = c.rms_norm_eps as f32;
         let h = rms_norm(x, &layer.input_norm, eps)?;
         let q = layer.q_proj.forward(&h)?.reshape((n, c.num_attention_heads, c.head_dim))?;
         let k = layer.k_proj.forward(&h)?.reshape((n, c.num_key_value_heads, c.head_dim))?;
         let v = layer.v_proj.forward(&h)?.reshape((n, c.num_key_value_heads, c.head_dim))?;
-        let q = self.rope.apply(&rms_norm(&q, &layer.q_norm, eps)?, positions)?;
-        let k = self.rope.apply(&rms_norm(&k, &layer.k_norm, eps)?, positions)?;
+        let q = self.rope.apply(&rms_norm(&q, &layer.q_norm, eps)?, &step.positions)?;
+        let k = self.rope.apply(&rms_norm(&k, &layer.k_norm, eps)?, &step.positions)?;
         let (k_pool, v_pool) = pool.layer(l);
-        write_kv(k_pool, &k, batch.slots)?;
-        write_kv(v_pool, &v, batch.slots)?;
+        write_kv(k_pool, &k, &step.slots)?;
+        write_kv(v_pool, &v, &step.slots)?;
         let scale = 1.0 / (c.head_dim as f32).sqrt();
-        let attn = paged_attention(&q, k_pool, v_pool, batch.seqs, scale)?;
+        let attn = paged_attention(&q, k_pool, v_pool, &step.attention, scale)?;
         let attn = layer.o_proj.forward(&attn.reshape((n, c.num_attention_heads * c.head_dim))?)?;
         let x = (x + attn)?;
         let h = rms_norm(&x, &layer.post_norm, eps)?;

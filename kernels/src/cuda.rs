@@ -1,0 +1,121 @@
+//! Launching the CUDA kernels of src/cuda/nanohost.cu on candle's device and stream.
+
+use crate::paged_attention::PagedAttention;
+use candle_core::backend::BackendStorage;
+use candle_core::cuda_backend::cudarc::driver::{LaunchConfig, PushKernelArg};
+use candle_core::cuda_backend::{CudaStorageSlice, WrapErr};
+use candle_core::{CudaDevice, CudaStorage, DType, Layout, Result, Shape, Storage, Tensor};
+
+const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/nanohost.ptx"));
+const MODULE: &str = "nanohost";
+
+fn suffix(d: DType) -> Result<&'static str> {
+    match d {
+        DType::F32 => Ok("f32"),
+        DType::BF16 => Ok("bf16"),
+        DType::F16 => Ok("f16"),
+        other => Err(crate::elem::unsupported("cuda op", other)),
+    }
+}
+
+fn offsets(l: &Layout, what: &str) -> Result<(usize, usize)> {
+    l.contiguous_offsets().ok_or_else(|| candle_core::Error::Msg(format!("{what} must be contiguous")))
+}
+
+/// The u32 metadata tensor's device slice.
+fn with_u32<R>(t: &Tensor, f: impl FnOnce(&candle_core::cuda_backend::cudarc::driver::CudaSlice<u32>, usize) -> Result<R>) -> Result<R> {
+    let (s, l) = t.storage_and_layout();
+    let Storage::Cuda(c) = &*s else { candle_core::bail!("metadata is not on the GPU") };
+    f(c.as_cuda_slice::<u32>()?, l.start_offset())
+}
+
+pub(crate) fn paged_attention(op: &PagedAttention, q: &CudaStorage, ql: &Layout, k: &CudaStorage, kl: &Layout, v: &CudaStorage, vl: &Layout) -> Result<(CudaStorage, Shape)> {
+    let dev: &CudaDevice = q.device();
+    let (qd, kd) = (ql.dims(), kl.dims());
+    let (rows, heads, head_dim, kv_heads) = (qd[0], qd[1], qd[2], kd[2]);
+    if head_dim % 32 != 0 || head_dim > 256 {
+        candle_core::bail!("paged_attention (cuda): head_dim {head_dim} must be a multiple of 32, at most 256");
+    }
+    let name = format!("paged_attention_{}", suffix(q.dtype())?);
+    let func = dev.get_or_load_custom_func(&name, MODULE, PTX)?;
+    let (q0, q1) = offsets(ql, "q")?;
+    let (k0, k1) = offsets(kl, "the K pool")?;
+    let (v0, v1) = offsets(vl, "the V pool")?;
+    let cfg = LaunchConfig { grid_dim: (rows as u32, heads as u32, 1), block_dim: (128, 1, 1), shared_mem_bytes: 0 };
+    macro_rules! launch {
+        ($t:ty, $wrap:ident) => {{
+            let (q, k, v) = (q.as_cuda_slice::<$t>()?.slice(q0..q1), k.as_cuda_slice::<$t>()?.slice(k0..k1), v.as_cuda_slice::<$t>()?.slice(v0..v1));
+            // SAFETY: every element is written by the kernel.
+            let out = unsafe { dev.alloc::<$t>(rows * heads * head_dim)? };
+            with_u32(&op.meta, |meta, m0| {
+                let meta = meta.slice(m0..);
+                let mut b = func.builder();
+                b.arg(&q).arg(&k).arg(&v).arg(&out).arg(&meta);
+                candle_core::builder_arg!(b, rows as u32, op.num_seqs as u32, heads as u32, kv_heads as u32, head_dim as u32, op.softmax_scale);
+                // SAFETY: shapes checked above; the metadata was validated against the pool.
+                unsafe { b.launch(cfg) }.w()
+            })?;
+            CudaStorageSlice::$wrap(out)
+        }};
+    }
+    let slice = match q.dtype() {
+        DType::F32 => launch!(f32, F32),
+        DType::BF16 => launch!(half::bf16, BF16),
+        DType::F16 => launch!(half::f16, F16),
+        other => return Err(crate::elem::unsupported("paged_attention", other)),
+    };
+    Ok((CudaStorage { slice, device: dev.clone() }, ql.shape().clone()))
+}
+
+pub(crate) fn write_kv(pool: &mut CudaStorage, pl: &Layout, src: &CudaStorage, sl: &Layout, slots: &CudaStorage, il: &Layout) -> Result<()> {
+    let dev = pool.device().clone();
+    let dims = pl.dims();
+    let row = dims[2] * dims[3];
+    let capacity = dims[0] * dims[1];
+    let (p0, p1) = offsets(pl, "the pool")?;
+    let (s0, s1) = offsets(sl, "the new rows")?;
+    let (i0, i1) = offsets(il, "the slots")?;
+    let tokens = i1 - i0;
+    if tokens == 0 {
+        return Ok(());
+    }
+    let func = dev.get_or_load_custom_func(&format!("write_kv_{}", suffix(pool.dtype())?), MODULE, PTX)?;
+    let cfg = LaunchConfig { grid_dim: (tokens as u32, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
+    let slots = slots.as_cuda_slice::<u32>()?.slice(i0..i1);
+    macro_rules! launch {
+        ($t:ty) => {{
+            let src = src.as_cuda_slice::<$t>()?.slice(s0..s1);
+            let mut pool = pool.as_cuda_slice_mut::<$t>()?.slice_mut(p0..p1);
+            let mut b = func.builder();
+            b.arg(&mut pool).arg(&src).arg(&slots);
+            candle_core::builder_arg!(b, row as u32, capacity as u32);
+            // SAFETY: the kernel skips slots at or beyond `capacity`.
+            unsafe { b.launch(cfg) }.w()
+        }};
+    }
+    match pool.dtype() {
+        DType::F32 => launch!(f32),
+        DType::BF16 => launch!(half::bf16),
+        DType::F16 => launch!(half::f16),
+        other => Err(crate::elem::unsupported("write_kv", other)),
+    }?;
+    Ok(())
+}
+
+pub(crate) fn sample_rows(logits: &CudaStorage, ll: &Layout, u: &CudaStorage, ul: &Layout, inv_temp: f32) -> Result<(CudaStorage, Shape)> {
+    let dev = logits.device().clone();
+    let (rows, vocab) = ll.shape().dims2()?;
+    let (l0, l1) = offsets(ll, "logits")?;
+    let (u0, u1) = offsets(ul, "uniforms")?;
+    let func = dev.get_or_load_custom_func("sample_rows", MODULE, PTX)?;
+    let out = unsafe { dev.alloc::<u32>(rows)? };
+    let x = logits.as_cuda_slice::<f32>()?.slice(l0..l1);
+    let u = u.as_cuda_slice::<f32>()?.slice(u0..u1);
+    let mut b = func.builder();
+    b.arg(&x).arg(&u).arg(&out);
+    candle_core::builder_arg!(b, vocab as u32, inv_temp);
+    let cfg = LaunchConfig { grid_dim: (rows as u32, 1, 1), block_dim: (1024, 1, 1), shared_mem_bytes: 0 };
+    // SAFETY: one block per row of a contiguous [rows, vocab] f32 tensor.
+    unsafe { b.launch(cfg) }.w()?;
+    Ok((CudaStorage { slice: CudaStorageSlice::U32(out), device: dev }, Shape::from(rows)))
+}

@@ -1,0 +1,153 @@
+// CUDA implementations of nanohost's ops. Each has a CPU twin in src/*.rs, which is its test
+// oracle. Arithmetic is f32 whatever the storage type.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <stdint.h>
+
+__device__ inline float to_f(float x) { return x; }
+__device__ inline float to_f(__nv_bfloat16 x) { return __bfloat162float(x); }
+__device__ inline float to_f(__half x) { return __half2float(x); }
+template <typename T> __device__ inline T from_f(float x);
+template <> __device__ inline float from_f<float>(float x) { return x; }
+template <> __device__ inline __nv_bfloat16 from_f<__nv_bfloat16>(float x) { return __float2bfloat16(x); }
+template <> __device__ inline __half from_f<__half>(float x) { return __float2half(x); }
+
+constexpr int WARPS = 4;
+constexpr int MAX_PER_LANE = 8;  // head_dim up to 256, a multiple of 32
+
+// One thread block per (query row, head). Each warp runs an online softmax over every WARPS-th
+// visible key (a key's head_dim values are read by the 32 lanes together, coalesced); the warps'
+// partial (max, sum, acc) are merged at the end. meta: see AttentionBatch in layout.rs.
+template <typename T>
+__device__ void paged_attention(const T* q, const T* k, const T* v, T* out, const uint32_t* meta,
+                                uint32_t rows, uint32_t num_seqs, uint32_t heads, uint32_t kv_heads,
+                                uint32_t head_dim, float scale) {
+  const uint32_t row = blockIdx.x, h = blockIdx.y;
+  const uint32_t* row_seq = meta;
+  const uint32_t* row_visible = meta + rows;
+  const uint32_t* seq_start = meta + 2 * rows;
+  const uint32_t* all_slots = seq_start + num_seqs + 1;
+  const uint32_t* slots = all_slots + seq_start[row_seq[row]];
+  const uint32_t visible = row_visible[row];
+  const uint32_t kvh = h / (heads / kv_heads);
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int per = head_dim / 32;
+  float qv[MAX_PER_LANE], acc[MAX_PER_LANE];
+  const T* qrow = q + ((size_t)row * heads + h) * head_dim;
+  for (int i = 0; i < per; ++i) {
+    qv[i] = to_f(qrow[lane + 32 * i]) * scale;
+    acc[i] = 0.f;
+  }
+  float m = -INFINITY, l = 0.f;
+  const size_t kv_row = (size_t)kv_heads * head_dim;
+  for (uint32_t j = warp; j < visible; j += WARPS) {
+    const size_t base = (size_t)slots[j] * kv_row + (size_t)kvh * head_dim;
+    float dot = 0.f;
+    for (int i = 0; i < per; ++i) dot += qv[i] * to_f(k[base + lane + 32 * i]);
+    for (int off = 16; off > 0; off >>= 1) dot += __shfl_xor_sync(0xffffffffu, dot, off);
+    const float nm = fmaxf(m, dot);
+    const float corr = expf(m - nm), p = expf(dot - nm);
+    l = l * corr + p;
+    for (int i = 0; i < per; ++i) acc[i] = acc[i] * corr + p * to_f(v[base + lane + 32 * i]);
+    m = nm;
+  }
+  __shared__ float sm[WARPS], sl[WARPS];
+  __shared__ float sacc[WARPS][32 * MAX_PER_LANE];
+  if (lane == 0) { sm[warp] = m; sl[warp] = l; }
+  for (int i = 0; i < per; ++i) sacc[warp][lane + 32 * i] = acc[i];
+  __syncthreads();
+  if (warp != 0) return;
+  float M = -INFINITY;
+  for (int w = 0; w < WARPS; ++w) M = fmaxf(M, sm[w]);
+  float L = 0.f, o[MAX_PER_LANE];
+  for (int i = 0; i < per; ++i) o[i] = 0.f;
+  for (int w = 0; w < WARPS; ++w) {
+    if (sm[w] == -INFINITY) continue;
+    const float c = expf(sm[w] - M);
+    L += sl[w] * c;
+    for (int i = 0; i < per; ++i) o[i] += sacc[w][lane + 32 * i] * c;
+  }
+  T* orow = out + ((size_t)row * heads + h) * head_dim;
+  for (int i = 0; i < per; ++i) orow[lane + 32 * i] = from_f<T>(o[i] / L);
+}
+
+// One thread block per new token: copy its [kv_heads * head_dim] row into its pool slot.
+template <typename T>
+__device__ void write_kv(T* pool, const T* src, const uint32_t* slots, uint32_t row, uint32_t capacity) {
+  const uint32_t t = blockIdx.x, slot = slots[t];
+  if (slot >= capacity) return;  // the host validated slots; never write out of bounds
+  for (uint32_t e = threadIdx.x; e < row; e += blockDim.x) pool[(size_t)slot * row + e] = src[(size_t)t * row + e];
+}
+
+#define INSTANTIATE(T, NAME)                                                                          \
+  extern "C" __global__ void paged_attention_##NAME(const T* q, const T* k, const T* v, T* out,       \
+                                                    const uint32_t* meta, uint32_t rows,              \
+                                                    uint32_t num_seqs, uint32_t heads,                \
+                                                    uint32_t kv_heads, uint32_t head_dim, float scale) { \
+    paged_attention<T>(q, k, v, out, meta, rows, num_seqs, heads, kv_heads, head_dim, scale);        \
+  }                                                                                                   \
+  extern "C" __global__ void write_kv_##NAME(T* pool, const T* src, const uint32_t* slots,           \
+                                             uint32_t row, uint32_t capacity) {                      \
+    write_kv<T>(pool, src, slots, row, capacity);                                                     \
+  }
+
+INSTANTIATE(float, f32)
+INSTANTIATE(__nv_bfloat16, bf16)
+INSTANTIATE(__half, f16)
+
+// One thread block (1024 threads) per row of f32 logits. Greedy when inv_temp == 0: the first
+// index of the maximum. Otherwise the inverse CDF of softmax(logits * inv_temp) at u[row]: each
+// thread sums exp over a contiguous chunk, the chunk sums are scanned, and the thread whose
+// chunk holds the target walks it.
+extern "C" __global__ void sample_rows(const float* logits, const float* u, uint32_t* out, uint32_t vocab,
+                                       float inv_temp) {
+  const uint32_t row = blockIdx.x, t = threadIdx.x, n = blockDim.x;
+  const float* x = logits + (size_t)row * vocab;
+  __shared__ float sval[1024];
+  __shared__ uint32_t sidx[1024];
+  __shared__ double ssum[1024];
+  float best = -INFINITY;
+  uint32_t bi = 0xffffffffu;
+  const uint32_t chunk = (vocab + n - 1) / n, lo = min(t * chunk, vocab), hi = min(lo + chunk, vocab);
+  for (uint32_t i = lo; i < hi; ++i)
+    if (x[i] > best) { best = x[i]; bi = i; }
+  sval[t] = best; sidx[t] = bi;
+  __syncthreads();
+  for (uint32_t s = n / 2; s > 0; s >>= 1) {
+    if (t < s) {
+      const bool take = sval[t + s] > sval[t] || (sval[t + s] == sval[t] && sidx[t + s] < sidx[t]);
+      if (take) { sval[t] = sval[t + s]; sidx[t] = sidx[t + s]; }
+    }
+    __syncthreads();
+  }
+  __shared__ float smax;
+  __shared__ uint32_t sarg;
+  __shared__ double stotal;
+  if (t == 0) { smax = sval[0]; sarg = sidx[0]; }
+  __syncthreads();
+  if (inv_temp == 0.f) {
+    if (t == 0) out[row] = sarg;
+    return;
+  }
+  const float mx = smax;
+  double local = 0.0;
+  for (uint32_t i = lo; i < hi; ++i) local += exp(((double)x[i] - mx) * inv_temp);
+  ssum[t] = local;
+  __syncthreads();
+  if (t == 0) {  // exclusive scan; 1024 additions are cheap next to the exp pass
+    double acc = 0.0;
+    for (uint32_t i = 0; i < n; ++i) { const double s = ssum[i]; ssum[i] = acc; acc += s; }
+    stotal = acc;
+    out[row] = sarg;  // fallback if rounding leaves the target past the end
+  }
+  __syncthreads();
+  const double target = (double)u[row] * stotal, start = ssum[t];
+  if (local > 0.0 && target >= start && target < start + local) {
+    double c = start;
+    for (uint32_t i = lo; i < hi; ++i) {
+      c += exp(((double)x[i] - mx) * inv_temp);
+      if (target < c) { out[row] = i; return; }
+    }
+    out[row] = hi - 1;
+  }
+}
