@@ -5,6 +5,7 @@
 //! sampler ([`engine::sampler`]).
 
 pub mod bench;
+pub mod device;
 pub mod engine;
 pub mod fsutil;
 pub mod model;

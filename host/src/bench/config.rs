@@ -13,6 +13,10 @@ pub struct BenchConfig {
     /// A generated preset instead of a directory: "tiny" or "qwen3-0.6b".
     pub preset: Option<String>,
     pub model_seed: u64,
+    /// cpu, cuda or cuda:N; absent: cuda when built with it and a GPU is present, else cpu.
+    pub device: Option<String>,
+    /// f32, bf16 or f16; absent: f32 on cpu, bf16 on cuda.
+    pub dtype: Option<String>,
     pub batch_sizes: Vec<usize>,
     pub max_input_len: usize,
     pub max_output_len: usize,
@@ -40,6 +44,8 @@ impl Default for BenchConfig {
             model_path: None,
             preset: None,
             model_seed: 0,
+            device: None,
+            dtype: None,
             batch_sizes: vec![1, 2, 4],
             max_input_len: 256,
             max_output_len: 128,

@@ -45,6 +45,10 @@ pub struct RunRecord<'a> {
     pub peak_reported_blocks: usize,
     pub bytes_per_block: usize,
     pub preemptions: usize,
+    /// Device memory in use (driver) before the timed call and its peak at step boundaries;
+    /// `None` on the CPU.
+    pub device_memory_before: Option<u64>,
+    pub peak_device_memory: Option<u64>,
 }
 
 impl RunRecord<'_> {
@@ -92,6 +96,10 @@ impl RunRecord<'_> {
         put("peak_kv_bytes_reported_by_strategy", json!((self.peak_reported_blocks * self.bytes_per_block) as u64));
         put("peak_process_memory_bytes", json!(peak_rss_bytes()));
         put("preemptions", json!(self.preemptions));
+        if let (Some(before), Some(peak)) = (self.device_memory_before, self.peak_device_memory) {
+            put("peak_device_memory_bytes", json!(peak));
+            put("device_memory_growth_bytes", json!(peak.saturating_sub(before)));
+        }
         m
     }
 }

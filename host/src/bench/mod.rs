@@ -2,7 +2,9 @@
 //! runs workers in child processes, and the summary.
 
 pub mod config;
+pub mod decode;
 pub mod metrics;
 pub mod summary;
 pub mod supervisor;
+pub mod teacher;
 pub mod worker;

@@ -12,7 +12,6 @@ use crate::model::{LoadedModel, ModelSource};
 use crate::plugin::{load_plugin, Plugin};
 use crate::workload::{self, Point};
 use anyhow::{Context, Result};
-use candle_core::{DType, Device};
 use serde_json::{json, Map, Value};
 use std::io::Write;
 use std::path::Path;
@@ -54,9 +53,10 @@ fn default_blocks(cfg: &BenchConfig, points: &[Point]) -> usize {
 
 pub fn run_worker(plugin_path: &Path, cfg: &BenchConfig, out_dir: &Path) -> Result<()> {
     let plugin = load_plugin(plugin_path)?;
-    let device = Device::Cpu;
+    let compute = crate::device::select(cfg.device.as_deref(), cfg.dtype.as_deref())?;
+    let device = compute.device.clone();
     let source = model_source(cfg)?;
-    let loaded = source.load(&device, DType::F32)?;
+    let loaded = source.load(&device, compute.dtype)?;
     let vocab = loaded.model.config().vocab_size;
     let mut points = Vec::new();
     for name in &cfg.workloads {
@@ -71,7 +71,7 @@ pub fn run_worker(plugin_path: &Path, cfg: &BenchConfig, out_dir: &Path) -> Resu
     let mut results = Vec::new();
     for (i, point) in points.iter().enumerate() {
         progress(i, points.len(), &format!("{} batch {}", point.workload, point.batch_size));
-        let record = run_point(&plugin, &loaded, &pool, cfg, point)
+        let record = run_point(&plugin, &loaded, &pool, cfg, point, &compute.name)
             .with_context(|| format!("{} workload, batch size {}", point.workload, point.batch_size))?;
         results.push(Value::Object(record));
     }
@@ -83,7 +83,7 @@ pub fn run_worker(plugin_path: &Path, cfg: &BenchConfig, out_dir: &Path) -> Resu
     Ok(())
 }
 
-fn run_point(plugin: &Plugin, loaded: &LoadedModel, pool: &KvPool, cfg: &BenchConfig, point: &Point) -> Result<Map<String, Value>> {
+fn run_point(plugin: &Plugin, loaded: &LoadedModel, pool: &KvPool, cfg: &BenchConfig, point: &Point, device: &str) -> Result<Map<String, Value>> {
     let sched = SchedulerConfig { max_num_seqs: cfg.max_num_seqs, max_num_batched_tokens: cfg.max_num_batched_tokens };
     let params = SamplingParams { temperature: cfg.temperature as f32, max_tokens: cfg.max_output_len, ignore_eos: true };
     // Warm-up on a fresh strategy, as the prototype did, so one-time costs stay out of the timing.
@@ -99,6 +99,7 @@ fn run_point(plugin: &Plugin, loaded: &LoadedModel, pool: &KvPool, cfg: &BenchCo
     for p in &point.prompts {
         engine.add_request(p.tokens.clone(), params)?;
     }
+    let baseline = crate::device::device_memory_in_use(loaded.model.device());
     let started = Instant::now();
     let seqs = engine.run_to_completion()?;
     let elapsed = started.elapsed();
@@ -111,6 +112,8 @@ fn run_point(plugin: &Plugin, loaded: &LoadedModel, pool: &KvPool, cfg: &BenchCo
         peak_reported_blocks: engine.peak_reported_blocks,
         bytes_per_block: pool.bytes_per_block(),
         preemptions: engine.preemptions(),
+        device_memory_before: baseline,
+        peak_device_memory: engine.peak_device_memory,
     };
     let mut m = Map::new();
     m.insert("method".into(), json!(method_label(plugin)));
@@ -126,7 +129,7 @@ fn run_point(plugin: &Plugin, loaded: &LoadedModel, pool: &KvPool, cfg: &BenchCo
     let counters: Map<String, Value> = engine.policy().counters()?.into_iter().map(|(k, v)| (k, json!(v))).collect();
     m.insert("strategy_counters".into(), Value::Object(counters));
     m.insert("model".into(), json!(loaded.name));
-    m.insert("device".into(), json!("cpu"));
+    m.insert("device".into(), json!(device));
     m.insert("dtype".into(), json!(format!("{:?}", loaded.model.dtype()).to_lowercase()));
     m.insert("block_size".into(), json!(pool.block_size()));
     m.insert("temperature".into(), json!(cfg.temperature));

@@ -26,12 +26,12 @@ pub struct GenerateArgs {
 
 pub fn run(a: GenerateArgs) -> Result<()> {
     let plugin = crate::plugin::load_plugin(&a.plugin)?;
-    let (loaded, device) = a.model.load()?;
+    let (loaded, compute) = a.model.load()?;
     let prompt = loaded.tokenizer.encode(a.prompt.as_str(), false).map_err(|e| anyhow::anyhow!("tokenizing the prompt: {e}"))?;
     let prompt = prompt.get_ids().to_vec();
     let cfg = loaded.model.config();
     let blocks = (prompt.len() + a.max_tokens).div_ceil(DEFAULT_BLOCK_SIZE);
-    let pool = KvPool::new(cfg, PoolSize::Blocks(blocks), DEFAULT_BLOCK_SIZE, loaded.model.dtype(), &device)?;
+    let pool = KvPool::new(cfg, PoolSize::Blocks(blocks), DEFAULT_BLOCK_SIZE, loaded.model.dtype(), &compute.device)?;
     let policy = Box::new(plugin.new_policy(&pool)?);
     let mut engine = Engine::new(&loaded.model, &pool, policy, SchedulerConfig::default(), a.seed);
     let params = SamplingParams { temperature: a.temperature, max_tokens: a.max_tokens, ignore_eos: !a.stop_at_eos };

@@ -1,5 +1,6 @@
 //! The `nanohost` command line.
 
+mod check;
 mod generate;
 mod init_model;
 mod list;
@@ -27,6 +28,10 @@ enum Command {
     Run(run::RunArgs),
     /// List discovered plugins: name, version, ABI status, path, sha256.
     List(list::ListArgs),
+    /// Logits under teacher forcing, for comparison with another implementation on the same weights.
+    TeacherForce(check::TeacherForceArgs),
+    /// Decode step time at fixed batch sizes (greedy, the standard plugin).
+    BenchDecode(check::BenchDecodeArgs),
     #[command(hide = true)]
     Worker(worker::WorkerArgs),
 }
@@ -38,6 +43,8 @@ pub fn main() -> Result<()> {
         Command::Generate(a) => generate::run(a),
         Command::Run(a) => run::run(a),
         Command::List(a) => list::run(a),
+        Command::TeacherForce(a) => check::teacher_force(a),
+        Command::BenchDecode(a) => check::bench_decode(a),
         Command::Worker(a) => worker::run(a),
     }
 }

@@ -2,7 +2,7 @@
 
 use crate::model::{LoadedModel, ModelSource};
 use anyhow::Result;
-use candle_core::{DType, Device};
+use crate::device::Compute;
 use clap::Args;
 use std::path::PathBuf;
 
@@ -18,6 +18,12 @@ pub struct ModelArgs {
     /// Seed of the preset's weights.
     #[arg(long, default_value_t = 0)]
     pub model_seed: u64,
+    /// cpu, cuda or cuda:N. Default: cuda when built with it and a GPU is present, else cpu.
+    #[arg(long)]
+    pub device: Option<String>,
+    /// f32, bf16 or f16. Default: f32 on cpu, bf16 on cuda.
+    #[arg(long)]
+    pub dtype: Option<String>,
 }
 
 impl ModelArgs {
@@ -25,12 +31,11 @@ impl ModelArgs {
         ModelSource::resolve(self.model.clone(), self.preset.as_deref(), self.model_seed)
     }
 
-    /// CPU computes in f32.
-    pub fn load(&self) -> Result<(LoadedModel, Device)> {
-        let device = Device::Cpu;
+    pub fn load(&self) -> Result<(LoadedModel, Compute)> {
         let source = self.source()?;
-        let loaded = source.load(&device, DType::F32)?;
-        tracing::info!(model = %loaded.name, device = "cpu", "model loaded");
-        Ok((loaded, device))
+        let compute = crate::device::select(self.device.as_deref(), self.dtype.as_deref())?;
+        let loaded = source.load(&compute.device, compute.dtype)?;
+        tracing::info!(model = %loaded.name, device = %compute.name, "model loaded");
+        Ok((loaded, compute))
     }
 }

@@ -32,6 +32,9 @@ pub struct RunArgs {
     /// Per-plugin timeout in seconds (overrides the config's `timeout_seconds`).
     #[arg(long)]
     timeout: Option<u64>,
+    /// cpu, cuda or cuda:N (overrides the config's `device`).
+    #[arg(long)]
+    device: Option<String>,
 }
 
 pub fn run(a: RunArgs) -> Result<()> {
@@ -49,6 +52,9 @@ pub fn run(a: RunArgs) -> Result<()> {
     }
     if !a.workloads.is_empty() {
         cfg.workloads = a.workloads.clone();
+    }
+    if a.device.is_some() {
+        cfg.device = a.device.clone();
     }
     if let Some(t) = a.timeout {
         cfg.timeout_seconds = t;

@@ -36,12 +36,14 @@ pub struct Engine<'m> {
     pub peak_blocks: usize,
     /// Largest number of blocks the strategy said it held (live plus retained), at any step.
     pub peak_reported_blocks: usize,
+    /// Peak device memory in use (driver-reported) at step boundaries; `None` on the CPU.
+    pub peak_device_memory: Option<u64>,
     pub steps: Vec<StepReport>,
 }
 
 impl<'m> Engine<'m> {
     pub fn new(model: &'m Qwen3, pool: &'m KvPool, policy: Box<dyn KvPolicy + 'm>, cfg: SchedulerConfig, seed: u64) -> Self {
-        Engine { model, pool, policy, scheduler: Scheduler::new(cfg), seed, next_id: 0, peak_blocks: 0, peak_reported_blocks: 0, steps: Vec::new() }
+        Engine { model, pool, policy, scheduler: Scheduler::new(cfg), seed, next_id: 0, peak_blocks: 0, peak_reported_blocks: 0, peak_device_memory: None, steps: Vec::new() }
     }
 
     pub fn pool(&self) -> &KvPool {
@@ -104,6 +106,9 @@ impl<'m> Engine<'m> {
         }
         self.peak_blocks = self.peak_blocks.max(self.policy.live_blocks());
         self.peak_reported_blocks = self.peak_reported_blocks.max(self.policy.reported_blocks()?);
+        if let Some(m) = crate::device::device_memory_in_use(self.model.device()) {
+            self.peak_device_memory = Some(self.peak_device_memory.map_or(m, |p| p.max(m)));
+        }
         self.scheduler.retire_finished(self.policy.as_mut())?;
         let report = StepReport { prefill: plan.prefill, num_seqs: plan.seqs.len(), tokens_computed: batch.tokens.len(), duration: start.elapsed() };
         self.steps.push(report.clone());

@@ -1,0 +1,57 @@
+//! Decode step time at fixed batch sizes: the number to hold against the memory-bandwidth floor
+//! (one read of all weights per step) and against other engines.
+
+use crate::engine::kv_pool::{KvPool, PoolSize};
+use crate::engine::scheduler::SchedulerConfig;
+use crate::engine::sequence::SamplingParams;
+use crate::engine::Engine;
+use crate::model::LoadedModel;
+use crate::plugin::Plugin;
+use crate::rng::Rng;
+use anyhow::Result;
+use serde_json::{json, Value};
+
+pub struct DecodeBench {
+    pub batch_sizes: Vec<usize>,
+    pub prompt_len: usize,
+    pub warmup_steps: usize,
+    pub steps: usize,
+    pub block_size: usize,
+    pub seed: u64,
+}
+
+/// For each batch size: prefill `batch` random prompts of `prompt_len`, then greedy-decode;
+/// decode step times after the warm-up steps, in milliseconds (each step ends when its tokens
+/// are on the host, so the device work is included).
+pub fn run(b: &DecodeBench, loaded: &LoadedModel, plugin: &Plugin) -> Result<Vec<Value>> {
+    let cfg = loaded.model.config();
+    let mut out = Vec::new();
+    for &batch in &b.batch_sizes {
+        let total = b.prompt_len + b.warmup_steps + b.steps + 1;
+        let blocks = batch * total.div_ceil(b.block_size);
+        let pool = KvPool::new(cfg, PoolSize::Blocks(blocks), b.block_size, loaded.model.dtype(), loaded.model.device())?;
+        let sched = SchedulerConfig { max_num_seqs: batch, max_num_batched_tokens: batch * b.prompt_len };
+        let mut engine = Engine::new(&loaded.model, &pool, Box::new(plugin.new_policy(&pool)?), sched, b.seed);
+        let mut rng = Rng::derive(b.seed, &format!("decode-bench/{batch}"));
+        let params = SamplingParams { temperature: 0.0, max_tokens: b.warmup_steps + b.steps + 1, ignore_eos: true };
+        for _ in 0..batch {
+            let prompt = (0..b.prompt_len).map(|_| rng.range_inclusive(0, 10_000) as u32).collect();
+            engine.add_request(prompt, params)?;
+        }
+        engine.run_to_completion()?;
+        let mut ms: Vec<f64> = engine.steps.iter().filter(|s| !s.prefill).skip(b.warmup_steps).map(|s| s.duration.as_secs_f64() * 1e3).collect();
+        let prefill_ms: f64 = engine.steps.iter().filter(|s| s.prefill).map(|s| s.duration.as_secs_f64() * 1e3).sum();
+        let median = super::metrics::quantile(&mut ms, 0.5);
+        out.push(json!({
+            "batch_size": batch,
+            "prompt_len": b.prompt_len,
+            "decode_steps_timed": ms.len(),
+            "decode_ms_per_step_median": median,
+            "decode_ms_per_step_p10": super::metrics::quantile(&mut ms, 0.1),
+            "decode_ms_per_step_p90": super::metrics::quantile(&mut ms, 0.9),
+            "decode_tokens_per_sec": batch as f64 * 1e3 / median,
+            "prefill_ms": prefill_ms,
+        }));
+    }
+    Ok(out)
+}

@@ -1,0 +1,96 @@
+//! Each CUDA op against its CPU implementation on random inputs. Runs only with the `cuda`
+//! feature, on a machine with a GPU: `cargo test -p nanohost-kernels --features cuda --test cuda_ops`
+//! (or the prebuilt binary that scripts/gpu/check.sh runs on the GPU machine).
+#![cfg(feature = "cuda")]
+
+use candle_core::{DType, Device, Tensor};
+use nanohost_kernels::{context_slot, paged_attention, sample_rows, write_kv, AttentionBatch, KvSpan, SeqAttention};
+
+fn gpu() -> Device {
+    Device::new_cuda(0).expect("these tests need a CUDA GPU")
+}
+
+/// Spans of (length) with blocks taken from a shuffled list, the first span ending mid-block.
+fn contexts(lens: &[usize], block_size: usize, num_blocks: usize, seed: u64) -> Vec<Vec<KvSpan>> {
+    let mut free: Vec<u32> = (0..num_blocks as u32).collect();
+    let mut x = seed;
+    for i in (1..free.len()).rev() {
+        x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        free.swap(i, (x >> 33) as usize % (i + 1));
+    }
+    lens.iter()
+        .map(|&len| {
+            let cut = (len * 2 / 3).max(1).min(len);
+            [cut, len - cut]
+                .into_iter()
+                .filter(|&l| l > 0)
+                .map(|l| KvSpan { blocks: (0..l.div_ceil(block_size)).map(|_| free.pop().unwrap()).collect(), len: l })
+                .collect()
+        })
+        .collect()
+}
+
+fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+    let a = a.to_device(&Device::Cpu).unwrap().to_dtype(DType::F32).unwrap();
+    let b = b.to_device(&Device::Cpu).unwrap().to_dtype(DType::F32).unwrap();
+    (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap()
+}
+
+fn check_attention(dtype: DType, heads: usize, kv_heads: usize, head_dim: usize, block_size: usize, lens: &[(usize, usize)], tol: f32) {
+    let (cpu, gpu) = (Device::Cpu, gpu());
+    let num_blocks = lens.iter().map(|(kv, _)| kv.div_ceil(block_size) + 1).sum::<usize>() + 2;
+    let ctx = contexts(&lens.iter().map(|l| l.0).collect::<Vec<_>>(), block_size, num_blocks, 7);
+    let total_q: usize = lens.iter().map(|l| l.1).sum();
+    let total_kv: usize = lens.iter().map(|l| l.0).sum();
+    let q = Tensor::randn(0f32, 1.0, (total_q, heads, head_dim), &cpu).unwrap().to_dtype(dtype).unwrap();
+    let k_new = Tensor::randn(0f32, 1.0, (total_kv, kv_heads, head_dim), &cpu).unwrap().to_dtype(dtype).unwrap();
+    let v_new = Tensor::randn(0f32, 1.0, (total_kv, kv_heads, head_dim), &cpu).unwrap().to_dtype(dtype).unwrap();
+    let slots: Vec<u32> = ctx.iter().zip(lens).flat_map(|(c, l)| (0..l.0).map(|j| context_slot(c, j, block_size).unwrap())).collect();
+    let mut seqs = Vec::new();
+    let mut q_start = 0;
+    for (c, l) in ctx.iter().zip(lens) {
+        seqs.push(SeqAttention { q_start, q_len: l.1, context: c.clone() });
+        q_start += l.1;
+    }
+    let mut outs = Vec::new();
+    for dev in [&cpu, &gpu] {
+        let k_pool = Tensor::zeros((num_blocks, block_size, kv_heads, head_dim), dtype, dev).unwrap();
+        let v_pool = k_pool.zeros_like().unwrap();
+        let s = Tensor::new(slots.as_slice(), dev).unwrap();
+        write_kv(&k_pool, &k_new.to_device(dev).unwrap(), &s).unwrap();
+        write_kv(&v_pool, &v_new.to_device(dev).unwrap(), &s).unwrap();
+        let batch = AttentionBatch::new(&seqs, total_q, block_size, num_blocks, dev).unwrap();
+        let out = paged_attention(&q.to_device(dev).unwrap(), &k_pool, &v_pool, &batch, 1.0 / (head_dim as f32).sqrt()).unwrap();
+        outs.push((k_pool, v_pool, out));
+    }
+    assert_eq!(max_diff(&outs[0].0, &outs[1].0), 0.0, "K pools differ after write_kv");
+    assert_eq!(max_diff(&outs[0].1, &outs[1].1), 0.0, "V pools differ after write_kv");
+    let d = max_diff(&outs[0].2, &outs[1].2);
+    assert!(d <= tol, "{dtype:?} attention differs by {d} (tolerance {tol}) for {lens:?}");
+}
+
+#[test]
+fn attention_matches_cpu_f32() {
+    // (context, query rows): prefill, prefill over a cached prefix, decode; odd lengths.
+    check_attention(DType::F32, 16, 8, 128, 16, &[(37, 37), (300, 45), (17, 1), (1, 1), (259, 1)], 1e-5);
+    check_attention(DType::F32, 4, 1, 64, 5, &[(23, 4), (9, 9)], 1e-5);
+}
+
+#[test]
+fn attention_matches_cpu_bf16() {
+    check_attention(DType::BF16, 16, 8, 128, 16, &[(37, 37), (300, 45), (17, 1), (1, 1), (259, 1)], 2e-2);
+    check_attention(DType::BF16, 8, 2, 32, 16, &[(513, 3), (70, 70)], 2e-2);
+}
+
+#[test]
+fn sampling_matches_cpu() {
+    let (cpu, gpu) = (Device::Cpu, gpu());
+    let rows = 64;
+    let logits = (Tensor::randn(0f32, 1.0, (rows, 151_936), &cpu).unwrap() * 3.0).unwrap();
+    let u: Vec<f32> = (0..rows).map(|i| (i as f32 * 0.618_034).fract()).collect();
+    assert_eq!(sample_rows(&logits, &u, 0.0).unwrap(), sample_rows(&logits.to_device(&gpu).unwrap(), &u, 0.0).unwrap());
+    let a = sample_rows(&logits, &u, 0.6).unwrap();
+    let b = sample_rows(&logits.to_device(&gpu).unwrap(), &u, 0.6).unwrap();
+    let same = a.iter().zip(&b).filter(|(x, y)| x == y).count();
+    assert!(same >= rows - 1, "only {same} of {rows} draws agree: {a:?} vs {b:?}");
+}

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Builds what the GPU machine needs (it has no Rust toolchain) into dist/gpu/, small enough for
+# one device call: the stripped CUDA host binary, the stripped plugins, the CUDA op test binary,
+# and this folder's scripts.
+#   scripts/gpu/build-bundle.sh
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+source scripts/cuda-build-env.sh
+export CARGO_TARGET_DIR=${NANOHOST_CUDA_TARGET_DIR:-$HOME/.cache/nanohost-cuda-target}
+export RUSTFLAGS="$NANOHOST_CUDA_RUSTFLAGS"
+cargo build --release -p nanohost --features cuda
+cargo build --release -p nanohost-plugin-standard
+test_bin=$(cargo test --release -p nanohost-kernels --features cuda --test cuda_ops --no-run --message-format=json 2>/dev/null \
+  | python3 -c 'import json,sys
+for l in sys.stdin:
+    m = json.loads(l)
+    if m.get("reason") == "compiler-artifact" and m.get("executable"): print(m["executable"])' | tail -1)
+rm -rf dist/gpu && mkdir -p dist/gpu/plugins
+cp "$CARGO_TARGET_DIR/release/nanohost" dist/gpu/nanohost
+cp "$CARGO_TARGET_DIR"/release/lib*.so dist/gpu/plugins/
+cp "$test_bin" dist/gpu/cuda_ops_test
+strip dist/gpu/nanohost dist/gpu/cuda_ops_test dist/gpu/plugins/*.so
+cp scripts/gpu/*.py scripts/gpu/check.sh dist/gpu/
+du -sh dist/gpu

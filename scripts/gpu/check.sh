@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# The whole GPU check, run on the GPU machine from the bundle that build-bundle.sh makes:
+#   dist/gpu/check.sh [OUT_DIR]        (OUT_DIR default: $OUT or ./gpu-out)
+# 1. the qwen3-0.6b preset, generated there; 2. CUDA op tests against the CPU ops;
+# 3. teacher-forced logits vs transformers on the same weights (bf16 and f32);
+# 4. nanohost decode ms/step at batch 1, 4, 64; 5. `nanohost run` on the prototype workloads;
+# 6. transformers' decode ms/step on the same card (eager, static cache).
+set -uo pipefail
+B=$(cd "$(dirname "$0")" && pwd)
+R=${1:-${OUT:-$PWD/gpu-out}}/results
+mkdir -p "$R"
+MODEL=${MODEL:-/tmp/nanohost-qwen3-0.6b}
+STEPS=${STEPS:-all}
+log() { echo "== $(date -u +%H:%M:%S) $*" | tee -a "$R/check.log"; }
+{ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader; nvidia-smi | grep -o 'CUDA Version: [0-9.]*'; } > "$R/gpu.txt" 2>&1
+cat "$R/gpu.txt"
+want() { [ "$STEPS" = all ] || [[ ",$STEPS," == *",$1,"* ]]; }
+if [ ! -f "$MODEL/model.safetensors" ]; then
+  log "init-model"; "$B/nanohost" init-model --preset qwen3-0.6b --out "$MODEL" | tee -a "$R/check.log"
+fi
+if want ops; then
+  log "cuda op tests"; "$B/cuda_ops_test" --test-threads=1 2>&1 | tee "$R/cuda_ops.txt" | tail -5
+fi
+if want logits; then
+  log "teacher forcing vs transformers"
+  python3 "$B/make_inputs.py" /tmp/nanohost-tf.json
+  for dt in bf16 f32; do
+    "$B/nanohost" teacher-force --model "$MODEL" --dtype $dt --input /tmp/nanohost-tf.json --out /tmp/nanohost-tf-$dt.safetensors 2>>"$R/check.log"
+    python3 "$B/compare_transformers.py" "$MODEL" /tmp/nanohost-tf.json /tmp/nanohost-tf-$dt.safetensors $dt "$R/logits_vs_transformers_$dt.json" 2>>"$R/check.log"
+  done
+fi
+if want decode; then
+  log "nanohost decode bench"
+  "$B/nanohost" bench-decode --model "$MODEL" --plugin "$B/plugins/libstandard.so" --out "$R/decode_nanohost.json" 2>>"$R/check.log" | grep -E 'batch_size|ms_per_step_median'
+fi
+if want run; then
+  log "nanohost run"
+  (cd "$B" && ./nanohost run --model "$MODEL" --plugin plugins/libstandard.so --out "$R/run" --timeout 400 2>>"$R/check.log")
+fi
+if want hf; then
+  log "transformers decode bench"
+  python3 "$B/transformers_decode_bench.py" "$MODEL" "$R/decode_transformers.json" "${HF_MODES:-eager,static}" 2>>"$R/check.log"
+fi
+log "done"
