@@ -7,7 +7,7 @@
 //! only to the rows whose logits are wanted.
 
 use super::config::Qwen3Config;
-use super::rope::Rope;
+use super::rope::{Rope, RopeRows};
 use crate::engine::kv_pool::KvPool;
 use anyhow::{Context, Result};
 use candle_core::{DType, Device, Module, Tensor};
@@ -55,7 +55,7 @@ pub struct ForwardBatch<'a> {
 
 /// A step's inputs on the model's device.
 struct StepInputs {
-    positions: Tensor,
+    rope: RopeRows,
     slots: Tensor,
     attention: AttentionBatch,
 }
@@ -114,7 +114,7 @@ impl Qwen3 {
         // Per-step inputs go to the device once; every layer reuses them.
         let ids = Tensor::new(batch.tokens, &self.device)?;
         let step = StepInputs {
-            positions: Tensor::new(batch.positions, &self.device)?,
+            rope: self.rope.gather(&Tensor::new(batch.positions, &self.device)?)?,
             slots: Tensor::new(batch.slots, &self.device)?,
             attention: AttentionBatch::new(batch.seqs, n, pool.block_size(), pool.num_blocks(), &self.device)?,
         };
@@ -136,8 +136,8 @@ impl Qwen3 {
         let q = layer.q_proj.forward(&h)?.reshape((n, c.num_attention_heads, c.head_dim))?;
         let k = layer.k_proj.forward(&h)?.reshape((n, c.num_key_value_heads, c.head_dim))?;
         let v = layer.v_proj.forward(&h)?.reshape((n, c.num_key_value_heads, c.head_dim))?;
-        let q = self.rope.apply(&rms_norm(&q, &layer.q_norm, eps)?, &step.positions)?;
-        let k = self.rope.apply(&rms_norm(&k, &layer.k_norm, eps)?, &step.positions)?;
+        let q = step.rope.apply(&rms_norm(&q, &layer.q_norm, eps)?)?;
+        let k = step.rope.apply(&rms_norm(&k, &layer.k_norm, eps)?)?;
         let (k_pool, v_pool) = pool.layer(l);
         write_kv(k_pool, &k, &step.slots)?;
         write_kv(v_pool, &v, &step.slots)?;
