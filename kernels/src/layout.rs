@@ -89,6 +89,22 @@ pub struct AttentionBatch {
 impl AttentionBatch {
     /// Checks every sequence against the pool, then flattens and uploads.
     pub fn new(seqs: &[SeqAttention], rows: usize, block_size: usize, num_blocks: usize, device: &candle_core::Device) -> candle_core::Result<Self> {
+        let meta = Self::flatten(seqs, rows, block_size, num_blocks)?;
+        let len = meta.len();
+        Self::from_meta(candle_core::Tensor::from_vec(meta, len, device)?, rows, seqs.len())
+    }
+
+    /// A batch whose flattened description (from [`AttentionBatch::flatten`]) is already on the
+    /// device, e.g. as a view into one upload of all of a step's integer inputs.
+    pub fn from_meta(meta: candle_core::Tensor, rows: usize, num_seqs: usize) -> candle_core::Result<Self> {
+        if meta.dtype() != candle_core::DType::U32 || meta.dims1()? < 2 * rows + num_seqs + 1 {
+            candle_core::bail!("attention batch: metadata must be u32 and hold at least the row and sequence tables");
+        }
+        Ok(AttentionBatch { meta, rows, num_seqs })
+    }
+
+    /// Checks every sequence against the pool and flattens the description (layout above).
+    pub fn flatten(seqs: &[SeqAttention], rows: usize, block_size: usize, num_blocks: usize) -> candle_core::Result<Vec<u32>> {
         let mut row_seq = vec![u32::MAX; rows];
         let mut row_visible = vec![0u32; rows];
         let mut seq_start = Vec::with_capacity(seqs.len() + 1);
@@ -114,7 +130,6 @@ impl AttentionBatch {
         meta.extend(row_visible);
         meta.extend(seq_start);
         meta.extend(slots);
-        let len = meta.len();
-        Ok(AttentionBatch { meta: candle_core::Tensor::from_vec(meta, len, device)?, rows, num_seqs: seqs.len() })
+        Ok(meta)
     }
 }

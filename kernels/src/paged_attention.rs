@@ -116,9 +116,9 @@ impl CustomOp3 for PagedAttention {
     fn cpu_fwd(&self, q: &CpuStorage, ql: &Layout, k: &CpuStorage, kl: &Layout, v: &CpuStorage, vl: &Layout) -> Result<(CpuStorage, Shape)> {
         let (qd, kd) = (ql.dims(), kl.dims());
         let d = Dims { heads: qd[1], kv_heads: kd[2], head_dim: qd[2] };
-        let (meta_storage, _) = self.meta.storage_and_layout();
+        let (meta_storage, meta_layout) = self.meta.storage_and_layout();
         let Storage::Cpu(meta_storage) = &*meta_storage else { candle_core::bail!("paged_attention: metadata is not on the CPU") };
-        let meta = Meta::split(meta_storage.as_slice::<u32>()?, self.rows, self.num_seqs);
+        let meta = Meta::split(contiguous(meta_storage.as_slice::<u32>()?, meta_layout, "metadata")?, self.rows, self.num_seqs);
         let out = match (q, k, v) {
             (CpuStorage::F32(q), CpuStorage::F32(k), CpuStorage::F32(v)) => {
                 CpuStorage::F32(self.run(contiguous(q, ql, "q")?, contiguous(k, kl, "the K pool")?, contiguous(v, vl, "the V pool")?, &meta, &d))

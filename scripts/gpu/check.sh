@@ -28,6 +28,7 @@ if want logits; then
     "$B/nanohost" teacher-force --model "$MODEL" --dtype $dt --input /tmp/nanohost-tf.json --out /tmp/nanohost-tf-$dt.safetensors 2>>"$R/check.log"
     python3 "$B/compare_transformers.py" "$MODEL" /tmp/nanohost-tf.json /tmp/nanohost-tf-$dt.safetensors $dt "$R/logits_vs_transformers_$dt.json" 2>>"$R/check.log"
   done
+  python3 "$B/precision_report.py" /tmp/nanohost-tf-bf16.safetensors /tmp/nanohost-tf-f32.safetensors "$R/logits_precision.json" 2>>"$R/check.log"
 fi
 if want decode; then
   log "nanohost decode bench"

@@ -20,10 +20,12 @@ model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype).cuda().eval
 agree = total = 0
 worst_abs = worst_rel = 0.0
 per_seq = []
+refs = []
 with torch.no_grad():
     for i, (p, c) in enumerate(zip(inp["prompts"], inp["continuations"])):
         ids = torch.tensor([p + c], device="cuda")
         ref = model(ids).logits[0].float()[len(p) - 1 : len(p) + len(c)]
+        refs.append(ref.cpu())
         mine = ours[i].cuda().float()
         same = (ref.argmax(-1) == mine.argmax(-1)).sum().item()
         diff = (ref - mine).abs()
@@ -44,4 +46,5 @@ result = {
     "sequences": per_seq,
 }
 json.dump(result, open(out_json, "w"), indent=2)
+torch.save(refs, f"/tmp/nanohost-hf-{dtype_name}.pt")  # for precision_report.py
 print(json.dumps({k: v for k, v in result.items() if k != "sequences"}))

@@ -42,4 +42,5 @@ for mode in modes:
         r = {"mode": mode, "batch_size": b, "prompt_len": PROMPT, "decode_ms_per_step": (full - one) / N * 1e3, "warmup_s": warmup_s}
         print(json.dumps(r), flush=True)
         results.append(r)
+        json.dump({"partial": True, "results": results}, open(out_json, "w"), indent=2)
 json.dump({"transformers": __import__("transformers").__version__, "torch": torch.__version__, "gpu": torch.cuda.get_device_name(), "results": results}, open(out_json, "w"), indent=2)

@@ -24,8 +24,8 @@ struct Layer {
     q_norm: Tensor,
     k_norm: Tensor,
     post_norm: Tensor,
-    gate_proj: Linear,
-    up_proj: Linear,
+    /// gate_proj and up_proj stacked `[2 * intermediate, hidden]`: one matmul instead of two.
+    gate_up_proj: Linear,
     down_proj: Linear,
 }
 
@@ -79,8 +79,10 @@ impl Qwen3 {
                 q_norm: take(format!("{p}.self_attn.q_norm.weight"))?,
                 k_norm: take(format!("{p}.self_attn.k_norm.weight"))?,
                 post_norm: take(format!("{p}.post_attention_layernorm.weight"))?,
-                gate_proj: linear(take(format!("{p}.mlp.gate_proj.weight"))?),
-                up_proj: linear(take(format!("{p}.mlp.up_proj.weight"))?),
+                gate_up_proj: linear(Tensor::cat(
+                    &[take(format!("{p}.mlp.gate_proj.weight"))?, take(format!("{p}.mlp.up_proj.weight"))?],
+                    0,
+                )?),
                 down_proj: linear(take(format!("{p}.mlp.down_proj.weight"))?),
             });
         }
@@ -111,18 +113,27 @@ impl Qwen3 {
         if let Some(p) = batch.positions.iter().find(|&&p| p as usize >= self.rope.max_positions()) {
             anyhow::bail!("position {p} is beyond max_position_embeddings ({})", self.rope.max_positions());
         }
-        // Per-step inputs go to the device once; every layer reuses them.
-        let ids = Tensor::new(batch.tokens, &self.device)?;
+        // All of a step's integer inputs go to the device in one copy; every layer reuses them.
+        let meta = AttentionBatch::flatten(batch.seqs, n, pool.block_size(), pool.num_blocks())?;
+        let mut ints = Vec::with_capacity(4 * n + batch.logit_rows.len() + meta.len());
+        for part in [batch.tokens, batch.positions, batch.slots, batch.logit_rows] {
+            ints.extend_from_slice(part);
+        }
+        let meta_start = ints.len();
+        ints.extend(meta);
+        let len = ints.len();
+        let ints = Tensor::from_vec(ints, len, &self.device)?;
+        let ids = ints.narrow(0, 0, n)?;
+        let rows = ints.narrow(0, 3 * n, batch.logit_rows.len())?;
         let step = StepInputs {
-            rope: self.rope.gather(&Tensor::new(batch.positions, &self.device)?)?,
-            slots: Tensor::new(batch.slots, &self.device)?,
-            attention: AttentionBatch::new(batch.seqs, n, pool.block_size(), pool.num_blocks(), &self.device)?,
+            rope: self.rope.gather(&ints.narrow(0, n, n)?)?,
+            slots: ints.narrow(0, 2 * n, n)?,
+            attention: AttentionBatch::from_meta(ints.narrow(0, meta_start, len - meta_start)?, n, batch.seqs.len())?,
         };
         let mut x = self.embed.index_select(&ids, 0)?;
         for (l, layer) in self.layers.iter().enumerate() {
             x = self.layer_forward(l, layer, &x, &step, pool)?;
         }
-        let rows = Tensor::new(batch.logit_rows, &self.device)?;
         let x = x.index_select(&rows, 0)?;
         let x = rms_norm(&x, &self.norm, self.cfg.rms_norm_eps as f32)?;
         Ok(self.lm_head.forward(&x)?.to_dtype(DType::F32)?)
@@ -146,8 +157,10 @@ impl Qwen3 {
         let attn = layer.o_proj.forward(&attn.reshape((n, c.num_attention_heads * c.head_dim))?)?;
         let x = (x + attn)?;
         let h = rms_norm(&x, &layer.post_norm, eps)?;
-        let gate = candle_nn::ops::silu(&layer.gate_proj.forward(&h)?)?;
-        let mlp = layer.down_proj.forward(&(gate * layer.up_proj.forward(&h)?)?)?;
+        let gate_up = layer.gate_up_proj.forward(&h)?;
+        let gate = candle_nn::ops::silu(&gate_up.narrow(1, 0, c.intermediate_size)?)?;
+        let up = gate_up.narrow(1, c.intermediate_size, c.intermediate_size)?;
+        let mlp = layer.down_proj.forward(&(gate * up)?)?;
         Ok((x + mlp)?)
     }
 }
