@@ -73,7 +73,7 @@ pub(crate) fn write_kv(pool: &mut CudaStorage, pl: &Layout, src: &CudaStorage, s
     let row = dims[2] * dims[3];
     let capacity = dims[0] * dims[1];
     let (p0, p1) = offsets(pl, "the pool")?;
-    let (s0, s1) = offsets(sl, "the new rows")?;
+    let (s0, s_stride) = crate::norm_rope::rows_of(sl);
     let (i0, i1) = offsets(il, "the slots")?;
     let tokens = i1 - i0;
     if tokens == 0 {
@@ -84,11 +84,11 @@ pub(crate) fn write_kv(pool: &mut CudaStorage, pl: &Layout, src: &CudaStorage, s
     let slots = slots.as_cuda_slice::<u32>()?.slice(i0..i1);
     macro_rules! launch {
         ($t:ty) => {{
-            let src = src.as_cuda_slice::<$t>()?.slice(s0..s1);
+            let src = src.as_cuda_slice::<$t>()?.slice(s0..);
             let mut pool = pool.as_cuda_slice_mut::<$t>()?.slice_mut(p0..p1);
             let mut b = func.builder();
             b.arg(&mut pool).arg(&src).arg(&slots);
-            candle_core::builder_arg!(b, row as u32, capacity as u32);
+            candle_core::builder_arg!(b, row as u32, s_stride as u32, capacity as u32);
             // SAFETY: the kernel skips slots at or beyond `capacity`.
             unsafe { b.launch(cfg) }.w()
         }};
@@ -118,4 +118,49 @@ pub(crate) fn sample_rows(logits: &CudaStorage, ll: &Layout, u: &CudaStorage, ul
     // SAFETY: one block per row of a contiguous [rows, vocab] f32 tensor.
     unsafe { b.launch(cfg) }.w()?;
     Ok((CudaStorage { slice: CudaStorageSlice::U32(out), device: dev }, Shape::from(rows)))
+}
+
+pub(crate) fn rms_norm_rope(
+    op: &crate::norm_rope::RmsNormRope,
+    x: &CudaStorage,
+    xl: &Layout,
+    w: &CudaStorage,
+    wl: &Layout,
+    cs: &CudaStorage,
+    csl: &Layout,
+) -> Result<(CudaStorage, Shape)> {
+    let dev = x.device().clone();
+    let (tokens, width) = xl.shape().dims2()?;
+    let head_dim = width / op.heads;
+    if head_dim % 64 != 0 || head_dim > 256 {
+        candle_core::bail!("rms_norm_rope (cuda): head_dim {head_dim} must be a multiple of 64, at most 256");
+    }
+    let (x0, x_stride) = crate::norm_rope::rows_of(xl);
+    let (w0, w1) = offsets(wl, "the norm weight")?;
+    let (c0, c1) = offsets(csl, "cos_sin")?;
+    let func = dev.get_or_load_custom_func(&format!("rms_norm_rope_{}", suffix(x.dtype())?), MODULE, PTX)?;
+    let warps = 4u32;
+    let cfg = LaunchConfig { grid_dim: (tokens as u32, (op.heads as u32).div_ceil(warps), 1), block_dim: (32 * warps, 1, 1), shared_mem_bytes: 0 };
+    macro_rules! launch {
+        ($t:ty, $wrap:ident) => {{
+            let xs = x.as_cuda_slice::<$t>()?.slice(x0..);
+            let ws = w.as_cuda_slice::<$t>()?.slice(w0..w1);
+            let css = cs.as_cuda_slice::<$t>()?.slice(c0..c1);
+            // SAFETY: every element is written by the kernel.
+            let out = unsafe { dev.alloc::<$t>(tokens * width)? };
+            let mut b = func.builder();
+            b.arg(&xs).arg(&ws).arg(&css).arg(&out);
+            candle_core::builder_arg!(b, tokens as u32, op.heads as u32, head_dim as u32, x_stride as u32, op.eps);
+            // SAFETY: shapes checked by rms_norm_rope.
+            unsafe { b.launch(cfg) }.w()?;
+            CudaStorageSlice::$wrap(out)
+        }};
+    }
+    let slice = match x.dtype() {
+        DType::F32 => launch!(f32, F32),
+        DType::BF16 => launch!(half::bf16, BF16),
+        DType::F16 => launch!(half::f16, F16),
+        other => return Err(crate::elem::unsupported("rms_norm_rope", other)),
+    };
+    Ok((CudaStorage { slice, device: dev }, Shape::from((tokens, width))))
 }

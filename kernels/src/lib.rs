@@ -14,10 +14,12 @@ mod cuda;
 mod elem;
 mod kv_write;
 mod layout;
+mod norm_rope;
 mod paged_attention;
 mod sample;
 
 pub use kv_write::{write_kv, WriteKv};
 pub use layout::{context_slot, AttentionBatch, KvSpan, SeqAttention};
+pub use norm_rope::{rms_norm_rope, RmsNormRope};
 pub use paged_attention::{paged_attention, PagedAttention};
 pub use sample::{argmax, inverse_cdf, sample_rows, SampleRows};

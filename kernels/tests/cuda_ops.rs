@@ -4,7 +4,7 @@
 #![cfg(feature = "cuda")]
 
 use candle_core::{DType, Device, Tensor};
-use nanohost_kernels::{context_slot, paged_attention, sample_rows, write_kv, AttentionBatch, KvSpan, SeqAttention};
+use nanohost_kernels::{context_slot, paged_attention, rms_norm_rope, sample_rows, write_kv, AttentionBatch, KvSpan, SeqAttention};
 
 fn gpu() -> Device {
     Device::new_cuda(0).expect("these tests need a CUDA GPU")
@@ -93,4 +93,29 @@ fn sampling_matches_cpu() {
     let b = sample_rows(&logits.to_device(&gpu).unwrap(), &u, 0.6).unwrap();
     let same = a.iter().zip(&b).filter(|(x, y)| x == y).count();
     assert!(same >= rows - 1, "only {same} of {rows} draws agree: {a:?} vs {b:?}");
+}
+
+#[test]
+fn norm_rope_and_strided_kv_write_match_cpu() {
+    let (cpu, gpu) = (Device::Cpu, gpu());
+    let (tokens, heads, kv_heads, d) = (37, 16, 8, 128);
+    for dtype in [DType::F32, DType::BF16] {
+        let proj = Tensor::randn(0f32, 1.0, (tokens, (heads + 2 * kv_heads) * d), &cpu).unwrap().to_dtype(dtype).unwrap();
+        let w = Tensor::randn(1f32, 0.1, d, &cpu).unwrap().to_dtype(dtype).unwrap();
+        let cs = Tensor::randn(0f32, 1.0, (tokens, d), &cpu).unwrap().to_dtype(dtype).unwrap();
+        let run = |dev: &Device| {
+            let (p, w, cs) = (proj.to_device(dev).unwrap(), w.to_device(dev).unwrap(), cs.to_device(dev).unwrap());
+            let k = rms_norm_rope(&p.narrow(1, heads * d, kv_heads * d).unwrap(), kv_heads, &w, &cs, 1e-6).unwrap();
+            let pool = Tensor::zeros((8, 16, kv_heads, d), dtype, dev).unwrap();
+            let slots = Tensor::new((0..tokens as u32).map(|t| t * 3 % 128).collect::<Vec<_>>().as_slice(), dev).unwrap();
+            write_kv(&pool, &p.narrow(1, (heads + kv_heads) * d, kv_heads * d).unwrap(), &slots).unwrap();
+            (k, pool)
+        };
+        let (k_cpu, pool_cpu) = run(&cpu);
+        let (k_gpu, pool_gpu) = run(&gpu);
+        let tol = if dtype == DType::F32 { 1e-5 } else { 2e-2 };
+        let d1 = max_diff(&k_cpu, &k_gpu);
+        assert!(d1 <= tol, "{dtype:?} norm+rope differs by {d1}");
+        assert_eq!(max_diff(&pool_cpu, &pool_gpu), 0.0, "{dtype:?} strided write_kv differs");
+    }
 }

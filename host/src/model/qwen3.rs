@@ -7,19 +7,19 @@
 //! only to the rows whose logits are wanted.
 
 use super::config::Qwen3Config;
-use super::rope::{Rope, RopeRows};
+use super::rope::Rope;
 use crate::engine::kv_pool::KvPool;
 use anyhow::{Context, Result};
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{ops::rms_norm, Linear};
-use nanohost_kernels::{paged_attention, write_kv, AttentionBatch, SeqAttention};
+use nanohost_kernels::{paged_attention, rms_norm_rope, write_kv, AttentionBatch, SeqAttention};
 use std::collections::HashMap;
 
 struct Layer {
     input_norm: Tensor,
-    q_proj: Linear,
-    k_proj: Linear,
-    v_proj: Linear,
+    /// q_proj, k_proj and v_proj stacked `[(heads + 2 * kv_heads) * head_dim, hidden]`: one
+    /// matmul; q, k and v are column slices of its output.
+    qkv_proj: Linear,
     o_proj: Linear,
     q_norm: Tensor,
     k_norm: Tensor,
@@ -55,7 +55,7 @@ pub struct ForwardBatch<'a> {
 
 /// A step's inputs on the model's device.
 struct StepInputs {
-    rope: RopeRows,
+    cos_sin: Tensor,
     slots: Tensor,
     attention: AttentionBatch,
 }
@@ -72,9 +72,14 @@ impl Qwen3 {
             let p = format!("model.layers.{l}");
             layers.push(Layer {
                 input_norm: take(format!("{p}.input_layernorm.weight"))?,
-                q_proj: linear(take(format!("{p}.self_attn.q_proj.weight"))?),
-                k_proj: linear(take(format!("{p}.self_attn.k_proj.weight"))?),
-                v_proj: linear(take(format!("{p}.self_attn.v_proj.weight"))?),
+                qkv_proj: linear(Tensor::cat(
+                    &[
+                        take(format!("{p}.self_attn.q_proj.weight"))?,
+                        take(format!("{p}.self_attn.k_proj.weight"))?,
+                        take(format!("{p}.self_attn.v_proj.weight"))?,
+                    ],
+                    0,
+                )?),
                 o_proj: linear(take(format!("{p}.self_attn.o_proj.weight"))?),
                 q_norm: take(format!("{p}.self_attn.q_norm.weight"))?,
                 k_norm: take(format!("{p}.self_attn.k_norm.weight"))?,
@@ -126,7 +131,7 @@ impl Qwen3 {
         let ids = ints.narrow(0, 0, n)?;
         let rows = ints.narrow(0, 3 * n, batch.logit_rows.len())?;
         let step = StepInputs {
-            rope: self.rope.gather(&ints.narrow(0, n, n)?)?,
+            cos_sin: self.rope.gather(&ints.narrow(0, n, n)?)?,
             slots: ints.narrow(0, 2 * n, n)?,
             attention: AttentionBatch::from_meta(ints.narrow(0, meta_start, len - meta_start)?, n, batch.seqs.len())?,
         };
@@ -144,11 +149,11 @@ impl Qwen3 {
         let n = x.dim(0)?;
         let eps = c.rms_norm_eps as f32;
         let h = rms_norm(x, &layer.input_norm, eps)?;
-        let q = layer.q_proj.forward(&h)?.reshape((n, c.num_attention_heads, c.head_dim))?;
-        let k = layer.k_proj.forward(&h)?.reshape((n, c.num_key_value_heads, c.head_dim))?;
-        let v = layer.v_proj.forward(&h)?.reshape((n, c.num_key_value_heads, c.head_dim))?;
-        let q = step.rope.apply(&rms_norm(&q, &layer.q_norm, eps)?)?;
-        let k = step.rope.apply(&rms_norm(&k, &layer.k_norm, eps)?)?;
+        let qkv = layer.qkv_proj.forward(&h)?;
+        let (q_width, kv_width) = (c.num_attention_heads * c.head_dim, c.num_key_value_heads * c.head_dim);
+        let q = rms_norm_rope(&qkv.narrow(1, 0, q_width)?, c.num_attention_heads, &layer.q_norm, &step.cos_sin, eps)?;
+        let k = rms_norm_rope(&qkv.narrow(1, q_width, kv_width)?, c.num_key_value_heads, &layer.k_norm, &step.cos_sin, eps)?;
+        let v = qkv.narrow(1, q_width + kv_width, kv_width)?;
         let (k_pool, v_pool) = pool.layer(l);
         write_kv(k_pool, &k, &step.slots)?;
         write_kv(v_pool, &v, &step.slots)?;

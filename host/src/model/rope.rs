@@ -20,26 +20,13 @@ impl Rope {
         Ok(Rope { cos: freqs.cos()?.to_dtype(dtype)?, sin: freqs.sin()?.to_dtype(dtype)? })
     }
 
-    /// The cos/sin rows of each token's position, gathered once per step for all layers.
-    pub fn gather(&self, positions: &Tensor) -> Result<RopeRows> {
-        Ok(RopeRows { cos: self.cos.index_select(positions, 0)?, sin: self.sin.index_select(positions, 0)? })
+    /// Each token's cos row then sin row, `[tokens, head_dim]`, gathered once per step for
+    /// all layers (the layout `nanohost_kernels::rms_norm_rope` reads).
+    pub fn gather(&self, positions: &Tensor) -> Result<Tensor> {
+        Ok(Tensor::cat(&[self.cos.index_select(positions, 0)?, self.sin.index_select(positions, 0)?], 1)?)
     }
 
     pub fn max_positions(&self) -> usize {
         self.cos.dim(0).unwrap_or(0)
-    }
-}
-
-/// Per-token rotation rows of one step.
-pub struct RopeRows {
-    cos: Tensor,
-    sin: Tensor,
-}
-
-impl RopeRows {
-    /// Rotates `x` `[tokens, heads, head_dim]` by each token's position.
-    pub fn apply(&self, x: &Tensor) -> Result<Tensor> {
-        let x = x.unsqueeze(0)?.contiguous()?;
-        Ok(candle_nn::rotary_emb::rope_thd(&x, &self.cos, &self.sin)?.squeeze(0)?)
     }
 }

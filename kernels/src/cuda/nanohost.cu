@@ -71,12 +71,13 @@ __device__ void paged_attention(const T* q, const T* k, const T* v, T* out, cons
   for (int i = 0; i < per; ++i) orow[lane + 32 * i] = from_f<T>(o[i] / L);
 }
 
-// One thread block per new token: copy its [kv_heads * head_dim] row into its pool slot.
+// One thread block per new token: copy its [kv_heads * head_dim] row (rows of src may be
+// strided) into its pool slot.
 template <typename T>
-__device__ void write_kv(T* pool, const T* src, const uint32_t* slots, uint32_t row, uint32_t capacity) {
+__device__ void write_kv(T* pool, const T* src, const uint32_t* slots, uint32_t row, uint32_t src_stride, uint32_t capacity) {
   const uint32_t t = blockIdx.x, slot = slots[t];
   if (slot >= capacity) return;  // the host validated slots; never write out of bounds
-  for (uint32_t e = threadIdx.x; e < row; e += blockDim.x) pool[(size_t)slot * row + e] = src[(size_t)t * row + e];
+  for (uint32_t e = threadIdx.x; e < row; e += blockDim.x) pool[(size_t)slot * row + e] = src[(size_t)t * src_stride + e];
 }
 
 #define INSTANTIATE(T, NAME)                                                                          \
@@ -87,8 +88,8 @@ __device__ void write_kv(T* pool, const T* src, const uint32_t* slots, uint32_t 
     paged_attention<T>(q, k, v, out, meta, rows, num_seqs, heads, kv_heads, head_dim, scale);        \
   }                                                                                                   \
   extern "C" __global__ void write_kv_##NAME(T* pool, const T* src, const uint32_t* slots,           \
-                                             uint32_t row, uint32_t capacity) {                      \
-    write_kv<T>(pool, src, slots, row, capacity);                                                     \
+                                             uint32_t row, uint32_t src_stride, uint32_t capacity) { \
+    write_kv<T>(pool, src, slots, row, src_stride, capacity);                                         \
   }
 
 INSTANTIATE(float, f32)
@@ -151,3 +152,44 @@ extern "C" __global__ void sample_rows(const float* logits, const float* u, uint
     out[row] = hi - 1;
   }
 }
+
+// Per-head RMSNorm then RoPE (halves rotated), fused. One warp per (token, head); each lane
+// holds head_dim / 32 values. x rows may be strided (a slice of a fused QKV projection).
+template <typename T>
+__device__ void rms_norm_rope(const T* x, const T* w, const T* cs, T* out, uint32_t tokens, uint32_t heads,
+                              uint32_t head_dim, uint32_t x_row_stride, float eps) {
+  const uint32_t t = blockIdx.x, h = blockIdx.y * (blockDim.x / 32) + (threadIdx.x >> 5);
+  const int lane = threadIdx.x & 31;
+  if (t >= tokens || h >= heads) return;
+  const T* src = x + (size_t)t * x_row_stride + (size_t)h * head_dim;
+  const T* cos = cs + (size_t)t * head_dim;
+  const T* sin = cos + head_dim / 2;
+  const int per = head_dim / 32;
+  float v[MAX_PER_LANE];
+  float ss = 0.f;
+  for (int i = 0; i < per; ++i) { v[i] = to_f(src[lane + 32 * i]); ss += v[i] * v[i]; }
+  for (int off = 16; off > 0; off >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, off);
+  const float r = rsqrtf(ss / head_dim + eps);
+  for (int i = 0; i < per; ++i) v[i] *= r * to_f(w[lane + 32 * i]);
+  // Element j pairs with j + half; with half a multiple of 32 the partner sits in the same lane,
+  // per / 2 slots further on.
+  const int hp = per / 2;
+  T* dst = out + ((size_t)t * heads + h) * head_dim;
+  for (int i = 0; i < hp; ++i) {
+    const int j = lane + 32 * i;
+    const float c = to_f(cos[j]), s = to_f(sin[j]);
+    const float a = v[i], b = v[i + hp];
+    dst[j] = from_f<T>(a * c - b * s);
+    dst[j + head_dim / 2] = from_f<T>(a * s + b * c);
+  }
+}
+
+#define INSTANTIATE_NORM_ROPE(T, NAME)                                                                  \
+  extern "C" __global__ void rms_norm_rope_##NAME(const T* x, const T* w, const T* cs, T* out,          \
+                                                  uint32_t tokens, uint32_t heads, uint32_t head_dim,  \
+                                                  uint32_t x_row_stride, float eps) {                   \
+    rms_norm_rope<T>(x, w, cs, out, tokens, heads, head_dim, x_row_stride, eps);                      \
+  }
+INSTANTIATE_NORM_ROPE(float, f32)
+INSTANTIATE_NORM_ROPE(__nv_bfloat16, bf16)
+INSTANTIATE_NORM_ROPE(__half, f16)
