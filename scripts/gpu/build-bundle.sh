@@ -20,5 +20,6 @@ cp "$CARGO_TARGET_DIR/release/nanohost" dist/gpu/nanohost
 cp "$CARGO_TARGET_DIR"/release/lib*.so dist/gpu/plugins/
 cp "$test_bin" dist/gpu/cuda_ops_test
 strip dist/gpu/nanohost dist/gpu/cuda_ops_test dist/gpu/plugins/*.so
+gzip -1 dist/gpu/nanohost dist/gpu/cuda_ops_test   # a device call carries at most 64 MiB
 cp scripts/gpu/*.py scripts/gpu/check.sh dist/gpu/
 du -sh dist/gpu

@@ -1,14 +1,19 @@
 #!/usr/bin/env bash
 # The whole GPU check, run on the GPU machine from the bundle that build-bundle.sh makes:
 #   dist/gpu/check.sh [OUT_DIR]        (OUT_DIR default: $OUT or ./gpu-out)
+# Everything lands in OUT_DIR/gpu-results.tgz (one file: the device tool returns few files).
 # 1. the qwen3-0.6b preset, generated there; 2. CUDA op tests against the CPU ops;
 # 3. teacher-forced logits vs transformers on the same weights (bf16 and f32);
 # 4. nanohost decode ms/step at batch 1, 4, 64; 5. `nanohost run` on the prototype workloads;
 # 6. transformers' decode ms/step on the same card (eager, static cache).
 set -uo pipefail
 B=$(cd "$(dirname "$0")" && pwd)
-R=${1:-${OUT:-$PWD/gpu-out}}/results
-mkdir -p "$R"
+DEST=${1:-${OUT:-$PWD/gpu-out}}
+R=$(mktemp -d)/results
+mkdir -p "$R" "$DEST"
+for f in nanohost cuda_ops_test; do  # the bundle ships them gzipped
+  [ -x "$B/$f" ] || { gunzip -c "$B/$f.gz" > "$B/$f" && chmod +x "$B/$f"; }
+done
 MODEL=${MODEL:-/tmp/nanohost-qwen3-0.6b}
 STEPS=${STEPS:-all}
 log() { echo "== $(date -u +%H:%M:%S) $*" | tee -a "$R/check.log"; }
@@ -43,3 +48,5 @@ if want hf; then
   python3 "$B/transformers_decode_bench.py" "$MODEL" "$R/decode_transformers.json" "${HF_MODES:-eager,static}" 2>>"$R/check.log"
 fi
 log "done"
+tar czf "$DEST/gpu-results.tgz" -C "$(dirname "$R")" results
+echo "results in $DEST/gpu-results.tgz"
