@@ -36,12 +36,17 @@ pub(crate) fn paged_attention(op: &PagedAttention, q: &CudaStorage, ql: &Layout,
     if head_dim % 32 != 0 || head_dim > 256 {
         candle_core::bail!("paged_attention (cuda): head_dim {head_dim} must be a multiple of 32, at most 256");
     }
-    let name = format!("paged_attention_{}", suffix(q.dtype())?);
+    let group = heads / kv_heads;
+    if ![1, 2, 4, 8].contains(&group) {
+        candle_core::bail!("paged_attention (cuda): {heads} query heads over {kv_heads} KV heads; groups of 1, 2, 4 or 8 are built");
+    }
+    // One block per (query row, KV head) serves the whole group: K and V are read once.
+    let name = format!("paged_attention_{}_g{group}", suffix(q.dtype())?);
     let func = dev.get_or_load_custom_func(&name, MODULE, PTX)?;
     let (q0, q1) = offsets(ql, "q")?;
     let (k0, k1) = offsets(kl, "the K pool")?;
     let (v0, v1) = offsets(vl, "the V pool")?;
-    let cfg = LaunchConfig { grid_dim: (rows as u32, heads as u32, 1), block_dim: (128, 1, 1), shared_mem_bytes: 0 };
+    let cfg = LaunchConfig { grid_dim: (rows as u32, kv_heads as u32, 1), block_dim: (128, 1, 1), shared_mem_bytes: 0 };
     macro_rules! launch {
         ($t:ty, $wrap:ident) => {{
             let (q, k, v) = (q.as_cuda_slice::<$t>()?.slice(q0..q1), k.as_cuda_slice::<$t>()?.slice(k0..k1), v.as_cuda_slice::<$t>()?.slice(v0..v1));
@@ -161,6 +166,36 @@ pub(crate) fn rms_norm_rope(
         DType::BF16 => launch!(half::bf16, BF16),
         DType::F16 => launch!(half::f16, F16),
         other => return Err(crate::elem::unsupported("rms_norm_rope", other)),
+    };
+    Ok((CudaStorage { slice, device: dev }, Shape::from((tokens, width))))
+}
+
+pub(crate) fn silu_mul(x: &CudaStorage, l: &Layout) -> Result<(CudaStorage, Shape)> {
+    let dev = x.device().clone();
+    let (tokens, w2) = l.shape().dims2()?;
+    let width = w2 / 2;
+    let (a, b) = offsets(l, "silu_mul input")?;
+    let func = dev.get_or_load_custom_func(&format!("silu_mul_{}", suffix(x.dtype())?), MODULE, PTX)?;
+    let n = (tokens * width) as u32;
+    let cfg = LaunchConfig { grid_dim: (n.div_ceil(256).min(65_535), 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
+    macro_rules! launch {
+        ($t:ty, $wrap:ident) => {{
+            let xs = x.as_cuda_slice::<$t>()?.slice(a..b);
+            // SAFETY: every element is written by the kernel.
+            let out = unsafe { dev.alloc::<$t>(tokens * width)? };
+            let mut bld = func.builder();
+            bld.arg(&xs).arg(&out);
+            candle_core::builder_arg!(bld, tokens as u32, width as u32);
+            // SAFETY: grid-stride loop over exactly tokens * width outputs.
+            unsafe { bld.launch(cfg) }.w()?;
+            CudaStorageSlice::$wrap(out)
+        }};
+    }
+    let slice = match x.dtype() {
+        DType::F32 => launch!(f32, F32),
+        DType::BF16 => launch!(half::bf16, BF16),
+        DType::F16 => launch!(half::f16, F16),
+        other => return Err(crate::elem::unsupported("silu_mul", other)),
     };
     Ok((CudaStorage { slice, device: dev }, Shape::from((tokens, width))))
 }

@@ -17,9 +17,11 @@ mod layout;
 mod norm_rope;
 mod paged_attention;
 mod sample;
+mod silu_mul;
 
 pub use kv_write::{write_kv, WriteKv};
 pub use layout::{context_slot, AttentionBatch, KvSpan, SeqAttention};
 pub use norm_rope::{rms_norm_rope, RmsNormRope};
 pub use paged_attention::{paged_attention, PagedAttention};
 pub use sample::{argmax, inverse_cdf, sample_rows, SampleRows};
+pub use silu_mul::{silu_mul, SiluMul};

@@ -4,7 +4,7 @@
 #![cfg(feature = "cuda")]
 
 use candle_core::{DType, Device, Tensor};
-use nanohost_kernels::{context_slot, paged_attention, rms_norm_rope, sample_rows, write_kv, AttentionBatch, KvSpan, SeqAttention};
+use nanohost_kernels::{context_slot, paged_attention, rms_norm_rope, sample_rows, silu_mul, write_kv, AttentionBatch, KvSpan, SeqAttention};
 
 fn gpu() -> Device {
     Device::new_cuda(0).expect("these tests need a CUDA GPU")
@@ -117,5 +117,15 @@ fn norm_rope_and_strided_kv_write_match_cpu() {
         let d1 = max_diff(&k_cpu, &k_gpu);
         assert!(d1 <= tol, "{dtype:?} norm+rope differs by {d1}");
         assert_eq!(max_diff(&pool_cpu, &pool_gpu), 0.0, "{dtype:?} strided write_kv differs");
+    }
+}
+
+#[test]
+fn silu_mul_matches_cpu() {
+    let x = Tensor::randn(0f32, 2.0, (5, 2 * 3072), &Device::Cpu).unwrap();
+    for (dtype, tol) in [(DType::F32, 1e-5), (DType::BF16, 2e-2)] {
+        let x = x.to_dtype(dtype).unwrap();
+        let d = max_diff(&silu_mul(&x).unwrap(), &silu_mul(&x.to_device(&gpu()).unwrap()).unwrap());
+        assert!(d <= tol, "{dtype:?} silu_mul differs by {d}");
     }
 }

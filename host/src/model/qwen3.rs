@@ -12,7 +12,7 @@ use crate::engine::kv_pool::KvPool;
 use anyhow::{Context, Result};
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{ops::rms_norm, Linear};
-use nanohost_kernels::{paged_attention, rms_norm_rope, write_kv, AttentionBatch, SeqAttention};
+use nanohost_kernels::{paged_attention, rms_norm_rope, silu_mul, write_kv, AttentionBatch, SeqAttention};
 use std::collections::HashMap;
 
 struct Layer {
@@ -162,10 +162,7 @@ impl Qwen3 {
         let attn = layer.o_proj.forward(&attn.reshape((n, c.num_attention_heads * c.head_dim))?)?;
         let x = (x + attn)?;
         let h = rms_norm(&x, &layer.post_norm, eps)?;
-        let gate_up = layer.gate_up_proj.forward(&h)?;
-        let gate = candle_nn::ops::silu(&gate_up.narrow(1, 0, c.intermediate_size)?)?;
-        let up = gate_up.narrow(1, c.intermediate_size, c.intermediate_size)?;
-        let mlp = layer.down_proj.forward(&(gate * up)?)?;
+        let mlp = layer.down_proj.forward(&silu_mul(&layer.gate_up_proj.forward(&h)?)?)?;
         Ok((x + mlp)?)
     }
 }

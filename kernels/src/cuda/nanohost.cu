@@ -15,60 +15,81 @@ template <> __device__ inline __half from_f<__half>(float x) { return __float2ha
 constexpr int WARPS = 4;
 constexpr int MAX_PER_LANE = 8;  // head_dim up to 256, a multiple of 32
 
-// One thread block per (query row, head). Each warp runs an online softmax over every WARPS-th
-// visible key (a key's head_dim values are read by the 32 lanes together, coalesced); the warps'
-// partial (max, sum, acc) are merged at the end. meta: see AttentionBatch in layout.rs.
-template <typename T>
+// One thread block per (query row, KV head): the block serves the GROUP query heads that share
+// the KV head, so each key and value is read once for all of them (GQA). Each warp runs an
+// online softmax over every WARPS-th visible key (a key's head_dim values are read by the 32
+// lanes together, coalesced); the warps' partial (max, sum, acc) are merged at the end.
+// meta: see AttentionBatch in layout.rs.
+template <typename T, int GROUP>
 __device__ void paged_attention(const T* q, const T* k, const T* v, T* out, const uint32_t* meta,
                                 uint32_t rows, uint32_t num_seqs, uint32_t heads, uint32_t kv_heads,
                                 uint32_t head_dim, float scale) {
-  const uint32_t row = blockIdx.x, h = blockIdx.y;
+  const uint32_t row = blockIdx.x, kvh = blockIdx.y;
   const uint32_t* row_seq = meta;
   const uint32_t* row_visible = meta + rows;
   const uint32_t* seq_start = meta + 2 * rows;
   const uint32_t* all_slots = seq_start + num_seqs + 1;
   const uint32_t* slots = all_slots + seq_start[row_seq[row]];
   const uint32_t visible = row_visible[row];
-  const uint32_t kvh = h / (heads / kv_heads);
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int per = head_dim / 32;
-  float qv[MAX_PER_LANE], acc[MAX_PER_LANE];
-  const T* qrow = q + ((size_t)row * heads + h) * head_dim;
-  for (int i = 0; i < per; ++i) {
-    qv[i] = to_f(qrow[lane + 32 * i]) * scale;
-    acc[i] = 0.f;
+  float qv[GROUP][MAX_PER_LANE], acc[GROUP][MAX_PER_LANE], m[GROUP], l[GROUP];
+#pragma unroll
+  for (int g = 0; g < GROUP; ++g) {
+    const T* qrow = q + ((size_t)row * heads + kvh * GROUP + g) * head_dim;
+#pragma unroll
+    for (int i = 0; i < MAX_PER_LANE; ++i) {
+      qv[g][i] = i < per ? to_f(qrow[lane + 32 * i]) * scale : 0.f;
+      acc[g][i] = 0.f;
+    }
+    m[g] = -INFINITY;
+    l[g] = 0.f;
   }
-  float m = -INFINITY, l = 0.f;
   const size_t kv_row = (size_t)kv_heads * head_dim;
   for (uint32_t j = warp; j < visible; j += WARPS) {
     const size_t base = (size_t)slots[j] * kv_row + (size_t)kvh * head_dim;
-    float dot = 0.f;
-    for (int i = 0; i < per; ++i) dot += qv[i] * to_f(k[base + lane + 32 * i]);
-    for (int off = 16; off > 0; off >>= 1) dot += __shfl_xor_sync(0xffffffffu, dot, off);
-    const float nm = fmaxf(m, dot);
-    const float corr = expf(m - nm), p = expf(dot - nm);
-    l = l * corr + p;
-    for (int i = 0; i < per; ++i) acc[i] = acc[i] * corr + p * to_f(v[base + lane + 32 * i]);
-    m = nm;
+    float kf[MAX_PER_LANE], vf[MAX_PER_LANE];
+#pragma unroll
+    for (int i = 0; i < MAX_PER_LANE; ++i) {
+      kf[i] = i < per ? to_f(k[base + lane + 32 * i]) : 0.f;
+      vf[i] = i < per ? to_f(v[base + lane + 32 * i]) : 0.f;
+    }
+#pragma unroll
+    for (int g = 0; g < GROUP; ++g) {
+      float dot = 0.f;
+#pragma unroll
+      for (int i = 0; i < MAX_PER_LANE; ++i) dot += qv[g][i] * kf[i];
+      for (int off = 16; off > 0; off >>= 1) dot += __shfl_xor_sync(0xffffffffu, dot, off);
+      const float nm = fmaxf(m[g], dot);
+      const float corr = expf(m[g] - nm), p = expf(dot - nm);
+      l[g] = l[g] * corr + p;
+#pragma unroll
+      for (int i = 0; i < MAX_PER_LANE; ++i) acc[g][i] = acc[g][i] * corr + p * vf[i];
+      m[g] = nm;
+    }
   }
-  __shared__ float sm[WARPS], sl[WARPS];
-  __shared__ float sacc[WARPS][32 * MAX_PER_LANE];
-  if (lane == 0) { sm[warp] = m; sl[warp] = l; }
-  for (int i = 0; i < per; ++i) sacc[warp][lane + 32 * i] = acc[i];
+  __shared__ float sm[WARPS][GROUP], sl[WARPS][GROUP];
+  __shared__ float sacc[WARPS][GROUP][32 * MAX_PER_LANE];
+#pragma unroll
+  for (int g = 0; g < GROUP; ++g) {
+    if (lane == 0) { sm[warp][g] = m[g]; sl[warp][g] = l[g]; }
+    for (int i = 0; i < per; ++i) sacc[warp][g][lane + 32 * i] = acc[g][i];
+  }
   __syncthreads();
-  if (warp != 0) return;
-  float M = -INFINITY;
-  for (int w = 0; w < WARPS; ++w) M = fmaxf(M, sm[w]);
-  float L = 0.f, o[MAX_PER_LANE];
-  for (int i = 0; i < per; ++i) o[i] = 0.f;
-  for (int w = 0; w < WARPS; ++w) {
-    if (sm[w] == -INFINITY) continue;
-    const float c = expf(sm[w] - M);
-    L += sl[w] * c;
-    for (int i = 0; i < per; ++i) o[i] += sacc[w][lane + 32 * i] * c;
+  for (int g = warp; g < GROUP; g += WARPS) {
+    float M = -INFINITY;
+    for (int w = 0; w < WARPS; ++w) M = fmaxf(M, sm[w][g]);
+    float L = 0.f, o[MAX_PER_LANE];
+    for (int i = 0; i < per; ++i) o[i] = 0.f;
+    for (int w = 0; w < WARPS; ++w) {
+      if (sm[w][g] == -INFINITY) continue;
+      const float c = expf(sm[w][g] - M);
+      L += sl[w][g] * c;
+      for (int i = 0; i < per; ++i) o[i] += sacc[w][g][lane + 32 * i] * c;
+    }
+    T* orow = out + ((size_t)row * heads + kvh * GROUP + g) * head_dim;
+    for (int i = 0; i < per; ++i) orow[lane + 32 * i] = from_f<T>(o[i] / L);
   }
-  T* orow = out + ((size_t)row * heads + h) * head_dim;
-  for (int i = 0; i < per; ++i) orow[lane + 32 * i] = from_f<T>(o[i] / L);
 }
 
 // One thread block per new token: copy its [kv_heads * head_dim] row (rows of src may be
@@ -80,13 +101,20 @@ __device__ void write_kv(T* pool, const T* src, const uint32_t* slots, uint32_t 
   for (uint32_t e = threadIdx.x; e < row; e += blockDim.x) pool[(size_t)slot * row + e] = src[(size_t)t * src_stride + e];
 }
 
+#define INSTANTIATE_ATTENTION(T, NAME, G)                                                              \
+  extern "C" __global__ void paged_attention_##NAME##_g##G(const T* q, const T* k, const T* v, T* out, \
+                                                           const uint32_t* meta, uint32_t rows,       \
+                                                           uint32_t num_seqs, uint32_t heads,         \
+                                                           uint32_t kv_heads, uint32_t head_dim,      \
+                                                           float scale) {                             \
+    paged_attention<T, G>(q, k, v, out, meta, rows, num_seqs, heads, kv_heads, head_dim, scale);     \
+  }
+
 #define INSTANTIATE(T, NAME)                                                                          \
-  extern "C" __global__ void paged_attention_##NAME(const T* q, const T* k, const T* v, T* out,       \
-                                                    const uint32_t* meta, uint32_t rows,              \
-                                                    uint32_t num_seqs, uint32_t heads,                \
-                                                    uint32_t kv_heads, uint32_t head_dim, float scale) { \
-    paged_attention<T>(q, k, v, out, meta, rows, num_seqs, heads, kv_heads, head_dim, scale);        \
-  }                                                                                                   \
+  INSTANTIATE_ATTENTION(T, NAME, 1)                                                                   \
+  INSTANTIATE_ATTENTION(T, NAME, 2)                                                                   \
+  INSTANTIATE_ATTENTION(T, NAME, 4)                                                                   \
+  INSTANTIATE_ATTENTION(T, NAME, 8)                                                                   \
   extern "C" __global__ void write_kv_##NAME(T* pool, const T* src, const uint32_t* slots,           \
                                              uint32_t row, uint32_t src_stride, uint32_t capacity) { \
     write_kv<T>(pool, src, slots, row, src_stride, capacity);                                         \
@@ -193,3 +221,22 @@ __device__ void rms_norm_rope(const T* x, const T* w, const T* cs, T* out, uint3
 INSTANTIATE_NORM_ROPE(float, f32)
 INSTANTIATE_NORM_ROPE(__nv_bfloat16, bf16)
 INSTANTIATE_NORM_ROPE(__half, f16)
+
+// silu(gate) * up over [tokens, 2 * width] rows (gate columns, then up columns).
+template <typename T>
+__device__ void silu_mul(const T* x, T* out, uint32_t tokens, uint32_t width) {
+  const size_t n = (size_t)tokens * width;
+  for (size_t e = (size_t)blockIdx.x * blockDim.x + threadIdx.x; e < n; e += (size_t)gridDim.x * blockDim.x) {
+    const size_t t = e / width, c = e % width;
+    const float g = to_f(x[t * 2 * width + c]), u = to_f(x[t * 2 * width + width + c]);
+    out[e] = from_f<T>(g / (1.f + expf(-g)) * u);
+  }
+}
+
+#define INSTANTIATE_SILU_MUL(T, NAME)                                                                  \
+  extern "C" __global__ void silu_mul_##NAME(const T* x, T* out, uint32_t tokens, uint32_t width) {   \
+    silu_mul<T>(x, out, tokens, width);                                                              \
+  }
+INSTANTIATE_SILU_MUL(float, f32)
+INSTANTIATE_SILU_MUL(__nv_bfloat16, bf16)
+INSTANTIATE_SILU_MUL(__half, f16)
