@@ -1,5 +1,6 @@
 //! Workloads: the prompts of each benchmark point, independent of the strategy that runs them.
 
+mod shared_prefix;
 mod standard;
 
 use crate::bench::config::BenchConfig;
@@ -28,11 +29,12 @@ pub trait Workload {
     fn points(&self, cfg: &BenchConfig, vocab_size: usize, tokenizer: &Tokenizer) -> Result<Vec<Point>>;
 }
 
-pub const NAMES: [&str; 1] = ["standard"];
+pub const NAMES: [&str; 2] = ["standard", "shared-prefix"];
 
 pub fn by_name(name: &str) -> Result<Box<dyn Workload>> {
     match name {
         "standard" => Ok(Box::new(standard::Standard)),
+        "shared-prefix" => Ok(Box::new(shared_prefix::SharedPrefix)),
         other => bail!("unknown workload \"{other}\"; known workloads: {}", NAMES.join(", ")),
     }
 }
