@@ -31,15 +31,18 @@ pub fn build_dir() -> PathBuf {
     std::path::Path::new(env!("CARGO_BIN_EXE_nanohost")).parent().unwrap().to_path_buf()
 }
 
-/// Path of a workspace plugin's library, built first if needed (same profile as the tests).
+/// Path of a workspace plugin's library, built first (same profile as the tests): `cargo test`
+/// compiles plugin crates but does not refresh their `.so`, so a stale library would be tested.
 pub fn built_plugin(package: &str, lib: &str) -> PathBuf {
-    let path = build_dir().join(format!("lib{lib}.so"));
-    if !path.exists() {
+    static BUILT: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    let mut built = BUILT.lock().unwrap();
+    if !built.iter().any(|p| p == package) {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let st = std::process::Command::new(cargo).args(["build", "-p", package]).status().unwrap();
         assert!(st.success(), "building {package} failed");
+        built.push(package.to_string());
     }
-    path
+    build_dir().join(format!("lib{lib}.so"))
 }
 
 pub fn standard_plugin() -> PathBuf {
