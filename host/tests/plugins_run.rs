@@ -166,3 +166,29 @@ fn repository_plugin_links_point_at_release_builds_of_workspace_plugins() {
     }
     assert!(checked >= 1);
 }
+
+#[test]
+fn summary_measures_cascade_savings_against_standard_on_the_same_prompts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg_path = tmp.path().join("config.json");
+    std::fs::write(&cfg_path, r#"{"batch_sizes": [3], "max_output_len": 2, "warmup_tokens": 0, "workloads": ["shared-prefix"]}"#).unwrap();
+    let out = tmp.path().join("out");
+    let standard = standard_plugin();
+    let cascade = common::built_plugin("nanohost-plugin-cascade", "cascade");
+    let run = nanohost(&["run", "--config", s(&cfg_path), "--out", s(&out), "--plugin", s(&standard), "--plugin", s(&cascade)]);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let summary = read_json(&out.join("benchmark_summary.json"));
+    let points = summary.as_array().unwrap();
+    assert_eq!(points.len(), 6);
+    for c in points.iter().filter(|p| p["plugin"]["name"] == "cascade") {
+        let prefix = c["shared_prefix_len"].as_u64().unwrap();
+        let std_point = points.iter().find(|p| p["plugin"]["name"] == "standard" && p["shared_prefix_len"] == prefix).unwrap();
+        let (mine, base) = (c["peak_kv_bytes"].as_f64().unwrap(), std_point["peak_kv_bytes"].as_f64().unwrap());
+        assert!(mine < base, "prefix {prefix}: sharing saved nothing");
+        assert!((c["memory_savings_ratio"].as_f64().unwrap() - (1.0 - mine / base)).abs() < 1e-12);
+        // Full blocks of the prefix (16 tokens each) are stored once instead of 3 times.
+        let bytes_per_block = base / std_point["peak_kv_blocks"].as_f64().unwrap();
+        assert_eq!(base - mine, (prefix / 16 * 2) as f64 * bytes_per_block, "prefix {prefix}");
+        assert_eq!(c["prefill_tokens_reused"], prefix / 16 * 16 * 2);
+    }
+}

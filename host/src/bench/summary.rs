@@ -41,6 +41,27 @@ pub fn table(points: &[Value]) -> String {
     out.join("\n")
 }
 
+/// Measured savings against the standard strategy on the same prompts: for every point of
+/// another plugin with a standard point of the same workload, batch, prefix length and seed,
+/// `memory_savings_ratio` = 1 - peak KV bytes / standard's peak KV bytes.
+pub fn add_measured_savings(points: &mut [Value]) {
+    let key = |p: &Value| (p["workload"].clone(), p["batch_size"].clone(), p.get("shared_prefix_len").cloned(), p["seed"].clone());
+    let baseline: Vec<(_, f64)> = points
+        .iter()
+        .filter(|p| p["plugin"]["name"] == "standard")
+        .filter_map(|p| Some((key(p), p["peak_kv_bytes"].as_f64()?)))
+        .collect();
+    for p in points.iter_mut().filter(|p| p["plugin"]["name"] != "standard") {
+        let k = key(p);
+        if let (Some((_, base)), Some(mine)) = (baseline.iter().find(|(bk, _)| *bk == k), p["peak_kv_bytes"].as_f64()) {
+            if *base > 0.0 {
+                p["memory_savings_ratio"] = json!(1.0 - mine / base);
+                p["memory_savings_baseline"] = json!("standard");
+            }
+        }
+    }
+}
+
 /// Reads every successful result file, prints the table and failures, writes the run report
 /// and then `benchmark_summary.json`. Returns the number of failed plugins.
 pub fn summarize(outcomes: &[Outcome], out_dir: &Path) -> Result<usize> {
@@ -52,6 +73,7 @@ pub fn summarize(outcomes: &[Outcome], out_dir: &Path) -> Result<usize> {
             points.extend(list);
         }
     }
+    add_measured_savings(&mut points);
     println!("{}", table(&points));
     let failed: Vec<&Outcome> = outcomes.iter().filter(|o| o.failure.is_some()).collect();
     for o in &failed {

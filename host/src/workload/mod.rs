@@ -29,12 +29,13 @@ pub trait Workload {
     fn points(&self, cfg: &BenchConfig, vocab_size: usize, tokenizer: &Tokenizer) -> Result<Vec<Point>>;
 }
 
-pub const NAMES: [&str; 2] = ["standard", "shared-prefix"];
+pub const NAMES: [&str; 3] = ["standard", "shared-prefix", "long-prefix"];
 
 pub fn by_name(name: &str) -> Result<Box<dyn Workload>> {
     match name {
         "standard" => Ok(Box::new(standard::Standard)),
-        "shared-prefix" => Ok(Box::new(shared_prefix::SharedPrefix)),
+        "shared-prefix" => Ok(Box::new(shared_prefix::SharedPrefix::prototype())),
+        "long-prefix" => Ok(Box::new(shared_prefix::SharedPrefix::long())),
         other => bail!("unknown workload \"{other}\"; known workloads: {}", NAMES.join(", ")),
     }
 }

@@ -1,6 +1,8 @@
-//! The prototype's shared-prefix workload: for each batch size, prefixes of 50, 100 and 200
-//! random ids; every sequence is the point's prefix plus a random suffix of 50..=(max_input_len
-//! - P) ids. Strategies are not told about the prefix: sharing must be discovered from tokens.
+//! Workloads whose sequences begin with a common prefix. `shared-prefix` is the prototype's: for
+//! each batch size, prefixes of 50, 100 and 200 random ids, each sequence the point's prefix plus
+//! a random suffix of 50..=(max_input_len - P) ids. `long-prefix` is where sharing should pay:
+//! a 2048-token prefix and suffixes of 64..=256. Strategies are not told about the prefix:
+//! sharing must be discovered from tokens.
 
 use super::{Point, Prompt, Workload};
 use crate::bench::config::BenchConfig;
@@ -9,37 +11,56 @@ use anyhow::{bail, Result};
 use serde_json::json;
 use tokenizers::Tokenizer;
 
-pub struct SharedPrefix;
+pub struct SharedPrefix {
+    name: &'static str,
+    prefix_lens: &'static [usize],
+    min_suffix: usize,
+    /// Longest suffix; `None`: up to `max_input_len` - prefix (the prototype's rule).
+    max_suffix: Option<usize>,
+}
 
 pub const PREFIX_LENS: [usize; 3] = [50, 100, 200];
 pub const MIN_SUFFIX: usize = 50;
 const MAX_ID: u64 = super::standard::MAX_ID;
 
+impl SharedPrefix {
+    pub fn prototype() -> Self {
+        SharedPrefix { name: "shared-prefix", prefix_lens: &PREFIX_LENS, min_suffix: MIN_SUFFIX, max_suffix: None }
+    }
+
+    pub fn long() -> Self {
+        SharedPrefix { name: "long-prefix", prefix_lens: &[2048], min_suffix: 64, max_suffix: Some(256) }
+    }
+}
+
 impl Workload for SharedPrefix {
     fn name(&self) -> &'static str {
-        "shared-prefix"
+        self.name
     }
 
     fn points(&self, cfg: &BenchConfig, vocab_size: usize, _tokenizer: &Tokenizer) -> Result<Vec<Point>> {
-        let longest = PREFIX_LENS[PREFIX_LENS.len() - 1];
-        if cfg.max_input_len < longest + MIN_SUFFIX {
+        let longest = self.prefix_lens[self.prefix_lens.len() - 1];
+        if self.max_suffix.is_none() && cfg.max_input_len < longest + self.min_suffix {
             bail!(
-                "workload shared-prefix needs max_input_len >= {} (prefix up to {longest} plus a suffix of at least {MIN_SUFFIX}), got {}",
-                longest + MIN_SUFFIX,
+                "workload {} needs max_input_len >= {} (prefix up to {longest} plus a suffix of at least {}), got {}",
+                self.name,
+                longest + self.min_suffix,
+                self.min_suffix,
                 cfg.max_input_len
             );
         }
         if (vocab_size as u64) <= MAX_ID {
-            bail!("workload shared-prefix draws ids up to {MAX_ID}; the model's vocabulary has only {vocab_size}");
+            bail!("workload {} draws ids up to {MAX_ID}; the model's vocabulary has only {vocab_size}", self.name);
         }
         let mut points = Vec::new();
         for &b in &cfg.batch_sizes {
-            for p in PREFIX_LENS {
-                let mut rng = Rng::derive(cfg.seed, &format!("shared-prefix/batch{b}/prefix{p}"));
+            for &p in self.prefix_lens {
+                let mut rng = Rng::derive(cfg.seed, &format!("{}/batch{b}/prefix{p}", self.name));
                 let prefix: Vec<u32> = (0..p).map(|_| rng.range_inclusive(0, MAX_ID) as u32).collect();
+                let max_suffix = self.max_suffix.unwrap_or_else(|| cfg.max_input_len - p);
                 let prompts: Vec<Prompt> = (0..b)
                     .map(|_| {
-                        let len = rng.range_inclusive(MIN_SUFFIX as u64, (cfg.max_input_len - p) as u64) as usize;
+                        let len = rng.range_inclusive(self.min_suffix as u64, max_suffix as u64) as usize;
                         let mut tokens = prefix.clone();
                         tokens.extend((0..len).map(|_| rng.range_inclusive(0, MAX_ID) as u32));
                         Prompt { tokens }
@@ -53,7 +74,7 @@ impl Workload for SharedPrefix {
                 extra.insert("shared_prefix_len".into(), json!(p));
                 extra.insert("unique_input_tokens".into(), json!(unique));
                 extra.insert("memory_savings_ratio_analytic".into(), json!(1.0 - unique as f64 / total as f64));
-                points.push(Point { workload: "shared-prefix".into(), batch_size: b, prompts, extra });
+                points.push(Point { workload: self.name.into(), batch_size: b, prompts, extra });
             }
         }
         Ok(points)
@@ -68,7 +89,7 @@ mod tests {
     fn nine_points_whose_sequences_share_exactly_the_prefix() {
         let cfg = BenchConfig::default();
         let tok = crate::model::tokenizer::byte_level_tokenizer().unwrap();
-        let points = SharedPrefix.points(&cfg, 10_240, &tok).unwrap();
+        let points = SharedPrefix::prototype().points(&cfg, 10_240, &tok).unwrap();
         assert_eq!(points.len(), 9);
         for pt in &points {
             let p = pt.extra["shared_prefix_len"].as_u64().unwrap() as usize;
@@ -82,7 +103,11 @@ mod tests {
             assert_eq!(pt.extra["unique_input_tokens"].as_u64().unwrap() as usize, total - p * (pt.batch_size - 1));
         }
         let small = BenchConfig { max_input_len: 200, ..BenchConfig::default() };
-        let e = SharedPrefix.points(&small, 10_240, &tok).unwrap_err().to_string();
+        let e = SharedPrefix::prototype().points(&small, 10_240, &tok).unwrap_err().to_string();
         assert!(e.contains("max_input_len >= 250"), "{e}");
+        // The long-prefix workload ignores max_input_len: 2048 + 64..=256 tokens.
+        let long = SharedPrefix::long().points(&small, 10_240, &tok).unwrap();
+        assert_eq!(long.len(), small.batch_sizes.len());
+        assert!(long.iter().flat_map(|p| &p.prompts).all(|q| (2048 + 64..=2048 + 256).contains(&q.tokens.len())));
     }
 }
