@@ -5,7 +5,8 @@
 # 1. the qwen3-0.6b preset, generated there; 2. CUDA op tests against the CPU ops;
 # 3. teacher-forced logits vs transformers on the same weights (bf16 and f32);
 # 4. nanohost decode ms/step at batch 1, 4, 64; 5. `nanohost run` on the prototype workloads;
-# 6. transformers' decode ms/step on the same card (eager, static cache).
+# 6. transformers' decode ms/step on the same card (eager, static cache);
+# 7. (STEPS=prefix) standard vs cascade on the shared-prefix and long-prefix workloads.
 set -uo pipefail
 B=$(cd "$(dirname "$0")" && pwd)
 DEST=${1:-${OUT:-$PWD/gpu-out}}
@@ -42,6 +43,14 @@ fi
 if want run; then
   log "nanohost run"
   (cd "$B" && ./nanohost run --model "$MODEL" --plugin plugins/libstandard.so --out "$R/run" --timeout 400 2>>"$R/check.log")
+fi
+if want prefix; then
+  log "prefix sharing: standard vs cascade on shared-prefix (batch 1, 2, 4) and long-prefix (batch 8, 32, 64)"
+  echo '{"workloads": ["long-prefix"], "batch_sizes": [8, 32, 64]}' > /tmp/nanohost-long.json
+  (cd "$B" && ./nanohost run --model "$MODEL" --plugin plugins/libstandard.so --plugin plugins/libcascade.so \
+     --workload shared-prefix --out "$R/shared-prefix" --timeout 400 2>>"$R/check.log"
+   ./nanohost run --model "$MODEL" --plugin plugins/libstandard.so --plugin plugins/libcascade.so \
+     --config /tmp/nanohost-long.json --out "$R/long-prefix" --timeout 400 2>>"$R/check.log")
 fi
 if want hf; then
   log "transformers decode bench"
