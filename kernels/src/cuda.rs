@@ -18,6 +18,19 @@ fn suffix(d: DType) -> Result<&'static str> {
     }
 }
 
+/// Runs `$launch!(element type, CudaStorageSlice variant)` for the float dtypes the kernels are
+/// built for; any other dtype is an error naming `$op`.
+macro_rules! per_float_dtype {
+    ($dtype:expr, $op:literal, $launch:ident) => {
+        match $dtype {
+            DType::F32 => $launch!(f32, F32),
+            DType::BF16 => $launch!(half::bf16, BF16),
+            DType::F16 => $launch!(half::f16, F16),
+            other => return Err(crate::elem::unsupported($op, other)),
+        }
+    };
+}
+
 fn offsets(l: &Layout, what: &str) -> Result<(usize, usize)> {
     l.contiguous_offsets().ok_or_else(|| candle_core::Error::Msg(format!("{what} must be contiguous")))
 }
@@ -63,12 +76,7 @@ pub(crate) fn paged_attention(op: &PagedAttention, q: &CudaStorage, ql: &Layout,
             CudaStorageSlice::$wrap(out)
         }};
     }
-    let slice = match q.dtype() {
-        DType::F32 => launch!(f32, F32),
-        DType::BF16 => launch!(half::bf16, BF16),
-        DType::F16 => launch!(half::f16, F16),
-        other => return Err(crate::elem::unsupported("paged_attention", other)),
-    };
+    let slice = per_float_dtype!(q.dtype(), "paged_attention", launch);
     Ok((CudaStorage { slice, device: dev.clone() }, ql.shape().clone()))
 }
 
@@ -88,7 +96,7 @@ pub(crate) fn write_kv(pool: &mut CudaStorage, pl: &Layout, src: &CudaStorage, s
     let cfg = LaunchConfig { grid_dim: (tokens as u32, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
     let slots = slots.as_cuda_slice::<u32>()?.slice(i0..i1);
     macro_rules! launch {
-        ($t:ty) => {{
+        ($t:ty, $_wrap:ident) => {{
             let src = src.as_cuda_slice::<$t>()?.slice(s0..);
             let mut pool = pool.as_cuda_slice_mut::<$t>()?.slice_mut(p0..p1);
             let mut b = func.builder();
@@ -98,12 +106,7 @@ pub(crate) fn write_kv(pool: &mut CudaStorage, pl: &Layout, src: &CudaStorage, s
             unsafe { b.launch(cfg) }.w()
         }};
     }
-    match pool.dtype() {
-        DType::F32 => launch!(f32),
-        DType::BF16 => launch!(half::bf16),
-        DType::F16 => launch!(half::f16),
-        other => Err(crate::elem::unsupported("write_kv", other)),
-    }?;
+    per_float_dtype!(pool.dtype(), "write_kv", launch)?;
     Ok(())
 }
 
@@ -161,12 +164,7 @@ pub(crate) fn rms_norm_rope(
             CudaStorageSlice::$wrap(out)
         }};
     }
-    let slice = match x.dtype() {
-        DType::F32 => launch!(f32, F32),
-        DType::BF16 => launch!(half::bf16, BF16),
-        DType::F16 => launch!(half::f16, F16),
-        other => return Err(crate::elem::unsupported("rms_norm_rope", other)),
-    };
+    let slice = per_float_dtype!(x.dtype(), "rms_norm_rope", launch);
     Ok((CudaStorage { slice, device: dev }, Shape::from((tokens, width))))
 }
 
@@ -191,11 +189,6 @@ pub(crate) fn silu_mul(x: &CudaStorage, l: &Layout) -> Result<(CudaStorage, Shap
             CudaStorageSlice::$wrap(out)
         }};
     }
-    let slice = match x.dtype() {
-        DType::F32 => launch!(f32, F32),
-        DType::BF16 => launch!(half::bf16, BF16),
-        DType::F16 => launch!(half::f16, F16),
-        other => return Err(crate::elem::unsupported("silu_mul", other)),
-    };
+    let slice = per_float_dtype!(x.dtype(), "silu_mul", launch);
     Ok((CudaStorage { slice, device: dev }, Shape::from((tokens, width))))
 }
