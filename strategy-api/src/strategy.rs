@@ -38,19 +38,23 @@ pub trait Strategy: Send {
 
 pub type StrategyBox = Strategy_TO<'static, RBox<()>>;
 
+/// Runs `f`; the outer `Err` is a caught panic, described.
+fn run_guarded<T>(what: &str, f: impl FnOnce() -> Result<T, String>) -> Result<Result<T, String>, String> {
+    catch_unwind(AssertUnwindSafe(f)).map_err(|payload| {
+        let msg = payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "non-string panic payload".into());
+        format!("panicked in {what}: {msg}")
+    })
+}
+
 /// Runs plugin code so that a panic becomes an error value instead of an abort at the boundary.
 pub fn catch_panic<T>(what: &str, f: impl FnOnce() -> Result<T, String>) -> RResult<T, RString> {
-    match catch_unwind(AssertUnwindSafe(f)) {
+    match run_guarded(what, f) {
         Ok(Ok(v)) => RResult::ROk(v),
-        Ok(Err(e)) => RResult::RErr(e.into()),
-        Err(payload) => {
-            let msg = payload
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| payload.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "non-string panic payload".into());
-            RResult::RErr(format!("panicked in {what}: {msg}").into())
-        }
+        Ok(Err(e)) | Err(e) => RResult::RErr(e.into()),
     }
 }
 
@@ -71,13 +75,14 @@ impl<S: KvStrategy> Guarded<S> {
             return RResult::RErr(format!("refusing {what}: the strategy earlier {p}").into());
         }
         let inner = &mut self.inner;
-        let r = catch_panic(what, || f(inner));
-        if let RResult::RErr(e) = &r {
-            if e.starts_with("panicked") {
-                self.poisoned = Some(e.to_string());
+        match run_guarded(what, || f(inner)) {
+            Ok(Ok(v)) => RResult::ROk(v),
+            Ok(Err(e)) => RResult::RErr(e.into()),
+            Err(panic) => {
+                self.poisoned = Some(panic.clone());
+                RResult::RErr(panic.into())
             }
         }
-        r
     }
 }
 
