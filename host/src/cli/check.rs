@@ -3,7 +3,7 @@
 use super::model_args::ModelArgs;
 use crate::bench::decode::{self, DecodeBench};
 use crate::bench::teacher::teacher_forced_logits;
-use crate::fsutil::write_atomic;
+use crate::fsutil::{write_atomic, write_atomic_with};
 use anyhow::{Context, Result};
 use clap::Args;
 use std::path::PathBuf;
@@ -32,9 +32,8 @@ pub fn teacher_force(a: TeacherForceArgs) -> Result<()> {
     let input: Input = serde_json::from_str(&text).with_context(|| format!("{} is not a teacher-forcing input", a.input.display()))?;
     let (loaded, _) = a.model.load()?;
     let logits = teacher_forced_logits(&loaded.model, &input.prompts, &input.continuations, a.block_size)?;
-    let tmp = a.out.with_extension("tmp.safetensors");
-    candle_core::safetensors::save(&std::collections::HashMap::from([("logits".to_string(), logits.to_device(&candle_core::Device::Cpu)?)]), &tmp)?;
-    std::fs::rename(&tmp, &a.out)?;
+    let logits = std::collections::HashMap::from([("logits".to_string(), logits.to_device(&candle_core::Device::Cpu)?)]);
+    write_atomic_with(&a.out, |tmp| Ok(candle_core::safetensors::save(&logits, tmp)?))?;
     eprintln!("wrote {}", a.out.display());
     Ok(())
 }
