@@ -81,8 +81,3 @@ pub fn device_memory_in_use(device: &Device) -> Option<u64> {
         _ => None,
     }
 }
-
-/// Waits for queued device work, so step timings measure the work, not its launch.
-pub fn synchronize(device: &Device) -> Result<()> {
-    Ok(device.synchronize()?)
-}

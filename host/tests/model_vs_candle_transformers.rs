@@ -47,18 +47,14 @@ fn prompt(seed: u32, len: usize) -> Vec<u32> {
 fn seq_with_blocks(id: u64, tokens: Vec<u32>, first_block: u32, blocks: u32) -> Sequence {
     let mut s = Sequence::new(id, tokens, SamplingParams::default());
     s.context = vec![KvSpan { blocks: (first_block..first_block + blocks).collect(), len: s.len() }];
-    plan_rest(&mut s);
+    plan_from(&mut s, 0);
     s
 }
 
-/// One job computing the tokens not yet in the pool.
-fn plan_rest(s: &mut Sequence) {
+/// One job computing tokens `from..` (those not yet in the pool).
+fn plan_from(s: &mut Sequence, from: usize) {
     s.context[0].len = s.len();
-    s.pending = vec![HostJob {
-        context: s.context.clone(),
-        tokens: s.tokens[s.computed..].to_vec(),
-        positions: (s.computed as u32..s.len() as u32).collect(),
-    }];
+    s.pending = vec![HostJob::tail(&s.context, &s.tokens, from)];
 }
 
 #[test]
@@ -84,7 +80,6 @@ fn batched_prefill_and_decode_logits_match_the_reference() {
             worst = worst.max(max_abs_diff(&ours[row], w));
             row += 1;
         }
-        s.computed = s.len();
         let next = argmax(&ours[row - 1]);
         assert_eq!(next, argmax(want.last().unwrap()), "greedy token after prefill of seq {}", s.id);
         s.tokens.push(next);
@@ -131,8 +126,7 @@ fn prefill_over_a_cached_prefix_matches_a_full_prefill() {
     let mut s = seq_with_blocks(0, tokens[..45].to_vec(), 3, 5);
     PackedBatch::pack([&s], 16).map(|b| model.forward(&b.as_forward(), &pool).unwrap()).unwrap();
     s.tokens = tokens.clone();
-    s.computed = 45;
-    plan_rest(&mut s);
+    plan_from(&mut s, 45);
     let mut batch = PackedBatch::pack([&s], 16).unwrap();
     batch.logit_rows = (0..25).collect();
     let ours = model.forward(&batch.as_forward(), &pool).unwrap().to_vec2::<f32>().unwrap();

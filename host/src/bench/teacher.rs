@@ -36,17 +36,12 @@ pub fn teacher_forced_logits(model: &Qwen3, prompts: &[Vec<u32>], continuations:
                 s.tokens.push(c[step - 1]);
             }
             s.context[0].len = s.len();
-            s.pending = vec![HostJob {
-                context: s.context.clone(),
-                tokens: s.tokens[s.computed..].to_vec(),
-                positions: (s.computed as u32..s.len() as u32).collect(),
-            }];
+            // The whole prompt first, then one forced token per step.
+            let from = if step == 0 { 0 } else { s.len() - 1 };
+            s.pending = vec![HostJob::tail(&s.context, &s.tokens, from)];
         }
         let batch = PackedBatch::pack(seqs.iter(), block_size)?;
         per_step.push(model.forward(&batch.as_forward(), &pool)?);
-        for s in seqs.iter_mut() {
-            s.computed = s.len();
-        }
     }
     // [steps + 1, sequences, vocab] -> [sequences, steps + 1, vocab]
     Ok(Tensor::stack(&per_step, 0)?.transpose(0, 1)?.contiguous()?)

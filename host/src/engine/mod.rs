@@ -46,10 +46,6 @@ impl<'m> Engine<'m> {
         Engine { model, pool, policy, scheduler: Scheduler::new(cfg), seed, next_id: 0, peak_blocks: 0, peak_reported_blocks: 0, peak_device_memory: None, steps: Vec::new() }
     }
 
-    pub fn pool(&self) -> &KvPool {
-        self.pool
-    }
-
     pub fn policy(&self) -> &(dyn KvPolicy + 'm) {
         self.policy.as_ref()
     }
@@ -90,7 +86,6 @@ impl<'m> Engine<'m> {
         let max_pos = self.model.config().max_position_embeddings;
         for (&i, &token) in plan.seqs.iter().zip(&tokens) {
             let seq = &mut running[i];
-            seq.computed = seq.len();
             seq.pending.clear();
             seq.tokens.push(token);
             seq.token_times.push(now);

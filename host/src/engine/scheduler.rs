@@ -40,10 +40,6 @@ impl Scheduler {
         Scheduler { cfg, ..Default::default() }
     }
 
-    pub fn is_done(&self) -> bool {
-        self.waiting.is_empty() && self.running.is_empty()
-    }
-
     /// Chooses the next step, asking `policy` for room. Prefill of waiting sequences comes first
     /// (as many as fit the token budget); otherwise every running sequence decodes one token.
     pub fn schedule(&mut self, policy: &mut dyn KvPolicy) -> Result<Option<StepPlan>> {
@@ -81,8 +77,7 @@ impl Scheduler {
             match policy.grow(seq.id, &seq.tokens)? {
                 Some(context) => {
                     let seq = &mut self.running[i];
-                    let last = seq.len() - 1;
-                    seq.pending = vec![HostJob { context: context.clone(), tokens: vec![seq.tokens[last]], positions: vec![last as u32] }];
+                    seq.pending = vec![HostJob::tail(&context, &seq.tokens, seq.len() - 1)];
                     seq.logits_job = 0;
                     seq.context = context;
                     i += 1;

@@ -36,8 +36,6 @@ pub struct Sequence {
     pub tokens: Vec<u32>,
     pub prompt_len: usize,
     pub params: SamplingParams,
-    /// Leading tokens whose KV is in the pool.
-    pub computed: usize,
     /// Where this sequence's KV lives, in context order.
     pub context: Vec<KvSpan>,
     /// What the next step computes for this sequence, and which job's last row gives logits.
@@ -60,7 +58,6 @@ impl Sequence {
             tokens: prompt,
             prompt_len,
             params,
-            computed: 0,
             context: Vec::new(),
             pending: Vec::new(),
             logits_job: 0,
@@ -86,7 +83,6 @@ impl Sequence {
 
     /// Drops everything the pool held for this sequence; it will be prefilled again.
     pub fn reset_for_recompute(&mut self) {
-        self.computed = 0;
         self.context.clear();
         self.pending.clear();
         self.preemptions += 1;
