@@ -1,5 +1,6 @@
-//! The cascade plugin's prefix sharing on the prototype's shared-prefix workload (tiny, f32):
-//! the same tokens as the standard plugin, and exactly the blocks sharing predicts. Both plugins
+//! The cascade plugin's prefix sharing and cascade attention on the prototype's shared-prefix
+//! workload (tiny, f32): the same tokens and logits (within 1e-4) as the standard plugin, one
+//! cascade group per decode step, and exactly the blocks sharing predicts. Both plugins
 //! are loaded from their built libraries into this one process (abi_stable's header API).
 
 mod common;
@@ -18,6 +19,8 @@ struct Run {
     outputs: Vec<Vec<u32>>,
     peak_blocks: usize,
     reused: usize,
+    logits: Vec<(u64, usize, Vec<f32>)>,
+    groups_per_step: Vec<(bool, usize)>,
 }
 
 #[test]
@@ -33,6 +36,7 @@ fn shared_prefix_is_stored_once_and_changes_no_token() {
     let run = |make: &dyn Fn(&KvPool) -> Box<PluginPolicy>| {
         let pool = KvPool::new(m.model.config(), PoolSize::Blocks(128), 16, DType::F32, &Device::Cpu).unwrap();
         let mut engine = Engine::new(&m.model, &pool, make(&pool), SchedulerConfig::default(), 42);
+        engine.logits = Some(Vec::new());
         for p in &point.prompts {
             engine.add_request(p.tokens.clone(), SamplingParams { temperature: 0.0, max_tokens, ignore_eos: true }).unwrap();
         }
@@ -41,12 +45,25 @@ fn shared_prefix_is_stored_once_and_changes_no_token() {
             outputs: done.iter().map(|s| s.output().to_vec()).collect(),
             peak_blocks: engine.peak_blocks,
             reused: done.iter().map(|s| s.cached_at_admission).sum(),
+            logits: engine.logits.take().unwrap(),
+            groups_per_step: engine.steps.iter().map(|s| (s.prefill, s.cascade_groups)).collect(),
         }
     };
     let standard = run(&|pool| Box::new(standard_lib.new_policy(pool).unwrap()));
     let cascade = run(&|pool| Box::new(cascade_lib.new_policy(pool).unwrap()));
     assert_eq!((standard_lib.info.name.as_str(), cascade_lib.info.name.as_str()), ("standard", "cascade"));
     assert_eq!(cascade.outputs, standard.outputs, "prefix sharing changed greedy tokens");
+    assert_eq!(cascade.logits.len(), standard.logits.len());
+    let mut worst = 0f32;
+    for ((id_c, i_c, c), (id_s, i_s, s)) in cascade.logits.iter().zip(&standard.logits) {
+        assert_eq!((id_c, i_c), (id_s, i_s));
+        worst = c.iter().zip(s).map(|(a, b)| (a - b).abs()).fold(worst, f32::max);
+    }
+    assert!(worst < 1e-4, "cascade logits differ from standard by {worst}");
+    // One prefill step (the first sequence computes the prefix; the other three are grouped
+    // over its 12 blocks for their suffixes), then 7 decode steps with the four in one group.
+    assert_eq!(cascade.groups_per_step, [(true, 1)].into_iter().chain([(false, 1); 7]).collect::<Vec<_>>());
+    assert!(standard.groups_per_step.iter().all(|&(_, g)| g == 0), "the standard plugin asks for flat attention");
 
     // All four live at the last step, each holding prompt + 7 decoded tokens. Standard: one
     // private run each. Sharing: the 12 full blocks of the 200-token prefix (192 tokens) once;

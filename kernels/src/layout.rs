@@ -1,5 +1,7 @@
 //! Where a sequence's keys and values live in the pool, as the ops see it.
 
+use crate::cascade::SharedGroup;
+
 /// An ordered run of a sequence's context: the first `len` slots of `blocks`, in order
 /// (slot `j` lives in `blocks[j / block_size]` at offset `j % block_size`).
 ///
@@ -77,34 +79,88 @@ pub fn context_slot(context: &[KvSpan], index: usize, block_size: usize) -> Opti
 /// A batch's attention description, flattened once per step into one `u32` tensor on the
 /// device that runs the ops, so every layer reuses it (and a CUDA graph can replay it).
 ///
-/// Layout: `row_seq[rows]`, `row_visible[rows]`, `seq_start[num_seqs + 1]`, then each
-/// sequence's context slots (`block * block_size + offset`) in order. Query row `r` belongs to
-/// sequence `row_seq[r]` and attends to the first `row_visible[r]` of that sequence's slots.
+/// Sections, in order (see [`MetaLayout::offsets`]): `row_seq[rows]`, `row_visible[rows]`,
+/// `row_skip[rows]`, `seq_start[num_seqs + 1]`, `group_row_start[num_groups + 1]`,
+/// `group_seq[num_groups]`, `group_len[num_groups]`, `items[2 * num_items]`,
+/// `group_rows[group_rows]`, then each sequence's context slots (`block * block_size + offset`).
+/// Query row `r` belongs to sequence `row_seq[r]` and attends to the first `row_visible[r]` of
+/// that sequence's slots; the first `row_skip[r]` of them come from its group's shared pass.
+/// Group `g` holds query rows `group_rows[group_row_start[g]..group_row_start[g + 1]]`, and its
+/// shared entries are the first `group_len[g]` slots of sequence `group_seq[g]`; `items` lists
+/// the (group, chunk of [`SHARED_CHUNK`] entries) pairs of the shared pass.
 pub struct AttentionBatch {
     pub(crate) meta: candle_core::Tensor,
-    pub(crate) rows: usize,
-    pub(crate) num_seqs: usize,
+    pub(crate) layout: MetaLayout,
+}
+
+/// The sizes that place each section of the flattened metadata, known on the host without
+/// reading the device.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MetaLayout {
+    pub rows: usize,
+    pub num_seqs: usize,
+    pub num_groups: usize,
+    /// Query rows that belong to a group.
+    pub group_rows: usize,
+    /// Query rows of the largest group.
+    pub max_group_rows: usize,
+    pub num_items: usize,
+    /// Chunks of the longest shared part.
+    pub max_chunks: usize,
+}
+
+/// Where each section starts (in `u32`s from the start of the metadata).
+pub(crate) struct Offsets {
+    pub row_seq: usize,
+    pub row_visible: usize,
+    pub row_skip: usize,
+    pub seq_start: usize,
+    pub group_row_start: usize,
+    pub group_seq: usize,
+    pub group_len: usize,
+    pub items: usize,
+    pub group_rows: usize,
+    pub slots: usize,
+}
+
+impl MetaLayout {
+    pub(crate) fn offsets(&self) -> Offsets {
+        let (r, s, g) = (self.rows, self.num_seqs, self.num_groups);
+        let seq_start = 3 * r;
+        let group_row_start = seq_start + s + 1;
+        let group_seq = group_row_start + g + 1;
+        let group_len = group_seq + g;
+        let items = group_len + g;
+        let group_rows = items + 2 * self.num_items;
+        let slots = group_rows + self.group_rows;
+        Offsets { row_seq: 0, row_visible: r, row_skip: 2 * r, seq_start, group_row_start, group_seq, group_len, items, group_rows, slots }
+    }
 }
 
 impl AttentionBatch {
-    /// Checks every sequence against the pool, then flattens and uploads.
-    pub fn new(seqs: &[SeqAttention], rows: usize, block_size: usize, num_blocks: usize, device: &candle_core::Device) -> candle_core::Result<Self> {
-        let meta = Self::flatten(seqs, rows, block_size, num_blocks)?;
+    /// Checks every sequence and group against the pool, then flattens and uploads.
+    pub fn new(seqs: &[SeqAttention], groups: &[SharedGroup], rows: usize, block_size: usize, num_blocks: usize, device: &candle_core::Device) -> candle_core::Result<Self> {
+        let (meta, layout) = Self::flatten(seqs, groups, rows, block_size, num_blocks)?;
         let len = meta.len();
-        Self::from_meta(candle_core::Tensor::from_vec(meta, len, device)?, rows, seqs.len())
+        Self::from_meta(candle_core::Tensor::from_vec(meta, len, device)?, layout)
     }
 
     /// A batch whose flattened description (from [`AttentionBatch::flatten`]) is already on the
     /// device, e.g. as a view into one upload of all of a step's integer inputs.
-    pub fn from_meta(meta: candle_core::Tensor, rows: usize, num_seqs: usize) -> candle_core::Result<Self> {
-        if meta.dtype() != candle_core::DType::U32 || meta.dims1()? < 2 * rows + num_seqs + 1 {
-            candle_core::bail!("attention batch: metadata must be u32 and hold at least the row and sequence tables");
+    pub fn from_meta(meta: candle_core::Tensor, layout: MetaLayout) -> candle_core::Result<Self> {
+        if meta.dtype() != candle_core::DType::U32 || meta.dims1()? < layout.offsets().slots {
+            candle_core::bail!("attention batch: metadata must be u32 and hold every section of its layout");
         }
-        Ok(AttentionBatch { meta, rows, num_seqs })
+        Ok(AttentionBatch { meta, layout })
     }
 
-    /// Checks every sequence against the pool and flattens the description (layout above).
-    pub fn flatten(seqs: &[SeqAttention], rows: usize, block_size: usize, num_blocks: usize) -> candle_core::Result<Vec<u32>> {
+    pub fn layout(&self) -> MetaLayout {
+        self.layout
+    }
+
+    /// Checks every sequence and group against the pool and flattens the description (layout
+    /// above).
+    pub fn flatten(seqs: &[SeqAttention], groups: &[SharedGroup], rows: usize, block_size: usize, num_blocks: usize) -> candle_core::Result<(Vec<u32>, MetaLayout)> {
         let mut row_seq = vec![u32::MAX; rows];
         let mut row_visible = vec![0u32; rows];
         let mut seq_start = Vec::with_capacity(seqs.len() + 1);
@@ -126,10 +182,23 @@ impl AttentionBatch {
         if let Some(r) = row_seq.iter().position(|&s| s == u32::MAX) {
             candle_core::bail!("attention batch: query row {r} belongs to no sequence");
         }
+        let shared = crate::cascade::GroupTables::build(groups, seqs, &seq_start, &slots, rows)
+            .map_err(|e| candle_core::Error::Msg(format!("attention batch: {e}")))?;
+        let layout = MetaLayout {
+            rows,
+            num_seqs: seqs.len(),
+            num_groups: groups.len(),
+            group_rows: shared.group_rows.len(),
+            max_group_rows: shared.max_group_rows,
+            num_items: shared.items.len() / 2,
+            max_chunks: shared.max_chunks,
+        };
+        let n_slots = slots.len();
         let mut meta = row_seq;
-        meta.extend(row_visible);
-        meta.extend(seq_start);
-        meta.extend(slots);
-        Ok(meta)
+        for part in [row_visible, shared.row_skip, seq_start, shared.group_row_start, shared.group_seq, shared.group_len, shared.items, shared.group_rows, slots] {
+            meta.extend(part);
+        }
+        debug_assert_eq!(meta.len(), layout.offsets().slots + n_slots);
+        Ok((meta, layout))
     }
 }

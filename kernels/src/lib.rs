@@ -9,6 +9,7 @@
 //! each layer writes its new keys/values with [`write_kv`] and runs [`paged_attention`]; the
 //! logits become token ids with [`sample_rows`] on the same device.
 
+mod cascade;
 #[cfg(feature = "cuda")]
 mod cuda;
 mod elem;
@@ -19,8 +20,9 @@ mod paged_attention;
 mod sample;
 mod silu_mul;
 
+pub use cascade::{SharedGroup, SHARED_CHUNK};
 pub use kv_write::{write_kv, WriteKv};
-pub use layout::{context_slot, AttentionBatch, KvSpan, SeqAttention};
+pub use layout::{context_slot, AttentionBatch, KvSpan, MetaLayout, SeqAttention};
 pub use norm_rope::{rms_norm_rope, RmsNormRope};
 pub use paged_attention::{paged_attention, PagedAttention};
 pub use sample::{argmax, inverse_cdf, sample_rows, SampleRows};

@@ -1,35 +1,35 @@
 //! Causal attention of packed query rows over contexts stored in the paged pool (GQA aware).
 
 use crate::elem::{unsupported, Elem};
-use crate::layout::AttentionBatch;
+use crate::layout::{AttentionBatch, MetaLayout};
 use candle_core::{backend::BackendStorage, CpuStorage, CustomOp3, Layout, Result, Shape, Storage, Tensor};
 use rayon::prelude::*;
 
 /// Query rows `[rows, heads, head_dim]` attend over the K/V pools
 /// `[num_blocks, block_size, kv_heads, head_dim]` as `batch` describes; the output has the shape
 /// of the queries. Query head `h` reads KV head `h / (heads / kv_heads)`. Scores and the softmax
-/// are f32 whatever the storage type.
+/// are f32 whatever the storage type. When the batch has shared groups this is cascade
+/// attention (see [`crate::SharedGroup`]): same result, shared entries read once per group.
 pub struct PagedAttention {
     pub(crate) meta: Tensor,
-    pub(crate) rows: usize,
-    pub(crate) num_seqs: usize,
+    pub(crate) layout: MetaLayout,
     pub(crate) softmax_scale: f32,
 }
 
 pub fn paged_attention(q: &Tensor, k_pool: &Tensor, v_pool: &Tensor, batch: &AttentionBatch, softmax_scale: f32) -> Result<Tensor> {
     let (rows, heads, head_dim) = q.dims3()?;
     let (_, _, kv_heads, kv_dim) = k_pool.dims4()?;
-    if k_pool.dims() != v_pool.dims() || kv_dim != head_dim || kv_heads == 0 || heads % kv_heads != 0 || rows != batch.rows {
+    if k_pool.dims() != v_pool.dims() || kv_dim != head_dim || kv_heads == 0 || heads % kv_heads != 0 || rows != batch.layout.rows {
         candle_core::bail!(
             "paged_attention: queries {:?} do not fit pools K {:?} / V {:?} and a batch of {} rows",
             q.dims(),
             k_pool.dims(),
             v_pool.dims(),
-            batch.rows
+            batch.layout.rows
         );
     }
     let q = q.contiguous()?;
-    let op = PagedAttention { meta: batch.meta.clone(), rows, num_seqs: batch.num_seqs, softmax_scale };
+    let op = PagedAttention { meta: batch.meta.clone(), layout: batch.layout, softmax_scale };
     q.apply_op3_no_bwd(k_pool, v_pool, &op)
 }
 
@@ -39,65 +39,112 @@ pub(crate) struct Dims {
     pub head_dim: usize,
 }
 
-/// The views of the flattened metadata (see [`AttentionBatch`]).
-struct Meta<'a> {
-    row_seq: &'a [u32],
-    row_visible: &'a [u32],
-    seq_start: &'a [u32],
-    slots: &'a [u32],
+/// The sections of the flattened metadata (see [`AttentionBatch`]).
+pub(crate) struct Sections<'a> {
+    pub row_seq: &'a [u32],
+    pub row_visible: &'a [u32],
+    pub row_skip: &'a [u32],
+    pub seq_start: &'a [u32],
+    pub group_row_start: &'a [u32],
+    pub group_seq: &'a [u32],
+    pub group_len: &'a [u32],
+    pub group_rows: &'a [u32],
+    pub slots: &'a [u32],
 }
 
-impl<'a> Meta<'a> {
-    fn split(m: &'a [u32], rows: usize, num_seqs: usize) -> Self {
-        let (row_seq, rest) = m.split_at(rows);
-        let (row_visible, rest) = rest.split_at(rows);
-        let (seq_start, slots) = rest.split_at(num_seqs + 1);
-        Meta { row_seq, row_visible, seq_start, slots }
+impl<'a> Sections<'a> {
+    fn split(m: &'a [u32], l: &MetaLayout) -> Self {
+        let o = l.offsets();
+        Sections {
+            row_seq: &m[o.row_seq..o.row_visible],
+            row_visible: &m[o.row_visible..o.row_skip],
+            row_skip: &m[o.row_skip..o.seq_start],
+            seq_start: &m[o.seq_start..o.group_row_start],
+            group_row_start: &m[o.group_row_start..o.group_seq],
+            group_seq: &m[o.group_seq..o.group_len],
+            group_len: &m[o.group_len..o.items],
+            group_rows: &m[o.group_rows..o.slots],
+            slots: &m[o.slots..],
+        }
+    }
+}
+
+/// Online softmax of one query head over some of its keys: the running maximum score, the sum
+/// of `exp(score - max)` and the values weighted the same way. Two partials over disjoint keys
+/// merge exactly, which is what lets cascade attention split a context.
+pub(crate) struct Partial {
+    max: f32,
+    sum: f32,
+    acc: Vec<f32>,
+}
+
+impl Partial {
+    pub fn new(head_dim: usize) -> Self {
+        Partial { max: f32::NEG_INFINITY, sum: 0.0, acc: vec![0.0; head_dim] }
+    }
+
+    /// Adds one key (scored against `q`, already scaled) and its value.
+    pub fn push<T: Elem>(&mut self, q: &[f32], key: &[T], value: &[T]) {
+        let score: f32 = q.iter().zip(key).map(|(a, b)| a * b.to_f32()).sum();
+        let new_max = self.max.max(score);
+        let correction = (self.max - new_max).exp();
+        let p = (score - new_max).exp();
+        self.sum = self.sum * correction + p;
+        for (a, val) in self.acc.iter_mut().zip(value) {
+            *a = *a * correction + p * val.to_f32();
+        }
+        self.max = new_max;
+    }
+
+    /// Log-sum-exp merge of a partial over other keys.
+    pub fn merge(&mut self, other: &Partial) {
+        if other.sum == 0.0 {
+            return;
+        }
+        let max = self.max.max(other.max);
+        let (a, b) = ((self.max - max).exp(), (other.max - max).exp());
+        self.sum = self.sum * a + other.sum * b;
+        for (x, y) in self.acc.iter_mut().zip(&other.acc) {
+            *x = *x * a + y * b;
+        }
+        self.max = max;
+    }
+
+    fn write<T: Elem>(&self, out: &mut [T]) {
+        for (o, a) in out.iter_mut().zip(&self.acc) {
+            *o = T::from_f32(a / self.sum);
+        }
     }
 }
 
 impl PagedAttention {
-    fn run<T: Elem>(&self, q: &[T], k: &[T], v: &[T], meta: &Meta, d: &Dims) -> Vec<T> {
+    fn run<T: Elem>(&self, q: &[T], k: &[T], v: &[T], meta: &Sections, d: &Dims) -> Vec<T> {
+        let shared = if self.layout.num_groups > 0 { crate::cascade::shared_partials(q, k, v, meta, d, self.softmax_scale) } else { Vec::new() };
         let row = d.heads * d.head_dim;
+        let group = d.heads / d.kv_heads;
+        let kv_row = d.kv_heads * d.head_dim;
         let mut out = vec![T::from_f32(0.0); q.len()];
         out.par_chunks_mut(row).enumerate().for_each(|(r, out_row)| {
             let s = meta.row_seq[r] as usize;
             let slots = &meta.slots[meta.seq_start[s] as usize..][..meta.row_visible[r] as usize];
-            self.attend_row(&q[r * row..(r + 1) * row], k, v, slots, d, out_row);
+            let own = &slots[meta.row_skip[r] as usize..];
+            let mut qf = vec![0f32; d.head_dim];
+            for h in 0..d.heads {
+                for (x, q) in qf.iter_mut().zip(&q[(r * d.heads + h) * d.head_dim..][..d.head_dim]) {
+                    *x = q.to_f32() * self.softmax_scale;
+                }
+                let mut state = Partial::new(d.head_dim);
+                for &slot in own {
+                    let base = slot as usize * kv_row + (h / group) * d.head_dim;
+                    state.push(&qf, &k[base..base + d.head_dim], &v[base..base + d.head_dim]);
+                }
+                if let Some(Some(part)) = shared.get(r * d.heads + h) {
+                    state.merge(part);
+                }
+                state.write(&mut out_row[h * d.head_dim..(h + 1) * d.head_dim]);
+            }
         });
         out
-    }
-
-    /// Online softmax over the visible slots for every head of one query row.
-    fn attend_row<T: Elem>(&self, q: &[T], k: &[T], v: &[T], slots: &[u32], d: &Dims, out: &mut [T]) {
-        let group = d.heads / d.kv_heads;
-        let kv_row = d.kv_heads * d.head_dim;
-        let mut acc = vec![0f32; d.head_dim];
-        let mut qf = vec![0f32; d.head_dim];
-        for h in 0..d.heads {
-            let kvh = h / group;
-            for (x, q) in qf.iter_mut().zip(&q[h * d.head_dim..(h + 1) * d.head_dim]) {
-                *x = q.to_f32() * self.softmax_scale;
-            }
-            acc.iter_mut().for_each(|a| *a = 0.0);
-            let (mut max, mut sum) = (f32::NEG_INFINITY, 0f32);
-            for &slot in slots {
-                let base = slot as usize * kv_row + kvh * d.head_dim;
-                let key = &k[base..base + d.head_dim];
-                let score: f32 = qf.iter().zip(key).map(|(a, b)| a * b.to_f32()).sum();
-                let new_max = max.max(score);
-                let correction = (max - new_max).exp();
-                let p = (score - new_max).exp();
-                sum = sum * correction + p;
-                for (a, val) in acc.iter_mut().zip(&v[base..base + d.head_dim]) {
-                    *a = *a * correction + p * val.to_f32();
-                }
-                max = new_max;
-            }
-            for (o, a) in out[h * d.head_dim..(h + 1) * d.head_dim].iter_mut().zip(&acc) {
-                *o = T::from_f32(a / sum);
-            }
-        }
     }
 }
 
@@ -118,7 +165,7 @@ impl CustomOp3 for PagedAttention {
         let d = Dims { heads: qd[1], kv_heads: kd[2], head_dim: qd[2] };
         let (meta_storage, meta_layout) = self.meta.storage_and_layout();
         let Storage::Cpu(meta_storage) = &*meta_storage else { candle_core::bail!("paged_attention: metadata is not on the CPU") };
-        let meta = Meta::split(contiguous(meta_storage.as_slice::<u32>()?, meta_layout, "metadata")?, self.rows, self.num_seqs);
+        let meta = Sections::split(contiguous(meta_storage.as_slice::<u32>()?, meta_layout, "metadata")?, &self.layout);
         let out = match (q, k, v) {
             (CpuStorage::F32(q), CpuStorage::F32(k), CpuStorage::F32(v)) => {
                 CpuStorage::F32(self.run(contiguous(q, ql, "q")?, contiguous(k, kl, "the K pool")?, contiguous(v, vl, "the V pool")?, &meta, &d))

@@ -3,6 +3,9 @@
 //! (or the prebuilt binary that scripts/gpu/check.sh runs on the GPU machine).
 #![cfg(feature = "cuda")]
 
+mod common;
+use common::max_diff;
+
 use candle_core::{DType, Device, Tensor};
 use nanohost_kernels::{context_slot, paged_attention, rms_norm_rope, sample_rows, silu_mul, write_kv, AttentionBatch, KvSpan, SeqAttention};
 
@@ -30,11 +33,6 @@ fn contexts(lens: &[usize], block_size: usize, num_blocks: usize, seed: u64) -> 
         .collect()
 }
 
-fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-    let a = a.to_device(&Device::Cpu).unwrap().to_dtype(DType::F32).unwrap();
-    let b = b.to_device(&Device::Cpu).unwrap().to_dtype(DType::F32).unwrap();
-    (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap()
-}
 
 fn check_attention(dtype: DType, heads: usize, kv_heads: usize, head_dim: usize, block_size: usize, lens: &[(usize, usize)], tol: f32) {
     let (cpu, gpu) = (Device::Cpu, gpu());
@@ -59,7 +57,7 @@ fn check_attention(dtype: DType, heads: usize, kv_heads: usize, head_dim: usize,
         let s = Tensor::new(slots.as_slice(), dev).unwrap();
         write_kv(&k_pool, &k_new.to_device(dev).unwrap(), &s).unwrap();
         write_kv(&v_pool, &v_new.to_device(dev).unwrap(), &s).unwrap();
-        let batch = AttentionBatch::new(&seqs, total_q, block_size, num_blocks, dev).unwrap();
+        let batch = AttentionBatch::new(&seqs, &[], total_q, block_size, num_blocks, dev).unwrap();
         let out = paged_attention(&q.to_device(dev).unwrap(), &k_pool, &v_pool, &batch, 1.0 / (head_dim as f32).sqrt()).unwrap();
         outs.push((k_pool, v_pool, out));
     }
@@ -80,6 +78,28 @@ fn attention_matches_cpu_f32() {
 fn attention_matches_cpu_bf16() {
     check_attention(DType::BF16, 16, 8, 128, 16, &[(37, 37), (300, 45), (17, 1), (1, 1), (259, 1)], 2e-2);
     check_attention(DType::BF16, 8, 2, 32, 16, &[(513, 3), (70, 70)], 2e-2);
+}
+
+/// Cascade on the GPU (tensor cores for bf16, CUDA cores for f32) against the CPU's cascade and
+/// against flat attention on the GPU, over the same pool: group sizes up to 70 rows (two tiles
+/// of query vectors at GQA 2), prefixes over several chunks, prefill rows and lone sequences.
+#[test]
+fn cascade_matches_cpu_and_flat() {
+    let members = |n: usize, seed: usize| (0..n).map(|i| (1 + (i * 7 + seed) % 90, if i % 5 == 0 { 3 } else { 1 })).collect::<Vec<_>>();
+    let cases = [
+        common::Case { heads: 16, kv_heads: 8, head_dim: 128, block_size: 16, groups: vec![(2048, members(70, 1)), (300, members(5, 2))], alone: vec![(200, 1), (33, 33)] },
+        common::Case { heads: 4, kv_heads: 2, head_dim: 32, block_size: 16, groups: vec![(257, members(8, 3)), (16, members(2, 4))], alone: vec![(5, 1)] },
+        common::Case { heads: 8, kv_heads: 1, head_dim: 64, block_size: 16, groups: vec![(1000, members(9, 5))], alone: vec![] },
+    ];
+    for (i, case) in cases.iter().enumerate() {
+        for (dtype, tol) in [(DType::F32, 1e-5), (DType::BF16, 2e-2)] {
+            let cpu = case.build(i as u64, dtype);
+            let gpu_case = cpu.to_device(&gpu());
+            let (want, got, flat) = (cpu.attend(true), gpu_case.attend(true), gpu_case.attend(false));
+            let (d_cpu, d_flat) = (max_diff(&want, &got), max_diff(&flat, &got));
+            assert!(d_cpu <= tol && d_flat <= tol, "case {i} {dtype:?}: cascade on the GPU differs from the CPU's by {d_cpu} and from flat by {d_flat} (tolerance {tol})");
+        }
+    }
 }
 
 #[test]

@@ -77,7 +77,7 @@ fn check(seed: u64, heads: usize, kv_heads: usize, head_dim: usize, block_size: 
         q_start += q_len;
     }
     let scale = 1.0 / (head_dim as f64).sqrt();
-    let batch = AttentionBatch::new(&seqs, total_q, block_size, num_blocks, &dev).unwrap();
+    let batch = AttentionBatch::new(&seqs, &[], total_q, block_size, num_blocks, &dev).unwrap();
     let got = paged_attention(&q, &k_pool, &v_pool, &batch, scale as f32).unwrap();
     let want = dense_reference(&q, &dense_k, &dense_v, &seqs, heads / kv_heads, scale);
     let diff = (got - want).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
@@ -104,7 +104,7 @@ fn bf16_storage_is_attended_in_f32() {
     let v = Tensor::randn(0f32, 1.0, (2, 4, 1, 8), &dev).unwrap();
     let q = Tensor::randn(0f32, 1.0, (1, 2, 8), &dev).unwrap();
     let seqs = [SeqAttention { q_start: 0, q_len: 1, context: vec![KvSpan { blocks: vec![1, 0], len: 6 }] }];
-    let batch = AttentionBatch::new(&seqs, 1, 4, 2, &dev).unwrap();
+    let batch = AttentionBatch::new(&seqs, &[], 1, 4, 2, &dev).unwrap();
     let f = paged_attention(&q, &k, &v, &batch, 0.3).unwrap();
     let b = paged_attention(&q.to_dtype(DType::BF16).unwrap(), &k.to_dtype(DType::BF16).unwrap(), &v.to_dtype(DType::BF16).unwrap(), &batch, 0.3)
         .unwrap()
@@ -119,13 +119,13 @@ fn bad_descriptions_are_errors_not_memory_errors() {
     let dev = Device::Cpu;
     let pool = Tensor::zeros((2, 4, 1, 8), DType::F32, &dev).unwrap();
     let out_of_range = [SeqAttention { q_start: 0, q_len: 1, context: vec![KvSpan { blocks: vec![2], len: 1 }] }];
-    let e = AttentionBatch::new(&out_of_range, 1, 4, 2, &dev).err().unwrap().to_string();
+    let e = AttentionBatch::new(&out_of_range, &[], 1, 4, 2, &dev).err().unwrap().to_string();
     assert!(e.contains("block 2 is outside the pool of 2 blocks"), "{e}");
     let overfull = [SeqAttention { q_start: 0, q_len: 1, context: vec![KvSpan { blocks: vec![0], len: 5 }] }];
-    let e = AttentionBatch::new(&overfull, 1, 4, 2, &dev).err().unwrap().to_string();
+    let e = AttentionBatch::new(&overfull, &[], 1, 4, 2, &dev).err().unwrap().to_string();
     assert!(e.contains("does not fit"), "{e}");
     let uncovered = [SeqAttention { q_start: 0, q_len: 1, context: vec![KvSpan { blocks: vec![0], len: 1 }] }];
-    let e = AttentionBatch::new(&uncovered, 2, 4, 2, &dev).err().unwrap().to_string();
+    let e = AttentionBatch::new(&uncovered, &[], 2, 4, 2, &dev).err().unwrap().to_string();
     assert!(e.contains("query row 1 belongs to no sequence"), "{e}");
     let rows = Tensor::zeros((1, 1, 8), DType::F32, &dev).unwrap();
     let e = write_kv(&pool, &rows, &Tensor::new(&[8u32], &dev).unwrap()).unwrap_err().to_string();

@@ -34,6 +34,9 @@ pub struct Placement {
     pub logits_job: usize,
     /// Prompt tokens already in the pool.
     pub cached_tokens: usize,
+    /// The strategy asked for cascade attention: leading blocks this sequence holds in common
+    /// with others are attended once for all of them.
+    pub cascade: bool,
 }
 
 pub trait KvPolicy {

@@ -1,5 +1,6 @@
 //! The engine: requests in, tokens out. Scheduler → KV policy → packed batch → model → sampler.
 
+pub mod cascade;
 pub mod kv_policy;
 pub mod kv_pool;
 pub mod runner;
@@ -22,6 +23,8 @@ pub struct StepReport {
     pub prefill: bool,
     pub num_seqs: usize,
     pub tokens_computed: usize,
+    /// Cascade groups attention formed (sequences attending shared blocks in one pass).
+    pub cascade_groups: usize,
     pub duration: Duration,
 }
 
@@ -39,11 +42,14 @@ pub struct Engine<'m> {
     /// Peak device memory in use (driver-reported) at step boundaries; `None` on the CPU.
     pub peak_device_memory: Option<u64>,
     pub steps: Vec<StepReport>,
+    /// When set, every sampled row's logits are kept as (sequence, output index, logits): for
+    /// fidelity checks between strategies, not for benchmarks (it copies logits to the host).
+    pub logits: Option<Vec<(SeqId, usize, Vec<f32>)>>,
 }
 
 impl<'m> Engine<'m> {
     pub fn new(model: &'m Qwen3, pool: &'m KvPool, policy: Box<dyn KvPolicy + 'm>, cfg: SchedulerConfig, seed: u64) -> Self {
-        Engine { model, pool, policy, scheduler: Scheduler::new(cfg), seed, next_id: 0, peak_blocks: 0, peak_reported_blocks: 0, peak_device_memory: None, steps: Vec::new() }
+        Engine { model, pool, policy, scheduler: Scheduler::new(cfg), seed, next_id: 0, peak_blocks: 0, peak_reported_blocks: 0, peak_device_memory: None, steps: Vec::new(), logits: None }
     }
 
     pub fn policy(&self) -> &(dyn KvPolicy + 'm) {
@@ -81,6 +87,11 @@ impl<'m> Engine<'m> {
             anyhow::bail!("sequences of one step must share a temperature");
         }
         let tokens = sampler::sample(&logits, &rows, temperature, self.seed)?;
+        if let Some(kept) = &mut self.logits {
+            for (&(id, index), row) in rows.iter().zip(logits.to_vec2::<f32>()?) {
+                kept.push((id, index, row));
+            }
+        }
         let now = Instant::now();
         let eos = &self.model.config().eos_token_ids;
         let max_pos = self.model.config().max_position_embeddings;
@@ -105,7 +116,7 @@ impl<'m> Engine<'m> {
             self.peak_device_memory = Some(self.peak_device_memory.map_or(m, |p| p.max(m)));
         }
         self.scheduler.retire_finished(self.policy.as_mut())?;
-        let report = StepReport { prefill: plan.prefill, num_seqs: plan.seqs.len(), tokens_computed: batch.tokens.len(), duration: start.elapsed() };
+        let report = StepReport { prefill: plan.prefill, num_seqs: plan.seqs.len(), tokens_computed: batch.tokens.len(), cascade_groups: batch.groups.len(), duration: start.elapsed() };
         self.steps.push(report.clone());
         Ok(Some(report))
     }

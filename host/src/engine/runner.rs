@@ -1,10 +1,10 @@
 //! Turns a scheduled step into the model's packed batch: token ids, positions, pool slots for
-//! the new KV, each job's attention context, and which rows need logits.
+//! the new KV, each job's attention context, the cascade groups, and which rows need logits.
 
 use super::sequence::Sequence;
 use crate::model::ForwardBatch;
 use anyhow::{Context, Result};
-use nanohost_kernels::{context_slot, SeqAttention};
+use nanohost_kernels::{context_slot, SeqAttention, SharedGroup};
 
 #[derive(Default, Debug)]
 pub struct PackedBatch {
@@ -12,6 +12,7 @@ pub struct PackedBatch {
     pub positions: Vec<u32>,
     pub slots: Vec<u32>,
     pub seqs: Vec<SeqAttention>,
+    pub groups: Vec<SharedGroup>,
     pub logit_rows: Vec<u32>,
 }
 
@@ -20,6 +21,7 @@ impl PackedBatch {
     /// logits job).
     pub fn pack<'a>(seqs: impl IntoIterator<Item = &'a Sequence>, block_size: usize) -> Result<Self> {
         let mut b = PackedBatch::default();
+        let mut cascade = Vec::new();
         for seq in seqs {
             for (j, job) in seq.pending.iter().enumerate() {
                 let q_start = b.tokens.len();
@@ -36,11 +38,13 @@ impl PackedBatch {
                     );
                 }
                 b.seqs.push(SeqAttention { q_start, q_len: job.tokens.len(), context: job.context.clone() });
+                cascade.push(seq.cascade);
                 if j == seq.logits_job {
                     b.logit_rows.push((b.tokens.len() - 1) as u32);
                 }
             }
         }
+        b.groups = super::cascade::shared_groups(&b.seqs, &cascade, block_size);
         Ok(b)
     }
 
@@ -50,6 +54,7 @@ impl PackedBatch {
             positions: &self.positions,
             slots: &self.slots,
             seqs: &self.seqs,
+            groups: &self.groups,
             logit_rows: &self.logit_rows,
         }
     }

@@ -60,6 +60,7 @@ impl Scheduler {
             seq.context = placement.context;
             seq.pending = placement.jobs;
             seq.logits_job = placement.logits_job;
+            seq.cascade = placement.cascade;
             seq.cached_at_admission = placement.cached_tokens;
             batched += to_compute;
             self.running.push(seq);

@@ -41,6 +41,8 @@ pub struct Sequence {
     /// What the next step computes for this sequence, and which job's last row gives logits.
     pub pending: Vec<HostJob>,
     pub logits_job: usize,
+    /// Attend with cascade groups (the strategy's choice at admission).
+    pub cascade: bool,
     pub finish: Option<FinishReason>,
     pub arrived: Instant,
     /// When each generated token was sampled.
@@ -61,6 +63,7 @@ impl Sequence {
             context: Vec::new(),
             pending: Vec::new(),
             logits_job: 0,
+            cascade: false,
             finish: None,
             arrived: Instant::now(),
             token_times: Vec::new(),

@@ -12,7 +12,7 @@ use crate::engine::kv_pool::KvPool;
 use anyhow::{Context, Result};
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{ops::rms_norm, Linear};
-use nanohost_kernels::{paged_attention, rms_norm_rope, silu_mul, write_kv, AttentionBatch, SeqAttention};
+use nanohost_kernels::{paged_attention, rms_norm_rope, silu_mul, write_kv, AttentionBatch, SeqAttention, SharedGroup};
 use std::collections::HashMap;
 
 struct Layer {
@@ -50,6 +50,8 @@ pub struct ForwardBatch<'a> {
     pub positions: &'a [u32],
     pub slots: &'a [u32],
     pub seqs: &'a [SeqAttention],
+    /// Sequences that attend their common leading entries in one pass (cascade attention).
+    pub groups: &'a [SharedGroup],
     pub logit_rows: &'a [u32],
 }
 
@@ -119,7 +121,7 @@ impl Qwen3 {
             anyhow::bail!("position {p} is beyond max_position_embeddings ({})", self.rope.max_positions());
         }
         // All of a step's integer inputs go to the device in one copy; every layer reuses them.
-        let meta = AttentionBatch::flatten(batch.seqs, n, pool.block_size(), pool.num_blocks())?;
+        let (meta, layout) = AttentionBatch::flatten(batch.seqs, batch.groups, n, pool.block_size(), pool.num_blocks())?;
         let mut ints = Vec::with_capacity(4 * n + batch.logit_rows.len() + meta.len());
         for part in [batch.tokens, batch.positions, batch.slots, batch.logit_rows] {
             ints.extend_from_slice(part);
@@ -133,7 +135,7 @@ impl Qwen3 {
         let step = StepInputs {
             cos_sin: self.rope.gather(&ints.narrow(0, n, n)?)?,
             slots: ints.narrow(0, 2 * n, n)?,
-            attention: AttentionBatch::from_meta(ints.narrow(0, meta_start, len - meta_start)?, n, batch.seqs.len())?,
+            attention: AttentionBatch::from_meta(ints.narrow(0, meta_start, len - meta_start)?, layout)?,
         };
         let mut x = self.embed.index_select(&ids, 0)?;
         for (l, layer) in self.layers.iter().enumerate() {

@@ -8,7 +8,7 @@
 use crate::engine::kv_policy::{HostJob, Placement};
 use crate::engine::sequence::SeqId;
 use nanohost_kernels::KvSpan;
-use nanohost_strategy_api::{Plan, Span};
+use nanohost_strategy_api::{AttentionMode, Plan, Span};
 use std::collections::{BTreeSet, HashMap};
 
 const EMPTY: u32 = u32::MAX;
@@ -167,7 +167,8 @@ impl Ledger {
                 }
             }
         }
-        let placement = Placement { context: spans.iter().map(kv_span).collect(), jobs, logits_job, cached_tokens: cached };
+        let cascade = plan.mode == AttentionMode::Cascade;
+        let placement = Placement { context: spans.iter().map(kv_span).collect(), jobs, logits_job, cached_tokens: cached, cascade };
         Ok(CheckedAdmission { placement, writes, spans })
     }
 

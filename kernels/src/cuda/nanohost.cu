@@ -2,6 +2,7 @@
 // oracle. Arithmetic is f32 whatever the storage type.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
+#include <mma.h>
 #include <stdint.h>
 
 __device__ inline float to_f(float x) { return x; }
@@ -18,19 +19,20 @@ constexpr int MAX_PER_LANE = 8;  // head_dim up to 256, a multiple of 32
 // One thread block per (query row, KV head): the block serves the GROUP query heads that share
 // the KV head, so each key and value is read once for all of them (GQA). Each warp runs an
 // online softmax over every WARPS-th visible key (a key's head_dim values are read by the 32
-// lanes together, coalesced); the warps' partial (max, sum, acc) are merged at the end.
-// meta: see AttentionBatch in layout.rs.
+// lanes together, coalesced); the warps' partial (max, sum, acc) are merged at the end, together
+// with the row's chunks from the cascade shared pass (cascade_shared below) when it is in a
+// group: then its first row_skip entries were attended there and this pass starts after them.
+// Sections of meta: see AttentionBatch in layout.rs.
 template <typename T, int GROUP>
-__device__ void paged_attention(const T* q, const T* k, const T* v, T* out, const uint32_t* meta,
-                                uint32_t rows, uint32_t num_seqs, uint32_t heads, uint32_t kv_heads,
-                                uint32_t head_dim, float scale) {
+__device__ void paged_attention(const T* q, const T* k, const T* v, T* out, const uint32_t* row_seq,
+                                const uint32_t* row_visible, const uint32_t* row_skip,
+                                const uint32_t* seq_start, const uint32_t* all_slots,
+                                const float* part_o, const float* part_ml, uint32_t max_chunks,
+                                uint32_t chunk, uint32_t heads, uint32_t kv_heads, uint32_t head_dim,
+                                float scale) {
   const uint32_t row = blockIdx.x, kvh = blockIdx.y;
-  const uint32_t* row_seq = meta;
-  const uint32_t* row_visible = meta + rows;
-  const uint32_t* seq_start = meta + 2 * rows;
-  const uint32_t* all_slots = seq_start + num_seqs + 1;
   const uint32_t* slots = all_slots + seq_start[row_seq[row]];
-  const uint32_t visible = row_visible[row];
+  const uint32_t visible = row_visible[row], skip = row_skip[row];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int per = head_dim / 32;
   float qv[GROUP][MAX_PER_LANE], acc[GROUP][MAX_PER_LANE], m[GROUP], l[GROUP];
@@ -46,7 +48,7 @@ __device__ void paged_attention(const T* q, const T* k, const T* v, T* out, cons
     l[g] = 0.f;
   }
   const size_t kv_row = (size_t)kv_heads * head_dim;
-  for (uint32_t j = warp; j < visible; j += WARPS) {
+  for (uint32_t j = skip + warp; j < visible; j += WARPS) {
     const size_t base = (size_t)slots[j] * kv_row + (size_t)kvh * head_dim;
     float kf[MAX_PER_LANE], vf[MAX_PER_LANE];
 #pragma unroll
@@ -76,9 +78,12 @@ __device__ void paged_attention(const T* q, const T* k, const T* v, T* out, cons
     for (int i = 0; i < per; ++i) sacc[warp][g][lane + 32 * i] = acc[g][i];
   }
   __syncthreads();
+  const uint32_t chunks = (skip + chunk - 1) / chunk;
   for (int g = warp; g < GROUP; g += WARPS) {
+    const size_t part = ((size_t)row * heads + kvh * GROUP + g) * max_chunks;
     float M = -INFINITY;
     for (int w = 0; w < WARPS; ++w) M = fmaxf(M, sm[w][g]);
+    for (uint32_t c = 0; c < chunks; ++c) M = fmaxf(M, part_ml[2 * (part + c)]);
     float L = 0.f, o[MAX_PER_LANE];
     for (int i = 0; i < per; ++i) o[i] = 0.f;
     for (int w = 0; w < WARPS; ++w) {
@@ -86,6 +91,11 @@ __device__ void paged_attention(const T* q, const T* k, const T* v, T* out, cons
       const float c = expf(sm[w][g] - M);
       L += sl[w][g] * c;
       for (int i = 0; i < per; ++i) o[i] += sacc[w][g][lane + 32 * i] * c;
+    }
+    for (uint32_t c = 0; c < chunks; ++c) {
+      const float f = expf(part_ml[2 * (part + c)] - M);
+      L += part_ml[2 * (part + c) + 1] * f;
+      for (int i = 0; i < per; ++i) o[i] += part_o[(part + c) * head_dim + lane + 32 * i] * f;
     }
     T* orow = out + ((size_t)row * heads + kvh * GROUP + g) * head_dim;
     for (int i = 0; i < per; ++i) orow[lane + 32 * i] = from_f<T>(o[i] / L);
@@ -101,13 +111,185 @@ __device__ void write_kv(T* pool, const T* src, const uint32_t* slots, uint32_t 
   for (uint32_t e = threadIdx.x; e < row; e += blockDim.x) pool[(size_t)slot * row + e] = src[(size_t)t * src_stride + e];
 }
 
-#define INSTANTIATE_ATTENTION(T, NAME, G)                                                              \
-  extern "C" __global__ void paged_attention_##NAME##_g##G(const T* q, const T* k, const T* v, T* out, \
-                                                           const uint32_t* meta, uint32_t rows,       \
-                                                           uint32_t num_seqs, uint32_t heads,         \
-                                                           uint32_t kv_heads, uint32_t head_dim,      \
-                                                           float scale) {                             \
-    paged_attention<T, G>(q, k, v, out, meta, rows, num_seqs, heads, kv_heads, head_dim, scale);     \
+// ---- Cascade attention, shared pass ----------------------------------------------------------
+// One thread block per (work item = (group, chunk of shared entries), KV head, tile of 64 query
+// vectors). A group's query vectors are its rows times the GQA heads of the KV head; each of the
+// 4 warps owns 16 of them. Keys and values come through shared memory KEY_TILE at a time, so
+// each is read from global memory once per tile of 64 query vectors instead of once per row.
+// Per key tile a warp computes scores S = Q K^T, updates its rows' online softmax, rescales its
+// output rows and adds P V. For 16-bit storage both products run on tensor cores (WMMA, f32
+// accumulation; P is rounded to the storage type as in FlashAttention); f32 storage runs the same
+// steps on CUDA cores. The partial (max, sum, unnormalised output) of each query vector and chunk
+// goes to part_ml / part_o, merged by paged_attention's per-row pass.
+constexpr int CASCADE_WARPS = 4;
+constexpr int QV_PER_WARP = 16;
+constexpr int QV_TILE = CASCADE_WARPS * QV_PER_WARP;
+constexpr int KEY_TILE = 32;
+
+// S[16][KEY_TILE] = Q[16][D] . K[KEY_TILE][D]^T, f32 on CUDA cores: lane j scores key j; the
+// head-dim loop starts at a different element per lane so shared-memory reads do not collide.
+__device__ inline void warp_scores(const float* Qw, const float* Ks, float* Sw, int D, int lane) {
+  for (int i = 0; i < QV_PER_WARP; ++i) {
+    float s = 0.f;
+    for (int d = 0; d < D; ++d) {
+      int dd = d + lane;
+      if (dd >= D) dd -= D;
+      s += Qw[i * D + dd] * Ks[lane * D + dd];
+    }
+    Sw[i * KEY_TILE + lane] = s;
+  }
+}
+
+template <typename T>
+__device__ inline void warp_scores(const T* Qw, const T* Ks, float* Sw, int D, int /*lane*/) {
+  using namespace nvcuda;
+  for (int n = 0; n < KEY_TILE / 16; ++n) {
+    wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
+    wmma::fill_fragment(acc, 0.f);
+    for (int kk = 0; kk < D; kk += 16) {
+      wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> a;
+      wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::col_major> b;
+      wmma::load_matrix_sync(a, Qw + kk, D);
+      wmma::load_matrix_sync(b, Ks + n * 16 * D + kk, D);
+      wmma::mma_sync(acc, a, b, acc);
+    }
+    wmma::store_matrix_sync(Sw + n * 16, acc, KEY_TILE, wmma::mem_row_major);
+  }
+}
+
+// O[16][D] += P[16][KEY_TILE] . V[KEY_TILE][D].
+__device__ inline void warp_pv(const float* Pw, const float* Vs, float* Ow, int D, int lane) {
+  for (int i = 0; i < QV_PER_WARP; ++i)
+    for (int c = lane; c < D; c += 32) {
+      float a = Ow[i * D + c];
+      for (int j = 0; j < KEY_TILE; ++j) a += Pw[i * KEY_TILE + j] * Vs[j * D + c];
+      Ow[i * D + c] = a;
+    }
+}
+
+template <typename T>
+__device__ inline void warp_pv(const T* Pw, const T* Vs, float* Ow, int D, int /*lane*/) {
+  using namespace nvcuda;
+  for (int n = 0; n < D; n += 16) {
+    wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
+    wmma::load_matrix_sync(acc, Ow + n, D, wmma::mem_row_major);
+    for (int kk = 0; kk < KEY_TILE; kk += 16) {
+      wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> a;
+      wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::row_major> b;
+      wmma::load_matrix_sync(a, Pw + kk, KEY_TILE);
+      wmma::load_matrix_sync(b, Vs + kk * D + n, D);
+      wmma::mma_sync(acc, a, b, acc);
+    }
+    wmma::store_matrix_sync(Ow + n, acc, D, wmma::mem_row_major);
+  }
+}
+
+// Dynamic shared memory of cascade_shared, in bytes (the host computes the same sum).
+// Q[QV_TILE][D], K and V [KEY_TILE][D], P [WARPS][16][KEY_TILE] in T; S [WARPS][16][KEY_TILE],
+// O [QV_TILE][D] and the per-row rescale factors in f32.
+template <typename T>
+__device__ void cascade_shared(const T* q, const T* k, const T* v, float* part_o, float* part_ml,
+                               const uint32_t* seq_start, const uint32_t* all_slots,
+                               const uint32_t* group_row_start, const uint32_t* group_seq,
+                               const uint32_t* group_len, const uint32_t* items,
+                               const uint32_t* group_rows, uint32_t max_chunks, uint32_t chunk,
+                               uint32_t heads, uint32_t kv_heads, uint32_t head_dim, uint32_t gqa,
+                               float scale) {
+  const uint32_t g = items[2 * blockIdx.x], c = items[2 * blockIdx.x + 1];
+  const uint32_t kvh = blockIdx.y, q0 = blockIdx.z * QV_TILE;
+  const uint32_t r0 = group_row_start[g], nq = (group_row_start[g + 1] - r0) * gqa;
+  if (q0 >= nq) return;
+  const uint32_t* slots = all_slots + seq_start[group_seq[g]];
+  const uint32_t k0 = c * chunk, k1 = min(k0 + chunk, group_len[g]);
+  const int D = head_dim, tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  extern __shared__ __align__(128) unsigned char smem[];
+  T* Qs = reinterpret_cast<T*>(smem);
+  T* Ks = Qs + QV_TILE * D;
+  T* Vs = Ks + KEY_TILE * D;
+  T* Ps = Vs + KEY_TILE * D;
+  float* Ss = reinterpret_cast<float*>(Ps + QV_TILE * KEY_TILE);
+  float* Os = Ss + QV_TILE * KEY_TILE;
+  float* corr = Os + QV_TILE * D;
+  for (int e = tid; e < QV_TILE * D; e += blockDim.x) {
+    const uint32_t qv = q0 + e / D;
+    T x = from_f<T>(0.f);
+    if (qv < nq) x = q[((size_t)group_rows[r0 + qv / gqa] * heads + kvh * gqa + qv % gqa) * D + e % D];
+    Qs[e] = x;
+    Os[e] = 0.f;
+  }
+  T* Pw = Ps + warp * QV_PER_WARP * KEY_TILE;
+  float* Sw = Ss + warp * QV_PER_WARP * KEY_TILE;
+  float* Ow = Os + warp * QV_PER_WARP * D;
+  const T* Qw = Qs + warp * QV_PER_WARP * D;
+  // Two lanes per query vector: lane 2i and 2i+1 hold the state of row i, half a key tile each.
+  const int mine = lane >> 1, half = lane & 1;
+  float m = -INFINITY, l = 0.f;
+  const size_t kv_row = (size_t)kv_heads * D;
+  for (uint32_t kt = k0; kt < k1; kt += KEY_TILE) {
+    __syncthreads();  // the previous tile is consumed (and Q, O are initialised)
+    const uint32_t nk = min((uint32_t)KEY_TILE, k1 - kt);
+    for (int e = tid; e < KEY_TILE * D; e += blockDim.x) {
+      const uint32_t j = e / D;
+      T kx = from_f<T>(0.f), vx = kx;
+      if (j < nk) {
+        const size_t at = (size_t)slots[kt + j] * kv_row + (size_t)kvh * D + e % D;
+        kx = k[at];
+        vx = v[at];
+      }
+      Ks[e] = kx;
+      Vs[e] = vx;
+    }
+    __syncthreads();
+    warp_scores(Qw, Ks, Sw, D, lane);
+    __syncwarp();
+    float* srow = Sw + mine * KEY_TILE + half * (KEY_TILE / 2);
+    float mx = -INFINITY;
+    for (int j = 0; j < KEY_TILE / 2; ++j) {
+      const float s = half * (KEY_TILE / 2) + j < (int)nk ? srow[j] * scale : -INFINITY;
+      srow[j] = s;
+      mx = fmaxf(mx, s);
+    }
+    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+    const float nm = fmaxf(m, mx);  // finite: every tile has at least one key
+    const float cr = expf(m - nm);
+    float sum = 0.f;
+    for (int j = 0; j < KEY_TILE / 2; ++j) {
+      const float p = expf(srow[j] - nm);
+      Pw[mine * KEY_TILE + half * (KEY_TILE / 2) + j] = from_f<T>(p);
+      sum += p;
+    }
+    sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+    l = l * cr + sum;
+    m = nm;
+    if (half == 0) corr[warp * QV_PER_WARP + mine] = cr;
+    __syncwarp();
+    for (int e = lane; e < QV_PER_WARP * D; e += 32) Ow[e] *= corr[warp * QV_PER_WARP + e / D];
+    __syncwarp();
+    warp_pv(Pw, Vs, Ow, D, lane);
+  }
+  __syncwarp();
+  for (int e = lane; e < QV_PER_WARP * D; e += 32) {
+    const uint32_t qv = q0 + warp * QV_PER_WARP + e / D;
+    if (qv >= nq) continue;
+    const size_t part = ((size_t)group_rows[r0 + qv / gqa] * heads + kvh * gqa + qv % gqa) * max_chunks + c;
+    part_o[part * D + e % D] = Ow[e];
+  }
+  const uint32_t qv = q0 + warp * QV_PER_WARP + mine;
+  if (half == 0 && qv < nq) {
+    const size_t part = ((size_t)group_rows[r0 + qv / gqa] * heads + kvh * gqa + qv % gqa) * max_chunks + c;
+    part_ml[2 * part] = m;
+    part_ml[2 * part + 1] = l;
+  }
+}
+
+#define INSTANTIATE_ATTENTION(T, NAME, G)                                                        \
+  extern "C" __global__ void paged_attention_##NAME##_g##G(                                      \
+      const T* q, const T* k, const T* v, T* out, const uint32_t* row_seq,                        \
+      const uint32_t* row_visible, const uint32_t* row_skip, const uint32_t* seq_start,           \
+      const uint32_t* slots, const float* part_o, const float* part_ml, uint32_t max_chunks,      \
+      uint32_t chunk, uint32_t heads, uint32_t kv_heads, uint32_t head_dim, float scale) {        \
+    paged_attention<T, G>(q, k, v, out, row_seq, row_visible, row_skip, seq_start, slots, part_o, \
+                          part_ml, max_chunks, chunk, heads, kv_heads, head_dim, scale);          \
   }
 
 #define INSTANTIATE(T, NAME)                                                                          \
@@ -118,6 +300,16 @@ __device__ void write_kv(T* pool, const T* src, const uint32_t* slots, uint32_t 
   extern "C" __global__ void write_kv_##NAME(T* pool, const T* src, const uint32_t* slots,           \
                                              uint32_t row, uint32_t src_stride, uint32_t capacity) { \
     write_kv<T>(pool, src, slots, row, src_stride, capacity);                                         \
+  }                                                                                                   \
+  extern "C" __global__ void cascade_shared_##NAME(                                                   \
+      const T* q, const T* k, const T* v, float* part_o, float* part_ml, const uint32_t* seq_start,   \
+      const uint32_t* slots, const uint32_t* group_row_start, const uint32_t* group_seq,              \
+      const uint32_t* group_len, const uint32_t* items, const uint32_t* group_rows,                   \
+      uint32_t max_chunks, uint32_t chunk, uint32_t heads, uint32_t kv_heads, uint32_t head_dim,      \
+      uint32_t gqa, float scale) {                                                                    \
+    cascade_shared<T>(q, k, v, part_o, part_ml, seq_start, slots, group_row_start, group_seq,         \
+                      group_len, items, group_rows, max_chunks, chunk, heads, kv_heads, head_dim,     \
+                      gqa, scale);                                                                    \
   }
 
 INSTANTIATE(float, f32)

@@ -4,8 +4,8 @@
 //! blocks once. The rest of a prompt (the partial block of a shared prefix included) and the
 //! decoded tokens live in a private span.
 //!
-//! Attention is still flat: the host's cascade kernel (shared spans attended once per group) is
-//! not built yet, so this plugin asks for `AttentionMode::Flat`.
+//! The plugin asks for `AttentionMode::Cascade`: each step the host groups the sequences whose
+//! contexts begin with the same blocks and attends those blocks once for the whole group.
 
 use nanohost_strategy_api::*;
 use std::collections::hash_map::DefaultHasher;
@@ -117,7 +117,7 @@ impl KvStrategy for Cascade {
         let cached = (hits * bs) as u32;
         let context: Vec<u32> = (0..spans.len() as u32).collect();
         let jobs = vec![ComputeJob { context: context.into(), len: len as u32 - cached }];
-        Ok(Admission::Admitted(Plan { spans: spans.into(), jobs: jobs.into(), mode: AttentionMode::Flat }))
+        Ok(Admission::Admitted(Plan { spans: spans.into(), jobs: jobs.into(), mode: AttentionMode::Cascade }))
     }
 
     fn append_slot(&mut self, seq: u64, new_len: u32) -> Result<Option<Span>, String> {
@@ -163,5 +163,5 @@ export_strategy!(
     Cascade,
     name: "cascade",
     version: env!("CARGO_PKG_VERSION"),
-    description: "Cascade Attention (Prefix Sharing): shared prompt prefixes stored once; attention flat until the host's cascade kernel lands",
+    description: "Cascade Attention (Prefix Sharing): shared prompt prefixes stored once and attended once per group",
 );

@@ -1,0 +1,84 @@
+//! Cascade groups, formed each step from the contexts the strategies placed: sequences whose
+//! strategy asked for cascade attention and whose contexts begin with the same pool blocks
+//! attend those blocks in one pass for the whole group (`nanohost_kernels::SharedGroup`).
+//!
+//! Physical block identity is all it takes: the plan ledger guarantees that a block two live
+//! sequences hold carries the same tokens at the same positions for both, so the strategy does
+//! not have to describe its groups (and cannot describe them wrongly).
+
+use nanohost_kernels::{SeqAttention, SharedGroup};
+use std::collections::HashMap;
+
+/// Groups of two or more cascade sequences, each sharing as many leading full blocks as all its
+/// members have in common with its first member and all of their query rows can see.
+pub fn shared_groups(seqs: &[SeqAttention], cascade: &[bool], block_size: usize) -> Vec<SharedGroup> {
+    let mut by_first: Vec<(u32, Vec<usize>)> = Vec::new();
+    let mut index: HashMap<u32, usize> = HashMap::new();
+    let leading: Vec<Vec<u32>> = seqs.iter().map(|s| leading_blocks(s, block_size)).collect();
+    for (i, blocks) in leading.iter().enumerate() {
+        if !cascade[i] || blocks.is_empty() {
+            continue;
+        }
+        let at = *index.entry(blocks[0]).or_insert_with(|| {
+            by_first.push((blocks[0], Vec::new()));
+            by_first.len() - 1
+        });
+        by_first[at].1.push(i);
+    }
+    by_first
+        .into_iter()
+        .filter(|(_, members)| members.len() > 1)
+        .map(|(_, members)| {
+            let lead = &leading[members[0]];
+            let common = members.iter().map(|&m| lead.iter().zip(&leading[m]).take_while(|(a, b)| a == b).count()).min().unwrap_or(0);
+            SharedGroup { seqs: members, len: common * block_size }
+        })
+        .collect()
+}
+
+/// The full blocks a sequence's context starts with (through spans that end on a block
+/// boundary), limited to what its first query row sees.
+fn leading_blocks(seq: &SeqAttention, block_size: usize) -> Vec<u32> {
+    let visible_blocks = (seq.kv_len() - seq.q_len + 1) / block_size;
+    let mut out = Vec::new();
+    for span in &seq.context {
+        out.extend(span.blocks.iter().take(span.len / block_size));
+        if span.len % block_size != 0 {
+            break;
+        }
+    }
+    out.truncate(visible_blocks);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nanohost_kernels::KvSpan;
+
+    fn seq(q_start: usize, q_len: usize, spans: &[(&[u32], usize)]) -> SeqAttention {
+        SeqAttention { q_start, q_len, context: spans.iter().map(|(b, len)| KvSpan { blocks: b.to_vec(), len: *len }).collect() }
+    }
+
+    #[test]
+    fn groups_follow_common_leading_blocks() {
+        let bs = 4;
+        let seqs = [
+            seq(0, 1, &[(&[7, 8, 9], 12), (&[1], 2)]), // decode over 3 shared blocks
+            seq(1, 1, &[(&[7, 8, 5], 12), (&[2], 3)]), // shares 2 of them
+            seq(2, 3, &[(&[7, 8, 9], 12), (&[3], 3)]), // prefill after the shared blocks
+            seq(5, 1, &[(&[4, 6], 7)]),                // alone: no group
+            seq(6, 1, &[(&[7, 8, 9], 12), (&[10], 1)]), // not in cascade mode
+        ];
+        let groups = shared_groups(&seqs, &[true, true, true, true, false], bs);
+        assert_eq!(groups, vec![SharedGroup { seqs: vec![0, 1, 2], len: 8 }]);
+    }
+
+    #[test]
+    fn rows_that_cannot_see_a_block_leave_it_out() {
+        // The second sequence computes the shared blocks' last tokens itself: its first row sees
+        // only 6 entries, so one full block is all the group can share.
+        let seqs = [seq(0, 1, &[(&[7, 8], 8), (&[1], 1)]), seq(1, 3, &[(&[7, 8], 8), (&[2], 1)])];
+        assert_eq!(shared_groups(&seqs, &[true, true], 4), vec![SharedGroup { seqs: vec![0, 1], len: 4 }]);
+    }
+}
