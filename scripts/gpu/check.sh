@@ -6,7 +6,9 @@
 # 3. teacher-forced logits vs transformers on the same weights (bf16 and f32);
 # 4. nanohost decode ms/step at batch 1, 4, 64; 5. `nanohost run` on the prototype workloads;
 # 6. transformers' decode ms/step on the same card (eager, static cache);
-# 7. (STEPS=prefix) standard vs cascade on the shared-prefix and long-prefix workloads.
+# 7. (STEPS=prefix) standard vs cascade on the shared-prefix and long-prefix workloads;
+# 8. (STEPS=cascade) cascade vs flat attention, the op alone (prefix 256..2048, batch 1..64),
+#    and decode ms/step, standard vs cascade plugin, with a 2048-token shared prefix.
 set -uo pipefail
 B=$(cd "$(dirname "$0")" && pwd)
 DEST=${1:-${OUT:-$PWD/gpu-out}}
@@ -51,6 +53,15 @@ if want prefix; then
      --workload shared-prefix --out "$R/shared-prefix" --timeout 400 2>>"$R/check.log"
    ./nanohost run --model "$MODEL" --plugin plugins/libstandard.so --plugin plugins/libcascade.so \
      --config /tmp/nanohost-long.json --out "$R/long-prefix" --timeout 400 2>>"$R/check.log")
+fi
+if want cascade; then
+  log "cascade vs flat attention (op) and decode with a shared 2048-token prefix"
+  "$B/nanohost" bench-attention --model "$MODEL" --prefix-lens 128,256,512,1024,2048 --batch-sizes 1,2,4,8,16,32,64 \
+    --out "$R/attention_cascade_vs_flat.json" 2>>"$R/check.log" | grep -E '"(prefix_len|batch_size|speedup)"' | paste - - - 
+  for p in standard cascade; do
+    "$B/nanohost" bench-decode --model "$MODEL" --plugin "$B/plugins/lib$p.so" --shared-prefix 2048 --prompt-len 128 \
+      --batch-sizes 8,32,64 --out "$R/decode_prefix2048_$p.json" 2>>"$R/check.log" | grep -E 'batch_size|ms_per_step_median'
+  done
 fi
 if want hf; then
   log "transformers decode bench"

@@ -14,6 +14,10 @@ use serde_json::{json, Value};
 pub struct DecodeBench {
     pub batch_sizes: Vec<usize>,
     pub prompt_len: usize,
+    /// Tokens every prompt starts with (before its own `prompt_len` random ones): 0 for
+    /// unrelated prompts; a long one shows what prefix sharing and cascade attention do to a
+    /// decode step.
+    pub shared_prefix: usize,
     pub warmup_steps: usize,
     pub steps: usize,
     pub block_size: usize,
@@ -27,30 +31,34 @@ pub fn run(b: &DecodeBench, loaded: &LoadedModel, plugin: &Plugin) -> Result<Vec
     let cfg = loaded.model.config();
     let mut out = Vec::new();
     for &batch in &b.batch_sizes {
-        let total = b.prompt_len + b.warmup_steps + b.steps + 1;
+        let total = b.shared_prefix + b.prompt_len + b.warmup_steps + b.steps + 1;
         let blocks = batch * total.div_ceil(b.block_size);
         let pool = KvPool::new(cfg, PoolSize::Blocks(blocks), b.block_size, loaded.model.dtype(), loaded.model.device())?;
-        let sched = SchedulerConfig { max_num_seqs: batch, max_num_batched_tokens: batch * b.prompt_len };
+        let sched = SchedulerConfig { max_num_seqs: batch, max_num_batched_tokens: batch * (b.shared_prefix + b.prompt_len) };
         let mut engine = Engine::new(&loaded.model, &pool, Box::new(plugin.new_policy(&pool)?), sched, b.seed);
         let mut rng = Rng::derive(b.seed, &format!("decode-bench/{batch}"));
         let params = SamplingParams { temperature: 0.0, max_tokens: b.warmup_steps + b.steps + 1, ignore_eos: true };
+        let prefix: Vec<u32> = (0..b.shared_prefix).map(|_| rng.range_inclusive(0, 10_000) as u32).collect();
         for _ in 0..batch {
-            let prompt = (0..b.prompt_len).map(|_| rng.range_inclusive(0, 10_000) as u32).collect();
+            let prompt = prefix.iter().copied().chain((0..b.prompt_len).map(|_| rng.range_inclusive(0, 10_000) as u32)).collect();
             engine.add_request(prompt, params)?;
         }
         engine.run_to_completion()?;
         let mut ms: Vec<f64> = engine.steps.iter().filter(|s| !s.prefill).skip(b.warmup_steps).map(|s| s.duration.as_secs_f64() * 1e3).collect();
         let prefill_ms: f64 = engine.steps.iter().filter(|s| s.prefill).map(|s| s.duration.as_secs_f64() * 1e3).sum();
         let median = super::metrics::quantile(&mut ms, 0.5);
+        let cascade_steps = engine.steps.iter().filter(|s| !s.prefill && s.cascade_groups > 0).count();
         out.push(json!({
             "batch_size": batch,
-            "prompt_len": b.prompt_len,
+            "prompt_len": b.shared_prefix + b.prompt_len,
+            "shared_prefix": b.shared_prefix,
             "decode_steps_timed": ms.len(),
             "decode_ms_per_step_median": median,
             "decode_ms_per_step_p10": super::metrics::quantile(&mut ms, 0.1),
             "decode_ms_per_step_p90": super::metrics::quantile(&mut ms, 0.9),
             "decode_tokens_per_sec": batch as f64 * 1e3 / median,
             "prefill_ms": prefill_ms,
+            "decode_steps_with_cascade_groups": cascade_steps,
         }));
     }
     Ok(out)

@@ -1,6 +1,7 @@
 //! The benchmark loop: configuration, the per-plugin worker, its metrics, the supervisor that
 //! runs workers in child processes, and the summary.
 
+pub mod attention;
 pub mod config;
 pub mod decode;
 pub mod metrics;

@@ -1,6 +1,8 @@
-//! Tools for validating and timing the engine itself: `teacher-force` and `bench-decode`.
+//! Tools for validating and timing the engine itself: `teacher-force`, `bench-decode` and
+//! `bench-attention`.
 
 use super::model_args::ModelArgs;
+use crate::bench::attention::{self, AttentionBench};
 use crate::bench::decode::{self, DecodeBench};
 use crate::bench::teacher::teacher_forced_logits;
 use crate::fsutil::{write_atomic, write_atomic_with};
@@ -44,8 +46,12 @@ pub struct BenchDecodeArgs {
     model: ModelArgs,
     #[arg(long, value_delimiter = ',', default_value = "1,4,64")]
     batch_sizes: Vec<usize>,
+    /// Random tokens of each prompt (after the shared prefix).
     #[arg(long, default_value_t = 256)]
     prompt_len: usize,
+    /// Tokens all prompts start with (0: none).
+    #[arg(long, default_value_t = 0)]
+    shared_prefix: usize,
     #[arg(long, default_value_t = 8)]
     warmup_steps: usize,
     #[arg(long, default_value_t = 64)]
@@ -63,18 +69,67 @@ pub fn bench_decode(a: BenchDecodeArgs) -> Result<()> {
     let b = DecodeBench {
         batch_sizes: a.batch_sizes,
         prompt_len: a.prompt_len,
+        shared_prefix: a.shared_prefix,
         warmup_steps: a.warmup_steps,
         steps: a.steps,
         block_size: crate::engine::kv_pool::DEFAULT_BLOCK_SIZE,
         seed: 42,
     };
     let rows = decode::run(&b, &loaded, &plugin)?;
-    let text = serde_json::to_string_pretty(&serde_json::json!({
-        "model": loaded.name, "device": compute.name, "commit": crate::bench::worker::COMMIT, "results": rows,
-    }))?;
+    let mut extra = serde_json::json!({ "model": loaded.name, "plugin": plugin.info.name.as_str() });
+    report(&mut extra, &compute.name, rows, a.out.as_deref())
+}
+
+/// Prints the results (with the device and commit) and writes them to `out` if given.
+fn report(head: &mut serde_json::Value, device: &str, rows: Vec<serde_json::Value>, out: Option<&std::path::Path>) -> Result<()> {
+    head["device"] = device.into();
+    head["commit"] = crate::bench::worker::COMMIT.into();
+    head["results"] = rows.into();
+    let text = serde_json::to_string_pretty(head)?;
     println!("{text}");
-    if let Some(out) = a.out {
-        write_atomic(&out, text.as_bytes())?;
+    if let Some(out) = out {
+        write_atomic(out, text.as_bytes())?;
     }
     Ok(())
+}
+
+#[derive(Args)]
+pub struct BenchAttentionArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Shared prompt prefix lengths (tokens).
+    #[arg(long, value_delimiter = ',', default_value = "256,512,1024,2048")]
+    prefix_lens: Vec<usize>,
+    #[arg(long, value_delimiter = ',', default_value = "1,2,4,8,16,32,64")]
+    batch_sizes: Vec<usize>,
+    /// Private tokens per sequence, uniform in MIN..=MAX.
+    #[arg(long, value_delimiter = ',', default_value = "64,256", num_args = 1)]
+    suffix: Vec<usize>,
+    #[arg(long, default_value_t = 50)]
+    iters: usize,
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+/// Cascade vs flat paged attention, the op alone at the model's attention shape (only the
+/// model's config is read).
+pub fn bench_attention(a: BenchAttentionArgs) -> Result<()> {
+    let [lo, hi] = a.suffix[..] else { anyhow::bail!("--suffix takes MIN,MAX") };
+    if lo > hi || a.iters == 0 {
+        anyhow::bail!("--suffix needs MIN <= MAX and --iters at least 1");
+    }
+    let source = a.model.source()?;
+    let cfg = source.config()?;
+    let compute = crate::device::select(a.model.device.as_deref(), a.model.dtype.as_deref())?;
+    let b = AttentionBench {
+        prefix_lens: a.prefix_lens,
+        batch_sizes: a.batch_sizes,
+        suffix: (lo, hi),
+        iters: a.iters,
+        block_size: crate::engine::kv_pool::DEFAULT_BLOCK_SIZE,
+        seed: 42,
+    };
+    let rows = attention::run(&b, &cfg, &compute.device, compute.dtype)?;
+    let mut head = serde_json::json!({ "model": source.describe(), "dtype": format!("{:?}", compute.dtype), "layers": cfg.num_hidden_layers });
+    report(&mut head, &compute.name, rows, a.out.as_deref())
 }

@@ -32,6 +32,8 @@ enum Command {
     TeacherForce(check::TeacherForceArgs),
     /// Decode step time at fixed batch sizes (greedy, the standard plugin).
     BenchDecode(check::BenchDecodeArgs),
+    /// Cascade vs flat paged attention, the op alone, on shared-prefix batches.
+    BenchAttention(check::BenchAttentionArgs),
     #[command(hide = true)]
     Worker(worker::WorkerArgs),
 }
@@ -45,6 +47,7 @@ pub fn main() -> Result<()> {
         Command::List(a) => list::run(a),
         Command::TeacherForce(a) => check::teacher_force(a),
         Command::BenchDecode(a) => check::bench_decode(a),
+        Command::BenchAttention(a) => check::bench_attention(a),
         Command::Worker(a) => worker::run(a),
     }
 }

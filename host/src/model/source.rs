@@ -47,6 +47,14 @@ impl ModelSource {
         }
     }
 
+    /// The model's configuration alone (no weights), for tools that need only its shapes.
+    pub fn config(&self) -> Result<Qwen3Config> {
+        match self {
+            ModelSource::Dir(dir) => Qwen3Config::from_file(&dir.join("config.json")),
+            ModelSource::Preset { preset, .. } => Ok(preset.config()),
+        }
+    }
+
     pub fn load(&self, device: &Device, dtype: DType) -> Result<LoadedModel> {
         let (config, weights, tokenizer) = match self {
             ModelSource::Dir(dir) => {
