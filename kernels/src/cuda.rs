@@ -2,7 +2,7 @@
 
 use crate::paged_attention::PagedAttention;
 use candle_core::backend::BackendStorage;
-use candle_core::cuda_backend::cudarc::driver::sys::CUfunction_attribute;
+use candle_core::cuda_backend::cudarc::driver::sys::{CUdevice_attribute, CUfunction_attribute};
 use candle_core::cuda_backend::cudarc::driver::{LaunchConfig, PushKernelArg};
 use candle_core::cuda_backend::{CudaStorageSlice, WrapErr};
 use candle_core::{CudaDevice, CudaStorage, DType, Layout, Result, Shape, Storage, Tensor};
@@ -45,7 +45,27 @@ fn with_u32<R>(t: &Tensor, f: impl FnOnce(&candle_core::cuda_backend::cudarc::dr
 
 /// Tile sizes of `cascade_shared` in nanohost.cu (they size its shared memory).
 const QV_TILE: usize = 64;
-const KEY_TILE: usize = 32;
+const KEY_TILE: usize = 32 * 2;
+/// Keys per block below which split-KV does not pay for its merge.
+const MIN_SPLIT_KEYS: usize = 256;
+
+/// Streaming multiprocessors of the device (asked once; one model runs on one GPU).
+fn sm_count(dev: &CudaDevice) -> Result<usize> {
+    static SMS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    if let Some(&n) = SMS.get() {
+        return Ok(n);
+    }
+    let n = dev.cuda_stream().context().attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT).w()? as usize;
+    Ok(*SMS.get_or_init(|| n))
+}
+
+/// How many blocks share each row's keys: enough for about two blocks per SM when rows and KV
+/// heads alone give fewer, never below MIN_SPLIT_KEYS keys per block.
+fn kv_splits(blocks: usize, max_row_keys: usize, sms: usize) -> usize {
+    let by_keys = max_row_keys / MIN_SPLIT_KEYS;
+    let by_occupancy = (2 * sms).div_ceil(blocks.max(1));
+    by_keys.min(by_occupancy).clamp(1, 64)
+}
 
 pub(crate) fn paged_attention(op: &PagedAttention, q: &CudaStorage, ql: &Layout, k: &CudaStorage, kl: &Layout, v: &CudaStorage, vl: &Layout) -> Result<(CudaStorage, Shape)> {
     let dev: &CudaDevice = q.device();
@@ -61,18 +81,22 @@ pub(crate) fn paged_attention(op: &PagedAttention, q: &CudaStorage, ql: &Layout,
     let lay = op.layout;
     let o = lay.offsets();
     let sfx = suffix(q.dtype())?;
-    // One block per (query row, KV head) serves the whole GQA group: K and V are read once.
+    let splits = kv_splits(rows * kv_heads, lay.max_row_keys, sm_count(dev)?);
+    // Partial softmaxes per (row, query head): the shared pass's chunks, then the splits.
+    // Only rows in a group read chunks and only a split pass writes splits, so a batch with
+    // neither passes a placeholder.
+    let parts = lay.max_chunks + splits;
+    let needed = if lay.num_groups > 0 || splits > 1 { rows * heads * parts } else { 1 };
+    // SAFETY: every partial that is read was written before (shared pass, then split pass).
+    let part_o = unsafe { dev.alloc::<f32>(needed * head_dim)? };
+    let part_ml = unsafe { dev.alloc::<f32>(needed * 2)? };
+    // One block per (query row, KV head, split) serves the whole GQA group: K and V are read once.
     let func = dev.get_or_load_custom_func(&format!("paged_attention_{sfx}_g{group}"), MODULE, PTX)?;
     let (q0, q1) = offsets(ql, "q")?;
     let (k0, k1) = offsets(kl, "the K pool")?;
     let (v0, v1) = offsets(vl, "the V pool")?;
-    let cfg = LaunchConfig { grid_dim: (rows as u32, kv_heads as u32, 1), block_dim: (128, 1, 1), shared_mem_bytes: 0 };
-    // Partial softmaxes of the shared pass, one per (row, query head, chunk); never read for
-    // rows outside a group, so a batch without groups passes a placeholder.
-    let parts = if lay.num_groups > 0 { rows * heads * lay.max_chunks } else { 1 };
-    // SAFETY: the shared pass writes every partial the per-row pass reads.
-    let part_o = unsafe { dev.alloc::<f32>(parts * head_dim)? };
-    let part_ml = unsafe { dev.alloc::<f32>(parts * 2)? };
+    let cfg = LaunchConfig { grid_dim: (rows as u32, kv_heads as u32, splits as u32), block_dim: (128, 1, 1), shared_mem_bytes: 0 };
+    let chunk = crate::SHARED_CHUNK as u32;
     macro_rules! launch {
         ($t:ty, $wrap:ident) => {{
             let (q, k, v) = (q.as_cuda_slice::<$t>()?.slice(q0..q1), k.as_cuda_slice::<$t>()?.slice(k0..k1), v.as_cuda_slice::<$t>()?.slice(v0..v1));
@@ -81,11 +105,15 @@ pub(crate) fn paged_attention(op: &PagedAttention, q: &CudaStorage, ql: &Layout,
             with_u32(&op.meta, |meta, m0| {
                 let sec = |a: usize, b: usize| meta.slice(m0 + a..m0 + b);
                 let (seq_start, slots) = (sec(o.seq_start, o.group_row_start), meta.slice(m0 + o.slots..));
-                let chunk = crate::SHARED_CHUNK as u32;
+                let row_skip = sec(o.row_skip, o.seq_start);
                 if lay.num_groups > 0 {
                     let shared = dev.get_or_load_custom_func(&format!("cascade_shared_{sfx}"), MODULE, PTX)?;
                     let elem = std::mem::size_of::<$t>();
                     let smem = (QV_TILE * head_dim + 2 * KEY_TILE * head_dim + QV_TILE * KEY_TILE) * elem + (QV_TILE * KEY_TILE + QV_TILE * head_dim + QV_TILE) * 4;
+                    let max = dev.cuda_stream().context().attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN).w()? as usize;
+                    if smem > max {
+                        candle_core::bail!("cascade attention (cuda): head_dim {head_dim} in {sfx} needs {smem} bytes of shared memory; this GPU has {max}");
+                    }
                     shared.set_attribute(CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, smem as i32).w()?;
                     let tiles = (lay.max_group_rows * group).div_ceil(QV_TILE) as u32;
                     let cfg = LaunchConfig { grid_dim: (lay.num_items as u32, kv_heads as u32, tiles), block_dim: (128, 1, 1), shared_mem_bytes: smem as u32 };
@@ -93,16 +121,27 @@ pub(crate) fn paged_attention(op: &PagedAttention, q: &CudaStorage, ql: &Layout,
                         (sec(o.group_row_start, o.group_seq), sec(o.group_seq, o.group_len), sec(o.group_len, o.items), sec(o.items, o.group_rows), sec(o.group_rows, o.slots));
                     let mut b = shared.builder();
                     b.arg(&q).arg(&k).arg(&v).arg(&part_o).arg(&part_ml).arg(&seq_start).arg(&slots).arg(&grs).arg(&gseq).arg(&glen).arg(&items).arg(&grows);
-                    candle_core::builder_arg!(b, lay.max_chunks as u32, chunk, heads as u32, kv_heads as u32, head_dim as u32, group as u32, op.softmax_scale);
+                    candle_core::builder_arg!(b, parts as u32, chunk, heads as u32, kv_heads as u32, head_dim as u32, group as u32, op.softmax_scale);
                     // SAFETY: the groups were validated against the sequences and the pool.
                     unsafe { b.launch(cfg) }.w()?;
                 }
-                let (row_seq, row_visible, row_skip) = (sec(o.row_seq, o.row_visible), sec(o.row_visible, o.row_skip), sec(o.row_skip, o.seq_start));
+                let (row_seq, row_visible) = (sec(o.row_seq, o.row_visible), sec(o.row_visible, o.row_skip));
                 let mut b = func.builder();
                 b.arg(&q).arg(&k).arg(&v).arg(&out).arg(&row_seq).arg(&row_visible).arg(&row_skip).arg(&seq_start).arg(&slots).arg(&part_o).arg(&part_ml);
-                candle_core::builder_arg!(b, lay.max_chunks.max(1) as u32, chunk, heads as u32, kv_heads as u32, head_dim as u32, op.softmax_scale);
+                candle_core::builder_arg!(b, lay.max_chunks as u32, splits as u32, chunk, heads as u32, kv_heads as u32, head_dim as u32, op.softmax_scale);
                 // SAFETY: shapes checked above; the metadata was validated against the pool.
-                unsafe { b.launch(cfg) }.w()
+                unsafe { b.launch(cfg) }.w()?;
+                if splits > 1 {
+                    let merge = dev.get_or_load_custom_func(&format!("merge_partials_{sfx}"), MODULE, PTX)?;
+                    let warps = (rows * heads) as u32;
+                    let cfg = LaunchConfig { grid_dim: (warps.div_ceil(4), 1, 1), block_dim: (128, 1, 1), shared_mem_bytes: 0 };
+                    let mut b = merge.builder();
+                    b.arg(&out).arg(&part_o).arg(&part_ml).arg(&row_skip);
+                    candle_core::builder_arg!(b, rows as u32, lay.max_chunks as u32, splits as u32, chunk, heads as u32, head_dim as u32);
+                    // SAFETY: one warp per (row, head) of the output.
+                    unsafe { b.launch(cfg) }.w()?;
+                }
+                Ok(())
             })?;
             CudaStorageSlice::$wrap(out)
         }};

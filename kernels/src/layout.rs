@@ -107,6 +107,8 @@ pub struct MetaLayout {
     pub num_items: usize,
     /// Chunks of the longest shared part.
     pub max_chunks: usize,
+    /// The most entries one query row attends outside a shared group (what split-KV divides).
+    pub max_row_keys: usize,
 }
 
 /// Where each section starts (in `u32`s from the start of the metadata).
@@ -192,6 +194,7 @@ impl AttentionBatch {
             max_group_rows: shared.max_group_rows,
             num_items: shared.items.len() / 2,
             max_chunks: shared.max_chunks,
+            max_row_keys: row_visible.iter().zip(&shared.row_skip).map(|(v, s)| (v - s) as usize).max().unwrap_or(0),
         };
         let n_slots = slots.len();
         let mut meta = row_seq;

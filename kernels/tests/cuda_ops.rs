@@ -72,12 +72,15 @@ fn attention_matches_cpu_f32() {
     // (context, query rows): prefill, prefill over a cached prefix, decode; odd lengths.
     check_attention(DType::F32, 16, 8, 128, 16, &[(37, 37), (300, 45), (17, 1), (1, 1), (259, 1)], 1e-5);
     check_attention(DType::F32, 4, 1, 64, 5, &[(23, 4), (9, 9)], 1e-5);
+    // Few rows over long contexts: split-KV (several blocks per row, then a merge).
+    check_attention(DType::F32, 16, 8, 128, 16, &[(2000, 1), (700, 1)], 1e-5);
 }
 
 #[test]
 fn attention_matches_cpu_bf16() {
     check_attention(DType::BF16, 16, 8, 128, 16, &[(37, 37), (300, 45), (17, 1), (1, 1), (259, 1)], 2e-2);
     check_attention(DType::BF16, 8, 2, 32, 16, &[(513, 3), (70, 70)], 2e-2);
+    check_attention(DType::BF16, 16, 8, 128, 16, &[(4000, 1), (2049, 2), (600, 1)], 2e-2);
 }
 
 /// Cascade on the GPU (tensor cores for bf16, CUDA cores for f32) against the CPU's cascade and
@@ -90,6 +93,8 @@ fn cascade_matches_cpu_and_flat() {
         common::Case { heads: 16, kv_heads: 8, head_dim: 128, block_size: 16, groups: vec![(2048, members(70, 1)), (300, members(5, 2))], alone: vec![(200, 1), (33, 33)] },
         common::Case { heads: 4, kv_heads: 2, head_dim: 32, block_size: 16, groups: vec![(257, members(8, 3)), (16, members(2, 4))], alone: vec![(5, 1)] },
         common::Case { heads: 8, kv_heads: 1, head_dim: 64, block_size: 16, groups: vec![(1000, members(9, 5))], alone: vec![] },
+        // Long own parts and a long lone row with few rows: the shared pass plus split-KV.
+        common::Case { heads: 4, kv_heads: 2, head_dim: 128, block_size: 16, groups: vec![(512, vec![(900, 1), (600, 1)])], alone: vec![(3000, 1)] },
     ];
     for (i, case) in cases.iter().enumerate() {
         for (dtype, tol) in [(DType::F32, 1e-5), (DType::BF16, 2e-2)] {

@@ -15,59 +15,98 @@ template <> __device__ inline __half from_f<__half>(float x) { return __float2ha
 
 constexpr int WARPS = 4;
 constexpr int MAX_PER_LANE = 8;  // head_dim up to 256, a multiple of 32
+constexpr int UNROLL = 4;        // keys a warp loads before using any (loads in flight)
 
-// One thread block per (query row, KV head): the block serves the GROUP query heads that share
-// the KV head, so each key and value is read once for all of them (GQA). Each warp runs an
-// online softmax over every WARPS-th visible key (a key's head_dim values are read by the 32
-// lanes together, coalesced); the warps' partial (max, sum, acc) are merged at the end, together
-// with the row's chunks from the cascade shared pass (cascade_shared below) when it is in a
-// group: then its first row_skip entries were attended there and this pass starts after them.
-// Sections of meta: see AttentionBatch in layout.rs.
+template <typename T, int N>
+struct alignas(sizeof(T) * N) Pack {
+  T v[N];
+};
+
+// out[0..per) = p[0..per) as f32, in one vector load when per elements make 4, 8 or 16 bytes
+// (p is aligned to that: rows are multiples of 32 elements).
+template <typename T>
+__device__ inline void load_f(const T* p, float* out, int per) {
+  if (per == 8) {
+    const Pack<T, 8> x = *reinterpret_cast<const Pack<T, 8>*>(p);
+#pragma unroll
+    for (int i = 0; i < 8; ++i) out[i] = to_f(x.v[i]);
+  } else if (per == 4) {
+    const Pack<T, 4> x = *reinterpret_cast<const Pack<T, 4>*>(p);
+#pragma unroll
+    for (int i = 0; i < 4; ++i) out[i] = to_f(x.v[i]);
+  } else if (per == 2) {
+    const Pack<T, 2> x = *reinterpret_cast<const Pack<T, 2>*>(p);
+    out[0] = to_f(x.v[0]);
+    out[1] = to_f(x.v[1]);
+  } else {
+    for (int i = 0; i < per; ++i) out[i] = to_f(p[i]);
+  }
+}
+
+// Per-row attention. One thread block per (query row, KV head, split): the block serves the
+// GROUP query heads that share the KV head, so each key and value is read once for all of them
+// (GQA). Lane l holds elements l*per .. l*per+per of a head (one vector load per key). Each warp
+// runs an online softmax over every WARPS-th group of UNROLL keys of the block's range; the
+// warps' partial (max, sum, acc) are merged at the end.
+// The keys a row attends here are its own: the first row_skip[row] entries (a cascade group's
+// shared prefix) were attended by cascade_shared, whose chunk partials sit at
+// part[(row * heads + head) * parts + c] for c < chunks. With splits == 1 the block merges those
+// and writes the output; with more (long rows and few blocks: split-KV) each block covers a
+// contiguous share of the row's keys and leaves a partial at chunk max_chunks + split for
+// merge_partials. Sections of meta: see AttentionBatch in layout.rs.
 template <typename T, int GROUP>
 __device__ void paged_attention(const T* q, const T* k, const T* v, T* out, const uint32_t* row_seq,
                                 const uint32_t* row_visible, const uint32_t* row_skip,
-                                const uint32_t* seq_start, const uint32_t* all_slots,
-                                const float* part_o, const float* part_ml, uint32_t max_chunks,
-                                uint32_t chunk, uint32_t heads, uint32_t kv_heads, uint32_t head_dim,
-                                float scale) {
-  const uint32_t row = blockIdx.x, kvh = blockIdx.y;
+                                const uint32_t* seq_start, const uint32_t* all_slots, float* part_o,
+                                float* part_ml, uint32_t max_chunks, uint32_t splits, uint32_t chunk,
+                                uint32_t heads, uint32_t kv_heads, uint32_t head_dim, float scale) {
+  const uint32_t row = blockIdx.x, kvh = blockIdx.y, split = blockIdx.z;
   const uint32_t* slots = all_slots + seq_start[row_seq[row]];
   const uint32_t visible = row_visible[row], skip = row_skip[row];
+  const uint32_t share = (visible - skip + splits - 1) / splits;
+  const uint32_t begin = skip + split * share, end = min(begin + share, visible);
+  const uint32_t parts = max_chunks + splits;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int per = head_dim / 32;
   float qv[GROUP][MAX_PER_LANE], acc[GROUP][MAX_PER_LANE], m[GROUP], l[GROUP];
 #pragma unroll
   for (int g = 0; g < GROUP; ++g) {
-    const T* qrow = q + ((size_t)row * heads + kvh * GROUP + g) * head_dim;
+    load_f(q + ((size_t)row * heads + kvh * GROUP + g) * head_dim + lane * per, qv[g], per);
 #pragma unroll
     for (int i = 0; i < MAX_PER_LANE; ++i) {
-      qv[g][i] = i < per ? to_f(qrow[lane + 32 * i]) * scale : 0.f;
+      qv[g][i] = i < per ? qv[g][i] * scale : 0.f;
       acc[g][i] = 0.f;
     }
     m[g] = -INFINITY;
     l[g] = 0.f;
   }
   const size_t kv_row = (size_t)kv_heads * head_dim;
-  for (uint32_t j = skip + warp; j < visible; j += WARPS) {
-    const size_t base = (size_t)slots[j] * kv_row + (size_t)kvh * head_dim;
-    float kf[MAX_PER_LANE], vf[MAX_PER_LANE];
+  for (uint32_t j0 = begin + warp * UNROLL; j0 < end; j0 += WARPS * UNROLL) {
+    float kf[UNROLL][MAX_PER_LANE], vf[UNROLL][MAX_PER_LANE];
 #pragma unroll
-    for (int i = 0; i < MAX_PER_LANE; ++i) {
-      kf[i] = i < per ? to_f(k[base + lane + 32 * i]) : 0.f;
-      vf[i] = i < per ? to_f(v[base + lane + 32 * i]) : 0.f;
+    for (int u = 0; u < UNROLL; ++u) {
+      if (j0 + u < end) {
+        const size_t base = (size_t)slots[j0 + u] * kv_row + (size_t)kvh * head_dim + lane * per;
+        load_f(k + base, kf[u], per);
+        load_f(v + base, vf[u], per);
+      }
     }
 #pragma unroll
-    for (int g = 0; g < GROUP; ++g) {
-      float dot = 0.f;
+    for (int u = 0; u < UNROLL; ++u) {
+      if (j0 + u >= end) break;
 #pragma unroll
-      for (int i = 0; i < MAX_PER_LANE; ++i) dot += qv[g][i] * kf[i];
-      for (int off = 16; off > 0; off >>= 1) dot += __shfl_xor_sync(0xffffffffu, dot, off);
-      const float nm = fmaxf(m[g], dot);
-      const float corr = expf(m[g] - nm), p = expf(dot - nm);
-      l[g] = l[g] * corr + p;
+      for (int g = 0; g < GROUP; ++g) {
+        float dot = 0.f;
 #pragma unroll
-      for (int i = 0; i < MAX_PER_LANE; ++i) acc[g][i] = acc[g][i] * corr + p * vf[i];
-      m[g] = nm;
+        for (int i = 0; i < MAX_PER_LANE; ++i) dot += i < per ? qv[g][i] * kf[u][i] : 0.f;
+        for (int off = 16; off > 0; off >>= 1) dot += __shfl_xor_sync(0xffffffffu, dot, off);
+        const float nm = fmaxf(m[g], dot);
+        const float corr = expf(m[g] - nm), p = expf(dot - nm);
+        l[g] = l[g] * corr + p;
+#pragma unroll
+        for (int i = 0; i < MAX_PER_LANE; ++i) acc[g][i] = acc[g][i] * corr + (i < per ? p * vf[u][i] : 0.f);
+        m[g] = nm;
+      }
     }
   }
   __shared__ float sm[WARPS][GROUP], sl[WARPS][GROUP];
@@ -75,31 +114,66 @@ __device__ void paged_attention(const T* q, const T* k, const T* v, T* out, cons
 #pragma unroll
   for (int g = 0; g < GROUP; ++g) {
     if (lane == 0) { sm[warp][g] = m[g]; sl[warp][g] = l[g]; }
-    for (int i = 0; i < per; ++i) sacc[warp][g][lane + 32 * i] = acc[g][i];
+    for (int i = 0; i < per; ++i) sacc[warp][g][lane * per + i] = acc[g][i];
   }
   __syncthreads();
-  const uint32_t chunks = (skip + chunk - 1) / chunk;
+  const uint32_t chunks = splits == 1 ? (skip + chunk - 1) / chunk : 0;
   for (int g = warp; g < GROUP; g += WARPS) {
-    const size_t part = ((size_t)row * heads + kvh * GROUP + g) * max_chunks;
+    const size_t part = ((size_t)row * heads + kvh * GROUP + g) * parts;
     float M = -INFINITY;
     for (int w = 0; w < WARPS; ++w) M = fmaxf(M, sm[w][g]);
     for (uint32_t c = 0; c < chunks; ++c) M = fmaxf(M, part_ml[2 * (part + c)]);
     float L = 0.f, o[MAX_PER_LANE];
     for (int i = 0; i < per; ++i) o[i] = 0.f;
-    for (int w = 0; w < WARPS; ++w) {
-      if (sm[w][g] == -INFINITY) continue;
-      const float c = expf(sm[w][g] - M);
-      L += sl[w][g] * c;
-      for (int i = 0; i < per; ++i) o[i] += sacc[w][g][lane + 32 * i] * c;
+    if (M != -INFINITY) {
+      for (int w = 0; w < WARPS; ++w) {
+        if (sm[w][g] == -INFINITY) continue;
+        const float c = expf(sm[w][g] - M);
+        L += sl[w][g] * c;
+        for (int i = 0; i < per; ++i) o[i] += sacc[w][g][lane * per + i] * c;
+      }
+      for (uint32_t c = 0; c < chunks; ++c) {
+        const float f = expf(part_ml[2 * (part + c)] - M);
+        L += part_ml[2 * (part + c) + 1] * f;
+        for (int i = 0; i < per; ++i) o[i] += part_o[(part + c) * head_dim + lane * per + i] * f;
+      }
     }
-    for (uint32_t c = 0; c < chunks; ++c) {
-      const float f = expf(part_ml[2 * (part + c)] - M);
-      L += part_ml[2 * (part + c) + 1] * f;
-      for (int i = 0; i < per; ++i) o[i] += part_o[(part + c) * head_dim + lane + 32 * i] * f;
+    if (splits == 1) {
+      T* orow = out + ((size_t)row * heads + kvh * GROUP + g) * head_dim + lane * per;
+      for (int i = 0; i < per; ++i) orow[i] = from_f<T>(o[i] / L);
+    } else {
+      const size_t at = part + max_chunks + split;
+      for (int i = 0; i < per; ++i) part_o[at * head_dim + lane * per + i] = o[i];
+      if (lane == 0) { part_ml[2 * at] = M; part_ml[2 * at + 1] = L; }
     }
-    T* orow = out + ((size_t)row * heads + kvh * GROUP + g) * head_dim;
-    for (int i = 0; i < per; ++i) orow[lane + 32 * i] = from_f<T>(o[i] / L);
   }
+}
+
+// After a split-KV pass: one warp per (row, query head) merges the row's shared chunks and its
+// splits by log-sum-exp and writes the output.
+template <typename T>
+__device__ void merge_partials(T* out, const float* part_o, const float* part_ml, const uint32_t* row_skip,
+                               uint32_t rows, uint32_t max_chunks, uint32_t splits, uint32_t chunk,
+                               uint32_t heads, uint32_t head_dim) {
+  const uint32_t id = blockIdx.x * (blockDim.x / 32) + (threadIdx.x >> 5), lane = threadIdx.x & 31;
+  if (id >= rows * heads) return;
+  const uint32_t row = id / heads, parts = max_chunks + splits;
+  const uint32_t chunks = (row_skip[row] + chunk - 1) / chunk;
+  const size_t part = (size_t)id * parts;
+  float M = -INFINITY;
+  for (uint32_t c = 0; c < parts; ++c)
+    if (c < chunks || c >= max_chunks) M = fmaxf(M, part_ml[2 * (part + c)]);
+  float L = 0.f;
+  float o[MAX_PER_LANE];
+  const int per = head_dim / 32;
+  for (int i = 0; i < per; ++i) o[i] = 0.f;
+  for (uint32_t c = 0; c < parts; ++c) {
+    if ((c >= chunks && c < max_chunks) || part_ml[2 * (part + c)] == -INFINITY) continue;
+    const float f = expf(part_ml[2 * (part + c)] - M);
+    L += part_ml[2 * (part + c) + 1] * f;
+    for (int i = 0; i < per; ++i) o[i] += part_o[(part + c) * head_dim + lane + 32 * i] * f;
+  }
+  for (int i = 0; i < per; ++i) out[(size_t)id * head_dim + lane + 32 * i] = from_f<T>(o[i] / L);
 }
 
 // One thread block per new token: copy its [kv_heads * head_dim] row (rows of src may be
@@ -120,24 +194,25 @@ __device__ void write_kv(T* pool, const T* src, const uint32_t* slots, uint32_t 
 // output rows and adds P V. For 16-bit storage both products run on tensor cores (WMMA, f32
 // accumulation; P is rounded to the storage type as in FlashAttention); f32 storage runs the same
 // steps on CUDA cores. The partial (max, sum, unnormalised output) of each query vector and chunk
-// goes to part_ml / part_o, merged by paged_attention's per-row pass.
+// goes to part_ml / part_o (stride `parts` per query head), merged by the per-row pass.
 constexpr int CASCADE_WARPS = 4;
 constexpr int QV_PER_WARP = 16;
 constexpr int QV_TILE = CASCADE_WARPS * QV_PER_WARP;
-constexpr int KEY_TILE = 32;
+constexpr int KEY_TILE = 64;
 
-// S[16][KEY_TILE] = Q[16][D] . K[KEY_TILE][D]^T, f32 on CUDA cores: lane j scores key j; the
+// S[16][KEY_TILE] = Q[16][D] . K[KEY_TILE][D]^T, f32 on CUDA cores: lane j scores keys j, j+32; the
 // head-dim loop starts at a different element per lane so shared-memory reads do not collide.
 __device__ inline void warp_scores(const float* Qw, const float* Ks, float* Sw, int D, int lane) {
-  for (int i = 0; i < QV_PER_WARP; ++i) {
-    float s = 0.f;
-    for (int d = 0; d < D; ++d) {
-      int dd = d + lane;
-      if (dd >= D) dd -= D;
-      s += Qw[i * D + dd] * Ks[lane * D + dd];
+  for (int j = lane; j < KEY_TILE; j += 32)
+    for (int i = 0; i < QV_PER_WARP; ++i) {
+      float s = 0.f;
+      for (int d = 0; d < D; ++d) {
+        int dd = d + lane;
+        if (dd >= D) dd -= D;
+        s += Qw[i * D + dd] * Ks[j * D + dd];
+      }
+      Sw[i * KEY_TILE + j] = s;
     }
-    Sw[i * KEY_TILE + lane] = s;
-  }
 }
 
 template <typename T>
@@ -192,7 +267,7 @@ __device__ void cascade_shared(const T* q, const T* k, const T* v, float* part_o
                                const uint32_t* seq_start, const uint32_t* all_slots,
                                const uint32_t* group_row_start, const uint32_t* group_seq,
                                const uint32_t* group_len, const uint32_t* items,
-                               const uint32_t* group_rows, uint32_t max_chunks, uint32_t chunk,
+                               const uint32_t* group_rows, uint32_t parts, uint32_t chunk,
                                uint32_t heads, uint32_t kv_heads, uint32_t head_dim, uint32_t gqa,
                                float scale) {
   const uint32_t g = items[2 * blockIdx.x], c = items[2 * blockIdx.x + 1];
@@ -210,13 +285,22 @@ __device__ void cascade_shared(const T* q, const T* k, const T* v, float* part_o
   float* Ss = reinterpret_cast<float*>(Ps + QV_TILE * KEY_TILE);
   float* Os = Ss + QV_TILE * KEY_TILE;
   float* corr = Os + QV_TILE * D;
-  for (int e = tid; e < QV_TILE * D; e += blockDim.x) {
-    const uint32_t qv = q0 + e / D;
-    T x = from_f<T>(0.f);
-    if (qv < nq) x = q[((size_t)group_rows[r0 + qv / gqa] * heads + kvh * gqa + qv % gqa) * D + e % D];
-    Qs[e] = x;
-    Os[e] = 0.f;
+  // 16-byte vectors: rows are multiples of 32 elements, so every row start is aligned.
+  constexpr int VEC = 16 / sizeof(T);
+  typedef Pack<T, VEC> V16;
+  V16 zero;
+#pragma unroll
+  for (int i = 0; i < VEC; ++i) zero.v[i] = from_f<T>(0.f);
+  const int vpr = D / VEC;
+#pragma unroll 4
+  for (int e = tid; e < QV_TILE * vpr; e += blockDim.x) {
+    const uint32_t i = e / vpr, col = (e % vpr) * VEC, qv = q0 + i;
+    V16 x = zero;
+    if (qv < nq) x = *reinterpret_cast<const V16*>(q + ((size_t)group_rows[r0 + qv / gqa] * heads + kvh * gqa + qv % gqa) * D + col);
+    *reinterpret_cast<V16*>(Qs + i * D + col) = x;
   }
+  for (int e = tid; e < QV_TILE * D; e += blockDim.x) Os[e] = 0.f;
+  __shared__ uint32_t tile_slots[KEY_TILE];
   T* Pw = Ps + warp * QV_PER_WARP * KEY_TILE;
   float* Sw = Ss + warp * QV_PER_WARP * KEY_TILE;
   float* Ow = Os + warp * QV_PER_WARP * D;
@@ -228,16 +312,19 @@ __device__ void cascade_shared(const T* q, const T* k, const T* v, float* part_o
   for (uint32_t kt = k0; kt < k1; kt += KEY_TILE) {
     __syncthreads();  // the previous tile is consumed (and Q, O are initialised)
     const uint32_t nk = min((uint32_t)KEY_TILE, k1 - kt);
-    for (int e = tid; e < KEY_TILE * D; e += blockDim.x) {
-      const uint32_t j = e / D;
-      T kx = from_f<T>(0.f), vx = kx;
-      if (j < nk) {
-        const size_t at = (size_t)slots[kt + j] * kv_row + (size_t)kvh * D + e % D;
-        kx = k[at];
-        vx = v[at];
+    if (tid < KEY_TILE) tile_slots[tid] = tid < (int)nk ? slots[kt + tid] : 0xffffffffu;
+    __syncthreads();
+#pragma unroll 4
+    for (int e = tid; e < KEY_TILE * vpr; e += blockDim.x) {
+      const uint32_t j = e / vpr, col = (e % vpr) * VEC;
+      V16 kx = zero, vx = zero;
+      if (tile_slots[j] != 0xffffffffu) {
+        const size_t at = (size_t)tile_slots[j] * kv_row + (size_t)kvh * D + col;
+        kx = *reinterpret_cast<const V16*>(k + at);
+        vx = *reinterpret_cast<const V16*>(v + at);
       }
-      Ks[e] = kx;
-      Vs[e] = vx;
+      *reinterpret_cast<V16*>(Ks + j * D + col) = kx;
+      *reinterpret_cast<V16*>(Vs + j * D + col) = vx;
     }
     __syncthreads();
     warp_scores(Qw, Ks, Sw, D, lane);
@@ -271,12 +358,12 @@ __device__ void cascade_shared(const T* q, const T* k, const T* v, float* part_o
   for (int e = lane; e < QV_PER_WARP * D; e += 32) {
     const uint32_t qv = q0 + warp * QV_PER_WARP + e / D;
     if (qv >= nq) continue;
-    const size_t part = ((size_t)group_rows[r0 + qv / gqa] * heads + kvh * gqa + qv % gqa) * max_chunks + c;
+    const size_t part = ((size_t)group_rows[r0 + qv / gqa] * heads + kvh * gqa + qv % gqa) * parts + c;
     part_o[part * D + e % D] = Ow[e];
   }
   const uint32_t qv = q0 + warp * QV_PER_WARP + mine;
   if (half == 0 && qv < nq) {
-    const size_t part = ((size_t)group_rows[r0 + qv / gqa] * heads + kvh * gqa + qv % gqa) * max_chunks + c;
+    const size_t part = ((size_t)group_rows[r0 + qv / gqa] * heads + kvh * gqa + qv % gqa) * parts + c;
     part_ml[2 * part] = m;
     part_ml[2 * part + 1] = l;
   }
@@ -286,10 +373,10 @@ __device__ void cascade_shared(const T* q, const T* k, const T* v, float* part_o
   extern "C" __global__ void paged_attention_##NAME##_g##G(                                      \
       const T* q, const T* k, const T* v, T* out, const uint32_t* row_seq,                        \
       const uint32_t* row_visible, const uint32_t* row_skip, const uint32_t* seq_start,           \
-      const uint32_t* slots, const float* part_o, const float* part_ml, uint32_t max_chunks,      \
+      const uint32_t* slots, float* part_o, float* part_ml, uint32_t max_chunks, uint32_t splits, \
       uint32_t chunk, uint32_t heads, uint32_t kv_heads, uint32_t head_dim, float scale) {        \
     paged_attention<T, G>(q, k, v, out, row_seq, row_visible, row_skip, seq_start, slots, part_o, \
-                          part_ml, max_chunks, chunk, heads, kv_heads, head_dim, scale);          \
+                          part_ml, max_chunks, splits, chunk, heads, kv_heads, head_dim, scale);  \
   }
 
 #define INSTANTIATE(T, NAME)                                                                          \
@@ -301,14 +388,20 @@ __device__ void cascade_shared(const T* q, const T* k, const T* v, float* part_o
                                              uint32_t row, uint32_t src_stride, uint32_t capacity) { \
     write_kv<T>(pool, src, slots, row, src_stride, capacity);                                         \
   }                                                                                                   \
+  extern "C" __global__ void merge_partials_##NAME(                                                   \
+      T* out, const float* part_o, const float* part_ml, const uint32_t* row_skip, uint32_t rows,     \
+      uint32_t max_chunks, uint32_t splits, uint32_t chunk, uint32_t heads, uint32_t head_dim) {      \
+    merge_partials<T>(out, part_o, part_ml, row_skip, rows, max_chunks, splits, chunk, heads,         \
+                      head_dim);                                                                      \
+  }                                                                                                   \
   extern "C" __global__ void cascade_shared_##NAME(                                                   \
       const T* q, const T* k, const T* v, float* part_o, float* part_ml, const uint32_t* seq_start,   \
       const uint32_t* slots, const uint32_t* group_row_start, const uint32_t* group_seq,              \
       const uint32_t* group_len, const uint32_t* items, const uint32_t* group_rows,                   \
-      uint32_t max_chunks, uint32_t chunk, uint32_t heads, uint32_t kv_heads, uint32_t head_dim,      \
+      uint32_t parts, uint32_t chunk, uint32_t heads, uint32_t kv_heads, uint32_t head_dim,           \
       uint32_t gqa, float scale) {                                                                    \
     cascade_shared<T>(q, k, v, part_o, part_ml, seq_start, slots, group_row_start, group_seq,         \
-                      group_len, items, group_rows, max_chunks, chunk, heads, kv_heads, head_dim,     \
+                      group_len, items, group_rows, parts, chunk, heads, kv_heads, head_dim,          \
                       gqa, scale);                                                                    \
   }
 
