@@ -71,8 +71,8 @@ pub(crate) fn paged_attention(op: &PagedAttention, q: &CudaStorage, ql: &Layout,
     let dev: &CudaDevice = q.device();
     let (qd, kd) = (ql.dims(), kl.dims());
     let (rows, heads, head_dim, kv_heads) = (qd[0], qd[1], qd[2], kd[2]);
-    if head_dim % 32 != 0 || head_dim > 256 {
-        candle_core::bail!("paged_attention (cuda): head_dim {head_dim} must be a multiple of 32, at most 256");
+    if ![32, 64, 128, 256].contains(&head_dim) {
+        candle_core::bail!("paged_attention (cuda): head_dim {head_dim} is not built; 32, 64, 128 and 256 are");
     }
     let group = heads / kv_heads;
     if ![1, 2, 4, 8].contains(&group) {
@@ -91,7 +91,7 @@ pub(crate) fn paged_attention(op: &PagedAttention, q: &CudaStorage, ql: &Layout,
     let part_o = unsafe { dev.alloc::<f32>(needed * head_dim)? };
     let part_ml = unsafe { dev.alloc::<f32>(needed * 2)? };
     // One block per (query row, KV head, split) serves the whole GQA group: K and V are read once.
-    let func = dev.get_or_load_custom_func(&format!("paged_attention_{sfx}_g{group}"), MODULE, PTX)?;
+    let func = dev.get_or_load_custom_func(&format!("paged_attention_{sfx}_g{group}_p{}", head_dim / 32), MODULE, PTX)?;
     let (q0, q1) = offsets(ql, "q")?;
     let (k0, k1) = offsets(kl, "the K pool")?;
     let (v0, v1) = offsets(vl, "the V pool")?;
@@ -210,13 +210,13 @@ pub(crate) fn rms_norm_rope(
     let dev = x.device().clone();
     let (tokens, width) = xl.shape().dims2()?;
     let head_dim = width / op.heads;
-    if head_dim % 64 != 0 || head_dim > 256 {
-        candle_core::bail!("rms_norm_rope (cuda): head_dim {head_dim} must be a multiple of 64, at most 256");
+    if ![64, 128, 256].contains(&head_dim) {
+        candle_core::bail!("rms_norm_rope (cuda): head_dim {head_dim} is not built; 64, 128 and 256 are");
     }
     let (x0, x_stride) = crate::norm_rope::rows_of(xl);
     let (w0, w1) = offsets(wl, "the norm weight")?;
     let (c0, c1) = offsets(csl, "cos_sin")?;
-    let func = dev.get_or_load_custom_func(&format!("rms_norm_rope_{}", suffix(x.dtype())?), MODULE, PTX)?;
+    let func = dev.get_or_load_custom_func(&format!("rms_norm_rope_{}_p{}", suffix(x.dtype())?, head_dim / 32), MODULE, PTX)?;
     let warps = 4u32;
     let cfg = LaunchConfig { grid_dim: (tokens as u32, (op.heads as u32).div_ceil(warps), 1), block_dim: (32 * warps, 1, 1), shared_mem_bytes: 0 };
     macro_rules! launch {

@@ -22,39 +22,28 @@ struct alignas(sizeof(T) * N) Pack {
   T v[N];
 };
 
-// out[0..per) = p[0..per) as f32, in one vector load when per elements make 4, 8 or 16 bytes
-// (p is aligned to that: rows are multiples of 32 elements).
-template <typename T>
-__device__ inline void load_f(const T* p, float* out, int per) {
-  if (per == 8) {
-    const Pack<T, 8> x = *reinterpret_cast<const Pack<T, 8>*>(p);
+// out[0..PER) = p[0..PER) as f32 in one vector load (p is aligned to it: rows are multiples of
+// 32 elements). PER is a compile-time constant so that `out` stays in registers.
+template <int PER, typename T>
+__device__ inline void load_f(const T* p, float* out) {
+  const Pack<T, PER> x = *reinterpret_cast<const Pack<T, PER>*>(p);
 #pragma unroll
-    for (int i = 0; i < 8; ++i) out[i] = to_f(x.v[i]);
-  } else if (per == 4) {
-    const Pack<T, 4> x = *reinterpret_cast<const Pack<T, 4>*>(p);
-#pragma unroll
-    for (int i = 0; i < 4; ++i) out[i] = to_f(x.v[i]);
-  } else if (per == 2) {
-    const Pack<T, 2> x = *reinterpret_cast<const Pack<T, 2>*>(p);
-    out[0] = to_f(x.v[0]);
-    out[1] = to_f(x.v[1]);
-  } else {
-    for (int i = 0; i < per; ++i) out[i] = to_f(p[i]);
-  }
+  for (int i = 0; i < PER; ++i) out[i] = to_f(x.v[i]);
 }
 
 // Per-row attention. One thread block per (query row, KV head, split): the block serves the
 // GROUP query heads that share the KV head, so each key and value is read once for all of them
-// (GQA). Lane l holds elements l*per .. l*per+per of a head (one vector load per key). Each warp
-// runs an online softmax over every WARPS-th group of UNROLL keys of the block's range; the
-// warps' partial (max, sum, acc) are merged at the end.
+// (GQA). Lane l holds elements l*PER .. l*PER+PER of a head (PER = head_dim / 32, a template
+// parameter like GROUP: every per-lane array is indexed by constants and stays in registers).
+// Each warp runs an online softmax over every WARPS-th group of UNROLL keys of the block's
+// range; the warps' partial (max, sum, acc) are merged at the end.
 // The keys a row attends here are its own: the first row_skip[row] entries (a cascade group's
 // shared prefix) were attended by cascade_shared, whose chunk partials sit at
 // part[(row * heads + head) * parts + c] for c < chunks. With splits == 1 the block merges those
 // and writes the output; with more (long rows and few blocks: split-KV) each block covers a
 // contiguous share of the row's keys and leaves a partial at chunk max_chunks + split for
 // merge_partials. Sections of meta: see AttentionBatch in layout.rs.
-template <typename T, int GROUP>
+template <typename T, int GROUP, int PER>
 __device__ void paged_attention(const T* q, const T* k, const T* v, T* out, const uint32_t* row_seq,
                                 const uint32_t* row_visible, const uint32_t* row_skip,
                                 const uint32_t* seq_start, const uint32_t* all_slots, float* part_o,
@@ -67,14 +56,13 @@ __device__ void paged_attention(const T* q, const T* k, const T* v, T* out, cons
   const uint32_t begin = skip + split * share, end = min(begin + share, visible);
   const uint32_t parts = max_chunks + splits;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  const int per = head_dim / 32;
-  float qv[GROUP][MAX_PER_LANE], acc[GROUP][MAX_PER_LANE], m[GROUP], l[GROUP];
+  float qv[GROUP][PER], acc[GROUP][PER], m[GROUP], l[GROUP];
 #pragma unroll
   for (int g = 0; g < GROUP; ++g) {
-    load_f(q + ((size_t)row * heads + kvh * GROUP + g) * head_dim + lane * per, qv[g], per);
+    load_f<PER>(q + ((size_t)row * heads + kvh * GROUP + g) * head_dim + lane * PER, qv[g]);
 #pragma unroll
-    for (int i = 0; i < MAX_PER_LANE; ++i) {
-      qv[g][i] = i < per ? qv[g][i] * scale : 0.f;
+    for (int i = 0; i < PER; ++i) {
+      qv[g][i] *= scale;
       acc[g][i] = 0.f;
     }
     m[g] = -INFINITY;
@@ -82,13 +70,13 @@ __device__ void paged_attention(const T* q, const T* k, const T* v, T* out, cons
   }
   const size_t kv_row = (size_t)kv_heads * head_dim;
   for (uint32_t j0 = begin + warp * UNROLL; j0 < end; j0 += WARPS * UNROLL) {
-    float kf[UNROLL][MAX_PER_LANE], vf[UNROLL][MAX_PER_LANE];
+    float kf[UNROLL][PER], vf[UNROLL][PER];
 #pragma unroll
     for (int u = 0; u < UNROLL; ++u) {
       if (j0 + u < end) {
-        const size_t base = (size_t)slots[j0 + u] * kv_row + (size_t)kvh * head_dim + lane * per;
-        load_f(k + base, kf[u], per);
-        load_f(v + base, vf[u], per);
+        const size_t base = (size_t)slots[j0 + u] * kv_row + (size_t)kvh * head_dim + lane * PER;
+        load_f<PER>(k + base, kf[u]);
+        load_f<PER>(v + base, vf[u]);
       }
     }
 #pragma unroll
@@ -98,23 +86,25 @@ __device__ void paged_attention(const T* q, const T* k, const T* v, T* out, cons
       for (int g = 0; g < GROUP; ++g) {
         float dot = 0.f;
 #pragma unroll
-        for (int i = 0; i < MAX_PER_LANE; ++i) dot += i < per ? qv[g][i] * kf[u][i] : 0.f;
+        for (int i = 0; i < PER; ++i) dot += qv[g][i] * kf[u][i];
         for (int off = 16; off > 0; off >>= 1) dot += __shfl_xor_sync(0xffffffffu, dot, off);
         const float nm = fmaxf(m[g], dot);
         const float corr = expf(m[g] - nm), p = expf(dot - nm);
         l[g] = l[g] * corr + p;
 #pragma unroll
-        for (int i = 0; i < MAX_PER_LANE; ++i) acc[g][i] = acc[g][i] * corr + (i < per ? p * vf[u][i] : 0.f);
+        for (int i = 0; i < PER; ++i) acc[g][i] = acc[g][i] * corr + p * vf[u][i];
         m[g] = nm;
       }
     }
   }
   __shared__ float sm[WARPS][GROUP], sl[WARPS][GROUP];
-  __shared__ float sacc[WARPS][GROUP][32 * MAX_PER_LANE];
+  __shared__ float sacc[WARPS][GROUP][32 * PER];
 #pragma unroll
   for (int g = 0; g < GROUP; ++g) {
     if (lane == 0) { sm[warp][g] = m[g]; sl[warp][g] = l[g]; }
-    for (int i = 0; i < per; ++i) sacc[warp][g][lane * per + i] = acc[g][i];
+    
+#pragma unroll
+    for (int i = 0; i < PER; ++i) sacc[warp][g][lane * PER + i] = acc[g][i];
   }
   __syncthreads();
   const uint32_t chunks = splits == 1 ? (skip + chunk - 1) / chunk : 0;
@@ -123,27 +113,37 @@ __device__ void paged_attention(const T* q, const T* k, const T* v, T* out, cons
     float M = -INFINITY;
     for (int w = 0; w < WARPS; ++w) M = fmaxf(M, sm[w][g]);
     for (uint32_t c = 0; c < chunks; ++c) M = fmaxf(M, part_ml[2 * (part + c)]);
-    float L = 0.f, o[MAX_PER_LANE];
-    for (int i = 0; i < per; ++i) o[i] = 0.f;
+    float L = 0.f, o[PER];
+    
+#pragma unroll
+    for (int i = 0; i < PER; ++i) o[i] = 0.f;
     if (M != -INFINITY) {
       for (int w = 0; w < WARPS; ++w) {
         if (sm[w][g] == -INFINITY) continue;
         const float c = expf(sm[w][g] - M);
         L += sl[w][g] * c;
-        for (int i = 0; i < per; ++i) o[i] += sacc[w][g][lane * per + i] * c;
+        
+#pragma unroll
+    for (int i = 0; i < PER; ++i) o[i] += sacc[w][g][lane * PER + i] * c;
       }
       for (uint32_t c = 0; c < chunks; ++c) {
         const float f = expf(part_ml[2 * (part + c)] - M);
         L += part_ml[2 * (part + c) + 1] * f;
-        for (int i = 0; i < per; ++i) o[i] += part_o[(part + c) * head_dim + lane * per + i] * f;
+        
+#pragma unroll
+    for (int i = 0; i < PER; ++i) o[i] += part_o[(part + c) * head_dim + lane * PER + i] * f;
       }
     }
     if (splits == 1) {
-      T* orow = out + ((size_t)row * heads + kvh * GROUP + g) * head_dim + lane * per;
-      for (int i = 0; i < per; ++i) orow[i] = from_f<T>(o[i] / L);
+      T* orow = out + ((size_t)row * heads + kvh * GROUP + g) * head_dim + lane * PER;
+      
+#pragma unroll
+    for (int i = 0; i < PER; ++i) orow[i] = from_f<T>(o[i] / L);
     } else {
       const size_t at = part + max_chunks + split;
-      for (int i = 0; i < per; ++i) part_o[at * head_dim + lane * per + i] = o[i];
+      
+#pragma unroll
+    for (int i = 0; i < PER; ++i) part_o[at * head_dim + lane * PER + i] = o[i];
       if (lane == 0) { part_ml[2 * at] = M; part_ml[2 * at + 1] = L; }
     }
   }
@@ -166,14 +166,19 @@ __device__ void merge_partials(T* out, const float* part_o, const float* part_ml
   float L = 0.f;
   float o[MAX_PER_LANE];
   const int per = head_dim / 32;
-  for (int i = 0; i < per; ++i) o[i] = 0.f;
+#pragma unroll
+  for (int i = 0; i < MAX_PER_LANE; ++i) o[i] = 0.f;
   for (uint32_t c = 0; c < parts; ++c) {
     if ((c >= chunks && c < max_chunks) || part_ml[2 * (part + c)] == -INFINITY) continue;
     const float f = expf(part_ml[2 * (part + c)] - M);
     L += part_ml[2 * (part + c) + 1] * f;
-    for (int i = 0; i < per; ++i) o[i] += part_o[(part + c) * head_dim + lane + 32 * i] * f;
+#pragma unroll
+    for (int i = 0; i < MAX_PER_LANE; ++i)
+      if (i < per) o[i] += part_o[(part + c) * head_dim + lane + 32 * i] * f;
   }
-  for (int i = 0; i < per; ++i) out[(size_t)id * head_dim + lane + 32 * i] = from_f<T>(o[i] / L);
+#pragma unroll
+  for (int i = 0; i < MAX_PER_LANE; ++i)
+    if (i < per) out[(size_t)id * head_dim + lane + 32 * i] = from_f<T>(o[i] / L);
 }
 
 // One thread block per new token: copy its [kv_heads * head_dim] row (rows of src may be
@@ -369,21 +374,27 @@ __device__ void cascade_shared(const T* q, const T* k, const T* v, float* part_o
   }
 }
 
-#define INSTANTIATE_ATTENTION(T, NAME, G)                                                        \
-  extern "C" __global__ void paged_attention_##NAME##_g##G(                                      \
+#define INSTANTIATE_ATTENTION(T, NAME, G, P)                                                     \
+  extern "C" __global__ void paged_attention_##NAME##_g##G##_p##P(                               \
       const T* q, const T* k, const T* v, T* out, const uint32_t* row_seq,                        \
       const uint32_t* row_visible, const uint32_t* row_skip, const uint32_t* seq_start,           \
       const uint32_t* slots, float* part_o, float* part_ml, uint32_t max_chunks, uint32_t splits, \
       uint32_t chunk, uint32_t heads, uint32_t kv_heads, uint32_t head_dim, float scale) {        \
-    paged_attention<T, G>(q, k, v, out, row_seq, row_visible, row_skip, seq_start, slots, part_o, \
-                          part_ml, max_chunks, splits, chunk, heads, kv_heads, head_dim, scale);  \
+    paged_attention<T, G, P>(q, k, v, out, row_seq, row_visible, row_skip, seq_start, slots,      \
+                             part_o, part_ml, max_chunks, splits, chunk, heads, kv_heads,         \
+                             head_dim, scale);                                                    \
   }
+#define INSTANTIATE_ATTENTION_G(T, NAME, G)                                                      \
+  INSTANTIATE_ATTENTION(T, NAME, G, 1)                                                           \
+  INSTANTIATE_ATTENTION(T, NAME, G, 2)                                                           \
+  INSTANTIATE_ATTENTION(T, NAME, G, 4)                                                           \
+  INSTANTIATE_ATTENTION(T, NAME, G, 8)
 
 #define INSTANTIATE(T, NAME)                                                                          \
-  INSTANTIATE_ATTENTION(T, NAME, 1)                                                                   \
-  INSTANTIATE_ATTENTION(T, NAME, 2)                                                                   \
-  INSTANTIATE_ATTENTION(T, NAME, 4)                                                                   \
-  INSTANTIATE_ATTENTION(T, NAME, 8)                                                                   \
+  INSTANTIATE_ATTENTION_G(T, NAME, 1)                                                                 \
+  INSTANTIATE_ATTENTION_G(T, NAME, 2)                                                                 \
+  INSTANTIATE_ATTENTION_G(T, NAME, 4)                                                                 \
+  INSTANTIATE_ATTENTION_G(T, NAME, 8)                                                                 \
   extern "C" __global__ void write_kv_##NAME(T* pool, const T* src, const uint32_t* slots,           \
                                              uint32_t row, uint32_t src_stride, uint32_t capacity) { \
     write_kv<T>(pool, src, slots, row, src_stride, capacity);                                         \
@@ -467,8 +478,9 @@ extern "C" __global__ void sample_rows(const float* logits, const float* u, uint
 }
 
 // Per-head RMSNorm then RoPE (halves rotated), fused. One warp per (token, head); each lane
-// holds head_dim / 32 values. x rows may be strided (a slice of a fused QKV projection).
-template <typename T>
+// holds PER = head_dim / 32 values (a template parameter, so they stay in registers). x rows may
+// be strided (a slice of a fused QKV projection).
+template <typename T, int PER>
 __device__ void rms_norm_rope(const T* x, const T* w, const T* cs, T* out, uint32_t tokens, uint32_t heads,
                               uint32_t head_dim, uint32_t x_row_stride, float eps) {
   const uint32_t t = blockIdx.x, h = blockIdx.y * (blockDim.x / 32) + (threadIdx.x >> 5);
@@ -477,17 +489,19 @@ __device__ void rms_norm_rope(const T* x, const T* w, const T* cs, T* out, uint3
   const T* src = x + (size_t)t * x_row_stride + (size_t)h * head_dim;
   const T* cos = cs + (size_t)t * head_dim;
   const T* sin = cos + head_dim / 2;
-  const int per = head_dim / 32;
-  float v[MAX_PER_LANE];
+  float v[PER];
   float ss = 0.f;
-  for (int i = 0; i < per; ++i) { v[i] = to_f(src[lane + 32 * i]); ss += v[i] * v[i]; }
+#pragma unroll
+  for (int i = 0; i < PER; ++i) { v[i] = to_f(src[lane + 32 * i]); ss += v[i] * v[i]; }
   for (int off = 16; off > 0; off >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, off);
   const float r = rsqrtf(ss / head_dim + eps);
-  for (int i = 0; i < per; ++i) v[i] *= r * to_f(w[lane + 32 * i]);
+#pragma unroll
+  for (int i = 0; i < PER; ++i) v[i] *= r * to_f(w[lane + 32 * i]);
   // Element j pairs with j + half; with half a multiple of 32 the partner sits in the same lane,
-  // per / 2 slots further on.
-  const int hp = per / 2;
+  // PER / 2 slots further on.
+  constexpr int hp = PER / 2;
   T* dst = out + ((size_t)t * heads + h) * head_dim;
+#pragma unroll
   for (int i = 0; i < hp; ++i) {
     const int j = lane + 32 * i;
     const float c = to_f(cos[j]), s = to_f(sin[j]);
@@ -497,12 +511,16 @@ __device__ void rms_norm_rope(const T* x, const T* w, const T* cs, T* out, uint3
   }
 }
 
-#define INSTANTIATE_NORM_ROPE(T, NAME)                                                                  \
-  extern "C" __global__ void rms_norm_rope_##NAME(const T* x, const T* w, const T* cs, T* out,          \
-                                                  uint32_t tokens, uint32_t heads, uint32_t head_dim,  \
-                                                  uint32_t x_row_stride, float eps) {                   \
-    rms_norm_rope<T>(x, w, cs, out, tokens, heads, head_dim, x_row_stride, eps);                      \
+#define INSTANTIATE_NORM_ROPE_P(T, NAME, P)                                                    \
+  extern "C" __global__ void rms_norm_rope_##NAME##_p##P(                                      \
+      const T* x, const T* w, const T* cs, T* out, uint32_t tokens, uint32_t heads,             \
+      uint32_t head_dim, uint32_t x_row_stride, float eps) {                                    \
+    rms_norm_rope<T, P>(x, w, cs, out, tokens, heads, head_dim, x_row_stride, eps);             \
   }
+#define INSTANTIATE_NORM_ROPE(T, NAME) \
+  INSTANTIATE_NORM_ROPE_P(T, NAME, 2)  \
+  INSTANTIATE_NORM_ROPE_P(T, NAME, 4)  \
+  INSTANTIATE_NORM_ROPE_P(T, NAME, 8)
 INSTANTIATE_NORM_ROPE(float, f32)
 INSTANTIATE_NORM_ROPE(__nv_bfloat16, bf16)
 INSTANTIATE_NORM_ROPE(__half, f16)
