@@ -3,7 +3,9 @@
 use crate::paged_attention::PagedAttention;
 use candle_core::backend::BackendStorage;
 use candle_core::cuda_backend::cudarc::driver::sys::{CUdevice_attribute, CUfunction_attribute};
-use candle_core::cuda_backend::cudarc::driver::{LaunchConfig, PushKernelArg};
+use candle_core::cuda_backend::cudarc::driver::{CudaFunction, LaunchConfig, PushKernelArg};
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock};
 use candle_core::cuda_backend::{CudaStorageSlice, WrapErr};
 use candle_core::{CudaDevice, CudaStorage, DType, Layout, Result, Shape, Storage, Tensor};
 
@@ -36,6 +38,31 @@ fn offsets(l: &Layout, what: &str) -> Result<(usize, usize)> {
     l.contiguous_offsets().ok_or_else(|| candle_core::Error::Msg(format!("{what} must be contiguous")))
 }
 
+/// A kernel of nanohost.cu, looked up once per (device, name) and opened up once to the dynamic
+/// shared memory it asks for: a lookup or attribute call per launch costs host time that a decode
+/// step (hundreds of launches) feels.
+fn kernel(dev: &CudaDevice, name: &str, dynamic_smem: usize) -> Result<CudaFunction> {
+    type Cache = HashMap<(usize, String), (CudaFunction, usize)>;
+    static CACHE: OnceLock<Mutex<Cache>> = OnceLock::new();
+    let cache = CACHE.get_or_init(Default::default);
+    let key = (dev.cuda_stream().context().ordinal(), name.to_string());
+    if let Some((f, opened)) = cache.lock().expect("kernel cache").get(&key) {
+        if *opened >= dynamic_smem {
+            return Ok(f.clone());
+        }
+    }
+    let f = dev.get_or_load_custom_func(name, MODULE, PTX)?.into_cuda_function();
+    if dynamic_smem > 48 * 1024 {
+        let max = dev.cuda_stream().context().attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN).w()? as usize;
+        if dynamic_smem > max {
+            candle_core::bail!("{name} needs {dynamic_smem} bytes of shared memory per block; this GPU allows {max}");
+        }
+        f.set_attribute(CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, dynamic_smem as i32).w()?;
+    }
+    cache.lock().expect("kernel cache").insert(key, (f.clone(), dynamic_smem));
+    Ok(f)
+}
+
 /// The u32 metadata tensor's device slice.
 fn with_u32<R>(t: &Tensor, f: impl FnOnce(&candle_core::cuda_backend::cudarc::driver::CudaSlice<u32>, usize) -> Result<R>) -> Result<R> {
     let (s, l) = t.storage_and_layout();
@@ -47,7 +74,7 @@ fn with_u32<R>(t: &Tensor, f: impl FnOnce(&candle_core::cuda_backend::cudarc::dr
 const QV_TILE: usize = 64;
 const KEY_TILE: usize = 32 * 2;
 /// Keys per block below which split-KV does not pay for its merge.
-const MIN_SPLIT_KEYS: usize = 256;
+const MIN_SPLIT_KEYS: usize = 64;
 
 /// Streaming multiprocessors of the device (asked once; one model runs on one GPU).
 fn sm_count(dev: &CudaDevice) -> Result<usize> {
@@ -91,7 +118,8 @@ pub(crate) fn paged_attention(op: &PagedAttention, q: &CudaStorage, ql: &Layout,
     let part_o = unsafe { dev.alloc::<f32>(needed * head_dim)? };
     let part_ml = unsafe { dev.alloc::<f32>(needed * 2)? };
     // One block per (query row, KV head, split) serves the whole GQA group: K and V are read once.
-    let func = dev.get_or_load_custom_func(&format!("paged_attention_{sfx}_g{group}_p{}", head_dim / 32), MODULE, PTX)?;
+    let func = kernel(dev, &format!("paged_attention_{sfx}_g{group}_p{}", head_dim / 32), 0)?;
+    let stream = dev.cuda_stream();
     let (q0, q1) = offsets(ql, "q")?;
     let (k0, k1) = offsets(kl, "the K pool")?;
     let (v0, v1) = offsets(vl, "the V pool")?;
@@ -107,35 +135,30 @@ pub(crate) fn paged_attention(op: &PagedAttention, q: &CudaStorage, ql: &Layout,
                 let (seq_start, slots) = (sec(o.seq_start, o.group_row_start), meta.slice(m0 + o.slots..));
                 let row_skip = sec(o.row_skip, o.seq_start);
                 if lay.num_groups > 0 {
-                    let shared = dev.get_or_load_custom_func(&format!("cascade_shared_{sfx}"), MODULE, PTX)?;
                     let elem = std::mem::size_of::<$t>();
                     let smem = (QV_TILE * head_dim + 2 * KEY_TILE * head_dim + QV_TILE * KEY_TILE) * elem + (QV_TILE * KEY_TILE + QV_TILE * head_dim + QV_TILE) * 4;
-                    let max = dev.cuda_stream().context().attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN).w()? as usize;
-                    if smem > max {
-                        candle_core::bail!("cascade attention (cuda): head_dim {head_dim} in {sfx} needs {smem} bytes of shared memory; this GPU has {max}");
-                    }
-                    shared.set_attribute(CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, smem as i32).w()?;
+                    let shared = kernel(dev, &format!("cascade_shared_{sfx}"), smem)?;
                     let tiles = (lay.max_group_rows * group).div_ceil(QV_TILE) as u32;
                     let cfg = LaunchConfig { grid_dim: (lay.num_items as u32, kv_heads as u32, tiles), block_dim: (128, 1, 1), shared_mem_bytes: smem as u32 };
                     let (grs, gseq, glen, items, grows) =
                         (sec(o.group_row_start, o.group_seq), sec(o.group_seq, o.group_len), sec(o.group_len, o.items), sec(o.items, o.group_rows), sec(o.group_rows, o.slots));
-                    let mut b = shared.builder();
+                    let mut b = stream.launch_builder(&shared);
                     b.arg(&q).arg(&k).arg(&v).arg(&part_o).arg(&part_ml).arg(&seq_start).arg(&slots).arg(&grs).arg(&gseq).arg(&glen).arg(&items).arg(&grows);
                     candle_core::builder_arg!(b, parts as u32, chunk, heads as u32, kv_heads as u32, head_dim as u32, group as u32, op.softmax_scale);
                     // SAFETY: the groups were validated against the sequences and the pool.
                     unsafe { b.launch(cfg) }.w()?;
                 }
                 let (row_seq, row_visible) = (sec(o.row_seq, o.row_visible), sec(o.row_visible, o.row_skip));
-                let mut b = func.builder();
+                let mut b = stream.launch_builder(&func);
                 b.arg(&q).arg(&k).arg(&v).arg(&out).arg(&row_seq).arg(&row_visible).arg(&row_skip).arg(&seq_start).arg(&slots).arg(&part_o).arg(&part_ml);
                 candle_core::builder_arg!(b, lay.max_chunks as u32, splits as u32, chunk, heads as u32, kv_heads as u32, head_dim as u32, op.softmax_scale);
                 // SAFETY: shapes checked above; the metadata was validated against the pool.
                 unsafe { b.launch(cfg) }.w()?;
                 if splits > 1 {
-                    let merge = dev.get_or_load_custom_func(&format!("merge_partials_{sfx}"), MODULE, PTX)?;
+                    let merge = kernel(dev, &format!("merge_partials_{sfx}"), 0)?;
                     let warps = (rows * heads) as u32;
                     let cfg = LaunchConfig { grid_dim: (warps.div_ceil(4), 1, 1), block_dim: (128, 1, 1), shared_mem_bytes: 0 };
-                    let mut b = merge.builder();
+                    let mut b = stream.launch_builder(&merge);
                     b.arg(&out).arg(&part_o).arg(&part_ml).arg(&row_skip);
                     candle_core::builder_arg!(b, rows as u32, lay.max_chunks as u32, splits as u32, chunk, heads as u32, head_dim as u32);
                     // SAFETY: one warp per (row, head) of the output.
@@ -162,14 +185,15 @@ pub(crate) fn write_kv(pool: &mut CudaStorage, pl: &Layout, src: &CudaStorage, s
     if tokens == 0 {
         return Ok(());
     }
-    let func = dev.get_or_load_custom_func(&format!("write_kv_{}", suffix(pool.dtype())?), MODULE, PTX)?;
+    let func = kernel(&dev, &format!("write_kv_{}", suffix(pool.dtype())?), 0)?;
+    let stream = dev.cuda_stream();
     let cfg = LaunchConfig { grid_dim: (tokens as u32, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
     let slots = slots.as_cuda_slice::<u32>()?.slice(i0..i1);
     macro_rules! launch {
         ($t:ty, $_wrap:ident) => {{
             let src = src.as_cuda_slice::<$t>()?.slice(s0..);
             let mut pool = pool.as_cuda_slice_mut::<$t>()?.slice_mut(p0..p1);
-            let mut b = func.builder();
+            let mut b = stream.launch_builder(&func);
             b.arg(&mut pool).arg(&src).arg(&slots);
             candle_core::builder_arg!(b, row as u32, s_stride as u32, capacity as u32);
             // SAFETY: the kernel skips slots at or beyond `capacity`.
@@ -185,11 +209,12 @@ pub(crate) fn sample_rows(logits: &CudaStorage, ll: &Layout, u: &CudaStorage, ul
     let (rows, vocab) = ll.shape().dims2()?;
     let (l0, l1) = offsets(ll, "logits")?;
     let (u0, u1) = offsets(ul, "uniforms")?;
-    let func = dev.get_or_load_custom_func("sample_rows", MODULE, PTX)?;
+    let func = kernel(&dev, "sample_rows", 0)?;
+    let stream = dev.cuda_stream();
     let out = unsafe { dev.alloc::<u32>(rows)? };
     let x = logits.as_cuda_slice::<f32>()?.slice(l0..l1);
     let u = u.as_cuda_slice::<f32>()?.slice(u0..u1);
-    let mut b = func.builder();
+    let mut b = stream.launch_builder(&func);
     b.arg(&x).arg(&u).arg(&out);
     candle_core::builder_arg!(b, vocab as u32, inv_temp);
     let cfg = LaunchConfig { grid_dim: (rows as u32, 1, 1), block_dim: (1024, 1, 1), shared_mem_bytes: 0 };
@@ -216,7 +241,8 @@ pub(crate) fn rms_norm_rope(
     let (x0, x_stride) = crate::norm_rope::rows_of(xl);
     let (w0, w1) = offsets(wl, "the norm weight")?;
     let (c0, c1) = offsets(csl, "cos_sin")?;
-    let func = dev.get_or_load_custom_func(&format!("rms_norm_rope_{}_p{}", suffix(x.dtype())?, head_dim / 32), MODULE, PTX)?;
+    let func = kernel(&dev, &format!("rms_norm_rope_{}_p{}", suffix(x.dtype())?, head_dim / 32), 0)?;
+    let stream = dev.cuda_stream();
     let warps = 4u32;
     let cfg = LaunchConfig { grid_dim: (tokens as u32, (op.heads as u32).div_ceil(warps), 1), block_dim: (32 * warps, 1, 1), shared_mem_bytes: 0 };
     macro_rules! launch {
@@ -226,7 +252,7 @@ pub(crate) fn rms_norm_rope(
             let css = cs.as_cuda_slice::<$t>()?.slice(c0..c1);
             // SAFETY: every element is written by the kernel.
             let out = unsafe { dev.alloc::<$t>(tokens * width)? };
-            let mut b = func.builder();
+            let mut b = stream.launch_builder(&func);
             b.arg(&xs).arg(&ws).arg(&css).arg(&out);
             candle_core::builder_arg!(b, tokens as u32, op.heads as u32, head_dim as u32, x_stride as u32, op.eps);
             // SAFETY: shapes checked by rms_norm_rope.
@@ -243,7 +269,8 @@ pub(crate) fn silu_mul(x: &CudaStorage, l: &Layout) -> Result<(CudaStorage, Shap
     let (tokens, w2) = l.shape().dims2()?;
     let width = w2 / 2;
     let (a, b) = offsets(l, "silu_mul input")?;
-    let func = dev.get_or_load_custom_func(&format!("silu_mul_{}", suffix(x.dtype())?), MODULE, PTX)?;
+    let func = kernel(&dev, &format!("silu_mul_{}", suffix(x.dtype())?), 0)?;
+    let stream = dev.cuda_stream();
     let n = (tokens * width) as u32;
     let cfg = LaunchConfig { grid_dim: (n.div_ceil(256).min(65_535), 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
     macro_rules! launch {
@@ -251,7 +278,7 @@ pub(crate) fn silu_mul(x: &CudaStorage, l: &Layout) -> Result<(CudaStorage, Shap
             let xs = x.as_cuda_slice::<$t>()?.slice(a..b);
             // SAFETY: every element is written by the kernel.
             let out = unsafe { dev.alloc::<$t>(tokens * width)? };
-            let mut bld = func.builder();
+            let mut bld = stream.launch_builder(&func);
             bld.arg(&xs).arg(&out);
             candle_core::builder_arg!(bld, tokens as u32, width as u32);
             // SAFETY: grid-stride loop over exactly tokens * width outputs.

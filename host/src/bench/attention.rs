@@ -58,7 +58,9 @@ pub fn run(b: &AttentionBench, cfg: &Qwen3Config, device: &Device, dtype: DType)
             let groups = shared_groups(&seqs, &vec![true; batch], bs);
             let q = Tensor::randn(0f32, 1.0, (batch, cfg.num_attention_heads, cfg.head_dim), device)?.to_dtype(dtype)?;
             let scale = 1.0 / (cfg.head_dim as f32).sqrt();
-            let time = |groups: &[nanohost_kernels::SharedGroup]| -> Result<(f64, Tensor)> {
+            // Wall time per call after the device finished, and the host's share: the time to
+            // issue the calls (when it is close to the total, the op is bound by launch cost).
+            let time = |groups: &[nanohost_kernels::SharedGroup]| -> Result<(f64, f64, Tensor)> {
                 let batch = AttentionBatch::new(&seqs, groups, seqs.len(), bs, pool.num_blocks(), device)?;
                 let mut y = paged_attention(&q, k_pool, v_pool, &batch, scale)?;
                 for _ in 0..3 {
@@ -69,11 +71,13 @@ pub fn run(b: &AttentionBench, cfg: &Qwen3Config, device: &Device, dtype: DType)
                 for _ in 0..b.iters {
                     y = paged_attention(&q, k_pool, v_pool, &batch, scale)?;
                 }
+                let issued = start.elapsed();
                 device.synchronize()?;
-                Ok((start.elapsed().as_secs_f64() * 1e6 / b.iters as f64, y))
+                let per_call = |d: std::time::Duration| d.as_secs_f64() * 1e6 / b.iters as f64;
+                Ok((per_call(start.elapsed()), per_call(issued), y))
             };
-            let (flat_us, flat) = time(&[])?;
-            let (cascade_us, cascade) = time(&groups)?;
+            let (flat_us, flat_issue_us, flat) = time(&[])?;
+            let (cascade_us, cascade_issue_us, cascade) = time(&groups)?;
             let diff = (flat.to_dtype(DType::F32)? - cascade.to_dtype(DType::F32)?)?.abs()?.max_all()?.to_scalar::<f32>()?;
             let kv_entries: usize = seqs.iter().map(|s| s.kv_len()).sum();
             out.push(json!({
@@ -83,6 +87,8 @@ pub fn run(b: &AttentionBench, cfg: &Qwen3Config, device: &Device, dtype: DType)
                 "kv_entries_flat": kv_entries,
                 "flat_us_per_layer": flat_us,
                 "cascade_us_per_layer": cascade_us,
+                "flat_issue_us_per_layer": flat_issue_us,
+                "cascade_issue_us_per_layer": cascade_issue_us,
                 "flat_ms_per_step": flat_us * cfg.num_hidden_layers as f64 / 1e3,
                 "cascade_ms_per_step": cascade_us * cfg.num_hidden_layers as f64 / 1e3,
                 "speedup": flat_us / cascade_us,
