@@ -13,7 +13,7 @@ use rayon::prelude::*;
 /// Shared entries per work item of the GPU's shared pass. Splitting long prefixes into chunks
 /// keeps every SM busy when there are few groups and KV heads; each chunk leaves a partial
 /// softmax that the per-row pass merges.
-pub const SHARED_CHUNK: usize = 256;
+pub const SHARED_CHUNK: usize = 128;
 
 /// Sequences of a batch (indices into its [`SeqAttention`] list) whose contexts begin with the
 /// same `len` pool slots. Every query row of a member must see at least those entries.

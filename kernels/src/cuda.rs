@@ -86,11 +86,12 @@ fn sm_count(dev: &CudaDevice) -> Result<usize> {
     Ok(*SMS.get_or_init(|| n))
 }
 
-/// How many blocks share each row's keys: enough for about two blocks per SM when rows and KV
-/// heads alone give fewer, never below MIN_SPLIT_KEYS keys per block.
+/// How many blocks share each row's keys: enough for about eight blocks (32 warps) per SM when
+/// rows and KV heads alone give fewer (the per-row pass is bound by memory latency, so it needs
+/// many warps in flight), never below MIN_SPLIT_KEYS keys per block.
 fn kv_splits(blocks: usize, max_row_keys: usize, sms: usize) -> usize {
     let by_keys = max_row_keys / MIN_SPLIT_KEYS;
-    let by_occupancy = (2 * sms).div_ceil(blocks.max(1));
+    let by_occupancy = (8 * sms).div_ceil(blocks.max(1));
     by_keys.min(by_occupancy).clamp(1, 64)
 }
 

@@ -296,10 +296,11 @@ __device__ void cascade_shared(const T* q, const T* k, const T* v, float* part_o
   V16 zero;
 #pragma unroll
   for (int i = 0; i < VEC; ++i) zero.v[i] = from_f<T>(0.f);
-  const int vpr = D / VEC;
+  // D and D / VEC are powers of two: shifts and masks instead of divisions in the loops.
+  const int vpr = D / VEC, vshift = __ffs(vpr) - 1, dshift = __ffs(D) - 1;
 #pragma unroll 4
   for (int e = tid; e < QV_TILE * vpr; e += blockDim.x) {
-    const uint32_t i = e / vpr, col = (e % vpr) * VEC, qv = q0 + i;
+    const uint32_t i = e >> vshift, col = (e & (vpr - 1)) * VEC, qv = q0 + i;
     V16 x = zero;
     if (qv < nq) x = *reinterpret_cast<const V16*>(q + ((size_t)group_rows[r0 + qv / gqa] * heads + kvh * gqa + qv % gqa) * D + col);
     *reinterpret_cast<V16*>(Qs + i * D + col) = x;
@@ -321,7 +322,7 @@ __device__ void cascade_shared(const T* q, const T* k, const T* v, float* part_o
     __syncthreads();
 #pragma unroll 4
     for (int e = tid; e < KEY_TILE * vpr; e += blockDim.x) {
-      const uint32_t j = e / vpr, col = (e % vpr) * VEC;
+      const uint32_t j = e >> vshift, col = (e & (vpr - 1)) * VEC;
       V16 kx = zero, vx = zero;
       if (tile_slots[j] != 0xffffffffu) {
         const size_t at = (size_t)tile_slots[j] * kv_row + (size_t)kvh * D + col;
@@ -355,16 +356,23 @@ __device__ void cascade_shared(const T* q, const T* k, const T* v, float* part_o
     m = nm;
     if (half == 0) corr[warp * QV_PER_WARP + mine] = cr;
     __syncwarp();
-    for (int e = lane; e < QV_PER_WARP * D; e += 32) Ow[e] *= corr[warp * QV_PER_WARP + e / D];
+    // Rescale the output rows whose maximum moved (after the first tiles, rarely any).
+    if (!__all_sync(0xffffffffu, cr == 1.f)) {
+      for (int i = 0; i < QV_PER_WARP; ++i) {
+        const float f = corr[warp * QV_PER_WARP + i];
+        if (f != 1.f)
+          for (int col = lane; col < D; col += 32) Ow[i * D + col] *= f;
+      }
+    }
     __syncwarp();
     warp_pv(Pw, Vs, Ow, D, lane);
   }
   __syncwarp();
   for (int e = lane; e < QV_PER_WARP * D; e += 32) {
-    const uint32_t qv = q0 + warp * QV_PER_WARP + e / D;
+    const uint32_t qv = q0 + warp * QV_PER_WARP + (e >> dshift);
     if (qv >= nq) continue;
     const size_t part = ((size_t)group_rows[r0 + qv / gqa] * heads + kvh * gqa + qv % gqa) * parts + c;
-    part_o[part * D + e % D] = Ow[e];
+    part_o[part * D + (e & (D - 1))] = Ow[e];
   }
   const uint32_t qv = q0 + warp * QV_PER_WARP + mine;
   if (half == 0 && qv < nq) {
