@@ -19,7 +19,7 @@ fn main() {
         .unwrap_or_else(|| PathBuf::from("nvcc"));
     let out = PathBuf::from(std::env::var("OUT_DIR").unwrap()).join("nanohost.ptx");
     let status = Command::new(&nvcc)
-        .args(["--ptx", &format!("-arch=sm_{cap}"), "-O3", "-o"])
+        .args(["--ptx", &format!("-arch=sm_{cap}"), "-O3", "-lineinfo", "-o"])
         .arg(&out)
         .arg("src/cuda/nanohost.cu")
         .status()

@@ -10,9 +10,10 @@ use crate::layout::SeqAttention;
 use crate::paged_attention::{Dims, Partial, Sections};
 use rayon::prelude::*;
 
-/// Shared entries per work item of the GPU's shared pass. Splitting long prefixes into chunks
-/// keeps every SM busy when there are few groups and KV heads; each chunk leaves a partial
-/// softmax that the per-row pass merges.
+/// Shared entries per work item of the GPU's shared pass (two key tiles). Short items keep every
+/// SM busy when there are few groups and KV heads (the pass is latency-bound, not bound by its
+/// tensor-core math); each chunk leaves a partial softmax that the per-row pass merges, so
+/// shorter chunks cost more merging (64 was slower than 128 at prefix 2048, batch 64 on an H200).
 pub const SHARED_CHUNK: usize = 128;
 
 /// Sequences of a batch (indices into its [`SeqAttention`] list) whose contexts begin with the

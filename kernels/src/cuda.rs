@@ -137,7 +137,9 @@ pub(crate) fn paged_attention(op: &PagedAttention, q: &CudaStorage, ql: &Layout,
                 let row_skip = sec(o.row_skip, o.seq_start);
                 if lay.num_groups > 0 {
                     let elem = std::mem::size_of::<$t>();
-                    let smem = (QV_TILE * head_dim + 2 * KEY_TILE * head_dim + QV_TILE * KEY_TILE) * elem + (QV_TILE * KEY_TILE + QV_TILE * head_dim + QV_TILE) * 4;
+                    // Padded row strides as in nanohost.cu (row_ld, out_ld, P_LD, S_LD).
+                    let (row_ld, out_ld, p_ld, s_ld) = (head_dim + 8, head_dim + 4, KEY_TILE + 8, KEY_TILE + 4);
+                    let smem = (QV_TILE * row_ld + 2 * KEY_TILE * row_ld + QV_TILE * p_ld) * elem + (QV_TILE * s_ld + QV_TILE * out_ld + QV_TILE) * 4;
                     let shared = kernel(dev, &format!("cascade_shared_{sfx}"), smem)?;
                     let tiles = (lay.max_group_rows * group).div_ceil(QV_TILE) as u32;
                     let cfg = LaunchConfig { grid_dim: (lay.num_items as u32, kv_heads as u32, tiles), block_dim: (128, 1, 1), shared_mem_bytes: smem as u32 };

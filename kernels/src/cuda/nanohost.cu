@@ -102,7 +102,6 @@ __device__ void paged_attention(const T* q, const T* k, const T* v, T* out, cons
 #pragma unroll
   for (int g = 0; g < GROUP; ++g) {
     if (lane == 0) { sm[warp][g] = m[g]; sl[warp][g] = l[g]; }
-    
 #pragma unroll
     for (int i = 0; i < PER; ++i) sacc[warp][g][lane * PER + i] = acc[g][i];
   }
@@ -112,9 +111,14 @@ __device__ void paged_attention(const T* q, const T* k, const T* v, T* out, cons
     const size_t part = ((size_t)row * heads + kvh * GROUP + g) * parts;
     float M = -INFINITY;
     for (int w = 0; w < WARPS; ++w) M = fmaxf(M, sm[w][g]);
-    for (uint32_t c = 0; c < chunks; ++c) M = fmaxf(M, part_ml[2 * (part + c)]);
+    // The shared pass's chunks, 32 at a time: lane c reads chunk c's (max, sum), so the loads
+    // are issued together rather than one after another.
+    for (uint32_t base = 0; base < chunks; base += 32) {
+      float mc = base + lane < chunks ? part_ml[2 * (part + base + lane)] : -INFINITY;
+      for (int off = 16; off > 0; off >>= 1) mc = fmaxf(mc, __shfl_xor_sync(0xffffffffu, mc, off));
+      M = fmaxf(M, mc);
+    }
     float L = 0.f, o[PER];
-    
 #pragma unroll
     for (int i = 0; i < PER; ++i) o[i] = 0.f;
     if (M != -INFINITY) {
@@ -122,28 +126,36 @@ __device__ void paged_attention(const T* q, const T* k, const T* v, T* out, cons
         if (sm[w][g] == -INFINITY) continue;
         const float c = expf(sm[w][g] - M);
         L += sl[w][g] * c;
-        
 #pragma unroll
-    for (int i = 0; i < PER; ++i) o[i] += sacc[w][g][lane * PER + i] * c;
+        for (int i = 0; i < PER; ++i) o[i] += sacc[w][g][lane * PER + i] * c;
       }
-      for (uint32_t c = 0; c < chunks; ++c) {
-        const float f = expf(part_ml[2 * (part + c)] - M);
-        L += part_ml[2 * (part + c) + 1] * f;
-        
+      for (uint32_t base = 0; base < chunks; base += 32) {
+        const uint32_t n = min(32u, chunks - base);
+        float f = 0.f, lsum = 0.f;
+        if (lane < n) {
+          f = expf(part_ml[2 * (part + base + lane)] - M);
+          lsum = part_ml[2 * (part + base + lane) + 1] * f;
+        }
+        for (int off = 16; off > 0; off >>= 1) lsum += __shfl_xor_sync(0xffffffffu, lsum, off);
+        L += lsum;
+#pragma unroll 4
+        for (uint32_t c = 0; c < n; ++c) {
+          const float fc = __shfl_sync(0xffffffffu, f, c);
+          float x[PER];
+          load_f<PER>(part_o + (part + base + c) * head_dim + lane * PER, x);
 #pragma unroll
-    for (int i = 0; i < PER; ++i) o[i] += part_o[(part + c) * head_dim + lane * PER + i] * f;
+          for (int i = 0; i < PER; ++i) o[i] += x[i] * fc;
+        }
       }
     }
     if (splits == 1) {
       T* orow = out + ((size_t)row * heads + kvh * GROUP + g) * head_dim + lane * PER;
-      
 #pragma unroll
-    for (int i = 0; i < PER; ++i) orow[i] = from_f<T>(o[i] / L);
+      for (int i = 0; i < PER; ++i) orow[i] = from_f<T>(o[i] / L);
     } else {
       const size_t at = part + max_chunks + split;
-      
 #pragma unroll
-    for (int i = 0; i < PER; ++i) part_o[at * head_dim + lane * PER + i] = o[i];
+      for (int i = 0; i < PER; ++i) part_o[at * head_dim + lane * PER + i] = o[i];
       if (lane == 0) { part_ml[2 * at] = M; part_ml[2 * at + 1] = L; }
     }
   }
@@ -204,69 +216,80 @@ constexpr int CASCADE_WARPS = 4;
 constexpr int QV_PER_WARP = 16;
 constexpr int QV_TILE = CASCADE_WARPS * QV_PER_WARP;
 constexpr int KEY_TILE = 64;
+// Shared-memory row strides are padded (16 bytes past a multiple of 128) so that the rows a
+// fragment load or a lane pair touches fall in different banks: unpadded, every row of a
+// 16x16 fragment started in the same bank and the pass was bound by bank conflicts.
+constexpr int S_LD = KEY_TILE + 4;  // scores, f32
+constexpr int P_LD = KEY_TILE + 8;  // probabilities, T
+__host__ __device__ constexpr int row_ld(int d) { return d + 8; }      // Q, K, V rows, T
+__host__ __device__ constexpr int out_ld(int d) { return d + 4; }      // output rows, f32
 
 // S[16][KEY_TILE] = Q[16][D] . K[KEY_TILE][D]^T, f32 on CUDA cores: lane j scores keys j, j+32; the
 // head-dim loop starts at a different element per lane so shared-memory reads do not collide.
 __device__ inline void warp_scores(const float* Qw, const float* Ks, float* Sw, int D, int lane) {
+  const int ld = row_ld(D);
   for (int j = lane; j < KEY_TILE; j += 32)
     for (int i = 0; i < QV_PER_WARP; ++i) {
       float s = 0.f;
       for (int d = 0; d < D; ++d) {
         int dd = d + lane;
         if (dd >= D) dd -= D;
-        s += Qw[i * D + dd] * Ks[j * D + dd];
+        s += Qw[i * ld + dd] * Ks[j * ld + dd];
       }
-      Sw[i * KEY_TILE + j] = s;
+      Sw[i * S_LD + j] = s;
     }
 }
 
 template <typename T>
 __device__ inline void warp_scores(const T* Qw, const T* Ks, float* Sw, int D, int /*lane*/) {
   using namespace nvcuda;
+  const int ld = row_ld(D);
   for (int n = 0; n < KEY_TILE / 16; ++n) {
     wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
     wmma::fill_fragment(acc, 0.f);
     for (int kk = 0; kk < D; kk += 16) {
       wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> a;
       wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::col_major> b;
-      wmma::load_matrix_sync(a, Qw + kk, D);
-      wmma::load_matrix_sync(b, Ks + n * 16 * D + kk, D);
+      wmma::load_matrix_sync(a, Qw + kk, ld);
+      wmma::load_matrix_sync(b, Ks + n * 16 * ld + kk, ld);
       wmma::mma_sync(acc, a, b, acc);
     }
-    wmma::store_matrix_sync(Sw + n * 16, acc, KEY_TILE, wmma::mem_row_major);
+    wmma::store_matrix_sync(Sw + n * 16, acc, S_LD, wmma::mem_row_major);
   }
 }
 
 // O[16][D] += P[16][KEY_TILE] . V[KEY_TILE][D].
 __device__ inline void warp_pv(const float* Pw, const float* Vs, float* Ow, int D, int lane) {
+  const int ld = row_ld(D), ol = out_ld(D);
   for (int i = 0; i < QV_PER_WARP; ++i)
     for (int c = lane; c < D; c += 32) {
-      float a = Ow[i * D + c];
-      for (int j = 0; j < KEY_TILE; ++j) a += Pw[i * KEY_TILE + j] * Vs[j * D + c];
-      Ow[i * D + c] = a;
+      float a = Ow[i * ol + c];
+      for (int j = 0; j < KEY_TILE; ++j) a += Pw[i * P_LD + j] * Vs[j * ld + c];
+      Ow[i * ol + c] = a;
     }
 }
 
 template <typename T>
 __device__ inline void warp_pv(const T* Pw, const T* Vs, float* Ow, int D, int /*lane*/) {
   using namespace nvcuda;
+  const int ld = row_ld(D), ol = out_ld(D);
   for (int n = 0; n < D; n += 16) {
     wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
-    wmma::load_matrix_sync(acc, Ow + n, D, wmma::mem_row_major);
+    wmma::load_matrix_sync(acc, Ow + n, ol, wmma::mem_row_major);
     for (int kk = 0; kk < KEY_TILE; kk += 16) {
       wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> a;
       wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::row_major> b;
-      wmma::load_matrix_sync(a, Pw + kk, KEY_TILE);
-      wmma::load_matrix_sync(b, Vs + kk * D + n, D);
+      wmma::load_matrix_sync(a, Pw + kk, P_LD);
+      wmma::load_matrix_sync(b, Vs + kk * ld + n, ld);
       wmma::mma_sync(acc, a, b, acc);
     }
-    wmma::store_matrix_sync(Ow + n, acc, D, wmma::mem_row_major);
+    wmma::store_matrix_sync(Ow + n, acc, ol, wmma::mem_row_major);
   }
 }
 
-// Dynamic shared memory of cascade_shared, in bytes (the host computes the same sum).
-// Q[QV_TILE][D], K and V [KEY_TILE][D], P [WARPS][16][KEY_TILE] in T; S [WARPS][16][KEY_TILE],
-// O [QV_TILE][D] and the per-row rescale factors in f32.
+// Dynamic shared memory of cascade_shared, in bytes (the host computes the same sum):
+// Q [QV_TILE][row_ld], K and V [KEY_TILE][row_ld], P [QV_TILE][P_LD] in T; S [QV_TILE][S_LD],
+// O [QV_TILE][out_ld] and the per-row rescale factors [QV_TILE] in f32.
 template <typename T>
 __device__ void cascade_shared(const T* q, const T* k, const T* v, float* part_o, float* part_ml,
                                const uint32_t* seq_start, const uint32_t* all_slots,
@@ -282,14 +305,15 @@ __device__ void cascade_shared(const T* q, const T* k, const T* v, float* part_o
   const uint32_t* slots = all_slots + seq_start[group_seq[g]];
   const uint32_t k0 = c * chunk, k1 = min(k0 + chunk, group_len[g]);
   const int D = head_dim, tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int ld = row_ld(D), ol = out_ld(D);
   extern __shared__ __align__(128) unsigned char smem[];
   T* Qs = reinterpret_cast<T*>(smem);
-  T* Ks = Qs + QV_TILE * D;
-  T* Vs = Ks + KEY_TILE * D;
-  T* Ps = Vs + KEY_TILE * D;
-  float* Ss = reinterpret_cast<float*>(Ps + QV_TILE * KEY_TILE);
-  float* Os = Ss + QV_TILE * KEY_TILE;
-  float* corr = Os + QV_TILE * D;
+  T* Ks = Qs + QV_TILE * ld;
+  T* Vs = Ks + KEY_TILE * ld;
+  T* Ps = Vs + KEY_TILE * ld;
+  float* Ss = reinterpret_cast<float*>(Ps + QV_TILE * P_LD);
+  float* Os = Ss + QV_TILE * S_LD;
+  float* corr = Os + QV_TILE * ol;
   // 16-byte vectors: rows are multiples of 32 elements, so every row start is aligned.
   constexpr int VEC = 16 / sizeof(T);
   typedef Pack<T, VEC> V16;
@@ -303,15 +327,16 @@ __device__ void cascade_shared(const T* q, const T* k, const T* v, float* part_o
     const uint32_t i = e >> vshift, col = (e & (vpr - 1)) * VEC, qv = q0 + i;
     V16 x = zero;
     if (qv < nq) x = *reinterpret_cast<const V16*>(q + ((size_t)group_rows[r0 + qv / gqa] * heads + kvh * gqa + qv % gqa) * D + col);
-    *reinterpret_cast<V16*>(Qs + i * D + col) = x;
+    *reinterpret_cast<V16*>(Qs + i * ld + col) = x;
   }
-  for (int e = tid; e < QV_TILE * D; e += blockDim.x) Os[e] = 0.f;
+  for (int e = tid; e < QV_TILE * D; e += blockDim.x) Os[(e >> dshift) * ol + (e & (D - 1))] = 0.f;
   __shared__ uint32_t tile_slots[KEY_TILE];
-  T* Pw = Ps + warp * QV_PER_WARP * KEY_TILE;
-  float* Sw = Ss + warp * QV_PER_WARP * KEY_TILE;
-  float* Ow = Os + warp * QV_PER_WARP * D;
-  const T* Qw = Qs + warp * QV_PER_WARP * D;
-  // Two lanes per query vector: lane 2i and 2i+1 hold the state of row i, half a key tile each.
+  T* Pw = Ps + warp * QV_PER_WARP * P_LD;
+  float* Sw = Ss + warp * QV_PER_WARP * S_LD;
+  float* Ow = Os + warp * QV_PER_WARP * ol;
+  const T* Qw = Qs + warp * QV_PER_WARP * ld;
+  // Two lanes per query vector: lanes 2i and 2i+1 hold the state of row i and take alternate
+  // columns of the tile (so a lane pair's reads fall in different banks).
   const int mine = lane >> 1, half = lane & 1;
   float m = -INFINITY, l = 0.f;
   const size_t kv_row = (size_t)kv_heads * D;
@@ -329,26 +354,26 @@ __device__ void cascade_shared(const T* q, const T* k, const T* v, float* part_o
         kx = *reinterpret_cast<const V16*>(k + at);
         vx = *reinterpret_cast<const V16*>(v + at);
       }
-      *reinterpret_cast<V16*>(Ks + j * D + col) = kx;
-      *reinterpret_cast<V16*>(Vs + j * D + col) = vx;
+      *reinterpret_cast<V16*>(Ks + j * ld + col) = kx;
+      *reinterpret_cast<V16*>(Vs + j * ld + col) = vx;
     }
     __syncthreads();
     warp_scores(Qw, Ks, Sw, D, lane);
     __syncwarp();
-    float* srow = Sw + mine * KEY_TILE + half * (KEY_TILE / 2);
+    float* srow = Sw + mine * S_LD;
     float mx = -INFINITY;
-    for (int j = 0; j < KEY_TILE / 2; ++j) {
-      const float s = half * (KEY_TILE / 2) + j < (int)nk ? srow[j] * scale : -INFINITY;
+    for (int j = half; j < KEY_TILE; j += 2) {
+      const float s = j < (int)nk ? srow[j] * scale : -INFINITY;
       srow[j] = s;
       mx = fmaxf(mx, s);
     }
     mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
     const float nm = fmaxf(m, mx);  // finite: every tile has at least one key
-    const float cr = expf(m - nm);
+    const float cr = m == -INFINITY ? 1.f : expf(m - nm);  // O and l are still 0 on the first tile
     float sum = 0.f;
-    for (int j = 0; j < KEY_TILE / 2; ++j) {
+    for (int j = half; j < KEY_TILE; j += 2) {
       const float p = expf(srow[j] - nm);
-      Pw[mine * KEY_TILE + half * (KEY_TILE / 2) + j] = from_f<T>(p);
+      Pw[mine * P_LD + j] = from_f<T>(p);
       sum += p;
     }
     sum += __shfl_xor_sync(0xffffffffu, sum, 1);
@@ -361,7 +386,7 @@ __device__ void cascade_shared(const T* q, const T* k, const T* v, float* part_o
       for (int i = 0; i < QV_PER_WARP; ++i) {
         const float f = corr[warp * QV_PER_WARP + i];
         if (f != 1.f)
-          for (int col = lane; col < D; col += 32) Ow[i * D + col] *= f;
+          for (int col = lane; col < D; col += 32) Ow[i * ol + col] *= f;
       }
     }
     __syncwarp();
@@ -369,10 +394,10 @@ __device__ void cascade_shared(const T* q, const T* k, const T* v, float* part_o
   }
   __syncwarp();
   for (int e = lane; e < QV_PER_WARP * D; e += 32) {
-    const uint32_t qv = q0 + warp * QV_PER_WARP + (e >> dshift);
+    const uint32_t i = e >> dshift, col = e & (D - 1), qv = q0 + warp * QV_PER_WARP + i;
     if (qv >= nq) continue;
     const size_t part = ((size_t)group_rows[r0 + qv / gqa] * heads + kvh * gqa + qv % gqa) * parts + c;
-    part_o[part * D + (e & (D - 1))] = Ow[e];
+    part_o[part * D + col] = Ow[i * ol + col];
   }
   const uint32_t qv = q0 + warp * QV_PER_WARP + mine;
   if (half == 0 && qv < nq) {
