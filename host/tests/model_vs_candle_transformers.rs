@@ -69,7 +69,7 @@ fn batched_prefill_and_decode_logits_match_the_reference() {
     let mut oracles: Vec<Oracle> = lens.iter().map(|_| Oracle::load(&dir)).collect();
 
     // Prefill all three in one packed batch, logits for every row (teacher forcing).
-    let mut batch = PackedBatch::pack(seqs.iter(), 16).unwrap();
+    let mut batch = PackedBatch::pack(seqs.iter(), 16, 0).unwrap();
     batch.logit_rows = (0..batch.tokens.len() as u32).collect();
     let ours = model.forward(&batch.as_forward(), &pool).unwrap().to_vec2::<f32>().unwrap();
     let mut row = 0;
@@ -124,10 +124,10 @@ fn prefill_over_a_cached_prefix_matches_a_full_prefill() {
     let tokens = prompt(9, 70);
     // First 45 tokens (ending mid-block), then the remaining 25 attend to them from the pool.
     let mut s = seq_with_blocks(0, tokens[..45].to_vec(), 3, 5);
-    PackedBatch::pack([&s], 16).map(|b| model.forward(&b.as_forward(), &pool).unwrap()).unwrap();
+    PackedBatch::pack([&s], 16, 0).map(|b| model.forward(&b.as_forward(), &pool).unwrap()).unwrap();
     s.tokens = tokens.clone();
     plan_from(&mut s, 45);
-    let mut batch = PackedBatch::pack([&s], 16).unwrap();
+    let mut batch = PackedBatch::pack([&s], 16, 0).unwrap();
     batch.logit_rows = (0..25).collect();
     let ours = model.forward(&batch.as_forward(), &pool).unwrap().to_vec2::<f32>().unwrap();
     let want = Oracle::load(&dir).logits(&tokens, 0);
@@ -144,7 +144,7 @@ fn bf16_and_f16_checkpoints_load_and_agree_with_f32() {
     let run = |m: &nanohost::model::Qwen3| {
         let pool = KvPool::new(m.config(), PoolSize::Blocks(4), 16, DType::F32, &Device::Cpu).unwrap();
         let s = seq_with_blocks(0, tokens.clone(), 0, 2);
-        let b = PackedBatch::pack([&s], 16).unwrap();
+        let b = PackedBatch::pack([&s], 16, 0).unwrap();
         m.forward(&b.as_forward(), &pool).unwrap()
     };
     let reference = run(&f32_model.model);

@@ -40,7 +40,7 @@ pub fn teacher_forced_logits(model: &Qwen3, prompts: &[Vec<u32>], continuations:
             let from = if step == 0 { 0 } else { s.len() - 1 };
             s.pending = vec![HostJob::tail(&s.context, &s.tokens, from)];
         }
-        let batch = PackedBatch::pack(seqs.iter(), block_size)?;
+        let batch = PackedBatch::pack(seqs.iter(), block_size, 0)?;
         per_step.push(model.forward(&batch.as_forward(), &pool)?);
     }
     // [steps + 1, sequences, vocab] -> [sequences, steps + 1, vocab]

@@ -7,11 +7,29 @@
 //! not have to describe its groups (and cannot describe them wrongly).
 
 use nanohost_kernels::{SeqAttention, SharedGroup};
+use candle_core::Device;
 use std::collections::HashMap;
 
+/// Below this many shared reads saved per step (query rows of a group times its shared entries)
+/// a group is attended flat on the GPU: the shared pass is a second launch with a latency floor,
+/// and on an H200 cascade only beat flat attention from about 32K (e.g. batch 16 at prefix 2048,
+/// batch 64 at prefix 512; results/gpu-h200-2026-11-28-cascade). On the CPU every group is used:
+/// there the group pass is only cheaper, and the tests exercise it on small models.
+pub const GPU_MIN_SHARED_READS: usize = 32 * 1024;
+
+/// The threshold for a device (see [`GPU_MIN_SHARED_READS`]).
+pub fn min_shared_reads(device: &Device) -> usize {
+    if device.is_cpu() {
+        0
+    } else {
+        GPU_MIN_SHARED_READS
+    }
+}
+
 /// Groups of two or more cascade sequences, each sharing as many leading full blocks as all its
-/// members have in common with its first member and all of their query rows can see.
-pub fn shared_groups(seqs: &[SeqAttention], cascade: &[bool], block_size: usize) -> Vec<SharedGroup> {
+/// members have in common with its first member and all of their query rows can see; groups
+/// whose query rows times shared entries fall below `min_shared_reads` are left out.
+pub fn shared_groups(seqs: &[SeqAttention], cascade: &[bool], block_size: usize, min_shared_reads: usize) -> Vec<SharedGroup> {
     let mut by_first: Vec<(u32, Vec<usize>)> = Vec::new();
     let mut index: HashMap<u32, usize> = HashMap::new();
     let leading: Vec<Vec<u32>> = seqs.iter().map(|s| leading_blocks(s, block_size)).collect();
@@ -33,6 +51,7 @@ pub fn shared_groups(seqs: &[SeqAttention], cascade: &[bool], block_size: usize)
             let common = members.iter().map(|&m| lead.iter().zip(&leading[m]).take_while(|(a, b)| a == b).count()).min().unwrap_or(0);
             SharedGroup { seqs: members, len: common * block_size }
         })
+        .filter(|g| g.len > 0 && g.seqs.iter().map(|&s| seqs[s].q_len).sum::<usize>() * g.len >= min_shared_reads)
         .collect()
 }
 
@@ -70,8 +89,11 @@ mod tests {
             seq(5, 1, &[(&[4, 6], 7)]),                // alone: no group
             seq(6, 1, &[(&[7, 8, 9], 12), (&[10], 1)]), // not in cascade mode
         ];
-        let groups = shared_groups(&seqs, &[true, true, true, true, false], bs);
+        let groups = shared_groups(&seqs, &[true, true, true, true, false], bs, 0);
         assert_eq!(groups, vec![SharedGroup { seqs: vec![0, 1, 2], len: 8 }]);
+        // 5 query rows over 8 shared entries: 40 reads saved; a threshold above that drops it.
+        assert_eq!(shared_groups(&seqs, &[true, true, true, true, false], bs, 40).len(), 1);
+        assert!(shared_groups(&seqs, &[true, true, true, true, false], bs, 41).is_empty());
     }
 
     #[test]
@@ -79,6 +101,6 @@ mod tests {
         // The second sequence computes the shared blocks' last tokens itself: its first row sees
         // only 6 entries, so one full block is all the group can share.
         let seqs = [seq(0, 1, &[(&[7, 8], 8), (&[1], 1)]), seq(1, 3, &[(&[7, 8], 8), (&[2], 1)])];
-        assert_eq!(shared_groups(&seqs, &[true, true], 4), vec![SharedGroup { seqs: vec![0, 1], len: 4 }]);
+        assert_eq!(shared_groups(&seqs, &[true, true], 4, 0), vec![SharedGroup { seqs: vec![0, 1], len: 4 }]);
     }
 }

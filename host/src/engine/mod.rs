@@ -79,7 +79,8 @@ impl<'m> Engine<'m> {
         let start = Instant::now();
         let Some(plan) = self.scheduler.schedule(self.policy.as_mut())? else { return Ok(None) };
         let running = &mut self.scheduler.running;
-        let batch = PackedBatch::pack(plan.seqs.iter().map(|&i| &running[i]), self.pool.block_size())?;
+        let min_reads = cascade::min_shared_reads(self.model.device());
+        let batch = PackedBatch::pack(plan.seqs.iter().map(|&i| &running[i]), self.pool.block_size(), min_reads)?;
         let logits = self.model.forward(&batch.as_forward(), self.pool)?;
         let rows: Vec<(SeqId, usize)> = plan.seqs.iter().map(|&i| (running[i].id, running[i].output().len())).collect();
         let temperature = plan.seqs.first().map_or(0.0, |&i| running[i].params.temperature);

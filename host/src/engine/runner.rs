@@ -18,8 +18,8 @@ pub struct PackedBatch {
 
 impl PackedBatch {
     /// Every pending job of each sequence; one logits row per sequence (the last row of its
-    /// logits job).
-    pub fn pack<'a>(seqs: impl IntoIterator<Item = &'a Sequence>, block_size: usize) -> Result<Self> {
+    /// logits job); cascade groups of at least `min_shared_reads` (see `cascade`).
+    pub fn pack<'a>(seqs: impl IntoIterator<Item = &'a Sequence>, block_size: usize, min_shared_reads: usize) -> Result<Self> {
         let mut b = PackedBatch::default();
         let mut cascade = Vec::new();
         for seq in seqs {
@@ -44,7 +44,7 @@ impl PackedBatch {
                 }
             }
         }
-        b.groups = super::cascade::shared_groups(&b.seqs, &cascade, block_size);
+        b.groups = super::cascade::shared_groups(&b.seqs, &cascade, block_size, min_shared_reads);
         Ok(b)
     }
 
