@@ -109,9 +109,7 @@ pub(crate) fn paged_attention(op: &PagedAttention, q: &CudaStorage, ql: &Layout,
     let lay = op.layout;
     let o = lay.offsets();
     let sfx = suffix(q.dtype())?;
-    // With cascade groups the per-row pass merges the shared chunks itself, and what is left per
-    // row is short: one block per row and KV head, no split-KV merge launch.
-    let splits = if lay.num_groups > 0 { 1 } else { kv_splits(rows * kv_heads, lay.max_row_keys, sm_count(dev)?) };
+    let splits = kv_splits(rows * kv_heads, lay.max_row_keys, sm_count(dev)?);
     // Partial softmaxes per (row, query head): the shared pass's chunks, then the splits.
     // Only rows in a group read chunks and only a split pass writes splits, so a batch with
     // neither passes a placeholder.
