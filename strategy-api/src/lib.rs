@@ -25,6 +25,8 @@
 #![doc = concat!("```\n", include_str!("../../plugins/standard/src/lib.rs"), "\n```")]
 //!
 //! Build it with `cargo build --release` and run `nanohost run --plugin target/release/libyours.so`.
+//! `examples/plugin-template/` in the nanohost repository is the same as a crate of its own to
+//! copy, with a README from copy to run.
 //!
 //! # The contract
 //!
@@ -43,7 +45,9 @@
 //! root module [`StrategyMod`] (a prefix type) or a method after the last one of [`Strategy`] keeps
 //! old plugins loadable: the host sees the field as absent. Changing any plan type, reordering or
 //! removing fields, or changing a signature bumps the version (minor while 0.x, major after), and
-//! the host refuses a plugin built for an incompatible version with an error naming both versions.
+//! the host refuses a plugin built for an incompatible version with an error naming both versions
+//! (`built for strategy ABI 9.0.0, but this host speaks ABI 0.1.0`); `nanohost list` shows the
+//! version each plugin was built for, and every result records it under `plugin.abi`.
 
 pub use abi_stable;
 

@@ -83,6 +83,7 @@ impl RunRecord<'_> {
         put("memory_used_bytes", json!(peak_kv));
         put("memory_used_formatted", json!(format_bytes(peak_kv)));
         put("output_tokens_generated", json!(output));
+        put("output_tokens_sha256", json!(output_digest(self.seqs)));
         put("prefill_tokens_computed", json!(pre_tok));
         put("prefill_tokens_reused", json!(reused));
         put("prefill_tokens_per_sec", json!(rate(pre_tok, pre_t)));
@@ -102,6 +103,22 @@ impl RunRecord<'_> {
         }
         m
     }
+}
+
+/// SHA-256 over every sequence's generated token ids (in request order, each sequence's count
+/// first): two runs generated the same tokens exactly when the digests match.
+pub fn output_digest(seqs: &[Sequence]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut ordered: Vec<&Sequence> = seqs.iter().collect();
+    ordered.sort_by_key(|s| s.id);
+    let mut h = Sha256::new();
+    for s in ordered {
+        h.update((s.output().len() as u64).to_le_bytes());
+        for t in s.output() {
+            h.update(t.to_le_bytes());
+        }
+    }
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn ms(d: Duration) -> f64 {

@@ -2,9 +2,13 @@
 //! runs workers in child processes, and the summary.
 
 pub mod attention;
+pub mod compare;
 pub mod config;
 pub mod decode;
 pub mod metrics;
+pub mod plots;
+pub mod report;
+pub mod stats;
 pub mod summary;
 pub mod supervisor;
 pub mod teacher;

@@ -1,10 +1,13 @@
 //! The `nanohost` command line.
 
+mod bench_args;
 mod check;
+mod compare;
 mod generate;
 mod init_model;
 mod list;
 mod model_args;
+mod report;
 mod run;
 mod worker;
 
@@ -26,6 +29,12 @@ enum Command {
     Generate(generate::GenerateArgs),
     /// Run strategy plugins on the benchmark workloads, each in its own process.
     Run(run::RunArgs),
+    /// A/B comparison of two plugin files: trials alternate A and B, each in its own process,
+    /// on identical prompts and seeds; medians, paired ratios B/A with bootstrap intervals, and
+    /// whether the generated tokens are identical.
+    Compare(compare::CompareArgs),
+    /// Re-render summary.md and the SVG charts of a run or comparison folder from its JSON.
+    Report(report::ReportArgs),
     /// List discovered plugins: name, version, ABI status, path, sha256.
     List(list::ListArgs),
     /// Logits under teacher forcing, for comparison with another implementation on the same weights.
@@ -44,6 +53,8 @@ pub fn main() -> Result<()> {
         Command::InitModel(a) => init_model::run(a),
         Command::Generate(a) => generate::run(a),
         Command::Run(a) => run::run(a),
+        Command::Compare(a) => compare::run(a),
+        Command::Report(a) => report::run(a),
         Command::List(a) => list::run(a),
         Command::TeacherForce(a) => check::teacher_force(a),
         Command::BenchDecode(a) => check::bench_decode(a),

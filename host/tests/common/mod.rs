@@ -49,26 +49,38 @@ pub fn standard_plugin() -> PathBuf {
     built_plugin("nanohost-plugin-standard", "standard")
 }
 
-/// The test-only fault plugins (host/tests/fault-plugins), built once into their own target
-/// directory so they never sit beside real plugins. Returns the directory holding the `.so` files.
+/// Builds a crate that is not a workspace member (its own workspace), once per process, into
+/// `<target>/<name>`; returns the directory holding its debug `.so` files.
+fn build_outside_workspace(manifest: &str, name: &str) -> PathBuf {
+    static BUILT: std::sync::Mutex<Vec<(String, PathBuf)>> = std::sync::Mutex::new(Vec::new());
+    let mut built = BUILT.lock().unwrap();
+    if let Some((_, dir)) = built.iter().find(|(n, _)| n == name) {
+        return dir.clone();
+    }
+    let target = build_dir().parent().unwrap().join(name);
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let st = std::process::Command::new(cargo)
+        .args(["build", "--manifest-path"])
+        .arg(root.join(manifest))
+        .arg("--target-dir")
+        .arg(&target)
+        .status()
+        .unwrap();
+    assert!(st.success(), "building {manifest} failed");
+    built.push((name.to_string(), target.join("debug")));
+    target.join("debug")
+}
+
+/// The test-only fault plugins (host/tests/fault-plugins), in their own target directory so
+/// they never sit beside real plugins. Returns the directory holding the `.so` files.
 pub fn fault_plugins() -> PathBuf {
-    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    BUILT
-        .get_or_init(|| {
-            let target = build_dir().parent().unwrap().join("fault-plugins");
-            let manifest = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fault-plugins/Cargo.toml");
-            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-            let st = std::process::Command::new(cargo)
-                .args(["build", "--manifest-path"])
-                .arg(&manifest)
-                .arg("--target-dir")
-                .arg(&target)
-                .status()
-                .unwrap();
-            assert!(st.success(), "building the fault plugins failed");
-            target.join("debug")
-        })
-        .clone()
+    build_outside_workspace("host/tests/fault-plugins/Cargo.toml", "fault-plugins")
+}
+
+/// The third-party template (examples/plugin-template), built the way its README says.
+pub fn template_plugin() -> PathBuf {
+    build_outside_workspace("examples/plugin-template/Cargo.toml", "plugin-template").join("libmy_strategy.so")
 }
 
 /// Runs the nanohost binary from the repository root.

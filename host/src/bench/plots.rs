@@ -1,0 +1,89 @@
+//! SVG charts (plotters' SVG backend: text is left to the viewer's fonts, so nothing beyond the
+//! crate is needed to draw).
+
+use anyhow::{anyhow, Result};
+use plotters::prelude::*;
+use std::path::Path;
+
+/// One line of a chart: its legend and (x, y) points.
+pub struct Series {
+    pub name: String,
+    pub points: Vec<(f64, f64)>,
+}
+
+/// Lines over batch size, one per series.
+pub fn line_chart(path: &Path, title: &str, y_desc: &str, series: &[Series]) -> Result<()> {
+    let xs = series.iter().flat_map(|s| s.points.iter().map(|p| p.0));
+    let ys = series.iter().flat_map(|s| s.points.iter().map(|p| p.1));
+    let x_max = xs.fold(1.0f64, f64::max) * 1.05;
+    let y_max = ys.fold(0.0f64, f64::max).max(1e-9) * 1.1;
+    let root = SVGBackend::new(path, (860, 520)).into_drawing_area();
+    root.fill(&WHITE).map_err(draw_err)?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 20))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(80)
+        .build_cartesian_2d(0.0..x_max, 0.0..y_max)
+        .map_err(draw_err)?;
+    chart.configure_mesh().x_desc("batch size").y_desc(y_desc).draw().map_err(draw_err)?;
+    for (i, s) in series.iter().enumerate() {
+        let color = Palette99::pick(i).to_rgba();
+        chart
+            .draw_series(LineSeries::new(s.points.clone(), color.stroke_width(2)))
+            .map_err(draw_err)?
+            .label(s.name.clone())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
+        chart.draw_series(s.points.iter().map(|&p| Circle::new(p, 3, color.filled()))).map_err(draw_err)?;
+    }
+    chart.configure_series_labels().position(SeriesLabelPosition::UpperLeft).background_style(WHITE.mix(0.85)).border_style(BLACK).draw().map_err(draw_err)?;
+    root.present().map_err(draw_err)?;
+    Ok(())
+}
+
+/// One row of a ratio chart: its label, the per-trial ratios, and the interval of their median.
+pub struct RatioRow {
+    pub label: String,
+    pub ratios: Vec<f64>,
+    pub median: f64,
+    pub ci: (f64, f64),
+}
+
+/// Per-trial ratios B/A, one row each, with the median's interval and a line at 1.0.
+pub fn ratio_chart(path: &Path, title: &str, rows: &[RatioRow]) -> Result<()> {
+    let values = rows.iter().flat_map(|r| r.ratios.iter().copied().chain([r.ci.0, r.ci.1, 1.0])).filter(|v| v.is_finite());
+    let (lo, hi) = values.fold((1.0f64, 1.0f64), |(a, b), v| (a.min(v), b.max(v)));
+    let pad = ((hi - lo) * 0.1).max(0.02);
+    let n = rows.len().max(1);
+    let root = SVGBackend::new(path, (960, (80 + 26 * n) as u32)).into_drawing_area();
+    root.fill(&WHITE).map_err(draw_err)?;
+    let labels: Vec<String> = rows.iter().map(|r| r.label.clone()).collect();
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 18))
+        .margin(12)
+        .x_label_area_size(36)
+        .y_label_area_size(420)
+        .build_cartesian_2d((lo - pad)..(hi + pad), -0.5..(n as f64 - 0.5))
+        .map_err(draw_err)?;
+    chart
+        .configure_mesh()
+        .x_desc("B / A (dots: trials; bar: interval of the median)")
+        .y_labels(n)
+        .y_label_formatter(&|y| labels.get(y.round().max(0.0) as usize).filter(|_| (y - y.round()).abs() < 1e-6).cloned().unwrap_or_default())
+        .draw()
+        .map_err(draw_err)?;
+    chart.draw_series(LineSeries::new([(1.0, -0.5), (1.0, n as f64 - 0.5)], BLACK.stroke_width(1))).map_err(draw_err)?;
+    for (i, r) in rows.iter().enumerate() {
+        let y = i as f64;
+        let color = Palette99::pick(i % 8).to_rgba();
+        chart.draw_series([PathElement::new(vec![(r.ci.0, y), (r.ci.1, y)], color.stroke_width(3))]).map_err(draw_err)?;
+        chart.draw_series(r.ratios.iter().map(|&x| Circle::new((x, y), 4, color.mix(0.6).filled()))).map_err(draw_err)?;
+        chart.draw_series([Cross::new((r.median, y), 6, BLACK.stroke_width(2))]).map_err(draw_err)?;
+    }
+    root.present().map_err(draw_err)?;
+    Ok(())
+}
+
+fn draw_err<E: std::fmt::Display>(e: E) -> anyhow::Error {
+    anyhow!("drawing a chart: {e}")
+}

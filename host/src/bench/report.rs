@@ -1,0 +1,95 @@
+//! `summary.md` and SVG charts beside a run's `benchmark_summary.json` and a comparison's
+//! `compare.json`, rendered from those files alone (so `nanohost report DIR` can redo them).
+
+use super::compare::{self, METRICS};
+use super::plots::{self, RatioRow, Series};
+use super::summary;
+use crate::fsutil::write_atomic;
+use anyhow::{bail, Context, Result};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// Writes the charts and `summary.md` for what `dir` holds; returns the files written.
+pub fn render(dir: &Path) -> Result<Vec<String>> {
+    let (run, cmp) = (dir.join("benchmark_summary.json"), dir.join("compare.json"));
+    if !run.is_file() && !cmp.is_file() {
+        bail!("{} holds neither benchmark_summary.json (from `nanohost run`) nor compare.json (from `nanohost compare`)", dir.display());
+    }
+    let mut md = String::from("# nanohost results\n\n");
+    let mut written = Vec::new();
+    if run.is_file() {
+        let points: Vec<Value> = read(&run)?;
+        md.push_str(&format!("## Run\n\n```\n{}\n```\n\n", summary::table(&points)));
+        for (file, title, key, scale, unit) in [
+            ("throughput.svg", "Throughput", "throughput_tokens_per_sec", 1.0, "tokens/s (input + output)"),
+            ("peak_kv_memory.svg", "Peak KV memory", "peak_kv_bytes", 1.0 / (1024.0 * 1024.0), "MiB of KV held at peak"),
+        ] {
+            plots::line_chart(&dir.join(file), title, unit, &series(&points, key, scale))?;
+            md.push_str(&format!("![{title}]({file})\n\n"));
+            written.push(file.to_string());
+        }
+    }
+    if cmp.is_file() {
+        let report: Value = read(&cmp)?;
+        md.push_str(&compare_markdown(&report));
+        let rows: Vec<RatioRow> = report["points"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|p| {
+                METRICS.iter().filter_map(move |(key, name)| {
+                    let m = p["metrics"].get(*key)?;
+                    let f = |k: &str| m[k].as_f64().unwrap_or(f64::NAN);
+                    Some(RatioRow {
+                        label: format!("{}: {name}", p["point"].as_str().unwrap_or("")),
+                        ratios: m["ratios"].as_array()?.iter().filter_map(Value::as_f64).collect(),
+                        median: f("ratio_median"),
+                        ci: (f("ci_low"), f("ci_high")),
+                    })
+                })
+            })
+            .collect();
+        plots::ratio_chart(&dir.join("compare_ratios.svg"), "B / A per trial", &rows)?;
+        md.push_str("![B / A per trial](compare_ratios.svg)\n");
+        written.push("compare_ratios.svg".into());
+    }
+    write_atomic(&dir.join("summary.md"), md.as_bytes())?;
+    written.push("summary.md".into());
+    Ok(written)
+}
+
+fn read<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("{} is not what nanohost writes there", path.display()))
+}
+
+/// One line per plugin and workload (and shared prefix length), over batch size.
+fn series(points: &[Value], key: &str, scale: f64) -> Vec<Series> {
+    let mut by: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
+    for p in points {
+        let (Some(x), Some(y)) = (p["batch_size"].as_f64(), p[key].as_f64()) else { continue };
+        let plugin = p["plugin"]["name"].as_str().unwrap_or("?");
+        let mut name = format!("{plugin} / {}", p["workload"].as_str().unwrap_or("?"));
+        if let Some(n) = p.get("shared_prefix_len") {
+            name.push_str(&format!(" (prefix {n})"));
+        }
+        by.entry(name).or_default().push((x, y * scale));
+    }
+    by.into_iter()
+        .map(|(name, mut points)| {
+            points.sort_by(|a, b| a.0.total_cmp(&b.0));
+            Series { name, points }
+        })
+        .collect()
+}
+
+fn compare_markdown(report: &Value) -> String {
+    let side = |s: &Value| format!("{} {} ({}, sha256 {:.12})", s["name"].as_str().unwrap_or("?"), s["version"].as_str().unwrap_or("?"), s["path"].as_str().unwrap_or("?"), s["sha256"].as_str().unwrap_or("?"));
+    format!(
+        "## Comparison\n\nA: {}\n\nB: {}\n\n```\n{}```\n\n",
+        side(&report["a"]),
+        side(&report["b"]),
+        compare::table(report)
+    )
+}

@@ -1,0 +1,70 @@
+//! `nanohost compare A B`: trials alternate A, B, A, B, each side in its own process on the same
+//! config and seeds; the comparison goes to stdout, `compare.json`, `summary.md` and a chart.
+
+use super::bench_args::BenchArgs;
+use crate::bench::{compare, report, supervisor};
+use crate::fsutil::write_atomic;
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+
+#[derive(Args)]
+pub struct CompareArgs {
+    /// Plugin A (the baseline).
+    #[arg(value_name = "A")]
+    a: PathBuf,
+    /// Plugin B (the candidate); ratios are B/A.
+    #[arg(value_name = "B")]
+    b: PathBuf,
+    /// Trial pairs (A then B). A difference is called only from 6 pairs at 95% (8 at 99%):
+    /// fewer cannot reach the level.
+    #[arg(long, default_value_t = 6)]
+    trials: usize,
+    /// Confidence of the bootstrap intervals.
+    #[arg(long, default_value_t = 0.95)]
+    confidence: f64,
+    #[command(flatten)]
+    bench: BenchArgs,
+    /// Where the trials' result files and the comparison go.
+    #[arg(long, value_name = "DIR", default_value = "results/compare")]
+    out: PathBuf,
+}
+
+pub fn run(a: CompareArgs) -> Result<()> {
+    if a.trials == 0 {
+        bail!("--trials must be at least 1");
+    }
+    if !(0.5..1.0).contains(&a.confidence) {
+        bail!("--confidence must be in [0.5, 1), e.g. 0.95");
+    }
+    for p in [&a.a, &a.b] {
+        if !p.is_file() {
+            bail!("plugin {} does not exist", p.display());
+        }
+    }
+    let cfg = a.bench.config()?;
+    let mut trials = Vec::new();
+    for t in 1..=a.trials {
+        let a_list = trial(&a.a, "a", t, &cfg, &a.out)?;
+        let b_list = trial(&a.b, "b", t, &cfg, &a.out)?;
+        trials.push((a_list, b_list));
+    }
+    let result = compare::compare(&trials, a.confidence, cfg.seed)?;
+    write_atomic(&a.out.join("compare.json"), serde_json::to_string_pretty(&result)?.as_bytes())?;
+    println!("{}", compare::table(&result));
+    report::render(&a.out)?;
+    eprintln!("comparison in {} (compare.json, summary.md, compare_ratios.svg)", a.out.display());
+    Ok(())
+}
+
+/// One side of one trial in its own child process; its result list.
+fn trial(plugin: &Path, side: &str, t: usize, cfg: &crate::bench::config::BenchConfig, out: &Path) -> Result<Vec<Value>> {
+    let dir = out.join(format!("trial-{t}")).join(side);
+    let outcome = supervisor::run_child(plugin, cfg, &dir)?;
+    let Some(file) = outcome.results else {
+        bail!("trial {t}: {} ({}) failed: {}", side.to_uppercase(), plugin.display(), outcome.failure.unwrap_or_default());
+    };
+    let text = std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("{} is not a result list", file.display()))
+}
