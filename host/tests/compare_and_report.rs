@@ -3,19 +3,10 @@
 
 mod common;
 
-use common::{nanohost, standard_plugin, template_plugin};
-use serde_json::Value;
+use common::{config_file, nanohost, read_json, s, standard_plugin, template_plugin};
 use std::path::Path;
 
 const CONFIG: &str = r#"{"batch_sizes": [1, 2], "max_input_len": 110, "max_output_len": 5, "seed": 3, "warmup_tokens": 1}"#;
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
-fn read_json(p: &Path) -> Value {
-    serde_json::from_str(&std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))).unwrap()
-}
 
 fn is_svg(p: &Path) -> bool {
     std::fs::read_to_string(p).is_ok_and(|t| t.starts_with("<svg") && t.trim_end().ends_with("</svg>"))
@@ -24,8 +15,7 @@ fn is_svg(p: &Path) -> bool {
 #[test]
 fn compare_of_a_plugin_with_a_copy_of_itself() {
     let tmp = tempfile::tempdir().unwrap();
-    let cfg = tmp.path().join("config.json");
-    std::fs::write(&cfg, CONFIG).unwrap();
+    let cfg = config_file(tmp.path(), CONFIG);
     let copy = tmp.path().join("v2/libstandard.so");
     std::fs::create_dir_all(copy.parent().unwrap()).unwrap();
     std::fs::copy(standard_plugin(), &copy).unwrap();
@@ -70,8 +60,7 @@ fn compare_of_a_plugin_with_a_copy_of_itself() {
 #[test]
 fn runs_get_charts_and_a_summary_that_report_can_redo() {
     let tmp = tempfile::tempdir().unwrap();
-    let cfg = tmp.path().join("config.json");
-    std::fs::write(&cfg, CONFIG).unwrap();
+    let cfg = config_file(tmp.path(), CONFIG);
     let out = tmp.path().join("run");
     let run = nanohost(&["run", "--plugin", s(&standard_plugin()), "--config", s(&cfg), "--out", s(&out)]);
     assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
@@ -99,8 +88,7 @@ fn runs_get_charts_and_a_summary_that_report_can_redo() {
 #[test]
 fn the_plugin_template_builds_and_runs() {
     let tmp = tempfile::tempdir().unwrap();
-    let cfg = tmp.path().join("config.json");
-    std::fs::write(&cfg, CONFIG).unwrap();
+    let cfg = config_file(tmp.path(), CONFIG);
     let out = tmp.path().join("run");
     let plugin = template_plugin();
     let run = nanohost(&["run", "--plugin", s(&plugin), "--config", s(&cfg), "--out", s(&out)]);

@@ -2,27 +2,17 @@
 
 mod common;
 
-use common::{fault_plugins, nanohost, standard_plugin};
+use common::{config_file, fault_plugins, nanohost, read_json, s, standard_plugin};
 use nanohost::bench::config::BenchConfig;
 use nanohost::model::Preset;
 use nanohost::workload;
-use serde_json::Value;
 use std::path::Path;
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
-fn read_json(p: &Path) -> Value {
-    serde_json::from_str(&std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))).unwrap()
-}
 
 #[test]
 fn standard_run_writes_results_that_follow_from_the_workload() {
     let tmp = tempfile::tempdir().unwrap();
     let config = r#"{"batch_sizes": [1, 3], "max_input_len": 120, "max_output_len": 6, "seed": 7, "warmup_tokens": 2}"#;
-    let cfg_path = tmp.path().join("config.json");
-    std::fs::write(&cfg_path, config).unwrap();
+    let cfg_path = config_file(tmp.path(), config);
     let out = tmp.path().join("out");
     let plugin = standard_plugin();
     let run = nanohost(&["run", "--plugin", s(&plugin), "--config", s(&cfg_path), "--out", s(&out)]);
@@ -80,8 +70,7 @@ fn every_plugin_fault_is_reported_while_a_good_plugin_succeeds() {
     let faults = fault_plugins();
     let random = tmp.path().join("librandom.so");
     std::fs::write(&random, (0..4096u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect::<Vec<u8>>()).unwrap();
-    let cfg_path = tmp.path().join("config.json");
-    std::fs::write(&cfg_path, r#"{"batch_sizes": [2], "max_output_len": 3, "warmup_tokens": 0, "max_input_len": 110}"#).unwrap();
+    let cfg_path = config_file(tmp.path(), r#"{"batch_sizes": [2], "max_output_len": 3, "warmup_tokens": 0, "max_input_len": 110}"#);
     let out = tmp.path().join("out");
     let expected = [
         ("panic", "failed in admit: panicked in admit: injected fault: admit panicked"),
@@ -170,8 +159,7 @@ fn repository_plugin_links_point_at_release_builds_of_workspace_plugins() {
 #[test]
 fn summary_measures_cascade_savings_against_standard_on_the_same_prompts() {
     let tmp = tempfile::tempdir().unwrap();
-    let cfg_path = tmp.path().join("config.json");
-    std::fs::write(&cfg_path, r#"{"batch_sizes": [3], "max_output_len": 2, "warmup_tokens": 0, "workloads": ["shared-prefix"]}"#).unwrap();
+    let cfg_path = config_file(tmp.path(), r#"{"batch_sizes": [3], "max_output_len": 2, "warmup_tokens": 0, "workloads": ["shared-prefix"]}"#);
     let out = tmp.path().join("out");
     let standard = standard_plugin();
     let cascade = common::built_plugin("nanohost-plugin-cascade", "cascade");

@@ -88,3 +88,19 @@ pub fn nanohost(args: &[&str]) -> std::process::Output {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
     std::process::Command::new(env!("CARGO_BIN_EXE_nanohost")).current_dir(root).args(args).output().unwrap()
 }
+
+/// A path as the `&str` the binary's arguments want.
+pub fn s(p: &std::path::Path) -> &str {
+    p.to_str().unwrap()
+}
+
+pub fn read_json(p: &std::path::Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))).unwrap()
+}
+
+/// `json` written to `dir/config.json`, for `--config`.
+pub fn config_file(dir: &std::path::Path, json: &str) -> PathBuf {
+    let path = dir.join("config.json");
+    std::fs::write(&path, json).unwrap();
+    path
+}
