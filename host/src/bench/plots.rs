@@ -26,7 +26,16 @@ pub fn line_chart(path: &Path, title: &str, y_desc: &str, series: &[Series]) -> 
         .y_label_area_size(80)
         .build_cartesian_2d(0.0..x_max, 0.0..y_max)
         .map_err(draw_err)?;
-    chart.configure_mesh().x_desc("batch size").y_desc(y_desc).draw().map_err(draw_err)?;
+    let y_decimals = if y_max >= 100.0 { 0 } else { 2 };
+    chart
+        .configure_mesh()
+        .x_desc("batch size")
+        .y_desc(y_desc)
+        .x_labels((x_max.ceil() as usize + 1).clamp(3, 13))
+        .x_label_formatter(&|x| if (x - x.round()).abs() < 1e-6 { format!("{x:.0}") } else { String::new() })
+        .y_label_formatter(&|y| format!("{y:.y_decimals$}"))
+        .draw()
+        .map_err(draw_err)?;
     for (i, s) in series.iter().enumerate() {
         let color = Palette99::pick(i).to_rgba();
         chart
