@@ -39,7 +39,7 @@ pub(crate) struct GroupTables {
 impl GroupTables {
     /// Checks each group (members exist, are in one group only, hold the same slots and see
     /// all of them) and lays out its tables.
-    pub fn build(groups: &[SharedGroup], seqs: &[SeqAttention], seq_start: &[u32], slots: &[u32], rows: usize) -> Result<Self, String> {
+    pub fn build(groups: &[SharedGroup], seqs: &[SeqAttention], seq_start: &[u32], slots: &[u32], shifts: &[u32], rows: usize) -> Result<Self, String> {
         let mut t = GroupTables {
             row_skip: vec![0; rows],
             group_row_start: vec![0],
@@ -66,6 +66,9 @@ impl GroupTables {
                     return Err(format!("shared group {g}: the first query row of sequence {s} sees {sees} entries, fewer than the {} shared", group.len));
                 }
                 let own = &slots[seq_start[s] as usize..][..group.len];
+                if shifts[seq_start[s] as usize..][..group.len].iter().any(|&x| x != 0) {
+                    return Err(format!("shared group {g}: sequence {s} has shifted keys in the shared entries; the shared pass attends keys as stored"));
+                }
                 if *lead.get_or_insert(own) != own {
                     return Err(format!("shared group {g}: sequence {s} does not hold its first {} entries in the slots sequence {leader} does", group.len));
                 }

@@ -107,6 +107,9 @@ pub(crate) fn paged_attention(op: &PagedAttention, q: &CudaStorage, ql: &Layout,
         candle_core::bail!("paged_attention (cuda): {heads} query heads over {kv_heads} KV heads; groups of 1, 2, 4 or 8 are built");
     }
     let lay = op.layout;
+    if lay.shifted {
+        candle_core::bail!("paged_attention (cuda): spans with shifted keys (re-rotation) are attended on the CPU only so far");
+    }
     let o = lay.offsets();
     let sfx = suffix(q.dtype())?;
     let splits = kv_splits(rows * kv_heads, lay.max_row_keys, sm_count(dev)?);

@@ -6,11 +6,14 @@ use crate::cascade::SharedGroup;
 /// (slot `j` lives in `blocks[j / block_size]` at offset `j % block_size`).
 ///
 /// A context is a list of spans so that a shared prefix ending in a partly filled block can be
-/// followed by a sequence's own blocks without copying.
+/// followed by a sequence's own blocks without copying. `shift` is how many positions later the
+/// span sits than the position its keys were rotated for: attention rotates them by that much
+/// (0 for keys computed in place).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct KvSpan {
     pub blocks: Vec<u32>,
     pub len: usize,
+    pub shift: i32,
 }
 
 /// One sequence of a packed batch: its query rows `q_start..q_start + q_len` in the packed
@@ -91,6 +94,8 @@ pub fn context_slot(context: &[KvSpan], index: usize, block_size: usize) -> Opti
 pub struct AttentionBatch {
     pub(crate) meta: candle_core::Tensor,
     pub(crate) layout: MetaLayout,
+    /// RoPE base of the model, needed to re-rotate shifted spans.
+    pub(crate) rope_theta: Option<f64>,
 }
 
 /// The sizes that place each section of the flattened metadata, known on the host without
@@ -109,6 +114,10 @@ pub struct MetaLayout {
     pub max_chunks: usize,
     /// The most entries one query row attends outside a shared group (what split-KV divides).
     pub max_row_keys: usize,
+    /// Context slots of all sequences; when some span is shifted, a `shifts` section of that
+    /// length (one `i32` per slot, as `u32` bits) follows the slots.
+    pub num_slots: usize,
+    pub shifted: bool,
 }
 
 /// Where each section starts (in `u32`s from the start of the metadata).
@@ -123,6 +132,7 @@ pub(crate) struct Offsets {
     pub items: usize,
     pub group_rows: usize,
     pub slots: usize,
+    pub shifts: usize,
 }
 
 impl MetaLayout {
@@ -135,7 +145,8 @@ impl MetaLayout {
         let items = group_len + g;
         let group_rows = items + 2 * self.num_items;
         let slots = group_rows + self.group_rows;
-        Offsets { row_seq: 0, row_visible: r, row_skip: 2 * r, seq_start, group_row_start, group_seq, group_len, items, group_rows, slots }
+        let shifts = slots + self.num_slots;
+        Offsets { row_seq: 0, row_visible: r, row_skip: 2 * r, seq_start, group_row_start, group_seq, group_len, items, group_rows, slots, shifts }
     }
 }
 
@@ -150,10 +161,18 @@ impl AttentionBatch {
     /// A batch whose flattened description (from [`AttentionBatch::flatten`]) is already on the
     /// device, e.g. as a view into one upload of all of a step's integer inputs.
     pub fn from_meta(meta: candle_core::Tensor, layout: MetaLayout) -> candle_core::Result<Self> {
-        if meta.dtype() != candle_core::DType::U32 || meta.dims1()? < layout.offsets().slots {
+        let o = layout.offsets();
+        let needed = if layout.shifted { o.shifts + layout.num_slots } else { o.shifts };
+        if meta.dtype() != candle_core::DType::U32 || meta.dims1()? < needed {
             candle_core::bail!("attention batch: metadata must be u32 and hold every section of its layout");
         }
-        Ok(AttentionBatch { meta, layout })
+        Ok(AttentionBatch { meta, layout, rope_theta: None })
+    }
+
+    /// The model's RoPE base, with which shifted spans' keys are re-rotated.
+    pub fn with_rope_theta(mut self, theta: f64) -> Self {
+        self.rope_theta = Some(theta);
+        self
     }
 
     pub fn layout(&self) -> MetaLayout {
@@ -166,7 +185,7 @@ impl AttentionBatch {
         let mut row_seq = vec![u32::MAX; rows];
         let mut row_visible = vec![0u32; rows];
         let mut seq_start = Vec::with_capacity(seqs.len() + 1);
-        let mut slots = Vec::new();
+        let (mut slots, mut shifts) = (Vec::new(), Vec::new());
         for (i, s) in seqs.iter().enumerate() {
             s.validate(block_size, num_blocks, rows).map_err(|e| candle_core::Error::Msg(format!("attention batch: sequence {i}: {e}")))?;
             let past = s.kv_len() - s.q_len;
@@ -179,12 +198,13 @@ impl AttentionBatch {
             }
             seq_start.push(slots.len() as u32);
             slots.extend((0..s.kv_len()).map(|j| context_slot(&s.context, j, block_size).expect("validated")));
+            shifts.extend(s.context.iter().flat_map(|span| std::iter::repeat_n(span.shift as u32, span.len)));
         }
         seq_start.push(slots.len() as u32);
         if let Some(r) = row_seq.iter().position(|&s| s == u32::MAX) {
             candle_core::bail!("attention batch: query row {r} belongs to no sequence");
         }
-        let shared = crate::cascade::GroupTables::build(groups, seqs, &seq_start, &slots, rows)
+        let shared = crate::cascade::GroupTables::build(groups, seqs, &seq_start, &slots, &shifts, rows)
             .map_err(|e| candle_core::Error::Msg(format!("attention batch: {e}")))?;
         let layout = MetaLayout {
             rows,
@@ -195,10 +215,15 @@ impl AttentionBatch {
             num_items: shared.items.len() / 2,
             max_chunks: shared.max_chunks,
             max_row_keys: row_visible.iter().zip(&shared.row_skip).map(|(v, s)| (v - s) as usize).max().unwrap_or(0),
+            num_slots: slots.len(),
+            shifted: shifts.iter().any(|&s| s != 0),
         };
-        let n_slots = slots.len();
+        let n_slots = slots.len() + if layout.shifted { shifts.len() } else { 0 };
+        if !layout.shifted {
+            shifts.clear();
+        }
         let mut meta = row_seq;
-        for part in [row_visible, shared.row_skip, seq_start, shared.group_row_start, shared.group_seq, shared.group_len, shared.items, shared.group_rows, slots] {
+        for part in [row_visible, shared.row_skip, seq_start, shared.group_row_start, shared.group_seq, shared.group_len, shared.items, shared.group_rows, slots, shifts] {
             meta.extend(part);
         }
         debug_assert_eq!(meta.len(), layout.offsets().slots + n_slots);

@@ -17,6 +17,7 @@ mod kv_write;
 mod layout;
 mod norm_rope;
 mod paged_attention;
+mod rope_shift;
 mod sample;
 mod silu_mul;
 
@@ -25,5 +26,6 @@ pub use kv_write::{write_kv, WriteKv};
 pub use layout::{context_slot, AttentionBatch, KvSpan, MetaLayout, SeqAttention};
 pub use norm_rope::{rms_norm_rope, RmsNormRope};
 pub use paged_attention::{paged_attention, PagedAttention};
+pub use rope_shift::{rerotate_keys, Rotation};
 pub use sample::{argmax, inverse_cdf, sample_rows, SampleRows};
 pub use silu_mul::{silu_mul, SiluMul};

@@ -2,6 +2,7 @@
 
 use crate::elem::{unsupported, Elem};
 use crate::layout::{AttentionBatch, MetaLayout};
+use crate::rope_shift::Rotation;
 use candle_core::{backend::BackendStorage, CpuStorage, CustomOp3, Layout, Result, Shape, Storage, Tensor};
 use rayon::prelude::*;
 
@@ -14,6 +15,7 @@ pub struct PagedAttention {
     pub(crate) meta: Tensor,
     pub(crate) layout: MetaLayout,
     pub(crate) softmax_scale: f32,
+    pub(crate) rope_theta: f64,
 }
 
 pub fn paged_attention(q: &Tensor, k_pool: &Tensor, v_pool: &Tensor, batch: &AttentionBatch, softmax_scale: f32) -> Result<Tensor> {
@@ -28,8 +30,12 @@ pub fn paged_attention(q: &Tensor, k_pool: &Tensor, v_pool: &Tensor, batch: &Att
             batch.layout.rows
         );
     }
+    let rope_theta = match (batch.layout.shifted, batch.rope_theta) {
+        (true, None) => candle_core::bail!("paged_attention: the batch has shifted spans but no RoPE base to re-rotate them with (AttentionBatch::with_rope_theta)"),
+        (_, theta) => theta.unwrap_or(0.0),
+    };
     let q = q.contiguous()?;
-    let op = PagedAttention { meta: batch.meta.clone(), layout: batch.layout, softmax_scale };
+    let op = PagedAttention { meta: batch.meta.clone(), layout: batch.layout, softmax_scale, rope_theta };
     q.apply_op3_no_bwd(k_pool, v_pool, &op)
 }
 
@@ -50,6 +56,8 @@ pub(crate) struct Sections<'a> {
     pub group_len: &'a [u32],
     pub group_rows: &'a [u32],
     pub slots: &'a [u32],
+    /// Per slot, as `i32` bits; empty when no span is shifted.
+    pub shifts: &'a [u32],
 }
 
 impl<'a> Sections<'a> {
@@ -64,7 +72,8 @@ impl<'a> Sections<'a> {
             group_seq: &m[o.group_seq..o.group_len],
             group_len: &m[o.group_len..o.items],
             group_rows: &m[o.group_rows..o.slots],
-            slots: &m[o.slots..],
+            slots: &m[o.slots..o.shifts],
+            shifts: if l.shifted { &m[o.shifts..o.shifts + l.num_slots] } else { &[] },
         }
     }
 }
@@ -84,7 +93,7 @@ impl Partial {
     }
 
     /// Adds one key (scored against `q`, already scaled) and its value.
-    pub fn push<T: Elem>(&mut self, q: &[f32], key: &[T], value: &[T]) {
+    pub fn push<K: Elem, V: Elem>(&mut self, q: &[f32], key: &[K], value: &[V]) {
         let score: f32 = q.iter().zip(key).map(|(a, b)| a * b.to_f32()).sum();
         let new_max = self.max.max(score);
         let correction = (self.max - new_max).exp();
@@ -126,17 +135,30 @@ impl PagedAttention {
         let mut out = vec![T::from_f32(0.0); q.len()];
         out.par_chunks_mut(row).enumerate().for_each(|(r, out_row)| {
             let s = meta.row_seq[r] as usize;
-            let slots = &meta.slots[meta.seq_start[s] as usize..][..meta.row_visible[r] as usize];
-            let own = &slots[meta.row_skip[r] as usize..];
+            let first = meta.seq_start[s] as usize + meta.row_skip[r] as usize;
+            let own = &meta.slots[first..meta.seq_start[s] as usize + meta.row_visible[r] as usize];
+            let shifts = meta.shifts.get(first..first + own.len());
             let mut qf = vec![0f32; d.head_dim];
+            let mut rotated = vec![0f32; d.head_dim];
+            let mut rotation: Option<(u32, Rotation)> = None;
             for h in 0..d.heads {
                 for (x, q) in qf.iter_mut().zip(&q[(r * d.heads + h) * d.head_dim..][..d.head_dim]) {
                     *x = q.to_f32() * self.softmax_scale;
                 }
                 let mut state = Partial::new(d.head_dim);
-                for &slot in own {
+                for (j, &slot) in own.iter().enumerate() {
                     let base = slot as usize * kv_row + (h / group) * d.head_dim;
-                    state.push(&qf, &k[base..base + d.head_dim], &v[base..base + d.head_dim]);
+                    let (key, value) = (&k[base..base + d.head_dim], &v[base..base + d.head_dim]);
+                    match shifts.map_or(0, |s| s[j]) {
+                        0 => state.push(&qf, key, value),
+                        shift => {
+                            if rotation.as_ref().is_none_or(|(at, _)| *at != shift) {
+                                rotation = Some((shift, Rotation::new(shift as i32, d.head_dim, self.rope_theta)));
+                            }
+                            rotation.as_ref().expect("set").1.apply(key, &mut rotated);
+                            state.push(&qf, &rotated, value);
+                        }
+                    }
                 }
                 if let Some(Some(part)) = shared.get(r * d.heads + h) {
                     state.merge(part);

@@ -43,13 +43,13 @@ pub fn run(b: &AttentionBench, cfg: &Qwen3Config, device: &Device, dtype: DType)
                 let noise = Tensor::randn(0f32, 1.0, p.shape(), device)?.to_dtype(dtype)?;
                 p.slice_set(&noise, 0, 0)?;
             }
-            let shared = KvSpan { blocks: (0..shared_blocks as u32).collect(), len: shared_blocks * bs };
+            let shared = KvSpan { blocks: (0..shared_blocks as u32).collect(), len: shared_blocks * bs, shift: 0 };
             let mut next = shared_blocks as u32;
             let seqs: Vec<SeqAttention> = own
                 .iter()
                 .enumerate()
                 .map(|(i, &n)| {
-                    let mine = KvSpan { blocks: (next..next + n.div_ceil(bs) as u32).collect(), len: n };
+                    let mine = KvSpan { blocks: (next..next + n.div_ceil(bs) as u32).collect(), len: n, shift: 0 };
                     next += mine.blocks.len() as u32;
                     let context = if shared.len > 0 { vec![shared.clone(), mine] } else { vec![mine] };
                     SeqAttention { q_start: i, q_len: 1, context }

@@ -25,7 +25,7 @@ pub fn teacher_forced_logits(model: &Qwen3, prompts: &[Vec<u32>], continuations:
         .enumerate()
         .map(|(i, p)| {
             let mut s = Sequence::new(i as u64, p.clone(), SamplingParams::default());
-            s.context = vec![KvSpan { blocks: ((i * per_seq) as u32..((i + 1) * per_seq) as u32).collect(), len: 0 }];
+            s.context = vec![KvSpan { blocks: ((i * per_seq) as u32..((i + 1) * per_seq) as u32).collect(), len: 0, shift: 0 }];
             s
         })
         .collect();

@@ -76,7 +76,7 @@ mod tests {
     use nanohost_kernels::KvSpan;
 
     fn seq(q_start: usize, q_len: usize, spans: &[(&[u32], usize)]) -> SeqAttention {
-        SeqAttention { q_start, q_len, context: spans.iter().map(|(b, len)| KvSpan { blocks: b.to_vec(), len: *len }).collect() }
+        SeqAttention { q_start, q_len, context: spans.iter().map(|(b, len)| KvSpan { blocks: b.to_vec(), len: *len, shift: 0 }).collect() }
     }
 
     #[test]

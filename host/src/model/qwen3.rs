@@ -135,7 +135,7 @@ impl Qwen3 {
         let step = StepInputs {
             cos_sin: self.rope.gather(&ints.narrow(0, n, n)?)?,
             slots: ints.narrow(0, 2 * n, n)?,
-            attention: AttentionBatch::from_meta(ints.narrow(0, meta_start, len - meta_start)?, layout)?,
+            attention: AttentionBatch::from_meta(ints.narrow(0, meta_start, len - meta_start)?, layout)?.with_rope_theta(self.cfg.rope_theta),
         };
         let mut x = self.embed.index_select(&ids, 0)?;
         for (l, layer) in self.layers.iter().enumerate() {
