@@ -1,5 +1,7 @@
 //! Workloads: the prompts of each benchmark point, independent of the strategy that runs them.
 
+pub mod chunks;
+mod chunked;
 mod shared_prefix;
 mod standard;
 
@@ -7,10 +9,20 @@ use crate::bench::config::BenchConfig;
 use anyhow::{bail, Result};
 use tokenizers::Tokenizer;
 
-/// One request's input.
+/// One request's input. `chunks` describe a chunked request's typed pieces (empty for plain
+/// prompts); `wave` orders requests into batches that run one after another on the same strategy
+/// (the chunked-reuse workload's 5 batches), 0 for everything else.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Prompt {
     pub tokens: Vec<u32>,
+    pub chunks: Vec<nanohost_strategy_api::Chunk>,
+    pub wave: usize,
+}
+
+impl Prompt {
+    pub fn plain(tokens: Vec<u32>) -> Self {
+        Prompt { tokens, chunks: Vec::new(), wave: 0 }
+    }
 }
 
 /// One benchmark point: the prompts of one batch.
@@ -29,13 +41,16 @@ pub trait Workload {
     fn points(&self, cfg: &BenchConfig, vocab_size: usize, tokenizer: &Tokenizer) -> Result<Vec<Point>>;
 }
 
-pub const NAMES: [&str; 3] = ["standard", "shared-prefix", "long-prefix"];
+pub const NAMES: [&str; 6] = ["standard", "shared-prefix", "long-prefix", "chunked", "chunked-reuse", "long-chunked"];
 
 pub fn by_name(name: &str) -> Result<Box<dyn Workload>> {
     match name {
         "standard" => Ok(Box::new(standard::Standard)),
         "shared-prefix" => Ok(Box::new(shared_prefix::SharedPrefix::prototype())),
         "long-prefix" => Ok(Box::new(shared_prefix::SharedPrefix::long())),
+        "chunked" => Ok(Box::new(chunked::Chunked)),
+        "chunked-reuse" => Ok(Box::new(chunked::ChunkedReuse)),
+        "long-chunked" => Ok(Box::new(chunked::LongChunked)),
         other => bail!("unknown workload \"{other}\"; known workloads: {}", NAMES.join(", ")),
     }
 }

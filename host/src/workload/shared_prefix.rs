@@ -63,7 +63,7 @@ impl Workload for SharedPrefix {
                         let len = rng.range_inclusive(self.min_suffix as u64, max_suffix as u64) as usize;
                         let mut tokens = prefix.clone();
                         tokens.extend((0..len).map(|_| rng.range_inclusive(0, MAX_ID) as u32));
-                        Prompt { tokens }
+                        Prompt::plain(tokens)
                     })
                     .collect();
                 let total: usize = prompts.iter().map(|q| q.tokens.len()).sum();

@@ -32,7 +32,7 @@ impl Workload for Standard {
                 let prompts = (0..b)
                     .map(|_| {
                         let len = rng.range_inclusive(MIN_LEN as u64, cfg.max_input_len as u64) as usize;
-                        Prompt { tokens: (0..len).map(|_| rng.range_inclusive(0, MAX_ID) as u32).collect() }
+                        Prompt::plain((0..len).map(|_| rng.range_inclusive(0, MAX_ID) as u32).collect())
                     })
                     .collect();
                 Point { workload: "standard".into(), batch_size: b, prompts, extra: Default::default() }
