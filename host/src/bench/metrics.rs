@@ -66,7 +66,8 @@ impl RunRecord<'_> {
                 (dec_tok, dec_t) = (dec_tok + s.tokens_computed, dec_t + s.duration);
             }
         }
-        let mut ttft: Vec<f64> = self.seqs.iter().filter_map(|s| s.token_times.first()).map(|t| ms(*t - self.started)).collect();
+        // From the request's arrival (for requests of later waves) or the timed call's start.
+        let mut ttft: Vec<f64> = self.seqs.iter().filter_map(|s| s.token_times.first().map(|t| ms(*t - s.arrived.max(self.started)))).collect();
         let mut itl: Vec<f64> = self.seqs.iter().flat_map(|s| s.token_times.windows(2).map(|w| ms(w[1] - w[0]))).collect();
         let peak_kv = (self.peak_blocks * self.bytes_per_block) as u64;
         let mut m = Map::new();

@@ -2,9 +2,11 @@
 //! runs workers in child processes, and the summary.
 
 pub mod attention;
+pub mod chunk_stats;
 pub mod compare;
 pub mod config;
 pub mod decode;
+pub mod fidelity;
 pub mod metrics;
 pub mod plots;
 pub mod report;

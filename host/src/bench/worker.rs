@@ -2,6 +2,7 @@
 //! file. Progress goes to stdout as JSON lines for the supervisor.
 
 use super::config::BenchConfig;
+use super::chunk_stats;
 use super::metrics::RunRecord;
 use crate::engine::kv_pool::{KvPool, PoolSize};
 use crate::engine::scheduler::SchedulerConfig;
@@ -83,6 +84,19 @@ pub fn run_worker(plugin_path: &Path, cfg: &BenchConfig, out_dir: &Path) -> Resu
     Ok(())
 }
 
+/// The chunked workloads' fidelity check against the standard plugin found beside this one or
+/// in the plugin search path; `null` (and a log line) when there is none.
+fn fidelity_vs_standard(plugin: &Plugin, loaded: &LoadedModel, pool: &KvPool, sched: SchedulerConfig, cfg: &BenchConfig, point: &Point) -> Result<Value> {
+    let beside = plugin.path.parent().map(|d| d.join("libstandard.so")).filter(|p| p.is_file());
+    let found = beside.or_else(|| crate::plugin::discover::discover(&[]).into_iter().find(|p| p.file_name().is_some_and(|n| n == "libstandard.so")));
+    let Some(path) = found else {
+        tracing::warn!("no libstandard.so beside the plugin or in the plugin search path: no fidelity check");
+        return Ok(Value::Null);
+    };
+    let reference = load_plugin(&path)?;
+    super::fidelity::compare_to_reference(plugin, &reference, loaded, pool, sched, point, cfg.max_output_len)
+}
+
 fn run_point(plugin: &Plugin, loaded: &LoadedModel, pool: &KvPool, cfg: &BenchConfig, point: &Point, device: &str) -> Result<Map<String, Value>> {
     let sched = SchedulerConfig { max_num_seqs: cfg.max_num_seqs, max_num_batched_tokens: cfg.max_num_batched_tokens };
     let params = SamplingParams { temperature: cfg.temperature as f32, max_tokens: cfg.max_output_len, ignore_eos: true };
@@ -90,18 +104,27 @@ fn run_point(plugin: &Plugin, loaded: &LoadedModel, pool: &KvPool, cfg: &BenchCo
     if cfg.warmup_tokens > 0 {
         let mut warm = Engine::new(&loaded.model, pool, Box::new(plugin.new_policy(pool)?), sched, cfg.seed);
         for p in &point.prompts {
-            warm.add_request(p.tokens.clone(), SamplingParams { max_tokens: cfg.warmup_tokens, ..params })?;
+            warm.add_chunked_request(p.tokens.clone(), p.chunks.clone(), SamplingParams { max_tokens: cfg.warmup_tokens, ..params })?;
         }
         warm.run_to_completion()?;
     }
     let policy = plugin.new_policy(pool)?;
     let mut engine = Engine::new(&loaded.model, pool, Box::new(policy), sched, cfg.seed);
-    for p in &point.prompts {
-        engine.add_request(p.tokens.clone(), params)?;
-    }
     let baseline = crate::device::device_memory_in_use(loaded.model.device());
+    // Waves (the chunked-reuse batches) run one after another on the same strategy.
+    let waves = point.prompts.iter().map(|p| p.wave).max().unwrap_or(0) + 1;
+    let (mut seqs, mut wave_stats) = (Vec::new(), Vec::new());
     let started = Instant::now();
-    let seqs = engine.run_to_completion()?;
+    for wave in 0..waves {
+        let before = engine.policy().counters()?;
+        for p in point.prompts.iter().filter(|p| p.wave == wave) {
+            engine.add_chunked_request(p.tokens.clone(), p.chunks.clone(), params)?;
+        }
+        let done = engine.run_to_completion()?;
+        let blocks = engine.policy().reported_blocks()?;
+        wave_stats.push(chunk_stats::wave(&before, &engine.policy().counters()?, point, wave, &done, blocks * pool.bytes_per_block()));
+        seqs.extend(done);
+    }
     let elapsed = started.elapsed();
     let record = RunRecord {
         seqs: &seqs,
@@ -126,8 +149,12 @@ fn run_point(plugin: &Plugin, loaded: &LoadedModel, pool: &KvPool, cfg: &BenchCo
         "sha256": plugin.sha256, "path": plugin.path.display().to_string(),
         "abi": nanohost_strategy_api::ABI_VERSION,
     }));
-    let counters: Map<String, Value> = engine.policy().counters()?.into_iter().map(|(k, v)| (k, json!(v))).collect();
-    m.insert("strategy_counters".into(), Value::Object(counters));
+    let counters = engine.policy().counters()?;
+    if point.prompts.iter().any(|p| !p.chunks.is_empty()) {
+        m.extend(chunk_stats::point(&counters, (engine.peak_reported_blocks * pool.bytes_per_block()) as u64, wave_stats));
+        m.insert("fidelity".into(), fidelity_vs_standard(plugin, loaded, pool, sched, cfg, point)?);
+    }
+    m.insert("strategy_counters".into(), Value::Object(counters.into_iter().map(|(k, v)| (k, json!(v))).collect()));
     m.insert("model".into(), json!(loaded.name));
     m.insert("device".into(), json!(device));
     m.insert("dtype".into(), json!(format!("{:?}", loaded.model.dtype()).to_lowercase()));

@@ -7,6 +7,7 @@
 use super::sequence::SeqId;
 use anyhow::Result;
 use nanohost_kernels::KvSpan;
+use nanohost_strategy_api::Chunk;
 
 /// Tokens to run through the model: their KV fills the last `tokens.len()` entries of
 /// `context`, and each attends causally to everything before it there.
@@ -41,7 +42,8 @@ pub struct Placement {
 
 pub trait KvPolicy {
     /// Places a prompt, or `None` when the pool has no room for it now.
-    fn admit(&mut self, seq: SeqId, tokens: &[u32]) -> Result<Option<Placement>>;
+    /// `chunks` describe a chunked request's typed pieces (empty for plain prompts).
+    fn admit(&mut self, seq: SeqId, tokens: &[u32], chunks: &[Chunk]) -> Result<Option<Placement>>;
     /// Grows a context to hold all of `tokens` (the last one is the new decode token), or
     /// `None` when there is no room.
     fn grow(&mut self, seq: SeqId, tokens: &[u32]) -> Result<Option<Vec<KvSpan>>>;

@@ -10,6 +10,7 @@ pub mod sequence;
 
 use crate::model::Qwen3;
 use anyhow::Result;
+use nanohost_strategy_api::Chunk;
 use kv_policy::KvPolicy;
 use kv_pool::KvPool;
 use runner::PackedBatch;
@@ -61,6 +62,19 @@ impl<'m> Engine<'m> {
     }
 
     pub fn add_request(&mut self, prompt: Vec<u32>, params: SamplingParams) -> Result<SeqId> {
+        self.add_chunked_request(prompt, Vec::new(), params)
+    }
+
+    /// A request whose prompt is made of typed chunks, which must tile the start of the prompt
+    /// in order.
+    pub fn add_chunked_request(&mut self, prompt: Vec<u32>, chunks: Vec<Chunk>, params: SamplingParams) -> Result<SeqId> {
+        let mut at = 0;
+        for c in &chunks {
+            if c.start != at || c.len == 0 || (c.start + c.len) as usize > prompt.len() {
+                anyhow::bail!("chunk {:?} at {}..{} does not continue the chunks before it (at {at}) inside the {}-token prompt", c.kind, c.start, c.start + c.len, prompt.len());
+            }
+            at += c.len;
+        }
         if prompt.is_empty() {
             anyhow::bail!("a request needs at least one prompt token");
         }
@@ -70,7 +84,9 @@ impl<'m> Engine<'m> {
         }
         let id = self.next_id;
         self.next_id += 1;
-        self.scheduler.waiting.push_back(Sequence::new(id, prompt, params));
+        let mut seq = Sequence::new(id, prompt, params);
+        seq.chunks = chunks;
+        self.scheduler.waiting.push_back(seq);
         Ok(id)
     }
 

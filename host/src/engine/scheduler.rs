@@ -54,7 +54,7 @@ impl Scheduler {
             if batched > 0 && batched + seq.len() > self.cfg.max_num_batched_tokens {
                 break;
             }
-            let Some(placement) = policy.admit(seq.id, &seq.tokens)? else { break };
+            let Some(placement) = policy.admit(seq.id, &seq.tokens, &seq.chunks)? else { break };
             let to_compute: usize = placement.jobs.iter().map(|j| j.tokens.len()).sum();
             let mut seq = self.waiting.pop_front().expect("front exists");
             seq.context = placement.context;

@@ -2,6 +2,7 @@
 
 use super::kv_policy::HostJob;
 use nanohost_kernels::KvSpan;
+use nanohost_strategy_api::Chunk;
 use std::time::Instant;
 
 pub type SeqId = u64;
@@ -35,6 +36,8 @@ pub struct Sequence {
     /// Prompt followed by every generated token.
     pub tokens: Vec<u32>,
     pub prompt_len: usize,
+    /// A chunked request's pieces (tokens `start..start + len` of the prompt); empty otherwise.
+    pub chunks: Vec<Chunk>,
     pub params: SamplingParams,
     /// Where this sequence's KV lives, in context order.
     pub context: Vec<KvSpan>,
@@ -59,6 +62,7 @@ impl Sequence {
             id,
             tokens: prompt,
             prompt_len,
+            chunks: Vec::new(),
             params,
             context: Vec::new(),
             pending: Vec::new(),

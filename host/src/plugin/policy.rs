@@ -7,7 +7,7 @@ use crate::engine::sequence::SeqId;
 use anyhow::{anyhow, Result};
 use nanohost_kernels::KvSpan;
 use nanohost_strategy_api::abi_stable::std_types::{ROption, RResult};
-use nanohost_strategy_api::{Admission, PoolInfo, Request, StrategyBox, StrategyStats};
+use nanohost_strategy_api::{Admission, Chunk, PoolInfo, Request, StrategyBox, StrategyStats};
 
 pub struct PluginPolicy {
     name: String,
@@ -39,8 +39,8 @@ impl PluginPolicy {
 }
 
 impl KvPolicy for PluginPolicy {
-    fn admit(&mut self, seq: SeqId, tokens: &[u32]) -> Result<Option<Placement>> {
-        let request = Request { seq_id: seq, tokens: tokens.to_vec().into(), chunks: Default::default() };
+    fn admit(&mut self, seq: SeqId, tokens: &[u32], chunks: &[Chunk]) -> Result<Option<Placement>> {
+        let request = Request { seq_id: seq, tokens: tokens.to_vec().into(), chunks: chunks.to_vec().into() };
         let answer = self.strategy.admit(&request);
         match self.call("admit", answer)? {
             Admission::NoRoom => Ok(None),

@@ -1,0 +1,55 @@
+//! What reusing chunk KV costs in output: the tested plugin and the standard plugin run the same
+//! composed prompts greedily; the share of generated positions where they chose the same token,
+//! and the largest logit difference at the first generated position (where both saw exactly the
+//! same tokens, so any difference comes from the reused KV).
+
+use crate::engine::kv_pool::KvPool;
+use crate::engine::scheduler::SchedulerConfig;
+use crate::engine::sequence::SamplingParams;
+use crate::engine::Engine;
+use crate::model::LoadedModel;
+use crate::plugin::Plugin;
+use crate::workload::Point;
+use anyhow::Result;
+use serde_json::{json, Value};
+
+/// Every request's greedy output and its first generated position's logits.
+fn greedy(plugin: &Plugin, loaded: &LoadedModel, pool: &KvPool, sched: SchedulerConfig, point: &Point, max_tokens: usize) -> Result<Vec<(Vec<u32>, Vec<f32>)>> {
+    let mut engine = Engine::new(&loaded.model, pool, Box::new(plugin.new_policy(pool)?), sched, 0);
+    engine.logits = Some(Vec::new());
+    let params = SamplingParams { temperature: 0.0, max_tokens, ignore_eos: true };
+    let mut done = Vec::new();
+    for wave in 0..=point.prompts.iter().map(|p| p.wave).max().unwrap_or(0) {
+        for p in point.prompts.iter().filter(|p| p.wave == wave) {
+            engine.add_chunked_request(p.tokens.clone(), p.chunks.clone(), params)?;
+        }
+        done.extend(engine.run_to_completion()?);
+    }
+    let logits = engine.logits.take().unwrap_or_default();
+    Ok(done
+        .iter()
+        .map(|s| {
+            let first = logits.iter().find(|(id, i, _)| *id == s.id && *i == 0).map(|(_, _, l)| l.clone()).unwrap_or_default();
+            (s.output().to_vec(), first)
+        })
+        .collect())
+}
+
+pub fn compare_to_reference(tested: &Plugin, reference: &Plugin, loaded: &LoadedModel, pool: &KvPool, sched: SchedulerConfig, point: &Point, max_tokens: usize) -> Result<Value> {
+    let got = greedy(tested, loaded, pool, sched, point, max_tokens)?;
+    let want = greedy(reference, loaded, pool, sched, point, max_tokens)?;
+    let (mut same, mut total, mut identical_requests, mut worst) = (0usize, 0usize, 0usize, 0f32);
+    for ((out_a, first_a), (out_b, first_b)) in got.iter().zip(&want) {
+        same += out_a.iter().zip(out_b).filter(|(a, b)| a == b).count();
+        total += out_b.len();
+        identical_requests += usize::from(out_a == out_b);
+        worst = first_a.iter().zip(first_b).map(|(a, b)| (a - b).abs()).fold(worst, f32::max);
+    }
+    Ok(json!({
+        "reference": reference.info.name.as_str(),
+        "greedy_token_agreement": if total == 0 { 1.0 } else { same as f64 / total as f64 },
+        "requests_with_identical_output": identical_requests,
+        "requests": want.len(),
+        "first_token_max_logit_diff": worst,
+    }))
+}
