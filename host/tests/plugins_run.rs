@@ -180,3 +180,35 @@ fn summary_measures_cascade_savings_against_standard_on_the_same_prompts() {
         assert_eq!(c["prefill_tokens_reused"], prefix / 16 * 16 * 2);
     }
 }
+
+#[test]
+fn chunked_runs_report_chunk_keys_and_fidelity_against_standard() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg_path = config_file(tmp.path(), r#"{"batch_sizes": [3], "max_output_len": 3, "warmup_tokens": 0, "workloads": ["chunked", "chunked-reuse"]}"#);
+    let out = tmp.path().join("out");
+    let chunked = common::built_plugin("nanohost-plugin-chunked", "chunked");
+    let reuse = common::built_plugin("nanohost-plugin-chunked-reuse", "chunked_reuse");
+    // The fidelity reference is found beside the plugin.
+    assert_eq!(standard_plugin().parent(), chunked.parent());
+    let run = nanohost(&["run", "--config", s(&cfg_path), "--out", s(&out), "--plugin", s(&chunked), "--plugin", s(&reuse)]);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let reuse_points = read_json(&out.join("results_chunked_reuse.json"));
+    let chunked_points = read_json(&out.join("results_chunked.json"));
+    for p in reuse_points.as_array().unwrap().iter().chain(chunked_points.as_array().unwrap()) {
+        assert_eq!(p["fidelity"]["reference"], "standard", "{p}");
+        let agreement = p["fidelity"]["greedy_token_agreement"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&agreement));
+        let (hits, misses) = (p["cache_hits"].as_u64().unwrap(), p["cache_misses"].as_u64().unwrap());
+        assert_eq!(p["exact_cache_hits"].as_u64().unwrap() + p["approximate_cache_hits"].as_u64().unwrap(), hits);
+        assert!(p["chunk_memory_mb"].as_f64().unwrap() > 0.0);
+        // Every non-query chunk occurrence is a hit or a miss.
+        assert!(hits + misses > 0);
+    }
+    let wave_point = &reuse_points[1];
+    assert_eq!(wave_point["workload"], "chunked-reuse");
+    let waves = wave_point["batch_stats"].as_array().unwrap();
+    assert_eq!(waves.len(), 5);
+    assert_eq!(waves.iter().map(|w| w["cache_hits"].as_u64().unwrap()).sum::<u64>(), wave_point["total_cache_hits"].as_u64().unwrap());
+    assert_eq!(wave_point["total_sequences"], 15);
+    assert_eq!(wave_point["num_batches"], 5);
+}

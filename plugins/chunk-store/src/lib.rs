@@ -244,3 +244,35 @@ impl<const RETAIN: bool> KvStrategy for ChunkStore<RETAIN> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(seq_id: u64, system: u32, sys_len: u32, query_len: u32) -> Request {
+        let mut tokens: Vec<u32> = (0..sys_len).map(|i| system * 100 + i).collect();
+        tokens.extend((0..query_len).map(|i| 9000 + seq_id as u32 * 10 + i));
+        let chunk = |kind, start, len, tag: u8| Chunk { kind, start, len, hash: [tag; 32] };
+        let chunks = vec![chunk(ChunkKind::SystemPrompt, 0, sys_len, system as u8), chunk(ChunkKind::Query, sys_len, query_len, 200 + seq_id as u8)];
+        Request { seq_id, tokens: tokens.into(), chunks: chunks.into() }
+    }
+
+    #[test]
+    fn a_chunk_in_use_is_never_evicted() {
+        let mut s = ChunkStore::<true>::new(PoolInfo { num_blocks: 4, block_size: 4, bytes_per_block: 1 }).unwrap();
+        // System prompt 1 (one block) + a private block.
+        assert!(matches!(s.admit(&request(1, 1, 4, 2)).unwrap(), Admission::Admitted(_)));
+        // System prompt 2 needs two blocks + two private: only two are free and prompt 1 is in use.
+        assert!(matches!(s.admit(&request(2, 2, 8, 5)).unwrap(), Admission::NoRoom));
+        assert_eq!(s.n.evictions, 0);
+        s.release(1).unwrap();
+        // Retained but unused now: evicted to make room (three blocks free, four needed).
+        assert!(matches!(s.admit(&request(2, 2, 8, 5)).unwrap(), Admission::Admitted(_)));
+        assert_eq!((s.n.evictions, s.chunks.len()), (1, 1));
+        // And the plain store (no retention) frees a chunk with its last user.
+        let mut plain = ChunkStore::<false>::new(PoolInfo { num_blocks: 4, block_size: 4, bytes_per_block: 1 }).unwrap();
+        plain.admit(&request(1, 1, 4, 2)).unwrap();
+        plain.release(1).unwrap();
+        assert_eq!((plain.chunks.len(), plain.free.len()), (0, 4));
+    }
+}
