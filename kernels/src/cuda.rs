@@ -107,9 +107,6 @@ pub(crate) fn paged_attention(op: &PagedAttention, q: &CudaStorage, ql: &Layout,
         candle_core::bail!("paged_attention (cuda): {heads} query heads over {kv_heads} KV heads; groups of 1, 2, 4 or 8 are built");
     }
     let lay = op.layout;
-    if lay.shifted {
-        candle_core::bail!("paged_attention (cuda): spans with shifted keys (re-rotation) are attended on the CPU only so far");
-    }
     let o = lay.offsets();
     let sfx = suffix(q.dtype())?;
     let splits = kv_splits(rows * kv_heads, lay.max_row_keys, sm_count(dev)?);
@@ -156,8 +153,17 @@ pub(crate) fn paged_attention(op: &PagedAttention, q: &CudaStorage, ql: &Layout,
                 }
                 let (row_seq, row_visible) = (sec(o.row_seq, o.row_visible), sec(o.row_visible, o.row_skip));
                 let mut b = stream.launch_builder(&func);
-                b.arg(&q).arg(&k).arg(&v).arg(&out).arg(&row_seq).arg(&row_visible).arg(&row_skip).arg(&seq_start).arg(&slots).arg(&part_o).arg(&part_ml);
-                candle_core::builder_arg!(b, lay.max_chunks as u32, splits as u32, chunk, heads as u32, kv_heads as u32, head_dim as u32, op.softmax_scale);
+                b.arg(&q).arg(&k).arg(&v).arg(&out).arg(&row_seq).arg(&row_visible).arg(&row_skip).arg(&seq_start).arg(&slots);
+                // Per-slot shifts, or a null pointer when no span is shifted.
+                let shifts = meta.slice(m0 + o.shifts..);
+                let null = 0u64;
+                if lay.shifted {
+                    b.arg(&shifts);
+                } else {
+                    b.arg(&null);
+                }
+                b.arg(&part_o).arg(&part_ml);
+                candle_core::builder_arg!(b, lay.max_chunks as u32, splits as u32, chunk, heads as u32, kv_heads as u32, head_dim as u32, op.softmax_scale, op.rope_theta);
                 // SAFETY: shapes checked above; the metadata was validated against the pool.
                 unsafe { b.launch(cfg) }.w()?;
                 if splits > 1 {

@@ -67,6 +67,44 @@ fn check_attention(dtype: DType, heads: usize, kv_heads: usize, head_dim: usize,
     assert!(d <= tol, "{dtype:?} attention differs by {d} (tolerance {tol}) for {lens:?}");
 }
 
+/// Spans whose keys were stored for other positions (shifted by up to +-3000) are re-rotated the
+/// same way on the GPU as on the CPU.
+#[test]
+fn shifted_spans_match_cpu() {
+    let (cpu, gpu) = (Device::Cpu, gpu());
+    let (heads, kv_heads, d, bs) = (16, 8, 128, 16);
+    let lens = [(300usize, 1usize), (700, 3), (40, 40), (2000, 1)];
+    let num_blocks = lens.iter().map(|(kv, _)| kv.div_ceil(bs) + 1).sum::<usize>() + 2;
+    let mut ctx = contexts(&lens.iter().map(|l| l.0).collect::<Vec<_>>(), bs, num_blocks, 11);
+    for (i, c) in ctx.iter_mut().enumerate() {
+        if let Some(span) = c.get_mut(1) {
+            span.shift = [1234, -57, 3000, -2999][i];
+        }
+    }
+    let total_q: usize = lens.iter().map(|l| l.1).sum();
+    for (dtype, tol) in [(DType::F32, 1e-5), (DType::BF16, 2e-2)] {
+        let k = Tensor::randn(0f32, 1.0, (num_blocks, bs, kv_heads, d), &cpu).unwrap().to_dtype(dtype).unwrap();
+        let v = Tensor::randn(0f32, 1.0, (num_blocks, bs, kv_heads, d), &cpu).unwrap().to_dtype(dtype).unwrap();
+        let q = Tensor::randn(0f32, 1.0, (total_q, heads, d), &cpu).unwrap().to_dtype(dtype).unwrap();
+        let mut seqs = Vec::new();
+        let mut q_start = 0;
+        for (c, l) in ctx.iter().zip(&lens) {
+            seqs.push(SeqAttention { q_start, q_len: l.1, context: c.clone() });
+            q_start += l.1;
+        }
+        let outs: Vec<Tensor> = [&cpu, &gpu]
+            .iter()
+            .map(|dev| {
+                let batch = AttentionBatch::new(&seqs, &[], total_q, bs, num_blocks, dev).unwrap().with_rope_theta(1_000_000.0);
+                let (q, k, v) = (q.to_device(dev).unwrap(), k.to_device(dev).unwrap(), v.to_device(dev).unwrap());
+                paged_attention(&q, &k, &v, &batch, 0.088).unwrap()
+            })
+            .collect();
+        let diff = max_diff(&outs[0], &outs[1]);
+        assert!(diff <= tol, "{dtype:?}: shifted attention on the GPU differs from the CPU by {diff}");
+    }
+}
+
 #[test]
 fn attention_matches_cpu_f32() {
     // (context, query rows): prefill, prefill over a cached prefix, decode; odd lengths.

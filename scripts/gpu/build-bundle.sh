@@ -9,7 +9,7 @@ source scripts/cuda-build-env.sh
 export CARGO_TARGET_DIR=${NANOHOST_CUDA_TARGET_DIR:-$HOME/.cache/nanohost-cuda-target}
 export RUSTFLAGS="$NANOHOST_CUDA_RUSTFLAGS"
 cargo build --release -p nanohost --features cuda
-cargo build --release -p nanohost-plugin-standard -p nanohost-plugin-cascade
+cargo build --release -p nanohost-plugin-standard -p nanohost-plugin-cascade -p nanohost-plugin-chunked -p nanohost-plugin-chunked-reuse
 test_bin=$(cargo test --release -p nanohost-kernels --features cuda --test cuda_ops --no-run --message-format=json 2>/dev/null \
   | python3 -c 'import json,sys
 for l in sys.stdin:

@@ -8,7 +8,9 @@
 # 6. transformers' decode ms/step on the same card (eager, static cache);
 # 7. (STEPS=prefix) standard vs cascade on the shared-prefix and long-prefix workloads;
 # 8. (STEPS=cascade) cascade vs flat attention, the op alone (prefix 256..2048, batch 1..64),
-#    and decode ms/step, standard vs cascade plugin, with a 2048-token shared prefix.
+#    and decode ms/step, standard vs cascade plugin, with a 2048-token shared prefix;
+# 9. (STEPS=chunked) standard vs chunked vs chunked-reuse on long-chunked (batch 8, 32) and the
+#    prototype's chunked workloads: time to first token, reuse, fidelity.
 set -uo pipefail
 B=$(cd "$(dirname "$0")" && pwd)
 DEST=${1:-${OUT:-$PWD/gpu-out}}
@@ -62,6 +64,14 @@ if want cascade; then
     "$B/nanohost" bench-decode --model "$MODEL" --plugin "$B/plugins/lib$p.so" --shared-prefix 2048 --prompt-len 128 \
       --batch-sizes 8,32,64 --out "$R/decode_prefix2048_$p.json" 2>>"$R/check.log" | grep -E 'batch_size|ms_per_step_median'
   done
+fi
+if want chunked; then
+  log "chunked: standard vs chunked vs chunked-reuse"
+  echo '{"workloads": ["long-chunked"], "batch_sizes": [8, 32], "max_output_len": 32}' > /tmp/nanohost-chunked.json
+  (cd "$B" && ./nanohost run --model "$MODEL" --plugin plugins/libstandard.so --plugin plugins/libchunked.so --plugin plugins/libchunked_reuse.so \
+     --config /tmp/nanohost-chunked.json --out "$R/long-chunked" --timeout 400 2>>"$R/check.log"
+   ./nanohost run --model "$MODEL" --plugin plugins/libstandard.so --plugin plugins/libchunked.so --plugin plugins/libchunked_reuse.so \
+     --workload chunked --workload chunked-reuse --out "$R/chunked" --timeout 400 2>>"$R/check.log")
 fi
 if want hf; then
   log "transformers decode bench"

@@ -46,11 +46,17 @@ __device__ inline void load_f(const T* p, float* out) {
 template <typename T, int GROUP, int PER>
 __device__ void paged_attention(const T* q, const T* k, const T* v, T* out, const uint32_t* row_seq,
                                 const uint32_t* row_visible, const uint32_t* row_skip,
-                                const uint32_t* seq_start, const uint32_t* all_slots, float* part_o,
-                                float* part_ml, uint32_t max_chunks, uint32_t splits, uint32_t chunk,
-                                uint32_t heads, uint32_t kv_heads, uint32_t head_dim, float scale) {
+                                const uint32_t* seq_start, const uint32_t* all_slots,
+                                const uint32_t* all_shifts, float* part_o, float* part_ml,
+                                uint32_t max_chunks, uint32_t splits, uint32_t chunk, uint32_t heads,
+                                uint32_t kv_heads, uint32_t head_dim, float scale, double theta) {
   const uint32_t row = blockIdx.x, kvh = blockIdx.y, split = blockIdx.z;
   const uint32_t* slots = all_slots + seq_start[row_seq[row]];
+  // Keys of a shifted span (stored rotated for another position) are rotated by the shift as
+  // they are loaded; see rope_shift.rs. null when no span of the batch is shifted.
+  const uint32_t* shifts = all_shifts ? all_shifts + seq_start[row_seq[row]] : nullptr;
+  int32_t rot_shift = 0;
+  float rot_cos[PER], rot_sin[PER];
   const uint32_t visible = row_visible[row], skip = row_skip[row];
   const uint32_t share = (visible - skip + splits - 1) / splits;
   const uint32_t begin = skip + split * share, end = min(begin + share, visible);
@@ -77,6 +83,32 @@ __device__ void paged_attention(const T* q, const T* k, const T* v, T* out, cons
         const size_t base = (size_t)slots[j0 + u] * kv_row + (size_t)kvh * head_dim + lane * PER;
         load_f<PER>(k + base, kf[u]);
         load_f<PER>(v + base, vf[u]);
+      }
+    }
+    if (shifts) {
+#pragma unroll
+      for (int u = 0; u < UNROLL; ++u) {
+        const int32_t sh = j0 + u < end ? (int32_t)shifts[j0 + u] : 0;
+        if (sh == 0) continue;  // the same for the whole warp: one key
+        if (sh != rot_shift) {
+          // Element e pairs with e +- head_dim/2, held by lane ^ 16, at frequency e mod head_dim/2,
+          // as the model's tables: f32 frequencies, the angle in f64.
+#pragma unroll
+          for (int i = 0; i < PER; ++i) {
+            const int f = (lane * PER + i) % (int)(head_dim / 2);
+            const float inv_freq = (float)(1.0 / pow(theta, (double)(2 * f) / head_dim));
+            double sn, cs;
+            sincos((double)sh * (double)inv_freq, &sn, &cs);
+            rot_cos[i] = (float)cs;
+            rot_sin[i] = (float)sn;
+          }
+          rot_shift = sh;
+        }
+#pragma unroll
+        for (int i = 0; i < PER; ++i) {
+          const float partner = __shfl_xor_sync(0xffffffffu, kf[u][i], 16);
+          kf[u][i] = lane < 16 ? kf[u][i] * rot_cos[i] - partner * rot_sin[i] : kf[u][i] * rot_cos[i] + partner * rot_sin[i];
+        }
       }
     }
 #pragma unroll
@@ -411,11 +443,12 @@ __device__ void cascade_shared(const T* q, const T* k, const T* v, float* part_o
   extern "C" __global__ void paged_attention_##NAME##_g##G##_p##P(                               \
       const T* q, const T* k, const T* v, T* out, const uint32_t* row_seq,                        \
       const uint32_t* row_visible, const uint32_t* row_skip, const uint32_t* seq_start,           \
-      const uint32_t* slots, float* part_o, float* part_ml, uint32_t max_chunks, uint32_t splits, \
-      uint32_t chunk, uint32_t heads, uint32_t kv_heads, uint32_t head_dim, float scale) {        \
+      const uint32_t* slots, const uint32_t* shifts, float* part_o, float* part_ml,               \
+      uint32_t max_chunks, uint32_t splits, uint32_t chunk, uint32_t heads, uint32_t kv_heads,    \
+      uint32_t head_dim, float scale, double theta) {                                             \
     paged_attention<T, G, P>(q, k, v, out, row_seq, row_visible, row_skip, seq_start, slots,      \
-                             part_o, part_ml, max_chunks, splits, chunk, heads, kv_heads,         \
-                             head_dim, scale);                                                    \
+                             shifts, part_o, part_ml, max_chunks, splits, chunk, heads, kv_heads, \
+                             head_dim, scale, theta);                                             \
   }
 #define INSTANTIATE_ATTENTION_G(T, NAME, G)                                                      \
   INSTANTIATE_ATTENTION(T, NAME, G, 1)                                                           \
