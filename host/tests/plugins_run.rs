@@ -207,6 +207,18 @@ fn chunked_runs_report_chunk_keys_and_fidelity_against_standard() {
         // Every non-query chunk occurrence is a hit or a miss.
         assert!(hits + misses > 0);
     }
+    // The prototype's chunked point: all three requests are admitted in one step, so every
+    // repeated system prompt or context is a hit and every first occurrence a miss.
+    let cfg = BenchConfig::from_json(&std::fs::read_to_string(&cfg_path).unwrap()).unwrap();
+    let tok = nanohost::model::tokenizer::byte_level_tokenizer().unwrap();
+    let point = &workload::by_name("chunked").unwrap().points(&cfg, Preset::Tiny.config().vocab_size, &tok).unwrap()[0];
+    let stored: Vec<[u8; 32]> = point.prompts.iter().flat_map(|p| p.chunks.iter().filter(|c| c.kind != nanohost_strategy_api::ChunkKind::Query).map(|c| c.hash)).collect();
+    let distinct = stored.iter().collect::<std::collections::HashSet<_>>().len() as u64;
+    for p in [&chunked_points[0], &reuse_points[0]] {
+        assert_eq!(p["workload"], "chunked");
+        assert_eq!((p["cache_misses"].as_u64().unwrap(), p["cache_hits"].as_u64().unwrap()), (distinct, stored.len() as u64 - distinct));
+        assert_eq!(p["num_unique_chunks"], distinct + 3, "plus one query per request");
+    }
     let wave_point = &reuse_points[1];
     assert_eq!(wave_point["workload"], "chunked-reuse");
     let waves = wave_point["batch_stats"].as_array().unwrap();
