@@ -10,7 +10,8 @@
 # 8. (STEPS=cascade) cascade vs flat attention, the op alone (prefix 256..2048, batch 1..64),
 #    and decode ms/step, standard vs cascade plugin, with a 2048-token shared prefix;
 # 9. (STEPS=chunked) standard vs chunked vs chunked-reuse on long-chunked (batch 8, 32) and the
-#    prototype's chunked workloads: time to first token, reuse, fidelity.
+#    prototype's chunked workloads: time to first token, reuse, fidelity;
+# 10. (STEPS=speed) the engine's own speed: the throughput and latency workloads, standard plugin.
 set -uo pipefail
 B=$(cd "$(dirname "$0")" && pwd)
 DEST=${1:-${OUT:-$PWD/gpu-out}}
@@ -72,6 +73,11 @@ if want chunked; then
      --config /tmp/nanohost-chunked.json --out "$R/long-chunked" --timeout 400 2>>"$R/check.log"
    ./nanohost run --model "$MODEL" --plugin plugins/libstandard.so --plugin plugins/libchunked.so --plugin plugins/libchunked_reuse.so \
      --workload chunked --workload chunked-reuse --out "$R/chunked" --timeout 400 2>>"$R/check.log")
+fi
+if want speed; then
+  log "engine speed: throughput and latency workloads"
+  (cd "$B" && ./nanohost run --model "$MODEL" --plugin plugins/libstandard.so --workload throughput --workload latency \
+     --out "$R/speed" --timeout 500 2>>"$R/check.log")
 fi
 if want hf; then
   log "transformers decode bench"

@@ -89,6 +89,9 @@ impl RunRecord<'_> {
         put("prefill_tokens_reused", json!(reused));
         put("prefill_tokens_per_sec", json!(rate(pre_tok, pre_t)));
         put("decode_tokens_per_sec", json!(rate(dec_tok, dec_t)));
+        let mut decode_ms: Vec<f64> = self.steps.iter().filter(|s| !s.prefill).map(|s| ms(s.duration)).collect();
+        put("decode_ms_per_step_p50", json!(quantile(&mut decode_ms, 0.5)));
+        put("decode_ms_per_step_p90", json!(quantile(&mut decode_ms, 0.9)));
         put("time_to_first_token_ms_mean", json!(ttft.iter().sum::<f64>() / ttft.len().max(1) as f64));
         put("time_to_first_token_ms_p50", json!(quantile(&mut ttft, 0.5)));
         put("inter_token_latency_ms_p50", json!(quantile(&mut itl, 0.5)));

@@ -47,7 +47,7 @@ pub fn model_source(cfg: &BenchConfig) -> Result<ModelSource> {
 fn default_blocks(cfg: &BenchConfig, points: &[Point]) -> usize {
     points
         .iter()
-        .map(|p| p.prompts.iter().map(|q| (q.tokens.len() + cfg.max_output_len).div_ceil(cfg.block_size)).sum::<usize>())
+        .map(|p| p.prompts.iter().map(|q| (q.tokens.len() + q.max_tokens.unwrap_or(cfg.max_output_len)).div_ceil(cfg.block_size)).sum::<usize>())
         .max()
         .unwrap_or(1)
 }
@@ -104,7 +104,7 @@ fn run_point(plugin: &Plugin, loaded: &LoadedModel, pool: &KvPool, cfg: &BenchCo
     if cfg.warmup_tokens > 0 {
         let mut warm = Engine::new(&loaded.model, pool, Box::new(plugin.new_policy(pool)?), sched, cfg.seed);
         for p in &point.prompts {
-            warm.add_chunked_request(p.tokens.clone(), p.chunks.clone(), SamplingParams { max_tokens: cfg.warmup_tokens, ..params })?;
+            warm.add_chunked_request(p.tokens.clone(), p.chunks.clone(), SamplingParams { max_tokens: cfg.warmup_tokens.min(p.max_tokens.unwrap_or(usize::MAX)), ..params })?;
         }
         warm.run_to_completion()?;
     }
@@ -118,6 +118,7 @@ fn run_point(plugin: &Plugin, loaded: &LoadedModel, pool: &KvPool, cfg: &BenchCo
     for wave in 0..waves {
         let before = engine.policy().counters()?;
         for p in point.prompts.iter().filter(|p| p.wave == wave) {
+            let params = SamplingParams { max_tokens: p.max_tokens.unwrap_or(params.max_tokens), ..params };
             engine.add_chunked_request(p.tokens.clone(), p.chunks.clone(), params)?;
         }
         let done = engine.run_to_completion()?;

@@ -2,6 +2,7 @@
 
 pub mod chunks;
 mod chunked;
+mod engine_speed;
 mod shared_prefix;
 mod standard;
 
@@ -11,17 +12,19 @@ use tokenizers::Tokenizer;
 
 /// One request's input. `chunks` describe a chunked request's typed pieces (empty for plain
 /// prompts); `wave` orders requests into batches that run one after another on the same strategy
-/// (the chunked-reuse workload's 5 batches), 0 for everything else.
+/// (the chunked-reuse workload's 5 batches), 0 for everything else. `max_tokens` overrides the
+/// config's `max_output_len` for workloads whose requests want different output lengths.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Prompt {
     pub tokens: Vec<u32>,
     pub chunks: Vec<nanohost_strategy_api::Chunk>,
     pub wave: usize,
+    pub max_tokens: Option<usize>,
 }
 
 impl Prompt {
     pub fn plain(tokens: Vec<u32>) -> Self {
-        Prompt { tokens, chunks: Vec::new(), wave: 0 }
+        Prompt { tokens, chunks: Vec::new(), wave: 0, max_tokens: None }
     }
 }
 
@@ -41,7 +44,7 @@ pub trait Workload {
     fn points(&self, cfg: &BenchConfig, vocab_size: usize, tokenizer: &Tokenizer) -> Result<Vec<Point>>;
 }
 
-pub const NAMES: [&str; 6] = ["standard", "shared-prefix", "long-prefix", "chunked", "chunked-reuse", "long-chunked"];
+pub const NAMES: [&str; 8] = ["standard", "shared-prefix", "long-prefix", "chunked", "chunked-reuse", "long-chunked", "throughput", "latency"];
 
 pub fn by_name(name: &str) -> Result<Box<dyn Workload>> {
     match name {
@@ -51,6 +54,8 @@ pub fn by_name(name: &str) -> Result<Box<dyn Workload>> {
         "chunked" => Ok(Box::new(chunked::Chunked)),
         "chunked-reuse" => Ok(Box::new(chunked::ChunkedReuse)),
         "long-chunked" => Ok(Box::new(chunked::LongChunked)),
+        "throughput" => Ok(Box::new(engine_speed::Throughput)),
+        "latency" => Ok(Box::new(engine_speed::Latency)),
         other => bail!("unknown workload \"{other}\"; known workloads: {}", NAMES.join(", ")),
     }
 }
