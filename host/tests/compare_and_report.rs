@@ -6,7 +6,7 @@ mod common;
 use common::{config_file, nanohost, read_json, s, standard_plugin, template_plugin};
 use std::path::Path;
 
-const CONFIG: &str = r#"{"batch_sizes": [1, 2], "max_input_len": 110, "max_output_len": 5, "seed": 3, "warmup_tokens": 1}"#;
+const CONFIG: &str = r#"{"workloads": ["standard"], "batch_sizes": [1, 2], "max_input_len": 110, "max_output_len": 5, "seed": 3, "warmup_tokens": 1}"#;
 
 fn is_svg(p: &Path) -> bool {
     std::fs::read_to_string(p).is_ok_and(|t| t.starts_with("<svg") && t.trim_end().ends_with("</svg>"))

@@ -11,7 +11,7 @@ use std::path::Path;
 #[test]
 fn standard_run_writes_results_that_follow_from_the_workload() {
     let tmp = tempfile::tempdir().unwrap();
-    let config = r#"{"batch_sizes": [1, 3], "max_input_len": 120, "max_output_len": 6, "seed": 7, "warmup_tokens": 2}"#;
+    let config = r#"{"workloads": ["standard"], "batch_sizes": [1, 3], "max_input_len": 120, "max_output_len": 6, "seed": 7, "warmup_tokens": 2}"#;
     let cfg_path = config_file(tmp.path(), config);
     let out = tmp.path().join("out");
     let plugin = standard_plugin();
@@ -70,7 +70,7 @@ fn every_plugin_fault_is_reported_while_a_good_plugin_succeeds() {
     let faults = fault_plugins();
     let random = tmp.path().join("librandom.so");
     std::fs::write(&random, (0..4096u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect::<Vec<u8>>()).unwrap();
-    let cfg_path = config_file(tmp.path(), r#"{"batch_sizes": [2], "max_output_len": 3, "warmup_tokens": 0, "max_input_len": 110}"#);
+    let cfg_path = config_file(tmp.path(), r#"{"workloads": ["standard"], "batch_sizes": [2], "max_output_len": 3, "warmup_tokens": 0, "max_input_len": 110}"#);
     let out = tmp.path().join("out");
     let expected = [
         ("panic", "failed in admit: panicked in admit: injected fault: admit panicked"),

@@ -5,6 +5,9 @@ use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
+/// The prototype suite's four workloads: what `nanohost run` replaces, run for every plugin.
+pub const DEFAULT_WORKLOADS: [&str; 4] = ["standard", "shared-prefix", "chunked", "chunked-reuse"];
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BenchConfig {
@@ -52,7 +55,7 @@ impl Default for BenchConfig {
             seed: 42,
             temperature: 0.6,
             warmup_tokens: 10,
-            workloads: vec!["standard".into()],
+            workloads: DEFAULT_WORKLOADS.iter().map(|w| w.to_string()).collect(),
             timeout_seconds: 1800,
             block_size: crate::engine::kv_pool::DEFAULT_BLOCK_SIZE,
             num_blocks: None,

@@ -108,7 +108,7 @@ mod tests {
         assert!(err(&[]).contains("has no chunks"));
         assert!(err(&[c.clone(), q.clone()]).contains("starts with a Context"));
         assert!(err(&[s.clone(), c.clone()]).contains("ends with a Context"));
-        assert!(err(&[s.clone()]).contains("ends with a SystemPrompt"));
+        assert!(err(std::slice::from_ref(&s)).contains("ends with a SystemPrompt"));
         assert!(err(&[s.clone(), s.clone(), q.clone()]).contains("found a SystemPrompt"));
         assert!(err(&[s.clone(), q.clone(), c.clone(), q.clone()]).contains("found a Query"));
         assert!(compose(&[s.clone(), q.clone()], &tok(), 0).is_ok(), "zero contexts is fine");
