@@ -66,7 +66,9 @@ impl GroupTables {
                     return Err(format!("shared group {g}: the first query row of sequence {s} sees {sees} entries, fewer than the {} shared", group.len));
                 }
                 let own = &slots[seq_start[s] as usize..][..group.len];
-                if shifts[seq_start[s] as usize..][..group.len].iter().any(|&x| x != 0) {
+                // `shifts` is empty when no span of the batch is shifted.
+                let first = seq_start[s] as usize;
+                if shifts.get(first..first + group.len).is_some_and(|sh| sh.iter().any(|&x| x != 0)) {
                     return Err(format!("shared group {g}: sequence {s} has shifted keys in the shared entries; the shared pass attends keys as stored"));
                 }
                 if *lead.get_or_insert(own) != own {

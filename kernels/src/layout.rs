@@ -185,7 +185,9 @@ impl AttentionBatch {
         let mut row_seq = vec![u32::MAX; rows];
         let mut row_visible = vec![0u32; rows];
         let mut seq_start = Vec::with_capacity(seqs.len() + 1);
-        let (mut slots, mut shifts) = (Vec::new(), Vec::new());
+        let shifted = seqs.iter().any(|s| s.context.iter().any(|span| span.shift != 0));
+        let total: usize = seqs.iter().map(SeqAttention::kv_len).sum();
+        let (mut slots, mut shifts) = (Vec::with_capacity(total), Vec::with_capacity(if shifted { total } else { 0 }));
         for (i, s) in seqs.iter().enumerate() {
             s.validate(block_size, num_blocks, rows).map_err(|e| candle_core::Error::Msg(format!("attention batch: sequence {i}: {e}")))?;
             let past = s.kv_len() - s.q_len;
@@ -197,8 +199,17 @@ impl AttentionBatch {
                 row_visible[s.q_start + r] = (past + r + 1) as u32;
             }
             seq_start.push(slots.len() as u32);
-            slots.extend((0..s.kv_len()).map(|j| context_slot(&s.context, j, block_size).expect("validated")));
-            shifts.extend(s.context.iter().flat_map(|span| std::iter::repeat_n(span.shift as u32, span.len)));
+            // Block by block (this runs for every context entry of every step).
+            for span in &s.context {
+                // A span may hold more blocks than its entries need (room reserved ahead).
+                for (k, &b) in span.blocks.iter().take(span.len.div_ceil(block_size)).enumerate() {
+                    let first = b * block_size as u32;
+                    slots.extend(first..first + (span.len - k * block_size).min(block_size) as u32);
+                }
+            }
+            if shifted {
+                shifts.extend(s.context.iter().flat_map(|span| std::iter::repeat_n(span.shift as u32, span.len)));
+            }
         }
         seq_start.push(slots.len() as u32);
         if let Some(r) = row_seq.iter().position(|&s| s == u32::MAX) {
@@ -216,13 +227,11 @@ impl AttentionBatch {
             max_chunks: shared.max_chunks,
             max_row_keys: row_visible.iter().zip(&shared.row_skip).map(|(v, s)| (v - s) as usize).max().unwrap_or(0),
             num_slots: slots.len(),
-            shifted: shifts.iter().any(|&s| s != 0),
+            shifted,
         };
-        let n_slots = slots.len() + if layout.shifted { shifts.len() } else { 0 };
-        if !layout.shifted {
-            shifts.clear();
-        }
+        let n_slots = slots.len() + shifts.len();
         let mut meta = row_seq;
+        meta.reserve(layout.offsets().slots - meta.len() + n_slots);
         for part in [row_visible, shared.row_skip, seq_start, shared.group_row_start, shared.group_seq, shared.group_len, shared.items, shared.group_rows, slots, shifts] {
             meta.extend(part);
         }

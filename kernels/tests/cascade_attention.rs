@@ -65,5 +65,12 @@ fn groups_that_do_not_share_their_slots_or_cannot_see_them_are_refused() {
     assert!(missing.contains("names sequence 9, but the batch has 3"), "{missing}");
     let empty = flatten(&[SharedGroup { seqs: vec![], len: 4 }]).unwrap();
     assert!(empty.contains("shared group 0 is empty"), "{empty}");
+    // Shared entries must be attended as stored: a shifted span cannot be part of the group.
+    let mut shifted = b.seqs.clone();
+    for seq in &mut shifted[..2] {
+        seq.context[0].shift = 5;
+    }
+    let err = AttentionBatch::flatten(&shifted, &b.groups, b.rows, 4, b.num_blocks).err().unwrap().to_string();
+    assert!(err.contains("shifted keys in the shared entries"), "{err}");
     let _ = Device::Cpu;
 }

@@ -234,16 +234,29 @@ impl Ledger {
             return Err(format!("the grown span of sequence {seq} changed blocks it already held ({:?} -> {:?})", old.blocks, span.blocks));
         }
         self.check_span(i, &span)?;
+        // Only the blocks added now need the ownership check: the ones held already passed it
+        // when they were added, and no other sequence can have been given them since (its plan
+        // would have failed this check). Checking all of them made this O(context) per token.
+        let added = &span.blocks[old.blocks.len()..];
+        for (k, &b) in added.iter().enumerate() {
+            if added[..k].contains(&b) || self.holders.get(&b).is_some_and(|h| h.iter().any(|(s, _)| *s == seq)) {
+                return Err(format!("block {b} appears twice in the context of sequence {seq}"));
+            }
+            if let Some((other, _)) = self.holders.get(&b).and_then(|h| h.first()) {
+                return Err(format!("block {b} is handed to sequence {seq} while live sequence {other} holds it"));
+            }
+        }
         let mut all = spans.clone();
         all[i] = span.clone();
-        self.check_ownership(seq, &all)?;
         let o = span.len as usize - 1;
         let slot = self.slot(&span, o);
         let (token, pos) = (tokens[tokens.len() - 1], span.rotated_pos + o as u32);
         self.check_write(seq, slot, token, pos)?;
         self.slot_token[slot as usize] = token;
         self.slot_pos[slot as usize] = pos;
-        self.hold(seq, &all);
+        for &b in added {
+            self.holders.entry(b).or_default().push((seq, false));
+        }
         let context = all.iter().map(kv_span).collect();
         self.live.insert(seq, all);
         Ok(context)
