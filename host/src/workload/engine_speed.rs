@@ -3,25 +3,13 @@
 //! ignored; the figure is output tokens over the wall time of the whole run, prefill included) and
 //! `latency` (batch 1, 4 and 64; 256-token prompts; 128 new tokens; decode ms per step).
 
+use super::standard::{check_vocab, random_ids};
 use super::{Point, Prompt, Workload};
 use crate::bench::config::BenchConfig;
 use crate::rng::Rng;
-use anyhow::{bail, Result};
+use anyhow::Result;
 use serde_json::json;
 use tokenizers::Tokenizer;
-
-const MAX_ID: u64 = 10_000;
-
-fn random_ids(rng: &mut Rng, n: usize) -> Vec<u32> {
-    (0..n).map(|_| rng.range_inclusive(0, MAX_ID) as u32).collect()
-}
-
-fn check_vocab(vocab: usize, name: &str) -> Result<()> {
-    if (vocab as u64) <= MAX_ID {
-        bail!("workload {name} draws ids up to {MAX_ID}; the model's vocabulary has only {vocab}");
-    }
-    Ok(())
-}
 
 pub struct Throughput;
 

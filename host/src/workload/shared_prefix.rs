@@ -21,7 +21,6 @@ pub struct SharedPrefix {
 
 pub const PREFIX_LENS: [usize; 3] = [50, 100, 200];
 pub const MIN_SUFFIX: usize = 50;
-const MAX_ID: u64 = super::standard::MAX_ID;
 
 impl SharedPrefix {
     pub fn prototype() -> Self {
@@ -49,20 +48,18 @@ impl Workload for SharedPrefix {
                 cfg.max_input_len
             );
         }
-        if (vocab_size as u64) <= MAX_ID {
-            bail!("workload {} draws ids up to {MAX_ID}; the model's vocabulary has only {vocab_size}", self.name);
-        }
+        super::standard::check_vocab(vocab_size, self.name)?;
         let mut points = Vec::new();
         for &b in &cfg.batch_sizes {
             for &p in self.prefix_lens {
                 let mut rng = Rng::derive(cfg.seed, &format!("{}/batch{b}/prefix{p}", self.name));
-                let prefix: Vec<u32> = (0..p).map(|_| rng.range_inclusive(0, MAX_ID) as u32).collect();
+                let prefix: Vec<u32> = super::standard::random_ids(&mut rng, p);
                 let max_suffix = self.max_suffix.unwrap_or_else(|| cfg.max_input_len - p);
                 let prompts: Vec<Prompt> = (0..b)
                     .map(|_| {
                         let len = rng.range_inclusive(self.min_suffix as u64, max_suffix as u64) as usize;
                         let mut tokens = prefix.clone();
-                        tokens.extend((0..len).map(|_| rng.range_inclusive(0, MAX_ID) as u32));
+                        tokens.extend(super::standard::random_ids(&mut rng, len));
                         Prompt::plain(tokens)
                     })
                     .collect();
