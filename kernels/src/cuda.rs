@@ -111,13 +111,17 @@ pub(crate) fn paged_attention(op: &PagedAttention, q: &CudaStorage, ql: &Layout,
     let sfx = suffix(q.dtype())?;
     let splits = kv_splits(rows * kv_heads, lay.max_row_keys, sm_count(dev)?);
     // Partial softmaxes per (row, query head): the shared pass's chunks, then the splits.
-    // Only rows in a group read chunks and only a split pass writes splits, so a batch with
-    // neither passes a placeholder.
+    // Only rows in a group read chunks and only a split pass writes splits; a batch with neither
+    // (most decode steps) passes null pointers and allocates nothing.
     let parts = lay.max_chunks + splits;
-    let needed = if lay.num_groups > 0 || splits > 1 { rows * heads * parts } else { 1 };
-    // SAFETY: every partial that is read was written before (shared pass, then split pass).
-    let part_o = unsafe { dev.alloc::<f32>(needed * head_dim)? };
-    let part_ml = unsafe { dev.alloc::<f32>(needed * 2)? };
+    let partials = if lay.num_groups > 0 || splits > 1 {
+        let n = rows * heads * parts;
+        // SAFETY: every partial that is read was written before (shared pass, then split pass).
+        Some(unsafe { (dev.alloc::<f32>(n * head_dim)?, dev.alloc::<f32>(n * 2)?) })
+    } else {
+        None
+    };
+    let null = 0u64;
     // One block per (query row, KV head, split) serves the whole GQA group: K and V are read once.
     let func = kernel(dev, &format!("paged_attention_{sfx}_g{group}_p{}", head_dim / 32), 0)?;
     let stream = dev.cuda_stream();
@@ -135,7 +139,7 @@ pub(crate) fn paged_attention(op: &PagedAttention, q: &CudaStorage, ql: &Layout,
                 let sec = |a: usize, b: usize| meta.slice(m0 + a..m0 + b);
                 let (seq_start, slots) = (sec(o.seq_start, o.group_row_start), meta.slice(m0 + o.slots..));
                 let row_skip = sec(o.row_skip, o.seq_start);
-                if lay.num_groups > 0 {
+                if let (true, Some((part_o, part_ml))) = (lay.num_groups > 0, &partials) {
                     let elem = std::mem::size_of::<$t>();
                     // Padded row strides as in nanohost.cu (row_ld, out_ld, P_LD, S_LD).
                     let (row_ld, out_ld, p_ld, s_ld) = (head_dim + 8, head_dim + 4, KEY_TILE + 8, KEY_TILE + 4);
@@ -146,7 +150,7 @@ pub(crate) fn paged_attention(op: &PagedAttention, q: &CudaStorage, ql: &Layout,
                     let (grs, gseq, glen, items, grows) =
                         (sec(o.group_row_start, o.group_seq), sec(o.group_seq, o.group_len), sec(o.group_len, o.items), sec(o.items, o.group_rows), sec(o.group_rows, o.slots));
                     let mut b = stream.launch_builder(&shared);
-                    b.arg(&q).arg(&k).arg(&v).arg(&part_o).arg(&part_ml).arg(&seq_start).arg(&slots).arg(&grs).arg(&gseq).arg(&glen).arg(&items).arg(&grows);
+                    b.arg(&q).arg(&k).arg(&v).arg(part_o).arg(part_ml).arg(&seq_start).arg(&slots).arg(&grs).arg(&gseq).arg(&glen).arg(&items).arg(&grows);
                     candle_core::builder_arg!(b, parts as u32, chunk, heads as u32, kv_heads as u32, head_dim as u32, group as u32, op.softmax_scale);
                     // SAFETY: the groups were validated against the sequences and the pool.
                     unsafe { b.launch(cfg) }.w()?;
@@ -156,22 +160,24 @@ pub(crate) fn paged_attention(op: &PagedAttention, q: &CudaStorage, ql: &Layout,
                 b.arg(&q).arg(&k).arg(&v).arg(&out).arg(&row_seq).arg(&row_visible).arg(&row_skip).arg(&seq_start).arg(&slots);
                 // Per-slot shifts, or a null pointer when no span is shifted.
                 let shifts = meta.slice(m0 + o.shifts..);
-                let null = 0u64;
                 if lay.shifted {
                     b.arg(&shifts);
                 } else {
                     b.arg(&null);
                 }
-                b.arg(&part_o).arg(&part_ml);
+                match &partials {
+                    Some((part_o, part_ml)) => b.arg(part_o).arg(part_ml),
+                    None => b.arg(&null).arg(&null),
+                };
                 candle_core::builder_arg!(b, lay.max_chunks as u32, splits as u32, chunk, heads as u32, kv_heads as u32, head_dim as u32, op.softmax_scale, op.rope_theta);
                 // SAFETY: shapes checked above; the metadata was validated against the pool.
                 unsafe { b.launch(cfg) }.w()?;
-                if splits > 1 {
+                if let (true, Some((part_o, part_ml))) = (splits > 1, &partials) {
                     let merge = kernel(dev, &format!("merge_partials_{sfx}"), 0)?;
                     let warps = (rows * heads) as u32;
                     let cfg = LaunchConfig { grid_dim: (warps.div_ceil(4), 1, 1), block_dim: (128, 1, 1), shared_mem_bytes: 0 };
                     let mut b = stream.launch_builder(&merge);
-                    b.arg(&out).arg(&part_o).arg(&part_ml).arg(&row_skip);
+                    b.arg(&out).arg(part_o).arg(part_ml).arg(&row_skip);
                     candle_core::builder_arg!(b, rows as u32, lay.max_chunks as u32, splits as u32, chunk, heads as u32, head_dim as u32);
                     // SAFETY: one warp per (row, head) of the output.
                     unsafe { b.launch(cfg) }.w()?;
