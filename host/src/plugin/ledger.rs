@@ -68,16 +68,19 @@ impl Ledger {
         Ok(())
     }
 
-    /// Blocks of `spans` must not be held by another live sequence unless both sides mark them shared.
+    /// Blocks of `spans` must not be held by another live sequence unless both sides mark them
+    /// shared, nor appear twice in `seq`'s context: among `spans`, or already held by `seq` (an
+    /// append adds blocks to a live sequence; an admitted one holds nothing yet).
     fn check_ownership(&self, seq: SeqId, spans: &[Span]) -> Result<(), String> {
         let mut mine: HashMap<u32, bool> = HashMap::new();
         for s in spans {
             for &b in s.blocks.iter() {
-                if mine.insert(b, s.shared).is_some() {
+                let held = self.holders.get(&b).into_iter().flatten();
+                if mine.insert(b, s.shared).is_some() || held.clone().any(|&(other, _)| other == seq) {
                     return Err(format!("block {b} appears twice in the context of sequence {seq}"));
                 }
-                for &(other, other_shared) in self.holders.get(&b).into_iter().flatten() {
-                    if other != seq && !(s.shared && other_shared) {
+                for &(other, other_shared) in held {
+                    if !(s.shared && other_shared) {
                         return Err(format!(
                             "block {b} is handed to sequence {seq} while live sequence {other} holds it{}",
                             if other_shared && !s.shared { " (shared there, private here)" } else { " privately" }
@@ -234,18 +237,11 @@ impl Ledger {
             return Err(format!("the grown span of sequence {seq} changed blocks it already held ({:?} -> {:?})", old.blocks, span.blocks));
         }
         self.check_span(i, &span)?;
-        // Only the blocks added now need the ownership check: the ones held already passed it
-        // when they were added, and no other sequence can have been given them since (its plan
-        // would have failed this check). Checking all of them made this O(context) per token.
-        let added = &span.blocks[old.blocks.len()..];
-        for (k, &b) in added.iter().enumerate() {
-            if added[..k].contains(&b) || self.holders.get(&b).is_some_and(|h| h.iter().any(|(s, _)| *s == seq)) {
-                return Err(format!("block {b} appears twice in the context of sequence {seq}"));
-            }
-            if let Some((other, _)) = self.holders.get(&b).and_then(|h| h.first()) {
-                return Err(format!("block {b} is handed to sequence {seq} while live sequence {other} holds it"));
-            }
-        }
+        // Only the blocks added now need the ownership check and recording: the ones held
+        // already passed it when they were added, and no other plan can have taken them since.
+        // (Checking all of them made this O(context) per token.)
+        let added = Span { blocks: span.blocks[old.blocks.len()..].to_vec().into(), len: span.len, start_pos: span.start_pos, rotated_pos: span.rotated_pos, shared: false };
+        self.check_ownership(seq, std::slice::from_ref(&added))?;
         let mut all = spans.clone();
         all[i] = span.clone();
         let o = span.len as usize - 1;
@@ -254,9 +250,7 @@ impl Ledger {
         self.check_write(seq, slot, token, pos)?;
         self.slot_token[slot as usize] = token;
         self.slot_pos[slot as usize] = pos;
-        for &b in added {
-            self.holders.entry(b).or_default().push((seq, false));
-        }
+        self.hold(seq, std::slice::from_ref(&added));
         let context = all.iter().map(kv_span).collect();
         self.live.insert(seq, all);
         Ok(context)
@@ -271,5 +265,37 @@ impl Ledger {
             !h.is_empty()
         });
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nanohost_strategy_api::{AttentionMode, ComputeJob};
+
+    fn span(blocks: &[u32], len: u32) -> Span {
+        Span { blocks: blocks.to_vec().into(), len, start_pos: 0, rotated_pos: 0, shared: false }
+    }
+
+    fn admit(l: &mut Ledger, seq: SeqId, tokens: &[u32], blocks: &[u32]) {
+        let plan = Plan { spans: vec![span(blocks, tokens.len() as u32)].into(), jobs: vec![ComputeJob { context: vec![0].into(), len: tokens.len() as u32 }].into(), mode: AttentionMode::Flat };
+        let checked = l.check_admission(seq, tokens, &plan).unwrap();
+        l.apply_admission(seq, checked);
+    }
+
+    #[test]
+    fn appended_blocks_are_checked_against_every_holder() {
+        let mut l = Ledger::new(8, 2);
+        admit(&mut l, 1, &[5, 6], &[0]);
+        admit(&mut l, 2, &[7, 8], &[1]);
+        let err = l.apply_append(2, &[7, 8, 9], span(&[1, 0], 3)).unwrap_err();
+        assert!(err.contains("block 0 is handed to sequence 2 while live sequence 1 holds it privately"), "{err}");
+        let err = l.apply_append(2, &[7, 8, 9], span(&[1, 1], 3)).unwrap_err();
+        assert!(err.contains("block 1 appears twice in the context of sequence 2"), "{err}");
+        let context = l.apply_append(2, &[7, 8, 9], span(&[1, 2], 3)).unwrap();
+        assert_eq!(context[0].blocks, [1, 2]);
+        // Now held: another sequence cannot be given it.
+        let err = l.apply_append(1, &[5, 6, 4], span(&[0, 2], 3)).unwrap_err();
+        assert!(err.contains("block 2 is handed to sequence 1 while live sequence 2 holds it"), "{err}");
     }
 }
