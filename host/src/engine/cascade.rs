@@ -30,23 +30,24 @@ pub fn min_shared_reads(device: &Device) -> usize {
 /// members have in common with its first member and all of their query rows can see; groups
 /// whose query rows times shared entries fall below `min_shared_reads` are left out.
 pub fn shared_groups(seqs: &[SeqAttention], cascade: &[bool], block_size: usize, min_shared_reads: usize) -> Vec<SharedGroup> {
-    let mut by_first: Vec<(u32, Vec<usize>)> = Vec::new();
-    let mut index: HashMap<u32, usize> = HashMap::new();
-    let leading: Vec<Vec<u32>> = seqs.iter().map(|s| leading_blocks(s, block_size)).collect();
+    // Leading blocks only of sequences in cascade mode: this runs every step, and for a
+    // strategy that never asks for cascade there is nothing to compute.
+    let leading: Vec<Vec<u32>> = seqs.iter().zip(cascade).map(|(s, &c)| if c { leading_blocks(s, block_size) } else { Vec::new() }).collect();
+    // Candidates by first block, in order of first appearance.
+    let mut candidates: Vec<Vec<usize>> = Vec::new();
+    let mut by_first: HashMap<u32, usize> = HashMap::new();
     for (i, blocks) in leading.iter().enumerate() {
-        if !cascade[i] || blocks.is_empty() {
-            continue;
-        }
-        let at = *index.entry(blocks[0]).or_insert_with(|| {
-            by_first.push((blocks[0], Vec::new()));
-            by_first.len() - 1
+        let Some(&first) = blocks.first() else { continue };
+        let at = *by_first.entry(first).or_insert_with(|| {
+            candidates.push(Vec::new());
+            candidates.len() - 1
         });
-        by_first[at].1.push(i);
+        candidates[at].push(i);
     }
-    by_first
+    candidates
         .into_iter()
-        .filter(|(_, members)| members.len() > 1)
-        .map(|(_, members)| {
+        .filter(|members| members.len() > 1)
+        .map(|members| {
             let lead = &leading[members[0]];
             let common = members.iter().map(|&m| lead.iter().zip(&leading[m]).take_while(|(a, b)| a == b).count()).min().unwrap_or(0);
             SharedGroup { seqs: members, len: common * block_size }
