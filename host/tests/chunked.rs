@@ -5,6 +5,7 @@
 mod common;
 
 use candle_core::{DType, Device};
+use nanohost::bench::waves::run_waves;
 use nanohost::engine::kv_pool::{KvPool, PoolSize};
 use nanohost::engine::scheduler::SchedulerConfig;
 use nanohost::engine::sequence::SamplingParams;
@@ -30,13 +31,8 @@ fn run(m: &LoadedModel, plugin: &Plugin, prompts: &[Prompt], blocks: usize) -> R
     let pool = KvPool::new(m.model.config(), PoolSize::Blocks(blocks), 16, DType::F32, &Device::Cpu).unwrap();
     let mut engine = Engine::new(&m.model, &pool, Box::new(plugin.new_policy(&pool).unwrap()), SchedulerConfig::default(), 1);
     engine.logits = Some(Vec::new());
-    let mut done = Vec::new();
-    for wave in 0..=prompts.iter().map(|p| p.wave).max().unwrap() {
-        for p in prompts.iter().filter(|p| p.wave == wave) {
-            engine.add_chunked_request(p.tokens.clone(), p.chunks.clone(), SamplingParams { temperature: 0.0, max_tokens: 6, ignore_eos: true }).unwrap();
-        }
-        done.extend(engine.run_to_completion().unwrap());
-    }
+    let params = SamplingParams { temperature: 0.0, max_tokens: 6, ignore_eos: true };
+    let done = run_waves(&mut engine, prompts, params, |_, _, _| Ok(())).unwrap();
     let logits = engine.logits.take().unwrap();
     Run {
         outputs: done.iter().map(|s| s.output().to_vec()).collect(),

@@ -18,13 +18,7 @@ fn greedy(plugin: &Plugin, loaded: &LoadedModel, pool: &KvPool, sched: Scheduler
     let mut engine = Engine::new(&loaded.model, pool, Box::new(plugin.new_policy(pool)?), sched, 0);
     engine.logits = Some(Vec::new());
     let params = SamplingParams { temperature: 0.0, max_tokens, ignore_eos: true };
-    let mut done = Vec::new();
-    for wave in 0..=point.prompts.iter().map(|p| p.wave).max().unwrap_or(0) {
-        for p in point.prompts.iter().filter(|p| p.wave == wave) {
-            engine.add_chunked_request(p.tokens.clone(), p.chunks.clone(), params)?;
-        }
-        done.extend(engine.run_to_completion()?);
-    }
+    let done = super::waves::run_waves(&mut engine, &point.prompts, params, |_, _, _| Ok(()))?;
     let logits = engine.logits.take().unwrap_or_default();
     Ok(done
         .iter()

@@ -14,4 +14,5 @@ pub mod stats;
 pub mod summary;
 pub mod supervisor;
 pub mod teacher;
+pub mod waves;
 pub mod worker;

@@ -4,6 +4,7 @@
 use super::config::BenchConfig;
 use super::chunk_stats;
 use super::metrics::RunRecord;
+use super::waves::run_waves;
 use crate::engine::kv_pool::{KvPool, PoolSize};
 use crate::engine::scheduler::SchedulerConfig;
 use crate::engine::sequence::SamplingParams;
@@ -69,10 +70,12 @@ pub fn run_worker(plugin_path: &Path, cfg: &BenchConfig, out_dir: &Path) -> Resu
         (None, None) => PoolSize::Blocks(default_blocks(cfg, &points)),
     };
     let pool = KvPool::new(loaded.model.config(), size, cfg.block_size, loaded.model.dtype(), &device)?;
+    let chunked = points.iter().any(|p| p.prompts.iter().any(|q| !q.chunks.is_empty()));
+    let reference = if chunked { fidelity_reference(&plugin)? } else { None };
     let mut results = Vec::new();
     for (i, point) in points.iter().enumerate() {
         progress(i, points.len(), &format!("{} batch {}", point.workload, point.batch_size));
-        let record = run_point(&plugin, &loaded, &pool, cfg, point, &compute.name)
+        let record = run_point(&plugin, reference.as_ref(), &loaded, &pool, cfg, point, &compute.name)
             .with_context(|| format!("{} workload, batch size {}", point.workload, point.batch_size))?;
         results.push(Value::Object(record));
     }
@@ -84,20 +87,20 @@ pub fn run_worker(plugin_path: &Path, cfg: &BenchConfig, out_dir: &Path) -> Resu
     Ok(())
 }
 
-/// The chunked workloads' fidelity check against the standard plugin found beside this one or
-/// in the plugin search path; `null` (and a log line) when there is none.
-fn fidelity_vs_standard(plugin: &Plugin, loaded: &LoadedModel, pool: &KvPool, sched: SchedulerConfig, cfg: &BenchConfig, point: &Point) -> Result<Value> {
+/// The reference for the chunked workloads' fidelity check: the standard plugin found beside
+/// this one or in the plugin search path; `None` (and a log line) when there is none.
+fn fidelity_reference(plugin: &Plugin) -> Result<Option<Plugin>> {
     let beside = plugin.path.parent().map(|d| d.join("libstandard.so")).filter(|p| p.is_file());
     let found = beside.or_else(|| crate::plugin::discover::discover(&[]).into_iter().find(|p| p.file_name().is_some_and(|n| n == "libstandard.so")));
     let Some(path) = found else {
         tracing::warn!("no libstandard.so beside the plugin or in the plugin search path: no fidelity check");
-        return Ok(Value::Null);
+        return Ok(None);
     };
-    let reference = load_plugin(&path)?;
-    super::fidelity::compare_to_reference(plugin, &reference, loaded, pool, sched, point, cfg.max_output_len)
+    Ok(Some(load_plugin(&path)?))
 }
 
-fn run_point(plugin: &Plugin, loaded: &LoadedModel, pool: &KvPool, cfg: &BenchConfig, point: &Point, device: &str) -> Result<Map<String, Value>> {
+/// `reference`: the fidelity reference, for points with chunked requests.
+fn run_point(plugin: &Plugin, reference: Option<&Plugin>, loaded: &LoadedModel, pool: &KvPool, cfg: &BenchConfig, point: &Point, device: &str) -> Result<Map<String, Value>> {
     let sched = SchedulerConfig { max_num_seqs: cfg.max_num_seqs, max_num_batched_tokens: cfg.max_num_batched_tokens };
     let params = SamplingParams { temperature: cfg.temperature as f32, max_tokens: cfg.max_output_len, ignore_eos: true };
     // Warm-up on a fresh strategy, as the prototype did, so one-time costs stay out of the timing.
@@ -111,21 +114,15 @@ fn run_point(plugin: &Plugin, loaded: &LoadedModel, pool: &KvPool, cfg: &BenchCo
     let policy = plugin.new_policy(pool)?;
     let mut engine = Engine::new(&loaded.model, pool, Box::new(policy), sched, cfg.seed);
     let baseline = crate::device::device_memory_in_use(loaded.model.device());
-    // Waves (the chunked-reuse batches) run one after another on the same strategy.
-    let waves = point.prompts.iter().map(|p| p.wave).max().unwrap_or(0) + 1;
-    let (mut seqs, mut wave_stats) = (Vec::new(), Vec::new());
+    let (mut before, mut wave_stats) = (engine.policy().counters()?, Vec::new());
     let started = Instant::now();
-    for wave in 0..waves {
-        let before = engine.policy().counters()?;
-        for p in point.prompts.iter().filter(|p| p.wave == wave) {
-            let params = SamplingParams { max_tokens: p.max_tokens.unwrap_or(params.max_tokens), ..params };
-            engine.add_chunked_request(p.tokens.clone(), p.chunks.clone(), params)?;
-        }
-        let done = engine.run_to_completion()?;
-        let blocks = engine.policy().reported_blocks()?;
-        wave_stats.push(chunk_stats::wave(&before, &engine.policy().counters()?, point, wave, &done, blocks * pool.bytes_per_block()));
-        seqs.extend(done);
-    }
+    let seqs = run_waves(&mut engine, &point.prompts, params, |engine, wave, done| {
+        let after = engine.policy().counters()?;
+        let held = engine.policy().reported_blocks()? * pool.bytes_per_block();
+        wave_stats.push(chunk_stats::wave(&before, &after, point, wave, done, held));
+        before = after;
+        Ok(())
+    })?;
     let elapsed = started.elapsed();
     let record = RunRecord {
         seqs: &seqs,
@@ -153,7 +150,11 @@ fn run_point(plugin: &Plugin, loaded: &LoadedModel, pool: &KvPool, cfg: &BenchCo
     let counters = engine.policy().counters()?;
     if point.prompts.iter().any(|p| !p.chunks.is_empty()) {
         m.extend(chunk_stats::point(&counters, (engine.peak_reported_blocks * pool.bytes_per_block()) as u64, wave_stats));
-        m.insert("fidelity".into(), fidelity_vs_standard(plugin, loaded, pool, sched, cfg, point)?);
+        let fidelity = match reference {
+            Some(r) => super::fidelity::compare_to_reference(plugin, r, loaded, pool, sched, point, cfg.max_output_len)?,
+            None => Value::Null,
+        };
+        m.insert("fidelity".into(), fidelity);
     }
     m.insert("strategy_counters".into(), Value::Object(counters.into_iter().map(|(k, v)| (k, json!(v))).collect()));
     m.insert("model".into(), json!(loaded.name));
