@@ -1,5 +1,6 @@
 //! Launching the CUDA kernels of src/cuda/nanohost.cu on candle's device and stream.
 
+use crate::elem::contiguous_range;
 use crate::paged_attention::PagedAttention;
 use candle_core::backend::BackendStorage;
 use candle_core::cuda_backend::cudarc::driver::sys::{CUdevice_attribute, CUfunction_attribute};
@@ -32,10 +33,6 @@ macro_rules! per_float_dtype {
             other => return Err(crate::elem::unsupported($op, other)),
         }
     };
-}
-
-fn offsets(l: &Layout, what: &str) -> Result<(usize, usize)> {
-    l.contiguous_offsets().ok_or_else(|| candle_core::Error::Msg(format!("{what} must be contiguous")))
 }
 
 /// A kernel of nanohost.cu, looked up once per (device, name) and opened up once to the dynamic
@@ -125,9 +122,9 @@ pub(crate) fn paged_attention(op: &PagedAttention, q: &CudaStorage, ql: &Layout,
     // One block per (query row, KV head, split) serves the whole GQA group: K and V are read once.
     let func = kernel(dev, &format!("paged_attention_{sfx}_g{group}_p{}", head_dim / 32), 0)?;
     let stream = dev.cuda_stream();
-    let (q0, q1) = offsets(ql, "q")?;
-    let (k0, k1) = offsets(kl, "the K pool")?;
-    let (v0, v1) = offsets(vl, "the V pool")?;
+    let (q0, q1) = contiguous_range(ql, "q")?;
+    let (k0, k1) = contiguous_range(kl, "the K pool")?;
+    let (v0, v1) = contiguous_range(vl, "the V pool")?;
     let cfg = LaunchConfig { grid_dim: (rows as u32, kv_heads as u32, splits as u32), block_dim: (128, 1, 1), shared_mem_bytes: 0 };
     let chunk = crate::SHARED_CHUNK as u32;
     macro_rules! launch {
@@ -196,9 +193,9 @@ pub(crate) fn write_kv(pool: &mut CudaStorage, pl: &Layout, src: &CudaStorage, s
     let dims = pl.dims();
     let row = dims[2] * dims[3];
     let capacity = dims[0] * dims[1];
-    let (p0, p1) = offsets(pl, "the pool")?;
+    let (p0, p1) = contiguous_range(pl, "the pool")?;
     let (s0, s_stride) = crate::norm_rope::rows_of(sl);
-    let (i0, i1) = offsets(il, "the slots")?;
+    let (i0, i1) = contiguous_range(il, "the slots")?;
     let tokens = i1 - i0;
     if tokens == 0 {
         return Ok(());
@@ -225,8 +222,8 @@ pub(crate) fn write_kv(pool: &mut CudaStorage, pl: &Layout, src: &CudaStorage, s
 pub(crate) fn sample_rows(logits: &CudaStorage, ll: &Layout, u: &CudaStorage, ul: &Layout, inv_temp: f32) -> Result<(CudaStorage, Shape)> {
     let dev = logits.device().clone();
     let (rows, vocab) = ll.shape().dims2()?;
-    let (l0, l1) = offsets(ll, "logits")?;
-    let (u0, u1) = offsets(ul, "uniforms")?;
+    let (l0, l1) = contiguous_range(ll, "logits")?;
+    let (u0, u1) = contiguous_range(ul, "uniforms")?;
     let func = kernel(&dev, "sample_rows", 0)?;
     let stream = dev.cuda_stream();
     let out = unsafe { dev.alloc::<u32>(rows)? };
@@ -257,8 +254,8 @@ pub(crate) fn rms_norm_rope(
         candle_core::bail!("rms_norm_rope (cuda): head_dim {head_dim} is not built; 64, 128 and 256 are");
     }
     let (x0, x_stride) = crate::norm_rope::rows_of(xl);
-    let (w0, w1) = offsets(wl, "the norm weight")?;
-    let (c0, c1) = offsets(csl, "cos_sin")?;
+    let (w0, w1) = contiguous_range(wl, "the norm weight")?;
+    let (c0, c1) = contiguous_range(csl, "cos_sin")?;
     let func = kernel(&dev, &format!("rms_norm_rope_{}_p{}", suffix(x.dtype())?, head_dim / 32), 0)?;
     let stream = dev.cuda_stream();
     let warps = 4u32;
@@ -286,7 +283,7 @@ pub(crate) fn silu_mul(x: &CudaStorage, l: &Layout) -> Result<(CudaStorage, Shap
     let dev = x.device().clone();
     let (tokens, w2) = l.shape().dims2()?;
     let width = w2 / 2;
-    let (a, b) = offsets(l, "silu_mul input")?;
+    let (a, b) = contiguous_range(l, "silu_mul input")?;
     let func = kernel(&dev, &format!("silu_mul_{}", suffix(x.dtype())?), 0)?;
     let stream = dev.cuda_stream();
     let n = (tokens * width) as u32;

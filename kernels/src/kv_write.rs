@@ -41,19 +41,15 @@ fn write_rows<T: Elem>(pool: &mut [T], src: &[T], (s0, stride): (usize, usize), 
     Ok(())
 }
 
-pub(crate) fn offsets(l: &Layout, what: &str) -> Result<(usize, usize)> {
-    l.contiguous_offsets().ok_or_else(|| candle_core::Error::Msg(format!("write_kv: {what} must be contiguous")))
-}
-
 impl InplaceOp3 for WriteKv {
     fn name(&self) -> &'static str {
         "write-kv"
     }
 
     fn cpu_fwd(&self, pool: &mut CpuStorage, pool_l: &Layout, src: &CpuStorage, src_l: &Layout, slots: &CpuStorage, slots_l: &Layout) -> Result<()> {
-        let (p0, p1) = offsets(pool_l, "the pool")?;
+        let (p0, p1) = crate::elem::contiguous_range(pool_l, "write_kv: the pool")?;
         let rows = crate::norm_rope::rows_of(src_l);
-        let (i0, i1) = offsets(slots_l, "the slots")?;
+        let (i0, i1) = crate::elem::contiguous_range(slots_l, "write_kv: the slots")?;
         let slots = &slots.as_slice::<u32>()?[i0..i1];
         let dims = pool_l.dims();
         let row = dims[2] * dims[3];

@@ -171,9 +171,7 @@ impl PagedAttention {
 }
 
 fn contiguous<'a, T>(data: &'a [T], l: &Layout, what: &str) -> Result<&'a [T]> {
-    let (a, b) = l
-        .contiguous_offsets()
-        .ok_or_else(|| candle_core::Error::Msg(format!("paged_attention: {what} must be contiguous")))?;
+    let (a, b) = crate::elem::contiguous_range(l, &format!("paged_attention: {what}"))?;
     Ok(&data[a..b])
 }
 

@@ -55,8 +55,8 @@ impl CustomOp2 for SampleRows {
 
     fn cpu_fwd(&self, logits: &CpuStorage, ll: &Layout, u: &CpuStorage, ul: &Layout) -> Result<(CpuStorage, Shape)> {
         let (rows, vocab) = ll.shape().dims2()?;
-        let (l0, l1) = ll.contiguous_offsets().ok_or_else(|| candle_core::Error::Msg("sample_rows: logits must be contiguous".into()))?;
-        let (u0, _) = ul.contiguous_offsets().ok_or_else(|| candle_core::Error::Msg("sample_rows: draws must be contiguous".into()))?;
+        let (l0, l1) = crate::elem::contiguous_range(ll, "sample_rows: logits")?;
+        let (u0, _) = crate::elem::contiguous_range(ul, "sample_rows: draws")?;
         let x = &logits.as_slice::<f32>()?[l0..l1];
         let u = &u.as_slice::<f32>()?[u0..];
         let out = (0..rows)
