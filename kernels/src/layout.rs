@@ -136,6 +136,11 @@ pub(crate) struct Offsets {
 }
 
 impl MetaLayout {
+    /// `u32`s in the whole metadata: every section, the shifts only when some span is shifted.
+    pub(crate) fn total_len(&self) -> usize {
+        self.offsets().shifts + if self.shifted { self.num_slots } else { 0 }
+    }
+
     pub(crate) fn offsets(&self) -> Offsets {
         let (r, s, g) = (self.rows, self.num_seqs, self.num_groups);
         let seq_start = 3 * r;
@@ -161,9 +166,7 @@ impl AttentionBatch {
     /// A batch whose flattened description (from [`AttentionBatch::flatten`]) is already on the
     /// device, e.g. as a view into one upload of all of a step's integer inputs.
     pub fn from_meta(meta: candle_core::Tensor, layout: MetaLayout) -> candle_core::Result<Self> {
-        let o = layout.offsets();
-        let needed = if layout.shifted { o.shifts + layout.num_slots } else { o.shifts };
-        if meta.dtype() != candle_core::DType::U32 || meta.dims1()? < needed {
+        if meta.dtype() != candle_core::DType::U32 || meta.dims1()? < layout.total_len() {
             candle_core::bail!("attention batch: metadata must be u32 and hold every section of its layout");
         }
         Ok(AttentionBatch { meta, layout, rope_theta: None })
@@ -229,13 +232,12 @@ impl AttentionBatch {
             num_slots: slots.len(),
             shifted,
         };
-        let n_slots = slots.len() + shifts.len();
         let mut meta = row_seq;
-        meta.reserve(layout.offsets().slots - meta.len() + n_slots);
+        meta.reserve(layout.total_len() - meta.len());
         for part in [row_visible, shared.row_skip, seq_start, shared.group_row_start, shared.group_seq, shared.group_len, shared.items, shared.group_rows, slots, shifts] {
             meta.extend(part);
         }
-        debug_assert_eq!(meta.len(), layout.offsets().slots + n_slots);
+        debug_assert_eq!(meta.len(), layout.total_len());
         Ok((meta, layout))
     }
 }
