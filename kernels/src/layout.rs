@@ -100,7 +100,7 @@ pub struct AttentionBatch {
 
 /// The sizes that place each section of the flattened metadata, known on the host without
 /// reading the device.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct MetaLayout {
     pub rows: usize,
     pub num_seqs: usize,
@@ -112,12 +112,24 @@ pub struct MetaLayout {
     pub num_items: usize,
     /// Chunks of the longest shared part.
     pub max_chunks: usize,
-    /// The most entries one query row attends outside a shared group (what split-KV divides).
+    /// The most entries one query row attends outside a shared group, rounded up by
+    /// [`row_keys_bucket`]: split-KV divides it, and a CUDA graph captured for one bucket serves
+    /// every step whose rows fit it with the same launch shape an eager step would use.
     pub max_row_keys: usize,
-    /// Context slots of all sequences; when some span is shifted, a `shifts` section of that
-    /// length (one `i32` per slot, as `u32` bits) follows the slots.
+    /// Context slots of all sequences.
     pub num_slots: usize,
+    /// Room for slots: the slots section is this long (`num_slots` of it used), so that steps
+    /// with different context lengths share one layout (see [`MetaLayout::widen`]). When some
+    /// span is shifted, a `shifts` section of this length (one `i32` per slot, as `u32` bits)
+    /// follows.
+    pub slot_capacity: usize,
     pub shifted: bool,
+}
+
+/// The smallest power of two at or above `keys`, at least 256: few distinct values over a run,
+/// so that few CUDA graphs cover it.
+pub fn row_keys_bucket(keys: usize) -> usize {
+    keys.next_power_of_two().max(256)
 }
 
 /// Where each section starts (in `u32`s from the start of the metadata).
@@ -137,8 +149,42 @@ pub(crate) struct Offsets {
 
 impl MetaLayout {
     /// `u32`s in the whole metadata: every section, the shifts only when some span is shifted.
-    pub(crate) fn total_len(&self) -> usize {
-        self.offsets().shifts + if self.shifted { self.num_slots } else { 0 }
+    pub fn total_len(&self) -> usize {
+        self.offsets().shifts + if self.shifted { self.slot_capacity } else { 0 }
+    }
+
+    /// Makes room for `slot_capacity` slots. Steps of one shape (rows, sequences, groups,
+    /// shifted or not, row-key bucket) then share one layout whatever their context lengths, so a
+    /// CUDA graph reads the same offsets every replay. The flattened metadata stays compact
+    /// (shifts right after the used slots); [`MetaLayout::pieces`] says where its parts go.
+    pub fn widen(&mut self, slot_capacity: usize) -> candle_core::Result<()> {
+        if slot_capacity < self.num_slots {
+            candle_core::bail!("attention batch: room for {slot_capacity} slots cannot hold {}", self.num_slots);
+        }
+        self.slot_capacity = slot_capacity;
+        Ok(())
+    }
+
+    /// Where the compact metadata of a (possibly widened) layout goes in a buffer of
+    /// [`MetaLayout::total_len`]: (range of the compact metadata, offset in the buffer). The
+    /// rest of the buffer is never read.
+    pub fn pieces(&self) -> Vec<(std::ops::Range<usize>, usize)> {
+        let used = self.offsets().slots + self.num_slots;
+        let mut pieces = vec![(0..used, 0)];
+        if self.shifted {
+            pieces.push((used..used + self.num_slots, self.offsets().shifts));
+        }
+        pieces
+    }
+
+    /// The compact metadata placed in a buffer of [`MetaLayout::total_len`] (zeros where
+    /// nothing is read): what the device buffer holds after the pieces are written.
+    pub fn place(&self, compact: &[u32]) -> Vec<u32> {
+        let mut out = vec![0; self.total_len()];
+        for (src, at) in self.pieces() {
+            out[at..at + src.len()].copy_from_slice(&compact[src]);
+        }
+        out
     }
 
     pub(crate) fn offsets(&self) -> Offsets {
@@ -150,7 +196,7 @@ impl MetaLayout {
         let items = group_len + g;
         let group_rows = items + 2 * self.num_items;
         let slots = group_rows + self.group_rows;
-        let shifts = slots + self.num_slots;
+        let shifts = slots + self.slot_capacity;
         Offsets { row_seq: 0, row_visible: r, row_skip: 2 * r, seq_start, group_row_start, group_seq, group_len, items, group_rows, slots, shifts }
     }
 }
@@ -228,8 +274,9 @@ impl AttentionBatch {
             max_group_rows: shared.max_group_rows,
             num_items: shared.items.len() / 2,
             max_chunks: shared.max_chunks,
-            max_row_keys: row_visible.iter().zip(&shared.row_skip).map(|(v, s)| (v - s) as usize).max().unwrap_or(0),
+            max_row_keys: row_keys_bucket(row_visible.iter().zip(&shared.row_skip).map(|(v, s)| (v - s) as usize).max().unwrap_or(0)),
             num_slots: slots.len(),
+            slot_capacity: slots.len(),
             shifted,
         };
         let mut meta = row_seq;

@@ -20,12 +20,14 @@ mod paged_attention;
 mod rope_shift;
 mod sample;
 mod silu_mul;
+mod upload;
 
 pub use cascade::{SharedGroup, SHARED_CHUNK};
 pub use kv_write::{write_kv, WriteKv};
-pub use layout::{context_slot, AttentionBatch, KvSpan, MetaLayout, SeqAttention};
+pub use layout::{context_slot, row_keys_bucket, AttentionBatch, KvSpan, MetaLayout, SeqAttention};
 pub use norm_rope::{rms_norm_rope, RmsNormRope};
 pub use paged_attention::{paged_attention, PagedAttention};
 pub use rope_shift::{rerotate_keys, Rotation};
 pub use sample::{argmax, inverse_cdf, sample_rows, SampleRows};
 pub use silu_mul::{silu_mul, SiluMul};
+pub use upload::write_u32;

@@ -73,7 +73,7 @@ impl<'a> Sections<'a> {
             group_len: &m[o.group_len..o.items],
             group_rows: &m[o.group_rows..o.slots],
             slots: &m[o.slots..o.shifts],
-            shifts: if l.shifted { &m[o.shifts..o.shifts + l.num_slots] } else { &[] },
+            shifts: if l.shifted { &m[o.shifts..o.shifts + l.slot_capacity] } else { &[] },
         }
     }
 }

@@ -78,10 +78,26 @@ fn attention_over_a_shifted_span_equals_keys_computed_where_it_sits() {
     };
     let want = run(vec![first.clone(), chunk(0)], &k_in_place);
     let got = run(vec![first.clone(), chunk(a as i32 - 500)], &k_stored);
-    let unshifted = run(vec![first, chunk(0)], &k_stored);
+    let unshifted = run(vec![first.clone(), chunk(0)], &k_stored);
     let diff = max_diff(&got, &want);
     assert!(diff < 1e-4, "shifted span attended differs by {diff}");
     assert!(max_diff(&unshifted, &want) > 1e-2, "the test must see the shift: without it the output differs");
+    // The same batch widened to room for more slots (as a CUDA graph's fixed buffer holds it):
+    // the compact metadata goes in pieces, the rest of the buffer is poison that must not be read.
+    let spans = vec![first.clone(), chunk(a as i32 - 500)];
+    let (kp, vp) = pool(&k_stored, &spans);
+    let seqs = [SeqAttention { q_start: 0, q_len: 3, context: spans }];
+    let (compact, mut layout) = AttentionBatch::flatten(&seqs, &[], 3, bs, 16).unwrap();
+    layout.widen(a + b + 77).unwrap();
+    assert!(layout.widen(a + b - 1).is_err());
+    let mut buffer = vec![0xdead_beef_u32; layout.total_len()];
+    for (range, at) in layout.pieces() {
+        buffer[at..at + range.len()].copy_from_slice(&compact[range]);
+    }
+    assert_eq!(layout.pieces().len(), 2, "a shifted batch has its shifts placed apart");
+    let len = buffer.len();
+    let widened = AttentionBatch::from_meta(Tensor::from_vec(buffer, len, &dev).unwrap(), layout).unwrap().with_rope_theta(THETA);
+    assert_eq!(max_diff(&paged_attention(&q, &kp, &vp, &widened, 0.2).unwrap(), &got), 0.0);
     let seqs = [SeqAttention { q_start: 0, q_len: 1, context: vec![chunk(-3)] }];
     let (kp, vp) = pool(&k_stored.narrow(0, 0, b).unwrap(), &[chunk(-3)]);
     let no_theta = AttentionBatch::new(&seqs, &[], 1, bs, 16, &dev).unwrap();

@@ -11,7 +11,10 @@
 #    and decode ms/step, standard vs cascade plugin, with a 2048-token shared prefix;
 # 9. (STEPS=chunked) standard vs chunked vs chunked-reuse on long-chunked (batch 8, 32) and the
 #    prototype's chunked workloads: time to first token, reuse, fidelity;
-# 10. (STEPS=speed) the engine's own speed: the throughput and latency workloads, standard plugin.
+# 10. (STEPS=speed) the engine's own speed: the throughput and latency workloads, standard plugin
+#     (GRAPHS=on|off|staged, default on: decode steps through CUDA graphs or not).
+# 11. (STEPS=graphs) decode through CUDA graphs vs staged (same padded computation, eager) vs
+#     eager, at batch sizes that fill a bucket and that need padding: ms/step and token digests.
 set -uo pipefail
 B=$(cd "$(dirname "$0")" && pwd)
 DEST=${1:-${OUT:-$PWD/gpu-out}}
@@ -77,7 +80,30 @@ fi
 if want speed; then
   log "engine speed: throughput and latency workloads"
   (cd "$B" && ./nanohost run --model "$MODEL" --plugin plugins/libstandard.so --workload throughput --workload latency \
-     --out "$R/speed" --timeout 500 2>>"$R/check.log")
+     --cuda-graphs "${GRAPHS:-on}" --out "$R/speed-graphs-${GRAPHS:-on}" --timeout 500 2>>"$R/check.log")
+  python3 - "$R/speed-graphs-${GRAPHS:-on}/results_standard.json" <<'PY'
+import json, sys
+for r in json.load(open(sys.argv[1])):
+    print(r["workload"], r["batch_size"], "tok/s %.0f" % r.get("output_throughput_tokens_per_sec", r["throughput_tokens_per_sec"]),
+          "decode ms/step p50 %.3f" % r["decode_ms_per_step_p50"], "graphs", r.get("cuda_graphs"))
+PY
+fi
+if want graphs; then
+  log "CUDA graphs vs staged vs eager decode (batch 1, 3, 4, 20, 64)"
+  for g in on staged off; do
+    "$B/nanohost" bench-decode --model "$MODEL" --plugin "$B/plugins/libstandard.so" --batch-sizes 1,3,4,20,64 \
+      --cuda-graphs $g --out "$R/decode_graphs_$g.json" 2>>"$R/check.log" >/dev/null
+  done
+  python3 - "$R" <<'PY'
+import json, sys
+rows = {g: json.load(open(f"{sys.argv[1]}/decode_graphs_{g}.json"))["results"] for g in ("on", "staged", "off")}
+for i, r in enumerate(rows["on"]):
+    s, o = rows["staged"][i], rows["off"][i]
+    print(f"batch {r['batch_size']:3d}: ms/step on {r['decode_ms_per_step_median']:.3f} staged {s['decode_ms_per_step_median']:.3f} off {o['decode_ms_per_step_median']:.3f}"
+          f" | replays {r['graph_replays']} captures {r['graph_captures']} ({r['graph_capture_seconds']:.3f}s)"
+          f" | tokens on==staged {r['output_tokens_sha256'] == s['output_tokens_sha256']} on==off {r['output_tokens_sha256'] == o['output_tokens_sha256']}")
+PY
+fi
 fi
 if want hf; then
   log "transformers decode bench"

@@ -1,6 +1,7 @@
 //! The benchmark configuration: the prototype's keys plus nanohost's own. Unknown keys and
 //! wrong types are errors naming the key.
 
+use crate::model::GraphMode;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -39,6 +40,9 @@ pub struct BenchConfig {
     pub kv_cache_bytes: Option<usize>,
     pub max_num_seqs: usize,
     pub max_num_batched_tokens: usize,
+    /// Decode steps through CUDA graphs: on (default; off on the CPU), off, or staged (padded
+    /// as for a graph, run eagerly: for checking replays).
+    pub cuda_graphs: GraphMode,
 }
 
 impl Default for BenchConfig {
@@ -62,6 +66,7 @@ impl Default for BenchConfig {
             kv_cache_bytes: None,
             max_num_seqs: 256,
             max_num_batched_tokens: 16_384,
+            cuda_graphs: GraphMode::On,
         }
     }
 }

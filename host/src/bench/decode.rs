@@ -5,7 +5,7 @@ use crate::engine::kv_pool::{KvPool, PoolSize};
 use crate::engine::scheduler::SchedulerConfig;
 use crate::engine::sequence::SamplingParams;
 use crate::engine::Engine;
-use crate::model::LoadedModel;
+use crate::model::{DecodeGraphs, GraphMode, LoadedModel};
 use crate::plugin::Plugin;
 use crate::rng::Rng;
 use anyhow::Result;
@@ -22,6 +22,7 @@ pub struct DecodeBench {
     pub steps: usize,
     pub block_size: usize,
     pub seed: u64,
+    pub graphs: GraphMode,
 }
 
 /// For each batch size: prefill `batch` random prompts of `prompt_len`, then greedy-decode;
@@ -35,7 +36,8 @@ pub fn run(b: &DecodeBench, loaded: &LoadedModel, plugin: &Plugin) -> Result<Vec
         let blocks = batch * total.div_ceil(b.block_size);
         let pool = KvPool::new(cfg, PoolSize::Blocks(blocks), b.block_size, loaded.model.dtype(), loaded.model.device())?;
         let sched = SchedulerConfig { max_num_seqs: batch, max_num_batched_tokens: batch * (b.shared_prefix + b.prompt_len) };
-        let mut engine = Engine::new(&loaded.model, &pool, Box::new(plugin.new_policy(&pool)?), sched, b.seed);
+        let graphs = DecodeGraphs::new(&loaded.model, batch, b.graphs);
+        let mut engine = Engine::new(&loaded.model, &pool, Box::new(plugin.new_policy(&pool)?), sched, b.seed).with_graphs(&graphs);
         let mut rng = Rng::derive(b.seed, &format!("decode-bench/{batch}"));
         let params = SamplingParams { temperature: 0.0, max_tokens: b.warmup_steps + b.steps + 1, ignore_eos: true };
         let prefix: Vec<u32> = (0..b.shared_prefix).map(|_| rng.range_inclusive(0, 10_000) as u32).collect();
@@ -43,7 +45,7 @@ pub fn run(b: &DecodeBench, loaded: &LoadedModel, plugin: &Plugin) -> Result<Vec
             let prompt = prefix.iter().copied().chain((0..b.prompt_len).map(|_| rng.range_inclusive(0, 10_000) as u32)).collect();
             engine.add_request(prompt, params)?;
         }
-        engine.run_to_completion()?;
+        let done = engine.run_to_completion()?;
         let mut ms: Vec<f64> = engine.steps.iter().filter(|s| !s.prefill).skip(b.warmup_steps).map(|s| s.duration.as_secs_f64() * 1e3).collect();
         let prefill_ms: f64 = engine.steps.iter().filter(|s| s.prefill).map(|s| s.duration.as_secs_f64() * 1e3).sum();
         let median = super::metrics::quantile(&mut ms, 0.5);
@@ -59,6 +61,11 @@ pub fn run(b: &DecodeBench, loaded: &LoadedModel, plugin: &Plugin) -> Result<Vec
             "decode_tokens_per_sec": batch as f64 * 1e3 / median,
             "prefill_ms": prefill_ms,
             "decode_steps_with_cascade_groups": cascade_steps,
+            "cuda_graphs": graphs.mode(),
+            "graph_replays": graphs.stats().replays,
+            "graph_captures": graphs.stats().captures,
+            "graph_capture_seconds": graphs.stats().capture_seconds,
+            "output_tokens_sha256": super::metrics::output_digest(&done),
         }));
     }
     Ok(out)

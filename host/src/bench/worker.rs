@@ -10,7 +10,7 @@ use crate::engine::scheduler::SchedulerConfig;
 use crate::engine::sequence::SamplingParams;
 use crate::engine::Engine;
 use crate::fsutil::write_atomic;
-use crate::model::{LoadedModel, ModelSource};
+use crate::model::{DecodeGraphs, GraphStats, LoadedModel, ModelSource};
 use crate::plugin::{load_plugin, Plugin};
 use crate::workload::{self, Point};
 use anyhow::{Context, Result};
@@ -72,10 +72,12 @@ pub fn run_worker(plugin_path: &Path, cfg: &BenchConfig, out_dir: &Path) -> Resu
     let pool = KvPool::new(loaded.model.config(), size, cfg.block_size, loaded.model.dtype(), &device)?;
     let chunked = points.iter().any(|p| p.prompts.iter().any(|q| !q.chunks.is_empty()));
     let reference = if chunked { fidelity_reference(&plugin)? } else { None };
+    // One set of graphs for the pool: what the warm-ups capture, the timed runs replay.
+    let graphs = DecodeGraphs::new(&loaded.model, cfg.max_num_seqs, cfg.cuda_graphs);
     let mut results = Vec::new();
     for (i, point) in points.iter().enumerate() {
         progress(i, points.len(), &format!("{} batch {}", point.workload, point.batch_size));
-        let record = run_point(&plugin, reference.as_ref(), &loaded, &pool, cfg, point, &compute.name)
+        let record = run_point(&plugin, reference.as_ref(), &loaded, &pool, &graphs, cfg, point, &compute.name)
             .with_context(|| format!("{} workload, batch size {}", point.workload, point.batch_size))?;
         results.push(Value::Object(record));
     }
@@ -85,6 +87,18 @@ pub fn run_worker(plugin_path: &Path, cfg: &BenchConfig, out_dir: &Path) -> Resu
     write_atomic(&path, serde_json::to_string_pretty(&results)?.as_bytes())?;
     println!("{}", json!({"result_file": path}));
     Ok(())
+}
+
+/// What the graphs did during the timed run (captures in the warm-up are not counted there).
+fn graph_record(graphs: &DecodeGraphs, before: &GraphStats) -> Value {
+    let now = graphs.stats();
+    json!({
+        "mode": graphs.mode(),
+        "replays": now.replays - before.replays,
+        "captures": now.captures - before.captures,
+        "capture_seconds": now.capture_seconds - before.capture_seconds,
+        "eager_decode_steps": now.eager_decode_steps - before.eager_decode_steps,
+    })
 }
 
 /// The reference for the chunked workloads' fidelity check: the standard plugin found beside
@@ -100,19 +114,21 @@ fn fidelity_reference(plugin: &Plugin) -> Result<Option<Plugin>> {
 }
 
 /// `reference`: the fidelity reference, for points with chunked requests.
-fn run_point(plugin: &Plugin, reference: Option<&Plugin>, loaded: &LoadedModel, pool: &KvPool, cfg: &BenchConfig, point: &Point, device: &str) -> Result<Map<String, Value>> {
+#[allow(clippy::too_many_arguments)]
+fn run_point(plugin: &Plugin, reference: Option<&Plugin>, loaded: &LoadedModel, pool: &KvPool, graphs: &DecodeGraphs, cfg: &BenchConfig, point: &Point, device: &str) -> Result<Map<String, Value>> {
     let sched = SchedulerConfig { max_num_seqs: cfg.max_num_seqs, max_num_batched_tokens: cfg.max_num_batched_tokens };
     let params = SamplingParams { temperature: cfg.temperature as f32, max_tokens: cfg.max_output_len, ignore_eos: true };
     // Warm-up on a fresh strategy, as the prototype did, so one-time costs stay out of the timing.
     if cfg.warmup_tokens > 0 {
-        let mut warm = Engine::new(&loaded.model, pool, Box::new(plugin.new_policy(pool)?), sched, cfg.seed);
+        let mut warm = Engine::new(&loaded.model, pool, Box::new(plugin.new_policy(pool)?), sched, cfg.seed).with_graphs(graphs);
         for p in &point.prompts {
             warm.add_chunked_request(p.tokens.clone(), p.chunks.clone(), SamplingParams { max_tokens: cfg.warmup_tokens.min(p.max_tokens.unwrap_or(usize::MAX)), ..params })?;
         }
         warm.run_to_completion()?;
     }
     let policy = plugin.new_policy(pool)?;
-    let mut engine = Engine::new(&loaded.model, pool, Box::new(policy), sched, cfg.seed);
+    let mut engine = Engine::new(&loaded.model, pool, Box::new(policy), sched, cfg.seed).with_graphs(graphs);
+    let graphs_before = graphs.stats();
     let baseline = crate::device::device_memory_in_use(loaded.model.device());
     let (mut before, mut wave_stats) = (engine.policy().counters()?, Vec::new());
     let started = Instant::now();
@@ -156,6 +172,7 @@ fn run_point(plugin: &Plugin, reference: Option<&Plugin>, loaded: &LoadedModel, 
         };
         m.insert("fidelity".into(), fidelity);
     }
+    m.insert("cuda_graphs".into(), graph_record(graphs, &graphs_before));
     m.insert("strategy_counters".into(), Value::Object(counters.into_iter().map(|(k, v)| (k, json!(v))).collect()));
     m.insert("model".into(), json!(loaded.name));
     m.insert("device".into(), json!(device));

@@ -28,6 +28,10 @@ pub struct BenchArgs {
     /// cpu, cuda or cuda:N (overrides the config's `device`).
     #[arg(long)]
     device: Option<String>,
+    /// Decode steps through CUDA graphs: on, off, or staged (padded as for a graph, run
+    /// eagerly). Overrides the config's `cuda_graphs`.
+    #[arg(long, value_enum, value_name = "MODE")]
+    cuda_graphs: Option<crate::model::GraphMode>,
 }
 
 impl BenchArgs {
@@ -51,6 +55,9 @@ impl BenchArgs {
         }
         if self.device.is_some() {
             cfg.device = self.device.clone();
+        }
+        if let Some(g) = self.cuda_graphs {
+            cfg.cuda_graphs = g;
         }
         if let Some(t) = self.timeout {
             cfg.timeout_seconds = t;

@@ -58,6 +58,9 @@ pub struct BenchDecodeArgs {
     steps: usize,
     #[arg(long, default_value = "plugins/libstandard.so")]
     plugin: PathBuf,
+    /// Decode steps through CUDA graphs: on, off, or staged (padded as for a graph, run eagerly).
+    #[arg(long, value_enum, default_value = "on", value_name = "MODE")]
+    cuda_graphs: crate::model::GraphMode,
     /// JSON file for the results (also printed).
     #[arg(long)]
     out: Option<PathBuf>,
@@ -74,6 +77,7 @@ pub fn bench_decode(a: BenchDecodeArgs) -> Result<()> {
         steps: a.steps,
         block_size: crate::engine::kv_pool::DEFAULT_BLOCK_SIZE,
         seed: 42,
+        graphs: a.cuda_graphs,
     };
     let rows = decode::run(&b, &loaded, &plugin)?;
     let mut extra = serde_json::json!({ "model": loaded.name, "plugin": plugin.info.name.as_str() });

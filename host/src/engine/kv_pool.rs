@@ -41,7 +41,8 @@ impl KvPool {
         if num_blocks == 0 {
             bail!("the KV pool holds no block: {size:?} is below one block of {bytes_per_block} bytes");
         }
-        let shape = (num_blocks, block_size, cfg.num_key_value_heads, cfg.head_dim);
+        // One block more than strategies see: the scratch block (see `scratch_slot`).
+        let shape = (num_blocks + 1, block_size, cfg.num_key_value_heads, cfg.head_dim);
         let (mut k, mut v) = (Vec::new(), Vec::new());
         for _ in 0..cfg.num_hidden_layers {
             k.push(Tensor::zeros(shape, dtype, device)?);
@@ -58,8 +59,21 @@ impl KvPool {
         self.block_size
     }
 
+    /// Blocks strategies may plan with.
     pub fn num_blocks(&self) -> usize {
         self.num_blocks
+    }
+
+    /// Blocks in memory: strategies' blocks and the scratch block.
+    pub fn physical_blocks(&self) -> usize {
+        self.num_blocks + 1
+    }
+
+    /// A slot no strategy can plan with (its block is past `num_blocks`, which every plan is
+    /// checked against): the rows that pad a batch to a CUDA graph's size write and read
+    /// their KV there, so they compute real numbers without touching any sequence's KV.
+    pub fn scratch_slot(&self) -> u32 {
+        (self.num_blocks * self.block_size) as u32
     }
 
     /// The pool as a strategy sees it.

@@ -8,7 +8,7 @@ pub mod sampler;
 pub mod scheduler;
 pub mod sequence;
 
-use crate::model::Qwen3;
+use crate::model::{DecodeGraphs, Qwen3};
 use anyhow::Result;
 use nanohost_strategy_api::Chunk;
 use kv_policy::KvPolicy;
@@ -26,12 +26,16 @@ pub struct StepReport {
     pub tokens_computed: usize,
     /// Cascade groups attention formed (sequences attending shared blocks in one pass).
     pub cascade_groups: usize,
+    /// Replayed from a CUDA graph (or staged as for one).
+    pub graph: bool,
     pub duration: Duration,
 }
 
 pub struct Engine<'m> {
     model: &'m Qwen3,
     pool: &'m KvPool,
+    /// Decode steps through CUDA graphs; `None`: every step eagerly.
+    graphs: Option<&'m DecodeGraphs>,
     policy: Box<dyn KvPolicy + 'm>,
     scheduler: Scheduler,
     seed: u64,
@@ -50,7 +54,14 @@ pub struct Engine<'m> {
 
 impl<'m> Engine<'m> {
     pub fn new(model: &'m Qwen3, pool: &'m KvPool, policy: Box<dyn KvPolicy + 'm>, cfg: SchedulerConfig, seed: u64) -> Self {
-        Engine { model, pool, policy, scheduler: Scheduler::new(cfg), seed, next_id: 0, peak_blocks: 0, peak_reported_blocks: 0, peak_device_memory: None, steps: Vec::new(), logits: None }
+        Engine { model, pool, graphs: None, policy, scheduler: Scheduler::new(cfg), seed, next_id: 0, peak_blocks: 0, peak_reported_blocks: 0, peak_device_memory: None, steps: Vec::new(), logits: None }
+    }
+
+    /// Runs decode steps through `graphs` (made for this engine's model and pool; they may be
+    /// shared by engines on the same pool, so captures carry over).
+    pub fn with_graphs(mut self, graphs: &'m DecodeGraphs) -> Self {
+        self.graphs = Some(graphs);
+        self
     }
 
     pub fn policy(&self) -> &(dyn KvPolicy + 'm) {
@@ -97,7 +108,10 @@ impl<'m> Engine<'m> {
         let running = &mut self.scheduler.running;
         let min_reads = cascade::min_shared_reads(self.model.device());
         let batch = PackedBatch::pack(plan.seqs.iter().map(|&i| &running[i]), self.pool.block_size(), min_reads)?;
-        let logits = self.model.forward(&batch.as_forward(), self.pool)?;
+        let (logits, graph) = match self.graphs {
+            Some(g) => g.forward(self.model, &batch.as_forward(), self.pool)?,
+            None => (self.model.forward(&batch.as_forward(), self.pool)?, false),
+        };
         let rows: Vec<(SeqId, usize)> = plan.seqs.iter().map(|&i| (running[i].id, running[i].output().len())).collect();
         let temperature = plan.seqs.first().map_or(0.0, |&i| running[i].params.temperature);
         if plan.seqs.iter().any(|&i| running[i].params.temperature != temperature) {
@@ -133,7 +147,7 @@ impl<'m> Engine<'m> {
             self.peak_device_memory = Some(self.peak_device_memory.map_or(m, |p| p.max(m)));
         }
         self.scheduler.retire_finished(self.policy.as_mut())?;
-        let report = StepReport { prefill: plan.prefill, num_seqs: plan.seqs.len(), tokens_computed: batch.tokens.len(), cascade_groups: batch.groups.len(), duration: start.elapsed() };
+        let report = StepReport { prefill: plan.prefill, num_seqs: plan.seqs.len(), tokens_computed: batch.tokens.len(), cascade_groups: batch.groups.len(), graph, duration: start.elapsed() };
         self.steps.push(report.clone());
         Ok(Some(report))
     }

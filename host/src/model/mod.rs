@@ -1,6 +1,7 @@
 //! The model: configuration, weights, tokenizer, presets and the paged Qwen3 forward pass.
 
 pub mod config;
+pub mod graphs;
 pub mod preset;
 pub mod qwen3;
 pub mod rope;
@@ -10,5 +11,6 @@ pub mod weights;
 
 pub use config::Qwen3Config;
 pub use preset::Preset;
+pub use graphs::{DecodeGraphs, GraphMode, GraphStats};
 pub use qwen3::{ForwardBatch, Qwen3};
 pub use source::{LoadedModel, ModelSource};

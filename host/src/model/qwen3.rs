@@ -12,7 +12,7 @@ use crate::engine::kv_pool::KvPool;
 use anyhow::{Context, Result};
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{ops::rms_norm, Linear};
-use nanohost_kernels::{paged_attention, rms_norm_rope, silu_mul, write_kv, AttentionBatch, SeqAttention, SharedGroup};
+use nanohost_kernels::{paged_attention, rms_norm_rope, silu_mul, write_kv, AttentionBatch, MetaLayout, SeqAttention, SharedGroup};
 use std::collections::HashMap;
 
 struct Layer {
@@ -53,6 +53,42 @@ pub struct ForwardBatch<'a> {
     /// Sequences that attend their common leading entries in one pass (cascade attention).
     pub groups: &'a [SharedGroup],
     pub logit_rows: &'a [u32],
+}
+
+/// A step's integer inputs flattened on the host in the order the forward reads them (tokens,
+/// positions, slots, logit rows, then the attention metadata): one upload per step, into a
+/// fresh tensor (eager) or into a CUDA graph's fixed buffer.
+pub struct HostStep {
+    pub ints: Vec<u32>,
+    pub shape: StepShape,
+}
+
+/// Everything that places a step's inputs in their buffer and sizes its launches. Two steps of
+/// one shape (with `meta.num_slots` aside) run the same kernels with the same arguments: the
+/// key of a CUDA graph.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct StepShape {
+    pub tokens: usize,
+    pub logit_rows: usize,
+    pub meta: MetaLayout,
+}
+
+impl StepShape {
+    fn meta_start(&self) -> usize {
+        3 * self.tokens + self.logit_rows
+    }
+
+    /// `u32`s the device buffer must hold.
+    pub fn buffer_len(&self) -> usize {
+        self.meta_start() + self.meta.total_len()
+    }
+
+    /// The compact `ints` as (range, offset in the device buffer) pieces (see
+    /// [`MetaLayout::pieces`]).
+    pub fn pieces(&self) -> Vec<(std::ops::Range<usize>, usize)> {
+        let m = self.meta_start();
+        self.meta.pieces().into_iter().map(|(r, at)| if r.start == 0 { (0..m + r.end, 0) } else { (m + r.start..m + r.end, m + at) }).collect()
+    }
 }
 
 /// A step's inputs on the model's device.
@@ -113,6 +149,16 @@ impl Qwen3 {
 
     /// Runs the batch; returns f32 logits `[logit_rows.len(), vocab_size]`.
     pub fn forward(&self, batch: &ForwardBatch, pool: &KvPool) -> Result<Tensor> {
+        let step = self.prepare(batch, pool, None)?;
+        let len = step.ints.len();
+        let ints = Tensor::from_vec(step.ints, len, &self.device)?;
+        self.forward_prepared(&ints, &step.shape, pool)
+    }
+
+    /// Checks the batch and flattens its integer inputs. `slot_capacity` widens the attention
+    /// metadata (see [`MetaLayout::widen`]) so that steps with other context lengths share the
+    /// shape.
+    pub fn prepare(&self, batch: &ForwardBatch, pool: &KvPool, slot_capacity: Option<usize>) -> Result<HostStep> {
         let n = batch.tokens.len();
         if batch.positions.len() != n || batch.slots.len() != n {
             anyhow::bail!("forward: {n} tokens but {} positions and {} slots", batch.positions.len(), batch.slots.len());
@@ -120,22 +166,32 @@ impl Qwen3 {
         if let Some(p) = batch.positions.iter().find(|&&p| p as usize >= self.rope.max_positions()) {
             anyhow::bail!("position {p} is beyond max_position_embeddings ({})", self.rope.max_positions());
         }
-        // All of a step's integer inputs go to the device in one copy; every layer reuses them.
-        let (meta, layout) = AttentionBatch::flatten(batch.seqs, batch.groups, n, pool.block_size(), pool.num_blocks())?;
-        let mut ints = Vec::with_capacity(4 * n + batch.logit_rows.len() + meta.len());
+        if let Some(r) = batch.logit_rows.iter().find(|&&r| r as usize >= n) {
+            anyhow::bail!("forward: logits asked for row {r} of a batch of {n} rows");
+        }
+        let (meta, mut layout) = AttentionBatch::flatten(batch.seqs, batch.groups, n, pool.block_size(), pool.physical_blocks())?;
+        if let Some(c) = slot_capacity {
+            layout.widen(c)?;
+        }
+        let mut ints = Vec::with_capacity(3 * n + batch.logit_rows.len() + meta.len());
         for part in [batch.tokens, batch.positions, batch.slots, batch.logit_rows] {
             ints.extend_from_slice(part);
         }
-        let meta_start = ints.len();
         ints.extend(meta);
-        let len = ints.len();
-        let ints = Tensor::from_vec(ints, len, &self.device)?;
+        Ok(HostStep { ints, shape: StepShape { tokens: n, logit_rows: batch.logit_rows.len(), meta: layout } })
+    }
+
+    /// The forward pass from integer inputs already on the device, laid out as `shape` says
+    /// (`ints` holds at least [`StepShape::buffer_len`] values): nothing here reads the host,
+    /// so a CUDA graph can capture it.
+    pub fn forward_prepared(&self, ints: &Tensor, shape: &StepShape, pool: &KvPool) -> Result<Tensor> {
+        let (n, meta_start) = (shape.tokens, shape.meta_start());
         let ids = ints.narrow(0, 0, n)?;
-        let rows = ints.narrow(0, 3 * n, batch.logit_rows.len())?;
+        let rows = ints.narrow(0, 3 * n, shape.logit_rows)?;
         let step = StepInputs {
             cos_sin: self.rope.gather(&ints.narrow(0, n, n)?)?,
             slots: ints.narrow(0, 2 * n, n)?,
-            attention: AttentionBatch::from_meta(ints.narrow(0, meta_start, len - meta_start)?, layout)?.with_rope_theta(self.cfg.rope_theta),
+            attention: AttentionBatch::from_meta(ints.narrow(0, meta_start, shape.meta.total_len())?, shape.meta)?.with_rope_theta(self.cfg.rope_theta),
         };
         let mut x = self.embed.index_select(&ids, 0)?;
         for (l, layer) in self.layers.iter().enumerate() {

@@ -1,0 +1,241 @@
+//! CUDA graphs for decode steps: the ~400 kernel launches of a step recorded once per shape and
+//! replayed with one launch, so that small-batch decode is bound by the GPU, not by the host.
+//!
+//! A decode step (one new token per sequence, no cascade group) is padded to a batch-size
+//! bucket (1, 2, 4, 8, 16, then multiples of 16 up to the scheduler's largest batch) with rows
+//! that compute a dummy token in the pool's scratch slot, and its attention metadata is widened
+//! to room for the rows' key bucket (a power of two, see `row_keys_bucket`). Steps of one
+//! [`StepShape`] then run the same kernels with the same arguments: their integer inputs are
+//! written into one fixed device buffer, the graph is replayed, and the logits are read from one
+//! fixed output buffer. Everything else (prefill, mixed steps, cascade groups, batches over
+//! the largest bucket) runs eagerly. A graph is captured the first time its shape is seen, after
+//! an eager warm-up run of the same step (which loads kernels and fills candle's cache of small
+//! parameter uploads; its KV writes are the ones the replay makes again). Graphs bake in the
+//! addresses of the weights and of the pool: one `DecodeGraphs` per (model, pool).
+
+use super::qwen3::{ForwardBatch, Qwen3};
+#[cfg(feature = "cuda")]
+use super::qwen3::StepShape;
+use crate::engine::kv_pool::KvPool;
+use anyhow::Result;
+use candle_core::Tensor;
+use nanohost_kernels::{row_keys_bucket, KvSpan, SeqAttention};
+use std::cell::RefCell;
+
+/// What the graphs did over a run, for result files.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct GraphStats {
+    /// Steps run by replaying a graph (or, staged, from the fixed buffers).
+    pub replays: usize,
+    /// Graphs captured (one per step shape seen).
+    pub captures: usize,
+    /// Wall time of the captures, warm-up runs included.
+    pub capture_seconds: f64,
+    /// Decode steps that ran eagerly (larger than the largest bucket, or with cascade groups).
+    pub eager_decode_steps: usize,
+}
+
+/// How decode steps run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum GraphMode {
+    /// Every step eagerly, as it comes.
+    Off,
+    /// Padded and staged in the fixed buffers as for a graph, then run eagerly: everything but
+    /// the capture, so a replay can be checked against the same computation (and the padding
+    /// tested on the CPU).
+    Staged,
+    /// Captured and replayed (CUDA only; elsewhere this is `off`).
+    #[default]
+    On,
+}
+
+pub struct DecodeGraphs {
+    max_batch: usize,
+    state: RefCell<State>,
+}
+
+#[derive(Default)]
+struct State {
+    /// `Off` when asked, on the CPU for `On`, and after a capture failed (with a warning).
+    mode: GraphMode,
+    /// The fixed `u32` input buffer every graph reads.
+    inputs: Option<Tensor>,
+    /// The fixed `[max_batch, vocab]` f32 logits every graph writes.
+    logits: Option<Tensor>,
+    #[cfg(feature = "cuda")]
+    graphs: std::collections::HashMap<StepShape, candle_core::cuda_backend::cudarc::driver::CudaGraph>,
+    stats: GraphStats,
+}
+
+/// The batch size a decode step of `n` sequences is padded to, `None` past `max_batch`.
+pub fn bucket(n: usize, max_batch: usize) -> Option<usize> {
+    if n == 0 || n > max_batch {
+        return None;
+    }
+    let b = if n <= 16 { n.next_power_of_two() } else { n.div_ceil(16) * 16 };
+    Some(b.min(max_batch))
+}
+
+impl DecodeGraphs {
+    /// Graphs for steps of up to `max_batch` sequences; `On` becomes `Off` when the model is
+    /// not on a CUDA device.
+    pub fn new(model: &Qwen3, max_batch: usize, mode: GraphMode) -> Self {
+        let mode = match mode {
+            GraphMode::On if !(model.device().is_cuda() && cfg!(feature = "cuda")) => GraphMode::Off,
+            m => m,
+        };
+        DecodeGraphs { max_batch, state: RefCell::new(State { mode, ..State::default() }) }
+    }
+
+    /// The mode in effect (see [`DecodeGraphs::new`]).
+    pub fn mode(&self) -> GraphMode {
+        self.state.borrow().mode
+    }
+
+    pub fn stats(&self) -> GraphStats {
+        self.state.borrow().stats
+    }
+
+    /// Logits `[logit_rows, vocab]` of the step and whether a graph ran it. A replayed step's
+    /// logits are a view of the fixed output buffer: read them before the next step.
+    pub fn forward(&self, model: &Qwen3, batch: &ForwardBatch, pool: &KvPool) -> Result<(Tensor, bool)> {
+        let n = batch.tokens.len();
+        let decode = n > 0
+            && batch.seqs.len() == n
+            && batch.seqs.iter().enumerate().all(|(i, s)| s.q_len == 1 && s.q_start == i)
+            && batch.logit_rows.iter().enumerate().all(|(i, &r)| r as usize == i)
+            && batch.logit_rows.len() == n;
+        if self.mode() == GraphMode::Off || !decode {
+            return Ok((model.forward(batch, pool)?, false));
+        }
+        let Some(rows) = bucket(n, self.max_batch).filter(|_| batch.groups.is_empty()) else {
+            self.state.borrow_mut().stats.eager_decode_steps += 1;
+            return Ok((model.forward(batch, pool)?, false));
+        };
+        self.replay(model, batch, rows, pool).map(|t| (t, true))
+    }
+
+    fn replay(&self, model: &Qwen3, batch: &ForwardBatch, rows: usize, pool: &KvPool) -> Result<Tensor> {
+        let n = batch.tokens.len();
+        let padded = Padded::new(batch, rows, pool);
+        let keys = batch.seqs.iter().map(SeqAttention::kv_len).max().unwrap_or(1);
+        let step = model.prepare(&padded.as_forward(), pool, Some(rows * row_keys_bucket(keys)))?;
+        let mut st = self.state.borrow_mut();
+        if st.inputs.as_ref().is_none_or(|t| t.elem_count() < step.shape.buffer_len()) {
+            // A bigger buffer moves: every graph captured on the old one goes.
+            #[cfg(feature = "cuda")]
+            st.graphs.clear();
+            st.inputs = Some(Tensor::zeros(step.shape.buffer_len() * 3 / 2, candle_core::DType::U32, model.device())?);
+        }
+        if st.logits.is_none() {
+            st.logits = Some(Tensor::zeros((self.max_batch, model.config().vocab_size), candle_core::DType::F32, model.device())?);
+        }
+        let (inputs, logits) = (st.inputs.clone().expect("allocated above"), st.logits.clone().expect("allocated above"));
+        for (range, at) in step.shape.pieces() {
+            nanohost_kernels::write_u32(&inputs, at, &step.ints[range])?;
+        }
+        match st.mode {
+            GraphMode::Staged => logits.slice_set(&model.forward_prepared(&inputs, &step.shape, pool)?, 0, 0)?,
+            _ => {
+                #[cfg(feature = "cuda")]
+                if !st.graphs.contains_key(&step.shape) {
+                    let start = std::time::Instant::now();
+                    match capture(model, &inputs, &logits, &step.shape, pool) {
+                        Ok(graph) => {
+                            st.graphs.insert(step.shape, graph);
+                            st.stats.captures += 1;
+                            st.stats.capture_seconds += start.elapsed().as_secs_f64();
+                        }
+                        Err(why) => {
+                            tracing::warn!("CUDA graph capture failed for a decode step of {rows} rows ({why:#}); running eagerly from now on");
+                            st.mode = GraphMode::Off;
+                            drop(st);
+                            return model.forward(batch, pool);
+                        }
+                    }
+                }
+                #[cfg(feature = "cuda")]
+                st.graphs[&step.shape].launch().map_err(|e| anyhow::anyhow!("CUDA graph replay: {e:?}"))?;
+                #[cfg(not(feature = "cuda"))]
+                unreachable!("graphs are never on without the cuda feature");
+            }
+        }
+        st.stats.replays += 1;
+        Ok(logits.narrow(0, 0, n)?)
+    }
+}
+
+/// Records the forward pass of `shape` (inputs already in `inputs`) writing its logits into
+/// `logits`, after an eager run of the same step.
+#[cfg(feature = "cuda")]
+fn capture(
+    model: &Qwen3,
+    inputs: &Tensor,
+    logits: &Tensor,
+    shape: &StepShape,
+    pool: &KvPool,
+) -> Result<candle_core::cuda_backend::cudarc::driver::CudaGraph> {
+    use candle_core::cuda_backend::cudarc::driver::sys::{CUgraphInstantiate_flags, CUstreamCaptureMode};
+    let candle_core::Device::Cuda(dev) = model.device() else { anyhow::bail!("not a CUDA device") };
+    // Small parameter uploads of candle's ops come from a cache while capturing; the warm-up
+    // run, under the same guard, fills it.
+    let _cache = dev.enable_cuda_graph_htod_cache();
+    drop(model.forward_prepared(inputs, shape, pool)?);
+    let stream = dev.cuda_stream();
+    stream.synchronize()?;
+    stream.begin_capture(CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)?;
+    // Every tensor of the pass is allocated and freed inside the capture; only the copy into
+    // the fixed `logits` buffer outlives it.
+    let recorded = model.forward_prepared(inputs, shape, pool).and_then(|l| Ok(logits.slice_set(&l, 0, 0)?));
+    let graph = stream.end_capture(CUgraphInstantiate_flags(0));
+    recorded?;
+    let graph = graph?.ok_or_else(|| anyhow::anyhow!("the capture recorded nothing"))?;
+    graph.upload()?;
+    Ok(graph)
+}
+
+/// A decode batch padded to `rows` with rows that write and read only the scratch slot.
+struct Padded {
+    tokens: Vec<u32>,
+    positions: Vec<u32>,
+    slots: Vec<u32>,
+    seqs: Vec<SeqAttention>,
+    logit_rows: Vec<u32>,
+}
+
+impl Padded {
+    fn new(batch: &ForwardBatch, rows: usize, pool: &KvPool) -> Self {
+        let n = batch.tokens.len();
+        let scratch = pool.scratch_slot();
+        let pad = |v: &[u32], x: u32| v.iter().copied().chain(std::iter::repeat_n(x, rows - n)).collect::<Vec<u32>>();
+        let block = scratch / pool.block_size() as u32;
+        let mut seqs = batch.seqs.to_vec();
+        seqs.extend((n..rows).map(|r| SeqAttention { q_start: r, q_len: 1, context: vec![KvSpan { blocks: vec![block], len: 1, shift: 0 }] }));
+        Padded {
+            tokens: pad(batch.tokens, 0),
+            positions: pad(batch.positions, 0),
+            slots: pad(batch.slots, scratch),
+            seqs,
+            logit_rows: (0..rows as u32).collect(),
+        }
+    }
+
+    fn as_forward(&self) -> ForwardBatch<'_> {
+        ForwardBatch { tokens: &self.tokens, positions: &self.positions, slots: &self.slots, seqs: &self.seqs, groups: &[], logit_rows: &self.logit_rows }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bucket;
+
+    #[test]
+    fn buckets_are_powers_of_two_then_multiples_of_16_capped_at_the_largest_batch() {
+        let got: Vec<_> = [1, 2, 3, 5, 9, 16, 17, 33, 250, 256].iter().map(|&n| bucket(n, 256)).collect();
+        assert_eq!(got, [1, 2, 4, 8, 16, 16, 32, 48, 256, 256].map(Some));
+        assert_eq!(bucket(257, 256), None);
+        assert_eq!(bucket(0, 256), None);
+        assert_eq!(bucket(19, 20), Some(20));
+    }
+}

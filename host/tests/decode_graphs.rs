@@ -1,0 +1,88 @@
+//! Decode steps the way CUDA graphs run them (padded to a bucket, inputs staged in fixed
+//! buffers, attention metadata widened), checked on the CPU in `staged` mode, which does all
+//! of it but the capture: the same tokens and logits as plain eager steps.
+
+mod common;
+
+use candle_core::{DType, Device};
+use nanohost::engine::kv_pool::{KvPool, PoolSize};
+use nanohost::engine::scheduler::SchedulerConfig;
+use nanohost::engine::sequence::SamplingParams;
+use nanohost::engine::Engine;
+use nanohost::model::{DecodeGraphs, GraphMode, LoadedModel, ModelSource, Preset};
+
+fn tiny() -> LoadedModel {
+    ModelSource::Preset { preset: Preset::Tiny, seed: 0 }.load(&Device::Cpu, DType::F32).unwrap()
+}
+
+struct Run {
+    outputs: Vec<Vec<u32>>,
+    logits: Vec<(u64, usize, Vec<f32>)>,
+    graph_steps: usize,
+    decode_steps: usize,
+}
+
+/// Three requests of different lengths and output counts (the batch shrinks 3 -> 2 -> 1).
+fn run(m: &LoadedModel, mode: GraphMode, max_batch: usize, temperature: f32) -> (Run, nanohost::model::GraphStats) {
+    let pool = KvPool::new(m.model.config(), PoolSize::Blocks(64), 16, DType::F32, &Device::Cpu).unwrap();
+    let graphs = DecodeGraphs::new(&m.model, max_batch, mode);
+    let mut engine = Engine::new(&m.model, &pool, common::standard_policy(&pool), SchedulerConfig::default(), 7).with_graphs(&graphs);
+    engine.logits = Some(Vec::new());
+    for (len, max_tokens) in [(37u32, 6), (20, 10), (53, 14)] {
+        let prompt = (0..len).map(|i| (i * 7919 + len * 31) % 10_000).collect();
+        engine.add_request(prompt, SamplingParams { temperature, max_tokens, ignore_eos: true }).unwrap();
+    }
+    let done = engine.run_to_completion().unwrap();
+    let run = Run {
+        outputs: done.iter().map(|s| s.output().to_vec()).collect(),
+        logits: engine.logits.take().unwrap(),
+        graph_steps: engine.steps.iter().filter(|s| s.graph).count(),
+        decode_steps: engine.steps.iter().filter(|s| !s.prefill).count(),
+    };
+    (run, graphs.stats())
+}
+
+fn assert_same(a: &Run, b: &Run) {
+    assert_eq!(a.outputs, b.outputs);
+    assert_eq!(a.logits.len(), b.logits.len());
+    for ((ia, ka, la), (ib, kb, lb)) in a.logits.iter().zip(&b.logits) {
+        assert_eq!((ia, ka), (ib, kb));
+        let diff = la.iter().zip(lb).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+        assert!(diff < 1e-4, "sequence {ia} output {ka}: logits differ by {diff}");
+    }
+}
+
+#[test]
+fn staged_decode_steps_give_the_eager_tokens_and_logits() {
+    let m = tiny();
+    for temperature in [0.0, 0.8] {
+        let (eager, off) = run(&m, GraphMode::Off, 256, temperature);
+        let (staged, stats) = run(&m, GraphMode::Staged, 256, temperature);
+        assert_same(&eager, &staged);
+        assert_eq!(eager.graph_steps, 0);
+        assert_eq!(off.replays, 0);
+        // Every decode step (13 of them: 5 of 3 rows padded to 4, 4 of 2, 4 of 1) is staged.
+        assert_eq!(staged.decode_steps, 13);
+        assert_eq!(staged.graph_steps, 13);
+        assert_eq!(stats.replays, 13);
+        assert_eq!(stats.eager_decode_steps, 0);
+    }
+}
+
+#[test]
+fn batches_over_the_largest_bucket_run_eagerly() {
+    let m = tiny();
+    let (eager, _) = run(&m, GraphMode::Off, 256, 0.0);
+    let (capped, stats) = run(&m, GraphMode::Staged, 2, 0.0);
+    assert_same(&eager, &capped);
+    // The 5 steps of 3 rows are eager; the 8 of 2 and 1 rows staged.
+    assert_eq!(stats.eager_decode_steps, 5);
+    assert_eq!(stats.replays, 8);
+}
+
+#[test]
+fn graphs_are_off_on_the_cpu() {
+    let m = tiny();
+    assert_eq!(DecodeGraphs::new(&m.model, 4, GraphMode::On).mode(), GraphMode::Off);
+    assert_eq!(DecodeGraphs::new(&m.model, 4, GraphMode::Staged).mode(), GraphMode::Staged);
+}
