@@ -66,6 +66,9 @@ fn staged_decode_steps_give_the_eager_tokens_and_logits() {
         assert_eq!(staged.graph_steps, 13);
         assert_eq!(stats.replays, 13);
         assert_eq!(stats.eager_decode_steps, 0);
+        // One shape per bucket (contexts stay within one row-key bucket): what a graph is
+        // captured for, so replays outnumber captures.
+        assert_eq!(stats.shapes, 3);
     }
 }
 

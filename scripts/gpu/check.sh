@@ -104,7 +104,6 @@ for i, r in enumerate(rows["on"]):
           f" | tokens on==staged {r['output_tokens_sha256'] == s['output_tokens_sha256']} on==off {r['output_tokens_sha256'] == o['output_tokens_sha256']}")
 PY
 fi
-fi
 if want hf; then
   log "transformers decode bench"
   python3 "$B/transformers_decode_bench.py" "$MODEL" "$R/decode_transformers.json" "${HF_MODES:-eager,static}" 2>>"$R/check.log"

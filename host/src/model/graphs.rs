@@ -13,9 +13,7 @@
 //! parameter uploads; its KV writes are the ones the replay makes again). Graphs bake in the
 //! addresses of the weights and of the pool: one `DecodeGraphs` per (model, pool).
 
-use super::qwen3::{ForwardBatch, Qwen3};
-#[cfg(feature = "cuda")]
-use super::qwen3::StepShape;
+use super::qwen3::{ForwardBatch, Qwen3, StepShape};
 use crate::engine::kv_pool::KvPool;
 use anyhow::Result;
 use candle_core::Tensor;
@@ -29,6 +27,8 @@ pub struct GraphStats {
     pub replays: usize,
     /// Graphs captured (one per step shape seen).
     pub captures: usize,
+    /// Distinct step shapes (graph keys) seen: what `captures` should equal.
+    pub shapes: usize,
     /// Wall time of the captures, warm-up runs included.
     pub capture_seconds: f64,
     /// Decode steps that ran eagerly (larger than the largest bucket, or with cascade groups).
@@ -66,6 +66,7 @@ struct State {
     #[cfg(feature = "cuda")]
     graphs: std::collections::HashMap<StepShape, candle_core::cuda_backend::cudarc::driver::CudaGraph>,
     stats: GraphStats,
+    shapes: std::collections::HashSet<StepShape>,
 }
 
 /// The batch size a decode step of `n` sequences is padded to, `None` past `max_batch`.
@@ -135,15 +136,18 @@ impl DecodeGraphs {
         for (range, at) in step.shape.pieces() {
             nanohost_kernels::write_u32(&inputs, at, &step.ints[range])?;
         }
+        let key = step.shape.graph_key();
+        st.shapes.insert(key);
+        st.stats.shapes = st.shapes.len();
         match st.mode {
             GraphMode::Staged => logits.slice_set(&model.forward_prepared(&inputs, &step.shape, pool)?, 0, 0)?,
             _ => {
                 #[cfg(feature = "cuda")]
-                if !st.graphs.contains_key(&step.shape) {
+                if !st.graphs.contains_key(&key) {
                     let start = std::time::Instant::now();
                     match capture(model, &inputs, &logits, &step.shape, pool) {
                         Ok(graph) => {
-                            st.graphs.insert(step.shape, graph);
+                            st.graphs.insert(key, graph);
                             st.stats.captures += 1;
                             st.stats.capture_seconds += start.elapsed().as_secs_f64();
                         }
@@ -156,7 +160,7 @@ impl DecodeGraphs {
                     }
                 }
                 #[cfg(feature = "cuda")]
-                st.graphs[&step.shape].launch().map_err(|e| anyhow::anyhow!("CUDA graph replay: {e:?}"))?;
+                st.graphs[&key].launch().map_err(|e| anyhow::anyhow!("CUDA graph replay: {e:?}"))?;
                 #[cfg(not(feature = "cuda"))]
                 unreachable!("graphs are never on without the cuda feature");
             }

@@ -78,6 +78,12 @@ impl StepShape {
         3 * self.tokens + self.logit_rows
     }
 
+    /// The shape without what a replay may change (the slots in use): steps with equal keys
+    /// can replay one CUDA graph.
+    pub fn graph_key(&self) -> StepShape {
+        StepShape { meta: MetaLayout { num_slots: 0, ..self.meta }, ..*self }
+    }
+
     /// `u32`s the device buffer must hold.
     pub fn buffer_len(&self) -> usize {
         self.meta_start() + self.meta.total_len()
