@@ -304,3 +304,79 @@ pub(crate) fn silu_mul(x: &CudaStorage, l: &Layout) -> Result<(CudaStorage, Shap
     let slice = per_float_dtype!(x.dtype(), "silu_mul", launch);
     Ok((CudaStorage { slice, device: dev }, Shape::from((tokens, width))))
 }
+
+pub(crate) fn add_rms_norm(op: &crate::add_norm::AddRmsNorm, x: &CudaStorage, xl: &Layout, d: &CudaStorage, dl: &Layout, w: &CudaStorage, wl: &Layout) -> Result<(CudaStorage, Shape)> {
+    let dev = x.device().clone();
+    let (tokens, hidden) = xl.shape().dims2()?;
+    let ((x0, x1), (d0, d1), (w0, w1)) = (contiguous_range(xl, "x")?, contiguous_range(dl, "delta")?, contiguous_range(wl, "the norm weight")?);
+    let func = kernel(&dev, &format!("add_rms_norm_{}", suffix(x.dtype())?), 0)?;
+    let stream = dev.cuda_stream();
+    let cfg = LaunchConfig { grid_dim: (tokens as u32, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
+    macro_rules! launch {
+        ($t:ty, $wrap:ident) => {{
+            let (xs, ds, ws) = (x.as_cuda_slice::<$t>()?.slice(x0..x1), d.as_cuda_slice::<$t>()?.slice(d0..d1), w.as_cuda_slice::<$t>()?.slice(w0..w1));
+            // SAFETY: every element is written by the kernel (one block per row, both halves).
+            let out = unsafe { dev.alloc::<$t>(2 * tokens * hidden)? };
+            let mut b = stream.launch_builder(&func);
+            b.arg(&xs).arg(&ds).arg(&ws).arg(&out);
+            candle_core::builder_arg!(b, tokens as u32, hidden as u32, op.eps);
+            // SAFETY: contiguous [tokens, hidden] inputs, checked by add_rms_norm.
+            unsafe { b.launch(cfg) }.w()?;
+            CudaStorageSlice::$wrap(out)
+        }};
+    }
+    let slice = per_float_dtype!(x.dtype(), "add_rms_norm", launch);
+    Ok((CudaStorage { slice, device: dev }, Shape::from((2 * tokens, hidden))))
+}
+
+/// The device pointer of a tensor's storage at its layout's start, for the pools the fused QKV
+/// op writes while candle holds only its three arguments.
+fn raw_ptr<T: candle_core::cuda_backend::CudaDType + candle_core::cuda_backend::cudarc::driver::DeviceRepr>(t: &Tensor, what: &str) -> Result<(u64, usize)> {
+    use candle_core::cuda_backend::cudarc::driver::DevicePtr;
+    let (s, l) = t.storage_and_layout();
+    let Storage::Cuda(c) = &*s else { candle_core::bail!("{what} is not on the GPU") };
+    let (a, b) = contiguous_range(l, what)?;
+    let slice = c.as_cuda_slice::<T>()?;
+    let stream = c.device().cuda_stream();
+    let (ptr, _sync) = slice.device_ptr(&stream);
+    Ok((ptr + (a * std::mem::size_of::<T>()) as u64, b - a))
+}
+
+pub(crate) fn qkv_norm_rope_write(op: &crate::qkv_write::QkvNormRopeWrite, qkv: &CudaStorage, ql: &Layout, cs: &CudaStorage, csl: &Layout, slots: &CudaStorage, sl: &Layout) -> Result<(CudaStorage, Shape)> {
+    let dev = qkv.device().clone();
+    let (tokens, _) = ql.shape().dims2()?;
+    let head_dim = op.q_norm.dims1()?;
+    if ![64, 128, 256].contains(&head_dim) {
+        candle_core::bail!("qkv_norm_rope_write (cuda): head_dim {head_dim} is not built; 64, 128 and 256 are");
+    }
+    let (q0, q1) = contiguous_range(ql, "qkv")?;
+    let (c0, c1) = contiguous_range(csl, "cos_sin")?;
+    let (s0, s1) = contiguous_range(sl, "the slots")?;
+    let func = kernel(&dev, &format!("qkv_norm_rope_write_{}_p{}", suffix(qkv.dtype())?, head_dim / 32), 0)?;
+    let stream = dev.cuda_stream();
+    let warps = 4u32;
+    let heads_all = (op.heads + 2 * op.kv_heads) as u32;
+    let cfg = LaunchConfig { grid_dim: (tokens as u32, heads_all.div_ceil(warps), 1), block_dim: (32 * warps, 1, 1), shared_mem_bytes: 0 };
+    let slot_ids = slots.as_cuda_slice::<u32>()?.slice(s0..s1);
+    macro_rules! launch {
+        ($t:ty, $wrap:ident) => {{
+            let (qs, css) = (qkv.as_cuda_slice::<$t>()?.slice(q0..q1), cs.as_cuda_slice::<$t>()?.slice(c0..c1));
+            let (qw, _) = raw_ptr::<$t>(&op.q_norm, "the q norm weight")?;
+            let (kw, _) = raw_ptr::<$t>(&op.k_norm, "the k norm weight")?;
+            let (kp, k_len) = raw_ptr::<$t>(&op.k_pool, "the K pool")?;
+            let (vp, _) = raw_ptr::<$t>(&op.v_pool, "the V pool")?;
+            let capacity = (k_len / (op.kv_heads * head_dim)) as u32;
+            // SAFETY: every element is written by the kernel (one warp per q head).
+            let out = unsafe { dev.alloc::<$t>(tokens * op.heads * head_dim)? };
+            let mut b = stream.launch_builder(&func);
+            b.arg(&qs).arg(&qw).arg(&kw).arg(&css).arg(&out).arg(&kp).arg(&vp).arg(&slot_ids);
+            candle_core::builder_arg!(b, tokens as u32, op.heads as u32, op.kv_heads as u32, head_dim as u32, capacity, op.eps);
+            // SAFETY: shapes checked by qkv_norm_rope_write; slots at or beyond the pool's
+            // capacity are skipped by the kernel; the pools are written only by this stream.
+            unsafe { b.launch(cfg) }.w()?;
+            CudaStorageSlice::$wrap(out)
+        }};
+    }
+    let slice = per_float_dtype!(qkv.dtype(), "qkv_norm_rope_write", launch);
+    Ok((CudaStorage { slice, device: dev }, Shape::from((tokens, op.heads * head_dim))))
+}

@@ -9,6 +9,7 @@
 //! each layer writes its new keys/values with [`write_kv`] and runs [`paged_attention`]; the
 //! logits become token ids with [`sample_rows`] on the same device.
 
+mod add_norm;
 mod cascade;
 #[cfg(feature = "cuda")]
 mod cuda;
@@ -17,16 +18,19 @@ mod kv_write;
 mod layout;
 mod norm_rope;
 mod paged_attention;
+mod qkv_write;
 mod rope_shift;
 mod sample;
 mod silu_mul;
 mod upload;
 
+pub use add_norm::{add_rms_norm, AddRmsNorm};
 pub use cascade::{SharedGroup, SHARED_CHUNK};
 pub use kv_write::{write_kv, WriteKv};
 pub use layout::{context_slot, row_keys_bucket, AttentionBatch, KvSpan, MetaLayout, SeqAttention};
 pub use norm_rope::{rms_norm_rope, RmsNormRope};
 pub use paged_attention::{paged_attention, PagedAttention};
+pub use qkv_write::{qkv_norm_rope_write, QkvNorms, QkvNormRopeWrite};
 pub use rope_shift::{rerotate_keys, Rotation};
 pub use sample::{argmax, inverse_cdf, sample_rows, SampleRows};
 pub use silu_mul::{silu_mul, SiluMul};

@@ -192,3 +192,67 @@ fn silu_mul_matches_cpu() {
         assert!(d <= tol, "{dtype:?} silu_mul differs by {d}");
     }
 }
+
+#[test]
+fn fused_qkv_norm_rope_write_matches_the_cpu_composition() {
+    let (cpu, gpu) = (Device::Cpu, gpu());
+    let (tokens, heads, kv_heads, d) = (37, 16, 8, 128);
+    for dtype in [DType::F32, DType::BF16] {
+        let qkv = Tensor::randn(0f32, 1.0, (tokens, (heads + 2 * kv_heads) * d), &cpu).unwrap().to_dtype(dtype).unwrap();
+        let qw = Tensor::randn(1f32, 0.1, d, &cpu).unwrap().to_dtype(dtype).unwrap();
+        let kw = Tensor::randn(1f32, 0.1, d, &cpu).unwrap().to_dtype(dtype).unwrap();
+        let cs = Tensor::randn(0f32, 1.0, (tokens, d), &cpu).unwrap().to_dtype(dtype).unwrap();
+        // The last token's slot is past the pool: skipped, as write_kv skips it.
+        let slots: Vec<u32> = (0..tokens as u32).map(|t| if t + 1 == tokens as u32 { 10_000 } else { t * 3 % 128 }).collect();
+        let run = |dev: &Device| {
+            let (qkv, qw, kw, cs) = (qkv.to_device(dev).unwrap(), qw.to_device(dev).unwrap(), kw.to_device(dev).unwrap(), cs.to_device(dev).unwrap());
+            // Poisoned pools: the writes must land exactly where the composition puts them.
+            let kp = Tensor::full(7f32, (8, 16, kv_heads, d), dev).unwrap().to_dtype(dtype).unwrap();
+            let vp = Tensor::full(-3f32, (8, 16, kv_heads, d), dev).unwrap().to_dtype(dtype).unwrap();
+            let n = nanohost_kernels::QkvNorms { heads, kv_heads, q_norm: &qw, k_norm: &kw, eps: 1e-6 };
+            let st = Tensor::new(slots.as_slice(), dev).unwrap();
+            let st = if dev.is_cpu() { st.narrow(0, 0, tokens - 1).unwrap() } else { st };
+            let q = if dev.is_cpu() {
+                // The CPU composition would refuse the out-of-pool slot: compose over the rest.
+                let q = nanohost_kernels::qkv_norm_rope_write(&qkv.narrow(0, 0, tokens - 1).unwrap(), &n, &cs.narrow(0, 0, tokens - 1).unwrap(), &kp, &vp, &st).unwrap();
+                let last = rms_norm_rope(&qkv.narrow(0, tokens - 1, 1).unwrap().narrow(1, 0, heads * d).unwrap(), heads, &qw, &cs.narrow(0, tokens - 1, 1).unwrap(), 1e-6).unwrap();
+                Tensor::cat(&[q, last], 0).unwrap()
+            } else {
+                nanohost_kernels::qkv_norm_rope_write(&qkv, &n, &cs, &kp, &vp, &st).unwrap()
+            };
+            (q, kp, vp)
+        };
+        let (q_cpu, k_cpu, v_cpu) = run(&cpu);
+        let (q_gpu, k_gpu, v_gpu) = run(&gpu);
+        // bf16: up to two units in the last place at the outputs' magnitude (about 4).
+        let tol = if dtype == DType::F32 { 1e-5 } else { 6e-2 };
+        assert_eq!(q_gpu.dims(), [tokens, heads, d]);
+        for (what, a, b) in [("q", &q_cpu, &q_gpu), ("K pool", &k_cpu, &k_gpu)] {
+            let diff = max_diff(a, b);
+            assert!(diff <= tol, "{dtype:?} {what} differs by {diff}");
+        }
+        assert_eq!(max_diff(&v_cpu, &v_gpu), 0.0, "{dtype:?} V pool differs");
+    }
+}
+
+#[test]
+fn fused_add_rms_norm_matches_cpu_and_add_then_norm() {
+    let cpu = Device::Cpu;
+    let x = Tensor::randn(0f32, 1.0, (9, 1024), &cpu).unwrap();
+    let dx = Tensor::randn(0f32, 1.0, (9, 1024), &cpu).unwrap();
+    let w = Tensor::randn(1f32, 0.1, 1024, &cpu).unwrap();
+    // bf16: up to two units in the last place at the outputs' magnitude (about 4).
+    for (dtype, tol) in [(DType::F32, 1e-5), (DType::BF16, 6e-2)] {
+        let (x, dx, w) = (x.to_dtype(dtype).unwrap(), dx.to_dtype(dtype).unwrap(), w.to_dtype(dtype).unwrap());
+        let (s_cpu, h_cpu) = nanohost_kernels::add_rms_norm(&x, &dx, &w, 1e-6).unwrap();
+        let g = |t: &Tensor| t.to_device(&gpu()).unwrap();
+        let (s_gpu, h_gpu) = nanohost_kernels::add_rms_norm(&g(&x), &g(&dx), &g(&w), 1e-6).unwrap();
+        assert_eq!(max_diff(&s_cpu, &s_gpu), 0.0, "{dtype:?} sums differ");
+        let d = max_diff(&h_cpu, &h_gpu);
+        assert!(d <= tol, "{dtype:?} normed rows differ by {d}");
+        // And the same as candle's add then rms_norm on the GPU.
+        let want = candle_nn::ops::rms_norm(&(g(&x) + g(&dx)).unwrap(), &g(&w), 1e-6).unwrap();
+        let d = max_diff(&want, &h_gpu);
+        assert!(d <= tol, "{dtype:?} differs from add then rms_norm by {d}");
+    }
+}

@@ -5,6 +5,9 @@
 //! and k *before* RoPE, KV write, paged attention, output projection, residual; post-attention
 //! RMSNorm, SiLU-gated MLP, residual. Final RMSNorm, then the (possibly tied) LM head, applied
 //! only to the rows whose logits are wanted.
+//!
+//! Fused where a decode step feels the kernel count (each fused op equals its parts; the CPU
+//! composes them): q/k norm + RoPE + KV write in one op, every residual add with the norm after it.
 
 use super::config::Qwen3Config;
 use super::rope::Rope;
@@ -12,7 +15,7 @@ use crate::engine::kv_pool::KvPool;
 use anyhow::{Context, Result};
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{ops::rms_norm, Linear};
-use nanohost_kernels::{paged_attention, rms_norm_rope, silu_mul, write_kv, AttentionBatch, MetaLayout, SeqAttention, SharedGroup};
+use nanohost_kernels::{add_rms_norm, paged_attention, qkv_norm_rope_write, silu_mul, AttentionBatch, MetaLayout, QkvNorms, SeqAttention, SharedGroup};
 use std::collections::HashMap;
 
 struct Layer {
@@ -199,34 +202,36 @@ impl Qwen3 {
             slots: ints.narrow(0, 2 * n, n)?,
             attention: AttentionBatch::from_meta(ints.narrow(0, meta_start, shape.meta.total_len())?, shape.meta)?.with_rope_theta(self.cfg.rope_theta),
         };
+        let eps = self.cfg.rms_norm_eps as f32;
         let mut x = self.embed.index_select(&ids, 0)?;
+        let mut h = rms_norm(&x, &self.layers[0].input_norm, eps)?;
         for (l, layer) in self.layers.iter().enumerate() {
-            x = self.layer_forward(l, layer, &x, &step, pool)?;
+            // Each layer ends with its residual add fused into the norm that follows it: the
+            // next layer's input norm, or the final norm.
+            let next_norm = self.layers.get(l + 1).map_or(&self.norm, |n| &n.input_norm);
+            (x, h) = self.layer_forward(l, layer, &x, &h, next_norm, &step, pool)?;
         }
-        let x = x.index_select(&rows, 0)?;
-        let x = rms_norm(&x, &self.norm, self.cfg.rms_norm_eps as f32)?;
-        Ok(self.lm_head.forward(&x)?.to_dtype(DType::F32)?)
+        drop(x);
+        let h = h.index_select(&rows, 0)?;
+        Ok(self.lm_head.forward(&h)?.to_dtype(DType::F32)?)
     }
 
-    fn layer_forward(&self, l: usize, layer: &Layer, x: &Tensor, step: &StepInputs, pool: &KvPool) -> Result<Tensor> {
+    /// One layer from its input `x` and `h` = its input norm of `x`; returns the layer's output
+    /// and `next_norm` of it.
+    #[allow(clippy::too_many_arguments)]
+    fn layer_forward(&self, l: usize, layer: &Layer, x: &Tensor, h: &Tensor, next_norm: &Tensor, step: &StepInputs, pool: &KvPool) -> Result<(Tensor, Tensor)> {
         let c = &self.cfg;
         let n = x.dim(0)?;
         let eps = c.rms_norm_eps as f32;
-        let h = rms_norm(x, &layer.input_norm, eps)?;
-        let qkv = layer.qkv_proj.forward(&h)?;
-        let (q_width, kv_width) = (c.num_attention_heads * c.head_dim, c.num_key_value_heads * c.head_dim);
-        let q = rms_norm_rope(&qkv.narrow(1, 0, q_width)?, c.num_attention_heads, &layer.q_norm, &step.cos_sin, eps)?;
-        let k = rms_norm_rope(&qkv.narrow(1, q_width, kv_width)?, c.num_key_value_heads, &layer.k_norm, &step.cos_sin, eps)?;
-        let v = qkv.narrow(1, q_width + kv_width, kv_width)?;
+        let qkv = layer.qkv_proj.forward(h)?;
         let (k_pool, v_pool) = pool.layer(l);
-        write_kv(k_pool, &k, &step.slots)?;
-        write_kv(v_pool, &v, &step.slots)?;
+        let norms = QkvNorms { heads: c.num_attention_heads, kv_heads: c.num_key_value_heads, q_norm: &layer.q_norm, k_norm: &layer.k_norm, eps };
+        let q = qkv_norm_rope_write(&qkv, &norms, &step.cos_sin, k_pool, v_pool, &step.slots)?;
         let scale = 1.0 / (c.head_dim as f32).sqrt();
         let attn = paged_attention(&q, k_pool, v_pool, &step.attention, scale)?;
         let attn = layer.o_proj.forward(&attn.reshape((n, c.num_attention_heads * c.head_dim))?)?;
-        let x = (x + attn)?;
-        let h = rms_norm(&x, &layer.post_norm, eps)?;
+        let (x, h) = add_rms_norm(x, &attn, &layer.post_norm, eps)?;
         let mlp = layer.down_proj.forward(&silu_mul(&layer.gate_up_proj.forward(&h)?)?)?;
-        Ok((x + mlp)?)
+        Ok(add_rms_norm(&x, &mlp, next_norm, eps)?)
     }
 }
