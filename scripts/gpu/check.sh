@@ -13,6 +13,7 @@
 #    prototype's chunked workloads: time to first token, reuse, fidelity;
 # 10. (STEPS=speed) the engine's own speed: the throughput and latency workloads, standard plugin
 #     (GRAPHS=on|off|staged, default on: decode steps through CUDA graphs or not).
+# 12. (STEPS=profile) ncu: GPU time per kernel of one decode step at batch 1 and 64 (eager).
 # 11. (STEPS=graphs) decode through CUDA graphs vs staged (same padded computation, eager) vs
 #     eager, at batch sizes that fill a bucket and that need padding: ms/step and token digests.
 set -uo pipefail
@@ -103,6 +104,15 @@ for i, r in enumerate(rows["on"]):
           f" | replays {r['graph_replays']} captures {r['graph_captures']} ({r['graph_capture_seconds']:.3f}s)"
           f" | tokens on==staged {r['output_tokens_sha256'] == s['output_tokens_sha256']} on==off {r['output_tokens_sha256'] == o['output_tokens_sha256']}")
 PY
+fi
+if want profile; then
+  log "ncu: one decode step's kernels at batch 1 and 64"
+  for b in 1 64; do
+    /usr/local/cuda/bin/ncu --clock-control none --metrics gpu__time_duration.sum --csv \
+      "$B/nanohost" bench-decode --model "$MODEL" --plugin "$B/plugins/libstandard.so" --batch-sizes $b \
+      --warmup-steps 0 --steps 2 --cuda-graphs off > "$R/ncu_b$b.csv" 2>>"$R/check.log"
+  done
+  python3 "$B/ncu_step.py" "$R/ncu_b1.csv" "$R/ncu_b64.csv" 2>&1 | tee "$R/ncu_step.txt" | head -40
 fi
 if want hf; then
   log "transformers decode bench"
