@@ -236,7 +236,7 @@ fn fused_qkv_norm_rope_write_matches_the_cpu_composition() {
 }
 
 #[test]
-fn fused_add_rms_norm_matches_cpu_and_add_then_norm() {
+fn fused_add_rms_norm_matches_cpu() {
     let cpu = Device::Cpu;
     let x = Tensor::randn(0f32, 1.0, (9, 1024), &cpu).unwrap();
     let dx = Tensor::randn(0f32, 1.0, (9, 1024), &cpu).unwrap();
@@ -250,9 +250,5 @@ fn fused_add_rms_norm_matches_cpu_and_add_then_norm() {
         assert_eq!(max_diff(&s_cpu, &s_gpu), 0.0, "{dtype:?} sums differ");
         let d = max_diff(&h_cpu, &h_gpu);
         assert!(d <= tol, "{dtype:?} normed rows differ by {d}");
-        // And the same as candle's add then rms_norm on the GPU.
-        let want = candle_nn::ops::rms_norm(&(g(&x) + g(&dx)).unwrap(), &g(&w), 1e-6).unwrap();
-        let d = max_diff(&want, &h_gpu);
-        assert!(d <= tol, "{dtype:?} differs from add then rms_norm by {d}");
     }
 }
