@@ -120,7 +120,9 @@ pub(crate) fn paged_attention(op: &PagedAttention, q: &CudaStorage, ql: &Layout,
     };
     let null = 0u64;
     // One block per (query row, KV head, split) serves the whole GQA group: K and V are read once.
-    let func = kernel(dev, &format!("paged_attention_{sfx}_g{group}_p{}", head_dim / 32), 0)?;
+    // Batches with shifted spans get the variant that re-rotates keys (and holds its cache).
+    let shifted = if lay.shifted { "_shifted" } else { "" };
+    let func = kernel(dev, &format!("paged_attention_{sfx}_g{group}_p{}{shifted}", head_dim / 32), 0)?;
     let stream = dev.cuda_stream();
     let (q0, q1) = contiguous_range(ql, "q")?;
     let (k0, k1) = contiguous_range(kl, "the K pool")?;

@@ -15,7 +15,6 @@ template <> __device__ inline __half from_f<__half>(float x) { return __float2ha
 
 constexpr int WARPS = 4;
 constexpr int MAX_PER_LANE = 8;  // head_dim up to 256, a multiple of 32
-constexpr int UNROLL = 4;        // keys a warp loads before using any (loads in flight)
 
 template <typename T, int N>
 struct alignas(sizeof(T) * N) Pack {
@@ -33,69 +32,86 @@ __device__ inline void load_f(const T* p, float* out) {
 
 // Per-row attention. One thread block per (query row, KV head, split): the block serves the
 // GROUP query heads that share the KV head, so each key and value is read once for all of them
-// (GQA). Lane l holds elements l*PER .. l*PER+PER of a head (PER = head_dim / 32, a template
-// parameter like GROUP: every per-lane array is indexed by constants and stays in registers).
-// Each warp runs an online softmax over every WARPS-th group of UNROLL keys of the block's
-// range; the warps' partial (max, sum, acc) are merged at the end.
+// (GQA). A key is held by LPK = 8 lanes, E = head_dim / 8 elements each (16 for head_dim 128:
+// two 16-byte loads per lane for bf16), so a warp scores 32 / LPK = 4 keys at once with 3
+// shuffles per dot instead of 5 for one key (the scores and the online softmax are the
+// bottleneck of one-key-per-warp). Each of a warp's 4 key subgroups runs its own online softmax
+// over every 4th key of the warp's share; the subgroups are merged by shuffles, the warps in
+// shared memory. GROUP, PER = head_dim / 32 and SHIFTED are template parameters, so every
+// per-lane array is indexed by constants and stays in registers (SHIFTED adds the rotation
+// cache only to the kernel that needs it).
 // The keys a row attends here are its own: the first row_skip[row] entries (a cascade group's
 // shared prefix) were attended by cascade_shared, whose chunk partials sit at
 // part[(row * heads + head) * parts + c] for c < chunks. With splits == 1 the block merges those
 // and writes the output; with more (long rows and few blocks: split-KV) each block covers a
 // contiguous share of the row's keys and leaves a partial at chunk max_chunks + split for
 // merge_partials. Sections of meta: see AttentionBatch in layout.rs.
-template <typename T, int GROUP, int PER>
+constexpr int LPK = 8;                  // lanes per key
+constexpr int KEYS_PER_PASS = 32 / LPK;  // keys a warp scores at once
+constexpr int KUNROLL = 2;               // passes loaded before any is used (loads in flight)
+
+template <typename T, int GROUP, int PER, bool SHIFTED>
 __device__ void paged_attention(const T* q, const T* k, const T* v, T* out, const uint32_t* row_seq,
                                 const uint32_t* row_visible, const uint32_t* row_skip,
                                 const uint32_t* seq_start, const uint32_t* all_slots,
                                 const uint32_t* all_shifts, float* part_o, float* part_ml,
                                 uint32_t max_chunks, uint32_t splits, uint32_t chunk, uint32_t heads,
                                 uint32_t kv_heads, uint32_t head_dim, float scale, double theta) {
+  constexpr int E = 4 * PER;  // head_dim / LPK
   const uint32_t row = blockIdx.x, kvh = blockIdx.y, split = blockIdx.z;
   const uint32_t* slots = all_slots + seq_start[row_seq[row]];
-  // Keys of a shifted span (stored rotated for another position) are rotated by the shift as
-  // they are loaded; see rope_shift.rs. null when no span of the batch is shifted.
-  const uint32_t* shifts = all_shifts ? all_shifts + seq_start[row_seq[row]] : nullptr;
-  int32_t rot_shift = 0;
-  float rot_cos[PER], rot_sin[PER];
   const uint32_t visible = row_visible[row], skip = row_skip[row];
   const uint32_t share = (visible - skip + splits - 1) / splits;
   const uint32_t begin = skip + split * share, end = min(begin + share, visible);
   const uint32_t parts = max_chunks + splits;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  float qv[GROUP][PER], acc[GROUP][PER], m[GROUP], l[GROUP];
+  const int sub = lane / LPK, el = (lane % LPK) * E;  // this lane's key subgroup and first element
+  float qv[GROUP][E], acc[GROUP][E], m[GROUP], l[GROUP];
 #pragma unroll
   for (int g = 0; g < GROUP; ++g) {
-    load_f<PER>(q + ((size_t)row * heads + kvh * GROUP + g) * head_dim + lane * PER, qv[g]);
+    load_f<E>(q + ((size_t)row * heads + kvh * GROUP + g) * head_dim + el, qv[g]);
 #pragma unroll
-    for (int i = 0; i < PER; ++i) {
+    for (int i = 0; i < E; ++i) {
       qv[g][i] *= scale;
       acc[g][i] = 0.f;
     }
     m[g] = -INFINITY;
     l[g] = 0.f;
   }
-  const size_t kv_row = (size_t)kv_heads * head_dim;
-  for (uint32_t j0 = begin + warp * UNROLL; j0 < end; j0 += WARPS * UNROLL) {
-    float kf[UNROLL][PER], vf[UNROLL][PER];
+  // Keys of a shifted span (stored rotated for another position) are rotated by the shift as
+  // they are loaded; see rope_shift.rs. cos/sin are recomputed only when the shift changes.
+  const uint32_t* shifts = SHIFTED ? all_shifts + seq_start[row_seq[row]] : nullptr;
+  int32_t rot_shift = 0;
+  float rot_cos[SHIFTED ? E : 1], rot_sin[SHIFTED ? E : 1];
+  const size_t kv_row = (size_t)kv_heads * head_dim, head_at = (size_t)kvh * head_dim + el;
+  constexpr uint32_t STEP = KEYS_PER_PASS * KUNROLL;
+  for (uint32_t j0 = begin + warp * STEP; j0 < end; j0 += WARPS * STEP) {
+    float kf[KUNROLL][E], vf[KUNROLL][E];
+    bool valid[KUNROLL];
 #pragma unroll
-    for (int u = 0; u < UNROLL; ++u) {
-      if (j0 + u < end) {
-        const size_t base = (size_t)slots[j0 + u] * kv_row + (size_t)kvh * head_dim + lane * PER;
-        load_f<PER>(k + base, kf[u]);
-        load_f<PER>(v + base, vf[u]);
+    for (int u = 0; u < KUNROLL; ++u) {
+      const uint32_t j = j0 + u * KEYS_PER_PASS + sub;
+      valid[u] = j < end;
+      if (valid[u]) {
+        const size_t base = (size_t)slots[j] * kv_row + head_at;
+        load_f<E>(k + base, kf[u]);
+        load_f<E>(v + base, vf[u]);
+      } else {
+#pragma unroll
+        for (int i = 0; i < E; ++i) kf[u][i] = vf[u][i] = 0.f;
       }
     }
-    if (shifts) {
+    if constexpr (SHIFTED) {
 #pragma unroll
-      for (int u = 0; u < UNROLL; ++u) {
-        const int32_t sh = j0 + u < end ? (int32_t)shifts[j0 + u] : 0;
-        if (sh == 0) continue;  // the same for the whole warp: one key
-        if (sh != rot_shift) {
-          // Element e pairs with e +- head_dim/2, held by lane ^ 16, at frequency e mod head_dim/2,
-          // as the model's tables: f32 frequencies, the angle in f64.
+      for (int u = 0; u < KUNROLL; ++u) {
+        const uint32_t j = j0 + u * KEYS_PER_PASS + sub;
+        const int32_t sh = valid[u] ? (int32_t)shifts[j] : 0;
+        if (sh != 0 && sh != rot_shift) {
+          // Element e pairs with e +- head_dim/2, held by lane ^ 4 (same key subgroup), at
+          // frequency e mod head_dim/2, as the model's tables: f32 frequencies, angle in f64.
 #pragma unroll
-          for (int i = 0; i < PER; ++i) {
-            const int f = (lane * PER + i) % (int)(head_dim / 2);
+          for (int i = 0; i < E; ++i) {
+            const int f = (el + i) % (int)(head_dim / 2);
             const float inv_freq = (float)(1.0 / pow(theta, (double)(2 * f) / head_dim));
             double sn, cs;
             sincos((double)sh * (double)inv_freq, &sn, &cs);
@@ -104,38 +120,65 @@ __device__ void paged_attention(const T* q, const T* k, const T* v, T* out, cons
           }
           rot_shift = sh;
         }
+        const bool first_half = el < (int)(head_dim / 2);
 #pragma unroll
-        for (int i = 0; i < PER; ++i) {
-          const float partner = __shfl_xor_sync(0xffffffffu, kf[u][i], 16);
-          kf[u][i] = lane < 16 ? kf[u][i] * rot_cos[i] - partner * rot_sin[i] : kf[u][i] * rot_cos[i] + partner * rot_sin[i];
+        for (int i = 0; i < E; ++i) {
+          const float partner = __shfl_xor_sync(0xffffffffu, kf[u][i], 4);
+          const float c = sh ? rot_cos[i] : 1.f, sn = sh ? rot_sin[i] : 0.f;
+          kf[u][i] = first_half ? kf[u][i] * c - partner * sn : kf[u][i] * c + partner * sn;
         }
       }
     }
 #pragma unroll
-    for (int u = 0; u < UNROLL; ++u) {
-      if (j0 + u >= end) break;
+    for (int u = 0; u < KUNROLL; ++u) {
 #pragma unroll
       for (int g = 0; g < GROUP; ++g) {
         float dot = 0.f;
 #pragma unroll
-        for (int i = 0; i < PER; ++i) dot += qv[g][i] * kf[u][i];
-        for (int off = 16; off > 0; off >>= 1) dot += __shfl_xor_sync(0xffffffffu, dot, off);
-        const float nm = fmaxf(m[g], dot);
-        const float corr = expf(m[g] - nm), p = expf(dot - nm);
-        l[g] = l[g] * corr + p;
+        for (int i = 0; i < E; ++i) dot += qv[g][i] * kf[u][i];
+        dot += __shfl_xor_sync(0xffffffffu, dot, 1);
+        dot += __shfl_xor_sync(0xffffffffu, dot, 2);
+        dot += __shfl_xor_sync(0xffffffffu, dot, 4);
+        if (valid[u]) {  // the same for the 8 lanes of a key
+          const float nm = fmaxf(m[g], dot);
+          const float corr = expf(m[g] - nm), p = expf(dot - nm);
+          l[g] = l[g] * corr + p;
 #pragma unroll
-        for (int i = 0; i < PER; ++i) acc[g][i] = acc[g][i] * corr + p * vf[u][i];
-        m[g] = nm;
+          for (int i = 0; i < E; ++i) acc[g][i] = acc[g][i] * corr + p * vf[u][i];
+          m[g] = nm;
+        }
       }
     }
   }
-  __shared__ float sm[WARPS][GROUP], sl[WARPS][GROUP];
-  __shared__ float sacc[WARPS][GROUP][32 * PER];
+  // The warp's 4 key subgroups merged by log-sum-exp (lanes l, l^8, l^16, l^24 hold the same
+  // elements); a subgroup that saw no key has m = -inf and weighs 0.
 #pragma unroll
   for (int g = 0; g < GROUP; ++g) {
-    if (lane == 0) { sm[warp][g] = m[g]; sl[warp][g] = l[g]; }
+    float M = fmaxf(m[g], __shfl_xor_sync(0xffffffffu, m[g], 8));
+    M = fmaxf(M, __shfl_xor_sync(0xffffffffu, M, 16));
+    const float c = m[g] == -INFINITY ? 0.f : expf(m[g] - M);
+    float L = l[g] * c;
+    L += __shfl_xor_sync(0xffffffffu, L, 8);
+    L += __shfl_xor_sync(0xffffffffu, L, 16);
 #pragma unroll
-    for (int i = 0; i < PER; ++i) sacc[warp][g][lane * PER + i] = acc[g][i];
+    for (int i = 0; i < E; ++i) {
+      float a = acc[g][i] * c;
+      a += __shfl_xor_sync(0xffffffffu, a, 8);
+      a += __shfl_xor_sync(0xffffffffu, a, 16);
+      acc[g][i] = a;
+    }
+    m[g] = M;
+    l[g] = L;
+  }
+  __shared__ float sm[WARPS][GROUP], sl[WARPS][GROUP];
+  __shared__ float sacc[WARPS][GROUP][32 * PER];
+  if (lane < LPK) {
+#pragma unroll
+    for (int g = 0; g < GROUP; ++g) {
+      if (lane == 0) { sm[warp][g] = m[g]; sl[warp][g] = l[g]; }
+#pragma unroll
+      for (int i = 0; i < E; ++i) sacc[warp][g][el + i] = acc[g][i];
+    }
   }
   __syncthreads();
   const uint32_t chunks = splits == 1 ? (skip + chunk - 1) / chunk : 0;
@@ -439,17 +482,20 @@ __device__ void cascade_shared(const T* q, const T* k, const T* v, float* part_o
   }
 }
 
-#define INSTANTIATE_ATTENTION(T, NAME, G, P)                                                     \
-  extern "C" __global__ void paged_attention_##NAME##_g##G##_p##P(                               \
+#define INSTANTIATE_ATTENTION_S(T, NAME, G, P, SH, SFX)                                          \
+  extern "C" __global__ void paged_attention_##NAME##_g##G##_p##P##SFX(                          \
       const T* q, const T* k, const T* v, T* out, const uint32_t* row_seq,                        \
       const uint32_t* row_visible, const uint32_t* row_skip, const uint32_t* seq_start,           \
       const uint32_t* slots, const uint32_t* shifts, float* part_o, float* part_ml,               \
       uint32_t max_chunks, uint32_t splits, uint32_t chunk, uint32_t heads, uint32_t kv_heads,    \
       uint32_t head_dim, float scale, double theta) {                                             \
-    paged_attention<T, G, P>(q, k, v, out, row_seq, row_visible, row_skip, seq_start, slots,      \
-                             shifts, part_o, part_ml, max_chunks, splits, chunk, heads, kv_heads, \
-                             head_dim, scale, theta);                                             \
+    paged_attention<T, G, P, SH>(q, k, v, out, row_seq, row_visible, row_skip, seq_start, slots,  \
+                                 shifts, part_o, part_ml, max_chunks, splits, chunk, heads,       \
+                                 kv_heads, head_dim, scale, theta);                               \
   }
+#define INSTANTIATE_ATTENTION(T, NAME, G, P)         \
+  INSTANTIATE_ATTENTION_S(T, NAME, G, P, false, )    \
+  INSTANTIATE_ATTENTION_S(T, NAME, G, P, true, _shifted)
 #define INSTANTIATE_ATTENTION_G(T, NAME, G)                                                      \
   INSTANTIATE_ATTENTION(T, NAME, G, 1)                                                           \
   INSTANTIATE_ATTENTION(T, NAME, G, 2)                                                           \
