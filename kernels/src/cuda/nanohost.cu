@@ -85,6 +85,14 @@ __device__ void paged_attention(const T* q, const T* k, const T* v, T* out, cons
   float rot_cos[SHIFTED ? E : 1], rot_sin[SHIFTED ? E : 1];
   const size_t kv_row = (size_t)kv_heads * head_dim, head_at = (size_t)kvh * head_dim + el;
   constexpr uint32_t STEP = KEYS_PER_PASS * KUNROLL;
+  // Slot ids are read one pass ahead: a pass waits for its K/V loads only, not for the slot
+  // load that addresses them as well.
+  uint32_t slot[KUNROLL];
+#pragma unroll
+  for (int u = 0; u < KUNROLL; ++u) {
+    const uint32_t j = begin + warp * STEP + u * KEYS_PER_PASS + sub;
+    slot[u] = j < end ? slots[j] : 0u;
+  }
   for (uint32_t j0 = begin + warp * STEP; j0 < end; j0 += WARPS * STEP) {
     float kf[KUNROLL][E], vf[KUNROLL][E];
     bool valid[KUNROLL];
@@ -93,13 +101,18 @@ __device__ void paged_attention(const T* q, const T* k, const T* v, T* out, cons
       const uint32_t j = j0 + u * KEYS_PER_PASS + sub;
       valid[u] = j < end;
       if (valid[u]) {
-        const size_t base = (size_t)slots[j] * kv_row + head_at;
+        const size_t base = (size_t)slot[u] * kv_row + head_at;
         load_f<E>(k + base, kf[u]);
         load_f<E>(v + base, vf[u]);
       } else {
 #pragma unroll
         for (int i = 0; i < E; ++i) kf[u][i] = vf[u][i] = 0.f;
       }
+    }
+#pragma unroll
+    for (int u = 0; u < KUNROLL; ++u) {
+      const uint32_t j = j0 + WARPS * STEP + u * KEYS_PER_PASS + sub;
+      slot[u] = j < end ? slots[j] : 0u;
     }
     if constexpr (SHIFTED) {
 #pragma unroll
