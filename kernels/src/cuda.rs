@@ -382,3 +382,33 @@ pub(crate) fn qkv_norm_rope_write(op: &crate::qkv_write::QkvNormRopeWrite, qkv: 
     let slice = per_float_dtype!(qkv.dtype(), "qkv_norm_rope_write", launch);
     Ok((CudaStorage { slice, device: dev }, Shape::from((tokens, op.heads * head_dim))))
 }
+
+pub(crate) fn small_matmul(x: &CudaStorage, xl: &Layout, w: &CudaStorage, wl: &Layout) -> Result<(CudaStorage, Shape)> {
+    let dev = x.device().clone();
+    let (rows, k) = xl.shape().dims2()?;
+    let n = wl.dims()[0];
+    let ((x0, x1), (w0, w1)) = (contiguous_range(xl, "x")?, contiguous_range(wl, "the weight")?);
+    if x0 % 8 != 0 || w0 % 8 != 0 {
+        candle_core::bail!("small_matmul (cuda): x and the weight must start 16-byte aligned");
+    }
+    let mr = rows.next_power_of_two();
+    let func = kernel(&dev, &format!("small_matmul_{}_m{mr}", suffix(x.dtype())?), 0)?;
+    let stream = dev.cuda_stream();
+    let warps = 8u32;
+    let cfg = LaunchConfig { grid_dim: ((n as u32).div_ceil(warps), 1, 1), block_dim: (32 * warps, 1, 1), shared_mem_bytes: 0 };
+    macro_rules! launch {
+        ($t:ty, $wrap:ident) => {{
+            let (xs, ws) = (x.as_cuda_slice::<$t>()?.slice(x0..x1), w.as_cuda_slice::<$t>()?.slice(w0..w1));
+            // SAFETY: every element is written by the kernel (one warp per column, all rows).
+            let out = unsafe { dev.alloc::<$t>(rows * n)? };
+            let mut b = stream.launch_builder(&func);
+            b.arg(&xs).arg(&ws).arg(&out);
+            candle_core::builder_arg!(b, rows as u32, n as u32, k as u32);
+            // SAFETY: shapes checked by small_matmul; k is a multiple of 8 (16-byte loads).
+            unsafe { b.launch(cfg) }.w()?;
+            CudaStorageSlice::$wrap(out)
+        }};
+    }
+    let slice = per_float_dtype!(x.dtype(), "small_matmul", launch);
+    Ok((CudaStorage { slice, device: dev }, Shape::from((rows, n))))
+}

@@ -252,3 +252,20 @@ fn fused_add_rms_norm_matches_cpu() {
         assert!(d <= tol, "{dtype:?} normed rows differ by {d}");
     }
 }
+
+#[test]
+fn small_matmul_matches_cpu() {
+    for (rows, n, k) in [(1, 1000, 1024), (3, 4096, 1024), (8, 1024, 3072), (5, 151_936, 1024)] {
+        let x = Tensor::randn(0f32, 1.0, (rows, k), &Device::Cpu).unwrap();
+        let w = Tensor::randn(0f32, 0.05, (n, k), &Device::Cpu).unwrap();
+        // bf16: the f32 sums differ in order only, then round to bf16; outputs reach about 8,
+        // where two units in the last place are 0.0625.
+        for (dtype, tol) in [(DType::F32, 1e-4), (DType::BF16, 7e-2)] {
+            let (x, w) = (x.to_dtype(dtype).unwrap(), w.to_dtype(dtype).unwrap());
+            let cpu = nanohost_kernels::small_matmul(&x, &w).unwrap();
+            let gpu = nanohost_kernels::small_matmul(&x.to_device(&gpu()).unwrap(), &w.to_device(&gpu()).unwrap()).unwrap();
+            let d = max_diff(&cpu, &gpu);
+            assert!(d <= tol, "{dtype:?} {rows}x{k} . {n}x{k}: differs by {d}");
+        }
+    }
+}

@@ -15,7 +15,7 @@ use crate::engine::kv_pool::KvPool;
 use anyhow::{Context, Result};
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{ops::rms_norm, Linear};
-use nanohost_kernels::{add_rms_norm, paged_attention, qkv_norm_rope_write, silu_mul, AttentionBatch, MetaLayout, QkvNorms, SeqAttention, SharedGroup};
+use nanohost_kernels::{add_rms_norm, paged_attention, qkv_norm_rope_write, silu_mul, small_matmul, AttentionBatch, MetaLayout, QkvNorms, SeqAttention, SharedGroup, SMALL_MATMUL_MAX_ROWS};
 use std::collections::HashMap;
 
 struct Layer {
@@ -213,7 +213,17 @@ impl Qwen3 {
         }
         drop(x);
         let h = h.index_select(&rows, 0)?;
-        Ok(self.lm_head.forward(&h)?.to_dtype(DType::F32)?)
+        Ok(self.linear(&self.lm_head, &h)?.to_dtype(DType::F32)?)
+    }
+
+    /// `x @ w^T`: on the GPU with a few rows (decode at small batch) the weight-streaming kernel
+    /// of `small_matmul`, else candle's matmul (cuBLAS on the GPU).
+    fn linear(&self, l: &Linear, x: &Tensor) -> Result<Tensor> {
+        let (rows, k) = x.dims2()?;
+        if self.device.is_cuda() && rows <= SMALL_MATMUL_MAX_ROWS && k % 8 == 0 {
+            return Ok(small_matmul(x, l.weight())?);
+        }
+        Ok(l.forward(x)?)
     }
 
     /// One layer from its input `x` and `h` = its input norm of `x`; returns the layer's output
@@ -223,15 +233,15 @@ impl Qwen3 {
         let c = &self.cfg;
         let n = x.dim(0)?;
         let eps = c.rms_norm_eps as f32;
-        let qkv = layer.qkv_proj.forward(h)?;
+        let qkv = self.linear(&layer.qkv_proj, h)?;
         let (k_pool, v_pool) = pool.layer(l);
         let norms = QkvNorms { heads: c.num_attention_heads, kv_heads: c.num_key_value_heads, q_norm: &layer.q_norm, k_norm: &layer.k_norm, eps };
         let q = qkv_norm_rope_write(&qkv, &norms, &step.cos_sin, k_pool, v_pool, &step.slots)?;
         let scale = 1.0 / (c.head_dim as f32).sqrt();
         let attn = paged_attention(&q, k_pool, v_pool, &step.attention, scale)?;
-        let attn = layer.o_proj.forward(&attn.reshape((n, c.num_attention_heads * c.head_dim))?)?;
+        let attn = self.linear(&layer.o_proj, &attn.reshape((n, c.num_attention_heads * c.head_dim))?)?;
         let (x, h) = add_rms_norm(x, &attn, &layer.post_norm, eps)?;
-        let mlp = layer.down_proj.forward(&silu_mul(&layer.gate_up_proj.forward(&h)?)?)?;
+        let mlp = self.linear(&layer.down_proj, &silu_mul(&self.linear(&layer.gate_up_proj, &h)?)?)?;
         Ok(add_rms_norm(&x, &mlp, next_norm, eps)?)
     }
 }
