@@ -383,6 +383,18 @@ pub(crate) fn qkv_norm_rope_write(op: &crate::qkv_write::QkvNormRopeWrite, qkv: 
     Ok((CudaStorage { slice, device: dev }, Shape::from((tokens, op.heads * head_dim))))
 }
 
+/// Output columns per warp of `small_matmul` (1, 2 or 4; the weight loads in flight per lane
+/// stay 8): more columns share each load of x, fewer give more warps. A tuning knob,
+/// `NANOHOST_SMALL_MATMUL_COLUMNS`, read once; default 1.
+fn small_matmul_columns_per_warp() -> usize {
+    static NPW: OnceLock<usize> = OnceLock::new();
+    *NPW.get_or_init(|| match std::env::var("NANOHOST_SMALL_MATMUL_COLUMNS").ok().as_deref() {
+        Some("2") => 2,
+        Some("4") => 4,
+        _ => 1,
+    })
+}
+
 pub(crate) fn small_matmul(x: &CudaStorage, xl: &Layout, w: &CudaStorage, wl: &Layout) -> Result<(CudaStorage, Shape)> {
     let dev = x.device().clone();
     let (rows, k) = xl.shape().dims2()?;
@@ -392,10 +404,11 @@ pub(crate) fn small_matmul(x: &CudaStorage, xl: &Layout, w: &CudaStorage, wl: &L
         candle_core::bail!("small_matmul (cuda): x and the weight must start 16-byte aligned");
     }
     let mr = rows.next_power_of_two();
-    let func = kernel(&dev, &format!("small_matmul_{}_m{mr}", suffix(x.dtype())?), 0)?;
+    let npw = small_matmul_columns_per_warp();
+    let func = kernel(&dev, &format!("small_matmul_{}_m{mr}_c{npw}", suffix(x.dtype())?), 0)?;
     let stream = dev.cuda_stream();
     let warps = 8u32;
-    let cfg = LaunchConfig { grid_dim: ((n as u32).div_ceil(warps), 1, 1), block_dim: (32 * warps, 1, 1), shared_mem_bytes: 0 };
+    let cfg = LaunchConfig { grid_dim: ((n as u32).div_ceil(warps * npw as u32), 1, 1), block_dim: (32 * warps, 1, 1), shared_mem_bytes: 0 };
     macro_rules! launch {
         ($t:ty, $wrap:ident) => {{
             let (xs, ws) = (x.as_cuda_slice::<$t>()?.slice(x0..x1), w.as_cuda_slice::<$t>()?.slice(w0..w1));

@@ -14,6 +14,9 @@
 # 10. (STEPS=speed) the engine's own speed: the throughput and latency workloads, standard plugin
 #     (GRAPHS=on|off|staged, default on: decode steps through CUDA graphs or not).
 # 12. (STEPS=profile) ncu: GPU time per kernel of one decode step at batch 1 and 64 (eager).
+# 13. (STEPS=tune) small_matmul's knobs (rows it takes over from cuBLAS, columns per warp) on
+#     decode at batch 1, 2, 4, 8; ncu's speed-of-light, occupancy and stall sections for the
+#     attention kernel at batch 64.
 # 11. (STEPS=graphs) decode through CUDA graphs vs staged (same padded computation, eager) vs
 #     eager, at batch sizes that fill a bucket and that need padding: ms/step and token digests.
 set -uo pipefail
@@ -113,6 +116,25 @@ if want profile; then
       --warmup-steps 0 --steps 2 --cuda-graphs off > "$R/ncu_b$b.csv" 2>>"$R/check.log"
   done
   python3 "$B/ncu_step.py" "$R/ncu_b1.csv" "$R/ncu_b64.csv" 2>&1 | tee "$R/ncu_step.txt" | head -40
+fi
+if want tune; then
+  log "tune: small_matmul rows x columns per warp; attention under ncu sections"
+  for c in 2 4; do NANOHOST_SMALL_MATMUL_COLUMNS=$c "$B/cuda_ops_test" small_matmul --test-threads=1 2>&1 | grep "test result" | sed "s/^/columns $c: /"; done
+  for rc in 0:1 2:1 8:1 8:2 8:4; do
+    NANOHOST_SMALL_MATMUL_ROWS=${rc%:*} NANOHOST_SMALL_MATMUL_COLUMNS=${rc#*:} "$B/nanohost" bench-decode --model "$MODEL" \
+      --plugin "$B/plugins/libstandard.so" --batch-sizes 1,2,4,8 --warmup-steps 4 --steps 48 --out "$R/tune_rows${rc%:*}_cols${rc#*:}.json" 2>>"$R/check.log" >/dev/null
+  done
+  python3 - "$R" <<'PY'
+import glob, json, os, sys
+for f in sorted(glob.glob(f"{sys.argv[1]}/tune_*.json")):
+    rows = json.load(open(f))["results"]
+    print(os.path.basename(f), " ".join(f"b{r['batch_size']}={r['decode_ms_per_step_median']:.3f}" for r in rows))
+PY
+  /usr/local/cuda/bin/ncu --clock-control none -k regex:paged_attention --launch-skip 28 --launch-count 1 \
+    --section SpeedOfLight --section Occupancy --section WarpStateStats --section MemoryWorkloadAnalysis \
+    "$B/nanohost" bench-decode --model "$MODEL" --plugin "$B/plugins/libstandard.so" --batch-sizes 64 \
+    --warmup-steps 0 --steps 2 --cuda-graphs off > "$R/ncu_attention_b64.txt" 2>>"$R/check.log"
+  grep -E "Duration|Memory Throughput|DRAM Throughput|Achieved Occupancy|Theoretical Occupancy|Registers|Stall|Warp Cycles|L1/TEX Hit|L2 Hit|Compute \(SM\)" "$R/ncu_attention_b64.txt" | head -30
 fi
 if want hf; then
   log "transformers decode bench"

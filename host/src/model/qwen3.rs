@@ -107,6 +107,15 @@ struct StepInputs {
     attention: AttentionBatch,
 }
 
+/// Up to how many rows `small_matmul` replaces cuBLAS: 2 by default (measured on an H200:
+/// faster than cuBLAS at 1 row, slower at 4 with one column per warp; see
+/// results/engine-speed-versions.md). `NANOHOST_SMALL_MATMUL_ROWS` (0 to 8) overrides it, read
+/// once, for tuning on other cards.
+fn small_matmul_rows() -> usize {
+    static ROWS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *ROWS.get_or_init(|| std::env::var("NANOHOST_SMALL_MATMUL_ROWS").ok().and_then(|v| v.parse().ok()).unwrap_or(2).min(SMALL_MATMUL_MAX_ROWS))
+}
+
 impl Qwen3 {
     /// Builds the model from tensors named as in Hugging Face checkpoints (see
     /// [`super::weights::expected_tensors`]).
@@ -220,7 +229,7 @@ impl Qwen3 {
     /// of `small_matmul`, else candle's matmul (cuBLAS on the GPU).
     fn linear(&self, l: &Linear, x: &Tensor) -> Result<Tensor> {
         let (rows, k) = x.dims2()?;
-        if self.device.is_cuda() && rows <= SMALL_MATMUL_MAX_ROWS && k % 8 == 0 {
+        if self.device.is_cuda() && rows <= small_matmul_rows() && k % 8 == 0 {
             return Ok(small_matmul(x, l.weight())?);
         }
         Ok(l.forward(x)?)

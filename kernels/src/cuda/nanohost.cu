@@ -758,26 +758,36 @@ INSTANTIATE_SILU_MUL(float, f32)
 INSTANTIATE_SILU_MUL(__nv_bfloat16, bf16)
 INSTANTIATE_SILU_MUL(__half, f16)
 
-// out[r][n] = sum_k x[r][k] w[n][k] for rows <= MR (decode at small batch): one warp per output
-// column n streams w's row n once with 16-byte loads (8 elements per lane per step), every row of
-// x is read from cache; f32 accumulators, one per row, reduced across the warp at the end.
-template <typename T, int MR>
+// out[r][n] = sum_k x[r][k] w[n][k] for rows <= MR (decode at small batch): a warp owns NPW
+// output columns and streams their weight rows once with 16-byte loads (8 elements per lane per
+// load, CH loads per row in flight); each chunk of x (from cache) serves all NPW columns. f32
+// accumulators, one per (column, row), reduced across the warp at the end.
+template <typename T, int MR, int NPW>
 __device__ void small_matmul(const T* x, const T* w, T* out, uint32_t rows, uint32_t n, uint32_t k) {
-  const uint32_t col = blockIdx.x * (blockDim.x / 32) + (threadIdx.x >> 5);
-  const int lane = threadIdx.x & 31;
-  if (col >= n) return;
-  const T* wr = w + (size_t)col * k;
-  float acc[MR];
-#pragma unroll
-  for (int r = 0; r < MR; ++r) acc[r] = 0.f;
   constexpr int V = 16 / sizeof(T);  // elements per 16-byte load
-  for (uint32_t c0 = lane * V; c0 < k; c0 += 32 * V * 4) {
-    float wf[4][V];
+  constexpr int CH = 8 / NPW;         // chunks per weight row in flight
+  const uint32_t col0 = (blockIdx.x * (blockDim.x / 32) + (threadIdx.x >> 5)) * NPW;
+  const int lane = threadIdx.x & 31;
+  if (col0 >= n) return;
+  float acc[NPW][MR];
 #pragma unroll
-    for (int u = 0; u < 4; ++u)
-      if (c0 + u * 32 * V < k) load_f<V>(wr + c0 + u * 32 * V, wf[u]);
+  for (int p = 0; p < NPW; ++p)
 #pragma unroll
-    for (int u = 0; u < 4; ++u) {
+    for (int r = 0; r < MR; ++r) acc[p][r] = 0.f;
+  for (uint32_t c0 = lane * V; c0 < k; c0 += 32 * V * CH) {
+    float wf[CH][NPW][V];
+#pragma unroll
+    for (int u = 0; u < CH; ++u)
+#pragma unroll
+      for (int p = 0; p < NPW; ++p) {
+        const uint32_t c = c0 + u * 32 * V;
+        if (c < k && col0 + p < n) load_f<V>(w + (size_t)(col0 + p) * k + c, wf[u][p]);
+        else
+#pragma unroll
+          for (int i = 0; i < V; ++i) wf[u][p][i] = 0.f;
+      }
+#pragma unroll
+    for (int u = 0; u < CH; ++u) {
       const uint32_t c = c0 + u * 32 * V;
       if (c >= k) break;
 #pragma unroll
@@ -786,28 +796,36 @@ __device__ void small_matmul(const T* x, const T* w, T* out, uint32_t rows, uint
         float xf[V];
         load_f<V>(x + (size_t)r * k + c, xf);
 #pragma unroll
-        for (int i = 0; i < V; ++i) acc[r] += xf[i] * wf[u][i];
+        for (int p = 0; p < NPW; ++p)
+#pragma unroll
+          for (int i = 0; i < V; ++i) acc[p][r] += xf[i] * wf[u][p][i];
       }
     }
   }
 #pragma unroll
-  for (int r = 0; r < MR; ++r) {
-    float a = acc[r];
-    for (int off = 16; off > 0; off >>= 1) a += __shfl_xor_sync(0xffffffffu, a, off);
-    if (lane == 0 && r < (int)rows) out[(size_t)r * n + col] = from_f<T>(a);
-  }
+  for (int p = 0; p < NPW; ++p)
+#pragma unroll
+    for (int r = 0; r < MR; ++r) {
+      float a = acc[p][r];
+      for (int off = 16; off > 0; off >>= 1) a += __shfl_xor_sync(0xffffffffu, a, off);
+      if (lane == 0 && r < (int)rows && col0 + p < n) out[(size_t)r * n + col0 + p] = from_f<T>(a);
+    }
 }
 
-#define INSTANTIATE_SMALL_MATMUL_M(T, NAME, M)                                                       \
-  extern "C" __global__ void small_matmul_##NAME##_m##M(const T* x, const T* w, T* out, uint32_t rows, \
-                                                         uint32_t n, uint32_t k) {                   \
-    small_matmul<T, M>(x, w, out, rows, n, k);                                                       \
+#define INSTANTIATE_SMALL_MATMUL_M(T, NAME, M, NPW)                                                      \
+  extern "C" __global__ void small_matmul_##NAME##_m##M##_c##NPW(const T* x, const T* w, T* out,       \
+                                                                 uint32_t rows, uint32_t n, uint32_t k) { \
+    small_matmul<T, M, NPW>(x, w, out, rows, n, k);                                                      \
   }
-#define INSTANTIATE_SMALL_MATMUL(T, NAME)  \
-  INSTANTIATE_SMALL_MATMUL_M(T, NAME, 1)   \
-  INSTANTIATE_SMALL_MATMUL_M(T, NAME, 2)   \
-  INSTANTIATE_SMALL_MATMUL_M(T, NAME, 4)   \
-  INSTANTIATE_SMALL_MATMUL_M(T, NAME, 8)
+#define INSTANTIATE_SMALL_MATMUL_C(T, NAME, NPW) \
+  INSTANTIATE_SMALL_MATMUL_M(T, NAME, 1, NPW)    \
+  INSTANTIATE_SMALL_MATMUL_M(T, NAME, 2, NPW)    \
+  INSTANTIATE_SMALL_MATMUL_M(T, NAME, 4, NPW)    \
+  INSTANTIATE_SMALL_MATMUL_M(T, NAME, 8, NPW)
+#define INSTANTIATE_SMALL_MATMUL(T, NAME) \
+  INSTANTIATE_SMALL_MATMUL_C(T, NAME, 1)  \
+  INSTANTIATE_SMALL_MATMUL_C(T, NAME, 2)  \
+  INSTANTIATE_SMALL_MATMUL_C(T, NAME, 4)
 INSTANTIATE_SMALL_MATMUL(float, f32)
 INSTANTIATE_SMALL_MATMUL(__nv_bfloat16, bf16)
 INSTANTIATE_SMALL_MATMUL(__half, f16)
