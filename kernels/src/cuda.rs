@@ -83,12 +83,16 @@ fn sm_count(dev: &CudaDevice) -> Result<usize> {
     Ok(*SMS.get_or_init(|| n))
 }
 
-/// How many blocks share each row's keys: enough for about eight blocks (32 warps) per SM when
-/// rows and KV heads alone give fewer (the per-row pass is bound by memory latency, so it needs
-/// many warps in flight), never below MIN_SPLIT_KEYS keys per block.
+/// Blocks of the per-row attention kernel one SM holds (its `__launch_bounds__` in nanohost.cu).
+const ATTENTION_BLOCKS_PER_SM: usize = 4;
+
+/// How many blocks share each row's keys: splitting pays only while rows and KV heads alone do
+/// not fill the GPU's block slots (the per-row pass is bound by memory latency, so it needs every
+/// slot busy); a batch that fills one wave of slots is not split, which saves the merge launch.
+/// Never below MIN_SPLIT_KEYS keys per block.
 fn kv_splits(blocks: usize, max_row_keys: usize, sms: usize) -> usize {
     let by_keys = max_row_keys / MIN_SPLIT_KEYS;
-    let by_occupancy = (8 * sms).div_ceil(blocks.max(1));
+    let by_occupancy = (ATTENTION_BLOCKS_PER_SM * sms) / blocks.max(1);
     by_keys.min(by_occupancy).clamp(1, 64)
 }
 
@@ -395,9 +399,10 @@ fn small_matmul_columns_per_warp() -> usize {
     })
 }
 
-pub(crate) fn small_matmul(x: &CudaStorage, xl: &Layout, w: &CudaStorage, wl: &Layout) -> Result<(CudaStorage, Shape)> {
+pub(crate) fn small_matmul(op: &crate::small_matmul::SmallMatmul, x: &CudaStorage, xl: &Layout, w: &CudaStorage, wl: &Layout) -> Result<(CudaStorage, Shape)> {
     let dev = x.device().clone();
-    let (rows, k) = xl.shape().dims2()?;
+    let (rows, k2) = xl.shape().dims2()?;
+    let k = if op.silu_gate { k2 / 2 } else { k2 };
     let n = wl.dims()[0];
     let ((x0, x1), (w0, w1)) = (contiguous_range(xl, "x")?, contiguous_range(wl, "the weight")?);
     if x0 % 8 != 0 || w0 % 8 != 0 {
@@ -405,7 +410,8 @@ pub(crate) fn small_matmul(x: &CudaStorage, xl: &Layout, w: &CudaStorage, wl: &L
     }
     let mr = rows.next_power_of_two();
     let npw = small_matmul_columns_per_warp();
-    let func = kernel(&dev, &format!("small_matmul_{}_m{mr}_c{npw}", suffix(x.dtype())?), 0)?;
+    let silu = if op.silu_gate { "silu_" } else { "" };
+    let func = kernel(&dev, &format!("small_matmul_{silu}{}_m{mr}_c{npw}", suffix(x.dtype())?), 0)?;
     let stream = dev.cuda_stream();
     let warps = 8u32;
     let cfg = LaunchConfig { grid_dim: ((n as u32).div_ceil(warps * npw as u32), 1, 1), block_dim: (32 * warps, 1, 1), shared_mem_bytes: 0 };
