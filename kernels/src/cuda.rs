@@ -83,8 +83,13 @@ fn sm_count(dev: &CudaDevice) -> Result<usize> {
     Ok(*SMS.get_or_init(|| n))
 }
 
-/// Blocks of the per-row attention kernel one SM holds (its `__launch_bounds__` in nanohost.cu).
-const ATTENTION_BLOCKS_PER_SM: usize = 4;
+/// Blocks of the per-row attention kernel per SM: 3 (the kernel as the compiler builds it) or 4
+/// (its `_o4` build, bounded to 128 registers). `NANOHOST_ATTENTION_BLOCKS_PER_SM`, read once;
+/// default 3.
+fn attention_blocks_per_sm() -> usize {
+    static B: OnceLock<usize> = OnceLock::new();
+    *B.get_or_init(|| if std::env::var("NANOHOST_ATTENTION_BLOCKS_PER_SM").as_deref() == Ok("4") { 4 } else { 3 })
+}
 
 /// How many blocks share each row's keys: splitting pays only while rows and KV heads alone do
 /// not fill the GPU's block slots (the per-row pass is bound by memory latency, so it needs every
@@ -92,7 +97,7 @@ const ATTENTION_BLOCKS_PER_SM: usize = 4;
 /// Never below MIN_SPLIT_KEYS keys per block.
 fn kv_splits(blocks: usize, max_row_keys: usize, sms: usize) -> usize {
     let by_keys = max_row_keys / MIN_SPLIT_KEYS;
-    let by_occupancy = (ATTENTION_BLOCKS_PER_SM * sms) / blocks.max(1);
+    let by_occupancy = (attention_blocks_per_sm() * sms) / blocks.max(1);
     by_keys.min(by_occupancy).clamp(1, 64)
 }
 
@@ -126,7 +131,8 @@ pub(crate) fn paged_attention(op: &PagedAttention, q: &CudaStorage, ql: &Layout,
     // One block per (query row, KV head, split) serves the whole GQA group: K and V are read once.
     // Batches with shifted spans get the variant that re-rotates keys (and holds its cache).
     let shifted = if lay.shifted { "_shifted" } else { "" };
-    let func = kernel(dev, &format!("paged_attention_{sfx}_g{group}_p{}{shifted}", head_dim / 32), 0)?;
+    let occupancy = if attention_blocks_per_sm() == 4 { "_o4" } else { "" };
+    let func = kernel(dev, &format!("paged_attention_{sfx}_g{group}_p{}{shifted}{occupancy}", head_dim / 32), 0)?;
     let stream = dev.cuda_stream();
     let (q0, q1) = contiguous_range(ql, "q")?;
     let (k0, k1) = contiguous_range(kl, "the K pool")?;
@@ -399,10 +405,9 @@ fn small_matmul_columns_per_warp() -> usize {
     })
 }
 
-pub(crate) fn small_matmul(op: &crate::small_matmul::SmallMatmul, x: &CudaStorage, xl: &Layout, w: &CudaStorage, wl: &Layout) -> Result<(CudaStorage, Shape)> {
+pub(crate) fn small_matmul(x: &CudaStorage, xl: &Layout, w: &CudaStorage, wl: &Layout) -> Result<(CudaStorage, Shape)> {
     let dev = x.device().clone();
-    let (rows, k2) = xl.shape().dims2()?;
-    let k = if op.silu_gate { k2 / 2 } else { k2 };
+    let (rows, k) = xl.shape().dims2()?;
     let n = wl.dims()[0];
     let ((x0, x1), (w0, w1)) = (contiguous_range(xl, "x")?, contiguous_range(wl, "the weight")?);
     if x0 % 8 != 0 || w0 % 8 != 0 {
@@ -410,8 +415,7 @@ pub(crate) fn small_matmul(op: &crate::small_matmul::SmallMatmul, x: &CudaStorag
     }
     let mr = rows.next_power_of_two();
     let npw = small_matmul_columns_per_warp();
-    let silu = if op.silu_gate { "silu_" } else { "" };
-    let func = kernel(&dev, &format!("small_matmul_{silu}{}_m{mr}_c{npw}", suffix(x.dtype())?), 0)?;
+    let func = kernel(&dev, &format!("small_matmul_{}_m{mr}_c{npw}", suffix(x.dtype())?), 0)?;
     let stream = dev.cuda_stream();
     let warps = 8u32;
     let cfg = LaunchConfig { grid_dim: ((n as u32).div_ceil(warps * npw as u32), 1, 1), block_dim: (32 * warps, 1, 1), shared_mem_bytes: 0 };

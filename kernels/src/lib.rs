@@ -35,5 +35,5 @@ pub use qkv_write::{qkv_norm_rope_write, QkvNorms, QkvNormRopeWrite};
 pub use rope_shift::{rerotate_keys, Rotation};
 pub use sample::{argmax, inverse_cdf, sample_rows, SampleRows};
 pub use silu_mul::{silu_mul, SiluMul};
-pub use small_matmul::{small_matmul, small_matmul_silu, SmallMatmul, SMALL_MATMUL_MAX_ROWS};
+pub use small_matmul::{small_matmul, SmallMatmul, SMALL_MATMUL_MAX_ROWS};
 pub use upload::write_u32;

@@ -4,7 +4,7 @@
 //! row with 16-byte loads gets much closer to the bandwidth.
 
 use crate::elem::{unsupported, Elem};
-use candle_core::{backend::BackendStorage, CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
+use candle_core::{backend::BackendStorage, CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 
 /// Most rows the kernel takes (one accumulator per row per lane).
 pub const SMALL_MATMUL_MAX_ROWS: usize = 8;
@@ -12,30 +12,15 @@ pub const SMALL_MATMUL_MAX_ROWS: usize = 8;
 /// `x` `[rows, k]` times `w` `[n, k]` transposed: `[rows, n]`, accumulated in f32. For at most
 /// [`SMALL_MATMUL_MAX_ROWS`] rows and `k` a multiple of 8.
 pub fn small_matmul(x: &Tensor, w: &Tensor) -> Result<Tensor> {
-    small(x, w, false)
-}
-
-/// [`small_matmul`] of `silu(gate) * up` (see [`crate::silu_mul`]) by `w`, where `gate_up` is
-/// `[rows, 2k]`: the SwiGLU gate fused into the down projection (one launch instead of two at
-/// decode's small batches). Equals `small_matmul(&silu_mul(gate_up)?, w)`.
-pub fn small_matmul_silu(gate_up: &Tensor, w: &Tensor) -> Result<Tensor> {
-    small(gate_up, w, true)
-}
-
-fn small(x: &Tensor, w: &Tensor, silu_gate: bool) -> Result<Tensor> {
-    let (rows, k2) = x.dims2()?;
-    let k = if silu_gate { k2 / 2 } else { k2 };
+    let (rows, k) = x.dims2()?;
     let (_, wk) = w.dims2()?;
-    if wk != k || (silu_gate && k2 % 2 != 0) || rows == 0 || rows > SMALL_MATMUL_MAX_ROWS || k % 8 != 0 || x.dtype() != w.dtype() {
+    if wk != k || rows == 0 || rows > SMALL_MATMUL_MAX_ROWS || k % 8 != 0 || x.dtype() != w.dtype() {
         candle_core::bail!("small_matmul: x {:?} {:?} and w {:?} {:?} (at most {SMALL_MATMUL_MAX_ROWS} rows, k a multiple of 8)", x.dims(), x.dtype(), w.dims(), w.dtype());
     }
-    x.contiguous()?.apply_op2_no_bwd(&w.contiguous()?, &SmallMatmul { silu_gate })
+    x.contiguous()?.apply_op2_no_bwd(&w.contiguous()?, &SmallMatmul)
 }
 
-pub struct SmallMatmul {
-    /// `x` is `[rows, 2k]` gate/up halves, multiplied as `silu(gate) * up`.
-    pub(crate) silu_gate: bool,
-}
+pub struct SmallMatmul;
 
 fn run<T: Elem>(x: &[T], w: &[T], rows: usize, k: usize) -> Vec<T> {
     let n = w.len() / k;
@@ -53,11 +38,6 @@ impl CustomOp2 for SmallMatmul {
     }
 
     fn cpu_fwd(&self, x: &CpuStorage, xl: &Layout, w: &CpuStorage, wl: &Layout) -> Result<(CpuStorage, Shape)> {
-        if self.silu_gate {
-            // The oracle: silu_mul's own CPU op, then the plain product.
-            let (gated, gl) = crate::SiluMul.cpu_fwd(x, xl)?;
-            return SmallMatmul { silu_gate: false }.cpu_fwd(&gated, &Layout::contiguous(gl), w, wl);
-        }
         let (rows, k) = xl.shape().dims2()?;
         let n = wl.dims()[0];
         let r = |l: &Layout| l.contiguous_offsets().expect("made contiguous");
@@ -73,6 +53,6 @@ impl CustomOp2 for SmallMatmul {
 
     #[cfg(feature = "cuda")]
     fn cuda_fwd(&self, x: &candle_core::CudaStorage, xl: &Layout, w: &candle_core::CudaStorage, wl: &Layout) -> Result<(candle_core::CudaStorage, Shape)> {
-        crate::cuda::small_matmul(self, x, xl, w, wl)
+        crate::cuda::small_matmul(x, xl, w, wl)
     }
 }

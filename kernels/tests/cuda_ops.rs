@@ -269,18 +269,3 @@ fn small_matmul_matches_cpu() {
         }
     }
 }
-
-#[test]
-fn small_matmul_silu_matches_cpu() {
-    for (rows, n, k) in [(1, 1024, 3072), (2, 1000, 1024)] {
-        let x = Tensor::randn(0f32, 1.0, (rows, 2 * k), &Device::Cpu).unwrap();
-        let w = Tensor::randn(0f32, 0.05, (n, k), &Device::Cpu).unwrap();
-        for (dtype, tol) in [(DType::F32, 1e-4), (DType::BF16, 7e-2)] {
-            let (x, w) = (x.to_dtype(dtype).unwrap(), w.to_dtype(dtype).unwrap());
-            let cpu = nanohost_kernels::small_matmul_silu(&x, &w).unwrap();
-            let gpu = nanohost_kernels::small_matmul_silu(&x.to_device(&gpu()).unwrap(), &w.to_device(&gpu()).unwrap()).unwrap();
-            let d = max_diff(&cpu, &gpu);
-            assert!(d <= tol, "{dtype:?} silu {rows}x{k} . {n}x{k}: differs by {d}");
-        }
-    }
-}

@@ -12,7 +12,8 @@
 # 9. (STEPS=chunked) standard vs chunked vs chunked-reuse on long-chunked (batch 8, 32) and the
 #    prototype's chunked workloads: time to first token, reuse, fidelity;
 # 10. (STEPS=speed) the engine's own speed: the throughput and latency workloads, standard plugin
-#     (GRAPHS=on|off|staged, default on: decode steps through CUDA graphs or not).
+#     (GRAPHS=on|off|staged, default on: decode steps through CUDA graphs or not; SPEED_TAG names
+#     the output folder, for A/B runs of the NANOHOST_* tuning variables).
 # 12. (STEPS=profile) ncu: GPU time per kernel of one decode step at batch 1 and 64 (eager).
 # 13. (STEPS=tune) small_matmul's knobs (rows it takes over from cuBLAS, columns per warp) on
 #     decode at batch 1, 2, 4, 8; ncu's speed-of-light, occupancy and stall sections for the
@@ -84,8 +85,8 @@ fi
 if want speed; then
   log "engine speed: throughput and latency workloads"
   (cd "$B" && ./nanohost run --model "$MODEL" --plugin plugins/libstandard.so --workload throughput --workload latency \
-     --cuda-graphs "${GRAPHS:-on}" --out "$R/speed-graphs-${GRAPHS:-on}" --timeout 500 2>>"$R/check.log")
-  python3 - "$R/speed-graphs-${GRAPHS:-on}/results_standard.json" <<'PY'
+     --cuda-graphs "${GRAPHS:-on}" --out "$R/speed-graphs-${GRAPHS:-on}${SPEED_TAG:-}" --timeout 500 2>>"$R/check.log")
+  python3 - "$R/speed-graphs-${GRAPHS:-on}${SPEED_TAG:-}/results_standard.json" <<'PY'
 import json, sys
 for r in json.load(open(sys.argv[1])):
     print(r["workload"], r["batch_size"], "tok/s %.0f" % r.get("output_throughput_tokens_per_sec", r["throughput_tokens_per_sec"]),

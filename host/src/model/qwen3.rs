@@ -7,8 +7,7 @@
 //! only to the rows whose logits are wanted.
 //!
 //! Fused where a decode step feels the kernel count (each fused op equals its parts; the CPU
-//! composes them): q/k norm + RoPE + KV write in one op, every residual add with the norm after it,
-//! and at decode's small batches on the GPU the SwiGLU gate inside the down projection.
+//! composes them): q/k norm + RoPE + KV write in one op, every residual add with the norm after it.
 
 use super::config::Qwen3Config;
 use super::rope::Rope;
@@ -16,7 +15,7 @@ use crate::engine::kv_pool::KvPool;
 use anyhow::{Context, Result};
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{ops::rms_norm, Linear};
-use nanohost_kernels::{add_rms_norm, paged_attention, qkv_norm_rope_write, silu_mul, small_matmul, small_matmul_silu, AttentionBatch, MetaLayout, QkvNorms, SeqAttention, SharedGroup, SMALL_MATMUL_MAX_ROWS};
+use nanohost_kernels::{add_rms_norm, paged_attention, qkv_norm_rope_write, silu_mul, small_matmul, AttentionBatch, MetaLayout, QkvNorms, SeqAttention, SharedGroup, SMALL_MATMUL_MAX_ROWS};
 use std::collections::HashMap;
 
 struct Layer {
@@ -230,16 +229,11 @@ impl Qwen3 {
     /// rather than candle's matmul (cuBLAS on the GPU).
     fn few_rows(&self, x: &Tensor) -> Result<bool> {
         let (rows, k) = x.dims2()?;
-        Ok(self.device.is_cuda() && rows <= small_matmul_rows() && k % 16 == 0)
+        Ok(self.device.is_cuda() && rows <= small_matmul_rows() && k % 8 == 0)
     }
 
     fn linear(&self, l: &Linear, x: &Tensor) -> Result<Tensor> {
         Ok(if self.few_rows(x)? { small_matmul(x, l.weight())? } else { l.forward(x)? })
-    }
-
-    /// The MLP's down projection of `silu(gate) * up` from the fused gate/up output.
-    fn down_of_gated(&self, l: &Linear, gate_up: &Tensor) -> Result<Tensor> {
-        Ok(if self.few_rows(gate_up)? { small_matmul_silu(gate_up, l.weight())? } else { l.forward(&silu_mul(gate_up)?)? })
     }
 
     /// One layer from its input `x` and `h` = its input norm of `x`; returns the layer's output
@@ -257,7 +251,7 @@ impl Qwen3 {
         let attn = paged_attention(&q, k_pool, v_pool, &step.attention, scale)?;
         let attn = self.linear(&layer.o_proj, &attn.reshape((n, c.num_attention_heads * c.head_dim))?)?;
         let (x, h) = add_rms_norm(x, &attn, &layer.post_norm, eps)?;
-        let mlp = self.down_of_gated(&layer.down_proj, &self.linear(&layer.gate_up_proj, &h)?)?;
+        let mlp = self.linear(&layer.down_proj, &silu_mul(&self.linear(&layer.gate_up_proj, &h)?)?)?;
         Ok(add_rms_norm(&x, &mlp, next_norm, eps)?)
     }
 }

@@ -495,10 +495,14 @@ __device__ void cascade_shared(const T* q, const T* k, const T* v, float* part_o
   }
 }
 
-// Four blocks per SM (at most 128 registers): at three (155 registers) ncu saw 17% achieved
-// occupancy and 1.9 TB/s at batch 64, latency-bound. ATTENTION_BLOCKS_PER_SM in cuda.rs.
+// Built twice: as the compiler likes it (155 registers for GQA 2 at head_dim 128: 3 blocks per
+// SM, where ncu saw 17% achieved occupancy and 1.9 TB/s at batch 64) and bounded to 4 blocks per
+// SM (128 registers, a few spilled): see attention_blocks_per_sm in cuda.rs.
 #define INSTANTIATE_ATTENTION_S(T, NAME, G, P, SH, SFX)                                          \
-  extern "C" __global__ void __launch_bounds__(128, 4) paged_attention_##NAME##_g##G##_p##P##SFX(                          \
+  INSTANTIATE_ATTENTION_B(T, NAME, G, P, SH, SFX, , 1)                                            \
+  INSTANTIATE_ATTENTION_B(T, NAME, G, P, SH, SFX, _o4, 4)
+#define INSTANTIATE_ATTENTION_B(T, NAME, G, P, SH, SFX, OSFX, MINB)                              \
+  extern "C" __global__ void __launch_bounds__(128, MINB) paged_attention_##NAME##_g##G##_p##P##SFX##OSFX(                          \
       const T* q, const T* k, const T* v, T* out, const uint32_t* row_seq,                        \
       const uint32_t* row_visible, const uint32_t* row_skip, const uint32_t* seq_start,           \
       const uint32_t* slots, const uint32_t* shifts, float* part_o, float* part_ml,               \
@@ -764,10 +768,7 @@ INSTANTIATE_SILU_MUL(__half, f16)
 // output columns and streams their weight rows once with 16-byte loads (8 elements per lane per
 // load, CH loads per row in flight); each chunk of x (from cache) serves all NPW columns. f32
 // accumulators, one per (column, row), reduced across the warp at the end.
-// With SILU, x is the fused gate/up projection [rows, 2k] and the kernel multiplies
-// silu(gate) * up (rounded to T, as silu_mul would store it) instead: the SwiGLU gate fused into
-// the down projection.
-template <typename T, int MR, int NPW, bool SILU>
+template <typename T, int MR, int NPW>
 __device__ void small_matmul(const T* x, const T* w, T* out, uint32_t rows, uint32_t n, uint32_t k) {
   constexpr int V = 16 / sizeof(T);  // elements per 16-byte load
   constexpr int CH = 8 / NPW;         // chunks per weight row in flight
@@ -799,15 +800,7 @@ __device__ void small_matmul(const T* x, const T* w, T* out, uint32_t rows, uint
       for (int r = 0; r < MR; ++r) {
         if (r >= (int)rows) break;
         float xf[V];
-        if constexpr (SILU) {
-          float up[V];
-          load_f<V>(x + (size_t)r * 2 * k + c, xf);
-          load_f<V>(x + (size_t)r * 2 * k + k + c, up);
-#pragma unroll
-          for (int i = 0; i < V; ++i) xf[i] = to_f(from_f<T>(xf[i] / (1.f + expf(-xf[i])) * up[i]));
-        } else {
-          load_f<V>(x + (size_t)r * k + c, xf);
-        }
+        load_f<V>(x + (size_t)r * k + c, xf);
 #pragma unroll
         for (int p = 0; p < NPW; ++p)
 #pragma unroll
@@ -828,11 +821,7 @@ __device__ void small_matmul(const T* x, const T* w, T* out, uint32_t rows, uint
 #define INSTANTIATE_SMALL_MATMUL_M(T, NAME, M, NPW)                                                      \
   extern "C" __global__ void small_matmul_##NAME##_m##M##_c##NPW(const T* x, const T* w, T* out,       \
                                                                  uint32_t rows, uint32_t n, uint32_t k) { \
-    small_matmul<T, M, NPW, false>(x, w, out, rows, n, k);                                               \
-  }                                                                                                      \
-  extern "C" __global__ void small_matmul_silu_##NAME##_m##M##_c##NPW(                                   \
-      const T* x, const T* w, T* out, uint32_t rows, uint32_t n, uint32_t k) {                           \
-    small_matmul<T, M, NPW, true>(x, w, out, rows, n, k);                                                \
+    small_matmul<T, M, NPW>(x, w, out, rows, n, k);                                                      \
   }
 #define INSTANTIATE_SMALL_MATMUL_C(T, NAME, NPW) \
   INSTANTIATE_SMALL_MATMUL_M(T, NAME, 1, NPW)    \
