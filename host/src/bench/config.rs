@@ -134,5 +134,9 @@ mod tests {
         assert!(e.contains("key `seed`"), "{e}");
         let e = BenchConfig::from_json(r#"{"workloads": ["nope"]}"#).unwrap_err().to_string();
         assert!(e.contains("unknown workload \"nope\""), "{e}");
+        assert_eq!(BenchConfig::from_json(r#"{"cuda_graphs": "staged"}"#).unwrap().cuda_graphs, GraphMode::Staged);
+        assert_eq!(BenchConfig::default().cuda_graphs, GraphMode::On);
+        let e = BenchConfig::from_json(r#"{"cuda_graphs": "yes"}"#).unwrap_err().to_string();
+        assert!(e.contains("key `cuda_graphs`") && e.contains("unknown variant"), "{e}");
     }
 }
