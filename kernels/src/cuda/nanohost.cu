@@ -14,6 +14,11 @@ template <> __device__ inline __nv_bfloat16 from_f<__nv_bfloat16>(float x) { ret
 template <> __device__ inline __half from_f<__half>(float x) { return __float2half(x); }
 
 constexpr int WARPS = 4;
+
+// Instantiation helpers: X(T, NAME) for each storage type; X(T, NAME, P) for each head_dim / 32
+// the per-head kernels are built for (64, 128, 256).
+#define FOR_FLOAT_TYPES(X) X(float, f32) X(__nv_bfloat16, bf16) X(__half, f16)
+#define FOR_HEAD_PER(X, T, NAME) X(T, NAME, 2) X(T, NAME, 4) X(T, NAME, 8)
 constexpr int MAX_PER_LANE = 8;  // head_dim up to 256, a multiple of 32
 
 template <typename T, int N>
@@ -547,9 +552,7 @@ __device__ void cascade_shared(const T* q, const T* k, const T* v, float* part_o
                       gqa, scale);                                                                    \
   }
 
-INSTANTIATE(float, f32)
-INSTANTIATE(__nv_bfloat16, bf16)
-INSTANTIATE(__half, f16)
+FOR_FLOAT_TYPES(INSTANTIATE)
 
 // One thread block (1024 threads) per row of f32 logits. Greedy when inv_temp == 0: the first
 // index of the maximum. Otherwise the inverse CDF of softmax(logits * inv_temp) at u[row]: each
@@ -682,13 +685,8 @@ __device__ void qkv_norm_rope_write(const T* qkv, const T* q_w, const T* k_w, co
     qkv_norm_rope_write<T, P>(qkv, q_w, k_w, cs, q_out, k_pool, v_pool, slots, tokens, heads, kv_heads,    \
                               head_dim, capacity, eps);                                                    \
   }
-#define INSTANTIATE_QKV(T, NAME) \
-  INSTANTIATE_QKV_P(T, NAME, 2)  \
-  INSTANTIATE_QKV_P(T, NAME, 4)  \
-  INSTANTIATE_QKV_P(T, NAME, 8)
-INSTANTIATE_QKV(float, f32)
-INSTANTIATE_QKV(__nv_bfloat16, bf16)
-INSTANTIATE_QKV(__half, f16)
+#define INSTANTIATE_QKV(T, NAME) FOR_HEAD_PER(INSTANTIATE_QKV_P, T, NAME)
+FOR_FLOAT_TYPES(INSTANTIATE_QKV)
 
 // x + delta (rounded to T, as a separate add would store it), then RMSNorm of that sum times w:
 // out rows [0, tokens) hold the sums, rows [tokens, 2 * tokens) the normed rows. One block per
@@ -727,9 +725,7 @@ __device__ void add_rms_norm(const T* x, const T* delta, const T* w, T* out, uin
                                                  uint32_t tokens, uint32_t hidden, float eps) {       \
     add_rms_norm<T>(x, delta, w, out, tokens, hidden, eps);                                          \
   }
-INSTANTIATE_ADD_NORM(float, f32)
-INSTANTIATE_ADD_NORM(__nv_bfloat16, bf16)
-INSTANTIATE_ADD_NORM(__half, f16)
+FOR_FLOAT_TYPES(INSTANTIATE_ADD_NORM)
 
 #define INSTANTIATE_NORM_ROPE_P(T, NAME, P)                                                    \
   extern "C" __global__ void rms_norm_rope_##NAME##_p##P(                                      \
@@ -737,13 +733,8 @@ INSTANTIATE_ADD_NORM(__half, f16)
       uint32_t head_dim, uint32_t x_row_stride, float eps) {                                    \
     rms_norm_rope<T, P>(x, w, cs, out, tokens, heads, head_dim, x_row_stride, eps);             \
   }
-#define INSTANTIATE_NORM_ROPE(T, NAME) \
-  INSTANTIATE_NORM_ROPE_P(T, NAME, 2)  \
-  INSTANTIATE_NORM_ROPE_P(T, NAME, 4)  \
-  INSTANTIATE_NORM_ROPE_P(T, NAME, 8)
-INSTANTIATE_NORM_ROPE(float, f32)
-INSTANTIATE_NORM_ROPE(__nv_bfloat16, bf16)
-INSTANTIATE_NORM_ROPE(__half, f16)
+#define INSTANTIATE_NORM_ROPE(T, NAME) FOR_HEAD_PER(INSTANTIATE_NORM_ROPE_P, T, NAME)
+FOR_FLOAT_TYPES(INSTANTIATE_NORM_ROPE)
 
 // silu(gate) * up over [tokens, 2 * width] rows (gate columns, then up columns).
 template <typename T>
@@ -760,9 +751,7 @@ __device__ void silu_mul(const T* x, T* out, uint32_t tokens, uint32_t width) {
   extern "C" __global__ void silu_mul_##NAME(const T* x, T* out, uint32_t tokens, uint32_t width) {   \
     silu_mul<T>(x, out, tokens, width);                                                              \
   }
-INSTANTIATE_SILU_MUL(float, f32)
-INSTANTIATE_SILU_MUL(__nv_bfloat16, bf16)
-INSTANTIATE_SILU_MUL(__half, f16)
+FOR_FLOAT_TYPES(INSTANTIATE_SILU_MUL)
 
 // out[r][n] = sum_k x[r][k] w[n][k] for rows <= MR (decode at small batch): a warp owns NPW
 // output columns and streams their weight rows once with 16-byte loads (8 elements per lane per
@@ -832,6 +821,4 @@ __device__ void small_matmul(const T* x, const T* w, T* out, uint32_t rows, uint
   INSTANTIATE_SMALL_MATMUL_C(T, NAME, 1)  \
   INSTANTIATE_SMALL_MATMUL_C(T, NAME, 2)  \
   INSTANTIATE_SMALL_MATMUL_C(T, NAME, 4)
-INSTANTIATE_SMALL_MATMUL(float, f32)
-INSTANTIATE_SMALL_MATMUL(__nv_bfloat16, bf16)
-INSTANTIATE_SMALL_MATMUL(__half, f16)
+FOR_FLOAT_TYPES(INSTANTIATE_SMALL_MATMUL)
