@@ -177,16 +177,6 @@ impl MetaLayout {
         pieces
     }
 
-    /// The compact metadata placed in a buffer of [`MetaLayout::total_len`] (zeros where
-    /// nothing is read): what the device buffer holds after the pieces are written.
-    pub fn place(&self, compact: &[u32]) -> Vec<u32> {
-        let mut out = vec![0; self.total_len()];
-        for (src, at) in self.pieces() {
-            out[at..at + src.len()].copy_from_slice(&compact[src]);
-        }
-        out
-    }
-
     pub(crate) fn offsets(&self) -> Offsets {
         let (r, s, g) = (self.rows, self.num_seqs, self.num_groups);
         let seq_start = 3 * r;

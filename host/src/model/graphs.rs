@@ -17,7 +17,7 @@ use super::qwen3::{ForwardBatch, Qwen3, StepShape};
 use crate::engine::kv_pool::KvPool;
 use anyhow::Result;
 use candle_core::Tensor;
-use nanohost_kernels::{row_keys_bucket, KvSpan, SeqAttention};
+use nanohost_kernels::{KvSpan, SeqAttention};
 use std::cell::RefCell;
 
 /// What the graphs did over a run, for result files.
@@ -95,7 +95,8 @@ impl DecodeGraphs {
     }
 
     pub fn stats(&self) -> GraphStats {
-        self.state.borrow().stats
+        let st = self.state.borrow();
+        GraphStats { shapes: st.shapes.len(), ..st.stats }
     }
 
     /// Logits `[logit_rows, vocab]` of the step and whether a graph ran it. A replayed step's
@@ -120,8 +121,7 @@ impl DecodeGraphs {
     fn replay(&self, model: &Qwen3, batch: &ForwardBatch, rows: usize, pool: &KvPool) -> Result<Tensor> {
         let n = batch.tokens.len();
         let padded = Padded::new(batch, rows, pool);
-        let keys = batch.seqs.iter().map(SeqAttention::kv_len).max().unwrap_or(1);
-        let step = model.prepare(&padded.as_forward(), pool, Some(rows * row_keys_bucket(keys)))?;
+        let step = model.prepare(&padded.as_forward(), pool, true)?;
         let mut st = self.state.borrow_mut();
         if st.inputs.as_ref().is_none_or(|t| t.elem_count() < step.shape.buffer_len()) {
             // A bigger buffer moves: every graph captured on the old one goes.
@@ -138,7 +138,6 @@ impl DecodeGraphs {
         }
         let key = step.shape.graph_key();
         st.shapes.insert(key);
-        st.stats.shapes = st.shapes.len();
         match st.mode {
             GraphMode::Staged => logits.slice_set(&model.forward_prepared(&inputs, &step.shape, pool)?, 0, 0)?,
             _ => {

@@ -167,16 +167,17 @@ impl Qwen3 {
 
     /// Runs the batch; returns f32 logits `[logit_rows.len(), vocab_size]`.
     pub fn forward(&self, batch: &ForwardBatch, pool: &KvPool) -> Result<Tensor> {
-        let step = self.prepare(batch, pool, None)?;
+        let step = self.prepare(batch, pool, false)?;
         let len = step.ints.len();
         let ints = Tensor::from_vec(step.ints, len, &self.device)?;
         self.forward_prepared(&ints, &step.shape, pool)
     }
 
-    /// Checks the batch and flattens its integer inputs. `slot_capacity` widens the attention
-    /// metadata (see [`MetaLayout::widen`]) so that steps with other context lengths share the
+    /// Checks the batch and flattens its integer inputs. `widen` gives the attention metadata
+    /// room for every row at its row-key bucket (`rows x max_row_keys` slots, see
+    /// [`MetaLayout::widen`]), so that steps whose contexts fall in the same bucket share the
     /// shape.
-    pub fn prepare(&self, batch: &ForwardBatch, pool: &KvPool, slot_capacity: Option<usize>) -> Result<HostStep> {
+    pub fn prepare(&self, batch: &ForwardBatch, pool: &KvPool, widen: bool) -> Result<HostStep> {
         let n = batch.tokens.len();
         if batch.positions.len() != n || batch.slots.len() != n {
             anyhow::bail!("forward: {n} tokens but {} positions and {} slots", batch.positions.len(), batch.slots.len());
@@ -188,8 +189,8 @@ impl Qwen3 {
             anyhow::bail!("forward: logits asked for row {r} of a batch of {n} rows");
         }
         let (meta, mut layout) = AttentionBatch::flatten(batch.seqs, batch.groups, n, pool.block_size(), pool.physical_blocks())?;
-        if let Some(c) = slot_capacity {
-            layout.widen(c)?;
+        if widen {
+            layout.widen(layout.rows * layout.max_row_keys)?;
         }
         let mut ints = Vec::with_capacity(3 * n + batch.logit_rows.len() + meta.len());
         for part in [batch.tokens, batch.positions, batch.slots, batch.logit_rows] {
