@@ -83,21 +83,46 @@ fn sm_count(dev: &CudaDevice) -> Result<usize> {
     Ok(*SMS.get_or_init(|| n))
 }
 
-/// Blocks of the per-row attention kernel per SM: 3 (the kernel as the compiler builds it) or 4
-/// (its `_o4` build, bounded to 128 registers). `NANOHOST_ATTENTION_BLOCKS_PER_SM`, read once;
-/// default 3.
-fn attention_blocks_per_sm() -> usize {
-    static B: OnceLock<usize> = OnceLock::new();
-    *B.get_or_init(|| if std::env::var("NANOHOST_ATTENTION_BLOCKS_PER_SM").as_deref() == Ok("4") { 4 } else { 3 })
+/// Blocks of the per-row attention kernel resident per SM: it is built with
+/// `__launch_bounds__(128, 4)` and takes about 41 KB of shared memory (nanohost.cu).
+const ATTENTION_BLOCKS_PER_SM: usize = 4;
+
+/// Completion counters of split-KV blocks, one per (row, KV head) of a split launch: the last
+/// block of a row merges the splits (nanohost.cu). Kernels leave them at zero, so one zeroed
+/// buffer per device serves every launch and every CUDA graph replay; it is never freed (a
+/// graph keeps its address). A batch splits only while it fills at most half the GPU's block
+/// slots, so `ATTENTION_BLOCKS_PER_SM * sms` counters always suffice.
+fn split_counters(dev: &CudaDevice, needed: usize) -> Result<u64> {
+    use candle_core::cuda_backend::cudarc::driver::DevicePtr;
+    static COUNTERS: OnceLock<Mutex<HashMap<usize, (u64, usize)>>> = OnceLock::new();
+    let ordinal = dev.cuda_stream().context().ordinal();
+    let mut map = COUNTERS.get_or_init(Default::default).lock().expect("split counters");
+    if let Some(&(ptr, len)) = map.get(&ordinal) {
+        if needed <= len {
+            return Ok(ptr);
+        }
+        candle_core::bail!("paged_attention (cuda): {needed} split counters asked for, {len} exist");
+    }
+    let len = ATTENTION_BLOCKS_PER_SM * sm_count(dev)?;
+    if needed > len {
+        candle_core::bail!("paged_attention (cuda): {needed} split counters asked for, {len} exist");
+    }
+    let stream = dev.cuda_stream();
+    let buf = stream.alloc_zeros::<u32>(len).w()?;
+    let (ptr, _sync) = buf.device_ptr(&stream);
+    drop(_sync);
+    std::mem::forget(buf);
+    map.insert(ordinal, (ptr, len));
+    Ok(ptr)
 }
 
 /// How many blocks share each row's keys: splitting pays only while rows and KV heads alone do
 /// not fill the GPU's block slots (the per-row pass is bound by memory latency, so it needs every
-/// slot busy); a batch that fills one wave of slots is not split, which saves the merge launch.
+/// slot busy); a batch that fills one wave of slots is not split, which saves the merge.
 /// Never below MIN_SPLIT_KEYS keys per block.
 fn kv_splits(blocks: usize, max_row_keys: usize, sms: usize) -> usize {
     let by_keys = max_row_keys / MIN_SPLIT_KEYS;
-    let by_occupancy = (attention_blocks_per_sm() * sms) / blocks.max(1);
+    let by_occupancy = (ATTENTION_BLOCKS_PER_SM * sms) / blocks.max(1);
     by_keys.min(by_occupancy).clamp(1, 64)
 }
 
@@ -131,8 +156,8 @@ pub(crate) fn paged_attention(op: &PagedAttention, q: &CudaStorage, ql: &Layout,
     // One block per (query row, KV head, split) serves the whole GQA group: K and V are read once.
     // Batches with shifted spans get the variant that re-rotates keys (and holds its cache).
     let shifted = if lay.shifted { "_shifted" } else { "" };
-    let occupancy = if attention_blocks_per_sm() == 4 { "_o4" } else { "" };
-    let func = kernel(dev, &format!("paged_attention_{sfx}_g{group}_p{}{shifted}{occupancy}", head_dim / 32), 0)?;
+    let func = kernel(dev, &format!("paged_attention_{sfx}_g{group}_p{}{shifted}", head_dim / 32), 0)?;
+    let counters = if splits > 1 { split_counters(dev, rows * kv_heads)? } else { 0u64 };
     let stream = dev.cuda_stream();
     let (q0, q1) = contiguous_range(ql, "q")?;
     let (k0, k1) = contiguous_range(kl, "the K pool")?;
@@ -178,19 +203,10 @@ pub(crate) fn paged_attention(op: &PagedAttention, q: &CudaStorage, ql: &Layout,
                     Some((part_o, part_ml)) => b.arg(part_o).arg(part_ml),
                     None => b.arg(&null).arg(&null),
                 };
+                b.arg(&counters);
                 candle_core::builder_arg!(b, lay.max_chunks as u32, splits as u32, chunk, heads as u32, kv_heads as u32, head_dim as u32, op.softmax_scale, op.rope_theta);
                 // SAFETY: shapes checked above; the metadata was validated against the pool.
                 unsafe { b.launch(cfg) }.w()?;
-                if let (true, Some((part_o, part_ml))) = (splits > 1, &partials) {
-                    let merge = kernel(dev, &format!("merge_partials_{sfx}"), 0)?;
-                    let warps = (rows * heads) as u32;
-                    let cfg = LaunchConfig { grid_dim: (warps.div_ceil(4), 1, 1), block_dim: (128, 1, 1), shared_mem_bytes: 0 };
-                    let mut b = stream.launch_builder(&merge);
-                    b.arg(&out).arg(part_o).arg(part_ml).arg(&row_skip);
-                    candle_core::builder_arg!(b, rows as u32, lay.max_chunks as u32, splits as u32, chunk, heads as u32, head_dim as u32);
-                    // SAFETY: one warp per (row, head) of the output.
-                    unsafe { b.launch(cfg) }.w()?;
-                }
                 Ok(())
             })?;
             CudaStorageSlice::$wrap(out)

@@ -19,7 +19,6 @@ constexpr int WARPS = 4;
 // the per-head kernels are built for (64, 128, 256).
 #define FOR_FLOAT_TYPES(X) X(float, f32) X(__nv_bfloat16, bf16) X(__half, f16)
 #define FOR_HEAD_PER(X, T, NAME) X(T, NAME, 2) X(T, NAME, 4) X(T, NAME, 8)
-constexpr int MAX_PER_LANE = 8;  // head_dim up to 256, a multiple of 32
 
 template <typename T, int N>
 struct alignas(sizeof(T) * N) Pack {
@@ -35,34 +34,101 @@ __device__ inline void load_f(const T* p, float* out) {
   for (int i = 0; i < PER; ++i) out[i] = to_f(x.v[i]);
 }
 
+// cp.async: global -> shared copies that hold no register while in flight, so a warp can keep
+// many keys' worth of loads outstanding (sm_80 and later; older cards copy synchronously).
+// "memory" keeps the compiler from moving them across the shared-memory reads of a ring slot.
+template <int BYTES>
+__device__ inline void cp_async(void* dst, const void* src) {
+#if __CUDA_ARCH__ >= 800
+  const uint32_t s = (uint32_t)__cvta_generic_to_shared(dst);
+  if constexpr (BYTES == 16) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(s), "l"(src) : "memory");
+  } else {
+    asm volatile("cp.async.ca.shared.global [%0], [%1], %2;\n" ::"r"(s), "l"(src), "n"(BYTES) : "memory");
+  }
+#else
+  *reinterpret_cast<Pack<unsigned char, BYTES>*>(dst) = *reinterpret_cast<const Pack<unsigned char, BYTES>*>(src);
+#endif
+}
+__device__ inline void cp_async_commit() {
+#if __CUDA_ARCH__ >= 800
+  asm volatile("cp.async.commit_group;\n" ::: "memory");
+#endif
+}
+// Waits until at most N of this thread's committed groups are still in flight.
+template <int N>
+__device__ inline void cp_async_wait() {
+#if __CUDA_ARCH__ >= 800
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+#endif
+}
+
 // Per-row attention. One thread block per (query row, KV head, split): the block serves the
 // GROUP query heads that share the KV head, so each key and value is read once for all of them
-// (GQA). A key is held by LPK = 8 lanes, E = head_dim / 8 elements each (16 for head_dim 128:
-// two 16-byte loads per lane for bf16), so a warp scores 32 / LPK = 4 keys at once with 3
-// shuffles per dot instead of 5 for one key (the scores and the online softmax are the
-// bottleneck of one-key-per-warp). Each of a warp's 4 key subgroups runs its own online softmax
-// over every 4th key of the warp's share; the subgroups are merged by shuffles, the warps in
-// shared memory. GROUP, PER = head_dim / 32 and SHIFTED are template parameters, so every
-// per-lane array is indexed by constants and stays in registers (SHIFTED adds the rotation
-// cache only to the kernel that needs it).
+// (GQA). A key is held by LPK = 8 lanes, E = head_dim / 8 elements each (16 for head_dim 128),
+// so a warp scores 32 / LPK = 4 keys per pass with 3 shuffles per dot. Each warp takes a
+// contiguous quarter of the block's keys and streams it through its own ring of DEPTH passes in
+// shared memory with cp.async: up to DEPTH - 1 passes are in flight while one is scored, and
+// in-flight loads hold no registers (the register-staged version reached 1.9 TB/s at batch 64,
+// bound by memory latency at 17% occupancy). Each lane copies exactly the bytes it later reads,
+// so the ring needs no barrier, only the lane's own wait. Slot ids come 32 at a time, one per
+// lane, a batch ahead, and reach the issuing lanes by shuffle. Each of a warp's 4 key subgroups
+// runs its own online softmax; the subgroups are merged by shuffles, the warps in shared memory.
+// GROUP, PER = head_dim / 32 and SHIFTED are template parameters, so every per-lane array is
+// indexed by constants and stays in registers.
 // The keys a row attends here are its own: the first row_skip[row] entries (a cascade group's
 // shared prefix) were attended by cascade_shared, whose chunk partials sit at
 // part[(row * heads + head) * parts + c] for c < chunks. With splits == 1 the block merges those
 // and writes the output; with more (long rows and few blocks: split-KV) each block covers a
 // contiguous share of the row's keys and leaves a partial at chunk max_chunks + split for
-// merge_partials. Sections of meta: see AttentionBatch in layout.rs.
+// the last of them to finish to merge. Sections of meta: see AttentionBatch in layout.rs.
+// One warp merges the partials of one (row, query head) by log-sum-exp and writes its output:
+// the shared pass's chunks [0, chunks) and the splits [max_chunks, parts). Partials are read
+// past L1 (__ldcg): other blocks wrote them during this launch.
+template <typename T, int PER>
+__device__ void merge_row_head(T* out, const float* part_o, const float* part_ml, size_t id, uint32_t parts,
+                               uint32_t chunks, uint32_t max_chunks, uint32_t head_dim, int lane) {
+  const size_t part = id * parts;
+  auto used = [&](uint32_t c) { return c < chunks || c >= max_chunks; };
+  float M = -INFINITY;
+  for (uint32_t c = 0; c < parts; ++c)
+    if (used(c)) M = fmaxf(M, __ldcg(part_ml + 2 * (part + c)));
+  float L = 0.f, o[PER];
+#pragma unroll
+  for (int i = 0; i < PER; ++i) o[i] = 0.f;
+  for (uint32_t c = 0; c < parts; ++c) {
+    const float mc = __ldcg(part_ml + 2 * (part + c));
+    if (!used(c) || mc == -INFINITY) continue;
+    const float f = expf(mc - M);
+    L += __ldcg(part_ml + 2 * (part + c) + 1) * f;
+#pragma unroll
+    for (int i = 0; i < PER; ++i) o[i] += __ldcg(part_o + (part + c) * head_dim + lane * PER + i) * f;
+  }
+#pragma unroll
+  for (int i = 0; i < PER; ++i) out[id * head_dim + lane * PER + i] = from_f<T>(o[i] / L);
+}
+
 constexpr int LPK = 8;                  // lanes per key
 constexpr int KEYS_PER_PASS = 32 / LPK;  // keys a warp scores at once
-constexpr int KUNROLL = 2;               // passes loaded before any is used (loads in flight)
+constexpr int RING_BYTES_PER_WARP = 10240;
 
 template <typename T, int GROUP, int PER, bool SHIFTED>
 __device__ void paged_attention(const T* q, const T* k, const T* v, T* out, const uint32_t* row_seq,
                                 const uint32_t* row_visible, const uint32_t* row_skip,
                                 const uint32_t* seq_start, const uint32_t* all_slots,
                                 const uint32_t* all_shifts, float* part_o, float* part_ml,
-                                uint32_t max_chunks, uint32_t splits, uint32_t chunk, uint32_t heads,
+                                uint32_t* split_done, uint32_t max_chunks, uint32_t splits, uint32_t chunk, uint32_t heads,
                                 uint32_t kv_heads, uint32_t head_dim, float scale, double theta) {
-  constexpr int E = 4 * PER;  // head_dim / LPK
+  constexpr int E = 4 * PER;                   // head_dim / LPK
+  constexpr int BYTES = E * sizeof(T);         // one lane's part of one key (or value)
+  constexpr int CB = BYTES < 16 ? BYTES : 16;  // bytes per copy
+  constexpr int NC = BYTES / CB;               // copies per lane per key
+  constexpr int CE = CB / sizeof(T);           // elements per copy
+  constexpr int PASS_BYTES = 2 * 32 * BYTES;   // a warp's keys and values of one pass
+  constexpr int DEPTH = RING_BYTES_PER_WARP / PASS_BYTES < 1 ? 1
+                        : RING_BYTES_PER_WARP / PASS_BYTES > 8 ? 8 : RING_BYTES_PER_WARP / PASS_BYTES;
+  constexpr int RING = WARPS * DEPTH * PASS_BYTES, SACC = WARPS * GROUP * 32 * PER * 4;
+  __shared__ __align__(16) unsigned char smem[RING > SACC ? RING : SACC];
   const uint32_t row = blockIdx.x, kvh = blockIdx.y, split = blockIdx.z;
   const uint32_t* slots = all_slots + seq_start[row_seq[row]];
   const uint32_t visible = row_visible[row], skip = row_skip[row];
@@ -89,85 +155,96 @@ __device__ void paged_attention(const T* q, const T* k, const T* v, T* out, cons
   int32_t rot_shift = 0;
   float rot_cos[SHIFTED ? E : 1], rot_sin[SHIFTED ? E : 1];
   const size_t kv_row = (size_t)kv_heads * head_dim, head_at = (size_t)kvh * head_dim + el;
-  constexpr uint32_t STEP = KEYS_PER_PASS * KUNROLL;
-  // Slot ids are read one pass ahead: a pass waits for its K/V loads only, not for the slot
-  // load that addresses them as well.
-  uint32_t slot[KUNROLL];
+  // This warp's keys: [wb, we), a whole number of passes except at the very end.
+  const uint32_t n_keys = end > begin ? end - begin : 0;
+  const uint32_t wshare = (n_keys + WARPS * KEYS_PER_PASS - 1) / (WARPS * KEYS_PER_PASS) * KEYS_PER_PASS;
+  const uint32_t wb = begin + min(warp * wshare, n_keys), we = begin + min((warp + 1) * wshare, n_keys);
+  const uint32_t passes = (we - wb + KEYS_PER_PASS - 1) / KEYS_PER_PASS;
+  unsigned char* ring = smem + warp * DEPTH * PASS_BYTES;
+  // Slot ids of keys wb + 32 b + lane: batch b in `cur` while its passes are issued, b + 1 in `nxt`.
+  uint32_t cur = wb + lane < we ? slots[wb + lane] : 0u;
+  uint32_t nxt = wb + 32 + lane < we ? slots[wb + 32 + lane] : 0u;
+  constexpr uint32_t PASSES_PER_BATCH = 32 / KEYS_PER_PASS;
+  // Copies pass p (if any) into ring entry p % DEPTH and commits a group either way, so that
+  // "all but DEPTH - 1 groups done" always means "pass p - DEPTH + 1 has landed".
+  auto issue = [&](uint32_t p) {
+    if (p < passes) {
+      if (p % PASSES_PER_BATCH == 0 && p > 0) {
+        cur = nxt;
+        const uint32_t j = wb + (p / PASSES_PER_BATCH + 1) * 32 + lane;
+        nxt = j < we ? slots[j] : 0u;
+      }
+      const uint32_t slot = __shfl_sync(0xffffffffu, cur, (p % PASSES_PER_BATCH) * KEYS_PER_PASS + sub);
+      if (wb + p * KEYS_PER_PASS + sub < we) {
+        const size_t base = (size_t)slot * kv_row + head_at;
+        unsigned char* dst = ring + (p % DEPTH) * PASS_BYTES;
 #pragma unroll
-  for (int u = 0; u < KUNROLL; ++u) {
-    const uint32_t j = begin + warp * STEP + u * KEYS_PER_PASS + sub;
-    slot[u] = j < end ? slots[j] : 0u;
-  }
-  for (uint32_t j0 = begin + warp * STEP; j0 < end; j0 += WARPS * STEP) {
-    float kf[KUNROLL][E], vf[KUNROLL][E];
-    bool valid[KUNROLL];
-#pragma unroll
-    for (int u = 0; u < KUNROLL; ++u) {
-      const uint32_t j = j0 + u * KEYS_PER_PASS + sub;
-      valid[u] = j < end;
-      if (valid[u]) {
-        const size_t base = (size_t)slot[u] * kv_row + head_at;
-        load_f<E>(k + base, kf[u]);
-        load_f<E>(v + base, vf[u]);
-      } else {
-#pragma unroll
-        for (int i = 0; i < E; ++i) kf[u][i] = vf[u][i] = 0.f;
+        for (int c = 0; c < NC; ++c) {
+          cp_async<CB>(dst + (c * 32 + lane) * CB, k + base + c * CE);
+          cp_async<CB>(dst + 32 * BYTES + (c * 32 + lane) * CB, v + base + c * CE);
+        }
       }
     }
+    cp_async_commit();
+  };
 #pragma unroll
-    for (int u = 0; u < KUNROLL; ++u) {
-      const uint32_t j = j0 + WARPS * STEP + u * KEYS_PER_PASS + sub;
-      slot[u] = j < end ? slots[j] : 0u;
+  for (int p = 0; p + 1 < DEPTH; ++p) issue(p);
+  for (uint32_t p = 0; p < passes; ++p) {
+    issue(p + DEPTH - 1);
+    cp_async_wait<DEPTH - 1>();
+    const uint32_t j = wb + p * KEYS_PER_PASS + sub;
+    const bool valid = j < we;  // the same for the 8 lanes of a key
+    const unsigned char* src = ring + (p % DEPTH) * PASS_BYTES;
+    float kf[E], vf[E];
+#pragma unroll
+    for (int c = 0; c < NC; ++c) {
+      load_f<CE>(reinterpret_cast<const T*>(src + (c * 32 + lane) * CB), kf + c * CE);
+      load_f<CE>(reinterpret_cast<const T*>(src + 32 * BYTES + (c * 32 + lane) * CB), vf + c * CE);
     }
     if constexpr (SHIFTED) {
-#pragma unroll
-      for (int u = 0; u < KUNROLL; ++u) {
-        const uint32_t j = j0 + u * KEYS_PER_PASS + sub;
-        const int32_t sh = valid[u] ? (int32_t)shifts[j] : 0;
-        if (sh != 0 && sh != rot_shift) {
-          // Element e pairs with e +- head_dim/2, held by lane ^ 4 (same key subgroup), at
-          // frequency e mod head_dim/2, as the model's tables: f32 frequencies, angle in f64.
-#pragma unroll
-          for (int i = 0; i < E; ++i) {
-            const int f = (el + i) % (int)(head_dim / 2);
-            const float inv_freq = (float)(1.0 / pow(theta, (double)(2 * f) / head_dim));
-            double sn, cs;
-            sincos((double)sh * (double)inv_freq, &sn, &cs);
-            rot_cos[i] = (float)cs;
-            rot_sin[i] = (float)sn;
-          }
-          rot_shift = sh;
-        }
-        const bool first_half = el < (int)(head_dim / 2);
+      const int32_t sh = valid ? (int32_t)shifts[j] : 0;
+      if (sh != 0 && sh != rot_shift) {
+        // Element e pairs with e +- head_dim/2, held by lane ^ 4 (same key subgroup), at
+        // frequency e mod head_dim/2, as the model's tables: f32 frequencies, angle in f64.
 #pragma unroll
         for (int i = 0; i < E; ++i) {
-          const float partner = __shfl_xor_sync(0xffffffffu, kf[u][i], 4);
-          const float c = sh ? rot_cos[i] : 1.f, sn = sh ? rot_sin[i] : 0.f;
-          kf[u][i] = first_half ? kf[u][i] * c - partner * sn : kf[u][i] * c + partner * sn;
+          const int f = (el + i) % (int)(head_dim / 2);
+          const float inv_freq = (float)(1.0 / pow(theta, (double)(2 * f) / head_dim));
+          double sn, cs;
+          sincos((double)sh * (double)inv_freq, &sn, &cs);
+          rot_cos[i] = (float)cs;
+          rot_sin[i] = (float)sn;
         }
+        rot_shift = sh;
+      }
+      const bool first_half = el < (int)(head_dim / 2);
+#pragma unroll
+      for (int i = 0; i < E; ++i) {
+        const float partner = __shfl_xor_sync(0xffffffffu, kf[i], 4);
+        const float c = sh ? rot_cos[i] : 1.f, sn = sh ? rot_sin[i] : 0.f;
+        kf[i] = first_half ? kf[i] * c - partner * sn : kf[i] * c + partner * sn;
       }
     }
 #pragma unroll
-    for (int u = 0; u < KUNROLL; ++u) {
+    for (int g = 0; g < GROUP; ++g) {
+      float dot = 0.f;
 #pragma unroll
-      for (int g = 0; g < GROUP; ++g) {
-        float dot = 0.f;
+      for (int i = 0; i < E; ++i) dot += qv[g][i] * kf[i];
+      dot += __shfl_xor_sync(0xffffffffu, dot, 1);
+      dot += __shfl_xor_sync(0xffffffffu, dot, 2);
+      dot += __shfl_xor_sync(0xffffffffu, dot, 4);
+      if (valid) {
+        const float nm = fmaxf(m[g], dot);
+        const float corr = expf(m[g] - nm), p = expf(dot - nm);
+        l[g] = l[g] * corr + p;
 #pragma unroll
-        for (int i = 0; i < E; ++i) dot += qv[g][i] * kf[u][i];
-        dot += __shfl_xor_sync(0xffffffffu, dot, 1);
-        dot += __shfl_xor_sync(0xffffffffu, dot, 2);
-        dot += __shfl_xor_sync(0xffffffffu, dot, 4);
-        if (valid[u]) {  // the same for the 8 lanes of a key
-          const float nm = fmaxf(m[g], dot);
-          const float corr = expf(m[g] - nm), p = expf(dot - nm);
-          l[g] = l[g] * corr + p;
-#pragma unroll
-          for (int i = 0; i < E; ++i) acc[g][i] = acc[g][i] * corr + p * vf[u][i];
-          m[g] = nm;
-        }
+        for (int i = 0; i < E; ++i) acc[g][i] = acc[g][i] * corr + p * vf[i];
+        m[g] = nm;
       }
     }
   }
+  cp_async_wait<0>();
+  __syncthreads();  // every warp is done with its ring: the merge below reuses the memory
   // The warp's 4 key subgroups merged by log-sum-exp (lanes l, l^8, l^16, l^24 hold the same
   // elements); a subgroup that saw no key has m = -inf and weighs 0.
 #pragma unroll
@@ -189,7 +266,7 @@ __device__ void paged_attention(const T* q, const T* k, const T* v, T* out, cons
     l[g] = L;
   }
   __shared__ float sm[WARPS][GROUP], sl[WARPS][GROUP];
-  __shared__ float sacc[WARPS][GROUP][32 * PER];
+  auto sacc = reinterpret_cast<float(*)[GROUP][32 * PER]>(smem);
   if (lane < LPK) {
 #pragma unroll
     for (int g = 0; g < GROUP; ++g) {
@@ -252,38 +329,24 @@ __device__ void paged_attention(const T* q, const T* k, const T* v, T* out, cons
       if (lane == 0) { part_ml[2 * at] = M; part_ml[2 * at + 1] = L; }
     }
   }
-}
-
-// After a split-KV pass: one warp per (row, query head) merges the row's shared chunks and its
-// splits by log-sum-exp and writes the output.
-template <typename T>
-__device__ void merge_partials(T* out, const float* part_o, const float* part_ml, const uint32_t* row_skip,
-                               uint32_t rows, uint32_t max_chunks, uint32_t splits, uint32_t chunk,
-                               uint32_t heads, uint32_t head_dim) {
-  const uint32_t id = blockIdx.x * (blockDim.x / 32) + (threadIdx.x >> 5), lane = threadIdx.x & 31;
-  if (id >= rows * heads) return;
-  const uint32_t row = id / heads, parts = max_chunks + splits;
-  const uint32_t chunks = (row_skip[row] + chunk - 1) / chunk;
-  const size_t part = (size_t)id * parts;
-  float M = -INFINITY;
-  for (uint32_t c = 0; c < parts; ++c)
-    if (c < chunks || c >= max_chunks) M = fmaxf(M, part_ml[2 * (part + c)]);
-  float L = 0.f;
-  float o[MAX_PER_LANE];
-  const int per = head_dim / 32;
-#pragma unroll
-  for (int i = 0; i < MAX_PER_LANE; ++i) o[i] = 0.f;
-  for (uint32_t c = 0; c < parts; ++c) {
-    if ((c >= chunks && c < max_chunks) || part_ml[2 * (part + c)] == -INFINITY) continue;
-    const float f = expf(part_ml[2 * (part + c)] - M);
-    L += part_ml[2 * (part + c) + 1] * f;
-#pragma unroll
-    for (int i = 0; i < MAX_PER_LANE; ++i)
-      if (i < per) o[i] += part_o[(part + c) * head_dim + lane + 32 * i] * f;
+  if (splits == 1) return;
+  // Split-KV: the last of the row's split blocks to finish merges them all (no merge launch).
+  // Each writer fences its partial before the block counts itself done; the counter is left at
+  // zero for the next launch (and the next replay of a CUDA graph).
+  __shared__ bool last;
+  __threadfence();
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    uint32_t* c = split_done + (size_t)row * kv_heads + kvh;
+    last = atomicAdd(c, 1u) == splits - 1;
+    if (last) *c = 0u;
   }
-#pragma unroll
-  for (int i = 0; i < MAX_PER_LANE; ++i)
-    if (i < per) out[(size_t)id * head_dim + lane + 32 * i] = from_f<T>(o[i] / L);
+  __syncthreads();
+  if (!last) return;
+  __threadfence();
+  const uint32_t shared_chunks = (skip + chunk - 1) / chunk;
+  for (int g = warp; g < GROUP; g += WARPS)
+    merge_row_head<T, PER>(out, part_o, part_ml, (size_t)row * heads + kvh * GROUP + g, parts, shared_chunks, max_chunks, head_dim, lane);
 }
 
 // One thread block per new token: copy its [kv_heads * head_dim] row (rows of src may be
@@ -500,22 +563,18 @@ __device__ void cascade_shared(const T* q, const T* k, const T* v, float* part_o
   }
 }
 
-// Built twice: as the compiler likes it (155 registers for GQA 2 at head_dim 128: 3 blocks per
-// SM, where ncu saw 17% achieved occupancy and 1.9 TB/s at batch 64) and bounded to 4 blocks per
-// SM (128 registers, a few spilled): see attention_blocks_per_sm in cuda.rs.
-#define INSTANTIATE_ATTENTION_S(T, NAME, G, P, SH, SFX)                                          \
-  INSTANTIATE_ATTENTION_B(T, NAME, G, P, SH, SFX, , 1)                                            \
-  INSTANTIATE_ATTENTION_B(T, NAME, G, P, SH, SFX, _o4, 4)
-#define INSTANTIATE_ATTENTION_B(T, NAME, G, P, SH, SFX, OSFX, MINB)                              \
-  extern "C" __global__ void __launch_bounds__(128, MINB) paged_attention_##NAME##_g##G##_p##P##SFX##OSFX(                          \
+// Bounded to 4 blocks per SM (128 registers; GQA 2 at head_dim 128 needs 127 and no spill),
+// which kv_splits in cuda.rs counts on (ATTENTION_BLOCKS_PER_SM).
+#define INSTANTIATE_ATTENTION_S(T, NAME, G, P, SH, SFX)                                            \
+  extern "C" __global__ void __launch_bounds__(128, 4) paged_attention_##NAME##_g##G##_p##P##SFX(  \
       const T* q, const T* k, const T* v, T* out, const uint32_t* row_seq,                        \
       const uint32_t* row_visible, const uint32_t* row_skip, const uint32_t* seq_start,           \
       const uint32_t* slots, const uint32_t* shifts, float* part_o, float* part_ml,               \
-      uint32_t max_chunks, uint32_t splits, uint32_t chunk, uint32_t heads, uint32_t kv_heads,    \
-      uint32_t head_dim, float scale, double theta) {                                             \
+      uint32_t* split_done, uint32_t max_chunks, uint32_t splits, uint32_t chunk, uint32_t heads, \
+      uint32_t kv_heads, uint32_t head_dim, float scale, double theta) {                          \
     paged_attention<T, G, P, SH>(q, k, v, out, row_seq, row_visible, row_skip, seq_start, slots,  \
-                                 shifts, part_o, part_ml, max_chunks, splits, chunk, heads,       \
-                                 kv_heads, head_dim, scale, theta);                               \
+                                 shifts, part_o, part_ml, split_done, max_chunks, splits, chunk,  \
+                                 heads, kv_heads, head_dim, scale, theta);                        \
   }
 #define INSTANTIATE_ATTENTION(T, NAME, G, P)         \
   INSTANTIATE_ATTENTION_S(T, NAME, G, P, false, )    \
@@ -534,12 +593,6 @@ __device__ void cascade_shared(const T* q, const T* k, const T* v, float* part_o
   extern "C" __global__ void write_kv_##NAME(T* pool, const T* src, const uint32_t* slots,           \
                                              uint32_t row, uint32_t src_stride, uint32_t capacity) { \
     write_kv<T>(pool, src, slots, row, src_stride, capacity);                                         \
-  }                                                                                                   \
-  extern "C" __global__ void merge_partials_##NAME(                                                   \
-      T* out, const float* part_o, const float* part_ml, const uint32_t* row_skip, uint32_t rows,     \
-      uint32_t max_chunks, uint32_t splits, uint32_t chunk, uint32_t heads, uint32_t head_dim) {      \
-    merge_partials<T>(out, part_o, part_ml, row_skip, rows, max_chunks, splits, chunk, heads,         \
-                      head_dim);                                                                      \
   }                                                                                                   \
   extern "C" __global__ void cascade_shared_##NAME(                                                   \
       const T* q, const T* k, const T* v, float* part_o, float* part_ml, const uint32_t* seq_start,   \
