@@ -56,6 +56,11 @@ fn kernel(dev: &CudaDevice, name: &str, dynamic_smem: usize) -> Result<CudaFunct
         }
         f.set_attribute(CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, dynamic_smem as i32).w()?;
     }
+    if name.starts_with("paged_attention") {
+        // Its cp.async rings live in shared memory: ask for the largest carveout so that
+        // ATTENTION_BLOCKS_PER_SM blocks fit whatever the driver would pick by default.
+        f.set_attribute(CUfunction_attribute::CU_FUNC_ATTRIBUTE_PREFERRED_SHARED_MEMORY_CARVEOUT, 100).w()?;
+    }
     cache.lock().expect("kernel cache").insert(key, (f.clone(), dynamic_smem));
     Ok(f)
 }

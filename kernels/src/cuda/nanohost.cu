@@ -136,11 +136,16 @@ __device__ void paged_attention(const T* q, const T* k, const T* v, T* out, cons
   const uint32_t begin = skip + split * share, end = min(begin + share, visible);
   const uint32_t parts = max_chunks + splits;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  const int sub = lane / LPK, el = (lane % LPK) * E;  // this lane's key subgroup and first element
+  // This lane's key subgroup, and its elements of a head: CE at lk * CE of each LPK * CE
+  // stretch, so that the LPK lanes of a key copy whole 32-byte sectors together (lanes holding
+  // contiguous E elements would touch each sector twice, from L2, since cp.async.cg skips L1).
+  const int sub = lane / LPK, lk = lane % LPK;
+  auto elem = [&](int c, int i) { return c * LPK * CE + lk * CE + i; };
   float qv[GROUP][E], acc[GROUP][E], m[GROUP], l[GROUP];
 #pragma unroll
   for (int g = 0; g < GROUP; ++g) {
-    load_f<E>(q + ((size_t)row * heads + kvh * GROUP + g) * head_dim + el, qv[g]);
+#pragma unroll
+    for (int c = 0; c < NC; ++c) load_f<CE>(q + ((size_t)row * heads + kvh * GROUP + g) * head_dim + elem(c, 0), qv[g] + c * CE);
 #pragma unroll
     for (int i = 0; i < E; ++i) {
       qv[g][i] *= scale;
@@ -154,7 +159,7 @@ __device__ void paged_attention(const T* q, const T* k, const T* v, T* out, cons
   const uint32_t* shifts = SHIFTED ? all_shifts + seq_start[row_seq[row]] : nullptr;
   int32_t rot_shift = 0;
   float rot_cos[SHIFTED ? E : 1], rot_sin[SHIFTED ? E : 1];
-  const size_t kv_row = (size_t)kv_heads * head_dim, head_at = (size_t)kvh * head_dim + el;
+  const size_t kv_row = (size_t)kv_heads * head_dim, head_at = (size_t)kvh * head_dim;
   // This warp's keys: [wb, we), a whole number of passes except at the very end.
   const uint32_t n_keys = end > begin ? end - begin : 0;
   const uint32_t wshare = (n_keys + WARPS * KEYS_PER_PASS - 1) / (WARPS * KEYS_PER_PASS) * KEYS_PER_PASS;
@@ -180,8 +185,8 @@ __device__ void paged_attention(const T* q, const T* k, const T* v, T* out, cons
         unsigned char* dst = ring + (p % DEPTH) * PASS_BYTES;
 #pragma unroll
         for (int c = 0; c < NC; ++c) {
-          cp_async<CB>(dst + (c * 32 + lane) * CB, k + base + c * CE);
-          cp_async<CB>(dst + 32 * BYTES + (c * 32 + lane) * CB, v + base + c * CE);
+          cp_async<CB>(dst + (c * 32 + lane) * CB, k + base + elem(c, 0));
+          cp_async<CB>(dst + 32 * BYTES + (c * 32 + lane) * CB, v + base + elem(c, 0));
         }
       }
     }
@@ -204,11 +209,11 @@ __device__ void paged_attention(const T* q, const T* k, const T* v, T* out, cons
     if constexpr (SHIFTED) {
       const int32_t sh = valid ? (int32_t)shifts[j] : 0;
       if (sh != 0 && sh != rot_shift) {
-        // Element e pairs with e +- head_dim/2, held by lane ^ 4 (same key subgroup), at
-        // frequency e mod head_dim/2, as the model's tables: f32 frequencies, angle in f64.
+        // Element e pairs with e +- head_dim/2 (see below), at frequency e mod head_dim/2, as
+        // the model's tables: f32 frequencies, angle in f64.
 #pragma unroll
         for (int i = 0; i < E; ++i) {
-          const int f = (el + i) % (int)(head_dim / 2);
+          const int f = elem(i / CE, i % CE) % (int)(head_dim / 2);
           const float inv_freq = (float)(1.0 / pow(theta, (double)(2 * f) / head_dim));
           double sn, cs;
           sincos((double)sh * (double)inv_freq, &sn, &cs);
@@ -217,13 +222,20 @@ __device__ void paged_attention(const T* q, const T* k, const T* v, T* out, cons
         }
         rot_shift = sh;
       }
-      const bool first_half = el < (int)(head_dim / 2);
+      // With one copy per lane (NC == 1) the partner is lane ^ 4 of the same key subgroup;
+      // with more, the same lane's copy NC / 2 further on (or back).
+      float rotated[E];
 #pragma unroll
       for (int i = 0; i < E; ++i) {
-        const float partner = __shfl_xor_sync(0xffffffffu, kf[i], 4);
-        const float c = sh ? rot_cos[i] : 1.f, sn = sh ? rot_sin[i] : 0.f;
-        kf[i] = first_half ? kf[i] * c - partner * sn : kf[i] * c + partner * sn;
+        const int c = i / CE;
+        const bool first_half = NC == 1 ? lk < LPK / 2 : c < NC / 2;
+        const float partner = NC == 1 ? __shfl_xor_sync(0xffffffffu, kf[i], LPK / 2)
+                                      : kf[(c < NC / 2 ? c + NC / 2 : c - NC / 2) * CE + i % CE];
+        const float cs = sh ? rot_cos[i] : 1.f, sn = sh ? rot_sin[i] : 0.f;
+        rotated[i] = first_half ? kf[i] * cs - partner * sn : kf[i] * cs + partner * sn;
       }
+#pragma unroll
+      for (int i = 0; i < E; ++i) kf[i] = rotated[i];
     }
 #pragma unroll
     for (int g = 0; g < GROUP; ++g) {
@@ -272,7 +284,7 @@ __device__ void paged_attention(const T* q, const T* k, const T* v, T* out, cons
     for (int g = 0; g < GROUP; ++g) {
       if (lane == 0) { sm[warp][g] = m[g]; sl[warp][g] = l[g]; }
 #pragma unroll
-      for (int i = 0; i < E; ++i) sacc[warp][g][el + i] = acc[g][i];
+      for (int i = 0; i < E; ++i) sacc[warp][g][elem(i / CE, i % CE)] = acc[g][i];
     }
   }
   __syncthreads();
