@@ -145,7 +145,9 @@ pub(crate) fn paged_attention(op: &PagedAttention, q: &CudaStorage, ql: &Layout,
     let lay = op.layout;
     let o = lay.offsets();
     let sfx = suffix(q.dtype())?;
-    let splits = kv_splits(rows * kv_heads, lay.max_row_keys, sm_count(dev)?);
+    // The per-row kernel's rows: all, or those the tiled prefill does not take (row_list).
+    let per_row = if lay.num_tiled > 0 { lay.row_list } else { rows };
+    let splits = if per_row == 0 { 1 } else { kv_splits(per_row * kv_heads, lay.max_row_keys, sm_count(dev)?) };
     // Partial softmaxes per (row, query head): the shared pass's chunks, then the splits.
     // Only rows in a group read chunks and only a split pass writes splits; a batch with neither
     // (most decode steps) passes null pointers and allocates nothing.
@@ -162,12 +164,12 @@ pub(crate) fn paged_attention(op: &PagedAttention, q: &CudaStorage, ql: &Layout,
     // Batches with shifted spans get the variant that re-rotates keys (and holds its cache).
     let shifted = if lay.shifted { "_shifted" } else { "" };
     let func = kernel(dev, &format!("paged_attention_{sfx}_g{group}_p{}{shifted}", head_dim / 32), 0)?;
-    let counters = if splits > 1 { split_counters(dev, rows * kv_heads)? } else { 0u64 };
+    let counters = if splits > 1 { split_counters(dev, per_row * kv_heads)? } else { 0u64 };
     let stream = dev.cuda_stream();
     let (q0, q1) = contiguous_range(ql, "q")?;
     let (k0, k1) = contiguous_range(kl, "the K pool")?;
     let (v0, v1) = contiguous_range(vl, "the V pool")?;
-    let cfg = LaunchConfig { grid_dim: (rows as u32, kv_heads as u32, splits as u32), block_dim: (128, 1, 1), shared_mem_bytes: 0 };
+    let cfg = LaunchConfig { grid_dim: (per_row as u32, kv_heads as u32, splits as u32), block_dim: (128, 1, 1), shared_mem_bytes: 0 };
     let chunk = crate::SHARED_CHUNK as u32;
     macro_rules! launch {
         ($t:ty, $wrap:ident) => {{
@@ -178,11 +180,24 @@ pub(crate) fn paged_attention(op: &PagedAttention, q: &CudaStorage, ql: &Layout,
                 let sec = |a: usize, b: usize| meta.slice(m0 + a..m0 + b);
                 let (seq_start, slots) = (sec(o.seq_start, o.group_row_start), meta.slice(m0 + o.slots..));
                 let row_skip = sec(o.row_skip, o.seq_start);
+                let elem = std::mem::size_of::<$t>();
+                // Shared memory of attend_tile (cascade's shared pass, tiled prefill), with
+                // padded row strides as in nanohost.cu (row_ld, out_ld, P_LD, S_LD).
+                let (row_ld, out_ld, p_ld, s_ld) = (head_dim + 8, head_dim + 4, KEY_TILE + 8, KEY_TILE + 4);
+                let smem = (QV_TILE * row_ld + 2 * KEY_TILE * row_ld + QV_TILE * p_ld) * elem + (QV_TILE * s_ld + QV_TILE * out_ld + QV_TILE) * 4;
+                let row_visible = sec(o.row_visible, o.row_skip);
+                if lay.num_tiled > 0 {
+                    let tiles = kernel(dev, &format!("prefill_tiles_{sfx}"), smem)?;
+                    let per_tile = (QV_TILE / group) as u32;
+                    let cfg = LaunchConfig { grid_dim: (lay.num_tiled as u32, (lay.max_tiled_rows as u32).div_ceil(per_tile), kv_heads as u32), block_dim: (128, 1, 1), shared_mem_bytes: smem as u32 };
+                    let tiled = sec(o.tiled, o.row_list);
+                    let mut b = stream.launch_builder(&tiles);
+                    b.arg(&q).arg(&k).arg(&v).arg(&out).arg(&row_visible).arg(&seq_start).arg(&slots).arg(&tiled);
+                    candle_core::builder_arg!(b, heads as u32, kv_heads as u32, head_dim as u32, group as u32, op.softmax_scale);
+                    // SAFETY: the tiled sequences and their rows were validated with the batch.
+                    unsafe { b.launch(cfg) }.w()?;
+                }
                 if let (true, Some((part_o, part_ml))) = (lay.num_groups > 0, &partials) {
-                    let elem = std::mem::size_of::<$t>();
-                    // Padded row strides as in nanohost.cu (row_ld, out_ld, P_LD, S_LD).
-                    let (row_ld, out_ld, p_ld, s_ld) = (head_dim + 8, head_dim + 4, KEY_TILE + 8, KEY_TILE + 4);
-                    let smem = (QV_TILE * row_ld + 2 * KEY_TILE * row_ld + QV_TILE * p_ld) * elem + (QV_TILE * s_ld + QV_TILE * out_ld + QV_TILE) * 4;
                     let shared = kernel(dev, &format!("cascade_shared_{sfx}"), smem)?;
                     let tiles = (lay.max_group_rows * group).div_ceil(QV_TILE) as u32;
                     let cfg = LaunchConfig { grid_dim: (lay.num_items as u32, kv_heads as u32, tiles), block_dim: (128, 1, 1), shared_mem_bytes: smem as u32 };
@@ -194,9 +209,20 @@ pub(crate) fn paged_attention(op: &PagedAttention, q: &CudaStorage, ql: &Layout,
                     // SAFETY: the groups were validated against the sequences and the pool.
                     unsafe { b.launch(cfg) }.w()?;
                 }
-                let (row_seq, row_visible) = (sec(o.row_seq, o.row_visible), sec(o.row_visible, o.row_skip));
+                if per_row == 0 {
+                    return Ok(());
+                }
+                let row_seq = sec(o.row_seq, o.row_visible);
                 let mut b = stream.launch_builder(&func);
-                b.arg(&q).arg(&k).arg(&v).arg(&out).arg(&row_seq).arg(&row_visible).arg(&row_skip).arg(&seq_start).arg(&slots);
+                b.arg(&q).arg(&k).arg(&v).arg(&out);
+                // The rows to run over, or a null pointer for all of them.
+                let row_list = sec(o.row_list, o.slots);
+                if lay.num_tiled > 0 {
+                    b.arg(&row_list);
+                } else {
+                    b.arg(&null);
+                }
+                b.arg(&row_seq).arg(&row_visible).arg(&row_skip).arg(&seq_start).arg(&slots);
                 // Per-slot shifts, or a null pointer when no span is shifted.
                 let shifts = meta.slice(m0 + o.shifts..);
                 if lay.shifted {

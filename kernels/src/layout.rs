@@ -85,12 +85,16 @@ pub fn context_slot(context: &[KvSpan], index: usize, block_size: usize) -> Opti
 /// Sections, in order (see [`MetaLayout::offsets`]): `row_seq[rows]`, `row_visible[rows]`,
 /// `row_skip[rows]`, `seq_start[num_seqs + 1]`, `group_row_start[num_groups + 1]`,
 /// `group_seq[num_groups]`, `group_len[num_groups]`, `items[2 * num_items]`,
-/// `group_rows[group_rows]`, then each sequence's context slots (`block * block_size + offset`).
+/// `group_rows[group_rows]`, `tiled[3 * num_tiled]`, `row_list[row_list]`, then each sequence's
+/// context slots (`block * block_size + offset`).
 /// Query row `r` belongs to sequence `row_seq[r]` and attends to the first `row_visible[r]` of
 /// that sequence's slots; the first `row_skip[r]` of them come from its group's shared pass.
 /// Group `g` holds query rows `group_rows[group_row_start[g]..group_row_start[g + 1]]`, and its
 /// shared entries are the first `group_len[g]` slots of sequence `group_seq[g]`; `items` lists
-/// the (group, chunk of [`SHARED_CHUNK`] entries) pairs of the shared pass.
+/// the (group, chunk of [`SHARED_CHUNK`] entries) pairs of the shared pass. `tiled` lists
+/// (sequence, first row, rows) of the prefills the GPU attends in tiles of rows (see
+/// [`TILED_MIN_ROWS`]); when there are any, `row_list` holds the other rows, which the per-row
+/// kernel runs over (the CPU attends every row one by one and reads neither).
 pub struct AttentionBatch {
     pub(crate) meta: candle_core::Tensor,
     pub(crate) layout: MetaLayout,
@@ -112,6 +116,13 @@ pub struct MetaLayout {
     pub num_items: usize,
     /// Chunks of the longest shared part.
     pub max_chunks: usize,
+    /// Sequences attended by the tiled prefill kernel.
+    pub num_tiled: usize,
+    /// Query rows of the longest of them.
+    pub max_tiled_rows: usize,
+    /// Length of the `row_list` section: the rows left to the per-row kernel when some
+    /// sequence is tiled, else 0 (every row).
+    pub row_list: usize,
     /// The most entries one query row attends outside a shared group, rounded up by
     /// [`row_keys_bucket`]: split-KV divides it, and a CUDA graph captured for one bucket serves
     /// every step whose rows fit it with the same launch shape an eager step would use.
@@ -125,6 +136,11 @@ pub struct MetaLayout {
     pub slot_capacity: usize,
     pub shifted: bool,
 }
+
+/// Query rows from which a sequence's prefill is attended in tiles of rows on the GPU (each key
+/// read once per tile instead of once per row), unless it has a shifted span or rows in a
+/// cascade group, which the per-row kernel handles.
+pub const TILED_MIN_ROWS: usize = 16;
 
 /// The smallest power of two at or above `keys`, at least 256: few distinct values over a run,
 /// so that few CUDA graphs cover it.
@@ -143,6 +159,8 @@ pub(crate) struct Offsets {
     pub group_len: usize,
     pub items: usize,
     pub group_rows: usize,
+    pub tiled: usize,
+    pub row_list: usize,
     pub slots: usize,
     pub shifts: usize,
 }
@@ -185,9 +203,11 @@ impl MetaLayout {
         let group_len = group_seq + g;
         let items = group_len + g;
         let group_rows = items + 2 * self.num_items;
-        let slots = group_rows + self.group_rows;
+        let tiled = group_rows + self.group_rows;
+        let row_list = tiled + 3 * self.num_tiled;
+        let slots = row_list + self.row_list;
         let shifts = slots + self.slot_capacity;
-        Offsets { row_seq: 0, row_visible: r, row_skip: 2 * r, seq_start, group_row_start, group_seq, group_len, items, group_rows, slots, shifts }
+        Offsets { row_seq: 0, row_visible: r, row_skip: 2 * r, seq_start, group_row_start, group_seq, group_len, items, group_rows, tiled, row_list, slots, shifts }
     }
 }
 
@@ -256,6 +276,9 @@ impl AttentionBatch {
         }
         let shared = crate::cascade::GroupTables::build(groups, seqs, &seq_start, &slots, &shifts, rows)
             .map_err(|e| candle_core::Error::Msg(format!("attention batch: {e}")))?;
+        let (tiled, row_list) = tiles(seqs, &shared.row_skip);
+        let per_row = |r: usize| tiled.is_empty() || row_list.binary_search(&(r as u32)).is_ok();
+        let max_row_keys = (0..rows).filter(|&r| per_row(r)).map(|r| (row_visible[r] - shared.row_skip[r]) as usize).max().unwrap_or(0);
         let layout = MetaLayout {
             rows,
             num_seqs: seqs.len(),
@@ -264,17 +287,68 @@ impl AttentionBatch {
             max_group_rows: shared.max_group_rows,
             num_items: shared.items.len() / 2,
             max_chunks: shared.max_chunks,
-            max_row_keys: row_keys_bucket(row_visible.iter().zip(&shared.row_skip).map(|(v, s)| (v - s) as usize).max().unwrap_or(0)),
+            num_tiled: tiled.len() / 3,
+            max_tiled_rows: tiled.chunks(3).map(|t| t[2] as usize).max().unwrap_or(0),
+            row_list: row_list.len(),
+            max_row_keys: row_keys_bucket(max_row_keys),
             num_slots: slots.len(),
             slot_capacity: slots.len(),
             shifted,
         };
         let mut meta = row_seq;
         meta.reserve(layout.total_len() - meta.len());
-        for part in [row_visible, shared.row_skip, seq_start, shared.group_row_start, shared.group_seq, shared.group_len, shared.items, shared.group_rows, slots, shifts] {
+        for part in [row_visible, shared.row_skip, seq_start, shared.group_row_start, shared.group_seq, shared.group_len, shared.items, shared.group_rows, tiled, row_list, slots, shifts] {
             meta.extend(part);
         }
         debug_assert_eq!(meta.len(), layout.total_len());
         Ok((meta, layout))
+    }
+}
+
+/// The `tiled` section ((sequence, first row, rows) per tiled prefill) and the `row_list`
+/// section (every other row, ascending; empty when nothing is tiled).
+fn tiles(seqs: &[SeqAttention], row_skip: &[u32]) -> (Vec<u32>, Vec<u32>) {
+    let mut tiled = Vec::new();
+    for (i, s) in seqs.iter().enumerate() {
+        let rows = s.q_start..s.q_start + s.q_len;
+        if s.q_len >= TILED_MIN_ROWS && s.context.iter().all(|span| span.shift == 0) && rows.clone().all(|r| row_skip[r] == 0) {
+            tiled.extend([i as u32, s.q_start as u32, s.q_len as u32]);
+        }
+    }
+    if tiled.is_empty() {
+        return (tiled, Vec::new());
+    }
+    let mut is_tiled = vec![false; row_skip.len()];
+    for t in tiled.chunks(3) {
+        is_tiled[t[1] as usize..(t[1] + t[2]) as usize].fill(true);
+    }
+    let row_list = (0..row_skip.len() as u32).filter(|&r| !is_tiled[r as usize]).collect();
+    (tiled, row_list)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seq(q_start: usize, q_len: usize, kv_len: usize, shift: i32) -> SeqAttention {
+        let blocks = (0..kv_len.div_ceil(16) as u32).collect();
+        SeqAttention { q_start, q_len, context: vec![KvSpan { blocks, len: kv_len, shift }] }
+    }
+
+    /// Prefills of at least TILED_MIN_ROWS rows are tiled unless shifted; the other rows, and
+    /// only they, go to the per-row kernel, and only they size the row-key bucket.
+    #[test]
+    fn long_unshifted_prefills_are_tiled_and_the_rest_listed() {
+        let seqs = [seq(0, 1, 300, 0), seq(1, 20, 600, 0), seq(21, 16, 16, 5), seq(37, 15, 15, 0), seq(52, 16, 40, 0)];
+        let (meta, l) = AttentionBatch::flatten(&seqs, &[], 68, 16, 64).unwrap();
+        let o = l.offsets();
+        assert_eq!((l.num_tiled, l.max_tiled_rows, l.row_list), (2, 20, 1 + 16 + 15));
+        assert_eq!(&meta[o.tiled..o.row_list], &[1, 1, 20, 4, 52, 16]);
+        let listed: Vec<u32> = std::iter::once(0).chain(21..52).collect();
+        assert_eq!(&meta[o.row_list..o.slots], listed.as_slice());
+        assert_eq!(l.max_row_keys, 300usize.next_power_of_two());
+        // Decode only: nothing tiled, no list, the per-row kernel takes every row.
+        let (_, d) = AttentionBatch::flatten(&[seq(0, 1, 40, 0), seq(1, 1, 9, 0)], &[], 2, 16, 64).unwrap();
+        assert_eq!((d.num_tiled, d.row_list), (0, 0));
     }
 }

@@ -28,7 +28,7 @@ mod upload;
 pub use add_norm::{add_rms_norm, AddRmsNorm};
 pub use cascade::{SharedGroup, SHARED_CHUNK};
 pub use kv_write::{write_kv, WriteKv};
-pub use layout::{context_slot, row_keys_bucket, AttentionBatch, KvSpan, MetaLayout, SeqAttention};
+pub use layout::{context_slot, row_keys_bucket, AttentionBatch, KvSpan, MetaLayout, SeqAttention, TILED_MIN_ROWS};
 pub use norm_rope::{rms_norm_rope, RmsNormRope};
 pub use paged_attention::{paged_attention, PagedAttention};
 pub use qkv_write::{qkv_norm_rope_write, QkvNorms, QkvNormRopeWrite};

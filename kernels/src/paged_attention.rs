@@ -71,7 +71,7 @@ impl<'a> Sections<'a> {
             group_row_start: &m[o.group_row_start..o.group_seq],
             group_seq: &m[o.group_seq..o.group_len],
             group_len: &m[o.group_len..o.items],
-            group_rows: &m[o.group_rows..o.slots],
+            group_rows: &m[o.group_rows..o.tiled],
             slots: &m[o.slots..o.shifts],
             shifts: if l.shifted { &m[o.shifts..o.shifts + l.slot_capacity] } else { &[] },
         }

@@ -112,6 +112,10 @@ fn attention_matches_cpu_f32() {
     check_attention(DType::F32, 4, 1, 64, 5, &[(23, 4), (9, 9)], 1e-5);
     // Few rows over long contexts: split-KV (several blocks per row, then a merge).
     check_attention(DType::F32, 16, 8, 128, 16, &[(2000, 1), (700, 1)], 1e-5);
+    // Tiled prefill (>= TILED_MIN_ROWS rows): several tiles of rows and of keys, over a cached
+    // prefix, next to per-row rows; GQA 8 (8 rows per tile).
+    check_attention(DType::F32, 16, 8, 128, 16, &[(300, 300), (1, 1), (1000, 333), (16, 16), (40, 15)], 1e-5);
+    check_attention(DType::F32, 8, 1, 64, 16, &[(100, 100), (77, 20)], 1e-5);
 }
 
 #[test]
@@ -119,6 +123,9 @@ fn attention_matches_cpu_bf16() {
     check_attention(DType::BF16, 16, 8, 128, 16, &[(37, 37), (300, 45), (17, 1), (1, 1), (259, 1)], 2e-2);
     check_attention(DType::BF16, 8, 2, 32, 16, &[(513, 3), (70, 70)], 2e-2);
     check_attention(DType::BF16, 16, 8, 128, 16, &[(4000, 1), (2049, 2), (600, 1)], 2e-2);
+    check_attention(DType::BF16, 16, 8, 128, 16, &[(700, 700), (1, 1), (1000, 333), (5, 1)], 2e-2);
+    // Every row tiled: the per-row kernel is not launched.
+    check_attention(DType::BF16, 16, 8, 128, 16, &[(64, 64), (130, 17)], 2e-2);
 }
 
 /// Cascade on the GPU (tensor cores for bf16, CUDA cores for f32) against the CPU's cascade and

@@ -113,7 +113,7 @@ constexpr int KEYS_PER_PASS = 32 / LPK;  // keys a warp scores at once
 constexpr int RING_BYTES_PER_WARP = 10240;
 
 template <typename T, int GROUP, int PER, bool SHIFTED>
-__device__ void paged_attention(const T* q, const T* k, const T* v, T* out, const uint32_t* row_seq,
+__device__ void paged_attention(const T* q, const T* k, const T* v, T* out, const uint32_t* row_list, const uint32_t* row_seq,
                                 const uint32_t* row_visible, const uint32_t* row_skip,
                                 const uint32_t* seq_start, const uint32_t* all_slots,
                                 const uint32_t* all_shifts, float* part_o, float* part_ml,
@@ -129,7 +129,9 @@ __device__ void paged_attention(const T* q, const T* k, const T* v, T* out, cons
                         : RING_BYTES_PER_WARP / PASS_BYTES > 8 ? 8 : RING_BYTES_PER_WARP / PASS_BYTES;
   constexpr int RING = WARPS * DEPTH * PASS_BYTES, SACC = WARPS * GROUP * 32 * PER * 4;
   __shared__ __align__(16) unsigned char smem[RING > SACC ? RING : SACC];
-  const uint32_t row = blockIdx.x, kvh = blockIdx.y, split = blockIdx.z;
+  // Rows of tiled prefill (prefill_tiles) are not launched here: with any, the grid runs over
+  // row_list; without, over every row.
+  const uint32_t row = row_list ? row_list[blockIdx.x] : blockIdx.x, kvh = blockIdx.y, split = blockIdx.z;
   const uint32_t* slots = all_slots + seq_start[row_seq[row]];
   const uint32_t visible = row_visible[row], skip = row_skip[row];
   const uint32_t share = (visible - skip + splits - 1) / splits;
@@ -349,7 +351,7 @@ __device__ void paged_attention(const T* q, const T* k, const T* v, T* out, cons
   __threadfence();
   __syncthreads();
   if (threadIdx.x == 0) {
-    uint32_t* c = split_done + (size_t)row * kv_heads + kvh;
+    uint32_t* c = split_done + (size_t)blockIdx.x * kv_heads + kvh;
     last = atomicAdd(c, 1u) == splits - 1;
     if (last) *c = 0u;
   }
@@ -370,16 +372,13 @@ __device__ void write_kv(T* pool, const T* src, const uint32_t* slots, uint32_t 
   for (uint32_t e = threadIdx.x; e < row; e += blockDim.x) pool[(size_t)slot * row + e] = src[(size_t)t * src_stride + e];
 }
 
-// ---- Cascade attention, shared pass ----------------------------------------------------------
-// One thread block per (work item = (group, chunk of shared entries), KV head, tile of 64 query
-// vectors). A group's query vectors are its rows times the GQA heads of the KV head; each of the
-// 4 warps owns 16 of them. Keys and values come through shared memory KEY_TILE at a time, so
-// each is read from global memory once per tile of 64 query vectors instead of once per row.
-// Per key tile a warp computes scores S = Q K^T, updates its rows' online softmax, rescales its
-// output rows and adds P V. For 16-bit storage both products run on tensor cores (WMMA, f32
-// accumulation; P is rounded to the storage type as in FlashAttention); f32 storage runs the same
-// steps on CUDA cores. The partial (max, sum, unnormalised output) of each query vector and chunk
-// goes to part_ml / part_o (stride `parts` per query head), merged by the per-row pass.
+// ---- Tiled attention: cascade's shared pass, prefill ------------------------------------------
+// A block attends a tile of 64 query vectors (rows times the GQA heads of one KV head); each of
+// its 4 warps owns 16. Keys and values come through shared memory KEY_TILE at a time, so each is
+// read from global memory once per tile instead of once per row. Per key tile a warp computes
+// scores S = Q K^T, updates its rows' online softmax, rescales its output rows and adds P V. For
+// 16-bit storage both products run on tensor cores (WMMA, f32 accumulation; P is rounded to the
+// storage type as in FlashAttention); f32 storage runs the same steps on CUDA cores.
 constexpr int CASCADE_WARPS = 4;
 constexpr int QV_PER_WARP = 16;
 constexpr int QV_TILE = CASCADE_WARPS * QV_PER_WARP;
@@ -455,23 +454,18 @@ __device__ inline void warp_pv(const T* Pw, const T* Vs, float* Ow, int D, int /
   }
 }
 
-// Dynamic shared memory of cascade_shared, in bytes (the host computes the same sum):
-// Q [QV_TILE][row_ld], K and V [KEY_TILE][row_ld], P [QV_TILE][P_LD] in T; S [QV_TILE][S_LD],
-// O [QV_TILE][out_ld] and the per-row rescale factors [QV_TILE] in f32.
-template <typename T>
-__device__ void cascade_shared(const T* q, const T* k, const T* v, float* part_o, float* part_ml,
-                               const uint32_t* seq_start, const uint32_t* all_slots,
-                               const uint32_t* group_row_start, const uint32_t* group_seq,
-                               const uint32_t* group_len, const uint32_t* items,
-                               const uint32_t* group_rows, uint32_t parts, uint32_t chunk,
-                               uint32_t heads, uint32_t kv_heads, uint32_t head_dim, uint32_t gqa,
-                               float scale) {
-  const uint32_t g = items[2 * blockIdx.x], c = items[2 * blockIdx.x + 1];
-  const uint32_t kvh = blockIdx.y, q0 = blockIdx.z * QV_TILE;
-  const uint32_t r0 = group_row_start[g], nq = (group_row_start[g + 1] - r0) * gqa;
-  if (q0 >= nq) return;
-  const uint32_t* slots = all_slots + seq_start[group_seq[g]];
-  const uint32_t k0 = c * chunk, k1 = min(k0 + chunk, group_len[g]);
+// One block attends QV_TILE query vectors over keys [k0, k1) of `slots` (tensor cores for
+// 16-bit storage, CUDA cores for f32): the shared pass of cascade attention and the tiled
+// prefill share it. Query vector i (< nq) is qv_at(i); it sees the keys before visible_of(i)
+// (causal masking; past the end of a tile's keys for cascade); at the end sink(i, O, m, l)
+// receives its unnormalised output row O (f32, shared memory), running max and sum.
+// Dynamic shared memory, in bytes (the host computes the same sum): Q [QV_TILE][row_ld], K and
+// V [KEY_TILE][row_ld], P [QV_TILE][P_LD] in T; S [QV_TILE][S_LD], O [QV_TILE][out_ld] and the
+// per-row rescale factors [QV_TILE] in f32.
+template <typename T, typename QvAt, typename VisibleOf, typename Sink>
+__device__ void attend_tile(const T* k, const T* v, const uint32_t* slots, uint32_t k0, uint32_t k1, uint32_t nq,
+                            uint32_t kvh, uint32_t kv_heads, uint32_t head_dim, float scale, QvAt qv_at,
+                            VisibleOf visible_of, Sink sink) {
   const int D = head_dim, tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int ld = row_ld(D), ol = out_ld(D);
   extern __shared__ __align__(128) unsigned char smem[];
@@ -492,9 +486,9 @@ __device__ void cascade_shared(const T* q, const T* k, const T* v, float* part_o
   const int vpr = D / VEC, vshift = __ffs(vpr) - 1, dshift = __ffs(D) - 1;
 #pragma unroll 4
   for (int e = tid; e < QV_TILE * vpr; e += blockDim.x) {
-    const uint32_t i = e >> vshift, col = (e & (vpr - 1)) * VEC, qv = q0 + i;
+    const uint32_t i = e >> vshift, col = (e & (vpr - 1)) * VEC;
     V16 x = zero;
-    if (qv < nq) x = *reinterpret_cast<const V16*>(q + ((size_t)group_rows[r0 + qv / gqa] * heads + kvh * gqa + qv % gqa) * D + col);
+    if (i < nq) x = *reinterpret_cast<const V16*>(qv_at(i) + col);
     *reinterpret_cast<V16*>(Qs + i * ld + col) = x;
   }
   for (int e = tid; e < QV_TILE * D; e += blockDim.x) Os[(e >> dshift) * ol + (e & (D - 1))] = 0.f;
@@ -506,6 +500,9 @@ __device__ void cascade_shared(const T* q, const T* k, const T* v, float* part_o
   // Two lanes per query vector: lanes 2i and 2i+1 hold the state of row i and take alternate
   // columns of the tile (so a lane pair's reads fall in different banks).
   const int mine = lane >> 1, half = lane & 1;
+  const uint32_t my_qv = warp * QV_PER_WARP + mine;
+  // Past nq nothing is masked: those rows stay finite and are never written.
+  const uint32_t visible = my_qv < nq ? visible_of(my_qv) : 0xffffffffu;
   float m = -INFINITY, l = 0.f;
   const size_t kv_row = (size_t)kv_heads * D;
   for (uint32_t kt = k0; kt < k1; kt += KEY_TILE) {
@@ -531,16 +528,18 @@ __device__ void cascade_shared(const T* q, const T* k, const T* v, float* part_o
     float* srow = Sw + mine * S_LD;
     float mx = -INFINITY;
     for (int j = half; j < KEY_TILE; j += 2) {
-      const float s = j < (int)nk ? srow[j] * scale : -INFINITY;
+      const float s = j < (int)nk && kt + j < visible ? srow[j] * scale : -INFINITY;
       srow[j] = s;
       mx = fmaxf(mx, s);
     }
     mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-    const float nm = fmaxf(m, mx);  // finite: every tile has at least one key
+    // A row sees at least its first key, so m is finite after its first tile; a later tile
+    // masked whole leaves it (p = 0 everywhere).
+    const float nm = fmaxf(m, mx);
     const float cr = m == -INFINITY ? 1.f : expf(m - nm);  // O and l are still 0 on the first tile
     float sum = 0.f;
     for (int j = half; j < KEY_TILE; j += 2) {
-      const float p = expf(srow[j] - nm);
+      const float p = srow[j] == -INFINITY ? 0.f : expf(srow[j] - nm);
       Pw[mine * P_LD + j] = from_f<T>(p);
       sum += p;
     }
@@ -561,30 +560,80 @@ __device__ void cascade_shared(const T* q, const T* k, const T* v, float* part_o
     warp_pv(Pw, Vs, Ow, D, lane);
   }
   __syncwarp();
-  for (int e = lane; e < QV_PER_WARP * D; e += 32) {
-    const uint32_t i = e >> dshift, col = e & (D - 1), qv = q0 + warp * QV_PER_WARP + i;
-    if (qv >= nq) continue;
-    const size_t part = ((size_t)group_rows[r0 + qv / gqa] * heads + kvh * gqa + qv % gqa) * parts + c;
-    part_o[part * D + col] = Ow[i * ol + col];
+  // Each query vector's (m, l) from its lane pair, then the warp writes its rows out.
+  float* ml = Ss + warp * QV_PER_WARP * S_LD;  // the warp's scores are consumed
+  if (half == 0) { ml[2 * mine] = m; ml[2 * mine + 1] = l; }
+  __syncwarp();
+  for (int i = 0; i < QV_PER_WARP; ++i) {
+    const uint32_t qv = warp * QV_PER_WARP + i;
+    if (qv < nq) sink(qv, Ow + i * ol, ml[2 * i], ml[2 * i + 1], lane);
   }
-  const uint32_t qv = q0 + warp * QV_PER_WARP + mine;
-  if (half == 0 && qv < nq) {
-    const size_t part = ((size_t)group_rows[r0 + qv / gqa] * heads + kvh * gqa + qv % gqa) * parts + c;
-    part_ml[2 * part] = m;
-    part_ml[2 * part + 1] = l;
-  }
+}
+
+// Cascade attention, shared pass: one block per (work item = (group, chunk of shared entries),
+// KV head, tile of QV_TILE query vectors). A group's query vectors are its rows times the GQA
+// heads of the KV head; each key tile is read once per query tile instead of once per row. The
+// partial (max, sum, unnormalised output) of each query vector and chunk goes to part_ml /
+// part_o (stride `parts` per query head), merged by the per-row pass.
+template <typename T>
+__device__ void cascade_shared(const T* q, const T* k, const T* v, float* part_o, float* part_ml,
+                               const uint32_t* seq_start, const uint32_t* all_slots,
+                               const uint32_t* group_row_start, const uint32_t* group_seq,
+                               const uint32_t* group_len, const uint32_t* items,
+                               const uint32_t* group_rows, uint32_t parts, uint32_t chunk,
+                               uint32_t heads, uint32_t kv_heads, uint32_t head_dim, uint32_t gqa,
+                               float scale) {
+  const uint32_t g = items[2 * blockIdx.x], c = items[2 * blockIdx.x + 1];
+  const uint32_t kvh = blockIdx.y, q0 = blockIdx.z * QV_TILE;
+  const uint32_t r0 = group_row_start[g], nq_all = (group_row_start[g + 1] - r0) * gqa;
+  if (q0 >= nq_all) return;
+  const uint32_t nq = min((uint32_t)QV_TILE, nq_all - q0);
+  const uint32_t k0 = c * chunk, k1 = min(k0 + chunk, group_len[g]);
+  auto head_of = [&](uint32_t i) { return (size_t)group_rows[r0 + (q0 + i) / gqa] * heads + kvh * gqa + (q0 + i) % gqa; };
+  attend_tile<T>(
+      k, v, all_slots + seq_start[group_seq[g]], k0, k1, nq, kvh, kv_heads, head_dim, scale,
+      [&](uint32_t i) { return q + head_of(i) * head_dim; }, [](uint32_t) { return 0xffffffffu; },
+      [&](uint32_t i, const float* o, float m, float l, int lane) {
+        const size_t part = head_of(i) * parts + c;
+        for (uint32_t col = lane; col < head_dim; col += 32) part_o[part * head_dim + col] = o[col];
+        if (lane == 0) { part_ml[2 * part] = m; part_ml[2 * part + 1] = l; }
+      });
+}
+
+// Prefill attention, tiled: one block per (tiled sequence, tile of QV_TILE / gqa of its rows,
+// KV head). tiled[3 t..3 t + 3) = (sequence, first row, rows) of sequences the host chose
+// (enough rows, no shifted span, no cascade group; see layout.rs): each key is read once per
+// tile of rows instead of once per row, and scores run on tensor cores. Row r sees the first
+// row_visible[r] keys (causal), so a tile attends keys up to its last row's.
+template <typename T>
+__device__ void prefill_tiles(const T* q, const T* k, const T* v, T* out, const uint32_t* row_visible,
+                              const uint32_t* seq_start, const uint32_t* all_slots, const uint32_t* tiled,
+                              uint32_t heads, uint32_t kv_heads, uint32_t head_dim, uint32_t gqa, float scale) {
+  const uint32_t seq = tiled[3 * blockIdx.x], first = tiled[3 * blockIdx.x + 1], n = tiled[3 * blockIdx.x + 2];
+  const uint32_t tile_rows = QV_TILE / gqa, r0 = first + blockIdx.y * tile_rows, kvh = blockIdx.z;
+  if (r0 >= first + n) return;
+  const uint32_t rows = min(tile_rows, first + n - r0), nq = rows * gqa;
+  auto head_of = [&](uint32_t i) { return ((size_t)r0 + i / gqa) * heads + kvh * gqa + i % gqa; };
+  attend_tile<T>(
+      k, v, all_slots + seq_start[seq], 0, row_visible[r0 + rows - 1], nq, kvh, kv_heads, head_dim, scale,
+      [&](uint32_t i) { return q + head_of(i) * head_dim; }, [&](uint32_t i) { return row_visible[r0 + i / gqa]; },
+      [&](uint32_t i, const float* o, float, float l, int lane) {
+        T* dst = out + head_of(i) * head_dim;
+        const float inv = 1.f / l;
+        for (uint32_t col = lane; col < head_dim; col += 32) dst[col] = from_f<T>(o[col] * inv);
+      });
 }
 
 // Bounded to 4 blocks per SM (128 registers; GQA 2 at head_dim 128 needs 127 and no spill),
 // which kv_splits in cuda.rs counts on (ATTENTION_BLOCKS_PER_SM).
 #define INSTANTIATE_ATTENTION_S(T, NAME, G, P, SH, SFX)                                            \
   extern "C" __global__ void __launch_bounds__(128, 4) paged_attention_##NAME##_g##G##_p##P##SFX(  \
-      const T* q, const T* k, const T* v, T* out, const uint32_t* row_seq,                        \
+      const T* q, const T* k, const T* v, T* out, const uint32_t* row_list, const uint32_t* row_seq,  \
       const uint32_t* row_visible, const uint32_t* row_skip, const uint32_t* seq_start,           \
       const uint32_t* slots, const uint32_t* shifts, float* part_o, float* part_ml,               \
       uint32_t* split_done, uint32_t max_chunks, uint32_t splits, uint32_t chunk, uint32_t heads, \
       uint32_t kv_heads, uint32_t head_dim, float scale, double theta) {                          \
-    paged_attention<T, G, P, SH>(q, k, v, out, row_seq, row_visible, row_skip, seq_start, slots,  \
+    paged_attention<T, G, P, SH>(q, k, v, out, row_list, row_seq, row_visible, row_skip, seq_start, slots,  \
                                  shifts, part_o, part_ml, split_done, max_chunks, splits, chunk,  \
                                  heads, kv_heads, head_dim, scale, theta);                        \
   }
@@ -605,6 +654,13 @@ __device__ void cascade_shared(const T* q, const T* k, const T* v, float* part_o
   extern "C" __global__ void write_kv_##NAME(T* pool, const T* src, const uint32_t* slots,           \
                                              uint32_t row, uint32_t src_stride, uint32_t capacity) { \
     write_kv<T>(pool, src, slots, row, src_stride, capacity);                                         \
+  }                                                                                                   \
+  extern "C" __global__ void prefill_tiles_##NAME(                                                    \
+      const T* q, const T* k, const T* v, T* out, const uint32_t* row_visible,                        \
+      const uint32_t* seq_start, const uint32_t* slots, const uint32_t* tiled, uint32_t heads,        \
+      uint32_t kv_heads, uint32_t head_dim, uint32_t gqa, float scale) {                              \
+    prefill_tiles<T>(q, k, v, out, row_visible, seq_start, slots, tiled, heads, kv_heads, head_dim,   \
+                     gqa, scale);                                                                     \
   }                                                                                                   \
   extern "C" __global__ void cascade_shared_##NAME(                                                   \
       const T* q, const T* k, const T* v, float* part_o, float* part_ml, const uint32_t* seq_start,   \
