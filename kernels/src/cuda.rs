@@ -283,17 +283,22 @@ pub(crate) fn sample_rows(logits: &CudaStorage, ll: &Layout, u: &CudaStorage, ul
     let (rows, vocab) = ll.shape().dims2()?;
     let (l0, l1) = contiguous_range(ll, "logits")?;
     let (u0, u1) = contiguous_range(ul, "uniforms")?;
-    let func = kernel(&dev, "sample_rows", 0)?;
+    let func = kernel(&dev, &format!("sample_rows_{}", suffix(logits.dtype())?), 0)?;
     let stream = dev.cuda_stream();
     let out = unsafe { dev.alloc::<u32>(rows)? };
-    let x = logits.as_cuda_slice::<f32>()?.slice(l0..l1);
     let u = u.as_cuda_slice::<f32>()?.slice(u0..u1);
-    let mut b = stream.launch_builder(&func);
-    b.arg(&x).arg(&u).arg(&out);
-    candle_core::builder_arg!(b, vocab as u32, inv_temp);
     let cfg = LaunchConfig { grid_dim: (rows as u32, 1, 1), block_dim: (1024, 1, 1), shared_mem_bytes: 0 };
-    // SAFETY: one block per row of a contiguous [rows, vocab] f32 tensor.
-    unsafe { b.launch(cfg) }.w()?;
+    macro_rules! launch {
+        ($t:ty, $_wrap:ident) => {{
+            let x = logits.as_cuda_slice::<$t>()?.slice(l0..l1);
+            let mut b = stream.launch_builder(&func);
+            b.arg(&x).arg(&u).arg(&out);
+            candle_core::builder_arg!(b, vocab as u32, inv_temp);
+            // SAFETY: one block per row of a contiguous [rows, vocab] tensor.
+            unsafe { b.launch(cfg) }.w()?
+        }};
+    }
+    per_float_dtype!(logits.dtype(), "sample_rows", launch);
     Ok((CudaStorage { slice: CudaStorageSlice::U32(out), device: dev }, Shape::from(rows)))
 }
 

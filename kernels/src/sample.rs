@@ -35,8 +35,9 @@ pub struct SampleRows {
     inv_temp: f32,
 }
 
-/// One token per row of `logits` (`[rows, vocab]`, f32); `uniforms` has one draw in [0, 1) per
-/// row and is ignored when `temperature` is 0.
+/// One token per row of `logits` (`[rows, vocab]`, any float dtype: on the GPU they are read
+/// as they are, on the CPU as f32); `uniforms` has one draw in [0, 1) per row and is ignored
+/// when `temperature` is 0.
 pub fn sample_rows(logits: &Tensor, uniforms: &[f32], temperature: f32) -> Result<Vec<u32>> {
     let (rows, _) = logits.dims2()?;
     if uniforms.len() != rows {
@@ -44,7 +45,7 @@ pub fn sample_rows(logits: &Tensor, uniforms: &[f32], temperature: f32) -> Resul
     }
     let inv_temp = if temperature > 0.0 { 1.0 / temperature } else { 0.0 };
     let u = Tensor::from_slice(uniforms, rows, logits.device())?;
-    let logits = logits.to_dtype(candle_core::DType::F32)?.contiguous()?;
+    let logits = if logits.device().is_cuda() { logits.contiguous()? } else { logits.to_dtype(candle_core::DType::F32)?.contiguous()? };
     logits.apply_op2_no_bwd(&u, &SampleRows { inv_temp })?.to_vec1::<u32>()
 }
 

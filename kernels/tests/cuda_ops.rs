@@ -163,6 +163,13 @@ fn sampling_matches_cpu() {
     let b = sample_rows(&logits.to_device(&gpu).unwrap(), &u, 0.6).unwrap();
     let same = a.iter().zip(&b).filter(|(x, y)| x == y).count();
     assert!(same >= rows - 1, "only {same} of {rows} draws agree: {a:?} vs {b:?}");
+    // bf16 logits are read as they are on the GPU and widened to f32 on the CPU: the same values.
+    let half = logits.to_dtype(DType::BF16).unwrap();
+    let on_gpu = half.to_device(&gpu).unwrap();
+    assert_eq!(sample_rows(&half, &u, 0.0).unwrap(), sample_rows(&on_gpu, &u, 0.0).unwrap());
+    let (a, b) = (sample_rows(&half, &u, 0.6).unwrap(), sample_rows(&on_gpu, &u, 0.6).unwrap());
+    let same = a.iter().zip(&b).filter(|(x, y)| x == y).count();
+    assert!(same >= rows - 1, "bf16: only {same} of {rows} draws agree: {a:?} vs {b:?}");
 }
 
 #[test]

@@ -41,7 +41,7 @@ pub fn teacher_forced_logits(model: &Qwen3, prompts: &[Vec<u32>], continuations:
             s.pending = vec![HostJob::tail(&s.context, &s.tokens, from)];
         }
         let batch = PackedBatch::pack(seqs.iter(), block_size, 0)?;
-        per_step.push(model.forward(&batch.as_forward(), &pool)?);
+        per_step.push(model.forward(&batch.as_forward(), &pool)?.to_dtype(candle_core::DType::F32)?);
     }
     // [steps + 1, sequences, vocab] -> [sequences, steps + 1, vocab]
     Ok(Tensor::stack(&per_step, 0)?.transpose(0, 1)?.contiguous()?)

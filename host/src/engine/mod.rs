@@ -119,7 +119,7 @@ impl<'m> Engine<'m> {
         }
         let tokens = sampler::sample(&logits, &rows, temperature, self.seed)?;
         if let Some(kept) = &mut self.logits {
-            for (&(id, index), row) in rows.iter().zip(logits.to_vec2::<f32>()?) {
+            for (&(id, index), row) in rows.iter().zip(logits.to_dtype(candle_core::DType::F32)?.to_vec2::<f32>()?) {
                 kept.push((id, index, row));
             }
         }

@@ -61,7 +61,7 @@ struct State {
     mode: GraphMode,
     /// The fixed `u32` input buffer every graph reads.
     inputs: Option<Tensor>,
-    /// The fixed `[max_batch, vocab]` f32 logits every graph writes.
+    /// The fixed `[max_batch, vocab]` logits (the model's dtype) every graph writes.
     logits: Option<Tensor>,
     #[cfg(feature = "cuda")]
     graphs: std::collections::HashMap<StepShape, candle_core::cuda_backend::cudarc::driver::CudaGraph>,
@@ -130,7 +130,7 @@ impl DecodeGraphs {
             st.inputs = Some(Tensor::zeros(step.shape.buffer_len() * 3 / 2, candle_core::DType::U32, model.device())?);
         }
         if st.logits.is_none() {
-            st.logits = Some(Tensor::zeros((self.max_batch, model.config().vocab_size), candle_core::DType::F32, model.device())?);
+            st.logits = Some(Tensor::zeros((self.max_batch, model.config().vocab_size), model.dtype(), model.device())?);
         }
         let (inputs, logits) = (st.inputs.clone().expect("allocated above"), st.logits.clone().expect("allocated above"));
         for (range, at) in step.shape.pieces() {

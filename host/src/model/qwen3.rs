@@ -165,7 +165,7 @@ impl Qwen3 {
         self.dtype
     }
 
-    /// Runs the batch; returns f32 logits `[logit_rows.len(), vocab_size]`.
+    /// Runs the batch; returns logits `[logit_rows.len(), vocab_size]` in the model's dtype.
     pub fn forward(&self, batch: &ForwardBatch, pool: &KvPool) -> Result<Tensor> {
         let step = self.prepare(batch, pool, false)?;
         let len = step.ints.len();
@@ -223,7 +223,9 @@ impl Qwen3 {
         }
         drop(x);
         let h = h.index_select(&rows, 0)?;
-        Ok(self.linear(&self.lm_head, &h)?.to_dtype(DType::F32)?)
+        // In the model's dtype: the sampler reads them as they are (an f32 copy of a batch's
+        // logits cost 90 us per step at batch 64 on an H200).
+        Ok(self.linear(&self.lm_head, &h)?)
     }
 
     /// Whether `x @ w^T` goes to `small_matmul` (on the GPU, a few rows: decode at small batch)
