@@ -24,8 +24,14 @@ struct Run {
 
 /// Three requests of different lengths and output counts (the batch shrinks 3 -> 2 -> 1).
 fn run(m: &LoadedModel, mode: GraphMode, max_batch: usize, temperature: f32) -> (Run, nanohost::model::GraphStats) {
+    run_after(m, mode, max_batch, temperature, |_, _| {})
+}
+
+/// `run`, with `before` given the graphs and the pool ahead of the first request.
+fn run_after(m: &LoadedModel, mode: GraphMode, max_batch: usize, temperature: f32, before: impl FnOnce(&DecodeGraphs, &KvPool)) -> (Run, nanohost::model::GraphStats) {
     let pool = KvPool::new(m.model.config(), PoolSize::Blocks(64), 16, DType::F32, &Device::Cpu).unwrap();
     let graphs = DecodeGraphs::new(&m.model, max_batch, mode);
+    before(&graphs, &pool);
     let mut engine = Engine::new(&m.model, &pool, common::standard_policy(&pool), SchedulerConfig::default(), 7).with_graphs(&graphs);
     engine.logits = Some(Vec::new());
     for (len, max_tokens) in [(37u32, 6), (20, 10), (53, 14)] {
@@ -70,6 +76,21 @@ fn staged_decode_steps_give_the_eager_tokens_and_logits() {
         // captured for, so replays outnumber captures.
         assert_eq!(stats.shapes, 3);
     }
+}
+
+/// Pre-capture runs exactly the shapes the run then meets (buckets 4, 2, 1 at the 256-key
+/// bucket: the longest context is 53 + 14 keys), and its dummy steps change no token.
+#[test]
+fn precaptured_shapes_are_the_shapes_the_run_meets() {
+    let m = tiny();
+    let (eager, _) = run(&m, GraphMode::Off, 256, 0.8);
+    let (staged, stats) = run_after(&m, GraphMode::Staged, 256, 0.8, |g, pool| {
+        assert_eq!(g.precapture(&m.model, pool, 3, 53 + 14).unwrap(), 3);
+        assert_eq!(g.stats().shapes, 3);
+    });
+    assert_same(&eager, &staged);
+    assert_eq!(stats.shapes, 3, "the run met a shape that was not precaptured");
+    assert_eq!(stats.replays, 3 + 13);
 }
 
 #[test]

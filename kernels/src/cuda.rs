@@ -445,16 +445,15 @@ pub(crate) fn qkv_norm_rope_write(op: &crate::qkv_write::QkvNormRopeWrite, qkv: 
     Ok((CudaStorage { slice, device: dev }, Shape::from((tokens, op.heads * head_dim))))
 }
 
-/// Output columns per warp of `small_matmul` (1, 2 or 4; the weight loads in flight per lane
-/// stay 8): more columns share each load of x, fewer give more warps. A tuning knob,
-/// `NANOHOST_SMALL_MATMUL_COLUMNS`, read once; default 1.
-fn small_matmul_columns_per_warp() -> usize {
-    static NPW: OnceLock<usize> = OnceLock::new();
-    *NPW.get_or_init(|| match std::env::var("NANOHOST_SMALL_MATMUL_COLUMNS").ok().as_deref() {
-        Some("2") => 2,
-        Some("4") => 4,
-        _ => 1,
-    })
+/// Warps per output column of `small_matmul` (split-K: 1, 2, 4 or 8): enough that the
+/// launch has about as many warps as the GPU holds (64 per SM), while each warp still streams
+/// at least one full pass of 16-byte loads (32 x 8 elements).
+fn small_matmul_split(n: usize, k: usize, sms: usize) -> usize {
+    let mut s = (64 * sms / n.max(1)).next_power_of_two().clamp(1, 8);
+    while s > 1 && k / s < 32 * 8 {
+        s /= 2;
+    }
+    s
 }
 
 pub(crate) fn small_matmul(x: &CudaStorage, xl: &Layout, w: &CudaStorage, wl: &Layout) -> Result<(CudaStorage, Shape)> {
@@ -466,15 +465,15 @@ pub(crate) fn small_matmul(x: &CudaStorage, xl: &Layout, w: &CudaStorage, wl: &L
         candle_core::bail!("small_matmul (cuda): x and the weight must start 16-byte aligned");
     }
     let mr = rows.next_power_of_two();
-    let npw = small_matmul_columns_per_warp();
-    let func = kernel(&dev, &format!("small_matmul_{}_m{mr}_c{npw}", suffix(x.dtype())?), 0)?;
+    let split = small_matmul_split(n, k, sm_count(&dev)?);
+    let func = kernel(&dev, &format!("small_matmul_{}_m{mr}_s{split}", suffix(x.dtype())?), 0)?;
     let stream = dev.cuda_stream();
     let warps = 8u32;
-    let cfg = LaunchConfig { grid_dim: ((n as u32).div_ceil(warps * npw as u32), 1, 1), block_dim: (32 * warps, 1, 1), shared_mem_bytes: 0 };
+    let cfg = LaunchConfig { grid_dim: ((n as u32).div_ceil(warps / split as u32), 1, 1), block_dim: (32 * warps, 1, 1), shared_mem_bytes: 0 };
     macro_rules! launch {
         ($t:ty, $wrap:ident) => {{
             let (xs, ws) = (x.as_cuda_slice::<$t>()?.slice(x0..x1), w.as_cuda_slice::<$t>()?.slice(w0..w1));
-            // SAFETY: every element is written by the kernel (one warp per column, all rows).
+            // SAFETY: every element is written by the kernel (S warps per column, all rows).
             let out = unsafe { dev.alloc::<$t>(rows * n)? };
             let mut b = stream.launch_builder(&func);
             b.arg(&xs).arg(&ws).arg(&out);

@@ -160,6 +160,7 @@ pub(crate) struct Offsets {
     pub items: usize,
     pub group_rows: usize,
     pub tiled: usize,
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
     pub row_list: usize,
     pub slots: usize,
     pub shifts: usize,

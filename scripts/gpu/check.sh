@@ -15,7 +15,7 @@
 #     (GRAPHS=on|off|staged, default on: decode steps through CUDA graphs or not; SPEED_TAG names
 #     the output folder, for A/B runs of the NANOHOST_* tuning variables).
 # 12. (STEPS=profile) ncu: GPU time per kernel of one decode step at batch 1 and 64 (eager).
-# 13. (STEPS=tune) small_matmul's knobs (rows it takes over from cuBLAS, columns per warp) on
+# 13. (STEPS=tune) the rows small_matmul takes over from cuBLAS (NANOHOST_SMALL_MATMUL_ROWS) on
 #     decode at batch 1, 2, 4, 8; ncu's speed-of-light, occupancy and stall sections for the
 #     attention kernel at batch 64.
 # 11. (STEPS=graphs) decode through CUDA graphs vs staged (same padded computation, eager) vs
@@ -119,11 +119,10 @@ if want profile; then
   python3 "$B/ncu_step.py" "$R/ncu_b1.csv" "$R/ncu_b64.csv" 2>&1 | tee "$R/ncu_step.txt" | head -40
 fi
 if want tune; then
-  log "tune: small_matmul rows x columns per warp; attention under ncu sections"
-  for c in 2 4; do NANOHOST_SMALL_MATMUL_COLUMNS=$c "$B/cuda_ops_test" small_matmul --test-threads=1 2>&1 | grep "test result" | sed "s/^/columns $c: /"; done
-  for rc in 0:1 2:1 8:1 8:2 8:4; do
-    NANOHOST_SMALL_MATMUL_ROWS=${rc%:*} NANOHOST_SMALL_MATMUL_COLUMNS=${rc#*:} "$B/nanohost" bench-decode --model "$MODEL" \
-      --plugin "$B/plugins/libstandard.so" --batch-sizes 1,2,4,8 --warmup-steps 4 --steps 48 --out "$R/tune_rows${rc%:*}_cols${rc#*:}.json" 2>>"$R/check.log" >/dev/null
+  log "tune: rows small_matmul takes over from cuBLAS; attention under ncu sections"
+  for rows in 0 2 4 8; do
+    NANOHOST_SMALL_MATMUL_ROWS=$rows "$B/nanohost" bench-decode --model "$MODEL" \
+      --plugin "$B/plugins/libstandard.so" --batch-sizes 1,2,4,8 --warmup-steps 4 --steps 48 --out "$R/tune_rows$rows.json" 2>>"$R/check.log" >/dev/null
   done
   python3 - "$R" <<'PY'
 import glob, json, os, sys

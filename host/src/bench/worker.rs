@@ -89,11 +89,14 @@ pub fn run_worker(plugin_path: &Path, cfg: &BenchConfig, out_dir: &Path) -> Resu
     Ok(())
 }
 
-/// What the graphs did during the timed run (captures in the warm-up are not counted there).
-fn graph_record(graphs: &DecodeGraphs, before: &GraphStats) -> Value {
+/// What the graphs did during the timed run (captures in the warm-up are not counted there),
+/// and the shapes captured ahead of it with their time.
+fn graph_record(graphs: &DecodeGraphs, before: &GraphStats, precaptured: usize, precapture_seconds: f64) -> Value {
     let now = graphs.stats();
     json!({
         "mode": graphs.mode(),
+        "precaptured_shapes": precaptured,
+        "precapture_seconds": precapture_seconds,
         "replays": now.replays - before.replays,
         "captures": now.captures - before.captures,
         "capture_seconds": now.capture_seconds - before.capture_seconds,
@@ -126,6 +129,11 @@ fn run_point(plugin: &Plugin, reference: Option<&Plugin>, loaded: &LoadedModel, 
         }
         warm.run_to_completion()?;
     }
+    // Every decode shape the point can meet, captured before the clock starts.
+    let precapture_start = Instant::now();
+    let max_context = point.prompts.iter().map(|p| p.tokens.len() + p.max_tokens.unwrap_or(cfg.max_output_len)).max().unwrap_or(0);
+    let precaptured = graphs.precapture(&loaded.model, pool, point.prompts.len(), max_context)?;
+    let precapture_seconds = precapture_start.elapsed().as_secs_f64();
     let policy = plugin.new_policy(pool)?;
     let mut engine = Engine::new(&loaded.model, pool, Box::new(policy), sched, cfg.seed).with_graphs(graphs);
     let graphs_before = graphs.stats();
@@ -172,7 +180,7 @@ fn run_point(plugin: &Plugin, reference: Option<&Plugin>, loaded: &LoadedModel, 
         };
         m.insert("fidelity".into(), fidelity);
     }
-    m.insert("cuda_graphs".into(), graph_record(graphs, &graphs_before));
+    m.insert("cuda_graphs".into(), graph_record(graphs, &graphs_before, precaptured, precapture_seconds));
     m.insert("strategy_counters".into(), Value::Object(counters.into_iter().map(|(k, v)| (k, json!(v))).collect()));
     m.insert("model".into(), json!(loaded.name));
     m.insert("device".into(), json!(device));

@@ -883,72 +883,84 @@ __device__ void silu_mul(const T* x, T* out, uint32_t tokens, uint32_t width) {
   }
 FOR_FLOAT_TYPES(INSTANTIATE_SILU_MUL)
 
-// out[r][n] = sum_k x[r][k] w[n][k] for rows <= MR (decode at small batch): a warp owns NPW
-// output columns and streams their weight rows once with 16-byte loads (8 elements per lane per
-// load, CH loads per row in flight); each chunk of x (from cache) serves all NPW columns. f32
-// accumulators, one per (column, row), reduced across the warp at the end.
-template <typename T, int MR, int NPW>
+// out[r][n] = sum_k x[r][k] w[n][k] for rows <= MR (decode at small batch): the weight is
+// streamed once with 16-byte loads (CH per lane in flight, kept packed until used, so they cost
+// half the registers), each chunk of x (from cache) serving all rows. S warps share a column,
+// each taking a contiguous 1/S of k (split-K), reduced in shared memory: a projection with few
+// columns (1,024 for Qwen3-0.6B's o_proj and down_proj) would otherwise run one warp per column
+// on a GPU that wants several thousand warps to keep enough loads in flight.
+template <typename T, int MR, int S>
 __device__ void small_matmul(const T* x, const T* w, T* out, uint32_t rows, uint32_t n, uint32_t k) {
   constexpr int V = 16 / sizeof(T);  // elements per 16-byte load
-  constexpr int CH = 8 / NPW;         // chunks per weight row in flight
-  const uint32_t col0 = (blockIdx.x * (blockDim.x / 32) + (threadIdx.x >> 5)) * NPW;
-  const int lane = threadIdx.x & 31;
-  if (col0 >= n) return;
-  float acc[NPW][MR];
+  constexpr int CH = 8;               // loads per lane in flight
+  constexpr int BLOCK_WARPS = 8, COLS = BLOCK_WARPS / S;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, part = warp % S;
+  const uint32_t col = blockIdx.x * COLS + warp / S;
+  const uint32_t kc = (k / V + S - 1) / S * V;  // this warp's share of k, whole 16-byte loads
+  const uint32_t k0 = part * kc, k1 = min(k, k0 + kc);
+  float acc[MR];
 #pragma unroll
-  for (int p = 0; p < NPW; ++p)
+  for (int r = 0; r < MR; ++r) acc[r] = 0.f;
+  if (col < n) {
+    const T* wr = w + (size_t)col * k;
+    for (uint32_t c0 = k0 + lane * V; c0 < k1; c0 += 32 * V * CH) {
+      Pack<T, V> wp[CH];
 #pragma unroll
-    for (int r = 0; r < MR; ++r) acc[p][r] = 0.f;
-  for (uint32_t c0 = lane * V; c0 < k; c0 += 32 * V * CH) {
-    float wf[CH][NPW][V];
-#pragma unroll
-    for (int u = 0; u < CH; ++u)
-#pragma unroll
-      for (int p = 0; p < NPW; ++p) {
+      for (int u = 0; u < CH; ++u) {
         const uint32_t c = c0 + u * 32 * V;
-        if (c < k && col0 + p < n) load_f<V>(w + (size_t)(col0 + p) * k + c, wf[u][p]);
-        else
-#pragma unroll
-          for (int i = 0; i < V; ++i) wf[u][p][i] = 0.f;
+        if (c < k1) wp[u] = *reinterpret_cast<const Pack<T, V>*>(wr + c);
       }
 #pragma unroll
-    for (int u = 0; u < CH; ++u) {
-      const uint32_t c = c0 + u * 32 * V;
-      if (c >= k) break;
+      for (int u = 0; u < CH; ++u) {
+        const uint32_t c = c0 + u * 32 * V;
+        if (c >= k1) break;
 #pragma unroll
-      for (int r = 0; r < MR; ++r) {
-        if (r >= (int)rows) break;
-        float xf[V];
-        load_f<V>(x + (size_t)r * k + c, xf);
+        for (int r = 0; r < MR; ++r) {
+          if (r >= (int)rows) break;
+          float xf[V];
+          load_f<V>(x + (size_t)r * k + c, xf);
 #pragma unroll
-        for (int p = 0; p < NPW; ++p)
-#pragma unroll
-          for (int i = 0; i < V; ++i) acc[p][r] += xf[i] * wf[u][p][i];
+          for (int i = 0; i < V; ++i) acc[r] += xf[i] * to_f(wp[u].v[i]);
+        }
       }
     }
   }
 #pragma unroll
-  for (int p = 0; p < NPW; ++p)
+  for (int r = 0; r < MR; ++r)
+    for (int off = 16; off > 0; off >>= 1) acc[r] += __shfl_xor_sync(0xffffffffu, acc[r], off);
+  if constexpr (S == 1) {
+    if (lane == 0 && col < n)
 #pragma unroll
-    for (int r = 0; r < MR; ++r) {
-      float a = acc[p][r];
-      for (int off = 16; off > 0; off >>= 1) a += __shfl_xor_sync(0xffffffffu, a, off);
-      if (lane == 0 && r < (int)rows && col0 + p < n) out[(size_t)r * n + col0 + p] = from_f<T>(a);
+      for (int r = 0; r < MR; ++r)
+        if (r < (int)rows) out[(size_t)r * n + col] = from_f<T>(acc[r]);
+  } else {
+    __shared__ float partial[BLOCK_WARPS][MR];
+    if (lane == 0)
+#pragma unroll
+      for (int r = 0; r < MR; ++r) partial[warp][r] = acc[r];
+    __syncthreads();
+    if (part == 0 && lane < MR && lane < (int)rows && col < n) {
+      float a = 0.f;
+#pragma unroll
+      for (int p = 0; p < S; ++p) a += partial[warp + p][lane];
+      out[(size_t)lane * n + col] = from_f<T>(a);
     }
+  }
 }
 
-#define INSTANTIATE_SMALL_MATMUL_M(T, NAME, M, NPW)                                                      \
-  extern "C" __global__ void small_matmul_##NAME##_m##M##_c##NPW(const T* x, const T* w, T* out,       \
-                                                                 uint32_t rows, uint32_t n, uint32_t k) { \
-    small_matmul<T, M, NPW>(x, w, out, rows, n, k);                                                      \
+#define INSTANTIATE_SMALL_MATMUL_M(T, NAME, M, S)                                                     \
+  extern "C" __global__ void small_matmul_##NAME##_m##M##_s##S(const T* x, const T* w, T* out,       \
+                                                               uint32_t rows, uint32_t n, uint32_t k) { \
+    small_matmul<T, M, S>(x, w, out, rows, n, k);                                                    \
   }
-#define INSTANTIATE_SMALL_MATMUL_C(T, NAME, NPW) \
-  INSTANTIATE_SMALL_MATMUL_M(T, NAME, 1, NPW)    \
-  INSTANTIATE_SMALL_MATMUL_M(T, NAME, 2, NPW)    \
-  INSTANTIATE_SMALL_MATMUL_M(T, NAME, 4, NPW)    \
-  INSTANTIATE_SMALL_MATMUL_M(T, NAME, 8, NPW)
+#define INSTANTIATE_SMALL_MATMUL_S(T, NAME, S) \
+  INSTANTIATE_SMALL_MATMUL_M(T, NAME, 1, S)    \
+  INSTANTIATE_SMALL_MATMUL_M(T, NAME, 2, S)    \
+  INSTANTIATE_SMALL_MATMUL_M(T, NAME, 4, S)    \
+  INSTANTIATE_SMALL_MATMUL_M(T, NAME, 8, S)
 #define INSTANTIATE_SMALL_MATMUL(T, NAME) \
-  INSTANTIATE_SMALL_MATMUL_C(T, NAME, 1)  \
-  INSTANTIATE_SMALL_MATMUL_C(T, NAME, 2)  \
-  INSTANTIATE_SMALL_MATMUL_C(T, NAME, 4)
+  INSTANTIATE_SMALL_MATMUL_S(T, NAME, 1)  \
+  INSTANTIATE_SMALL_MATMUL_S(T, NAME, 2)  \
+  INSTANTIATE_SMALL_MATMUL_S(T, NAME, 4)  \
+  INSTANTIATE_SMALL_MATMUL_S(T, NAME, 8)
 FOR_FLOAT_TYPES(INSTANTIATE_SMALL_MATMUL)
