@@ -447,11 +447,13 @@ pub(crate) fn qkv_norm_rope_write(op: &crate::qkv_write::QkvNormRopeWrite, qkv: 
 
 /// Warps per output column of `small_matmul` (split-K: 1, 2, 4 or 8): enough that the
 /// launch has about as many warps as the GPU holds (64 per SM), while each warp still streams
-/// at least one full pass of 16-byte loads (32 x 8 elements). `NANOHOST_SMALL_MATMUL_SPLIT`
-/// (1, 2, 4 or 8, read once) caps it, for A/B runs.
+/// at least one full pass of 16-byte loads (32 x 8 elements), capped by
+/// `NANOHOST_SMALL_MATMUL_SPLIT` (1, 2, 4 or 8, read once). The cap defaults to 1 (no split):
+/// on an H200, splitting up to 8 made batch-1 decode 0.08 ms slower in graph replay (1.47 vs
+/// 1.39 ms/step, one machine, results/gpu-h200-2026-11-28-split-k/); other cards may differ.
 fn small_matmul_split(n: usize, k: usize, sms: usize) -> usize {
     static CAP: OnceLock<usize> = OnceLock::new();
-    let cap = *CAP.get_or_init(|| std::env::var("NANOHOST_SMALL_MATMUL_SPLIT").ok().and_then(|v| v.parse::<usize>().ok()).filter(|v| [1, 2, 4, 8].contains(v)).unwrap_or(8));
+    let cap = *CAP.get_or_init(|| std::env::var("NANOHOST_SMALL_MATMUL_SPLIT").ok().and_then(|v| v.parse::<usize>().ok()).filter(|v| [1, 2, 4, 8].contains(v)).unwrap_or(1));
     let mut s = (64 * sms / n.max(1)).next_power_of_two().clamp(1, cap);
     while s > 1 && k / s < 32 * 8 {
         s /= 2;
