@@ -491,3 +491,75 @@ pub(crate) fn small_matmul(x: &CudaStorage, xl: &Layout, w: &CudaStorage, wl: &L
     let slice = per_float_dtype!(x.dtype(), "small_matmul", launch);
     Ok((CudaStorage { slice, device: dev }, Shape::from((rows, n))))
 }
+
+/// A held weight's device slice (contiguous), for the fused matmuls.
+fn with_weight<T: candle_core::cuda_backend::CudaDType, R>(w: &Tensor, f: impl FnOnce(candle_core::cuda_backend::cudarc::driver::CudaView<'_, T>) -> Result<R>) -> Result<R> {
+    let (s, l) = w.storage_and_layout();
+    let Storage::Cuda(c) = &*s else { candle_core::bail!("the weight is not on the GPU") };
+    let (a, b) = contiguous_range(l, "the weight")?;
+    if a % 8 != 0 {
+        candle_core::bail!("the weight must start 16-byte aligned");
+    }
+    f(c.as_cuda_slice::<T>()?.slice(a..b))
+}
+
+/// Blocks of 256 threads (8 warps, one output column each), shared memory for the rows the
+/// prologue computes: see prologue_matmul in nanohost.cu.
+fn prologue_config(rows: usize, n: usize, k: usize, elem: usize) -> LaunchConfig {
+    LaunchConfig { grid_dim: ((n as u32).div_ceil(8), 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: (rows * k * elem) as u32 }
+}
+
+pub(crate) fn add_norm_matmul(op: &crate::prologue_matmul::AddNormMatmul, x: &CudaStorage, xl: &Layout, d: &CudaStorage, dl: &Layout, nw: &CudaStorage, nl: &Layout) -> Result<(CudaStorage, Shape)> {
+    let dev = x.device().clone();
+    let (rows, k) = xl.shape().dims2()?;
+    let n = op.w.dims()[0];
+    let ((x0, x1), (d0, d1), (n0, n1)) = (contiguous_range(xl, "x")?, contiguous_range(dl, "delta")?, contiguous_range(nl, "the norm weight")?);
+    let cfg = prologue_config(rows, n, k, x.dtype().size_in_bytes());
+    let func = kernel(&dev, &format!("add_norm_matmul_{}_m{}", suffix(x.dtype())?, rows.next_power_of_two()), cfg.shared_mem_bytes as usize)?;
+    let stream = dev.cuda_stream();
+    macro_rules! launch {
+        ($t:ty, $wrap:ident) => {{
+            let (xs, ds, ns) = (x.as_cuda_slice::<$t>()?.slice(x0..x1), d.as_cuda_slice::<$t>()?.slice(d0..d1), nw.as_cuda_slice::<$t>()?.slice(n0..n1));
+            // SAFETY: block 0 writes every sum, the blocks together every output column.
+            let out = unsafe { dev.alloc::<$t>(rows * (k + n))? };
+            let (sums, proj) = (out.slice(0..rows * k), out.slice(rows * k..));
+            with_weight::<$t, _>(&op.w, |w| {
+                let mut b = stream.launch_builder(&func);
+                b.arg(&xs).arg(&ds).arg(&ns).arg(&w).arg(&proj).arg(&sums);
+                candle_core::builder_arg!(b, rows as u32, n as u32, k as u32, op.eps);
+                // SAFETY: shapes checked by add_norm_matmul; k is a multiple of 8.
+                unsafe { b.launch(cfg) }.w()
+            })?;
+            CudaStorageSlice::$wrap(out)
+        }};
+    }
+    let slice = per_float_dtype!(x.dtype(), "add_norm_matmul", launch);
+    Ok((CudaStorage { slice, device: dev }, Shape::from(rows * (k + n))))
+}
+
+pub(crate) fn silu_matmul(op: &crate::prologue_matmul::SiluMatmul, x: &CudaStorage, l: &Layout) -> Result<(CudaStorage, Shape)> {
+    let dev = x.device().clone();
+    let (rows, k2) = l.shape().dims2()?;
+    let (k, n) = (k2 / 2, op.w.dims()[0]);
+    let (x0, x1) = contiguous_range(l, "gate_up")?;
+    let cfg = prologue_config(rows, n, k, x.dtype().size_in_bytes());
+    let func = kernel(&dev, &format!("silu_matmul_{}_m{}", suffix(x.dtype())?, rows.next_power_of_two()), cfg.shared_mem_bytes as usize)?;
+    let stream = dev.cuda_stream();
+    macro_rules! launch {
+        ($t:ty, $wrap:ident) => {{
+            let xs = x.as_cuda_slice::<$t>()?.slice(x0..x1);
+            // SAFETY: the blocks together write every output column.
+            let out = unsafe { dev.alloc::<$t>(rows * n)? };
+            with_weight::<$t, _>(&op.w, |w| {
+                let mut b = stream.launch_builder(&func);
+                b.arg(&xs).arg(&w).arg(&out);
+                candle_core::builder_arg!(b, rows as u32, n as u32, k as u32);
+                // SAFETY: shapes checked by silu_matmul; k is a multiple of 8.
+                unsafe { b.launch(cfg) }.w()
+            })?;
+            CudaStorageSlice::$wrap(out)
+        }};
+    }
+    let slice = per_float_dtype!(x.dtype(), "silu_matmul", launch);
+    Ok((CudaStorage { slice, device: dev }, Shape::from((rows, n))))
+}

@@ -964,3 +964,67 @@ __device__ void small_matmul(const T* x, const T* w, T* out, uint32_t rows, uint
   INSTANTIATE_SMALL_MATMUL_S(T, NAME, 4)  \
   INSTANTIATE_SMALL_MATMUL_S(T, NAME, 8)
 FOR_FLOAT_TYPES(INSTANTIATE_SMALL_MATMUL)
+
+// A few-row matmul whose input is computed in the same launch, into shared memory, by every
+// block (a few KB per row, read from L2): PRO 1 is the residual add and RMSNorm before a
+// projection (a = x, b = delta, nw = the norm weight; block 0 also writes the new residual to
+// sum_out), PRO 2 the SwiGLU before the down projection (a = [gate | up] rows of width 2 k).
+// Arithmetic and reduction order are add_rms_norm's and silu_mul's (blocks of 256 threads), so
+// the result equals the separate launches; at batch 1 it saves two launches a layer.
+template <typename T, int MR, int PRO>
+__device__ void prologue_matmul(const T* a, const T* b, const T* nw, const T* w, T* out, T* sum_out, uint32_t rows,
+                                uint32_t n, uint32_t k, float eps) {
+  extern __shared__ __align__(16) unsigned char prologue_smem[];
+  T* xs = reinterpret_cast<T*>(prologue_smem);
+  if constexpr (PRO == 1) {
+    __shared__ float partial[32];
+    for (uint32_t r = 0; r < rows; ++r) {
+      float ss = 0.f;
+      for (uint32_t c = threadIdx.x; c < k; c += blockDim.x) {
+        const T s = from_f<T>(to_f(a[(size_t)r * k + c]) + to_f(b[(size_t)r * k + c]));
+        xs[r * k + c] = s;
+        if (blockIdx.x == 0) sum_out[(size_t)r * k + c] = s;
+        const float f = to_f(s);
+        ss += f * f;
+      }
+      for (int off = 16; off > 0; off >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, off);
+      if ((threadIdx.x & 31) == 0) partial[threadIdx.x >> 5] = ss;
+      __syncthreads();
+      if (threadIdx.x < 32) {
+        float p = threadIdx.x < blockDim.x / 32 ? partial[threadIdx.x] : 0.f;
+        for (int off = 16; off > 0; off >>= 1) p += __shfl_xor_sync(0xffffffffu, p, off);
+        if (threadIdx.x == 0) partial[0] = p;
+      }
+      __syncthreads();
+      const float rr = rsqrtf(partial[0] / k + eps);
+      // Each thread rescales the sums it wrote itself.
+      for (uint32_t c = threadIdx.x; c < k; c += blockDim.x) xs[r * k + c] = from_f<T>(to_f(xs[r * k + c]) * rr * to_f(nw[c]));
+      __syncthreads();  // partial is reused by the next row; xs complete before the matmul
+    }
+  } else {
+    for (uint32_t e = threadIdx.x; e < rows * k; e += blockDim.x) {
+      const uint32_t r = e / k, c = e % k;
+      const float g = to_f(a[(size_t)r * 2 * k + c]), u = to_f(a[(size_t)r * 2 * k + k + c]);
+      xs[e] = from_f<T>(g / (1.f + expf(-g)) * u);
+    }
+    __syncthreads();
+  }
+  small_matmul<T, MR, 1>(xs, w, out, rows, n, k);
+}
+
+#define INSTANTIATE_PROLOGUE_MATMUL_M(T, NAME, M)                                                        \
+  extern "C" __global__ void add_norm_matmul_##NAME##_m##M(const T* x, const T* d, const T* nw,          \
+                                                           const T* w, T* out, T* sum_out, uint32_t rows, \
+                                                           uint32_t n, uint32_t k, float eps) {          \
+    prologue_matmul<T, M, 1>(x, d, nw, w, out, sum_out, rows, n, k, eps);                                \
+  }                                                                                                      \
+  extern "C" __global__ void silu_matmul_##NAME##_m##M(const T* gu, const T* w, T* out, uint32_t rows,   \
+                                                       uint32_t n, uint32_t k) {                         \
+    prologue_matmul<T, M, 2>(gu, nullptr, nullptr, w, out, nullptr, rows, n, k, 0.f);                    \
+  }
+#define INSTANTIATE_PROLOGUE_MATMUL(T, NAME)    \
+  INSTANTIATE_PROLOGUE_MATMUL_M(T, NAME, 1)     \
+  INSTANTIATE_PROLOGUE_MATMUL_M(T, NAME, 2)     \
+  INSTANTIATE_PROLOGUE_MATMUL_M(T, NAME, 4)     \
+  INSTANTIATE_PROLOGUE_MATMUL_M(T, NAME, 8)
+FOR_FLOAT_TYPES(INSTANTIATE_PROLOGUE_MATMUL)
