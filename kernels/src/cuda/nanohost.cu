@@ -889,10 +889,8 @@ FOR_FLOAT_TYPES(INSTANTIATE_SILU_MUL)
 // each taking a contiguous 1/S of k (split-K), reduced in shared memory: a projection with few
 // columns (1,024 for Qwen3-0.6B's o_proj and down_proj) would otherwise run one warp per column
 // on a GPU that wants several thousand warps to keep enough loads in flight.
-// `prologue` runs once the lane's first pass of weight loads is in flight (every thread calls
-// it): prologue_matmul computes x there, hidden behind those loads.
-template <typename T, int MR, int S, typename Prologue>
-__device__ void small_matmul(const T* x, const T* w, T* out, uint32_t rows, uint32_t n, uint32_t k, Prologue prologue) {
+template <typename T, int MR, int S>
+__device__ void small_matmul(const T* x, const T* w, T* out, uint32_t rows, uint32_t n, uint32_t k) {
   constexpr int V = 16 / sizeof(T);  // elements per 16-byte load
   constexpr int CH = 8;               // loads per lane in flight
   constexpr int BLOCK_WARPS = 8, COLS = BLOCK_WARPS / S;
@@ -903,21 +901,15 @@ __device__ void small_matmul(const T* x, const T* w, T* out, uint32_t rows, uint
   float acc[MR];
 #pragma unroll
   for (int r = 0; r < MR; ++r) acc[r] = 0.f;
-  const T* wr = w + (size_t)col * k;
-  Pack<T, V> wp[CH];
-  auto load = [&](uint32_t c0) {
-#pragma unroll
-    for (int u = 0; u < CH; ++u) {
-      const uint32_t c = c0 + u * 32 * V;
-      if (col < n && c < k1) wp[u] = *reinterpret_cast<const Pack<T, V>*>(wr + c);
-    }
-  };
-  const uint32_t first = k0 + lane * V;
-  load(first);
-  prologue();
   if (col < n) {
-    for (uint32_t c0 = first; c0 < k1; c0 += 32 * V * CH) {
-      if (c0 != first) load(c0);
+    const T* wr = w + (size_t)col * k;
+    for (uint32_t c0 = k0 + lane * V; c0 < k1; c0 += 32 * V * CH) {
+      Pack<T, V> wp[CH];
+#pragma unroll
+      for (int u = 0; u < CH; ++u) {
+        const uint32_t c = c0 + u * 32 * V;
+        if (c < k1) wp[u] = *reinterpret_cast<const Pack<T, V>*>(wr + c);
+      }
 #pragma unroll
       for (int u = 0; u < CH; ++u) {
         const uint32_t c = c0 + u * 32 * V;
@@ -959,7 +951,7 @@ __device__ void small_matmul(const T* x, const T* w, T* out, uint32_t rows, uint
 #define INSTANTIATE_SMALL_MATMUL_M(T, NAME, M, S)                                                     \
   extern "C" __global__ void small_matmul_##NAME##_m##M##_s##S(const T* x, const T* w, T* out,       \
                                                                uint32_t rows, uint32_t n, uint32_t k) { \
-    small_matmul<T, M, S>(x, w, out, rows, n, k, [] {});                                             \
+    small_matmul<T, M, S>(x, w, out, rows, n, k);                                                    \
   }
 #define INSTANTIATE_SMALL_MATMUL_S(T, NAME, S) \
   INSTANTIATE_SMALL_MATMUL_M(T, NAME, 1, S)    \
@@ -978,51 +970,46 @@ FOR_FLOAT_TYPES(INSTANTIATE_SMALL_MATMUL)
 // projection (a = x, b = delta, nw = the norm weight; block 0 also writes the new residual to
 // sum_out), PRO 2 the SwiGLU before the down projection (a = [gate | up] rows of width 2 k).
 // Arithmetic and reduction order are add_rms_norm's and silu_mul's (blocks of 256 threads), so
-// the result equals the separate launches; at batch 1 it saves two launches a layer. The
-// prologue runs after the block's first pass of weight loads is issued: computed before them, it
-// delayed every block's stream and lost 0.12 ms at batch 1 (results/...-fused-prologue).
+// the result equals the separate launches; at batch 1 it saves two launches a layer.
 template <typename T, int MR, int PRO>
 __device__ void prologue_matmul(const T* a, const T* b, const T* nw, const T* w, T* out, T* sum_out, uint32_t rows,
                                 uint32_t n, uint32_t k, float eps) {
   extern __shared__ __align__(16) unsigned char prologue_smem[];
   T* xs = reinterpret_cast<T*>(prologue_smem);
-  // Computed while the first pass of this block's weight loads is in flight.
-  auto compute_x = [&] {
-    if constexpr (PRO == 1) {
-      __shared__ float partial[32];
-      for (uint32_t r = 0; r < rows; ++r) {
-        float ss = 0.f;
-        for (uint32_t c = threadIdx.x; c < k; c += blockDim.x) {
-          const T s = from_f<T>(to_f(a[(size_t)r * k + c]) + to_f(b[(size_t)r * k + c]));
-          xs[r * k + c] = s;
-          if (blockIdx.x == 0) sum_out[(size_t)r * k + c] = s;
-          const float f = to_f(s);
-          ss += f * f;
-        }
-        for (int off = 16; off > 0; off >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, off);
-        if ((threadIdx.x & 31) == 0) partial[threadIdx.x >> 5] = ss;
-        __syncthreads();
-        if (threadIdx.x < 32) {
-          float p = threadIdx.x < blockDim.x / 32 ? partial[threadIdx.x] : 0.f;
-          for (int off = 16; off > 0; off >>= 1) p += __shfl_xor_sync(0xffffffffu, p, off);
-          if (threadIdx.x == 0) partial[0] = p;
-        }
-        __syncthreads();
-        const float rr = rsqrtf(partial[0] / k + eps);
-        // Each thread rescales the sums it wrote itself.
-        for (uint32_t c = threadIdx.x; c < k; c += blockDim.x) xs[r * k + c] = from_f<T>(to_f(xs[r * k + c]) * rr * to_f(nw[c]));
-        __syncthreads();  // partial is reused by the next row; xs complete before the matmul
+  if constexpr (PRO == 1) {
+    __shared__ float partial[32];
+    for (uint32_t r = 0; r < rows; ++r) {
+      float ss = 0.f;
+      for (uint32_t c = threadIdx.x; c < k; c += blockDim.x) {
+        const T s = from_f<T>(to_f(a[(size_t)r * k + c]) + to_f(b[(size_t)r * k + c]));
+        xs[r * k + c] = s;
+        if (blockIdx.x == 0) sum_out[(size_t)r * k + c] = s;
+        const float f = to_f(s);
+        ss += f * f;
       }
-    } else {
-      for (uint32_t e = threadIdx.x; e < rows * k; e += blockDim.x) {
-        const uint32_t r = e / k, c = e % k;
-        const float g = to_f(a[(size_t)r * 2 * k + c]), u = to_f(a[(size_t)r * 2 * k + k + c]);
-        xs[e] = from_f<T>(g / (1.f + expf(-g)) * u);
+      for (int off = 16; off > 0; off >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, off);
+      if ((threadIdx.x & 31) == 0) partial[threadIdx.x >> 5] = ss;
+      __syncthreads();
+      if (threadIdx.x < 32) {
+        float p = threadIdx.x < blockDim.x / 32 ? partial[threadIdx.x] : 0.f;
+        for (int off = 16; off > 0; off >>= 1) p += __shfl_xor_sync(0xffffffffu, p, off);
+        if (threadIdx.x == 0) partial[0] = p;
       }
       __syncthreads();
+      const float rr = rsqrtf(partial[0] / k + eps);
+      // Each thread rescales the sums it wrote itself.
+      for (uint32_t c = threadIdx.x; c < k; c += blockDim.x) xs[r * k + c] = from_f<T>(to_f(xs[r * k + c]) * rr * to_f(nw[c]));
+      __syncthreads();  // partial is reused by the next row; xs complete before the matmul
     }
-  };
-  small_matmul<T, MR, 1>(xs, w, out, rows, n, k, compute_x);
+  } else {
+    for (uint32_t e = threadIdx.x; e < rows * k; e += blockDim.x) {
+      const uint32_t r = e / k, c = e % k;
+      const float g = to_f(a[(size_t)r * 2 * k + c]), u = to_f(a[(size_t)r * 2 * k + k + c]);
+      xs[e] = from_f<T>(g / (1.f + expf(-g)) * u);
+    }
+    __syncthreads();
+  }
+  small_matmul<T, MR, 1>(xs, w, out, rows, n, k);
 }
 
 #define INSTANTIATE_PROLOGUE_MATMUL_M(T, NAME, M)                                                        \
