@@ -116,14 +116,6 @@ fn small_matmul_rows() -> usize {
     *ROWS.get_or_init(|| std::env::var("NANOHOST_SMALL_MATMUL_ROWS").ok().and_then(|v| v.parse().ok()).unwrap_or(2).min(SMALL_MATMUL_MAX_ROWS))
 }
 
-/// Whether few-row steps fuse the residual add + norm and the SwiGLU into the projections after
-/// them (`add_norm_matmul`, `silu_matmul`): on unless `NANOHOST_FUSED_PROLOGUE=0`, read once, for
-/// A/B runs.
-fn fused_prologues() -> bool {
-    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ON.get_or_init(|| std::env::var("NANOHOST_FUSED_PROLOGUE").as_deref() != Ok("0"))
-}
-
 impl Qwen3 {
     /// Builds the model from tensors named as in Hugging Face checkpoints (see
     /// [`super::weights::expected_tensors`]).
@@ -255,7 +247,7 @@ impl Qwen3 {
     fn norm_linear(&self, x: &Tensor, delta: Option<&Tensor>, norm: &Tensor, l: &Linear) -> Result<(Tensor, Tensor)> {
         let eps = self.cfg.rms_norm_eps as f32;
         Ok(match delta {
-            Some(d) if fused_prologues() && self.few_rows(x)? => add_norm_matmul(x, d, norm, eps, l.weight())?,
+            Some(d) if self.few_rows(x)? => add_norm_matmul(x, d, norm, eps, l.weight())?,
             Some(d) => {
                 let (x, h) = add_rms_norm(x, d, norm, eps)?;
                 let y = self.linear(l, &h)?;
@@ -279,7 +271,7 @@ impl Qwen3 {
         let attn = paged_attention(&q, k_pool, v_pool, &step.attention, scale)?;
         let attn = self.linear(&layer.o_proj, &attn.reshape((n, c.num_attention_heads * c.head_dim))?)?;
         let (x, gate_up) = self.norm_linear(&x, Some(&attn), &layer.post_norm, &layer.gate_up_proj)?;
-        let mlp = if fused_prologues() && self.few_rows(&gate_up)? { silu_matmul(&gate_up, layer.down_proj.weight())? } else { self.linear(&layer.down_proj, &silu_mul(&gate_up)?)? };
+        let mlp = if self.few_rows(&gate_up)? { silu_matmul(&gate_up, layer.down_proj.weight())? } else { self.linear(&layer.down_proj, &silu_mul(&gate_up)?)? };
         Ok((x, mlp))
     }
 }
