@@ -21,7 +21,7 @@ pub struct AddRmsNorm {
 }
 
 impl AddRmsNorm {
-    pub(crate) fn run<T: Elem>(&self, x: &[T], d: &[T], w: &[T]) -> Vec<T> {
+    fn run<T: Elem>(&self, x: &[T], d: &[T], w: &[T]) -> Vec<T> {
         let hidden = w.len();
         let tokens = x.len() / hidden;
         let mut out = vec![T::from_f32(0.0); 2 * x.len()];

@@ -15,7 +15,7 @@ pub fn silu_mul(x: &Tensor) -> Result<Tensor> {
 
 pub struct SiluMul;
 
-pub(crate) fn run<T: Elem>(x: &[T], tokens: usize, width: usize) -> Vec<T> {
+fn run<T: Elem>(x: &[T], tokens: usize, width: usize) -> Vec<T> {
     let mut out = Vec::with_capacity(tokens * width);
     for t in 0..tokens {
         let row = &x[t * 2 * width..(t + 1) * 2 * width];

@@ -22,7 +22,7 @@ pub fn small_matmul(x: &Tensor, w: &Tensor) -> Result<Tensor> {
 
 pub struct SmallMatmul;
 
-pub(crate) fn run<T: Elem>(x: &[T], w: &[T], rows: usize, k: usize) -> Vec<T> {
+fn run<T: Elem>(x: &[T], w: &[T], rows: usize, k: usize) -> Vec<T> {
     let n = w.len() / k;
     let mut out = Vec::with_capacity(rows * n);
     for r in 0..rows {

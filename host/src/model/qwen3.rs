@@ -15,7 +15,7 @@ use crate::engine::kv_pool::KvPool;
 use anyhow::{Context, Result};
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{ops::rms_norm, Linear};
-use nanohost_kernels::{add_norm_matmul, add_rms_norm, paged_attention, qkv_norm_rope_write, silu_matmul, silu_mul, small_matmul, AttentionBatch, MetaLayout, QkvNorms, SeqAttention, SharedGroup, SMALL_MATMUL_MAX_ROWS};
+use nanohost_kernels::{add_rms_norm, paged_attention, qkv_norm_rope_write, silu_mul, small_matmul, AttentionBatch, MetaLayout, QkvNorms, SeqAttention, SharedGroup, SMALL_MATMUL_MAX_ROWS};
 use std::collections::HashMap;
 
 struct Layer {
@@ -213,18 +213,15 @@ impl Qwen3 {
             attention: AttentionBatch::from_meta(ints.narrow(0, meta_start, shape.meta.total_len())?, shape.meta)?.with_rope_theta(self.cfg.rope_theta),
         };
         let eps = self.cfg.rms_norm_eps as f32;
-        // Each layer hands on its residual `x` and its MLP output, which the next layer adds to
-        // `x` in its input norm (fused with the QKV projection for a few rows).
         let mut x = self.embed.index_select(&ids, 0)?;
-        let mut delta = None;
+        let mut h = rms_norm(&x, &self.layers[0].input_norm, eps)?;
         for (l, layer) in self.layers.iter().enumerate() {
-            let (nx, mlp) = self.layer_forward(l, layer, &x, delta.as_ref(), &step, pool)?;
-            (x, delta) = (nx, Some(mlp));
+            // Each layer ends with its residual add fused into the norm that follows it: the
+            // next layer's input norm, or the final norm.
+            let next_norm = self.layers.get(l + 1).map_or(&self.norm, |n| &n.input_norm);
+            (x, h) = self.layer_forward(l, layer, &x, &h, next_norm, &step, pool)?;
         }
-        let h = match &delta {
-            Some(d) => add_rms_norm(&x, d, &self.norm, eps)?.1,
-            None => rms_norm(&x, &self.norm, eps)?,
-        };
+        drop(x);
         let h = h.index_select(&rows, 0)?;
         // In the model's dtype: the sampler reads them as they are (an f32 copy of a batch's
         // logits cost 90 us per step at batch 64 on an H200).
@@ -242,36 +239,22 @@ impl Qwen3 {
         Ok(if self.few_rows(x)? { small_matmul(x, l.weight())? } else { l.forward(x)? })
     }
 
-    /// `(x + delta, norm(x + delta) @ l^T)`: fused into one launch for a few rows on the GPU;
-    /// `delta` is `None` for the first layer, whose input is the embedding itself.
-    fn norm_linear(&self, x: &Tensor, delta: Option<&Tensor>, norm: &Tensor, l: &Linear) -> Result<(Tensor, Tensor)> {
-        let eps = self.cfg.rms_norm_eps as f32;
-        Ok(match delta {
-            Some(d) if self.few_rows(x)? => add_norm_matmul(x, d, norm, eps, l.weight())?,
-            Some(d) => {
-                let (x, h) = add_rms_norm(x, d, norm, eps)?;
-                let y = self.linear(l, &h)?;
-                (x, y)
-            }
-            None => (x.clone(), self.linear(l, &rms_norm(x, norm, eps)?)?),
-        })
-    }
-
-    /// One layer from the residual `x` and the previous layer's MLP output `delta` (not yet
-    /// added); returns this layer's residual after attention and its MLP output.
-    fn layer_forward(&self, l: usize, layer: &Layer, x: &Tensor, delta: Option<&Tensor>, step: &StepInputs, pool: &KvPool) -> Result<(Tensor, Tensor)> {
+    /// One layer from its input `x` and `h` = its input norm of `x`; returns the layer's output
+    /// and `next_norm` of it.
+    #[allow(clippy::too_many_arguments)]
+    fn layer_forward(&self, l: usize, layer: &Layer, x: &Tensor, h: &Tensor, next_norm: &Tensor, step: &StepInputs, pool: &KvPool) -> Result<(Tensor, Tensor)> {
         let c = &self.cfg;
         let n = x.dim(0)?;
         let eps = c.rms_norm_eps as f32;
-        let (x, qkv) = self.norm_linear(x, delta, &layer.input_norm, &layer.qkv_proj)?;
+        let qkv = self.linear(&layer.qkv_proj, h)?;
         let (k_pool, v_pool) = pool.layer(l);
         let norms = QkvNorms { heads: c.num_attention_heads, kv_heads: c.num_key_value_heads, q_norm: &layer.q_norm, k_norm: &layer.k_norm, eps };
         let q = qkv_norm_rope_write(&qkv, &norms, &step.cos_sin, k_pool, v_pool, &step.slots)?;
         let scale = 1.0 / (c.head_dim as f32).sqrt();
         let attn = paged_attention(&q, k_pool, v_pool, &step.attention, scale)?;
         let attn = self.linear(&layer.o_proj, &attn.reshape((n, c.num_attention_heads * c.head_dim))?)?;
-        let (x, gate_up) = self.norm_linear(&x, Some(&attn), &layer.post_norm, &layer.gate_up_proj)?;
-        let mlp = if self.few_rows(&gate_up)? { silu_matmul(&gate_up, layer.down_proj.weight())? } else { self.linear(&layer.down_proj, &silu_mul(&gate_up)?)? };
-        Ok((x, mlp))
+        let (x, h) = add_rms_norm(x, &attn, &layer.post_norm, eps)?;
+        let mlp = self.linear(&layer.down_proj, &silu_mul(&self.linear(&layer.gate_up_proj, &h)?)?)?;
+        Ok(add_rms_norm(&x, &mlp, next_norm, eps)?)
     }
 }
