@@ -102,22 +102,22 @@ fn split_counters(dev: &CudaDevice, needed: usize) -> Result<u64> {
     static COUNTERS: OnceLock<Mutex<HashMap<usize, (u64, usize)>>> = OnceLock::new();
     let ordinal = dev.cuda_stream().context().ordinal();
     let mut map = COUNTERS.get_or_init(Default::default).lock().expect("split counters");
-    if let Some(&(ptr, len)) = map.get(&ordinal) {
-        if needed <= len {
-            return Ok(ptr);
+    let (ptr, len) = match map.get(&ordinal) {
+        Some(&counters) => counters,
+        None => {
+            let len = ATTENTION_BLOCKS_PER_SM * sm_count(dev)?;
+            let stream = dev.cuda_stream();
+            let buf = stream.alloc_zeros::<u32>(len).w()?;
+            let (ptr, _sync) = buf.device_ptr(&stream);
+            drop(_sync);
+            std::mem::forget(buf);
+            map.insert(ordinal, (ptr, len));
+            (ptr, len)
         }
-        candle_core::bail!("paged_attention (cuda): {needed} split counters asked for, {len} exist");
-    }
-    let len = ATTENTION_BLOCKS_PER_SM * sm_count(dev)?;
+    };
     if needed > len {
         candle_core::bail!("paged_attention (cuda): {needed} split counters asked for, {len} exist");
     }
-    let stream = dev.cuda_stream();
-    let buf = stream.alloc_zeros::<u32>(len).w()?;
-    let (ptr, _sync) = buf.device_ptr(&stream);
-    drop(_sync);
-    std::mem::forget(buf);
-    map.insert(ordinal, (ptr, len));
     Ok(ptr)
 }
 

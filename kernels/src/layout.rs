@@ -278,8 +278,9 @@ impl AttentionBatch {
         let shared = crate::cascade::GroupTables::build(groups, seqs, &seq_start, &slots, &shifts, rows)
             .map_err(|e| candle_core::Error::Msg(format!("attention batch: {e}")))?;
         let (tiled, row_list) = tiles(seqs, &shared.row_skip);
-        let per_row = |r: usize| tiled.is_empty() || row_list.binary_search(&(r as u32)).is_ok();
-        let max_row_keys = (0..rows).filter(|&r| per_row(r)).map(|r| (row_visible[r] - shared.row_skip[r]) as usize).max().unwrap_or(0);
+        // Over the rows the per-row kernel runs: all of them, or the listed ones.
+        let own_keys = |r: usize| (row_visible[r] - shared.row_skip[r]) as usize;
+        let max_row_keys = if tiled.is_empty() { (0..rows).map(own_keys).max() } else { row_list.iter().map(|&r| own_keys(r as usize)).max() }.unwrap_or(0);
         let layout = MetaLayout {
             rows,
             num_seqs: seqs.len(),

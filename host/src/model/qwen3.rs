@@ -225,7 +225,7 @@ impl Qwen3 {
         let h = h.index_select(&rows, 0)?;
         // In the model's dtype: the sampler reads them as they are (an f32 copy of a batch's
         // logits cost 90 us per step at batch 64 on an H200).
-        Ok(self.linear(&self.lm_head, &h)?)
+        self.linear(&self.lm_head, &h)
     }
 
     /// Whether `x @ w^T` goes to `small_matmul` (on the GPU, a few rows: decode at small batch)
