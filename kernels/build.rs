@@ -11,6 +11,8 @@ fn main() {
         return;
     }
     let cap = std::env::var("CUDA_COMPUTE_CAP").unwrap_or_else(|_| "90".into());
+    // cuda/launch.rs turns programmatic dependent launch on only for PTX built for sm_90+.
+    println!("cargo:rustc-env=NANOHOST_PTX_COMPUTE_CAP={cap}");
     let nvcc = ["CUDA_ROOT", "CUDA_HOME", "CUDA_PATH"]
         .iter()
         .filter_map(std::env::var_os)

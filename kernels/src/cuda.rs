@@ -5,6 +5,13 @@ use crate::paged_attention::PagedAttention;
 use candle_core::backend::BackendStorage;
 use candle_core::cuda_backend::cudarc::driver::sys::{CUdevice_attribute, CUfunction_attribute};
 use candle_core::cuda_backend::cudarc::driver::{CudaFunction, LaunchConfig, PushKernelArg};
+use launch::Launch;
+
+mod launch;
+
+pub(crate) fn pdl_enabled(dev: &CudaDevice) -> bool {
+    launch::pdl_enabled(&dev.cuda_stream())
+}
 use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
 use candle_core::cuda_backend::{CudaStorageSlice, WrapErr};
@@ -191,7 +198,7 @@ pub(crate) fn paged_attention(op: &PagedAttention, q: &CudaStorage, ql: &Layout,
                     let per_tile = (QV_TILE / group) as u32;
                     let cfg = LaunchConfig { grid_dim: (lay.num_tiled as u32, (lay.max_tiled_rows as u32).div_ceil(per_tile), kv_heads as u32), block_dim: (128, 1, 1), shared_mem_bytes: smem as u32 };
                     let tiled = sec(o.tiled, o.row_list);
-                    let mut b = stream.launch_builder(&tiles);
+                    let mut b = Launch::new(&stream, &tiles);
                     b.arg(&q).arg(&k).arg(&v).arg(&out).arg(&row_visible).arg(&seq_start).arg(&slots).arg(&tiled);
                     candle_core::builder_arg!(b, heads as u32, kv_heads as u32, head_dim as u32, group as u32, op.softmax_scale);
                     // SAFETY: the tiled sequences and their rows were validated with the batch.
@@ -203,7 +210,7 @@ pub(crate) fn paged_attention(op: &PagedAttention, q: &CudaStorage, ql: &Layout,
                     let cfg = LaunchConfig { grid_dim: (lay.num_items as u32, kv_heads as u32, tiles), block_dim: (128, 1, 1), shared_mem_bytes: smem as u32 };
                     let (grs, gseq, glen, items, grows) =
                         (sec(o.group_row_start, o.group_seq), sec(o.group_seq, o.group_len), sec(o.group_len, o.items), sec(o.items, o.group_rows), sec(o.group_rows, o.slots));
-                    let mut b = stream.launch_builder(&shared);
+                    let mut b = Launch::new(&stream, &shared);
                     b.arg(&q).arg(&k).arg(&v).arg(part_o).arg(part_ml).arg(&seq_start).arg(&slots).arg(&grs).arg(&gseq).arg(&glen).arg(&items).arg(&grows);
                     candle_core::builder_arg!(b, parts as u32, chunk, heads as u32, kv_heads as u32, head_dim as u32, group as u32, op.softmax_scale);
                     // SAFETY: the groups were validated against the sequences and the pool.
@@ -213,7 +220,7 @@ pub(crate) fn paged_attention(op: &PagedAttention, q: &CudaStorage, ql: &Layout,
                     return Ok(());
                 }
                 let row_seq = sec(o.row_seq, o.row_visible);
-                let mut b = stream.launch_builder(&func);
+                let mut b = Launch::new(&stream, &func);
                 b.arg(&q).arg(&k).arg(&v).arg(&out);
                 // The rows to run over, or a null pointer for all of them.
                 let row_list = sec(o.row_list, o.slots);
@@ -267,7 +274,7 @@ pub(crate) fn write_kv(pool: &mut CudaStorage, pl: &Layout, src: &CudaStorage, s
         ($t:ty, $_wrap:ident) => {{
             let src = src.as_cuda_slice::<$t>()?.slice(s0..);
             let mut pool = pool.as_cuda_slice_mut::<$t>()?.slice_mut(p0..p1);
-            let mut b = stream.launch_builder(&func);
+            let mut b = Launch::new(&stream, &func);
             b.arg(&mut pool).arg(&src).arg(&slots);
             candle_core::builder_arg!(b, row as u32, s_stride as u32, capacity as u32);
             // SAFETY: the kernel skips slots at or beyond `capacity`.
@@ -291,7 +298,7 @@ pub(crate) fn sample_rows(logits: &CudaStorage, ll: &Layout, u: &CudaStorage, ul
     macro_rules! launch {
         ($t:ty, $_wrap:ident) => {{
             let x = logits.as_cuda_slice::<$t>()?.slice(l0..l1);
-            let mut b = stream.launch_builder(&func);
+            let mut b = Launch::new(&stream, &func);
             b.arg(&x).arg(&u).arg(&out);
             candle_core::builder_arg!(b, vocab as u32, inv_temp);
             // SAFETY: one block per row of a contiguous [rows, vocab] tensor.
@@ -331,7 +338,7 @@ pub(crate) fn rms_norm_rope(
             let css = cs.as_cuda_slice::<$t>()?.slice(c0..c1);
             // SAFETY: every element is written by the kernel.
             let out = unsafe { dev.alloc::<$t>(tokens * width)? };
-            let mut b = stream.launch_builder(&func);
+            let mut b = Launch::new(&stream, &func);
             b.arg(&xs).arg(&ws).arg(&css).arg(&out);
             candle_core::builder_arg!(b, tokens as u32, op.heads as u32, head_dim as u32, x_stride as u32, op.eps);
             // SAFETY: shapes checked by rms_norm_rope.
@@ -357,7 +364,7 @@ pub(crate) fn silu_mul(x: &CudaStorage, l: &Layout) -> Result<(CudaStorage, Shap
             let xs = x.as_cuda_slice::<$t>()?.slice(a..b);
             // SAFETY: every element is written by the kernel.
             let out = unsafe { dev.alloc::<$t>(tokens * width)? };
-            let mut bld = stream.launch_builder(&func);
+            let mut bld = Launch::new(&stream, &func);
             bld.arg(&xs).arg(&out);
             candle_core::builder_arg!(bld, tokens as u32, width as u32);
             // SAFETY: grid-stride loop over exactly tokens * width outputs.
@@ -381,7 +388,7 @@ pub(crate) fn add_rms_norm(op: &crate::add_norm::AddRmsNorm, x: &CudaStorage, xl
             let (xs, ds, ws) = (x.as_cuda_slice::<$t>()?.slice(x0..x1), d.as_cuda_slice::<$t>()?.slice(d0..d1), w.as_cuda_slice::<$t>()?.slice(w0..w1));
             // SAFETY: every element is written by the kernel (one block per row, both halves).
             let out = unsafe { dev.alloc::<$t>(2 * tokens * hidden)? };
-            let mut b = stream.launch_builder(&func);
+            let mut b = Launch::new(&stream, &func);
             b.arg(&xs).arg(&ds).arg(&ws).arg(&out);
             candle_core::builder_arg!(b, tokens as u32, hidden as u32, op.eps);
             // SAFETY: contiguous [tokens, hidden] inputs, checked by add_rms_norm.
@@ -432,7 +439,7 @@ pub(crate) fn qkv_norm_rope_write(op: &crate::qkv_write::QkvNormRopeWrite, qkv: 
             let capacity = (k_len / (op.kv_heads * head_dim)) as u32;
             // SAFETY: every element is written by the kernel (one warp per q head).
             let out = unsafe { dev.alloc::<$t>(tokens * op.heads * head_dim)? };
-            let mut b = stream.launch_builder(&func);
+            let mut b = Launch::new(&stream, &func);
             b.arg(&qs).arg(&qw).arg(&kw).arg(&css).arg(&out).arg(&kp).arg(&vp).arg(&slot_ids);
             candle_core::builder_arg!(b, tokens as u32, op.heads as u32, op.kv_heads as u32, head_dim as u32, capacity, op.eps);
             // SAFETY: shapes checked by qkv_norm_rope_write; slots at or beyond the pool's
@@ -480,7 +487,7 @@ pub(crate) fn small_matmul(x: &CudaStorage, xl: &Layout, w: &CudaStorage, wl: &L
             let (xs, ws) = (x.as_cuda_slice::<$t>()?.slice(x0..x1), w.as_cuda_slice::<$t>()?.slice(w0..w1));
             // SAFETY: every element is written by the kernel (S warps per column, all rows).
             let out = unsafe { dev.alloc::<$t>(rows * n)? };
-            let mut b = stream.launch_builder(&func);
+            let mut b = Launch::new(&stream, &func);
             b.arg(&xs).arg(&ws).arg(&out);
             candle_core::builder_arg!(b, rows as u32, n as u32, k as u32);
             // SAFETY: shapes checked by small_matmul; k is a multiple of 8 (16-byte loads).

@@ -14,6 +14,8 @@
 # 10. (STEPS=speed) the engine's own speed: the throughput and latency workloads, standard plugin
 #     (GRAPHS=on|off|staged, default on: decode steps through CUDA graphs or not; SPEED_TAG names
 #     the output folder, for A/B runs of the NANOHOST_* tuning variables).
+# 14. (STEPS=pdl) programmatic dependent launch on vs off (NANOHOST_PDL=1/0), with graphs on and
+#     off, at batch 1, 4, 64: ms/step, identical tokens, and the captured graph's edges.
 # 12. (STEPS=profile) ncu: GPU time per kernel of one decode step at batch 1 and 64 (eager).
 # 13. (STEPS=tune) the rows small_matmul takes over from cuBLAS (NANOHOST_SMALL_MATMUL_ROWS) on
 #     decode at batch 1, 2, 4, 8; ncu's speed-of-light, occupancy and stall sections for the
@@ -107,6 +109,23 @@ for i, r in enumerate(rows["on"]):
     print(f"batch {r['batch_size']:3d}: ms/step on {r['decode_ms_per_step_median']:.3f} staged {s['decode_ms_per_step_median']:.3f} off {o['decode_ms_per_step_median']:.3f}"
           f" | replays {r['graph_replays']} captures {r['graph_captures']} ({r['graph_capture_seconds']:.3f}s)"
           f" | tokens on==staged {r['output_tokens_sha256'] == s['output_tokens_sha256']} on==off {r['output_tokens_sha256'] == o['output_tokens_sha256']}")
+PY
+fi
+if want pdl; then
+  log "programmatic dependent launch on vs off (NANOHOST_PDL), graphs on and off, batch 1, 4, 64"
+  for pdl in 1 0; do for g in on off; do
+    NANOHOST_PDL=$pdl "$B/nanohost" bench-decode --model "$MODEL" --plugin "$B/plugins/libstandard.so" --batch-sizes 1,4,64 \
+      --cuda-graphs $g --out "$R/decode_pdl${pdl}_graphs_$g.json" 2>>"$R/check.log" >/dev/null
+  done; done
+  python3 - "$R" <<'PY'
+import json, sys
+load = lambda p, g: json.load(open(f"{sys.argv[1]}/decode_pdl{p}_graphs_{g}.json"))["results"]
+for g in ("on", "off"):
+    on, off = load(1, g), load(0, g)
+    for a, b in zip(on, off):
+        print(f"graphs {g} batch {a['batch_size']:3d}: ms/step pdl {a['decode_ms_per_step_median']:.3f} (launch attr {a['programmatic_launch']})"
+              f" no-pdl {b['decode_ms_per_step_median']:.3f} | tokens equal {a['output_tokens_sha256'] == b['output_tokens_sha256']}"
+              f" | graph {a.get('graph_anatomy')}")
 PY
 fi
 if want profile; then

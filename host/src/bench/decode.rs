@@ -65,6 +65,8 @@ pub fn run(b: &DecodeBench, loaded: &LoadedModel, plugin: &Plugin) -> Result<Vec
             "graph_replays": graphs.stats().replays,
             "graph_captures": graphs.stats().captures,
             "graph_capture_seconds": graphs.stats().capture_seconds,
+            "graph_anatomy": graphs.stats().last_graph,
+            "programmatic_launch": nanohost_kernels::programmatic_launch(loaded.model.device()),
             "output_tokens_sha256": super::metrics::output_digest(&done),
         }));
     }

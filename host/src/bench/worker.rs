@@ -101,7 +101,8 @@ fn graph_record(graphs: &DecodeGraphs, before: &GraphStats, precaptured: usize, 
         "captures": now.captures - before.captures,
         "capture_seconds": now.capture_seconds - before.capture_seconds,
         "eager_decode_steps": now.eager_decode_steps - before.eager_decode_steps,
-    })
+        "last_graph": now.last_graph,
+            })
 }
 
 /// The reference for the chunked workloads' fidelity check: the standard plugin found beside
@@ -181,6 +182,7 @@ fn run_point(plugin: &Plugin, reference: Option<&Plugin>, loaded: &LoadedModel, 
         m.insert("fidelity".into(), fidelity);
     }
     m.insert("cuda_graphs".into(), graph_record(graphs, &graphs_before, precaptured, precapture_seconds));
+    m.insert("programmatic_launch".into(), json!(nanohost_kernels::programmatic_launch(loaded.model.device())));
     m.insert("strategy_counters".into(), Value::Object(counters.into_iter().map(|(k, v)| (k, json!(v))).collect()));
     m.insert("model".into(), json!(loaded.name));
     m.insert("device".into(), json!(device));

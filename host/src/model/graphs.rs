@@ -33,6 +33,8 @@ pub struct GraphStats {
     pub capture_seconds: f64,
     /// Decode steps that ran eagerly (larger than the largest bucket, or with cascade groups).
     pub eager_decode_steps: usize,
+    /// Nodes and edges of the last graph captured.
+    pub last_graph: Option<super::graph_anatomy::GraphAnatomy>,
 }
 
 /// How decode steps run.
@@ -182,6 +184,7 @@ impl DecodeGraphs {
                     let start = std::time::Instant::now();
                     match capture(model, &inputs, &logits, &step.shape, pool) {
                         Ok(graph) => {
+                            st.stats.last_graph = Some(super::graph_anatomy::anatomy(graph.cu_graph())?);
                             st.graphs.insert(key, graph);
                             st.stats.captures += 1;
                             st.stats.capture_seconds += start.elapsed().as_secs_f64();

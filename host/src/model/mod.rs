@@ -1,6 +1,7 @@
 //! The model: configuration, weights, tokenizer, presets and the paged Qwen3 forward pass.
 
 pub mod config;
+pub mod graph_anatomy;
 pub mod graphs;
 pub mod preset;
 pub mod qwen3;

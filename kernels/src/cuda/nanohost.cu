@@ -63,6 +63,20 @@ __device__ inline void cp_async_wait() {
 #endif
 }
 
+// Programmatic dependent launch (cuda/launch.rs): every kernel here may be launched while the
+// kernel before it in the stream still runs. pdl_enter first lets the next kernel launch (its
+// blocks are placed as soon as this grid's blocks all run), then waits until the previous one
+// has finished and its writes are visible. Before pdl_enter a kernel may only read what no
+// kernel writes (weights); every block must call it, on every path, before it exits: the next
+// kernel's wait covers this grid only, so it is this grid's wait that orders it after the one
+// before. On cards before sm_90 both instructions compile to nothing.
+__device__ inline void pdl_enter() {
+#if __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
+  asm volatile("griddepcontrol.wait;\n" ::: "memory");
+#endif
+}
+
 // One warp merges the partials of one (row, query head) by log-sum-exp and writes its output:
 // the shared pass's chunks [0, chunks) and the splits [max_chunks, parts). Partials are read
 // past L1 (__ldcg): other blocks wrote them during this launch.
@@ -633,6 +647,7 @@ __device__ void prefill_tiles(const T* q, const T* k, const T* v, T* out, const 
       const uint32_t* slots, const uint32_t* shifts, float* part_o, float* part_ml,               \
       uint32_t* split_done, uint32_t max_chunks, uint32_t splits, uint32_t chunk, uint32_t heads, \
       uint32_t kv_heads, uint32_t head_dim, float scale, double theta) {                          \
+    pdl_enter();                                                                                            \
     paged_attention<T, G, P, SH>(q, k, v, out, row_list, row_seq, row_visible, row_skip, seq_start, slots,  \
                                  shifts, part_o, part_ml, split_done, max_chunks, splits, chunk,  \
                                  heads, kv_heads, head_dim, scale, theta);                        \
@@ -653,12 +668,14 @@ __device__ void prefill_tiles(const T* q, const T* k, const T* v, T* out, const 
   INSTANTIATE_ATTENTION_G(T, NAME, 8)                                                                 \
   extern "C" __global__ void write_kv_##NAME(T* pool, const T* src, const uint32_t* slots,           \
                                              uint32_t row, uint32_t src_stride, uint32_t capacity) { \
+    pdl_enter();                                                                                      \
     write_kv<T>(pool, src, slots, row, src_stride, capacity);                                         \
   }                                                                                                   \
   extern "C" __global__ void prefill_tiles_##NAME(                                                    \
       const T* q, const T* k, const T* v, T* out, const uint32_t* row_visible,                        \
       const uint32_t* seq_start, const uint32_t* slots, const uint32_t* tiled, uint32_t heads,        \
       uint32_t kv_heads, uint32_t head_dim, uint32_t gqa, float scale) {                              \
+    pdl_enter();                                                                                      \
     prefill_tiles<T>(q, k, v, out, row_visible, seq_start, slots, tiled, heads, kv_heads, head_dim,   \
                      gqa, scale);                                                                     \
   }                                                                                                   \
@@ -668,6 +685,7 @@ __device__ void prefill_tiles(const T* q, const T* k, const T* v, T* out, const 
       const uint32_t* group_len, const uint32_t* items, const uint32_t* group_rows,                   \
       uint32_t parts, uint32_t chunk, uint32_t heads, uint32_t kv_heads, uint32_t head_dim,           \
       uint32_t gqa, float scale) {                                                                    \
+    pdl_enter();                                                                                      \
     cascade_shared<T>(q, k, v, part_o, part_ml, seq_start, slots, group_row_start, group_seq,         \
                       group_len, items, group_rows, parts, chunk, heads, kv_heads, head_dim,          \
                       gqa, scale);                                                                    \
@@ -737,6 +755,7 @@ __device__ void sample_rows(const T* logits, const float* u, uint32_t* out, uint
 #define INSTANTIATE_SAMPLE(T, NAME)                                                                   \
   extern "C" __global__ void sample_rows_##NAME(const T* logits, const float* u, uint32_t* out,      \
                                                 uint32_t vocab, float inv_temp) {                    \
+    pdl_enter();                                                                                     \
     sample_rows<T>(logits, u, out, vocab, inv_temp);                                                 \
   }
 FOR_FLOAT_TYPES(INSTANTIATE_SAMPLE)
@@ -812,6 +831,7 @@ __device__ void qkv_norm_rope_write(const T* qkv, const T* q_w, const T* k_w, co
       const T* qkv, const T* q_w, const T* k_w, const T* cs, T* q_out, T* k_pool, T* v_pool,               \
       const uint32_t* slots, uint32_t tokens, uint32_t heads, uint32_t kv_heads, uint32_t head_dim,         \
       uint32_t capacity, float eps) {                                                                      \
+    pdl_enter();                                                                                           \
     qkv_norm_rope_write<T, P>(qkv, q_w, k_w, cs, q_out, k_pool, v_pool, slots, tokens, heads, kv_heads,    \
                               head_dim, capacity, eps);                                                    \
   }
@@ -853,6 +873,7 @@ __device__ void add_rms_norm(const T* x, const T* delta, const T* w, T* out, uin
 #define INSTANTIATE_ADD_NORM(T, NAME)                                                                  \
   extern "C" __global__ void add_rms_norm_##NAME(const T* x, const T* delta, const T* w, T* out,     \
                                                  uint32_t tokens, uint32_t hidden, float eps) {       \
+    pdl_enter();                                                                                     \
     add_rms_norm<T>(x, delta, w, out, tokens, hidden, eps);                                          \
   }
 FOR_FLOAT_TYPES(INSTANTIATE_ADD_NORM)
@@ -861,6 +882,7 @@ FOR_FLOAT_TYPES(INSTANTIATE_ADD_NORM)
   extern "C" __global__ void rms_norm_rope_##NAME##_p##P(                                      \
       const T* x, const T* w, const T* cs, T* out, uint32_t tokens, uint32_t heads,             \
       uint32_t head_dim, uint32_t x_row_stride, float eps) {                                    \
+    pdl_enter();                                                                                \
     rms_norm_rope<T, P>(x, w, cs, out, tokens, heads, head_dim, x_row_stride, eps);             \
   }
 #define INSTANTIATE_NORM_ROPE(T, NAME) FOR_HEAD_PER(INSTANTIATE_NORM_ROPE_P, T, NAME)
@@ -879,6 +901,7 @@ __device__ void silu_mul(const T* x, T* out, uint32_t tokens, uint32_t width) {
 
 #define INSTANTIATE_SILU_MUL(T, NAME)                                                                  \
   extern "C" __global__ void silu_mul_##NAME(const T* x, T* out, uint32_t tokens, uint32_t width) {   \
+    pdl_enter();                                                                                     \
     silu_mul<T>(x, out, tokens, width);                                                              \
   }
 FOR_FLOAT_TYPES(INSTANTIATE_SILU_MUL)
@@ -901,15 +924,23 @@ __device__ void small_matmul(const T* x, const T* w, T* out, uint32_t rows, uint
   float acc[MR];
 #pragma unroll
   for (int r = 0; r < MR; ++r) acc[r] = 0.f;
-  if (col < n) {
-    const T* wr = w + (size_t)col * k;
-    for (uint32_t c0 = k0 + lane * V; c0 < k1; c0 += 32 * V * CH) {
-      Pack<T, V> wp[CH];
+  const T* wr = w + (size_t)col * k;
+  Pack<T, V> wp[CH];
+  auto load_weights = [&](uint32_t c0) {
 #pragma unroll
-      for (int u = 0; u < CH; ++u) {
-        const uint32_t c = c0 + u * 32 * V;
-        if (c < k1) wp[u] = *reinterpret_cast<const Pack<T, V>*>(wr + c);
-      }
+    for (int u = 0; u < CH; ++u) {
+      const uint32_t c = c0 + u * 32 * V;
+      if (c < k1) wp[u] = *reinterpret_cast<const Pack<T, V>*>(wr + c);
+    }
+  };
+  // The first CH loads of the weight (all of it for k up to 32 * V * CH) depend on no kernel:
+  // they are issued before waiting for the one before, and land while it finishes.
+  const uint32_t first = k0 + lane * V;
+  if (col < n) load_weights(first);
+  pdl_enter();
+  if (col < n) {
+    for (uint32_t c0 = first; c0 < k1; c0 += 32 * V * CH) {
+      if (c0 != first) load_weights(c0);
 #pragma unroll
       for (int u = 0; u < CH; ++u) {
         const uint32_t c = c0 + u * 32 * V;
