@@ -7,7 +7,10 @@ use candle_core::cuda_backend::cudarc::driver::sys::{CUdevice_attribute, CUfunct
 use candle_core::cuda_backend::cudarc::driver::{CudaFunction, LaunchConfig, PushKernelArg};
 use launch::Launch;
 
+mod graph_links;
 mod launch;
+
+pub use graph_links::link_programmatic;
 
 pub(crate) fn pdl_enabled(dev: &CudaDevice) -> bool {
     launch::pdl_enabled(&dev.cuda_stream())

@@ -66,7 +66,7 @@ struct State {
     /// The fixed `[max_batch, vocab]` logits (the model's dtype) every graph writes.
     logits: Option<Tensor>,
     #[cfg(feature = "cuda")]
-    graphs: std::collections::HashMap<StepShape, candle_core::cuda_backend::cudarc::driver::CudaGraph>,
+    graphs: std::collections::HashMap<StepShape, super::cuda_graph::CudaGraph>,
     stats: GraphStats,
     shapes: std::collections::HashSet<StepShape>,
 }
@@ -182,9 +182,9 @@ impl DecodeGraphs {
                 #[cfg(feature = "cuda")]
                 if !st.graphs.contains_key(&key) {
                     let start = std::time::Instant::now();
-                    match capture(model, &inputs, &logits, &step.shape, pool) {
+                    match super::cuda_graph::capture(model, &inputs, &logits, &step.shape, pool) {
                         Ok(graph) => {
-                            st.stats.last_graph = Some(super::graph_anatomy::anatomy(graph.cu_graph())?);
+                            st.stats.last_graph = Some(graph.anatomy);
                             st.graphs.insert(key, graph);
                             st.stats.captures += 1;
                             st.stats.capture_seconds += start.elapsed().as_secs_f64();
@@ -198,7 +198,7 @@ impl DecodeGraphs {
                     }
                 }
                 #[cfg(feature = "cuda")]
-                st.graphs[&key].launch().map_err(|e| anyhow::anyhow!("CUDA graph replay: {e:?}"))?;
+                st.graphs[&key].launch()?;
                 #[cfg(not(feature = "cuda"))]
                 unreachable!("graphs are never on without the cuda feature");
             }
@@ -206,35 +206,6 @@ impl DecodeGraphs {
         st.stats.replays += 1;
         Ok(logits.narrow(0, 0, n)?)
     }
-}
-
-/// Records the forward pass of `shape` (inputs already in `inputs`) writing its logits into
-/// `logits`, after an eager run of the same step.
-#[cfg(feature = "cuda")]
-fn capture(
-    model: &Qwen3,
-    inputs: &Tensor,
-    logits: &Tensor,
-    shape: &StepShape,
-    pool: &KvPool,
-) -> Result<candle_core::cuda_backend::cudarc::driver::CudaGraph> {
-    use candle_core::cuda_backend::cudarc::driver::sys::{CUgraphInstantiate_flags, CUstreamCaptureMode};
-    let candle_core::Device::Cuda(dev) = model.device() else { anyhow::bail!("not a CUDA device") };
-    // Small parameter uploads of candle's ops come from a cache while capturing; the warm-up
-    // run, under the same guard, fills it.
-    let _cache = dev.enable_cuda_graph_htod_cache();
-    drop(model.forward_prepared(inputs, shape, pool)?);
-    let stream = dev.cuda_stream();
-    stream.synchronize()?;
-    stream.begin_capture(CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)?;
-    // Every tensor of the pass is allocated and freed inside the capture; only the copy into
-    // the fixed `logits` buffer outlives it.
-    let recorded = model.forward_prepared(inputs, shape, pool).and_then(|l| Ok(logits.slice_set(&l, 0, 0)?));
-    let graph = stream.end_capture(CUgraphInstantiate_flags(0));
-    recorded?;
-    let graph = graph?.ok_or_else(|| anyhow::anyhow!("the capture recorded nothing"))?;
-    graph.upload()?;
-    Ok(graph)
 }
 
 /// A decode batch padded to `rows` with rows that write and read only the scratch slot.

@@ -1,6 +1,8 @@
 //! The model: configuration, weights, tokenizer, presets and the paged Qwen3 forward pass.
 
 pub mod config;
+#[cfg(feature = "cuda")]
+pub mod cuda_graph;
 pub mod graph_anatomy;
 pub mod graphs;
 pub mod preset;

@@ -1,0 +1,72 @@
+//! One captured decode step as an executable CUDA graph.
+//!
+//! cudarc's `end_capture` instantiates the graph at once; nanohost first links its kernels
+//! with programmatic edges (`nanohost_kernels::link_programmatic`), so it ends the capture and
+//! instantiates itself.
+
+use super::graph_anatomy::{anatomy, GraphAnatomy};
+use super::qwen3::{Qwen3, StepShape};
+use crate::engine::kv_pool::KvPool;
+use anyhow::{Context, Result};
+use candle_core::cuda_backend::cudarc::driver::{sys, CudaStream};
+use candle_core::Tensor;
+use std::sync::Arc;
+
+pub struct CudaGraph {
+    graph: sys::CUgraph,
+    exec: sys::CUgraphExec,
+    stream: Arc<CudaStream>,
+    pub anatomy: GraphAnatomy,
+}
+
+impl CudaGraph {
+    pub fn launch(&self) -> Result<()> {
+        self.stream.context().bind_to_thread()?;
+        // SAFETY: an instantiated graph of this stream's context.
+        unsafe { sys::cuGraphLaunch(self.exec, self.stream.cu_stream()) }.result().context("CUDA graph replay")
+    }
+}
+
+impl Drop for CudaGraph {
+    fn drop(&mut self) {
+        // SAFETY: owned handles, destroyed once.
+        unsafe {
+            if !self.exec.is_null() {
+                let _ = sys::cuGraphExecDestroy(self.exec);
+            }
+            let _ = sys::cuGraphDestroy(self.graph);
+        }
+    }
+}
+
+/// Records the forward pass of `shape` (inputs already in `inputs`) writing its logits into
+/// `logits`, after an eager run of the same step.
+pub fn capture(model: &Qwen3, inputs: &Tensor, logits: &Tensor, shape: &StepShape, pool: &KvPool) -> Result<CudaGraph> {
+    let candle_core::Device::Cuda(dev) = model.device() else { anyhow::bail!("not a CUDA device") };
+    // Small parameter uploads of candle's ops come from a cache while capturing; the warm-up
+    // run, under the same guard, fills it.
+    let _cache = dev.enable_cuda_graph_htod_cache();
+    drop(model.forward_prepared(inputs, shape, pool)?);
+    let stream = dev.cuda_stream();
+    stream.synchronize()?;
+    stream.begin_capture(sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)?;
+    // Every tensor of the pass is allocated and freed inside the capture; only the copy into
+    // the fixed `logits` buffer outlives it.
+    let recorded = model.forward_prepared(inputs, shape, pool).and_then(|l| Ok(logits.slice_set(&l, 0, 0)?));
+    let mut graph = std::ptr::null_mut();
+    // SAFETY: ends the capture begun above on this stream.
+    let ended = unsafe { sys::cuStreamEndCapture(stream.cu_stream(), &mut graph) }.result();
+    recorded?;
+    ended.context("ending the CUDA graph capture")?;
+    anyhow::ensure!(!graph.is_null(), "the capture recorded nothing");
+    let mut g = CudaGraph { graph, exec: std::ptr::null_mut(), stream: stream.clone(), anatomy: GraphAnatomy::default() };
+    if nanohost_kernels::programmatic_launch(model.device()) {
+        nanohost_kernels::link_programmatic(dev, g.graph)?;
+    }
+    g.anatomy = anatomy(g.graph)?;
+    // SAFETY: a complete graph; the exec handle is owned by `g` from here.
+    unsafe { sys::cuGraphInstantiateWithFlags(&mut g.exec, g.graph, 0) }.result().context("instantiating the CUDA graph")?;
+    // SAFETY: as launch.
+    unsafe { sys::cuGraphUpload(g.exec, stream.cu_stream()) }.result().context("uploading the CUDA graph")?;
+    Ok(g)
+}
