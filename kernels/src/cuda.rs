@@ -7,10 +7,17 @@ use candle_core::cuda_backend::cudarc::driver::sys::{CUdevice_attribute, CUfunct
 use candle_core::cuda_backend::cudarc::driver::{CudaFunction, LaunchConfig, PushKernelArg};
 use launch::Launch;
 
-mod graph_links;
+mod capture_links;
 mod launch;
 
-pub use graph_links::link_programmatic;
+/// An op's output buffer, allocated so that in a captured graph the op's kernel can start
+/// before the kernel before it ends (capture_links.rs).
+///
+/// # Safety
+/// As `CudaDevice::alloc`: the buffer is uninitialised.
+unsafe fn alloc_out<T: candle_core::cuda_backend::cudarc::driver::DeviceRepr>(dev: &CudaDevice, n: usize) -> Result<candle_core::cuda_backend::cudarc::driver::CudaSlice<T>> {
+    capture_links::hoisted_alloc(&dev.cuda_stream(), || dev.alloc::<T>(n))
+}
 
 pub(crate) fn pdl_enabled(dev: &CudaDevice) -> bool {
     launch::pdl_enabled(&dev.cuda_stream())
@@ -165,7 +172,7 @@ pub(crate) fn paged_attention(op: &PagedAttention, q: &CudaStorage, ql: &Layout,
     let partials = if lay.num_groups > 0 || splits > 1 {
         let n = rows * heads * parts;
         // SAFETY: every partial that is read was written before (shared pass, then split pass).
-        Some(unsafe { (dev.alloc::<f32>(n * head_dim)?, dev.alloc::<f32>(n * 2)?) })
+        Some(unsafe { (alloc_out::<f32>(&dev, n * head_dim)?, alloc_out::<f32>(&dev, n * 2)?) })
     } else {
         None
     };
@@ -185,7 +192,7 @@ pub(crate) fn paged_attention(op: &PagedAttention, q: &CudaStorage, ql: &Layout,
         ($t:ty, $wrap:ident) => {{
             let (q, k, v) = (q.as_cuda_slice::<$t>()?.slice(q0..q1), k.as_cuda_slice::<$t>()?.slice(k0..k1), v.as_cuda_slice::<$t>()?.slice(v0..v1));
             // SAFETY: every element is written by the kernel.
-            let out = unsafe { dev.alloc::<$t>(rows * heads * head_dim)? };
+            let out = unsafe { alloc_out::<$t>(&dev, rows * heads * head_dim)? };
             with_u32(&op.meta, |meta, m0| {
                 let sec = |a: usize, b: usize| meta.slice(m0 + a..m0 + b);
                 let (seq_start, slots) = (sec(o.seq_start, o.group_row_start), meta.slice(m0 + o.slots..));
@@ -205,7 +212,7 @@ pub(crate) fn paged_attention(op: &PagedAttention, q: &CudaStorage, ql: &Layout,
                     b.arg(&q).arg(&k).arg(&v).arg(&out).arg(&row_visible).arg(&seq_start).arg(&slots).arg(&tiled);
                     candle_core::builder_arg!(b, heads as u32, kv_heads as u32, head_dim as u32, group as u32, op.softmax_scale);
                     // SAFETY: the tiled sequences and their rows were validated with the batch.
-                    unsafe { b.launch(cfg) }.w()?;
+                    unsafe { b.launch(cfg) }?;
                 }
                 if let (true, Some((part_o, part_ml))) = (lay.num_groups > 0, &partials) {
                     let shared = kernel(dev, &format!("cascade_shared_{sfx}"), smem)?;
@@ -217,7 +224,7 @@ pub(crate) fn paged_attention(op: &PagedAttention, q: &CudaStorage, ql: &Layout,
                     b.arg(&q).arg(&k).arg(&v).arg(part_o).arg(part_ml).arg(&seq_start).arg(&slots).arg(&grs).arg(&gseq).arg(&glen).arg(&items).arg(&grows);
                     candle_core::builder_arg!(b, parts as u32, chunk, heads as u32, kv_heads as u32, head_dim as u32, group as u32, op.softmax_scale);
                     // SAFETY: the groups were validated against the sequences and the pool.
-                    unsafe { b.launch(cfg) }.w()?;
+                    unsafe { b.launch(cfg) }?;
                 }
                 if per_row == 0 {
                     return Ok(());
@@ -247,7 +254,7 @@ pub(crate) fn paged_attention(op: &PagedAttention, q: &CudaStorage, ql: &Layout,
                 b.arg(&counters);
                 candle_core::builder_arg!(b, lay.max_chunks as u32, splits as u32, chunk, heads as u32, kv_heads as u32, head_dim as u32, op.softmax_scale, op.rope_theta);
                 // SAFETY: shapes checked above; the metadata was validated against the pool.
-                unsafe { b.launch(cfg) }.w()?;
+                unsafe { b.launch(cfg) }?;
                 Ok(())
             })?;
             CudaStorageSlice::$wrap(out)
@@ -281,7 +288,7 @@ pub(crate) fn write_kv(pool: &mut CudaStorage, pl: &Layout, src: &CudaStorage, s
             b.arg(&mut pool).arg(&src).arg(&slots);
             candle_core::builder_arg!(b, row as u32, s_stride as u32, capacity as u32);
             // SAFETY: the kernel skips slots at or beyond `capacity`.
-            unsafe { b.launch(cfg) }.w()
+            unsafe { b.launch(cfg) }
         }};
     }
     per_float_dtype!(pool.dtype(), "write_kv", launch)?;
@@ -295,7 +302,7 @@ pub(crate) fn sample_rows(logits: &CudaStorage, ll: &Layout, u: &CudaStorage, ul
     let (u0, u1) = contiguous_range(ul, "uniforms")?;
     let func = kernel(&dev, &format!("sample_rows_{}", suffix(logits.dtype())?), 0)?;
     let stream = dev.cuda_stream();
-    let out = unsafe { dev.alloc::<u32>(rows)? };
+    let out = unsafe { alloc_out::<u32>(&dev, rows)? };
     let u = u.as_cuda_slice::<f32>()?.slice(u0..u1);
     let cfg = LaunchConfig { grid_dim: (rows as u32, 1, 1), block_dim: (1024, 1, 1), shared_mem_bytes: 0 };
     macro_rules! launch {
@@ -305,7 +312,7 @@ pub(crate) fn sample_rows(logits: &CudaStorage, ll: &Layout, u: &CudaStorage, ul
             b.arg(&x).arg(&u).arg(&out);
             candle_core::builder_arg!(b, vocab as u32, inv_temp);
             // SAFETY: one block per row of a contiguous [rows, vocab] tensor.
-            unsafe { b.launch(cfg) }.w()?
+            unsafe { b.launch(cfg) }?
         }};
     }
     per_float_dtype!(logits.dtype(), "sample_rows", launch);
@@ -340,12 +347,12 @@ pub(crate) fn rms_norm_rope(
             let ws = w.as_cuda_slice::<$t>()?.slice(w0..w1);
             let css = cs.as_cuda_slice::<$t>()?.slice(c0..c1);
             // SAFETY: every element is written by the kernel.
-            let out = unsafe { dev.alloc::<$t>(tokens * width)? };
+            let out = unsafe { alloc_out::<$t>(&dev, tokens * width)? };
             let mut b = Launch::new(&stream, &func);
             b.arg(&xs).arg(&ws).arg(&css).arg(&out);
             candle_core::builder_arg!(b, tokens as u32, op.heads as u32, head_dim as u32, x_stride as u32, op.eps);
             // SAFETY: shapes checked by rms_norm_rope.
-            unsafe { b.launch(cfg) }.w()?;
+            unsafe { b.launch(cfg) }?;
             CudaStorageSlice::$wrap(out)
         }};
     }
@@ -366,12 +373,12 @@ pub(crate) fn silu_mul(x: &CudaStorage, l: &Layout) -> Result<(CudaStorage, Shap
         ($t:ty, $wrap:ident) => {{
             let xs = x.as_cuda_slice::<$t>()?.slice(a..b);
             // SAFETY: every element is written by the kernel.
-            let out = unsafe { dev.alloc::<$t>(tokens * width)? };
+            let out = unsafe { alloc_out::<$t>(&dev, tokens * width)? };
             let mut bld = Launch::new(&stream, &func);
             bld.arg(&xs).arg(&out);
             candle_core::builder_arg!(bld, tokens as u32, width as u32);
             // SAFETY: grid-stride loop over exactly tokens * width outputs.
-            unsafe { bld.launch(cfg) }.w()?;
+            unsafe { bld.launch(cfg) }?;
             CudaStorageSlice::$wrap(out)
         }};
     }
@@ -390,12 +397,12 @@ pub(crate) fn add_rms_norm(op: &crate::add_norm::AddRmsNorm, x: &CudaStorage, xl
         ($t:ty, $wrap:ident) => {{
             let (xs, ds, ws) = (x.as_cuda_slice::<$t>()?.slice(x0..x1), d.as_cuda_slice::<$t>()?.slice(d0..d1), w.as_cuda_slice::<$t>()?.slice(w0..w1));
             // SAFETY: every element is written by the kernel (one block per row, both halves).
-            let out = unsafe { dev.alloc::<$t>(2 * tokens * hidden)? };
+            let out = unsafe { alloc_out::<$t>(&dev, 2 * tokens * hidden)? };
             let mut b = Launch::new(&stream, &func);
             b.arg(&xs).arg(&ds).arg(&ws).arg(&out);
             candle_core::builder_arg!(b, tokens as u32, hidden as u32, op.eps);
             // SAFETY: contiguous [tokens, hidden] inputs, checked by add_rms_norm.
-            unsafe { b.launch(cfg) }.w()?;
+            unsafe { b.launch(cfg) }?;
             CudaStorageSlice::$wrap(out)
         }};
     }
@@ -441,13 +448,13 @@ pub(crate) fn qkv_norm_rope_write(op: &crate::qkv_write::QkvNormRopeWrite, qkv: 
             let (vp, _) = raw_ptr::<$t>(&op.v_pool, "the V pool")?;
             let capacity = (k_len / (op.kv_heads * head_dim)) as u32;
             // SAFETY: every element is written by the kernel (one warp per q head).
-            let out = unsafe { dev.alloc::<$t>(tokens * op.heads * head_dim)? };
+            let out = unsafe { alloc_out::<$t>(&dev, tokens * op.heads * head_dim)? };
             let mut b = Launch::new(&stream, &func);
             b.arg(&qs).arg(&qw).arg(&kw).arg(&css).arg(&out).arg(&kp).arg(&vp).arg(&slot_ids);
             candle_core::builder_arg!(b, tokens as u32, op.heads as u32, op.kv_heads as u32, head_dim as u32, capacity, op.eps);
             // SAFETY: shapes checked by qkv_norm_rope_write; slots at or beyond the pool's
             // capacity are skipped by the kernel; the pools are written only by this stream.
-            unsafe { b.launch(cfg) }.w()?;
+            unsafe { b.launch(cfg) }?;
             CudaStorageSlice::$wrap(out)
         }};
     }
@@ -489,12 +496,12 @@ pub(crate) fn small_matmul(x: &CudaStorage, xl: &Layout, w: &CudaStorage, wl: &L
         ($t:ty, $wrap:ident) => {{
             let (xs, ws) = (x.as_cuda_slice::<$t>()?.slice(x0..x1), w.as_cuda_slice::<$t>()?.slice(w0..w1));
             // SAFETY: every element is written by the kernel (S warps per column, all rows).
-            let out = unsafe { dev.alloc::<$t>(rows * n)? };
+            let out = unsafe { alloc_out::<$t>(&dev, rows * n)? };
             let mut b = Launch::new(&stream, &func);
             b.arg(&xs).arg(&ws).arg(&out);
             candle_core::builder_arg!(b, rows as u32, n as u32, k as u32);
             // SAFETY: shapes checked by small_matmul; k is a multiple of 8 (16-byte loads).
-            unsafe { b.launch(cfg) }.w()?;
+            unsafe { b.launch(cfg) }?;
             CudaStorageSlice::$wrap(out)
         }};
     }

@@ -37,8 +37,6 @@ pub use sample::{argmax, inverse_cdf, sample_rows, SampleRows};
 pub use silu_mul::{silu_mul, SiluMul};
 pub use small_matmul::{small_matmul, SmallMatmul, SMALL_MATMUL_MAX_ROWS};
 pub use upload::write_u32;
-#[cfg(feature = "cuda")]
-pub use cuda::link_programmatic;
 
 /// Whether kernels on `device` are launched with programmatic dependent launch (CUDA, sm_90 and
 /// later, unless `NANOHOST_PDL=0`): each may start while the one before it finishes.

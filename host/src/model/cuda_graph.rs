@@ -1,8 +1,8 @@
 //! One captured decode step as an executable CUDA graph.
 //!
-//! cudarc's `end_capture` instantiates the graph at once; nanohost first links its kernels
-//! with programmatic edges (`nanohost_kernels::link_programmatic`), so it ends the capture and
-//! instantiates itself.
+//! cudarc's `end_capture` instantiates the graph at once; nanohost ends the capture itself so
+//! that it can count the graph's nodes and edges first (whether its kernels were joined by
+//! programmatic edges, see nanohost-kernels' cuda/capture_links.rs).
 
 use super::graph_anatomy::{anatomy, GraphAnatomy};
 use super::qwen3::{Qwen3, StepShape};
@@ -60,9 +60,6 @@ pub fn capture(model: &Qwen3, inputs: &Tensor, logits: &Tensor, shape: &StepShap
     ended.context("ending the CUDA graph capture")?;
     anyhow::ensure!(!graph.is_null(), "the capture recorded nothing");
     let mut g = CudaGraph { graph, exec: std::ptr::null_mut(), stream: stream.clone(), anatomy: GraphAnatomy::default() };
-    if nanohost_kernels::programmatic_launch(model.device()) {
-        nanohost_kernels::link_programmatic(dev, g.graph)?;
-    }
     g.anatomy = anatomy(g.graph)?;
     // SAFETY: a complete graph; the exec handle is owned by `g` from here.
     unsafe { sys::cuGraphInstantiateWithFlags(&mut g.exec, g.graph, 0) }.result().context("instantiating the CUDA graph")?;

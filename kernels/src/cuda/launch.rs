@@ -14,7 +14,8 @@
 //! without the attribute and `griddepcontrol` compiles to nothing.
 
 use candle_core::cuda_backend::cudarc::driver::sys::{self, CUdevice_attribute, CUlaunchAttributeID};
-use candle_core::cuda_backend::cudarc::driver::{CudaFunction, CudaSlice, CudaStream, CudaView, CudaViewMut, DevicePtr, DriverError, LaunchConfig, PushKernelArg};
+use candle_core::cuda_backend::cudarc::driver::{CudaFunction, CudaSlice, CudaStream, CudaView, CudaViewMut, DevicePtr, LaunchConfig, PushKernelArg};
+use candle_core::cuda_backend::WrapErr;
 use std::ffi::c_void;
 use std::sync::OnceLock;
 
@@ -51,10 +52,13 @@ impl<'a> Launch<'a> {
         self
     }
 
+    /// While a graph is captured, the launch is first linked to the kernel before it by a
+    /// programmatic edge (capture_links.rs).
+    ///
     /// # Safety
     /// As cudarc's `LaunchArgs::launch`: the arguments must match the kernel's parameters, and
     /// the kernel must stay inside the buffers it is given.
-    pub(crate) unsafe fn launch(&mut self, cfg: LaunchConfig) -> Result<(), DriverError> {
+    pub(crate) unsafe fn launch(&mut self, cfg: LaunchConfig) -> candle_core::Result<()> {
         let mut params: Vec<*mut c_void> = self.slots.iter_mut().map(|s| s as *mut u64 as *mut c_void).collect();
         let mut attr: sys::CUlaunchAttribute = std::mem::zeroed();
         attr.id = CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION;
@@ -72,8 +76,11 @@ impl<'a> Launch<'a> {
             attrs: if pdl { &mut attr } else { std::ptr::null_mut() },
             numAttrs: pdl as u32,
         };
-        self.stream.context().bind_to_thread()?;
-        sys::cuLaunchKernelEx(&config, self.func.cu_function(), params.as_mut_ptr(), std::ptr::null_mut()).result()
+        self.stream.context().bind_to_thread().w()?;
+        if pdl {
+            super::capture_links::link_before_launch(self.stream)?;
+        }
+        sys::cuLaunchKernelEx(&config, self.func.cu_function(), params.as_mut_ptr(), std::ptr::null_mut()).result().w()
     }
 }
 
