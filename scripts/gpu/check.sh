@@ -128,6 +128,24 @@ for g in ("on", "off"):
               f" | graph {a.get('graph_anatomy')}")
 PY
 fi
+if want pdl-b1; then
+  log "batch-1 graph replay with programmatic launch: variants"
+  for v in ${PDL_VARIANTS:-"NANOHOST_PDL=1" "NANOHOST_PDL=0" "NANOHOST_SMALL_MATMUL_ROWS=0" "NANOHOST_SMALL_MATMUL_ROWS=0 NANOHOST_PDL=0"}; do
+    env $v "$B/nanohost" bench-decode --model "$MODEL" --plugin "$B/plugins/libstandard.so" --batch-sizes 1 \
+      --cuda-graphs on --out "$R/pdl_b1.json" 2>>"$R/check.log" >/dev/null
+    python3 -c "import json,sys; r=json.load(open(sys.argv[1]))['results'][0]; print(sys.argv[2], 'ms/step %.3f' % r['decode_ms_per_step_median'], r['graph_anatomy'])" "$R/pdl_b1.json" "$v"
+  done
+  NSYS=$(ls /usr/local/cuda/bin/nsys /usr/local/cuda/nsight-systems*/bin/nsys /opt/nvidia/nsight-systems/*/bin/nsys 2>/dev/null | head -1)
+  if [ -n "$NSYS" ]; then
+    "$NSYS" profile --cuda-graph-trace=node -o "$R/pdl_b1" "$B/nanohost" bench-decode --model "$MODEL" --plugin "$B/plugins/libstandard.so" \
+      --batch-sizes 1 --steps 8 --cuda-graphs on --out /tmp/nsys_b1.json >/dev/null 2>>"$R/check.log"
+    "$NSYS" stats --report cuda_gpu_kern_sum --format csv -o "$R/pdl_b1" "$R/pdl_b1.nsys-rep" >/dev/null 2>>"$R/check.log"
+    head -12 "$R"/pdl_b1*kern_sum*.csv
+    rm -f "$R"/pdl_b1.nsys-rep "$R"/pdl_b1.sqlite
+  else
+    echo "no nsys"
+  fi
+fi
 if want profile; then
   log "ncu: one decode step's kernels at batch 1 and 64"
   for b in 1 64; do

@@ -40,11 +40,17 @@ pub(crate) struct Launch<'a> {
     stream: &'a CudaStream,
     func: &'a CudaFunction,
     slots: Vec<u64>,
+    plain: bool,
 }
 
 impl<'a> Launch<'a> {
     pub(crate) fn new(stream: &'a CudaStream, func: &'a CudaFunction) -> Self {
-        Launch { stream, func, slots: Vec::with_capacity(32) }
+        Launch { stream, func, slots: Vec::with_capacity(32), plain: false }
+    }
+
+    pub(crate) fn plain(&mut self) -> &mut Self {
+        self.plain = true;
+        self
     }
 
     fn push_ptr(&mut self, ptr: sys::CUdeviceptr) -> &mut Self {
@@ -63,7 +69,7 @@ impl<'a> Launch<'a> {
         let mut attr: sys::CUlaunchAttribute = std::mem::zeroed();
         attr.id = CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION;
         attr.value.programmaticStreamSerializationAllowed = 1;
-        let pdl = pdl_enabled(self.stream);
+        let pdl = pdl_enabled(self.stream) && !self.plain;
         let config = sys::CUlaunchConfig {
             gridDimX: cfg.grid_dim.0,
             gridDimY: cfg.grid_dim.1,

@@ -916,7 +916,7 @@ FOR_FLOAT_TYPES(INSTANTIATE_SILU_MUL)
 // columns (1,024 for Qwen3-0.6B's o_proj and down_proj) would otherwise run one warp per column
 // on a GPU that wants several thousand warps to keep enough loads in flight.
 template <typename T, int MR, int S>
-__device__ void small_matmul(const T* x, const T* w, T* out, uint32_t rows, uint32_t n, uint32_t k) {
+__device__ void small_matmul(const T* x, const T* w, T* out, uint32_t rows, uint32_t n, uint32_t k, uint32_t early) {
   constexpr int V = 16 / sizeof(T);  // elements per 16-byte load
   constexpr int CH = 8;               // loads per lane in flight
   constexpr int BLOCK_WARPS = 8, COLS = BLOCK_WARPS / S;
@@ -939,8 +939,9 @@ __device__ void small_matmul(const T* x, const T* w, T* out, uint32_t rows, uint
   // The first CH loads of the weight (all of it for k up to 32 * V * CH) depend on no kernel:
   // they are issued before waiting for the one before, and land while it finishes.
   const uint32_t first = k0 + lane * V;
-  if (col < n) load_weights(first);
+  if (early && col < n) load_weights(first);
   pdl_enter();
+  if (!early && col < n) load_weights(first);
   if (col < n) {
     for (uint32_t c0 = first; c0 < k1; c0 += 32 * V * CH) {
       if (c0 != first) load_weights(c0);
@@ -984,8 +985,8 @@ __device__ void small_matmul(const T* x, const T* w, T* out, uint32_t rows, uint
 
 #define INSTANTIATE_SMALL_MATMUL_M(T, NAME, M, S)                                                     \
   extern "C" __global__ void small_matmul_##NAME##_m##M##_s##S(const T* x, const T* w, T* out,       \
-                                                               uint32_t rows, uint32_t n, uint32_t k) { \
-    small_matmul<T, M, S>(x, w, out, rows, n, k);                                                    \
+                                                               uint32_t rows, uint32_t n, uint32_t k, uint32_t early) { \
+    small_matmul<T, M, S>(x, w, out, rows, n, k, early);                                                    \
   }
 #define INSTANTIATE_SMALL_MATMUL_S(T, NAME, S) \
   INSTANTIATE_SMALL_MATMUL_M(T, NAME, 1, S)    \
