@@ -130,8 +130,9 @@ PY
 fi
 if want pdl-b1; then
   log "batch-1 graph replay with programmatic launch: variants"
-  for v in ${PDL_VARIANTS:-"NANOHOST_PDL=1" "NANOHOST_PDL=0" "NANOHOST_SMALL_MATMUL_ROWS=0" "NANOHOST_SMALL_MATMUL_ROWS=0 NANOHOST_PDL=0"}; do
-    env $v "$B/nanohost" bench-decode --model "$MODEL" --plugin "$B/plugins/libstandard.so" --batch-sizes 1 \
+  # space-separated variants, each a comma-separated list of VAR=value
+  for v in ${PDL_VARIANTS:-NANOHOST_PDL=1 NANOHOST_PDL=0 NANOHOST_SMALL_MATMUL_ROWS=0 NANOHOST_SMALL_MATMUL_ROWS=0,NANOHOST_PDL=0}; do
+    env ${v//,/ } "$B/nanohost" bench-decode --model "$MODEL" --plugin "$B/plugins/libstandard.so" --batch-sizes 1 \
       --cuda-graphs on --out "$R/pdl_b1.json" 2>>"$R/check.log" >/dev/null
     python3 -c "import json,sys; r=json.load(open(sys.argv[1]))['results'][0]; print(sys.argv[2], 'ms/step %.3f' % r['decode_ms_per_step_median'], r['graph_anatomy'])" "$R/pdl_b1.json" "$v"
   done
