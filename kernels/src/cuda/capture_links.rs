@@ -116,12 +116,14 @@ pub(crate) fn hoisted_alloc<R>(stream: &CudaStream, alloc: impl FnOnce() -> Resu
     out
 }
 
-/// Before a launch with programmatic serialization: while capturing, depend on the last kernel
-/// through a programmatic edge and on the hoisted allocations, and on nothing else.
-pub(crate) fn link_before_launch(stream: &CudaStream) -> Result<()> {
+/// Before a launch: while capturing, a launch with programmatic serialization (`programmatic`)
+/// depends on the last kernel through a programmatic edge and on its hoisted allocations, and on
+/// nothing else; any other launch keeps the recorded order and adds the hoisted allocations.
+pub(crate) fn link_before_launch(stream: &CudaStream, programmatic_launch: bool) -> Result<()> {
     let hoisted = HOISTED.with(|h| std::mem::take(&mut *h.borrow_mut()));
     let Some(deps) = capture_deps(stream)? else { return Ok(()) };
-    let Some(a) = last_kernel(&deps)? else {
+    let last = if programmatic_launch { last_kernel(&deps)? } else { None };
+    let Some(a) = last else {
         // Something other than memory nodes since the last kernel: keep the recorded order,
         // and the hoisted allocations before this kernel.
         let mut all = deps;

@@ -34,6 +34,22 @@ pub(crate) fn pdl_enabled(stream: &CudaStream) -> bool {
     })
 }
 
+/// Experiment: `NANOHOST_PDL_KERNELS`, a comma-separated list of kernel name prefixes that get
+/// the attribute (unset: all).
+fn pdl_for(func: &CudaFunction) -> bool {
+    static LIST: OnceLock<Option<Vec<String>>> = OnceLock::new();
+    let Some(list) = LIST.get_or_init(|| std::env::var("NANOHOST_PDL_KERNELS").ok().map(|v| v.split(',').map(String::from).collect())) else { return true };
+    let mut name = std::ptr::null();
+    // SAFETY: a loaded function; the name is a NUL-terminated string owned by the driver.
+    let name = unsafe {
+        if sys::cuFuncGetName(&mut name, func.cu_function()).result().is_err() || name.is_null() {
+            return true;
+        }
+        std::ffi::CStr::from_ptr(name).to_string_lossy()
+    };
+    list.iter().any(|p| name.starts_with(p.as_str()))
+}
+
 /// One launch being assembled: each argument in an 8-byte slot (every kernel argument of
 /// nanohost.cu is a device pointer or a scalar of at most 8 bytes).
 pub(crate) struct Launch<'a> {
@@ -69,7 +85,7 @@ impl<'a> Launch<'a> {
         let mut attr: sys::CUlaunchAttribute = std::mem::zeroed();
         attr.id = CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION;
         attr.value.programmaticStreamSerializationAllowed = 1;
-        let pdl = pdl_enabled(self.stream) && !self.plain;
+        let pdl = pdl_enabled(self.stream) && !self.plain && pdl_for(self.func);
         let config = sys::CUlaunchConfig {
             gridDimX: cfg.grid_dim.0,
             gridDimY: cfg.grid_dim.1,
@@ -83,8 +99,8 @@ impl<'a> Launch<'a> {
             numAttrs: pdl as u32,
         };
         self.stream.context().bind_to_thread().w()?;
-        if pdl {
-            super::capture_links::link_before_launch(self.stream)?;
+        if pdl_enabled(self.stream) {
+            super::capture_links::link_before_launch(self.stream, pdl)?;
         }
         sys::cuLaunchKernelEx(&config, self.func.cu_function(), params.as_mut_ptr(), std::ptr::null_mut()).result().w()
     }
