@@ -29,6 +29,9 @@ use std::cell::RefCell;
 thread_local! {
     /// Allocation nodes hoisted for the next kernel launched by this crate on this thread.
     static HOISTED: RefCell<Vec<sys::CUgraphNode>> = const { RefCell::new(Vec::new()) };
+    /// The last kernel this crate launched in the capture on this thread, with the capture's
+    /// dependencies just before it (the memory nodes after the kernel before it).
+    static LAST: RefCell<Option<(sys::CUgraphNode, Deps)>> = const { RefCell::new(None) };
 }
 
 type Deps = Vec<(sys::CUgraphNode, sys::CUgraphEdgeData)>;
@@ -78,59 +81,99 @@ fn predecessors(node: sys::CUgraphNode) -> Result<Deps> {
     }
 }
 
-/// The kernel the capture's dependencies lead back to through memory nodes only, one at a time.
-fn last_kernel(deps: &Deps) -> Result<Option<sys::CUgraphNode>> {
-    let [(mut node, _)] = deps[..] else { return Ok(None) };
+/// Whether the capture's dependencies lead back to `kernel` through memory nodes only, one at
+/// a time (the frees and allocations candle recorded since that kernel).
+fn only_memory_since(deps: &Deps, kernel: sys::CUgraphNode) -> Result<bool> {
+    let [(mut node, _)] = deps[..] else { return Ok(false) };
     loop {
+        if node == kernel {
+            return Ok(true);
+        }
         let mut t = CUgraphNodeType::CU_GRAPH_NODE_TYPE_EMPTY;
         // SAFETY: a node of the graph being captured.
         unsafe { sys::cuGraphNodeGetType(node, &mut t) }.result().w()?;
         match t {
-            CUgraphNodeType::CU_GRAPH_NODE_TYPE_KERNEL => return Ok(Some(node)),
             CUgraphNodeType::CU_GRAPH_NODE_TYPE_MEM_ALLOC | CUgraphNodeType::CU_GRAPH_NODE_TYPE_MEM_FREE => match predecessors(node)?[..] {
                 [(p, _)] => node = p,
-                _ => return Ok(None),
+                _ => return Ok(false),
             },
-            _ => return Ok(None),
+            _ => return Ok(false),
         }
     }
 }
 
+/// The last kernel of this crate (B) and the memory nodes recorded before it (after A, the kernel
+/// before B), when nothing but memory nodes was recorded since B.
+fn after_our_kernel(stream: &CudaStream) -> Result<Option<(Deps, sys::CUgraphNode, Deps)>> {
+    let Some(deps) = capture_deps(stream)? else {
+        LAST.with(|l| l.borrow_mut().take());
+        return Ok(None);
+    };
+    let Some((b, before_b)) = LAST.with(|l| l.borrow().clone()) else { return Ok(None) };
+    Ok(only_memory_since(&deps, b)?.then_some((deps, b, before_b)))
+}
+
 /// Runs `alloc` (an op's allocations for its next launch) so that, while a graph is captured
-/// with programmatic launches on, its allocation nodes depend on what the last kernel depended
-/// on rather than on that kernel. Elsewhere it just runs `alloc`.
+/// with programmatic launches on, its allocation nodes follow the memory nodes recorded after A
+/// (the kernel before the last one, B) instead of B: they never wait for B, and they may reuse
+/// what was freed after A. Elsewhere it just runs `alloc`.
 pub(crate) fn hoisted_alloc<R>(stream: &CudaStream, alloc: impl FnOnce() -> Result<R>) -> Result<R> {
     if !super::launch::pdl_enabled(stream) {
         return alloc();
     }
-    let Some(deps) = capture_deps(stream)? else { return alloc() };
-    let Some(a) = last_kernel(&deps)? else { return alloc() };
-    let before_a: Deps = predecessors(a)?.into_iter().map(|(p, _)| (p, plain())).collect();
-    set_capture_deps(stream, &before_a)?;
+    let Some((deps, _b, before_b)) = after_our_kernel(stream)? else { return alloc() };
+    let base: Deps = before_b.iter().map(|(n, _)| (*n, plain())).collect();
+    set_capture_deps(stream, &base)?;
     let out = alloc();
     let after = capture_deps(stream)?.unwrap_or_default();
-    // Nothing was recorded (no allocation): `after` is `before_a` again.
-    let new: Vec<sys::CUgraphNode> = after.iter().map(|d| d.0).filter(|n| !before_a.iter().any(|b| b.0 == *n)).collect();
+    // Nothing was recorded (no allocation): `after` is `base` again.
+    let new: Vec<sys::CUgraphNode> = after.iter().map(|d| d.0).filter(|n| !base.iter().any(|b| b.0 == *n)).collect();
     HOISTED.with(|h| h.borrow_mut().extend(new));
     set_capture_deps(stream, &deps)?;
     out
 }
 
-/// Before a launch: while capturing, a launch with programmatic serialization (`programmatic`)
-/// depends on the last kernel through a programmatic edge and on its hoisted allocations, and on
-/// nothing else; any other launch keeps the recorded order and adds the hoisted allocations.
+/// Before a launch of this crate's kernel (C) while capturing. When only memory nodes were
+/// recorded since its last kernel (B): C depends on B (programmatic if `programmatic_launch`),
+/// on its hoisted allocations, and on the memory nodes recorded before B (they follow A, which
+/// has ended by the time C may start), not on those recorded after B, which C's successor picks
+/// up in turn. So every node stays joined to the chain. Otherwise C keeps the recorded order.
 pub(crate) fn link_before_launch(stream: &CudaStream, programmatic_launch: bool) -> Result<()> {
-    let hoisted = HOISTED.with(|h| std::mem::take(&mut *h.borrow_mut()));
-    let Some(deps) = capture_deps(stream)? else { return Ok(()) };
-    let last = if programmatic_launch { last_kernel(&deps)? } else { None };
-    let Some(a) = last else {
-        // Something other than memory nodes since the last kernel: keep the recorded order,
-        // and the hoisted allocations before this kernel.
-        let mut all = deps;
-        all.extend(hoisted.into_iter().map(|n| (n, plain())));
-        return set_capture_deps(stream, &all);
+    let hoisted: Deps = HOISTED.with(|h| std::mem::take(&mut *h.borrow_mut())).into_iter().map(|n| (n, plain())).collect();
+    let Some(deps) = capture_deps(stream)? else {
+        LAST.with(|l| l.borrow_mut().take());
+        return Ok(());
     };
-    let mut linked: Deps = vec![(a, programmatic())];
-    linked.extend(hoisted.into_iter().map(|n| (n, plain())));
-    set_capture_deps(stream, &linked)
+    let linked = match after_our_kernel(stream)? {
+        Some((_, b, before_b)) if programmatic_launch => {
+            let mut linked: Deps = vec![(b, programmatic())];
+            linked.extend(hoisted);
+            linked.extend(before_b.into_iter().map(|(n, _)| (n, plain())));
+            linked
+        }
+        _ => {
+            let mut all = deps.clone();
+            all.extend(hoisted);
+            all
+        }
+    };
+    set_capture_deps(stream, &linked)?;
+    // The launch itself is recorded next; `remember_launch` stores it with `deps`.
+    PENDING.with(|p| *p.borrow_mut() = Some(deps));
+    Ok(())
+}
+
+thread_local! {
+    /// The capture's dependencies just before the launch being made.
+    static PENDING: RefCell<Option<Deps>> = const { RefCell::new(None) };
+}
+
+/// After a launch of this crate's kernel while capturing: remembers it as the last kernel.
+pub(crate) fn remember_launch(stream: &CudaStream) -> Result<()> {
+    let Some(before) = PENDING.with(|p| p.borrow_mut().take()) else { return Ok(()) };
+    let Some(now) = capture_deps(stream)? else { return Ok(()) };
+    if let [(node, _)] = now[..] {
+        LAST.with(|l| *l.borrow_mut() = Some((node, before)));
+    }
+    Ok(())
 }

@@ -102,7 +102,11 @@ impl<'a> Launch<'a> {
         if pdl_enabled(self.stream) {
             super::capture_links::link_before_launch(self.stream, pdl)?;
         }
-        sys::cuLaunchKernelEx(&config, self.func.cu_function(), params.as_mut_ptr(), std::ptr::null_mut()).result().w()
+        sys::cuLaunchKernelEx(&config, self.func.cu_function(), params.as_mut_ptr(), std::ptr::null_mut()).result().w()?;
+        if pdl_enabled(self.stream) {
+            super::capture_links::remember_launch(self.stream)?;
+        }
+        Ok(())
     }
 }
 
