@@ -81,36 +81,40 @@ fn predecessors(node: sys::CUgraphNode) -> Result<Deps> {
     }
 }
 
-/// Whether the capture's dependencies lead back to `kernel` through memory nodes only, one at
-/// a time (the frees and allocations candle recorded since that kernel).
-fn only_memory_since(deps: &Deps, kernel: sys::CUgraphNode) -> Result<bool> {
-    let [(mut node, _)] = deps[..] else { return Ok(false) };
+/// The kernel the capture's dependencies lead back to through memory nodes only, one at a time
+/// (the frees and allocations candle recorded since that kernel).
+fn last_kernel(deps: &Deps) -> Result<Option<sys::CUgraphNode>> {
+    let [(mut node, _)] = deps[..] else { return Ok(None) };
     loop {
-        if node == kernel {
-            return Ok(true);
-        }
         let mut t = CUgraphNodeType::CU_GRAPH_NODE_TYPE_EMPTY;
         // SAFETY: a node of the graph being captured.
         unsafe { sys::cuGraphNodeGetType(node, &mut t) }.result().w()?;
         match t {
+            CUgraphNodeType::CU_GRAPH_NODE_TYPE_KERNEL => return Ok(Some(node)),
             CUgraphNodeType::CU_GRAPH_NODE_TYPE_MEM_ALLOC | CUgraphNodeType::CU_GRAPH_NODE_TYPE_MEM_FREE => match predecessors(node)?[..] {
                 [(p, _)] => node = p,
-                _ => return Ok(false),
+                _ => return Ok(None),
             },
-            _ => return Ok(false),
+            _ => return Ok(None),
         }
     }
 }
 
-/// The last kernel of this crate (B) and the memory nodes recorded before it (after A, the kernel
-/// before B), when nothing but memory nodes was recorded since B.
-fn after_our_kernel(stream: &CudaStream) -> Result<Option<(Deps, sys::CUgraphNode, Deps)>> {
+/// While capturing, when only memory nodes were recorded since the last kernel (B): the
+/// capture's dependencies, B, and what B's successor may depend on without waiting for B (the
+/// dependencies recorded before B: for a kernel of this crate, remembered at its launch; for
+/// another (candle's, cuBLAS'), B's own predecessors).
+fn after_last_kernel(stream: &CudaStream) -> Result<Option<(Deps, sys::CUgraphNode, Deps)>> {
     let Some(deps) = capture_deps(stream)? else {
         LAST.with(|l| l.borrow_mut().take());
         return Ok(None);
     };
-    let Some((b, before_b)) = LAST.with(|l| l.borrow().clone()) else { return Ok(None) };
-    Ok(only_memory_since(&deps, b)?.then_some((deps, b, before_b)))
+    let Some(b) = last_kernel(&deps)? else { return Ok(None) };
+    let before_b = match LAST.with(|l| l.borrow().clone()) {
+        Some((ours, before)) if ours == b => before,
+        _ => predecessors(b)?,
+    };
+    Ok(Some((deps, b, before_b)))
 }
 
 /// Runs `alloc` (an op's allocations for its next launch) so that, while a graph is captured
@@ -121,7 +125,7 @@ pub(crate) fn hoisted_alloc<R>(stream: &CudaStream, alloc: impl FnOnce() -> Resu
     if !super::launch::pdl_enabled(stream) {
         return alloc();
     }
-    let Some((deps, _b, before_b)) = after_our_kernel(stream)? else { return alloc() };
+    let Some((deps, _b, before_b)) = after_last_kernel(stream)? else { return alloc() };
     let base: Deps = before_b.iter().map(|(n, _)| (*n, plain())).collect();
     set_capture_deps(stream, &base)?;
     let out = alloc();
@@ -134,7 +138,7 @@ pub(crate) fn hoisted_alloc<R>(stream: &CudaStream, alloc: impl FnOnce() -> Resu
 }
 
 /// Before a launch of this crate's kernel (C) while capturing. When only memory nodes were
-/// recorded since its last kernel (B): C depends on B (programmatic if `programmatic_launch`),
+/// recorded since the last kernel (B): C depends on B (programmatic if `programmatic_launch`),
 /// on its hoisted allocations, and on the memory nodes recorded before B (they follow A, which
 /// has ended by the time C may start), not on those recorded after B, which C's successor picks
 /// up in turn. So every node stays joined to the chain. Otherwise C keeps the recorded order.
@@ -144,7 +148,7 @@ pub(crate) fn link_before_launch(stream: &CudaStream, programmatic_launch: bool)
         LAST.with(|l| l.borrow_mut().take());
         return Ok(());
     };
-    let linked = match after_our_kernel(stream)? {
+    let linked = match after_last_kernel(stream)? {
         Some((_, b, before_b)) if programmatic_launch => {
             let mut linked: Deps = vec![(b, programmatic())];
             linked.extend(hoisted);
