@@ -499,12 +499,7 @@ pub(crate) fn small_matmul(x: &CudaStorage, xl: &Layout, w: &CudaStorage, wl: &L
             let out = unsafe { alloc_out::<$t>(&dev, rows * n)? };
             let mut b = Launch::new(&stream, &func);
             b.arg(&xs).arg(&ws).arg(&out);
-            // Experiment: NANOHOST_PDL_SMALL_MATMUL=early (weights loaded before the wait), late, plain (no PDL attribute).
-            let mode = std::env::var("NANOHOST_PDL_SMALL_MATMUL").unwrap_or_else(|_| "early".into());
-            candle_core::builder_arg!(b, rows as u32, n as u32, k as u32, (mode == "early") as u32);
-            if mode == "plain" {
-                b.plain();
-            }
+            candle_core::builder_arg!(b, rows as u32, n as u32, k as u32);
             // SAFETY: shapes checked by small_matmul; k is a multiple of 8 (16-byte loads).
             unsafe { b.launch(cfg) }?;
             CudaStorageSlice::$wrap(out)

@@ -16,6 +16,8 @@
 #     the output folder, for A/B runs of the NANOHOST_* tuning variables).
 # 14. (STEPS=pdl) programmatic dependent launch on vs off (NANOHOST_PDL=1/0), with graphs on and
 #     off, at batch 1, 4, 64: ms/step, identical tokens, and the captured graph's edges.
+# 15. (STEPS=pdl-b1) batch-1 graph replay under variants (PDL_VARIANTS: space-separated, each a
+#     comma-separated VAR=value list); an nsys kernel summary where nsys exists.
 # 12. (STEPS=profile) ncu: GPU time per kernel of one decode step at batch 1 and 64 (eager).
 # 13. (STEPS=tune) the rows small_matmul takes over from cuBLAS (NANOHOST_SMALL_MATMUL_ROWS) on
 #     decode at batch 1, 2, 4, 8; ncu's speed-of-light, occupancy and stall sections for the

@@ -5,8 +5,8 @@
 //! boundary costs a launch, a ramp and a tail. Launched with programmatic stream serialization,
 //! a kernel's blocks may be scheduled while its predecessor still runs: they load what does not
 //! depend on it (weights) and then wait in `griddepcontrol.wait` (nanohost.cu, `pdl_enter`),
-//! which returns once the predecessor has finished and its writes are visible. In a CUDA graph
-//! the capture turns the attribute into programmatic edges between the kernel nodes.
+//! which returns once the predecessor has finished and its writes are visible. While a CUDA
+//! graph is captured, capture_links.rs picks the edges that carry this into the graph.
 //!
 //! cudarc's launch builder cannot set launch attributes, so this is its twin over
 //! `cuLaunchKernelEx`: the same `arg` calls, the same `launch(cfg)`. On cards before sm_90, with
@@ -34,39 +34,17 @@ pub(crate) fn pdl_enabled(stream: &CudaStream) -> bool {
     })
 }
 
-/// Experiment: `NANOHOST_PDL_KERNELS`, a comma-separated list of kernel name prefixes that get
-/// the attribute (unset: all).
-fn pdl_for(func: &CudaFunction) -> bool {
-    static LIST: OnceLock<Option<Vec<String>>> = OnceLock::new();
-    let Some(list) = LIST.get_or_init(|| std::env::var("NANOHOST_PDL_KERNELS").ok().map(|v| v.split(',').map(String::from).collect())) else { return true };
-    let mut name = std::ptr::null();
-    // SAFETY: a loaded function; the name is a NUL-terminated string owned by the driver.
-    let name = unsafe {
-        if sys::cuFuncGetName(&mut name, func.cu_function()).result().is_err() || name.is_null() {
-            return true;
-        }
-        std::ffi::CStr::from_ptr(name).to_string_lossy()
-    };
-    list.iter().any(|p| name.starts_with(p.as_str()))
-}
-
 /// One launch being assembled: each argument in an 8-byte slot (every kernel argument of
 /// nanohost.cu is a device pointer or a scalar of at most 8 bytes).
 pub(crate) struct Launch<'a> {
     stream: &'a CudaStream,
     func: &'a CudaFunction,
     slots: Vec<u64>,
-    plain: bool,
 }
 
 impl<'a> Launch<'a> {
     pub(crate) fn new(stream: &'a CudaStream, func: &'a CudaFunction) -> Self {
-        Launch { stream, func, slots: Vec::with_capacity(32), plain: false }
-    }
-
-    pub(crate) fn plain(&mut self) -> &mut Self {
-        self.plain = true;
-        self
+        Launch { stream, func, slots: Vec::with_capacity(32) }
     }
 
     fn push_ptr(&mut self, ptr: sys::CUdeviceptr) -> &mut Self {
@@ -85,7 +63,7 @@ impl<'a> Launch<'a> {
         let mut attr: sys::CUlaunchAttribute = std::mem::zeroed();
         attr.id = CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION;
         attr.value.programmaticStreamSerializationAllowed = 1;
-        let pdl = pdl_enabled(self.stream) && !self.plain && pdl_for(self.func);
+        let pdl = pdl_enabled(self.stream);
         let config = sys::CUlaunchConfig {
             gridDimX: cfg.grid_dim.0,
             gridDimY: cfg.grid_dim.1,
@@ -99,11 +77,11 @@ impl<'a> Launch<'a> {
             numAttrs: pdl as u32,
         };
         self.stream.context().bind_to_thread().w()?;
-        if pdl_enabled(self.stream) {
-            super::capture_links::link_before_launch(self.stream, pdl)?;
+        if pdl {
+            super::capture_links::link_before_launch(self.stream)?;
         }
         sys::cuLaunchKernelEx(&config, self.func.cu_function(), params.as_mut_ptr(), std::ptr::null_mut()).result().w()?;
-        if pdl_enabled(self.stream) {
+        if pdl {
             super::capture_links::remember_launch(self.stream)?;
         }
         Ok(())

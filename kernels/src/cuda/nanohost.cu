@@ -66,13 +66,12 @@ __device__ inline void cp_async_wait() {
 // Programmatic dependent launch (cuda/launch.rs): every kernel here may be launched while the
 // kernel before it in the stream still runs. pdl_enter waits until that kernel has finished and
 // its writes are visible, then lets the next kernel launch: the next one's blocks are placed
-// while this one works, and load what does not depend on it. Triggering only after the wait
-// keeps that lookahead at one kernel: triggered at the start, a chain of small kernels (batch 1)
-// launched ahead all the way down the graph, and its waiting blocks slowed the running one
-// sevenfold (9.4 vs 1.3 ms a step on an H200). Before pdl_enter a kernel may only read what no
-// kernel writes (weights); every block must call it, on every path, before it exits: the next
-// kernel's wait covers this grid only, so it is this grid's wait that orders it after the one
-// before. On cards before sm_90 both instructions compile to nothing.
+// while this one works, and load what does not depend on it. Triggering after the wait keeps
+// that lookahead at one kernel (triggering first would let a chain of small kernels launch far
+// ahead and park waiting blocks on the SMs; not measured against this). Before pdl_enter a
+// kernel may only read what no kernel writes (weights); every block must call it, on every
+// path, before it exits: the next kernel's wait covers this grid only, so it is this grid's wait
+// that orders it after the one before. On cards before sm_90 both compile to nothing.
 __device__ inline void pdl_enter() {
 #if __CUDA_ARCH__ >= 900
   asm volatile("griddepcontrol.wait;\n" ::: "memory");
@@ -916,7 +915,7 @@ FOR_FLOAT_TYPES(INSTANTIATE_SILU_MUL)
 // columns (1,024 for Qwen3-0.6B's o_proj and down_proj) would otherwise run one warp per column
 // on a GPU that wants several thousand warps to keep enough loads in flight.
 template <typename T, int MR, int S>
-__device__ void small_matmul(const T* x, const T* w, T* out, uint32_t rows, uint32_t n, uint32_t k, uint32_t early) {
+__device__ void small_matmul(const T* x, const T* w, T* out, uint32_t rows, uint32_t n, uint32_t k) {
   constexpr int V = 16 / sizeof(T);  // elements per 16-byte load
   constexpr int CH = 8;               // loads per lane in flight
   constexpr int BLOCK_WARPS = 8, COLS = BLOCK_WARPS / S;
@@ -939,9 +938,8 @@ __device__ void small_matmul(const T* x, const T* w, T* out, uint32_t rows, uint
   // The first CH loads of the weight (all of it for k up to 32 * V * CH) depend on no kernel:
   // they are issued before waiting for the one before, and land while it finishes.
   const uint32_t first = k0 + lane * V;
-  if (early && col < n) load_weights(first);
+  if (col < n) load_weights(first);
   pdl_enter();
-  if (!early && col < n) load_weights(first);
   if (col < n) {
     for (uint32_t c0 = first; c0 < k1; c0 += 32 * V * CH) {
       if (c0 != first) load_weights(c0);
@@ -985,8 +983,8 @@ __device__ void small_matmul(const T* x, const T* w, T* out, uint32_t rows, uint
 
 #define INSTANTIATE_SMALL_MATMUL_M(T, NAME, M, S)                                                     \
   extern "C" __global__ void small_matmul_##NAME##_m##M##_s##S(const T* x, const T* w, T* out,       \
-                                                               uint32_t rows, uint32_t n, uint32_t k, uint32_t early) { \
-    small_matmul<T, M, S>(x, w, out, rows, n, k, early);                                                    \
+                                                               uint32_t rows, uint32_t n, uint32_t k) { \
+    small_matmul<T, M, S>(x, w, out, rows, n, k);                                                    \
   }
 #define INSTANTIATE_SMALL_MATMUL_S(T, NAME, S) \
   INSTANTIATE_SMALL_MATMUL_M(T, NAME, 1, S)    \
