@@ -172,7 +172,7 @@ pub(crate) fn paged_attention(op: &PagedAttention, q: &CudaStorage, ql: &Layout,
     let partials = if lay.num_groups > 0 || splits > 1 {
         let n = rows * heads * parts;
         // SAFETY: every partial that is read was written before (shared pass, then split pass).
-        Some(unsafe { (alloc_out::<f32>(&dev, n * head_dim)?, alloc_out::<f32>(&dev, n * 2)?) })
+        Some(unsafe { (alloc_out::<f32>(dev, n * head_dim)?, alloc_out::<f32>(dev, n * 2)?) })
     } else {
         None
     };
@@ -192,7 +192,7 @@ pub(crate) fn paged_attention(op: &PagedAttention, q: &CudaStorage, ql: &Layout,
         ($t:ty, $wrap:ident) => {{
             let (q, k, v) = (q.as_cuda_slice::<$t>()?.slice(q0..q1), k.as_cuda_slice::<$t>()?.slice(k0..k1), v.as_cuda_slice::<$t>()?.slice(v0..v1));
             // SAFETY: every element is written by the kernel.
-            let out = unsafe { alloc_out::<$t>(&dev, rows * heads * head_dim)? };
+            let out = unsafe { alloc_out::<$t>(dev, rows * heads * head_dim)? };
             with_u32(&op.meta, |meta, m0| {
                 let sec = |a: usize, b: usize| meta.slice(m0 + a..m0 + b);
                 let (seq_start, slots) = (sec(o.seq_start, o.group_row_start), meta.slice(m0 + o.slots..));

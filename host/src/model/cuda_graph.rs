@@ -60,7 +60,8 @@ pub fn capture(model: &Qwen3, inputs: &Tensor, logits: &Tensor, shape: &StepShap
     ended.context("ending the CUDA graph capture")?;
     anyhow::ensure!(!graph.is_null(), "the capture recorded nothing");
     let mut g = CudaGraph { graph, exec: std::ptr::null_mut(), stream: stream.clone(), anatomy: GraphAnatomy::default() };
-    g.anatomy = anatomy(g.graph)?;
+    // SAFETY: the graph just captured, owned by `g`.
+    g.anatomy = unsafe { anatomy(g.graph)? };
     // SAFETY: a complete graph; the exec handle is owned by `g` from here.
     unsafe { sys::cuGraphInstantiateWithFlags(&mut g.exec, g.graph, 0) }.result().context("instantiating the CUDA graph")?;
     // SAFETY: as launch.

@@ -15,11 +15,15 @@ pub struct GraphAnatomy {
 }
 
 /// Counts the nodes and edges of `graph`.
+///
+/// # Safety
+/// `graph` must be a live graph handle.
 #[cfg(feature = "cuda")]
-pub fn anatomy(graph: candle_core::cuda_backend::cudarc::driver::sys::CUgraph) -> anyhow::Result<GraphAnatomy> {
+pub unsafe fn anatomy(graph: candle_core::cuda_backend::cudarc::driver::sys::CUgraph) -> anyhow::Result<GraphAnatomy> {
     use candle_core::cuda_backend::cudarc::driver::sys::{self, CUgraphDependencyType, CUgraphNodeType};
     let mut a = GraphAnatomy::default();
-    // SAFETY: each query is asked first for its count, then for that many entries.
+    // SAFETY: a live graph (the caller's promise); each query is asked first for its count,
+    // then for that many entries.
     unsafe {
         let mut n = 0usize;
         sys::cuGraphGetNodes(graph, std::ptr::null_mut(), &mut n).result()?;

@@ -27,7 +27,7 @@ const PTX_COMPUTE_CAP: &str = env!("NANOHOST_PTX_COMPUTE_CAP");
 pub(crate) fn pdl_enabled(stream: &CudaStream) -> bool {
     static ON: OnceLock<bool> = OnceLock::new();
     *ON.get_or_init(|| {
-        let built = PTX_COMPUTE_CAP.parse::<u32>().map_or(false, |cap| cap >= 90);
+        let built = PTX_COMPUTE_CAP.parse::<u32>().is_ok_and(|cap| cap >= 90);
         let major = stream.context().attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR).unwrap_or(0);
         let asked = std::env::var("NANOHOST_PDL").map_or(true, |v| v != "0");
         built && major >= 9 && asked
