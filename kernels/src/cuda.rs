@@ -6,6 +6,10 @@ use candle_core::backend::BackendStorage;
 use candle_core::cuda_backend::cudarc::driver::sys::{CUdevice_attribute, CUfunction_attribute};
 use candle_core::cuda_backend::cudarc::driver::{CudaFunction, LaunchConfig, PushKernelArg};
 use launch::Launch;
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock};
+use candle_core::cuda_backend::{CudaStorageSlice, WrapErr};
+use candle_core::{CudaDevice, CudaStorage, DType, Layout, Result, Shape, Storage, Tensor};
 
 mod capture_links;
 mod launch;
@@ -22,10 +26,6 @@ unsafe fn alloc_out<T: candle_core::cuda_backend::cudarc::driver::DeviceRepr>(de
 pub(crate) fn pdl_enabled(dev: &CudaDevice) -> bool {
     launch::pdl_enabled(&dev.cuda_stream())
 }
-use std::collections::HashMap;
-use std::sync::{Mutex, OnceLock};
-use candle_core::cuda_backend::{CudaStorageSlice, WrapErr};
-use candle_core::{CudaDevice, CudaStorage, DType, Layout, Result, Shape, Storage, Tensor};
 
 const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/nanohost.ptx"));
 const MODULE: &str = "nanohost";

@@ -102,7 +102,7 @@ fn graph_record(graphs: &DecodeGraphs, before: &GraphStats, precaptured: usize, 
         "capture_seconds": now.capture_seconds - before.capture_seconds,
         "eager_decode_steps": now.eager_decode_steps - before.eager_decode_steps,
         "last_graph": now.last_graph,
-            })
+    })
 }
 
 /// The reference for the chunked workloads' fidelity check: the standard plugin found beside
