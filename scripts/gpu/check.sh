@@ -18,6 +18,8 @@
 #     off, at batch 1, 4, 64: ms/step, identical tokens, and the captured graph's edges.
 # 15. (STEPS=pdl-b1) batch-1 graph replay under variants (PDL_VARIANTS: space-separated, each a
 #     comma-separated VAR=value list); an nsys kernel summary where nsys exists.
+# 16. (STEPS=capture-test) the ignored capture-links GPU test, PDL on (under gdb where it exists)
+#     and off.
 # 12. (STEPS=profile) ncu: GPU time per kernel of one decode step at batch 1 and 64 (eager).
 # 13. (STEPS=tune) the rows small_matmul takes over from cuBLAS (NANOHOST_SMALL_MATMUL_ROWS) on
 #     decode at batch 1, 2, 4, 8; ncu's speed-of-light, occupancy and stall sections for the
@@ -148,6 +150,15 @@ if want pdl-b1; then
   else
     echo "no nsys"
   fi
+fi
+if want capture-test; then
+  log "the ignored capture-links test (cuda_ops), with a backtrace where gdb exists"
+  if command -v gdb >/dev/null; then
+    gdb -batch -ex run -ex bt --args "$B/cuda_ops_test" captured_chain --ignored --test-threads=1 2>&1 | tail -40 | tee "$R/capture_test.txt"
+  else
+    "$B/cuda_ops_test" captured_chain --ignored --test-threads=1 2>&1 | tail -20 | tee "$R/capture_test.txt"
+  fi
+  NANOHOST_PDL=0 "$B/cuda_ops_test" captured_chain --ignored --test-threads=1 2>&1 | tail -3 | tee -a "$R/capture_test.txt"
 fi
 if want profile; then
   log "ncu: one decode step's kernels at batch 1 and 64"
