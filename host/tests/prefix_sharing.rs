@@ -75,3 +75,43 @@ fn shared_prefix_is_stored_once_and_changes_no_token() {
     assert_eq!(standard.reused, 0);
     assert_eq!(cascade.reused, 192 * (n - 1), "every sequence after the first reuses the 12 prefix blocks");
 }
+
+/// Cascade decode steps the way a CUDA graph would run them (`staged`: padded, staged in the
+/// fixed buffers, metadata widened, group structure part of the shape), on the CPU: the same
+/// tokens and logits as eager cascade steps. With cascade graphs off they run eagerly.
+#[test]
+fn cascade_steps_staged_as_graphs_give_the_eager_tokens() {
+    use nanohost::model::{DecodeGraphs, GraphMode};
+    let m = ModelSource::Preset { preset: Preset::Tiny, seed: 0 }.load(&Device::Cpu, DType::F32).unwrap();
+    let cfg = BenchConfig { batch_sizes: vec![3], ..BenchConfig::default() };
+    let tok = nanohost::model::tokenizer::byte_level_tokenizer().unwrap();
+    let points = workload::by_name("shared-prefix").unwrap().points(&cfg, 10_240, &tok).unwrap();
+    let point = points.iter().find(|p| p.extra["shared_prefix_len"] == 200).unwrap();
+    let cascade_lib = load_plugin(&common::built_plugin("nanohost-plugin-cascade", "cascade")).unwrap();
+    let run = |mode: GraphMode, cascade_graphs: bool| {
+        let pool = KvPool::new(m.model.config(), PoolSize::Blocks(128), 16, DType::F32, &Device::Cpu).unwrap();
+        let graphs = DecodeGraphs::new(&m.model, 4, mode).with_cascade(cascade_graphs);
+        let mut engine = Engine::new(&m.model, &pool, Box::new(cascade_lib.new_policy(&pool).unwrap()), SchedulerConfig::default(), 42).with_graphs(&graphs);
+        engine.logits = Some(Vec::new());
+        for p in &point.prompts {
+            engine.add_request(p.tokens.clone(), SamplingParams { temperature: 0.0, max_tokens: 8, ignore_eos: true }).unwrap();
+        }
+        let done = engine.run_to_completion().unwrap();
+        let outputs: Vec<Vec<u32>> = done.iter().map(|s| s.output().to_vec()).collect();
+        let grouped_graph_steps = engine.steps.iter().filter(|s| s.graph && s.cascade_groups > 0).count();
+        (outputs, engine.logits.take().unwrap(), grouped_graph_steps, graphs.stats())
+    };
+    let (eager, eager_logits, _, _) = run(GraphMode::Off, false);
+    let (staged, staged_logits, grouped, stats) = run(GraphMode::Staged, true);
+    assert_eq!(staged, eager);
+    assert_eq!(staged_logits.len(), eager_logits.len());
+    for ((ia, ka, a), (ib, kb, b)) in staged_logits.iter().zip(&eager_logits) {
+        assert_eq!((ia, ka), (ib, kb));
+        let d = a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+        assert!(d == 0.0, "sequence {ia} output {ka}: logits differ by {d}");
+    }
+    // Three sequences in one group for 7 decode steps, padded to 4 rows: one shape, 7 replays.
+    assert_eq!((grouped, stats.replays, stats.shapes, stats.eager_decode_steps), (7, 7, 1, 0));
+    let (_, _, grouped_off, stats_off) = run(GraphMode::Staged, false);
+    assert_eq!((grouped_off, stats_off.replays, stats_off.eager_decode_steps), (0, 0, 7));
+}

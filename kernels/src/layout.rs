@@ -129,6 +129,9 @@ pub struct MetaLayout {
     pub max_row_keys: usize,
     /// Context slots of all sequences.
     pub num_slots: usize,
+    /// Of those, the shared entries of group members (each member's context begins with its
+    /// group's `len` slots): constant while a run's groups are, so part of a graph's shape.
+    pub shared_slots: usize,
     /// Room for slots: the slots section is this long (`num_slots` of it used), so that steps
     /// with different context lengths share one layout (see [`MetaLayout::widen`]). When some
     /// span is shifted, a `shifts` section of this length (one `i32` per slot, as `u32` bits)
@@ -182,6 +185,12 @@ impl MetaLayout {
         }
         self.slot_capacity = slot_capacity;
         Ok(())
+    }
+
+    /// The slot room of a decode step widened for a CUDA graph: every row at its row-key bucket
+    /// of own entries, plus the groups' shared entries.
+    pub fn graph_slot_capacity(&self) -> usize {
+        self.rows * self.max_row_keys + self.shared_slots
     }
 
     /// Where the compact metadata of a (possibly widened) layout goes in a buffer of
@@ -294,6 +303,7 @@ impl AttentionBatch {
             row_list: row_list.len(),
             max_row_keys: row_keys_bucket(max_row_keys),
             num_slots: slots.len(),
+            shared_slots: groups.iter().map(|g| g.seqs.len() * g.len).sum(),
             slot_capacity: slots.len(),
             shifted,
         };

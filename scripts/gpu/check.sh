@@ -20,6 +20,8 @@
 #     comma-separated VAR=value list); an nsys kernel summary where nsys exists.
 # 16. (STEPS=capture-test) the ignored capture-links GPU test, PDL on (under gdb where it exists)
 #     and off.
+# 17. (STEPS=cascade-graphs) cascade decode steps through graphs vs eager (NANOHOST_CASCADE_GRAPHS),
+#     shared 2048-token prefix, batch 1/8/32/64: ms/step, replays, identical tokens.
 # 12. (STEPS=profile) ncu: GPU time per kernel of one decode step at batch 1 and 64 (eager).
 # 13. (STEPS=tune) the rows small_matmul takes over from cuBLAS (NANOHOST_SMALL_MATMUL_ROWS) on
 #     decode at batch 1, 2, 4, 8; ncu's speed-of-light, occupancy and stall sections for the
@@ -159,6 +161,20 @@ if want capture-test; then
     "$B/cuda_ops_test" captured_chain --ignored --test-threads=1 2>&1 | tail -20 | tee "$R/capture_test.txt"
   fi
   NANOHOST_PDL=0 "$B/cuda_ops_test" captured_chain --ignored --test-threads=1 2>&1 | tail -3 | tee -a "$R/capture_test.txt"
+fi
+if want cascade-graphs; then
+  log "cascade decode steps through CUDA graphs (NANOHOST_CASCADE_GRAPHS=1) vs eager, shared 2048-token prefix"
+  for c in 1 0; do
+    NANOHOST_CASCADE_GRAPHS=$c "$B/nanohost" bench-decode --model "$MODEL" --plugin "$B/plugins/libcascade.so" --shared-prefix 2048 \
+      --prompt-len 128 --batch-sizes 1,8,32,64 --out "$R/decode_cascade_graphs$c.json" 2>>"$R/check.log" >/dev/null
+  done
+  python3 - "$R" <<'PY'
+import json, sys
+on, off = (json.load(open(f"{sys.argv[1]}/decode_cascade_graphs{c}.json"))["results"] for c in (1, 0))
+for a, b in zip(on, off):
+    print(f"batch {a['batch_size']:3d}: ms/step cascade graphs {a['decode_ms_per_step_median']:.3f} (replays {a['graph_replays']}, captures {a['graph_captures']})"
+          f" eager {b['decode_ms_per_step_median']:.3f} | grouped steps {a['decode_steps_with_cascade_groups']} | tokens equal {a['output_tokens_sha256'] == b['output_tokens_sha256']}")
+PY
 fi
 if want profile; then
   log "ncu: one decode step's kernels at batch 1 and 64"

@@ -1,14 +1,16 @@
 //! CUDA graphs for decode steps: the ~400 kernel launches of a step recorded once per shape and
 //! replayed with one launch, so that small-batch decode is bound by the GPU, not by the host.
 //!
-//! A decode step (one new token per sequence, no cascade group) is padded to a batch-size
-//! bucket (1, 2, 4, 8, 16, then multiples of 16 up to the scheduler's largest batch) with rows
-//! that compute a dummy token in the pool's scratch slot, and its attention metadata is widened
-//! to room for the rows' key bucket (a power of two, see `row_keys_bucket`). Steps of one
+//! A decode step (one new token per sequence) is padded to a batch-size bucket (1, 2, 4, 8, 16,
+//! then multiples of 16 up to the scheduler's largest batch) with rows that compute a dummy
+//! token in the pool's scratch slot, and its attention metadata is widened to room for the
+//! rows' key bucket (a power of two, see `row_keys_bucket`) plus any cascade group's shared
+//! entries (steps with groups take graphs only when asked, see `DecodeGraphs::with_cascade`;
+//! their group structure is then part of the shape). Steps of one
 //! [`StepShape`] then run the same kernels with the same arguments: their integer inputs are
 //! written into one fixed device buffer, the graph is replayed, and the logits are read from one
-//! fixed output buffer. Everything else (prefill, mixed steps, cascade groups, batches over
-//! the largest bucket) runs eagerly. A graph is captured the first time its shape is seen, after
+//! fixed output buffer. Everything else (prefill, mixed steps, batches over the largest bucket,
+//! and cascade steps unless asked) runs eagerly. A graph is captured the first time its shape is seen, after
 //! an eager warm-up run of the same step (which loads kernels and fills candle's cache of small
 //! parameter uploads; its KV writes are the ones the replay makes again). Graphs bake in the
 //! addresses of the weights and of the pool: one `DecodeGraphs` per (model, pool).
@@ -31,7 +33,8 @@ pub struct GraphStats {
     pub shapes: usize,
     /// Wall time of the captures, warm-up runs included.
     pub capture_seconds: f64,
-    /// Decode steps that ran eagerly (larger than the largest bucket, or with cascade groups).
+    /// Decode steps that ran eagerly (larger than the largest bucket, or with cascade groups
+    /// while cascade graphs are off).
     pub eager_decode_steps: usize,
     /// Nodes and edges of the last graph captured.
     pub last_graph: Option<super::graph_anatomy::GraphAnatomy>,
@@ -54,6 +57,11 @@ pub enum GraphMode {
 
 pub struct DecodeGraphs {
     max_batch: usize,
+    /// Whether decode steps with cascade groups go through graphs too (their group structure
+    /// is then part of the shape); otherwise they run eagerly. Off unless
+    /// `NANOHOST_CASCADE_GRAPHS=1` (read once) or [`DecodeGraphs::with_cascade`]: which is
+    /// faster on a GPU is not measured yet.
+    cascade: bool,
     state: RefCell<State>,
 }
 
@@ -69,6 +77,11 @@ struct State {
     graphs: std::collections::HashMap<StepShape, super::cuda_graph::CudaGraph>,
     stats: GraphStats,
     shapes: std::collections::HashSet<StepShape>,
+}
+
+fn cascade_graphs_asked() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var("NANOHOST_CASCADE_GRAPHS").is_ok_and(|v| v == "1"))
 }
 
 /// The batch size a decode step of `n` sequences is padded to, `None` past `max_batch`.
@@ -88,7 +101,13 @@ impl DecodeGraphs {
             GraphMode::On if !(model.device().is_cuda() && cfg!(feature = "cuda")) => GraphMode::Off,
             m => m,
         };
-        DecodeGraphs { max_batch, state: RefCell::new(State { mode, ..State::default() }) }
+        DecodeGraphs { max_batch, cascade: cascade_graphs_asked(), state: RefCell::new(State { mode, ..State::default() }) }
+    }
+
+    /// Whether decode steps with cascade groups use graphs (see the field's doc).
+    pub fn with_cascade(mut self, on: bool) -> Self {
+        self.cascade = on;
+        self
     }
 
     /// The mode in effect (see [`DecodeGraphs::new`]).
@@ -113,7 +132,7 @@ impl DecodeGraphs {
         if self.mode() == GraphMode::Off || !decode {
             return Ok((model.forward(batch, pool)?, false));
         }
-        let Some(rows) = bucket(n, self.max_batch).filter(|_| batch.groups.is_empty()) else {
+        let Some(rows) = bucket(n, self.max_batch).filter(|_| batch.groups.is_empty() || self.cascade) else {
             self.state.borrow_mut().stats.eager_decode_steps += 1;
             return Ok((model.forward(batch, pool)?, false));
         };
@@ -208,12 +227,14 @@ impl DecodeGraphs {
     }
 }
 
-/// A decode batch padded to `rows` with rows that write and read only the scratch slot.
+/// A decode batch padded to `rows` with rows that write and read only the scratch slot (in no
+/// cascade group; the batch's groups keep their sequences, which come first).
 struct Padded {
     tokens: Vec<u32>,
     positions: Vec<u32>,
     slots: Vec<u32>,
     seqs: Vec<SeqAttention>,
+    groups: Vec<nanohost_kernels::SharedGroup>,
     logit_rows: Vec<u32>,
 }
 
@@ -230,12 +251,13 @@ impl Padded {
             positions: pad(batch.positions, 0),
             slots: pad(batch.slots, scratch),
             seqs,
+            groups: batch.groups.to_vec(),
             logit_rows: (0..rows as u32).collect(),
         }
     }
 
     fn as_forward(&self) -> ForwardBatch<'_> {
-        ForwardBatch { tokens: &self.tokens, positions: &self.positions, slots: &self.slots, seqs: &self.seqs, groups: &[], logit_rows: &self.logit_rows }
+        ForwardBatch { tokens: &self.tokens, positions: &self.positions, slots: &self.slots, seqs: &self.seqs, groups: &self.groups, logit_rows: &self.logit_rows }
     }
 }
 

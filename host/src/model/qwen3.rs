@@ -174,9 +174,9 @@ impl Qwen3 {
     }
 
     /// Checks the batch and flattens its integer inputs. `widen` gives the attention metadata
-    /// room for every row at its row-key bucket (`rows x max_row_keys` slots, see
-    /// [`MetaLayout::widen`]), so that steps whose contexts fall in the same bucket share the
-    /// shape.
+    /// room for every row at its row-key bucket plus the groups' shared entries
+    /// ([`MetaLayout::graph_slot_capacity`]), so that steps whose contexts fall in the same
+    /// bucket share the shape.
     pub fn prepare(&self, batch: &ForwardBatch, pool: &KvPool, widen: bool) -> Result<HostStep> {
         let n = batch.tokens.len();
         if batch.positions.len() != n || batch.slots.len() != n {
@@ -190,7 +190,7 @@ impl Qwen3 {
         }
         let (meta, mut layout) = AttentionBatch::flatten(batch.seqs, batch.groups, n, pool.block_size(), pool.physical_blocks())?;
         if widen {
-            layout.widen(layout.rows * layout.max_row_keys)?;
+            layout.widen(layout.graph_slot_capacity())?;
         }
         let mut ints = Vec::with_capacity(3 * n + batch.logit_rows.len() + meta.len());
         for part in [batch.tokens, batch.positions, batch.slots, batch.logit_rows] {
