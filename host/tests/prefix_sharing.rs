@@ -11,9 +11,9 @@ use nanohost::engine::kv_pool::{KvPool, PoolSize};
 use nanohost::engine::scheduler::SchedulerConfig;
 use nanohost::engine::sequence::SamplingParams;
 use nanohost::engine::Engine;
-use nanohost::model::{ModelSource, Preset};
+use nanohost::model::{LoadedModel, ModelSource, Preset};
 use nanohost::plugin::{load_plugin, PluginPolicy};
-use nanohost::workload;
+use nanohost::workload::{self, Point};
 
 struct Run {
     outputs: Vec<Vec<u32>>,
@@ -23,13 +23,20 @@ struct Run {
     groups_per_step: Vec<(bool, usize)>,
 }
 
-#[test]
-fn shared_prefix_is_stored_once_and_changes_no_token() {
+/// The tiny model (f32, CPU) and the shared-prefix workload's point of `batch` requests over a
+/// 200-token prefix.
+fn tiny_and_prefix_point(batch: usize) -> (LoadedModel, Point) {
     let m = ModelSource::Preset { preset: Preset::Tiny, seed: 0 }.load(&Device::Cpu, DType::F32).unwrap();
-    let cfg = BenchConfig { batch_sizes: vec![4], ..BenchConfig::default() };
+    let cfg = BenchConfig { batch_sizes: vec![batch], ..BenchConfig::default() };
     let tok = nanohost::model::tokenizer::byte_level_tokenizer().unwrap();
     let points = workload::by_name("shared-prefix").unwrap().points(&cfg, 10_240, &tok).unwrap();
-    let point = points.iter().find(|p| p.extra["shared_prefix_len"] == 200).unwrap();
+    let point = points.into_iter().find(|p| p.extra["shared_prefix_len"] == 200).unwrap();
+    (m, point)
+}
+
+#[test]
+fn shared_prefix_is_stored_once_and_changes_no_token() {
+    let (m, point) = tiny_and_prefix_point(4);
     let max_tokens = 8;
     let standard_lib = load_plugin(&common::standard_plugin()).unwrap();
     let cascade_lib = load_plugin(&common::built_plugin("nanohost-plugin-cascade", "cascade")).unwrap();
@@ -82,11 +89,7 @@ fn shared_prefix_is_stored_once_and_changes_no_token() {
 #[test]
 fn cascade_steps_staged_as_graphs_give_the_eager_tokens() {
     use nanohost::model::{DecodeGraphs, GraphMode};
-    let m = ModelSource::Preset { preset: Preset::Tiny, seed: 0 }.load(&Device::Cpu, DType::F32).unwrap();
-    let cfg = BenchConfig { batch_sizes: vec![3], ..BenchConfig::default() };
-    let tok = nanohost::model::tokenizer::byte_level_tokenizer().unwrap();
-    let points = workload::by_name("shared-prefix").unwrap().points(&cfg, 10_240, &tok).unwrap();
-    let point = points.iter().find(|p| p.extra["shared_prefix_len"] == 200).unwrap();
+    let (m, point) = tiny_and_prefix_point(3);
     let cascade_lib = load_plugin(&common::built_plugin("nanohost-plugin-cascade", "cascade")).unwrap();
     let run = |mode: GraphMode, cascade_graphs: bool| {
         let pool = KvPool::new(m.model.config(), PoolSize::Blocks(128), 16, DType::F32, &Device::Cpu).unwrap();
