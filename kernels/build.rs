@@ -1,11 +1,12 @@
-//! With the `cuda` feature, compiles src/cuda/*.cu to PTX with nvcc for CUDA_COMPUTE_CAP
+//! With the `cuda` feature, compiles src/cuda/nanohost.cu (which includes the kernel headers
+//! beside it) to PTX with nvcc for CUDA_COMPUTE_CAP
 //! (default 90: H100/H200), as candle-kernels does. The PTX is embedded in the library.
 use std::path::PathBuf;
 use std::process::Command;
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
-    println!("cargo:rerun-if-changed=src/cuda/nanohost.cu");
+    println!("cargo:rerun-if-changed=src/cuda");
     println!("cargo:rerun-if-env-changed=CUDA_COMPUTE_CAP");
     if std::env::var_os("CARGO_FEATURE_CUDA").is_none() {
         return;

@@ -1,4 +1,5 @@
-//! Launching the CUDA kernels of src/cuda/nanohost.cu on candle's device and stream.
+//! Launching the CUDA kernels (src/cuda/*.cuh, one PTX module through nanohost.cu) on
+//! candle's device and stream.
 
 use crate::elem::contiguous_range;
 use candle_core::backend::BackendStorage;

@@ -19,18 +19,18 @@ fn with_u32<R>(t: &Tensor, f: impl FnOnce(&candle_core::cuda_backend::cudarc::dr
     f(c.as_cuda_slice::<u32>()?, l.start_offset())
 }
 
-/// Tile sizes of `cascade_shared` in nanohost.cu (they size its shared memory).
+/// Tile sizes of `cascade_shared` in tiled_attention.cuh (they size its shared memory).
 const QV_TILE: usize = 64;
 const KEY_TILE: usize = 32 * 2;
 /// Keys per block below which split-KV does not pay for its merge.
 const MIN_SPLIT_KEYS: usize = 64;
 
 /// Blocks of the per-row attention kernel resident per SM: it is built with
-/// `__launch_bounds__(128, 4)` and takes about 41 KB of shared memory (nanohost.cu).
+/// `__launch_bounds__(128, 4)` and takes about 41 KB of shared memory (paged_attention.cuh).
 const ATTENTION_BLOCKS_PER_SM: usize = 4;
 
 /// Completion counters of split-KV blocks, one per (row, KV head) of a split launch: the last
-/// block of a row merges the splits (nanohost.cu). Kernels leave them at zero, so one zeroed
+/// block of a row merges the splits (paged_attention.cuh). Kernels leave them at zero, so one zeroed
 /// buffer per device serves every launch and every CUDA graph replay; it is never freed (a
 /// graph keeps its address). A batch splits only while it fills at most half the GPU's block
 /// slots, so `ATTENTION_BLOCKS_PER_SM * sms` counters always suffice.
@@ -119,7 +119,7 @@ pub(crate) fn paged_attention(op: &PagedAttention, q: &CudaStorage, ql: &Layout,
                 let row_skip = sec(o.row_skip, o.seq_start);
                 let elem = std::mem::size_of::<$t>();
                 // Shared memory of attend_tile (cascade's shared pass, tiled prefill), with
-                // padded row strides as in nanohost.cu (row_ld, out_ld, P_LD, S_LD).
+                // padded row strides as in tiled_attention.cuh (row_ld, out_ld, P_LD, S_LD).
                 let (row_ld, out_ld, p_ld, s_ld) = (head_dim + 8, head_dim + 4, KEY_TILE + 8, KEY_TILE + 4);
                 let smem = (QV_TILE * row_ld + 2 * KEY_TILE * row_ld + QV_TILE * p_ld) * elem + (QV_TILE * s_ld + QV_TILE * out_ld + QV_TILE) * 4;
                 let row_visible = sec(o.row_visible, o.row_skip);

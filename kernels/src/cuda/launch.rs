@@ -4,7 +4,7 @@
 //! wrote. Launched plainly, each kernel starts only when its predecessor has drained, so every
 //! boundary costs a launch, a ramp and a tail. Launched with programmatic stream serialization,
 //! a kernel's blocks may be scheduled while its predecessor still runs: they load what does not
-//! depend on it (weights) and then wait in `griddepcontrol.wait` (nanohost.cu, `pdl_enter`),
+//! depend on it (weights) and then wait in `griddepcontrol.wait` (common.cuh, `pdl_enter`),
 //! which returns once the predecessor has finished and its writes are visible. While a CUDA
 //! graph is captured, capture_links.rs picks the edges that carry this into the graph.
 //!

@@ -1,0 +1,149 @@
+// RMSNorm with RoPE (and the fused QKV write), residual add with RMSNorm, SwiGLU's gate.
+#pragma once
+#include "common.cuh"
+
+// Per-head RMSNorm then RoPE (halves rotated) of one head by one warp: each lane holds
+// PER = head_dim / 32 values (a template parameter, so they stay in registers).
+template <typename T, int PER>
+__device__ inline void norm_rope_head(const T* src, const T* w, const T* cos, T* dst, uint32_t head_dim, float eps, int lane) {
+  const T* sin = cos + head_dim / 2;
+  float v[PER];
+  float ss = 0.f;
+#pragma unroll
+  for (int i = 0; i < PER; ++i) { v[i] = to_f(src[lane + 32 * i]); ss += v[i] * v[i]; }
+  for (int off = 16; off > 0; off >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, off);
+  const float r = rsqrtf(ss / head_dim + eps);
+#pragma unroll
+  for (int i = 0; i < PER; ++i) v[i] *= r * to_f(w[lane + 32 * i]);
+  // Element j pairs with j + half; with half a multiple of 32 the partner sits in the same lane,
+  // PER / 2 slots further on.
+  constexpr int hp = PER / 2;
+#pragma unroll
+  for (int i = 0; i < hp; ++i) {
+    const int j = lane + 32 * i;
+    const float c = to_f(cos[j]), s = to_f(sin[j]);
+    const float a = v[i], b = v[i + hp];
+    dst[j] = from_f<T>(a * c - b * s);
+    dst[j + head_dim / 2] = from_f<T>(a * s + b * c);
+  }
+}
+
+// One warp per (token, head). x rows may be strided (a slice of a fused QKV projection).
+template <typename T, int PER>
+__device__ void rms_norm_rope(const T* x, const T* w, const T* cs, T* out, uint32_t tokens, uint32_t heads,
+                              uint32_t head_dim, uint32_t x_row_stride, float eps) {
+  const uint32_t t = blockIdx.x, h = blockIdx.y * (blockDim.x / 32) + (threadIdx.x >> 5);
+  const int lane = threadIdx.x & 31;
+  if (t >= tokens || h >= heads) return;
+  norm_rope_head<T, PER>(x + (size_t)t * x_row_stride + (size_t)h * head_dim, w, cs + (size_t)t * head_dim,
+                         out + ((size_t)t * heads + h) * head_dim, head_dim, eps, lane);
+}
+
+// The attention block's input side in one launch: one warp per (token, head) of a fused QKV row
+// [q heads | k heads | v heads]: q heads are normed and rotated into q_out, k heads normed,
+// rotated and written to their pool slot, v heads copied to theirs (slots at or beyond
+// `capacity` are skipped, as in write_kv).
+template <typename T, int PER>
+__device__ void qkv_norm_rope_write(const T* qkv, const T* q_w, const T* k_w, const T* cs, T* q_out, T* k_pool,
+                                    T* v_pool, const uint32_t* slots, uint32_t tokens, uint32_t heads,
+                                    uint32_t kv_heads, uint32_t head_dim, uint32_t capacity, float eps) {
+  const uint32_t t = blockIdx.x, h = blockIdx.y * (blockDim.x / 32) + (threadIdx.x >> 5);
+  const int lane = threadIdx.x & 31;
+  if (t >= tokens || h >= heads + 2 * kv_heads) return;
+  const T* src = qkv + ((size_t)t * (heads + 2 * kv_heads) + h) * head_dim;
+  const T* cos = cs + (size_t)t * head_dim;
+  if (h < heads) {
+    norm_rope_head<T, PER>(src, q_w, cos, q_out + ((size_t)t * heads + h) * head_dim, head_dim, eps, lane);
+    return;
+  }
+  const uint32_t slot = slots[t];
+  if (slot >= capacity) return;
+  const uint32_t kvh = h - heads;
+  if (kvh < kv_heads) {
+    norm_rope_head<T, PER>(src, k_w, cos, k_pool + ((size_t)slot * kv_heads + kvh) * head_dim, head_dim, eps, lane);
+  } else {
+    T* dst = v_pool + ((size_t)slot * kv_heads + kvh - kv_heads) * head_dim;
+#pragma unroll
+    for (int i = 0; i < PER; ++i) dst[lane + 32 * i] = src[lane + 32 * i];
+  }
+}
+
+#define INSTANTIATE_QKV_P(T, NAME, P)                                                                      \
+  extern "C" __global__ void qkv_norm_rope_write_##NAME##_p##P(                                            \
+      const T* qkv, const T* q_w, const T* k_w, const T* cs, T* q_out, T* k_pool, T* v_pool,               \
+      const uint32_t* slots, uint32_t tokens, uint32_t heads, uint32_t kv_heads, uint32_t head_dim,         \
+      uint32_t capacity, float eps) {                                                                      \
+    pdl_enter();                                                                                           \
+    qkv_norm_rope_write<T, P>(qkv, q_w, k_w, cs, q_out, k_pool, v_pool, slots, tokens, heads, kv_heads,    \
+                              head_dim, capacity, eps);                                                    \
+  }
+#define INSTANTIATE_QKV(T, NAME) FOR_HEAD_PER(INSTANTIATE_QKV_P, T, NAME)
+FOR_FLOAT_TYPES(INSTANTIATE_QKV)
+
+// x + delta (rounded to T, as a separate add would store it), then RMSNorm of that sum times w:
+// out rows [0, tokens) hold the sums, rows [tokens, 2 * tokens) the normed rows. One block per
+// row; the norm reads the rounded sums so the result equals add-then-norm.
+template <typename T>
+__device__ void add_rms_norm(const T* x, const T* delta, const T* w, T* out, uint32_t tokens, uint32_t hidden, float eps) {
+  const uint32_t t = blockIdx.x;
+  const T* xr = x + (size_t)t * hidden;
+  const T* dr = delta + (size_t)t * hidden;
+  T* sum = out + (size_t)t * hidden;
+  T* normed = out + ((size_t)tokens + t) * hidden;
+  float ss = 0.f;
+  for (uint32_t c = threadIdx.x; c < hidden; c += blockDim.x) {
+    const T s = from_f<T>(to_f(xr[c]) + to_f(dr[c]));
+    sum[c] = s;
+    const float f = to_f(s);
+    ss += f * f;
+  }
+  __shared__ float partial[32];
+  for (int off = 16; off > 0; off >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, off);
+  if ((threadIdx.x & 31) == 0) partial[threadIdx.x >> 5] = ss;
+  __syncthreads();
+  if (threadIdx.x < 32) {
+    float p = threadIdx.x < blockDim.x / 32 ? partial[threadIdx.x] : 0.f;
+    for (int off = 16; off > 0; off >>= 1) p += __shfl_xor_sync(0xffffffffu, p, off);
+    if (threadIdx.x == 0) partial[0] = p;
+  }
+  __syncthreads();
+  const float r = rsqrtf(partial[0] / hidden + eps);
+  // Each thread reads back the sums it wrote itself: no barrier needed for them.
+  for (uint32_t c = threadIdx.x; c < hidden; c += blockDim.x) normed[c] = from_f<T>(to_f(sum[c]) * r * to_f(w[c]));
+}
+
+#define INSTANTIATE_ADD_NORM(T, NAME)                                                                  \
+  extern "C" __global__ void add_rms_norm_##NAME(const T* x, const T* delta, const T* w, T* out,     \
+                                                 uint32_t tokens, uint32_t hidden, float eps) {       \
+    pdl_enter();                                                                                     \
+    add_rms_norm<T>(x, delta, w, out, tokens, hidden, eps);                                          \
+  }
+FOR_FLOAT_TYPES(INSTANTIATE_ADD_NORM)
+
+#define INSTANTIATE_NORM_ROPE_P(T, NAME, P)                                                    \
+  extern "C" __global__ void rms_norm_rope_##NAME##_p##P(                                      \
+      const T* x, const T* w, const T* cs, T* out, uint32_t tokens, uint32_t heads,             \
+      uint32_t head_dim, uint32_t x_row_stride, float eps) {                                    \
+    pdl_enter();                                                                                \
+    rms_norm_rope<T, P>(x, w, cs, out, tokens, heads, head_dim, x_row_stride, eps);             \
+  }
+#define INSTANTIATE_NORM_ROPE(T, NAME) FOR_HEAD_PER(INSTANTIATE_NORM_ROPE_P, T, NAME)
+FOR_FLOAT_TYPES(INSTANTIATE_NORM_ROPE)
+
+// silu(gate) * up over [tokens, 2 * width] rows (gate columns, then up columns).
+template <typename T>
+__device__ void silu_mul(const T* x, T* out, uint32_t tokens, uint32_t width) {
+  const size_t n = (size_t)tokens * width;
+  for (size_t e = (size_t)blockIdx.x * blockDim.x + threadIdx.x; e < n; e += (size_t)gridDim.x * blockDim.x) {
+    const size_t t = e / width, c = e % width;
+    const float g = to_f(x[t * 2 * width + c]), u = to_f(x[t * 2 * width + width + c]);
+    out[e] = from_f<T>(g / (1.f + expf(-g)) * u);
+  }
+}
+
+#define INSTANTIATE_SILU_MUL(T, NAME)                                                                  \
+  extern "C" __global__ void silu_mul_##NAME(const T* x, T* out, uint32_t tokens, uint32_t width) {   \
+    pdl_enter();                                                                                     \
+    silu_mul<T>(x, out, tokens, width);                                                              \
+  }
+FOR_FLOAT_TYPES(INSTANTIATE_SILU_MUL)
