@@ -106,21 +106,27 @@ fn last_kernel(deps: &Deps) -> Result<Option<sys::CUgraphNode>> {
     }
 }
 
-/// While capturing, when only memory nodes were recorded since the last kernel (B): the
-/// capture's dependencies, B, and what B's successor may depend on without waiting for B (the
+/// The capture's dependencies (`None`, and no remembered kernel, when `stream` is not
+/// capturing): asked of the driver once per allocation and once per launch.
+fn capture_deps_or_forget(stream: &CudaStream) -> Result<Option<Deps>> {
+    let deps = capture_deps(stream)?;
+    if deps.is_none() {
+        LAST.with(|l| l.borrow_mut().take());
+    }
+    Ok(deps)
+}
+
+/// When only memory nodes were recorded since the last kernel (B), given the capture's
+/// dependencies `deps`: B, and what B's successor may depend on without waiting for B (the
 /// dependencies recorded before B: for a kernel of this crate, remembered at its launch; for
 /// another (candle's, cuBLAS'), B's own predecessors).
-fn after_last_kernel(stream: &CudaStream) -> Result<Option<(Deps, sys::CUgraphNode, Deps)>> {
-    let Some(deps) = capture_deps(stream)? else {
-        LAST.with(|l| l.borrow_mut().take());
-        return Ok(None);
-    };
-    let Some(b) = last_kernel(&deps)? else { return Ok(None) };
+fn after_last_kernel(deps: &Deps) -> Result<Option<(sys::CUgraphNode, Deps)>> {
+    let Some(b) = last_kernel(deps)? else { return Ok(None) };
     let before_b = match LAST.with(|l| l.borrow().clone()) {
         Some((ours, before)) if ours == b => before,
         _ => predecessors(b)?,
     };
-    Ok(Some((deps, b, before_b)))
+    Ok(Some((b, before_b)))
 }
 
 /// Runs `alloc` (an op's allocations for its next launch) so that, while a graph is captured
@@ -131,7 +137,8 @@ pub(crate) fn hoisted_alloc<R>(stream: &CudaStream, alloc: impl FnOnce() -> Resu
     if !super::launch::pdl_enabled(stream) {
         return alloc();
     }
-    let Some((deps, _b, before_b)) = after_last_kernel(stream)? else { return alloc() };
+    let Some(deps) = capture_deps_or_forget(stream)? else { return alloc() };
+    let Some((_, before_b)) = after_last_kernel(&deps)? else { return alloc() };
     let base: Deps = before_b.iter().map(|(n, _)| (*n, plain())).collect();
     set_capture_deps(stream, &base)?;
     let out = alloc();
@@ -150,12 +157,9 @@ pub(crate) fn hoisted_alloc<R>(stream: &CudaStream, alloc: impl FnOnce() -> Resu
 /// up in turn. Otherwise C keeps the recorded order, plus its hoisted allocations.
 pub(crate) fn link_before_launch(stream: &CudaStream) -> Result<()> {
     let hoisted: Deps = HOISTED.with(|h| std::mem::take(&mut *h.borrow_mut())).into_iter().map(|n| (n, plain())).collect();
-    let Some(deps) = capture_deps(stream)? else {
-        LAST.with(|l| l.borrow_mut().take());
-        return Ok(());
-    };
-    let linked = match after_last_kernel(stream)? {
-        Some((_, b, before_b)) => {
+    let Some(deps) = capture_deps_or_forget(stream)? else { return Ok(()) };
+    let linked = match after_last_kernel(&deps)? {
+        Some((b, before_b)) => {
             let mut linked: Deps = vec![(b, programmatic())];
             linked.extend(hoisted);
             linked.extend(before_b.into_iter().map(|(n, _)| (n, plain())));
