@@ -310,39 +310,7 @@ fn small_matmul_split(n: usize, k: usize, sms: usize) -> usize {
     s
 }
 
-/// Where the L2 hint for `w` points and how many bytes it asks for (crate::prefetch): `(0, 0)`
-/// (no hint) when hints are off, or `w` does not start 16-byte aligned.
-fn prefetch_range(w: &Tensor) -> Result<(u64, u64)> {
-    if !crate::l2_prefetch_enabled() {
-        return Ok((0, 0));
-    }
-    let (ptr, len) = match w.dtype() {
-        DType::F32 => raw_ptr::<f32>(w, "the weight to prefetch")?,
-        DType::BF16 => raw_ptr::<half::bf16>(w, "the weight to prefetch")?,
-        DType::F16 => raw_ptr::<half::f16>(w, "the weight to prefetch")?,
-        other => return Err(crate::elem::unsupported("l2_prefetch", other)),
-    };
-    let bytes = (len * w.dtype().size_in_bytes()).min(crate::L2_PREFETCH_MAX_BYTES) as u64 / 16 * 16;
-    Ok(if ptr % 16 == 0 { (ptr, bytes) } else { (0, 0) })
-}
-
-pub(crate) fn l2_prefetch(w: &Tensor) -> Result<()> {
-    let candle_core::Device::Cuda(dev) = w.device() else { candle_core::bail!("l2_prefetch: the weight is not on the GPU") };
-    let (ptr, bytes) = prefetch_range(w)?;
-    if bytes == 0 {
-        return Ok(());
-    }
-    let func = kernel(&dev, "l2_prefetch", 0)?;
-    let stream = dev.cuda_stream();
-    // One bulk hint of about 4 KB per thread.
-    let cfg = LaunchConfig { grid_dim: (bytes.div_ceil(256 * 4096) as u32, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
-    let mut b = Launch::new(&stream, &func);
-    b.arg(&ptr).arg(&bytes);
-    // SAFETY: a prefetch hint reads nothing into the program and writes nothing.
-    unsafe { b.launch(cfg) }
-}
-
-pub(crate) fn small_matmul(x: &CudaStorage, xl: &Layout, w: &CudaStorage, wl: &Layout, next: Option<&Tensor>) -> Result<(CudaStorage, Shape)> {
+pub(crate) fn small_matmul(x: &CudaStorage, xl: &Layout, w: &CudaStorage, wl: &Layout) -> Result<(CudaStorage, Shape)> {
     let dev = x.device().clone();
     let (rows, k) = xl.shape().dims2()?;
     let n = wl.dims()[0];
@@ -356,7 +324,6 @@ pub(crate) fn small_matmul(x: &CudaStorage, xl: &Layout, w: &CudaStorage, wl: &L
     let stream = dev.cuda_stream();
     let warps = 8u32;
     let cfg = LaunchConfig { grid_dim: ((n as u32).div_ceil(warps / split as u32), 1, 1), block_dim: (32 * warps, 1, 1), shared_mem_bytes: 0 };
-    let (next_ptr, next_bytes) = next.map_or(Ok((0, 0)), prefetch_range)?;
     macro_rules! launch {
         ($t:ty, $wrap:ident) => {{
             let (xs, ws) = (x.as_cuda_slice::<$t>()?.slice(x0..x1), w.as_cuda_slice::<$t>()?.slice(w0..w1));
@@ -364,9 +331,8 @@ pub(crate) fn small_matmul(x: &CudaStorage, xl: &Layout, w: &CudaStorage, wl: &L
             let out = unsafe { alloc_out::<$t>(&dev, rows * n)? };
             let mut b = Launch::new(&stream, &func);
             b.arg(&xs).arg(&ws).arg(&out);
-            candle_core::builder_arg!(b, rows as u32, n as u32, k as u32, next_ptr, next_bytes);
-            // SAFETY: shapes checked by small_matmul; k is a multiple of 8 (16-byte loads); the
-            // prefetch range lies inside `next` (prefetch_range).
+            candle_core::builder_arg!(b, rows as u32, n as u32, k as u32);
+            // SAFETY: shapes checked by small_matmul; k is a multiple of 8 (16-byte loads).
             unsafe { b.launch(cfg) }?;
             CudaStorageSlice::$wrap(out)
         }};

@@ -10,20 +10,17 @@ use candle_core::{backend::BackendStorage, CpuStorage, CustomOp2, Layout, Result
 pub const SMALL_MATMUL_MAX_ROWS: usize = 8;
 
 /// `x` `[rows, k]` times `w` `[n, k]` transposed: `[rows, n]`, accumulated in f32. For at most
-/// [`SMALL_MATMUL_MAX_ROWS`] rows and `k` a multiple of 8. `next`, the weight of the matmul that
-/// comes next, is asked of L2 while this one runs ([`crate::l2_prefetch`]); it changes no result.
-pub fn small_matmul(x: &Tensor, w: &Tensor, next: Option<&Tensor>) -> Result<Tensor> {
+/// [`SMALL_MATMUL_MAX_ROWS`] rows and `k` a multiple of 8.
+pub fn small_matmul(x: &Tensor, w: &Tensor) -> Result<Tensor> {
     let (rows, k) = x.dims2()?;
     let (_, wk) = w.dims2()?;
     if wk != k || rows == 0 || rows > SMALL_MATMUL_MAX_ROWS || k % 8 != 0 || x.dtype() != w.dtype() {
         candle_core::bail!("small_matmul: x {:?} {:?} and w {:?} {:?} (at most {SMALL_MATMUL_MAX_ROWS} rows, k a multiple of 8)", x.dims(), x.dtype(), w.dims(), w.dtype());
     }
-    x.contiguous()?.apply_op2_no_bwd(&w.contiguous()?, &SmallMatmul { next: next.cloned() })
+    x.contiguous()?.apply_op2_no_bwd(&w.contiguous()?, &SmallMatmul)
 }
 
-pub struct SmallMatmul {
-    pub next: Option<Tensor>,
-}
+pub struct SmallMatmul;
 
 fn run<T: Elem>(x: &[T], w: &[T], rows: usize, k: usize) -> Vec<T> {
     let n = w.len() / k;
@@ -56,6 +53,6 @@ impl CustomOp2 for SmallMatmul {
 
     #[cfg(feature = "cuda")]
     fn cuda_fwd(&self, x: &candle_core::CudaStorage, xl: &Layout, w: &candle_core::CudaStorage, wl: &Layout) -> Result<(candle_core::CudaStorage, Shape)> {
-        crate::cuda::small_matmul(x, xl, w, wl, self.next.as_ref())
+        crate::cuda::small_matmul(x, xl, w, wl)
     }
 }

@@ -278,11 +278,8 @@ fn small_matmul_matches_cpu() {
         // where two units in the last place are 0.0625.
         for (dtype, tol) in [(DType::F32, 1e-4), (DType::BF16, 7e-2)] {
             let (x, w) = (x.to_dtype(dtype).unwrap(), w.to_dtype(dtype).unwrap());
-            let cpu = nanohost_kernels::small_matmul(&x, &w, None).unwrap();
-            // With an L2 hint for another weight, which must change nothing.
-            let (wg, other) = (w.to_device(&gpu()).unwrap(), x.to_device(&gpu()).unwrap());
-            nanohost_kernels::l2_prefetch(&wg).unwrap();
-            let gpu = nanohost_kernels::small_matmul(&x.to_device(&gpu()).unwrap(), &wg, Some(&other)).unwrap();
+            let cpu = nanohost_kernels::small_matmul(&x, &w).unwrap();
+            let gpu = nanohost_kernels::small_matmul(&x.to_device(&gpu()).unwrap(), &w.to_device(&gpu()).unwrap()).unwrap();
             let d = max_diff(&cpu, &gpu);
             assert!(d <= tol, "{dtype:?} {rows}x{k} . {n}x{k}: differs by {d}");
         }
@@ -313,10 +310,10 @@ fn captured_chain_is_linked_programmatically_and_replays_like_eager() {
     );
     // small_matmul -> silu_mul -> small_matmul -> add_rms_norm -> small_matmul: five kernels.
     let chain = |x: &Tensor| {
-        let a = silu_mul(&nanohost_kernels::small_matmul(x, &w_up, Some(&w_down)).unwrap()).unwrap();
-        let d = nanohost_kernels::small_matmul(&a, &w_down, Some(&w_up)).unwrap();
+        let a = silu_mul(&nanohost_kernels::small_matmul(x, &w_up).unwrap()).unwrap();
+        let d = nanohost_kernels::small_matmul(&a, &w_down).unwrap();
         let (_, h) = nanohost_kernels::add_rms_norm(x, &d, &norm, 1e-6).unwrap();
-        nanohost_kernels::small_matmul(&h, &w_up, None).unwrap()
+        nanohost_kernels::small_matmul(&h, &w_up).unwrap()
     };
     let input = bf(Tensor::randn(0f32, 1.0, (1, 1024), &Device::Cpu).unwrap());
     let x = input.zeros_like().unwrap();

@@ -9,13 +9,13 @@ fn small_matmul_equals_x_times_w_transposed() {
     for rows in [1, 3, 8] {
         let x = Tensor::randn(0f32, 1.0, (rows, 64), &dev).unwrap();
         let w = Tensor::randn(0f32, 1.0, (37, 64), &dev).unwrap();
-        let got = nanohost_kernels::small_matmul(&x, &w, None).unwrap();
+        let got = nanohost_kernels::small_matmul(&x, &w).unwrap();
         let want = x.matmul(&w.t().unwrap()).unwrap();
         let diff = (got - want).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
         assert!(diff < 1e-4, "{rows} rows: {diff}");
     }
     let x = Tensor::randn(0f32, 1.0, (9, 64), &dev).unwrap();
     let w = Tensor::randn(0f32, 1.0, (37, 64), &dev).unwrap();
-    assert!(nanohost_kernels::small_matmul(&x, &w, None).unwrap_err().to_string().contains("at most 8 rows"));
-    assert!(nanohost_kernels::small_matmul(&x.narrow(0, 0, 2).unwrap().narrow(1, 0, 60).unwrap(), &w.narrow(1, 0, 60).unwrap(), None).is_err());
+    assert!(nanohost_kernels::small_matmul(&x, &w).unwrap_err().to_string().contains("at most 8 rows"));
+    assert!(nanohost_kernels::small_matmul(&x.narrow(0, 0, 2).unwrap().narrow(1, 0, 60).unwrap(), &w.narrow(1, 0, 60).unwrap()).is_err());
 }

@@ -15,7 +15,7 @@ use crate::engine::kv_pool::KvPool;
 use anyhow::{Context, Result};
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{ops::rms_norm, Linear};
-use nanohost_kernels::{add_rms_norm, l2_prefetch, paged_attention, qkv_norm_rope_write, silu_mul, small_matmul, AttentionBatch, MetaLayout, QkvNorms, SeqAttention, SharedGroup, SMALL_MATMUL_MAX_ROWS};
+use nanohost_kernels::{add_rms_norm, paged_attention, qkv_norm_rope_write, silu_mul, small_matmul, AttentionBatch, MetaLayout, QkvNorms, SeqAttention, SharedGroup, SMALL_MATMUL_MAX_ROWS};
 use std::collections::HashMap;
 
 struct Layer {
@@ -214,21 +214,18 @@ impl Qwen3 {
         };
         let eps = self.cfg.rms_norm_eps as f32;
         let mut x = self.embed.index_select(&ids, 0)?;
-        self.prefetch(&x, &self.layers[0].qkv_proj)?;
         let mut h = rms_norm(&x, &self.layers[0].input_norm, eps)?;
         for (l, layer) in self.layers.iter().enumerate() {
             // Each layer ends with its residual add fused into the norm that follows it: the
-            // next layer's input norm, or the final norm; and hands on to the next layer's
-            // first matmul, or the LM head.
-            let (next_norm, next_proj) = self.layers.get(l + 1).map_or((&self.norm, &self.lm_head), |n| (&n.input_norm, &n.qkv_proj));
-            (x, h) = self.layer_forward(l, layer, &x, &h, (next_norm, next_proj), &step, pool)?;
+            // next layer's input norm, or the final norm.
+            let next_norm = self.layers.get(l + 1).map_or(&self.norm, |n| &n.input_norm);
+            (x, h) = self.layer_forward(l, layer, &x, &h, next_norm, &step, pool)?;
         }
         drop(x);
         let h = h.index_select(&rows, 0)?;
         // In the model's dtype: the sampler reads them as they are (an f32 copy of a batch's
-        // logits cost 90 us per step at batch 64 on an H200). The next step's first weight is
-        // asked of L2 meanwhile.
-        self.linear(&self.lm_head, &h, &self.layers[0].qkv_proj)
+        // logits cost 90 us per step at batch 64 on an H200).
+        self.linear(&self.lm_head, &h)
     }
 
     /// Whether `x @ w^T` goes to `small_matmul` (on the GPU, a few rows: decode at small batch)
@@ -238,43 +235,26 @@ impl Qwen3 {
         Ok(self.device.is_cuda() && rows <= small_matmul_rows() && k % 8 == 0)
     }
 
-    /// `x @ l^T`; `next` is the matmul that follows, whose weight the few-row kernel asks of L2
-    /// while it runs (nanohost_kernels::l2_prefetch).
-    fn linear(&self, l: &Linear, x: &Tensor, next: &Linear) -> Result<Tensor> {
-        Ok(if self.few_rows(x)? { small_matmul(x, l.weight(), Some(next.weight()))? } else { l.forward(x)? })
-    }
-
-    /// Asks L2 for `w` ahead of the cuBLAS matmul that will read it, a kernel or two later
-    /// (called right after the matmul before it); the few-row matmuls ask for their successor
-    /// themselves, so for them this is nothing.
-    fn prefetch(&self, x: &Tensor, w: &Linear) -> Result<()> {
-        if self.device.is_cuda() && !self.few_rows(x)? {
-            l2_prefetch(w.weight())?;
-        }
-        Ok(())
+    fn linear(&self, l: &Linear, x: &Tensor) -> Result<Tensor> {
+        Ok(if self.few_rows(x)? { small_matmul(x, l.weight())? } else { l.forward(x)? })
     }
 
     /// One layer from its input `x` and `h` = its input norm of `x`; returns the layer's output
-    /// and `next_norm` of it. `next_proj` is the matmul after the layer's last, for the L2 hints.
+    /// and `next_norm` of it.
     #[allow(clippy::too_many_arguments)]
-    fn layer_forward(&self, l: usize, layer: &Layer, x: &Tensor, h: &Tensor, (next_norm, next_proj): (&Tensor, &Linear), step: &StepInputs, pool: &KvPool) -> Result<(Tensor, Tensor)> {
+    fn layer_forward(&self, l: usize, layer: &Layer, x: &Tensor, h: &Tensor, next_norm: &Tensor, step: &StepInputs, pool: &KvPool) -> Result<(Tensor, Tensor)> {
         let c = &self.cfg;
         let n = x.dim(0)?;
         let eps = c.rms_norm_eps as f32;
-        let qkv = self.linear(&layer.qkv_proj, h, &layer.o_proj)?;
-        self.prefetch(h, &layer.o_proj)?;
+        let qkv = self.linear(&layer.qkv_proj, h)?;
         let (k_pool, v_pool) = pool.layer(l);
         let norms = QkvNorms { heads: c.num_attention_heads, kv_heads: c.num_key_value_heads, q_norm: &layer.q_norm, k_norm: &layer.k_norm, eps };
         let q = qkv_norm_rope_write(&qkv, &norms, &step.cos_sin, k_pool, v_pool, &step.slots)?;
         let scale = 1.0 / (c.head_dim as f32).sqrt();
         let attn = paged_attention(&q, k_pool, v_pool, &step.attention, scale)?;
-        let attn = self.linear(&layer.o_proj, &attn.reshape((n, c.num_attention_heads * c.head_dim))?, &layer.gate_up_proj)?;
-        self.prefetch(h, &layer.gate_up_proj)?;
+        let attn = self.linear(&layer.o_proj, &attn.reshape((n, c.num_attention_heads * c.head_dim))?)?;
         let (x, h) = add_rms_norm(x, &attn, &layer.post_norm, eps)?;
-        let gate_up = self.linear(&layer.gate_up_proj, &h, &layer.down_proj)?;
-        self.prefetch(&h, &layer.down_proj)?;
-        let mlp = self.linear(&layer.down_proj, &silu_mul(&gate_up)?, next_proj)?;
-        self.prefetch(&h, next_proj)?;
+        let mlp = self.linear(&layer.down_proj, &silu_mul(&self.linear(&layer.gate_up_proj, &h)?)?)?;
         Ok(add_rms_norm(&x, &mlp, next_norm, eps)?)
     }
 }

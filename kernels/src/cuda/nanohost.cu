@@ -7,5 +7,4 @@
 #include "tiled_attention.cuh"
 #include "sample.cuh"
 #include "norm.cuh"
-#include "prefetch.cuh"
 #include "small_matmul.cuh"

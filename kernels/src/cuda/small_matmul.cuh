@@ -1,18 +1,15 @@
 // The few-row matmul of small-batch decode.
 #pragma once
 #include "common.cuh"
-#include "prefetch.cuh"
 
 // out[r][n] = sum_k x[r][k] w[n][k] for rows <= MR (decode at small batch): the weight is
 // streamed once with 16-byte loads (CH per lane in flight, kept packed until used, so they cost
 // half the registers), each chunk of x (from cache) serving all rows. S warps share a column,
 // each taking a contiguous 1/S of k (split-K), reduced in shared memory: a projection with few
 // columns (1,024 for Qwen3-0.6B's o_proj and down_proj) would otherwise run one warp per column
-// on a GPU that wants several thousand warps to keep enough loads in flight. Each warp also asks
-// L2 for its share of `next` (the next matmul's weight, next_bytes of it; 0 for none).
+// on a GPU that wants several thousand warps to keep enough loads in flight.
 template <typename T, int MR, int S>
-__device__ void small_matmul(const T* x, const T* w, T* out, uint32_t rows, uint32_t n, uint32_t k, const T* next,
-                             uint64_t next_bytes) {
+__device__ void small_matmul(const T* x, const T* w, T* out, uint32_t rows, uint32_t n, uint32_t k) {
   constexpr int V = 16 / sizeof(T);  // elements per 16-byte load
   constexpr int CH = 8;               // loads per lane in flight
   constexpr int BLOCK_WARPS = 8, COLS = BLOCK_WARPS / S;
@@ -36,7 +33,6 @@ __device__ void small_matmul(const T* x, const T* w, T* out, uint32_t rows, uint
   // they are issued before waiting for the one before, and land while it finishes.
   const uint32_t first = k0 + lane * V;
   if (col < n) load_weights(first);
-  if (lane == 0 && next_bytes) l2_prefetch_share(next, next_bytes, (uint64_t)blockIdx.x * BLOCK_WARPS + warp, (uint64_t)gridDim.x * BLOCK_WARPS);
   pdl_enter();
   if (col < n) {
     for (uint32_t c0 = first; c0 < k1; c0 += 32 * V * CH) {
@@ -81,9 +77,8 @@ __device__ void small_matmul(const T* x, const T* w, T* out, uint32_t rows, uint
 
 #define INSTANTIATE_SMALL_MATMUL_M(T, NAME, M, S)                                                     \
   extern "C" __global__ void small_matmul_##NAME##_m##M##_s##S(const T* x, const T* w, T* out,       \
-                                                               uint32_t rows, uint32_t n, uint32_t k, \
-                                                               const T* next, uint64_t next_bytes) {  \
-    small_matmul<T, M, S>(x, w, out, rows, n, k, next, next_bytes);                                  \
+                                                               uint32_t rows, uint32_t n, uint32_t k) { \
+    small_matmul<T, M, S>(x, w, out, rows, n, k);                                                    \
   }
 #define INSTANTIATE_SMALL_MATMUL_S(T, NAME, S) \
   INSTANTIATE_SMALL_MATMUL_M(T, NAME, 1, S)    \
