@@ -16,8 +16,9 @@
 #     the output folder, for A/B runs of the NANOHOST_* tuning variables).
 # 14. (STEPS=pdl) programmatic dependent launch on vs off (NANOHOST_PDL=1/0), with graphs on and
 #     off, at batch 1, 4, 64: ms/step, identical tokens, and the captured graph's edges.
-# 15. (STEPS=pdl-b1) batch-1 graph replay under variants (PDL_VARIANTS: space-separated, each a
-#     comma-separated VAR=value list); an nsys kernel summary where nsys exists.
+# 15. (STEPS=variants; pdl-b1 is its old name) graph replay under variants of the tuning knobs
+#     (VARIANTS, or PDL_VARIANTS: space-separated, each a comma-separated VAR=value list) at
+#     BATCHES (default 1): ms/step and token digests; an nsys kernel summary where nsys exists.
 # 16. (STEPS=capture-test) the ignored capture-links GPU test, PDL on (under gdb where it exists)
 #     and off.
 # 17. (STEPS=cascade-graphs) cascade decode steps through graphs vs eager (NANOHOST_CASCADE_GRAPHS),
@@ -134,13 +135,19 @@ for g in ("on", "off"):
               f" | graph {a.get('graph_anatomy')}")
 PY
 fi
-if want pdl-b1; then
-  log "batch-1 graph replay with programmatic launch: variants"
+if want variants || want pdl-b1; then
+  log "graph replay under variants, batch ${BATCHES:-1}"
   # space-separated variants, each a comma-separated list of VAR=value
-  for v in ${PDL_VARIANTS:-NANOHOST_PDL=1 NANOHOST_PDL=0 NANOHOST_SMALL_MATMUL_ROWS=0 NANOHOST_SMALL_MATMUL_ROWS=0,NANOHOST_PDL=0}; do
-    env ${v//,/ } "$B/nanohost" bench-decode --model "$MODEL" --plugin "$B/plugins/libstandard.so" --batch-sizes 1 \
-      --cuda-graphs on --out "$R/pdl_b1.json" 2>>"$R/check.log" >/dev/null
-    python3 -c "import json,sys; r=json.load(open(sys.argv[1]))['results'][0]; print(sys.argv[2], 'ms/step %.3f' % r['decode_ms_per_step_median'], r['graph_anatomy'])" "$R/pdl_b1.json" "$v"
+  i=0
+  for v in ${VARIANTS:-${PDL_VARIANTS:-NANOHOST_PDL=1 NANOHOST_PDL=0 NANOHOST_SMALL_MATMUL_ROWS=0 NANOHOST_SMALL_MATMUL_ROWS=0,NANOHOST_PDL=0}}; do
+    i=$((i + 1))
+    env ${v//,/ } "$B/nanohost" bench-decode --model "$MODEL" --plugin "$B/plugins/libstandard.so" --batch-sizes "${BATCHES:-1}" \
+      --cuda-graphs on --out "$R/variant$i.json" 2>>"$R/check.log" >/dev/null
+    python3 -c "
+import json, sys
+for r in json.load(open(sys.argv[1]))['results']:
+    print(sys.argv[2], 'batch', r['batch_size'], 'ms/step %.3f' % r['decode_ms_per_step_median'], 'tokens', r['output_tokens_sha256'][:12], r.get('graph_anatomy'))
+" "$R/variant$i.json" "$v" | tee -a "$R/variants.txt"
   done
   NSYS=$(ls /usr/local/cuda/bin/nsys /usr/local/cuda/nsight-systems*/bin/nsys /opt/nvidia/nsight-systems/*/bin/nsys 2>/dev/null | head -1)
   if [ -n "$NSYS" ]; then
