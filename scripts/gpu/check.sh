@@ -23,6 +23,8 @@
 #     and off.
 # 17. (STEPS=cascade-graphs) cascade decode steps through graphs vs eager (NANOHOST_CASCADE_GRAPHS),
 #     shared 2048-token prefix, batch 1/8/32/64: ms/step, replays, identical tokens.
+# 18. (STEPS=chain) one kernel's cost inside a replayed graph chain (bench-chain: the boundary,
+#     add + RMSNorm, each projection's matmul) at rows CHAIN_ROWS (default 1,64), PDL on and off.
 # 12. (STEPS=profile) ncu: GPU time per kernel of one decode step at batch 1 and 64 (eager).
 # 13. (STEPS=tune) the rows small_matmul takes over from cuBLAS (NANOHOST_SMALL_MATMUL_ROWS) on
 #     decode at batch 1, 2, 4, 8; ncu's speed-of-light, occupancy and stall sections for the
@@ -182,6 +184,17 @@ for a, b in zip(on, off):
     print(f"batch {a['batch_size']:3d}: ms/step cascade graphs {a['decode_ms_per_step_median']:.3f} (replays {a['graph_replays']}, captures {a['graph_captures']})"
           f" eager {b['decode_ms_per_step_median']:.3f} | grouped steps {a['decode_steps_with_cascade_groups']} | tokens equal {a['output_tokens_sha256'] == b['output_tokens_sha256']}")
 PY
+fi
+if want chain; then
+  log "bench-chain: one kernel's cost in a replayed chain, PDL on and off"
+  for pdl in 1 0; do
+    NANOHOST_PDL=$pdl "$B/nanohost" bench-chain --model "$MODEL" --rows "${CHAIN_ROWS:-1,64}" --out "$R/chain_pdl$pdl.json" 2>>"$R/check.log" >/dev/null
+    python3 -c "
+import json, sys
+for r in json.load(open(sys.argv[1]))['results']:
+    print('pdl', sys.argv[2], 'rows %3d' % r['rows'], '%7.2f us/op' % r['us_per_op'], '%6.0f GB/s' % r['gb_per_s'], r['chain'])
+" "$R/chain_pdl$pdl.json" $pdl | tee -a "$R/chain.txt"
+  done
 fi
 if want profile; then
   log "ncu: one decode step's kernels at batch 1 and 64"

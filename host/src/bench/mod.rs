@@ -2,6 +2,8 @@
 //! runs workers in child processes, and the summary.
 
 pub mod attention;
+#[cfg(feature = "cuda")]
+pub mod chain;
 pub mod chunk_stats;
 pub mod compare;
 pub mod config;

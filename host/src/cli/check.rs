@@ -137,3 +137,39 @@ pub fn bench_attention(a: BenchAttentionArgs) -> Result<()> {
     let mut head = serde_json::json!({ "model": source.describe(), "dtype": format!("{:?}", compute.dtype), "layers": cfg.num_hidden_layers });
     report(&mut head, &compute.name, rows, a.out.as_deref())
 }
+
+#[derive(Args)]
+pub struct BenchChainArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Rows per op (the decode batch).
+    #[arg(long, value_delimiter = ',', default_value = "1,64")]
+    rows: Vec<usize>,
+    /// Ops per captured chain (default: 28, Qwen3-0.6B's layers).
+    #[arg(long, default_value_t = 28)]
+    reps: usize,
+    #[arg(long, default_value_t = 200)]
+    iters: usize,
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+/// One kernel's cost inside a replayed chain, apart from the model (only its config is read):
+/// the boundary between kernels, add + RMSNorm, and each projection's matmul.
+pub fn bench_chain(a: BenchChainArgs) -> Result<()> {
+    let source = a.model.source()?;
+    let cfg = source.config()?;
+    let compute = crate::device::select(a.model.device.as_deref(), a.model.dtype.as_deref())?;
+    #[cfg(feature = "cuda")]
+    {
+        let b = crate::bench::chain::ChainBench { rows: a.rows, reps: a.reps, iters: a.iters };
+        let rows = crate::bench::chain::run(&b, &cfg, &compute.device, compute.dtype)?;
+        let mut head = serde_json::json!({ "model": source.describe(), "dtype": format!("{:?}", compute.dtype), "programmatic_launch": nanohost_kernels::programmatic_launch(&compute.device) });
+        report(&mut head, &compute.name, rows, a.out.as_deref())
+    }
+    #[cfg(not(feature = "cuda"))]
+    {
+        let _ = (cfg, a.rows, a.reps, a.iters, a.out);
+        anyhow::bail!("bench-chain times CUDA graphs: build nanohost with --features cuda and run it on {}'s GPU", compute.name)
+    }
+}

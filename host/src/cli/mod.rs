@@ -43,6 +43,9 @@ enum Command {
     BenchDecode(check::BenchDecodeArgs),
     /// Cascade vs flat paged attention, the op alone, on shared-prefix batches.
     BenchAttention(check::BenchAttentionArgs),
+    /// One kernel's cost inside a replayed CUDA graph chain: the boundary, add + RMSNorm, each
+    /// projection's matmul (CUDA only).
+    BenchChain(check::BenchChainArgs),
     #[command(hide = true)]
     Worker(worker::WorkerArgs),
 }
@@ -59,6 +62,7 @@ pub fn main() -> Result<()> {
         Command::TeacherForce(a) => check::teacher_force(a),
         Command::BenchDecode(a) => check::bench_decode(a),
         Command::BenchAttention(a) => check::bench_attention(a),
+        Command::BenchChain(a) => check::bench_chain(a),
         Command::Worker(a) => worker::run(a),
     }
 }

@@ -47,12 +47,17 @@ pub fn capture(model: &Qwen3, inputs: &Tensor, logits: &Tensor, shape: &StepShap
     // run, under the same guard, fills it.
     let _cache = dev.enable_cuda_graph_htod_cache();
     drop(model.forward_prepared(inputs, shape, pool)?);
-    let stream = dev.cuda_stream();
-    stream.synchronize()?;
-    stream.begin_capture(sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)?;
     // Every tensor of the pass is allocated and freed inside the capture; only the copy into
     // the fixed `logits` buffer outlives it.
-    let recorded = model.forward_prepared(inputs, shape, pool).and_then(|l| Ok(logits.slice_set(&l, 0, 0)?));
+    record(&dev.cuda_stream(), || Ok(logits.slice_set(&model.forward_prepared(inputs, shape, pool)?, 0, 0)?))
+}
+
+/// Captures what `work` launches on `stream` into a graph, counts its nodes and edges, and
+/// instantiates and uploads it. `work` must launch on `stream` only and read nothing back.
+pub fn record(stream: &Arc<CudaStream>, work: impl FnOnce() -> Result<()>) -> Result<CudaGraph> {
+    stream.synchronize()?;
+    stream.begin_capture(sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)?;
+    let recorded = work();
     let mut graph = std::ptr::null_mut();
     // SAFETY: ends the capture begun above on this stream.
     let ended = unsafe { sys::cuStreamEndCapture(stream.cu_stream(), &mut graph) }.result();

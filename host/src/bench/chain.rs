@@ -1,0 +1,89 @@
+//! What one kernel costs inside a decode step's chain, apart from the model: each chain is
+//! `reps` launches of one op captured in one CUDA graph (with programmatic launch where it is
+//! on) and replayed, so the figure per launch includes the boundary to the next kernel, as in a
+//! replayed decode step. The matmul chains cycle through `reps` distinct weights, so that each
+//! launch reads its weight from DRAM as a step does; an `empty` chain (a kernel with next to
+//! no work) gives the cost of the boundary itself. This is the floor to count before tuning a
+//! kernel of the step: bytes / time against the card's bandwidth, and launches times the
+//! boundary.
+
+use crate::model::cuda_graph::record;
+use crate::model::Qwen3Config;
+use anyhow::Result;
+use candle_core::{DType, Device, Module, Tensor};
+use candle_nn::Linear;
+use nanohost_kernels::{add_rms_norm, silu_mul, small_matmul, SMALL_MATMUL_MAX_ROWS};
+use serde_json::{json, Value};
+use std::time::Instant;
+
+pub struct ChainBench {
+    pub rows: Vec<usize>,
+    /// Launches per captured chain (a step has one per layer of each op: 28 for Qwen3-0.6B).
+    pub reps: usize,
+    pub iters: usize,
+}
+
+/// The decode step's projections at the model's shape: (name, output columns, inner size).
+fn projections(cfg: &Qwen3Config) -> [(&'static str, usize, usize); 4] {
+    let (h, q, kv) = (cfg.hidden_size, cfg.num_attention_heads * cfg.head_dim, cfg.num_key_value_heads * cfg.head_dim);
+    [("qkv_proj", q + 2 * kv, h), ("o_proj", h, q), ("gate_up_proj", 2 * cfg.intermediate_size, h), ("down_proj", h, cfg.intermediate_size)]
+}
+
+/// Microseconds per op of a chain of `ops` ops that `chain` records (a cuBLAS matmul may be
+/// two kernels).
+fn time_chain(device: &Device, iters: usize, ops: usize, chain: impl FnOnce() -> Result<()>) -> Result<f64> {
+    let Device::Cuda(dev) = device else { anyhow::bail!("bench-chain needs a CUDA device") };
+    let stream = dev.cuda_stream();
+    let graph = record(&stream, chain)?;
+    graph.launch()?;
+    stream.synchronize()?;
+    let t = Instant::now();
+    for _ in 0..iters {
+        graph.launch()?;
+    }
+    stream.synchronize()?;
+    Ok(t.elapsed().as_secs_f64() * 1e6 / (iters * ops) as f64)
+}
+
+pub fn run(b: &ChainBench, cfg: &Qwen3Config, device: &Device, dtype: DType) -> Result<Vec<Value>> {
+    anyhow::ensure!(b.reps > 0 && b.iters > 0, "bench-chain needs --reps and --iters of at least 1");
+    let randn = |shape: (usize, usize), std: f32| -> Result<Tensor> { Ok(Tensor::randn(0f32, std, shape, device)?.to_dtype(dtype)?) };
+    let eps = cfg.rms_norm_eps as f32;
+    let elem = dtype.size_in_bytes();
+    let weights: Vec<(&str, Vec<Linear>)> = projections(cfg)
+        .into_iter()
+        .map(|(name, n, k)| Ok((name, (0..b.reps).map(|_| Ok(Linear::new(randn((n, k), 0.02)?, None))).collect::<Result<Vec<_>>>()?)))
+        .collect::<Result<_>>()?;
+    let mut out = Vec::new();
+    let mut row = |chain: &str, rows: usize, bytes: usize, us: f64| {
+        tracing::info!(chain, rows, us_per_op = us, "chain");
+        out.push(json!({ "chain": chain, "rows": rows, "ops": b.reps, "us_per_op": us, "weight_bytes": bytes, "gb_per_s": bytes as f64 / us / 1e3 }));
+    };
+    for &rows in &b.rows {
+        let tiny = randn((rows, 64), 1.0)?;
+        let us = time_chain(device, b.iters, b.reps, || (0..b.reps).try_for_each(|_| Ok(drop(silu_mul(&tiny)?))))?;
+        row("empty (silu_mul of 32 columns)", rows, 0, us);
+        let (x, d) = (randn((rows, cfg.hidden_size), 1.0)?, randn((rows, cfg.hidden_size), 1.0)?);
+        let w = randn((1, cfg.hidden_size), 0.1)?.squeeze(0)?;
+        let us = time_chain(device, b.iters, b.reps, || {
+            let (mut x, mut h) = (x.clone(), d.clone());
+            for _ in 0..b.reps {
+                (x, h) = add_rms_norm(&x, &h, &w, eps)?;
+            }
+            Ok(())
+        })?;
+        row("add_rms_norm", rows, 0, us);
+        for (name, ws) in &weights {
+            let (n, k) = ws[0].weight().dims2()?;
+            let x = randn((rows, k), 1.0)?;
+            let bytes = n * k * elem;
+            if rows <= SMALL_MATMUL_MAX_ROWS && device.is_cuda() {
+                let us = time_chain(device, b.iters, b.reps, || ws.iter().try_for_each(|w| Ok(drop(small_matmul(&x, w.weight())?))))?;
+                row(&format!("small_matmul {name} {n}x{k}"), rows, bytes, us);
+            }
+            let us = time_chain(device, b.iters, b.reps, || ws.iter().try_for_each(|w| Ok(drop(w.forward(&x)?))))?;
+            row(&format!("cublas {name} {n}x{k}"), rows, bytes, us);
+        }
+    }
+    Ok(out)
+}
