@@ -289,15 +289,10 @@ fn small_matmul_matches_cpu() {
 /// Programmatic edges in a captured graph (launch.rs, capture_links.rs): a chain of nanohost ops,
 /// with candle allocating and freeing between them, captured and replayed. Each kernel after the
 /// first is linked to the one before it (on sm_90 and later), and the replay computes exactly
-/// what the eager ops compute, also after the input buffer is rewritten.
-///
-/// Ignored: on an H200 (call 11 of results/gpu-h200-2026-11-28-pdl/) this test ended in a host
-/// segmentation fault with programmatic launch on, and passed with `NANOHOST_PDL=0`. The cause
-/// is not known yet. Unlike a decode step's capture (which begins with candle kernels and
-/// passed every replay = eager check), this capture begins with a nanohost kernel. Run it with
-/// `--ignored` when chasing it.
+/// what the eager ops compute, also after the input buffer is rewritten. The capture begins with
+/// an allocation, a root node: asking the driver for a root's (no) predecessors with empty arrays
+/// was an invalid argument, and this test's segmentation fault (results/gpu-h200-2026-11-28-pdl/).
 #[test]
-#[ignore = "segfaults with programmatic launch on (cause open, see the doc comment)"]
 fn captured_chain_is_linked_programmatically_and_replays_like_eager() {
     use candle_core::cuda_backend::cudarc::driver::sys;
     let dev = gpu();

@@ -19,7 +19,7 @@
 # 15. (STEPS=variants; pdl-b1 is its old name) graph replay under variants of the tuning knobs
 #     (VARIANTS, or PDL_VARIANTS: space-separated, each a comma-separated VAR=value list) at
 #     BATCHES (default 1): ms/step and token digests; an nsys kernel summary where nsys exists.
-# 16. (STEPS=capture-test) the ignored capture-links GPU test, PDL on (under gdb where it exists)
+# 16. (STEPS=capture-test) the capture-links GPU test alone, PDL on (under gdb where it exists)
 #     and off.
 # 17. (STEPS=cascade-graphs) cascade decode steps through graphs vs eager (NANOHOST_CASCADE_GRAPHS),
 #     shared 2048-token prefix, batch 1/8/32/64: ms/step, replays, identical tokens.
@@ -163,13 +163,13 @@ for r in json.load(open(sys.argv[1]))['results']:
   fi
 fi
 if want capture-test; then
-  log "the ignored capture-links test (cuda_ops), with a backtrace where gdb exists"
+  log "the capture-links test (cuda_ops), with a backtrace where gdb exists"
   if command -v gdb >/dev/null; then
-    gdb -batch -ex run -ex bt --args "$B/cuda_ops_test" captured_chain --ignored --test-threads=1 2>&1 | tail -40 | tee "$R/capture_test.txt"
+    gdb -batch -ex run -ex bt --args "$B/cuda_ops_test" captured_chain --test-threads=1 2>&1 | tail -40 | tee "$R/capture_test.txt"
   else
-    "$B/cuda_ops_test" captured_chain --ignored --test-threads=1 2>&1 | tail -20 | tee "$R/capture_test.txt"
+    "$B/cuda_ops_test" captured_chain --test-threads=1 2>&1 | tail -20 | tee "$R/capture_test.txt"
   fi
-  NANOHOST_PDL=0 "$B/cuda_ops_test" captured_chain --ignored --test-threads=1 2>&1 | tail -3 | tee -a "$R/capture_test.txt"
+  NANOHOST_PDL=0 "$B/cuda_ops_test" captured_chain --test-threads=1 2>&1 | tail -3 | tee -a "$R/capture_test.txt"
 fi
 if want cascade-graphs; then
   log "cascade decode steps through CUDA graphs (NANOHOST_CASCADE_GRAPHS=1) vs eager, shared 2048-token prefix"

@@ -30,17 +30,21 @@ use candle_core::cuda_backend::WrapErr;
 use candle_core::Result;
 use std::cell::RefCell;
 
+// Each entry is tagged with the id of its capture: node handles of an earlier graph must never
+// be taken for nodes of this one (the driver may hand out the same addresses again).
 thread_local! {
     /// Allocation nodes hoisted for the next kernel launched by this crate on this thread.
-    static HOISTED: RefCell<Vec<sys::CUgraphNode>> = const { RefCell::new(Vec::new()) };
+    static HOISTED: RefCell<(CaptureId, Vec<sys::CUgraphNode>)> = const { RefCell::new((0, Vec::new())) };
     /// The capture's dependencies just before the launch being made.
-    static PENDING: RefCell<Option<Deps>> = const { RefCell::new(None) };
+    static PENDING: RefCell<Option<(CaptureId, Deps)>> = const { RefCell::new(None) };
     /// The last kernel this crate launched in the capture on this thread, with the capture's
     /// dependencies just before it (the memory nodes after the kernel before it).
-    static LAST: RefCell<Option<(sys::CUgraphNode, Deps)>> = const { RefCell::new(None) };
+    static LAST: RefCell<Option<(CaptureId, sys::CUgraphNode, Deps)>> = const { RefCell::new(None) };
 }
 
 type Deps = Vec<(sys::CUgraphNode, sys::CUgraphEdgeData)>;
+/// The driver's id of a capture, unique within the process.
+type CaptureId = u64;
 
 fn plain() -> sys::CUgraphEdgeData {
     // SAFETY: plain data; all zero is the default edge.
@@ -54,8 +58,8 @@ fn programmatic() -> sys::CUgraphEdgeData {
     e
 }
 
-/// The capture's current dependencies, or `None` when `stream` is not capturing.
-fn capture_deps(stream: &CudaStream) -> Result<Option<Deps>> {
+/// The capture's id and current dependencies, or `None` when `stream` is not capturing.
+fn capture_deps(stream: &CudaStream) -> Result<Option<(CaptureId, Deps)>> {
     let (mut status, mut id, mut graph) = (CUstreamCaptureStatus::CU_STREAM_CAPTURE_STATUS_NONE, 0u64, std::ptr::null_mut());
     let (mut deps, mut data, mut n) = (std::ptr::null(), std::ptr::null(), 0usize);
     // SAFETY: out-pointers to locals; the returned arrays are copied before any other call.
@@ -64,7 +68,7 @@ fn capture_deps(stream: &CudaStream) -> Result<Option<Deps>> {
         if status != CUstreamCaptureStatus::CU_STREAM_CAPTURE_STATUS_ACTIVE {
             return Ok(None);
         }
-        Ok(Some((0..n).map(|i| (*deps.add(i), if data.is_null() { plain() } else { *data.add(i) })).collect()))
+        Ok(Some((id, (0..n).map(|i| (*deps.add(i), if data.is_null() { plain() } else { *data.add(i) })).collect())))
     }
 }
 
@@ -81,6 +85,11 @@ fn predecessors(node: sys::CUgraphNode) -> Result<Deps> {
     // SAFETY: count first, then that many entries.
     unsafe {
         sys::cuGraphNodeGetDependencies_v2(node, std::ptr::null_mut(), std::ptr::null_mut(), &mut n).result().w()?;
+        // A root (the capture's first allocation): asking again with empty arrays is an invalid
+        // argument to the driver (an H200, CUDA 13.0).
+        if n == 0 {
+            return Ok(Vec::new());
+        }
         let (mut nodes, mut data) = (vec![std::ptr::null_mut(); n], vec![plain(); n]);
         sys::cuGraphNodeGetDependencies_v2(node, nodes.as_mut_ptr(), data.as_mut_ptr(), &mut n).result().w()?;
         Ok(nodes.into_iter().zip(data).take(n).collect())
@@ -106,9 +115,9 @@ fn last_kernel(deps: &Deps) -> Result<Option<sys::CUgraphNode>> {
     }
 }
 
-/// The capture's dependencies (`None`, and no remembered kernel, when `stream` is not
+/// The capture's id and dependencies (`None`, and no remembered kernel, when `stream` is not
 /// capturing): asked of the driver once per allocation and once per launch.
-fn capture_deps_or_forget(stream: &CudaStream) -> Result<Option<Deps>> {
+fn capture_deps_or_forget(stream: &CudaStream) -> Result<Option<(CaptureId, Deps)>> {
     let deps = capture_deps(stream)?;
     if deps.is_none() {
         LAST.with(|l| l.borrow_mut().take());
@@ -120,10 +129,10 @@ fn capture_deps_or_forget(stream: &CudaStream) -> Result<Option<Deps>> {
 /// dependencies `deps`: B, and what B's successor may depend on without waiting for B (the
 /// dependencies recorded before B: for a kernel of this crate, remembered at its launch; for
 /// another (candle's, cuBLAS'), B's own predecessors).
-fn after_last_kernel(deps: &Deps) -> Result<Option<(sys::CUgraphNode, Deps)>> {
+fn after_last_kernel(id: CaptureId, deps: &Deps) -> Result<Option<(sys::CUgraphNode, Deps)>> {
     let Some(b) = last_kernel(deps)? else { return Ok(None) };
     let before_b = match LAST.with(|l| l.borrow().clone()) {
-        Some((ours, before)) if ours == b => before,
+        Some((capture, ours, before)) if capture == id && ours == b => before,
         _ => predecessors(b)?,
     };
     Ok(Some((b, before_b)))
@@ -137,15 +146,21 @@ pub(crate) fn hoisted_alloc<R>(stream: &CudaStream, alloc: impl FnOnce() -> Resu
     if !super::launch::pdl_enabled(stream) {
         return alloc();
     }
-    let Some(deps) = capture_deps_or_forget(stream)? else { return alloc() };
-    let Some((_, before_b)) = after_last_kernel(&deps)? else { return alloc() };
+    let Some((id, deps)) = capture_deps_or_forget(stream)? else { return alloc() };
+    let Some((_, before_b)) = after_last_kernel(id, &deps)? else { return alloc() };
     let base: Deps = before_b.iter().map(|(n, _)| (*n, plain())).collect();
     set_capture_deps(stream, &base)?;
     let out = alloc();
-    let after = capture_deps(stream)?.unwrap_or_default();
+    let after = capture_deps(stream)?.map(|(_, d)| d).unwrap_or_default();
     // Nothing was recorded (no allocation): `after` is `base` again.
     let new: Vec<sys::CUgraphNode> = after.iter().map(|d| d.0).filter(|n| !base.iter().any(|b| b.0 == *n)).collect();
-    HOISTED.with(|h| h.borrow_mut().extend(new));
+    HOISTED.with(|h| {
+        let mut h = h.borrow_mut();
+        if h.0 != id {
+            *h = (id, Vec::new());
+        }
+        h.1.extend(new)
+    });
     set_capture_deps(stream, &deps)?;
     out
 }
@@ -156,9 +171,10 @@ pub(crate) fn hoisted_alloc<R>(stream: &CudaStream, alloc: impl FnOnce() -> Resu
 /// ended by the time C may launch), not on those recorded after B, which C's successor picks
 /// up in turn. Otherwise C keeps the recorded order, plus its hoisted allocations.
 pub(crate) fn link_before_launch(stream: &CudaStream) -> Result<()> {
-    let hoisted: Deps = HOISTED.with(|h| std::mem::take(&mut *h.borrow_mut())).into_iter().map(|n| (n, plain())).collect();
-    let Some(deps) = capture_deps_or_forget(stream)? else { return Ok(()) };
-    let linked = match after_last_kernel(&deps)? {
+    let (hoisted_in, hoisted) = HOISTED.with(|h| std::mem::take(&mut *h.borrow_mut()));
+    let Some((id, deps)) = capture_deps_or_forget(stream)? else { return Ok(()) };
+    let hoisted: Deps = if hoisted_in == id { hoisted.into_iter().map(|n| (n, plain())).collect() } else { Vec::new() };
+    let linked = match after_last_kernel(id, &deps)? {
         Some((b, before_b)) => {
             let mut linked: Deps = vec![(b, programmatic())];
             linked.extend(hoisted);
@@ -173,16 +189,16 @@ pub(crate) fn link_before_launch(stream: &CudaStream) -> Result<()> {
     };
     set_capture_deps(stream, &linked)?;
     // The launch itself is recorded next; `remember_launch` stores it with `deps`.
-    PENDING.with(|p| *p.borrow_mut() = Some(deps));
+    PENDING.with(|p| *p.borrow_mut() = Some((id, deps)));
     Ok(())
 }
 
 /// After a launch of this crate's kernel while capturing: remembers it as the last kernel.
 pub(crate) fn remember_launch(stream: &CudaStream) -> Result<()> {
-    let Some(before) = PENDING.with(|p| p.borrow_mut().take()) else { return Ok(()) };
-    let Some(now) = capture_deps(stream)? else { return Ok(()) };
-    if let [(node, _)] = now[..] {
-        LAST.with(|l| *l.borrow_mut() = Some((node, before)));
+    let Some((id, before)) = PENDING.with(|p| p.borrow_mut().take()) else { return Ok(()) };
+    let Some((now_id, now)) = capture_deps(stream)? else { return Ok(()) };
+    if let ([(node, _)], true) = (&now[..], now_id == id) {
+        LAST.with(|l| *l.borrow_mut() = Some((id, *node, before)));
     }
     Ok(())
 }
