@@ -24,7 +24,8 @@
 # 17. (STEPS=cascade-graphs) cascade decode steps through graphs vs eager (NANOHOST_CASCADE_GRAPHS),
 #     shared 2048-token prefix, batch 1/8/32/64: ms/step, replays, identical tokens.
 # 18. (STEPS=chain) one kernel's cost inside a replayed graph chain (bench-chain: the boundary,
-#     add + RMSNorm, each projection's matmul) at rows CHAIN_ROWS (default 1,64), PDL on and off.
+#     add + RMSNorm, each projection's matmul) at rows CHAIN_ROWS (default 1,64), PDL on and off
+#     (CHAIN_PDL), CHAIN_TAG naming the run.
 # 12. (STEPS=profile) ncu: GPU time per kernel of one decode step at batch 1 and 64 (eager).
 # 13. (STEPS=tune) the rows small_matmul takes over from cuBLAS (NANOHOST_SMALL_MATMUL_ROWS) on
 #     decode at batch 1, 2, 4, 8; ncu's speed-of-light, occupancy and stall sections for the
@@ -187,13 +188,15 @@ PY
 fi
 if want chain; then
   log "bench-chain: one kernel's cost in a replayed chain, PDL on and off"
-  for pdl in 1 0; do
-    NANOHOST_PDL=$pdl "$B/nanohost" bench-chain --model "$MODEL" --rows "${CHAIN_ROWS:-1,64}" --out "$R/chain_pdl$pdl.json" 2>>"$R/check.log" >/dev/null
+  # CHAIN_PDL: which of PDL on (1) and off (0) to run; CHAIN_TAG names the run (for knob variants).
+  for pdl in ${CHAIN_PDL:-1 0}; do
+    f="$R/chain${CHAIN_TAG:-}_pdl$pdl.json"
+    NANOHOST_PDL=$pdl "$B/nanohost" bench-chain --model "$MODEL" --rows "${CHAIN_ROWS:-1,64}" --out "$f" 2>>"$R/check.log" >/dev/null
     python3 -c "
 import json, sys
 for r in json.load(open(sys.argv[1]))['results']:
-    print('pdl', sys.argv[2], 'rows %3d' % r['rows'], '%7.2f us/op' % r['us_per_op'], '%6.0f GB/s' % r['gb_per_s'], r['chain'])
-" "$R/chain_pdl$pdl.json" $pdl | tee -a "$R/chain.txt"
+    print(sys.argv[2], 'pdl', sys.argv[3], 'rows %3d' % r['rows'], '%7.2f us/op' % r['us_per_op'], '%6.0f GB/s' % r['gb_per_s'], r['chain'])
+" "$f" "${CHAIN_TAG:-}" $pdl | tee -a "$R/chain.txt"
   done
 fi
 if want profile; then
