@@ -3,6 +3,8 @@
 # one device call: the stripped CUDA host binary, the stripped plugins, the CUDA op test binary,
 # and this folder's scripts.
 #   scripts/gpu/build-bundle.sh
+#   BASE_BIN=/path/nanohost.gz scripts/gpu/build-bundle.sh   (also ships an earlier build's
+#       gzipped binary as nanohost-base, for A/B runs in one call: check.sh variants, BIN=)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 source scripts/cuda-build-env.sh
@@ -22,4 +24,5 @@ cp "$test_bin" dist/gpu/cuda_ops_test
 strip dist/gpu/nanohost dist/gpu/cuda_ops_test dist/gpu/plugins/*.so
 gzip -1 dist/gpu/nanohost dist/gpu/cuda_ops_test   # a device call carries at most 64 MiB
 cp scripts/gpu/*.py scripts/gpu/check.sh dist/gpu/
+if [ -n "${BASE_BIN:-}" ]; then cp "$BASE_BIN" dist/gpu/nanohost-base.gz; fi
 du -sh dist/gpu

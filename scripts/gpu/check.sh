@@ -19,6 +19,8 @@
 # 15. (STEPS=variants; pdl-b1 is its old name) graph replay under variants of the tuning knobs
 #     (VARIANTS, or PDL_VARIANTS: space-separated, each a comma-separated VAR=value list) at
 #     BATCHES (default 1): ms/step and token digests; an nsys kernel summary where nsys exists.
+#     A variant with BIN=nanohost-base runs the baseline binary the bundle may carry, for A/B of
+#     two builds on one machine.
 # 16. (STEPS=capture-test) the capture-links GPU test alone, PDL on (under gdb where it exists)
 #     and off.
 # 17. (STEPS=cascade-graphs) cascade decode steps through graphs vs eager (NANOHOST_CASCADE_GRAPHS),
@@ -37,8 +39,8 @@ B=$(cd "$(dirname "$0")" && pwd)
 DEST=${1:-${OUT:-$PWD/gpu-out}}
 R=$(mktemp -d)/results
 mkdir -p "$R" "$DEST"
-for f in nanohost cuda_ops_test; do  # the bundle ships them gzipped
-  [ -x "$B/$f" ] || { gunzip -c "$B/$f.gz" > "$B/$f" && chmod +x "$B/$f"; }
+for f in nanohost cuda_ops_test nanohost-base; do  # the bundle ships them gzipped
+  [ -x "$B/$f" ] || [ ! -f "$B/$f.gz" ] || { gunzip -c "$B/$f.gz" > "$B/$f" && chmod +x "$B/$f"; }
 done
 MODEL=${MODEL:-/tmp/nanohost-qwen3-0.6b}
 STEPS=${STEPS:-all}
@@ -144,7 +146,9 @@ if want variants || want pdl-b1; then
   i=0
   for v in ${VARIANTS:-${PDL_VARIANTS:-NANOHOST_PDL=1 NANOHOST_PDL=0 NANOHOST_SMALL_MATMUL_ROWS=0 NANOHOST_SMALL_MATMUL_ROWS=0,NANOHOST_PDL=0}}; do
     i=$((i + 1))
-    env ${v//,/ } "$B/nanohost" bench-decode --model "$MODEL" --plugin "$B/plugins/libstandard.so" --batch-sizes "${BATCHES:-1}" \
+    # BIN=nanohost-base in a variant runs the bundle's baseline binary (build-bundle.sh BASE_BIN).
+    bin=nanohost; case ",$v," in *,BIN=*) bin=$(echo ",$v," | sed 's/.*,BIN=\([^,]*\),.*/\1/');; esac
+    env ${v//,/ } "$B/$bin" bench-decode --model "$MODEL" --plugin "$B/plugins/libstandard.so" --batch-sizes "${BATCHES:-1}" \
       --cuda-graphs on --out "$R/variant$i.json" 2>>"$R/check.log" >/dev/null
     python3 -c "
 import json, sys

@@ -23,10 +23,19 @@ pub struct ChainBench {
     pub iters: usize,
 }
 
-/// The decode step's projections at the model's shape: (name, output columns, inner size).
-fn projections(cfg: &Qwen3Config) -> [(&'static str, usize, usize); 4] {
+/// The decode step's projections at the model's shape: (name, output columns, inner size, how
+/// many distinct weights a chain cycles through at most: the LM head is large enough that 4
+/// copies already exceed any L2).
+fn projections(cfg: &Qwen3Config) -> [(&'static str, usize, usize, usize); 5] {
     let (h, q, kv) = (cfg.hidden_size, cfg.num_attention_heads * cfg.head_dim, cfg.num_key_value_heads * cfg.head_dim);
-    [("qkv_proj", q + 2 * kv, h), ("o_proj", h, q), ("gate_up_proj", 2 * cfg.intermediate_size, h), ("down_proj", h, cfg.intermediate_size)]
+    let all = usize::MAX;
+    [
+        ("qkv_proj", q + 2 * kv, h, all),
+        ("o_proj", h, q, all),
+        ("gate_up_proj", 2 * cfg.intermediate_size, h, all),
+        ("down_proj", h, cfg.intermediate_size, all),
+        ("lm_head", cfg.vocab_size, h, 4),
+    ]
 }
 
 /// Microseconds per op of a chain of `ops` ops that `chain` records (a cuBLAS matmul may be
@@ -52,17 +61,17 @@ pub fn run(b: &ChainBench, cfg: &Qwen3Config, device: &Device, dtype: DType) -> 
     let elem = dtype.size_in_bytes();
     let weights: Vec<(&str, Vec<Linear>)> = projections(cfg)
         .into_iter()
-        .map(|(name, n, k)| Ok((name, (0..b.reps).map(|_| Ok(Linear::new(randn((n, k), 0.02)?, None))).collect::<Result<Vec<_>>>()?)))
+        .map(|(name, n, k, most)| Ok((name, (0..b.reps.min(most)).map(|_| Ok(Linear::new(randn((n, k), 0.02)?, None))).collect::<Result<Vec<_>>>()?)))
         .collect::<Result<_>>()?;
     let mut out = Vec::new();
-    let mut row = |chain: &str, rows: usize, bytes: usize, us: f64| {
+    let mut row = |chain: &str, rows: usize, ops: usize, bytes: usize, us: f64| {
         tracing::info!(chain, rows, us_per_op = us, "chain");
-        out.push(json!({ "chain": chain, "rows": rows, "ops": b.reps, "us_per_op": us, "weight_bytes": bytes, "gb_per_s": bytes as f64 / us / 1e3 }));
+        out.push(json!({ "chain": chain, "rows": rows, "ops": ops, "us_per_op": us, "weight_bytes": bytes, "gb_per_s": bytes as f64 / us / 1e3 }));
     };
     for &rows in &b.rows {
         let tiny = randn((rows, 64), 1.0)?;
         let us = time_chain(device, b.iters, b.reps, || (0..b.reps).try_for_each(|_| Ok(drop(silu_mul(&tiny)?))))?;
-        row("empty (silu_mul of 32 columns)", rows, 0, us);
+        row("empty (silu_mul of 32 columns)", rows, b.reps, 0, us);
         let (x, d) = (randn((rows, cfg.hidden_size), 1.0)?, randn((rows, cfg.hidden_size), 1.0)?);
         let w = randn((1, cfg.hidden_size), 0.1)?.squeeze(0)?;
         let us = time_chain(device, b.iters, b.reps, || {
@@ -72,17 +81,17 @@ pub fn run(b: &ChainBench, cfg: &Qwen3Config, device: &Device, dtype: DType) -> 
             }
             Ok(())
         })?;
-        row("add_rms_norm", rows, 0, us);
+        row("add_rms_norm", rows, b.reps, 0, us);
         for (name, ws) in &weights {
             let (n, k) = ws[0].weight().dims2()?;
             let x = randn((rows, k), 1.0)?;
             let bytes = n * k * elem;
             if rows <= SMALL_MATMUL_MAX_ROWS && device.is_cuda() {
-                let us = time_chain(device, b.iters, b.reps, || ws.iter().try_for_each(|w| Ok(drop(small_matmul(&x, w.weight())?))))?;
-                row(&format!("small_matmul {name} {n}x{k}"), rows, bytes, us);
+                let us = time_chain(device, b.iters, ws.len(), || ws.iter().try_for_each(|w| Ok(drop(small_matmul(&x, w.weight())?))))?;
+                row(&format!("small_matmul {name} {n}x{k}"), rows, ws.len(), bytes, us);
             }
-            let us = time_chain(device, b.iters, b.reps, || ws.iter().try_for_each(|w| Ok(drop(w.forward(&x)?))))?;
-            row(&format!("cublas {name} {n}x{k}"), rows, bytes, us);
+            let us = time_chain(device, b.iters, ws.len(), || ws.iter().try_for_each(|w| Ok(drop(w.forward(&x)?))))?;
+            row(&format!("cublas {name} {n}x{k}"), rows, ws.len(), bytes, us);
         }
     }
     Ok(out)

@@ -2,41 +2,52 @@
 #pragma once
 #include "common.cuh"
 
-// out[r][n] = sum_k x[r][k] w[n][k] for rows <= MR (decode at small batch): the weight is
-// streamed once with 16-byte loads (CH per lane in flight, kept packed until used, so they cost
-// half the registers), each chunk of x (from cache) serving all rows. S warps share a column,
-// each taking a contiguous 1/S of k (split-K), reduced in shared memory: a projection with few
-// columns (1,024 for Qwen3-0.6B's o_proj and down_proj) would otherwise run one warp per column
-// on a GPU that wants several thousand warps to keep enough loads in flight.
+// out[r][n] = sum_k x[r][k] w[n][k] for rows <= MR (decode at small batch): a pure stream of the
+// weight, with 16-byte loads, each chunk of x (from cache) serving all rows.
+//
+// The grid is persistent (as many blocks as fit at once, cuda.rs): a block walks column groups
+// blockIdx.x, + gridDim.x, ..., and each warp keeps the next pass's loads in flight while it
+// multiplies the current one. One warp per column with a grid of one block per 8 columns ran
+// in waves (80 registers: 3 blocks per SM, so a 4,096-column projection took two waves and a
+// tail) and idled between a column and the next. S warps share a column, each taking a
+// contiguous 1/S of k (split-K), reduced in shared memory: a projection with few columns (1,024
+// for Qwen3-0.6B's o_proj and down_proj) would otherwise keep too few loads in flight.
 template <typename T, int MR, int S>
 __device__ void small_matmul(const T* x, const T* w, T* out, uint32_t rows, uint32_t n, uint32_t k) {
-  constexpr int V = 16 / sizeof(T);  // elements per 16-byte load
-  constexpr int CH = 8;               // loads per lane in flight
+  constexpr int V = 16 / sizeof(T);      // elements per 16-byte load
+  constexpr int CH = 4;                  // loads per lane per pass
+  constexpr uint32_t PASS = 32 * V * CH; // elements of k one pass of a warp covers
   constexpr int BLOCK_WARPS = 8, COLS = BLOCK_WARPS / S;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, part = warp % S;
-  const uint32_t col = blockIdx.x * COLS + warp / S;
-  const uint32_t kc = (k / V + S - 1) / S * V;  // this warp's share of k, whole 16-byte loads
-  const uint32_t k0 = part * kc, k1 = min(k, k0 + kc);
+  const uint32_t kc = (k / V + S - 1) / S * V;  // each warp's share of k, whole 16-byte loads
+  const uint32_t k0 = min(k, part * kc), k1 = min(k, k0 + kc);
+  // Passes per column, equal for every warp of the block (the split-K reduction syncs it).
+  const uint32_t passes = max(1u, (kc + PASS - 1) / PASS);
+  const uint32_t groups = (n + COLS - 1) / COLS;
+  const uint32_t items = blockIdx.x < groups ? ((groups - 1 - blockIdx.x) / gridDim.x + 1) * passes : 0;
+  // Item i: pass i % passes of column group blockIdx.x + (i / passes) * gridDim.x.
+  auto column = [&](uint32_t i) { return (blockIdx.x + (i / passes) * gridDim.x) * COLS + warp / S; };
+  auto first_k = [&](uint32_t i) { return k0 + (i % passes) * PASS + lane * V; };
+  auto load = [&](Pack<T, V>* dst, uint32_t i) {
+    const uint32_t col = column(i), c0 = first_k(i);
+    if (col >= n) return;
+    const T* wr = w + (size_t)col * k;
+#pragma unroll
+    for (int u = 0; u < CH; ++u)
+      if (c0 + u * 32 * V < k1) dst[u] = *reinterpret_cast<const Pack<T, V>*>(wr + c0 + u * 32 * V);
+  };
+  Pack<T, V> cur[CH], next[CH];
+  // The first pass's weights depend on no kernel: loaded before waiting for the one before.
+  if (items) load(cur, 0);
+  pdl_enter();
   float acc[MR];
 #pragma unroll
   for (int r = 0; r < MR; ++r) acc[r] = 0.f;
-  const T* wr = w + (size_t)col * k;
-  Pack<T, V> wp[CH];
-  auto load_weights = [&](uint32_t c0) {
-#pragma unroll
-    for (int u = 0; u < CH; ++u) {
-      const uint32_t c = c0 + u * 32 * V;
-      if (c < k1) wp[u] = *reinterpret_cast<const Pack<T, V>*>(wr + c);
-    }
-  };
-  // The first CH loads of the weight (all of it for k up to 32 * V * CH) depend on no kernel:
-  // they are issued before waiting for the one before, and land while it finishes.
-  const uint32_t first = k0 + lane * V;
-  if (col < n) load_weights(first);
-  pdl_enter();
-  if (col < n) {
-    for (uint32_t c0 = first; c0 < k1; c0 += 32 * V * CH) {
-      if (c0 != first) load_weights(c0);
+  __shared__ float partial[BLOCK_WARPS][MR];
+  for (uint32_t i = 0; i < items; ++i) {
+    if (i + 1 < items) load(next, i + 1);
+    const uint32_t col = column(i), c0 = first_k(i);
+    if (col < n) {
 #pragma unroll
       for (int u = 0; u < CH; ++u) {
         const uint32_t c = c0 + u * 32 * V;
@@ -47,36 +58,43 @@ __device__ void small_matmul(const T* x, const T* w, T* out, uint32_t rows, uint
           float xf[V];
           load_f<V>(x + (size_t)r * k + c, xf);
 #pragma unroll
-          for (int i = 0; i < V; ++i) acc[r] += xf[i] * to_f(wp[u].v[i]);
+          for (int e = 0; e < V; ++e) acc[r] += xf[e] * to_f(cur[u].v[e]);
         }
       }
     }
-  }
+    if (i % passes == passes - 1) {  // the column's last pass: reduce, write, start afresh
 #pragma unroll
-  for (int r = 0; r < MR; ++r)
-    for (int off = 16; off > 0; off >>= 1) acc[r] += __shfl_xor_sync(0xffffffffu, acc[r], off);
-  if constexpr (S == 1) {
-    if (lane == 0 && col < n)
+      for (int r = 0; r < MR; ++r) {
+        for (int off = 16; off > 0; off >>= 1) acc[r] += __shfl_xor_sync(0xffffffffu, acc[r], off);
+      }
+      if constexpr (S == 1) {
+        if (lane == 0 && col < n)
 #pragma unroll
-      for (int r = 0; r < MR; ++r)
-        if (r < (int)rows) out[(size_t)r * n + col] = from_f<T>(acc[r]);
-  } else {
-    __shared__ float partial[BLOCK_WARPS][MR];
-    if (lane == 0)
+          for (int r = 0; r < MR; ++r)
+            if (r < (int)rows) out[(size_t)r * n + col] = from_f<T>(acc[r]);
+      } else {
+        if (lane == 0)
 #pragma unroll
-      for (int r = 0; r < MR; ++r) partial[warp][r] = acc[r];
-    __syncthreads();
-    if (part == 0 && lane < MR && lane < (int)rows && col < n) {
-      float a = 0.f;
+          for (int r = 0; r < MR; ++r) partial[warp][r] = acc[r];
+        __syncthreads();
+        if (part == 0 && lane < MR && lane < (int)rows && col < n) {
+          float a = 0.f;
 #pragma unroll
-      for (int p = 0; p < S; ++p) a += partial[warp + p][lane];
-      out[(size_t)lane * n + col] = from_f<T>(a);
+          for (int p = 0; p < S; ++p) a += partial[warp + p][lane];
+          out[(size_t)lane * n + col] = from_f<T>(a);
+        }
+        __syncthreads();  // before the next column group writes `partial`
+      }
+#pragma unroll
+      for (int r = 0; r < MR; ++r) acc[r] = 0.f;
     }
+#pragma unroll
+    for (int u = 0; u < CH; ++u) cur[u] = next[u];
   }
 }
 
 #define INSTANTIATE_SMALL_MATMUL_M(T, NAME, M, S)                                                     \
-  extern "C" __global__ void small_matmul_##NAME##_m##M##_s##S(const T* x, const T* w, T* out,       \
+  extern "C" __global__ void __launch_bounds__(256, (M) == 1 ? 4 : 3) small_matmul_##NAME##_m##M##_s##S(const T* x, const T* w, T* out, \
                                                                uint32_t rows, uint32_t n, uint32_t k) { \
     small_matmul<T, M, S>(x, w, out, rows, n, k);                                                    \
   }
