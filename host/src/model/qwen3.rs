@@ -224,8 +224,11 @@ impl Qwen3 {
         drop(x);
         let h = h.index_select(&rows, 0)?;
         // In the model's dtype: the sampler reads them as they are (an f32 copy of a batch's
-        // logits cost 90 us per step at batch 64 on an H200).
-        self.linear(&self.lm_head, &h)
+        // logits cost 90 us per step at batch 64 on an H200). Through cuBLAS at any batch: a
+        // long stream of columns is what its kernels do best (the 311 MB head of Qwen3-0.6B at
+        // 4.18 TB/s at batch 1 on an H200, the few-row kernel at 3.77: bench-chain,
+        // results/gpu-h200-2026-11-28-chain/).
+        Ok(self.lm_head.forward(&h)?)
     }
 
     /// Whether `x @ w^T` goes to `small_matmul` (on the GPU, a few rows: decode at small batch)

@@ -70,7 +70,8 @@ __device__ inline void cp_async_wait() {
 // while this one works, and load what does not depend on it. Triggering after the wait keeps
 // that lookahead at one kernel (triggering first would let a chain of small kernels launch far
 // ahead and park waiting blocks on the SMs; not measured against this). Before pdl_enter a
-// kernel may only read what no kernel writes (weights); every block must call it, on every
+// kernel may only read what no kernel writes: weights, and a step's metadata (slot ids, row
+// lengths), which only copies from the host write; every block must call it, on every
 // path, before it exits: the next kernel's wait covers this grid only, so it is this grid's wait
 // that orders it after the one before. On cards before sm_90 both compile to nothing.
 __device__ inline void pdl_enter() {

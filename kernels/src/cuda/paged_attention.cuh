@@ -83,19 +83,6 @@ __device__ void paged_attention(const T* q, const T* k, const T* v, T* out, cons
   // contiguous E elements would touch each sector twice, from L2, since cp.async.cg skips L1).
   const int sub = lane / LPK, lk = lane % LPK;
   auto elem = [&](int c, int i) { return c * LPK * CE + lk * CE + i; };
-  float qv[GROUP][E], acc[GROUP][E], m[GROUP], l[GROUP];
-#pragma unroll
-  for (int g = 0; g < GROUP; ++g) {
-#pragma unroll
-    for (int c = 0; c < NC; ++c) load_f<CE>(q + ((size_t)row * heads + kvh * GROUP + g) * head_dim + elem(c, 0), qv[g] + c * CE);
-#pragma unroll
-    for (int i = 0; i < E; ++i) {
-      qv[g][i] *= scale;
-      acc[g][i] = 0.f;
-    }
-    m[g] = -INFINITY;
-    l[g] = 0.f;
-  }
   // Keys of a shifted span (stored rotated for another position) are rotated by the shift as
   // they are loaded; see rope_shift.rs. cos/sin are recomputed only when the shift changes.
   const uint32_t* shifts = SHIFTED ? all_shifts + seq_start[row_seq[row]] : nullptr;
@@ -111,6 +98,23 @@ __device__ void paged_attention(const T* q, const T* k, const T* v, T* out, cons
   // Slot ids of keys wb + 32 b + lane: batch b in `cur` while its passes are issued, b + 1 in `nxt`.
   uint32_t cur = wb + lane < we ? slots[wb + lane] : 0u;
   uint32_t nxt = wb + 32 + lane < we ? slots[wb + 32 + lane] : 0u;
+  // Everything above reads only the step's metadata, which copies from the host write and no
+  // kernel does: it runs while the kernel before (the one that writes this step's q and its new
+  // keys and values) finishes. What follows reads what kernels write.
+  pdl_enter();
+  float qv[GROUP][E], acc[GROUP][E], m[GROUP], l[GROUP];
+#pragma unroll
+  for (int g = 0; g < GROUP; ++g) {
+#pragma unroll
+    for (int c = 0; c < NC; ++c) load_f<CE>(q + ((size_t)row * heads + kvh * GROUP + g) * head_dim + elem(c, 0), qv[g] + c * CE);
+#pragma unroll
+    for (int i = 0; i < E; ++i) {
+      qv[g][i] *= scale;
+      acc[g][i] = 0.f;
+    }
+    m[g] = -INFINITY;
+    l[g] = 0.f;
+  }
   constexpr uint32_t PASSES_PER_BATCH = 32 / KEYS_PER_PASS;
   // Copies pass p (if any) into ring entry p % DEPTH and commits a group either way, so that
   // "all but DEPTH - 1 groups done" always means "pass p - DEPTH + 1 has landed".

@@ -37,15 +37,16 @@ __device__ void small_matmul(const T* x, const T* w, T* out, uint32_t rows, uint
       if (c0 + u * 32 * V < k1) dst[u] = *reinterpret_cast<const Pack<T, V>*>(wr + c0 + u * 32 * V);
   };
   Pack<T, V> cur[CH], next[CH];
-  // The first pass's weights depend on no kernel: loaded before waiting for the one before.
+  // Weights depend on no kernel: the first two passes are loaded before waiting for the kernel
+  // before, and land while it finishes.
   if (items) load(cur, 0);
+  if (items > 1) load(next, 1);
   pdl_enter();
   float acc[MR];
 #pragma unroll
   for (int r = 0; r < MR; ++r) acc[r] = 0.f;
   __shared__ float partial[BLOCK_WARPS][MR];
   for (uint32_t i = 0; i < items; ++i) {
-    if (i + 1 < items) load(next, i + 1);
     const uint32_t col = column(i), c0 = first_k(i);
     if (col < n) {
 #pragma unroll
@@ -90,6 +91,7 @@ __device__ void small_matmul(const T* x, const T* w, T* out, uint32_t rows, uint
     }
 #pragma unroll
     for (int u = 0; u < CH; ++u) cur[u] = next[u];
+    if (i + 2 < items) load(next, i + 2);
   }
 }
 
