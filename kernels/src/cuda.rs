@@ -134,16 +134,25 @@ pub(crate) fn sample_rows(logits: &CudaStorage, ll: &Layout, u: &CudaStorage, ul
     let (u0, u1) = contiguous_range(ul, "uniforms")?;
     let func = kernel(&dev, &format!("sample_rows_{}", suffix(logits.dtype())?), 0)?;
     let stream = dev.cuda_stream();
+    // Blocks per row (sample.cuh): about two blocks per SM in all, chunks of at least 1,024
+    // logits, at most 64 (the merge walks them one by one).
+    let sms = sm_count(&dev)?;
+    // A batch of more rows than there are completion counters samples one block per row.
+    let parts = if rows > attention::ATTENTION_BLOCKS_PER_SM * sms { 1 } else { (2 * sms).div_ceil(rows).min(vocab / 1024).clamp(1, 64) };
+    let done = if parts > 1 { attention::completion_counters(&dev, rows)? } else { 0u64 };
     let out = unsafe { alloc_out::<u32>(&dev, rows)? };
+    // SAFETY: each block writes its own partial before the row's last block reads them all.
+    let (part_max, part_arg, part_sum) = unsafe { (alloc_out::<f32>(&dev, rows * parts)?, alloc_out::<u32>(&dev, rows * parts)?, alloc_out::<f64>(&dev, rows * parts)?) };
     let u = u.as_cuda_slice::<f32>()?.slice(u0..u1);
-    let cfg = LaunchConfig { grid_dim: (rows as u32, 1, 1), block_dim: (1024, 1, 1), shared_mem_bytes: 0 };
+    let cfg = LaunchConfig { grid_dim: (parts as u32, rows as u32, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
     macro_rules! launch {
         ($t:ty, $_wrap:ident) => {{
             let x = logits.as_cuda_slice::<$t>()?.slice(l0..l1);
             let mut b = Launch::new(&stream, &func);
-            b.arg(&x).arg(&u).arg(&out);
+            b.arg(&x).arg(&u).arg(&out).arg(&part_max).arg(&part_arg).arg(&part_sum).arg(&done);
             candle_core::builder_arg!(b, vocab as u32, inv_temp);
-            // SAFETY: one block per row of a contiguous [rows, vocab] tensor.
+            // SAFETY: `parts` blocks per row of a contiguous [rows, vocab] tensor; `rows`
+            // counters exist when parts > 1.
             unsafe { b.launch(cfg) }?
         }};
     }

@@ -152,24 +152,32 @@ fn cascade_matches_cpu_and_flat() {
     }
 }
 
+/// Rows split over many blocks (64 at one row, 5 at 64 rows: sample.cuh), merged by the last.
 #[test]
 fn sampling_matches_cpu() {
+    for rows in [1, 3, 64] {
+        sampling_matches_cpu_at(rows);
+    }
+}
+
+fn sampling_matches_cpu_at(rows: usize) {
     let (cpu, gpu) = (Device::Cpu, gpu());
-    let rows = 64;
     let logits = (Tensor::randn(0f32, 1.0, (rows, 151_936), &cpu).unwrap() * 3.0).unwrap();
-    let u: Vec<f32> = (0..rows).map(|i| (i as f32 * 0.618_034).fract()).collect();
+    let u: Vec<f32> = (0..rows).map(|i| ((i + 1) as f32 * 0.618_034).fract()).collect();
     assert_eq!(sample_rows(&logits, &u, 0.0).unwrap(), sample_rows(&logits.to_device(&gpu).unwrap(), &u, 0.0).unwrap());
     let a = sample_rows(&logits, &u, 0.6).unwrap();
     let b = sample_rows(&logits.to_device(&gpu).unwrap(), &u, 0.6).unwrap();
     let same = a.iter().zip(&b).filter(|(x, y)| x == y).count();
-    assert!(same >= rows - 1, "only {same} of {rows} draws agree: {a:?} vs {b:?}");
+    // The sums are grouped differently (f64 both): at most one draw in 64 may fall on the
+    // other side of a boundary.
+    assert!(same + rows / 64 >= rows, "only {same} of {rows} draws agree: {a:?} vs {b:?}");
     // bf16 logits are read as they are on the GPU and widened to f32 on the CPU: the same values.
     let half = logits.to_dtype(DType::BF16).unwrap();
     let on_gpu = half.to_device(&gpu).unwrap();
     assert_eq!(sample_rows(&half, &u, 0.0).unwrap(), sample_rows(&on_gpu, &u, 0.0).unwrap());
     let (a, b) = (sample_rows(&half, &u, 0.6).unwrap(), sample_rows(&on_gpu, &u, 0.6).unwrap());
     let same = a.iter().zip(&b).filter(|(x, y)| x == y).count();
-    assert!(same >= rows - 1, "bf16: only {same} of {rows} draws agree: {a:?} vs {b:?}");
+    assert!(same + rows / 64 >= rows, "bf16: only {same} of {rows} draws agree: {a:?} vs {b:?}");
 }
 
 #[test]

@@ -27,18 +27,20 @@ const MIN_SPLIT_KEYS: usize = 64;
 
 /// Blocks of the per-row attention kernel resident per SM: it is built with
 /// `__launch_bounds__(128, 4)` and takes about 41 KB of shared memory (paged_attention.cuh).
-const ATTENTION_BLOCKS_PER_SM: usize = 4;
+pub(super) const ATTENTION_BLOCKS_PER_SM: usize = 4;
 
-/// Completion counters of split-KV blocks, one per (row, KV head) of a split launch: the last
-/// block of a row merges the splits (paged_attention.cuh). Kernels leave them at zero, so one zeroed
-/// buffer per device serves every launch and every CUDA graph replay; it is never freed (a
-/// graph keeps its address). A batch splits only while it fills at most half the GPU's block
-/// slots, so `ATTENTION_BLOCKS_PER_SM * sms` counters always suffice.
-fn split_counters(dev: &CudaDevice, needed: usize) -> Result<u64> {
+/// Completion counters, one zeroed buffer per device: the last block of a split row counts
+/// itself done here and merges the row (split-KV in paged_attention.cuh, one counter per (row,
+/// KV head); split sampling in sample.cuh, one per row). Kernels leave them at zero, so the
+/// buffer serves every launch and every CUDA graph replay; it is never freed (a graph keeps its
+/// address). Kernels of one stream never run their merges at once (each waits for the one
+/// before), so they share it. Attention splits only while it fills at most half the GPU's
+/// block slots, so `ATTENTION_BLOCKS_PER_SM * sms` counters always suffice for it.
+pub(super) fn completion_counters(dev: &CudaDevice, needed: usize) -> Result<u64> {
     use candle_core::cuda_backend::cudarc::driver::DevicePtr;
     static COUNTERS: OnceLock<Mutex<HashMap<usize, (u64, usize)>>> = OnceLock::new();
     let ordinal = dev.cuda_stream().context().ordinal();
-    let mut map = COUNTERS.get_or_init(Default::default).lock().expect("split counters");
+    let mut map = COUNTERS.get_or_init(Default::default).lock().expect("completion counters");
     let (ptr, len) = match map.get(&ordinal) {
         Some(&counters) => counters,
         None => {
@@ -53,7 +55,7 @@ fn split_counters(dev: &CudaDevice, needed: usize) -> Result<u64> {
         }
     };
     if needed > len {
-        candle_core::bail!("paged_attention (cuda): {needed} split counters asked for, {len} exist");
+        candle_core::bail!("{needed} completion counters asked for, {len} exist");
     }
     Ok(ptr)
 }
@@ -101,7 +103,7 @@ pub(crate) fn paged_attention(op: &PagedAttention, q: &CudaStorage, ql: &Layout,
     // Batches with shifted spans get the variant that re-rotates keys (and holds its cache).
     let shifted = if lay.shifted { "_shifted" } else { "" };
     let func = kernel(dev, &format!("paged_attention_{sfx}_g{group}_p{}{shifted}", head_dim / 32), 0)?;
-    let counters = if splits > 1 { split_counters(dev, per_row * kv_heads)? } else { 0u64 };
+    let counters = if splits > 1 { completion_counters(dev, per_row * kv_heads)? } else { 0u64 };
     let stream = dev.cuda_stream();
     let (q0, q1) = contiguous_range(ql, "q")?;
     let (k0, k1) = contiguous_range(kl, "the K pool")?;
