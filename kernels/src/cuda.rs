@@ -231,9 +231,15 @@ pub(crate) fn add_rms_norm(op: &crate::add_norm::AddRmsNorm, x: &CudaStorage, xl
     let dev = x.device().clone();
     let (tokens, hidden) = xl.shape().dims2()?;
     let ((x0, x1), (d0, d1), (w0, w1)) = (contiguous_range(xl, "x")?, contiguous_range(dl, "delta")?, contiguous_range(wl, "the norm weight")?);
+    // Two 16-byte vectors per thread (norm.cuh), in whole warps.
+    let v = 16 / x.dtype().size_in_bytes();
+    if hidden % v != 0 || hidden > 2 * 1024 * v || (x0 | d0 | w0) % v != 0 {
+        candle_core::bail!("add_rms_norm (cuda): hidden {hidden} must be a multiple of {v} and at most {}, rows 16-byte aligned", 2 * 1024 * v);
+    }
+    let threads = (hidden.div_ceil(2 * v) as u32).next_multiple_of(32);
     let func = kernel(&dev, &format!("add_rms_norm_{}", suffix(x.dtype())?), 0)?;
     let stream = dev.cuda_stream();
-    let cfg = LaunchConfig { grid_dim: (tokens as u32, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
+    let cfg = LaunchConfig { grid_dim: (tokens as u32, 1, 1), block_dim: (threads, 1, 1), shared_mem_bytes: 0 };
     macro_rules! launch {
         ($t:ty, $wrap:ident) => {{
             let (xs, ds, ws) = (x.as_cuda_slice::<$t>()?.slice(x0..x1), d.as_cuda_slice::<$t>()?.slice(d0..d1), w.as_cuda_slice::<$t>()?.slice(w0..w1));

@@ -257,21 +257,29 @@ fn fused_qkv_norm_rope_write_matches_the_cpu_composition() {
     }
 }
 
+/// Hidden 1,024 (Qwen3-0.6B: two vectors for each of 64 threads) and 1,080 (threads whose second
+/// vector, or both, fall past the row).
 #[test]
 fn fused_add_rms_norm_matches_cpu() {
+    for hidden in [1024, 1080] {
+        fused_add_rms_norm_matches_cpu_at(hidden);
+    }
+}
+
+fn fused_add_rms_norm_matches_cpu_at(hidden: usize) {
     let cpu = Device::Cpu;
-    let x = Tensor::randn(0f32, 1.0, (9, 1024), &cpu).unwrap();
-    let dx = Tensor::randn(0f32, 1.0, (9, 1024), &cpu).unwrap();
-    let w = Tensor::randn(1f32, 0.1, 1024, &cpu).unwrap();
+    let x = Tensor::randn(0f32, 1.0, (9, hidden), &cpu).unwrap();
+    let dx = Tensor::randn(0f32, 1.0, (9, hidden), &cpu).unwrap();
+    let w = Tensor::randn(1f32, 0.1, hidden, &cpu).unwrap();
     // bf16: up to two units in the last place at the outputs' magnitude (about 4).
     for (dtype, tol) in [(DType::F32, 1e-5), (DType::BF16, 6e-2)] {
         let (x, dx, w) = (x.to_dtype(dtype).unwrap(), dx.to_dtype(dtype).unwrap(), w.to_dtype(dtype).unwrap());
         let (s_cpu, h_cpu) = nanohost_kernels::add_rms_norm(&x, &dx, &w, 1e-6).unwrap();
         let g = |t: &Tensor| t.to_device(&gpu()).unwrap();
         let (s_gpu, h_gpu) = nanohost_kernels::add_rms_norm(&g(&x), &g(&dx), &g(&w), 1e-6).unwrap();
-        assert_eq!(max_diff(&s_cpu, &s_gpu), 0.0, "{dtype:?} sums differ");
+        assert_eq!(max_diff(&s_cpu, &s_gpu), 0.0, "{dtype:?} hidden {hidden}: sums differ");
         let d = max_diff(&h_cpu, &h_gpu);
-        assert!(d <= tol, "{dtype:?} normed rows differ by {d}");
+        assert!(d <= tol, "{dtype:?} hidden {hidden}: normed rows differ by {d}");
     }
 }
 

@@ -82,6 +82,9 @@ pub fn run(b: &ChainBench, cfg: &Qwen3Config, device: &Device, dtype: DType) -> 
             Ok(())
         })?;
         row("add_rms_norm", rows, b.reps, 0, us);
+        let gate_up = randn((rows, 2 * cfg.intermediate_size), 1.0)?;
+        let us = time_chain(device, b.iters, b.reps, || (0..b.reps).try_for_each(|_| Ok(drop(silu_mul(&gate_up)?))))?;
+        row("silu_mul", rows, b.reps, 0, us);
         for (name, ws) in &weights {
             let (n, k) = ws[0].weight().dims2()?;
             let x = randn((rows, k), 1.0)?;
@@ -92,6 +95,10 @@ pub fn run(b: &ChainBench, cfg: &Qwen3Config, device: &Device, dtype: DType) -> 
             }
             let us = time_chain(device, b.iters, ws.len(), || ws.iter().try_for_each(|w| Ok(drop(w.forward(&x)?))))?;
             row(&format!("cublas {name} {n}x{k}"), rows, ws.len(), bytes, us);
+            // The same product the other way round, (w x^T)^T, and the copy that makes it
+            // [rows, n]: cuBLAS picks its kernels by shape.
+            let us = time_chain(device, b.iters, ws.len(), || ws.iter().try_for_each(|w| Ok(drop(w.weight().matmul(&x.t()?)?.t()?.contiguous()?))))?;
+            row(&format!("cublas transposed {name} {n}x{k}"), rows, ws.len(), bytes, us);
         }
     }
     Ok(out)
