@@ -12,7 +12,8 @@ use crate::model::Qwen3Config;
 use anyhow::Result;
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::Linear;
-use nanohost_kernels::{add_rms_norm, silu_mul, small_matmul, SMALL_MATMUL_MAX_ROWS};
+use crate::engine::kv_pool::{KvPool, PoolSize, DEFAULT_BLOCK_SIZE};
+use nanohost_kernels::{add_rms_norm, paged_attention, qkv_norm_rope_write, silu_mul, small_matmul, AttentionBatch, KvSpan, QkvNorms, SeqAttention, SMALL_MATMUL_MAX_ROWS};
 use serde_json::{json, Value};
 use std::time::Instant;
 
@@ -82,6 +83,14 @@ pub fn run(b: &ChainBench, cfg: &Qwen3Config, device: &Device, dtype: DType) -> 
             Ok(())
         })?;
         row("add_rms_norm", rows, b.reps, 0, us);
+        let a = AttentionInputs::new(cfg, rows, device, dtype)?;
+        let (k, v) = a.pool.layer(0);
+        let norms = QkvNorms { heads: cfg.num_attention_heads, kv_heads: cfg.num_key_value_heads, q_norm: &a.q_norm, k_norm: &a.k_norm, eps };
+        let us = time_chain(device, b.iters, b.reps, || (0..b.reps).try_for_each(|_| Ok(drop(qkv_norm_rope_write(&a.qkv, &norms, &a.cos_sin, k, v, &a.slots)?))))?;
+        row("qkv_norm_rope_write", rows, b.reps, 0, us);
+        let scale = 1.0 / (cfg.head_dim as f32).sqrt();
+        let us = time_chain(device, b.iters, b.reps, || (0..b.reps).try_for_each(|_| Ok(drop(paged_attention(&a.q, k, v, &a.batch, scale)?))))?;
+        row(&format!("paged_attention ({ATTENTION_CONTEXT} keys a row)"), rows, b.reps, 0, us);
         let gate_up = randn((rows, 2 * cfg.intermediate_size), 1.0)?;
         let us = time_chain(device, b.iters, b.reps, || (0..b.reps).try_for_each(|_| Ok(drop(silu_mul(&gate_up)?))))?;
         row("silu_mul", rows, b.reps, 0, us);
@@ -95,11 +104,60 @@ pub fn run(b: &ChainBench, cfg: &Qwen3Config, device: &Device, dtype: DType) -> 
             }
             let us = time_chain(device, b.iters, ws.len(), || ws.iter().try_for_each(|w| Ok(drop(w.forward(&x)?))))?;
             row(&format!("cublas {name} {n}x{k}"), rows, ws.len(), bytes, us);
-            // The same product the other way round, (w x^T)^T, and the copy that makes it
-            // [rows, n]: cuBLAS picks its kernels by shape.
-            let us = time_chain(device, b.iters, ws.len(), || ws.iter().try_for_each(|w| Ok(drop(w.weight().matmul(&x.t()?)?.t()?.contiguous()?))))?;
-            row(&format!("cublas transposed {name} {n}x{k}"), rows, ws.len(), bytes, us);
+
         }
     }
     Ok(out)
+}
+
+/// Keys each decode row attends in the attention chains: the latency workload's mean (a
+/// 256-token prompt and half of its 128 new tokens).
+const ATTENTION_CONTEXT: usize = 320;
+
+/// The attention block's inputs for `rows` decode rows of ATTENTION_CONTEXT keys each, in a
+/// one-layer pool of random keys and values (eager metadata: graph replay widens it to the
+/// row-key bucket, which may split the keys over more blocks).
+struct AttentionInputs {
+    pool: KvPool,
+    batch: AttentionBatch,
+    q: Tensor,
+    qkv: Tensor,
+    cos_sin: Tensor,
+    q_norm: Tensor,
+    k_norm: Tensor,
+    /// The new token of row r goes to the last slot of its context.
+    slots: Tensor,
+}
+
+impl AttentionInputs {
+    fn new(cfg: &Qwen3Config, rows: usize, device: &Device, dtype: DType) -> Result<Self> {
+        let one_layer = Qwen3Config { num_hidden_layers: 1, ..cfg.clone() };
+        let bs = DEFAULT_BLOCK_SIZE;
+        let per_row = ATTENTION_CONTEXT.div_ceil(bs);
+        let pool = KvPool::new(&one_layer, PoolSize::Blocks(rows * per_row), bs, dtype, device)?;
+        let randn = |shape: &[usize]| -> Result<Tensor> { Ok(Tensor::randn(0f32, 1.0, shape, device)?.to_dtype(dtype)?) };
+        let (k, v) = pool.layer(0);
+        for p in [k, v] {
+            p.slice_set(&randn(p.dims())?, 0, 0)?;
+        }
+        let seqs: Vec<SeqAttention> = (0..rows)
+            .map(|r| {
+                let blocks = (r * per_row) as u32..((r + 1) * per_row) as u32;
+                SeqAttention { q_start: r, q_len: 1, context: vec![KvSpan { blocks: blocks.collect(), len: ATTENTION_CONTEXT, shift: 0 }] }
+            })
+            .collect();
+        let batch = AttentionBatch::new(&seqs, &[], rows, bs, pool.num_blocks(), device)?;
+        let (hd, heads, kv_heads) = (cfg.head_dim, cfg.num_attention_heads, cfg.num_key_value_heads);
+        let slots: Vec<u32> = (0..rows).map(|r| (r * per_row * bs + ATTENTION_CONTEXT - 1) as u32).collect();
+        Ok(AttentionInputs {
+            batch,
+            q: randn(&[rows, heads, hd])?,
+            qkv: randn(&[rows, (heads + 2 * kv_heads) * hd])?,
+            cos_sin: randn(&[rows, hd])?,
+            q_norm: randn(&[hd])?,
+            k_norm: randn(&[hd])?,
+            slots: Tensor::from_vec(slots, rows, device)?,
+            pool,
+        })
+    }
 }
