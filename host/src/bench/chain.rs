@@ -40,10 +40,13 @@ fn projections(cfg: &Qwen3Config) -> [(&'static str, usize, usize, usize); 5] {
 }
 
 /// Microseconds per op of a chain of `ops` ops that `chain` records (a cuBLAS matmul may be
-/// two kernels).
-fn time_chain(device: &Device, iters: usize, ops: usize, chain: impl FnOnce() -> Result<()>) -> Result<f64> {
+/// two kernels), replayed after one eager run.
+fn time_chain(device: &Device, iters: usize, ops: usize, chain: impl Fn() -> Result<()>) -> Result<f64> {
     let Device::Cuda(dev) = device else { anyhow::bail!("bench-chain needs a CUDA device") };
     let stream = dev.cuda_stream();
+    // Once eagerly first, as a decode step's capture does: buffers an op keeps for good (the
+    // completion counters) are made outside the graph.
+    chain()?;
     let graph = record(&stream, chain)?;
     graph.launch()?;
     stream.synchronize()?;

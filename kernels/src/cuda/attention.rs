@@ -44,8 +44,13 @@ pub(super) fn completion_counters(dev: &CudaDevice, needed: usize) -> Result<u64
     let (ptr, len) = match map.get(&ordinal) {
         Some(&counters) => counters,
         None => {
-            let len = ATTENTION_BLOCKS_PER_SM * sm_count(dev)?;
             let stream = dev.cuda_stream();
+            // Made inside a capture, the buffer would belong to the graph: its allocation
+            // never freed there, the graph could not be launched twice.
+            if super::capture_links::capturing(&stream)? {
+                candle_core::bail!("the completion counters of split attention and sampling are made on first use, which must not be inside a CUDA graph capture: run the op once before capturing it");
+            }
+            let len = ATTENTION_BLOCKS_PER_SM * sm_count(dev)?;
             let buf = stream.alloc_zeros::<u32>(len).w()?;
             let (ptr, _sync) = buf.device_ptr(&stream);
             drop(_sync);

@@ -96,6 +96,11 @@ fn predecessors(node: sys::CUgraphNode) -> Result<Deps> {
     }
 }
 
+/// Whether `stream` is capturing a graph.
+pub(crate) fn capturing(stream: &CudaStream) -> Result<bool> {
+    Ok(capture_deps(stream)?.is_some())
+}
+
 /// The kernel the capture's dependencies lead back to through memory nodes only, one at a time
 /// (the frees and allocations candle recorded since that kernel).
 fn last_kernel(deps: &Deps) -> Result<Option<sys::CUgraphNode>> {
