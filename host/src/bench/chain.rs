@@ -74,7 +74,7 @@ pub fn run(b: &ChainBench, cfg: &Qwen3Config, device: &Device, dtype: DType) -> 
     };
     for &rows in &b.rows {
         let tiny = randn((rows, 64), 1.0)?;
-        let us = time_chain(device, b.iters, b.reps, || (0..b.reps).try_for_each(|_| Ok(drop(silu_mul(&tiny)?))))?;
+        let us = time_chain(device, b.iters, b.reps, || (0..b.reps).try_for_each(|_| { silu_mul(&tiny)?; Ok(()) }))?;
         row("empty (silu_mul of 32 columns)", rows, b.reps, 0, us);
         let (x, d) = (randn((rows, cfg.hidden_size), 1.0)?, randn((rows, cfg.hidden_size), 1.0)?);
         let w = randn((1, cfg.hidden_size), 0.1)?.squeeze(0)?;
@@ -89,23 +89,23 @@ pub fn run(b: &ChainBench, cfg: &Qwen3Config, device: &Device, dtype: DType) -> 
         let a = AttentionInputs::new(cfg, rows, device, dtype)?;
         let (k, v) = a.pool.layer(0);
         let norms = QkvNorms { heads: cfg.num_attention_heads, kv_heads: cfg.num_key_value_heads, q_norm: &a.q_norm, k_norm: &a.k_norm, eps };
-        let us = time_chain(device, b.iters, b.reps, || (0..b.reps).try_for_each(|_| Ok(drop(qkv_norm_rope_write(&a.qkv, &norms, &a.cos_sin, k, v, &a.slots)?))))?;
+        let us = time_chain(device, b.iters, b.reps, || (0..b.reps).try_for_each(|_| { qkv_norm_rope_write(&a.qkv, &norms, &a.cos_sin, k, v, &a.slots)?; Ok(()) }))?;
         row("qkv_norm_rope_write", rows, b.reps, 0, us);
         let scale = 1.0 / (cfg.head_dim as f32).sqrt();
-        let us = time_chain(device, b.iters, b.reps, || (0..b.reps).try_for_each(|_| Ok(drop(paged_attention(&a.q, k, v, &a.batch, scale)?))))?;
+        let us = time_chain(device, b.iters, b.reps, || (0..b.reps).try_for_each(|_| { paged_attention(&a.q, k, v, &a.batch, scale)?; Ok(()) }))?;
         row(&format!("paged_attention ({ATTENTION_CONTEXT} keys a row)"), rows, b.reps, 0, us);
         let gate_up = randn((rows, 2 * cfg.intermediate_size), 1.0)?;
-        let us = time_chain(device, b.iters, b.reps, || (0..b.reps).try_for_each(|_| Ok(drop(silu_mul(&gate_up)?))))?;
+        let us = time_chain(device, b.iters, b.reps, || (0..b.reps).try_for_each(|_| { silu_mul(&gate_up)?; Ok(()) }))?;
         row("silu_mul", rows, b.reps, 0, us);
         for (name, ws) in &weights {
             let (n, k) = ws[0].weight().dims2()?;
             let x = randn((rows, k), 1.0)?;
             let bytes = n * k * elem;
             if rows <= SMALL_MATMUL_MAX_ROWS && device.is_cuda() {
-                let us = time_chain(device, b.iters, ws.len(), || ws.iter().try_for_each(|w| Ok(drop(small_matmul(&x, w.weight())?))))?;
+                let us = time_chain(device, b.iters, ws.len(), || ws.iter().try_for_each(|w| { small_matmul(&x, w.weight())?; Ok(()) }))?;
                 row(&format!("small_matmul {name} {n}x{k}"), rows, ws.len(), bytes, us);
             }
-            let us = time_chain(device, b.iters, ws.len(), || ws.iter().try_for_each(|w| Ok(drop(w.forward(&x)?))))?;
+            let us = time_chain(device, b.iters, ws.len(), || ws.iter().try_for_each(|w| { w.forward(&x)?; Ok(()) }))?;
             row(&format!("cublas {name} {n}x{k}"), rows, ws.len(), bytes, us);
 
         }
