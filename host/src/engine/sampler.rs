@@ -21,7 +21,8 @@ pub fn sample(logits: &Tensor, rows: &[(SeqId, usize)], temperature: f32, seed: 
     if !(temperature >= 0.0) {
         bail!("temperature must be 0 (greedy) or positive, got {temperature}");
     }
-    let u: Vec<f32> = rows.iter().map(|&(seq, index)| uniform(seed, seq, index)).collect();
+    // Greedy rows draw nothing (deriving a draw hashes a string per row: host time per step).
+    let u: Vec<f32> = if temperature == 0.0 { vec![0.0; rows.len()] } else { rows.iter().map(|&(seq, index)| uniform(seed, seq, index)).collect() };
     Ok(nanohost_kernels::sample_rows(logits, &u, temperature)?)
 }
 
