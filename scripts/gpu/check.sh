@@ -153,7 +153,7 @@ if want variants || want pdl-b1; then
     python3 -c "
 import json, sys
 for r in json.load(open(sys.argv[1]))['results']:
-    print(sys.argv[2], 'batch', r['batch_size'], 'ms/step %.3f' % r['decode_ms_per_step_median'], 'tokens', r['output_tokens_sha256'][:12], r.get('graph_anatomy'))
+    print(sys.argv[2], 'batch', r['batch_size'], 'ms/step %.3f' % r['decode_ms_per_step_median'], 'tokens', r['output_tokens_sha256'][:12], r.get('decode_step_split'), r.get('graph_anatomy'))
 " "$R/variant$i.json" "$v" | tee -a "$R/variants.txt"
   done
   NSYS=$(ls /usr/local/cuda/bin/nsys /usr/local/cuda/nsight-systems*/bin/nsys /opt/nvidia/nsight-systems/*/bin/nsys 2>/dev/null | head -1)

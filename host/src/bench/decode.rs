@@ -46,7 +46,19 @@ pub fn run(b: &DecodeBench, loaded: &LoadedModel, plugin: &Plugin) -> Result<Vec
             engine.add_request(prompt, params)?;
         }
         let done = engine.run_to_completion()?;
-        let mut ms: Vec<f64> = engine.steps.iter().filter(|s| !s.prefill).skip(b.warmup_steps).map(|s| s.duration.as_secs_f64() * 1e3).collect();
+        let timed: Vec<_> = engine.steps.iter().filter(|s| !s.prefill).skip(b.warmup_steps).collect();
+        let mut ms: Vec<f64> = timed.iter().map(|s| s.duration.as_secs_f64() * 1e3).collect();
+        // Where a step's time goes, medians in us: host work before the launch (the device
+        // idles), launch to sampled tokens (the device's work), and the rest (bookkeeping after).
+        let part = |f: &dyn Fn(&crate::engine::StepReport) -> std::time::Duration| {
+            let mut v: Vec<f64> = timed.iter().map(|s| f(s).as_secs_f64() * 1e6).collect();
+            super::metrics::quantile(&mut v, 0.5)
+        };
+        let split = json!({
+            "before_launch_us_median": part(&|s| s.before_launch),
+            "launch_to_sampled_us_median": part(&|s| s.until_sampled),
+            "after_sampled_us_median": part(&|s| s.duration.saturating_sub(s.before_launch + s.until_sampled)),
+        });
         let prefill_ms: f64 = engine.steps.iter().filter(|s| s.prefill).map(|s| s.duration.as_secs_f64() * 1e3).sum();
         let median = super::metrics::quantile(&mut ms, 0.5);
         let cascade_steps = engine.steps.iter().filter(|s| !s.prefill && s.cascade_groups > 0).count();
@@ -56,6 +68,7 @@ pub fn run(b: &DecodeBench, loaded: &LoadedModel, plugin: &Plugin) -> Result<Vec
             "shared_prefix": b.shared_prefix,
             "decode_steps_timed": ms.len(),
             "decode_ms_per_step_median": median,
+            "decode_step_split": split,
             "decode_ms_per_step_p10": super::metrics::quantile(&mut ms, 0.1),
             "decode_ms_per_step_p90": super::metrics::quantile(&mut ms, 0.9),
             "decode_tokens_per_sec": batch as f64 * 1e3 / median,

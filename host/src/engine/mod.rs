@@ -29,6 +29,12 @@ pub struct StepReport {
     /// Replayed from a CUDA graph (or staged as for one).
     pub graph: bool,
     pub duration: Duration,
+    /// Host time before the forward pass was handed to the device (scheduling, packing, the
+    /// inputs' upload, the launch calls): the device idles through it.
+    pub before_launch: Duration,
+    /// From then until the sampled tokens were on the host: the device's work, plus whatever
+    /// host work sampling adds.
+    pub until_sampled: Duration,
 }
 
 pub struct Engine<'m> {
@@ -112,12 +118,14 @@ impl<'m> Engine<'m> {
             Some(g) => g.forward(self.model, &batch.as_forward(), self.pool)?,
             None => (self.model.forward(&batch.as_forward(), self.pool)?, false),
         };
+        let launched = Instant::now();
         let rows: Vec<(SeqId, usize)> = plan.seqs.iter().map(|&i| (running[i].id, running[i].output().len())).collect();
         let temperature = plan.seqs.first().map_or(0.0, |&i| running[i].params.temperature);
         if plan.seqs.iter().any(|&i| running[i].params.temperature != temperature) {
             anyhow::bail!("sequences of one step must share a temperature");
         }
         let tokens = sampler::sample(&logits, &rows, temperature, self.seed)?;
+        let sampled = Instant::now();
         if let Some(kept) = &mut self.logits {
             for (&(id, index), row) in rows.iter().zip(logits.to_dtype(candle_core::DType::F32)?.to_vec2::<f32>()?) {
                 kept.push((id, index, row));
@@ -153,7 +161,7 @@ impl<'m> Engine<'m> {
             }
         }
         self.scheduler.retire_finished(self.policy.as_mut())?;
-        let report = StepReport { prefill: plan.prefill, num_seqs: plan.seqs.len(), tokens_computed: batch.tokens.len(), cascade_groups: batch.groups.len(), graph, duration: start.elapsed() };
+        let report = StepReport { prefill: plan.prefill, num_seqs: plan.seqs.len(), tokens_computed: batch.tokens.len(), cascade_groups: batch.groups.len(), graph, duration: start.elapsed(), before_launch: launched - start, until_sampled: sampled - launched };
         self.steps.push(report.clone());
         Ok(Some(report))
     }
