@@ -7,12 +7,12 @@
 //! kernel of the step: bytes / time against the card's bandwidth, and launches times the
 //! boundary.
 
+use crate::engine::kv_pool::{KvPool, PoolSize, DEFAULT_BLOCK_SIZE};
 use crate::model::cuda_graph::record;
 use crate::model::Qwen3Config;
 use anyhow::Result;
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::Linear;
-use crate::engine::kv_pool::{KvPool, PoolSize, DEFAULT_BLOCK_SIZE};
 use nanohost_kernels::{add_rms_norm, paged_attention, qkv_norm_rope_write, silu_mul, small_matmul, AttentionBatch, KvSpan, QkvNorms, SeqAttention, SMALL_MATMUL_MAX_ROWS};
 use serde_json::{json, Value};
 use std::time::Instant;
@@ -58,6 +58,14 @@ fn time_chain(device: &Device, iters: usize, ops: usize, chain: impl Fn() -> Res
     Ok(t.elapsed().as_secs_f64() * 1e6 / (iters * ops) as f64)
 }
 
+/// `op` `n` times, its results dropped as they come (as a step drops what it no longer needs).
+fn repeat<T>(n: usize, op: impl Fn() -> candle_core::Result<T>) -> Result<()> {
+    for _ in 0..n {
+        op()?;
+    }
+    Ok(())
+}
+
 pub fn run(b: &ChainBench, cfg: &Qwen3Config, device: &Device, dtype: DType) -> Result<Vec<Value>> {
     anyhow::ensure!(b.reps > 0 && b.iters > 0, "bench-chain needs --reps and --iters of at least 1");
     let randn = |shape: (usize, usize), std: f32| -> Result<Tensor> { Ok(Tensor::randn(0f32, std, shape, device)?.to_dtype(dtype)?) };
@@ -74,7 +82,7 @@ pub fn run(b: &ChainBench, cfg: &Qwen3Config, device: &Device, dtype: DType) -> 
     };
     for &rows in &b.rows {
         let tiny = randn((rows, 64), 1.0)?;
-        let us = time_chain(device, b.iters, b.reps, || (0..b.reps).try_for_each(|_| { silu_mul(&tiny)?; Ok(()) }))?;
+        let us = time_chain(device, b.iters, b.reps, || repeat(b.reps, || silu_mul(&tiny)))?;
         row("empty (silu_mul of 32 columns)", rows, b.reps, 0, us);
         let (x, d) = (randn((rows, cfg.hidden_size), 1.0)?, randn((rows, cfg.hidden_size), 1.0)?);
         let w = randn((1, cfg.hidden_size), 0.1)?.squeeze(0)?;
@@ -89,13 +97,13 @@ pub fn run(b: &ChainBench, cfg: &Qwen3Config, device: &Device, dtype: DType) -> 
         let a = AttentionInputs::new(cfg, rows, device, dtype)?;
         let (k, v) = a.pool.layer(0);
         let norms = QkvNorms { heads: cfg.num_attention_heads, kv_heads: cfg.num_key_value_heads, q_norm: &a.q_norm, k_norm: &a.k_norm, eps };
-        let us = time_chain(device, b.iters, b.reps, || (0..b.reps).try_for_each(|_| { qkv_norm_rope_write(&a.qkv, &norms, &a.cos_sin, k, v, &a.slots)?; Ok(()) }))?;
+        let us = time_chain(device, b.iters, b.reps, || repeat(b.reps, || qkv_norm_rope_write(&a.qkv, &norms, &a.cos_sin, k, v, &a.slots)))?;
         row("qkv_norm_rope_write", rows, b.reps, 0, us);
         let scale = 1.0 / (cfg.head_dim as f32).sqrt();
-        let us = time_chain(device, b.iters, b.reps, || (0..b.reps).try_for_each(|_| { paged_attention(&a.q, k, v, &a.batch, scale)?; Ok(()) }))?;
+        let us = time_chain(device, b.iters, b.reps, || repeat(b.reps, || paged_attention(&a.q, k, v, &a.batch, scale)))?;
         row(&format!("paged_attention ({ATTENTION_CONTEXT} keys a row)"), rows, b.reps, 0, us);
         let gate_up = randn((rows, 2 * cfg.intermediate_size), 1.0)?;
-        let us = time_chain(device, b.iters, b.reps, || (0..b.reps).try_for_each(|_| { silu_mul(&gate_up)?; Ok(()) }))?;
+        let us = time_chain(device, b.iters, b.reps, || repeat(b.reps, || silu_mul(&gate_up)))?;
         row("silu_mul", rows, b.reps, 0, us);
         for (name, ws) in &weights {
             let (n, k) = ws[0].weight().dims2()?;
@@ -107,7 +115,6 @@ pub fn run(b: &ChainBench, cfg: &Qwen3Config, device: &Device, dtype: DType) -> 
             }
             let us = time_chain(device, b.iters, ws.len(), || ws.iter().try_for_each(|w| { w.forward(&x)?; Ok(()) }))?;
             row(&format!("cublas {name} {n}x{k}"), rows, ws.len(), bytes, us);
-
         }
     }
     Ok(out)

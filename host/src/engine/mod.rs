@@ -155,7 +155,7 @@ impl<'m> Engine<'m> {
         // step's launch, so it is asked only where memory can grow: steps that ran eagerly or
         // captured a graph allocate; replaying one allocates nothing, and is looked at one
         // step in 64 all the same.
-        if !graph || self.steps.len() % 64 == 0 {
+        if !graph || self.steps.len().is_multiple_of(64) {
             if let Some(m) = crate::device::device_memory_in_use(self.model.device()) {
                 self.peak_device_memory = Some(self.peak_device_memory.map_or(m, |p| p.max(m)));
             }
