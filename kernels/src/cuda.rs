@@ -318,7 +318,7 @@ pub(crate) fn qkv_norm_rope_write(op: &crate::qkv_write::QkvNormRopeWrite, qkv: 
 /// k = 1,024 made qkv_proj slower (6.15 vs 4.40): that is the one-pass floor.
 fn small_matmul_split(n: usize, k: usize, pass: usize, resident: usize) -> usize {
     static CAP: OnceLock<usize> = OnceLock::new();
-    let cap = *CAP.get_or_init(|| std::env::var("NANOHOST_SMALL_MATMUL_SPLIT").ok().and_then(|v| v.parse::<usize>().ok()).filter(|v| [1, 2, 4, 8].contains(v)).unwrap_or(8));
+    let cap = crate::knob::knob(&CAP, "NANOHOST_SMALL_MATMUL_SPLIT", 8, |v| [1, 2, 4, 8].contains(v), "1, 2, 4 or 8");
     let mut s = 1;
     while s < cap && k / (2 * s) >= pass && n * 2 * s <= resident {
         s *= 2;

@@ -14,6 +14,7 @@ mod cascade;
 #[cfg(feature = "cuda")]
 mod cuda;
 mod elem;
+pub mod knob;
 mod kv_write;
 mod layout;
 mod norm_rope;

@@ -81,7 +81,7 @@ struct State {
 
 fn cascade_graphs_asked() -> bool {
     static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ON.get_or_init(|| std::env::var("NANOHOST_CASCADE_GRAPHS").is_ok_and(|v| v == "1"))
+    nanohost_kernels::knob::switch(&ON, "NANOHOST_CASCADE_GRAPHS", false)
 }
 
 /// The batch size a decode step of `n` sequences is padded to, `None` past `max_batch`.

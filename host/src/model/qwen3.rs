@@ -113,7 +113,7 @@ struct StepInputs {
 /// once, for tuning on other cards.
 fn small_matmul_rows() -> usize {
     static ROWS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    *ROWS.get_or_init(|| std::env::var("NANOHOST_SMALL_MATMUL_ROWS").ok().and_then(|v| v.parse().ok()).unwrap_or(2).min(SMALL_MATMUL_MAX_ROWS))
+    nanohost_kernels::knob::knob(&ROWS, "NANOHOST_SMALL_MATMUL_ROWS", 2, |&r| r <= SMALL_MATMUL_MAX_ROWS, "a number of rows from 0 to 8")
 }
 
 impl Qwen3 {

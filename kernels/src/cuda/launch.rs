@@ -29,7 +29,8 @@ pub(crate) fn pdl_enabled(stream: &CudaStream) -> bool {
     *ON.get_or_init(|| {
         let built = PTX_COMPUTE_CAP.parse::<u32>().is_ok_and(|cap| cap >= 90);
         let major = stream.context().attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR).unwrap_or(0);
-        let asked = std::env::var("NANOHOST_PDL").map_or(true, |v| v != "0");
+        static ASKED: OnceLock<bool> = OnceLock::new();
+        let asked = crate::knob::switch(&ASKED, "NANOHOST_PDL", true);
         built && major >= 9 && asked
     })
 }
