@@ -14,6 +14,7 @@ mod cascade;
 #[cfg(feature = "cuda")]
 mod cuda;
 mod elem;
+pub mod graph_anatomy;
 pub mod knob;
 mod kv_write;
 mod layout;
@@ -28,6 +29,7 @@ mod upload;
 
 pub use add_norm::{add_rms_norm, AddRmsNorm};
 pub use cascade::{SharedGroup, SHARED_CHUNK};
+pub use graph_anatomy::GraphAnatomy;
 pub use kv_write::{write_kv, WriteKv};
 pub use layout::{context_slot, row_keys_bucket, AttentionBatch, KvSpan, MetaLayout, SeqAttention, TILED_MIN_ROWS};
 pub use norm_rope::{rms_norm_rope, RmsNormRope};

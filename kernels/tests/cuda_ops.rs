@@ -340,15 +340,8 @@ fn captured_chain_is_linked_programmatically_and_replays_like_eager() {
     out.slice_set(&recorded, 0, 0).unwrap();
     drop(recorded);
     let graph = stream.end_capture(sys::CUgraphInstantiate_flags(0)).unwrap().expect("a graph");
-    let mut n = 0usize;
-    // SAFETY: the graph is alive; count first, then that many entries.
-    let programmatic = unsafe {
-        sys::cuGraphGetEdges_v2(graph.cu_graph(), std::ptr::null_mut(), std::ptr::null_mut(), std::ptr::null_mut(), &mut n).result().unwrap();
-        let (mut from, mut to) = (vec![std::ptr::null_mut(); n], vec![std::ptr::null_mut(); n]);
-        let mut data: Vec<sys::CUgraphEdgeData> = vec![std::mem::zeroed(); n];
-        sys::cuGraphGetEdges_v2(graph.cu_graph(), from.as_mut_ptr(), to.as_mut_ptr(), data.as_mut_ptr(), &mut n).result().unwrap();
-        data[..n].iter().filter(|d| d.type_ == sys::CUgraphDependencyType::CU_GRAPH_DEPENDENCY_TYPE_PROGRAMMATIC as u8).count()
-    };
+    // SAFETY: the graph is alive.
+    let programmatic = unsafe { nanohost_kernels::graph_anatomy::anatomy(graph.cu_graph()) }.unwrap().programmatic_edges;
     if nanohost_kernels::programmatic_launch(&dev) {
         assert!(programmatic >= 4, "5 chained nanohost kernels, {programmatic} programmatic edges");
     } else {

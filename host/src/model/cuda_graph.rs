@@ -4,12 +4,12 @@
 //! that it can count the graph's nodes and edges first (whether its kernels were joined by
 //! programmatic edges, see nanohost-kernels' cuda/capture_links.rs).
 
-use super::graph_anatomy::{anatomy, GraphAnatomy};
 use super::qwen3::{Qwen3, StepShape};
 use crate::engine::kv_pool::KvPool;
 use anyhow::{Context, Result};
 use candle_core::cuda_backend::cudarc::driver::{sys, CudaStream};
 use candle_core::Tensor;
+use nanohost_kernels::graph_anatomy::{anatomy, GraphAnatomy};
 use std::sync::Arc;
 
 pub struct CudaGraph {

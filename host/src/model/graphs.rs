@@ -37,7 +37,7 @@ pub struct GraphStats {
     /// while cascade graphs are off).
     pub eager_decode_steps: usize,
     /// Nodes and edges of the last graph captured.
-    pub last_graph: Option<super::graph_anatomy::GraphAnatomy>,
+    pub last_graph: Option<nanohost_kernels::GraphAnatomy>,
 }
 
 /// How decode steps run.

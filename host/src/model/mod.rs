@@ -3,7 +3,6 @@
 pub mod config;
 #[cfg(feature = "cuda")]
 pub mod cuda_graph;
-pub mod graph_anatomy;
 pub mod graphs;
 pub mod preset;
 pub mod qwen3;
