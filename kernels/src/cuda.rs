@@ -55,6 +55,8 @@ macro_rules! per_float_dtype {
 // After the macro, which it uses.
 mod attention;
 pub(crate) use attention::paged_attention;
+mod small_matmul;
+pub(crate) use small_matmul::small_matmul;
 
 /// A kernel of nanohost.cu, looked up once per (device, name) and opened up once to the dynamic
 /// shared memory it asks for: a lookup or attribute call per launch costs host time that a decode
@@ -307,74 +309,4 @@ pub(crate) fn qkv_norm_rope_write(op: &crate::qkv_write::QkvNormRopeWrite, qkv: 
     }
     let slice = per_float_dtype!(qkv.dtype(), "qkv_norm_rope_write", launch);
     Ok((CudaStorage { slice, device: dev }, Shape::from((tokens, op.heads * head_dim))))
-}
-
-/// Warps per output column of `small_matmul` (split-K: 1, 2, 4 or 8): doubled while each warp
-/// still has at least one full pass of loads (`pass` elements of k: 32 lanes x 4 loads of 16
-/// bytes) and the columns times the split stay under the warps the GPU holds (`resident`), capped
-/// by `NANOHOST_SMALL_MATMUL_SPLIT` (1, 2, 4 or 8, read once; default 8). On an H200 (bench-chain,
-/// results/gpu-h200-2026-11-28-chain/) a split of 2 made Qwen3-0.6B's o_proj (k = 2,048) and
-/// down_proj (k = 3,072) at batch 1 faster (2.41 vs 2.69 us, 3.08 vs 4.64), while splitting
-/// k = 1,024 made qkv_proj slower (6.15 vs 4.40): that is the one-pass floor.
-fn small_matmul_split(n: usize, k: usize, pass: usize, resident: usize) -> usize {
-    static CAP: OnceLock<usize> = OnceLock::new();
-    let cap = crate::knob::knob(&CAP, "NANOHOST_SMALL_MATMUL_SPLIT", 8, |v| [1, 2, 4, 8].contains(v), "1, 2, 4 or 8");
-    let mut s = 1;
-    while s < cap && k / (2 * s) >= pass && n * 2 * s <= resident {
-        s *= 2;
-    }
-    s
-}
-
-/// Blocks of `func` (with `block` threads) that fit on one SM at once, asked once per kernel.
-fn blocks_per_sm(name: &str, func: &CudaFunction, block: u32) -> Result<usize> {
-    static CACHE: OnceLock<Mutex<HashMap<String, usize>>> = OnceLock::new();
-    let cache = CACHE.get_or_init(Default::default);
-    if let Some(&b) = cache.lock().expect("occupancy cache").get(name) {
-        return Ok(b);
-    }
-    let b = (func.occupancy_max_active_blocks_per_multiprocessor(block, 0, None).w()? as usize).max(1);
-    cache.lock().expect("occupancy cache").insert(name.to_string(), b);
-    Ok(b)
-}
-
-pub(crate) fn small_matmul(x: &CudaStorage, xl: &Layout, w: &CudaStorage, wl: &Layout) -> Result<(CudaStorage, Shape)> {
-    let dev = x.device().clone();
-    let (rows, k) = xl.shape().dims2()?;
-    let n = wl.dims()[0];
-    let ((x0, x1), (w0, w1)) = (contiguous_range(xl, "x")?, contiguous_range(wl, "the weight")?);
-    if x0 % 8 != 0 || w0 % 8 != 0 {
-        candle_core::bail!("small_matmul (cuda): x and the weight must start 16-byte aligned");
-    }
-    let mr = rows.next_power_of_two();
-    let sms = sm_count(&dev)?;
-    let warps = 8usize;
-    // Split by the one-split kernel's residency (the split ones differ by a few registers).
-    let plain = format!("small_matmul_{}_m{mr}_s1", suffix(x.dtype())?);
-    let resident = blocks_per_sm(&plain, &kernel(&dev, &plain, 0)?, 32 * warps as u32)? * warps * sms;
-    let split = small_matmul_split(n, k, 2048 / x.dtype().size_in_bytes(), resident);
-    let name = format!("small_matmul_{}_m{mr}_s{split}", suffix(x.dtype())?);
-    let func = kernel(&dev, &name, 0)?;
-    // A persistent grid: at most the blocks that fit at once, each given the same number of
-    // column groups (so that none runs a lone extra group at the end).
-    let groups = n.div_ceil(warps / split);
-    let capacity = blocks_per_sm(&name, &func, 32 * warps as u32)? * sms;
-    let blocks = groups.div_ceil(groups.div_ceil(capacity));
-    let stream = dev.cuda_stream();
-    let cfg = LaunchConfig { grid_dim: (blocks as u32, 1, 1), block_dim: (32 * warps as u32, 1, 1), shared_mem_bytes: 0 };
-    macro_rules! launch {
-        ($t:ty, $wrap:ident) => {{
-            let (xs, ws) = (x.as_cuda_slice::<$t>()?.slice(x0..x1), w.as_cuda_slice::<$t>()?.slice(w0..w1));
-            // SAFETY: every element is written by the kernel (S warps per column, all rows).
-            let out = unsafe { alloc_out::<$t>(&dev, rows * n)? };
-            let mut b = Launch::new(&stream, &func);
-            b.arg(&xs).arg(&ws).arg(&out);
-            candle_core::builder_arg!(b, rows as u32, n as u32, k as u32);
-            // SAFETY: shapes checked by small_matmul; k is a multiple of 8 (16-byte loads).
-            unsafe { b.launch(cfg) }?;
-            CudaStorageSlice::$wrap(out)
-        }};
-    }
-    let slice = per_float_dtype!(x.dtype(), "small_matmul", launch);
-    Ok((CudaStorage { slice, device: dev }, Shape::from((rows, n))))
 }
