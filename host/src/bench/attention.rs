@@ -9,7 +9,7 @@ use crate::engine::kv_pool::{KvPool, PoolSize};
 use crate::model::Qwen3Config;
 use crate::rng::Rng;
 use anyhow::Result;
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Device, Shape, Tensor};
 use nanohost_kernels::{paged_attention, AttentionBatch, KvSpan, SeqAttention};
 use serde_json::{json, Value};
 use std::time::Instant;
@@ -24,11 +24,28 @@ pub struct AttentionBench {
     pub seed: u64,
 }
 
+/// Normal noise of `shape` with standard deviation `std`, in `dtype`: the benchmarks' stand-in
+/// for activations, weights and cached keys.
+pub(crate) fn noise(shape: impl Into<Shape>, std: f32, device: &Device, dtype: DType) -> Result<Tensor> {
+    Ok(Tensor::randn(0f32, std, shape, device)?.to_dtype(dtype)?)
+}
+
+/// A one-layer pool of the model's KV shape, `blocks` blocks of `block_size`, its keys and
+/// values noise.
+pub(crate) fn noise_pool(cfg: &Qwen3Config, blocks: usize, block_size: usize, dtype: DType, device: &Device) -> Result<KvPool> {
+    let one_layer = Qwen3Config { num_hidden_layers: 1, ..cfg.clone() };
+    let pool = KvPool::new(&one_layer, PoolSize::Blocks(blocks), block_size, dtype, device)?;
+    let (k, v) = pool.layer(0);
+    for p in [k, v] {
+        p.slice_set(&noise(p.shape(), 1.0, device, dtype)?, 0, 0)?;
+    }
+    Ok(pool)
+}
+
 /// One layer's pool and queries at the model's attention shape; microseconds per call of each
 /// mode (after warm-up, device synchronised), the per-step figure (times the model's layers),
 /// and the largest difference between the two outputs.
 pub fn run(b: &AttentionBench, cfg: &Qwen3Config, device: &Device, dtype: DType) -> Result<Vec<Value>> {
-    let one_layer = Qwen3Config { num_hidden_layers: 1, ..cfg.clone() };
     let bs = b.block_size;
     let mut out = Vec::new();
     for &prefix in &b.prefix_lens {
@@ -37,12 +54,8 @@ pub fn run(b: &AttentionBench, cfg: &Qwen3Config, device: &Device, dtype: DType)
             let shared_blocks = prefix / bs;
             let own: Vec<usize> = (0..batch).map(|_| prefix - shared_blocks * bs + rng.range_inclusive(b.suffix.0 as u64, b.suffix.1 as u64) as usize).collect();
             let blocks = shared_blocks + own.iter().map(|n| n.div_ceil(bs)).sum::<usize>();
-            let pool = KvPool::new(&one_layer, PoolSize::Blocks(blocks), bs, dtype, device)?;
+            let pool = noise_pool(cfg, blocks, bs, dtype, device)?;
             let (k_pool, v_pool) = pool.layer(0);
-            for p in [k_pool, v_pool] {
-                let noise = Tensor::randn(0f32, 1.0, p.shape(), device)?.to_dtype(dtype)?;
-                p.slice_set(&noise, 0, 0)?;
-            }
             let shared = KvSpan { blocks: (0..shared_blocks as u32).collect(), len: shared_blocks * bs, shift: 0 };
             let mut next = shared_blocks as u32;
             let seqs: Vec<SeqAttention> = own
@@ -57,7 +70,7 @@ pub fn run(b: &AttentionBench, cfg: &Qwen3Config, device: &Device, dtype: DType)
                 .collect();
             // Every group, whatever its size: this measures where the threshold should be.
             let groups = shared_groups(&seqs, &vec![true; batch], bs, 0);
-            let q = Tensor::randn(0f32, 1.0, (batch, cfg.num_attention_heads, cfg.head_dim), device)?.to_dtype(dtype)?;
+            let q = noise((batch, cfg.num_attention_heads, cfg.head_dim), 1.0, device, dtype)?;
             let scale = 1.0 / (cfg.head_dim as f32).sqrt();
             // Wall time per call after the device finished, and the host's share: the time to
             // issue the calls (when it is close to the total, the op is bound by launch cost).

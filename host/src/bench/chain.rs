@@ -7,7 +7,8 @@
 //! kernel of the step: bytes / time against the card's bandwidth, and launches times the
 //! boundary.
 
-use crate::engine::kv_pool::{KvPool, PoolSize, DEFAULT_BLOCK_SIZE};
+use super::attention::{noise, noise_pool};
+use crate::engine::kv_pool::{KvPool, DEFAULT_BLOCK_SIZE};
 use crate::model::cuda_graph::record;
 use crate::model::Qwen3Config;
 use anyhow::Result;
@@ -68,7 +69,7 @@ fn repeat<T>(n: usize, op: impl Fn() -> candle_core::Result<T>) -> Result<()> {
 
 pub fn run(b: &ChainBench, cfg: &Qwen3Config, device: &Device, dtype: DType) -> Result<Vec<Value>> {
     anyhow::ensure!(b.reps > 0 && b.iters > 0, "bench-chain needs --reps and --iters of at least 1");
-    let randn = |shape: (usize, usize), std: f32| -> Result<Tensor> { Ok(Tensor::randn(0f32, std, shape, device)?.to_dtype(dtype)?) };
+    let randn = |shape: (usize, usize), std: f32| noise(shape, std, device, dtype);
     let eps = cfg.rms_norm_eps as f32;
     let elem = dtype.size_in_bytes();
     let weights: Vec<(&str, Vec<Linear>)> = projections(cfg)
@@ -141,15 +142,10 @@ struct AttentionInputs {
 
 impl AttentionInputs {
     fn new(cfg: &Qwen3Config, rows: usize, device: &Device, dtype: DType) -> Result<Self> {
-        let one_layer = Qwen3Config { num_hidden_layers: 1, ..cfg.clone() };
         let bs = DEFAULT_BLOCK_SIZE;
         let per_row = ATTENTION_CONTEXT.div_ceil(bs);
-        let pool = KvPool::new(&one_layer, PoolSize::Blocks(rows * per_row), bs, dtype, device)?;
-        let randn = |shape: &[usize]| -> Result<Tensor> { Ok(Tensor::randn(0f32, 1.0, shape, device)?.to_dtype(dtype)?) };
-        let (k, v) = pool.layer(0);
-        for p in [k, v] {
-            p.slice_set(&randn(p.dims())?, 0, 0)?;
-        }
+        let pool = noise_pool(cfg, rows * per_row, bs, dtype, device)?;
+        let randn = |shape: &[usize]| noise(shape, 1.0, device, dtype);
         let seqs: Vec<SeqAttention> = (0..rows)
             .map(|r| {
                 let blocks = (r * per_row) as u32..((r + 1) * per_row) as u32;
