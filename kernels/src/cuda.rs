@@ -140,7 +140,7 @@ pub(crate) fn sample_rows(logits: &CudaStorage, ll: &Layout, u: &CudaStorage, ul
     // logits, at most 64 (the merge walks them one by one).
     let sms = sm_count(&dev)?;
     // A batch of more rows than there are completion counters samples one block per row.
-    let parts = if rows > attention::ATTENTION_BLOCKS_PER_SM * sms { 1 } else { (2 * sms).div_ceil(rows).min(vocab / 1024).clamp(1, 64) };
+    let parts = if rows > attention::completion_capacity(&dev)? { 1 } else { (2 * sms).div_ceil(rows).min(vocab / 1024).clamp(1, 64) };
     let done = if parts > 1 { attention::completion_counters(&dev, rows)? } else { 0u64 };
     let out = unsafe { alloc_out::<u32>(&dev, rows)? };
     // SAFETY: each block writes its own partial before the row's last block reads them all.

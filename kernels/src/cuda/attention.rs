@@ -27,7 +27,7 @@ const MIN_SPLIT_KEYS: usize = 64;
 
 /// Blocks of the per-row attention kernel resident per SM: it is built with
 /// `__launch_bounds__(128, 4)` and takes about 41 KB of shared memory (paged_attention.cuh).
-pub(super) const ATTENTION_BLOCKS_PER_SM: usize = 4;
+const ATTENTION_BLOCKS_PER_SM: usize = 4;
 
 /// Completion counters, one zeroed buffer per device: the last block of a split row counts
 /// itself done here and merges the row (split-KV in paged_attention.cuh, one counter per (row,
@@ -35,7 +35,7 @@ pub(super) const ATTENTION_BLOCKS_PER_SM: usize = 4;
 /// buffer serves every launch and every CUDA graph replay; it is never freed (a graph keeps its
 /// address). Kernels of one stream never run their merges at once (each waits for the one
 /// before), so they share it. Attention splits only while it fills at most half the GPU's
-/// block slots, so `ATTENTION_BLOCKS_PER_SM * sms` counters always suffice for it.
+/// block slots, so [`completion_capacity`] counters always suffice for it.
 pub(super) fn completion_counters(dev: &CudaDevice, needed: usize) -> Result<u64> {
     use candle_core::cuda_backend::cudarc::driver::DevicePtr;
     static COUNTERS: OnceLock<Mutex<HashMap<usize, (u64, usize)>>> = OnceLock::new();
@@ -50,7 +50,7 @@ pub(super) fn completion_counters(dev: &CudaDevice, needed: usize) -> Result<u64
             if super::capture_links::capturing(&stream)? {
                 candle_core::bail!("the completion counters of split attention and sampling are made on first use, which must not be inside a CUDA graph capture: run the op once before capturing it");
             }
-            let len = ATTENTION_BLOCKS_PER_SM * sm_count(dev)?;
+            let len = completion_capacity(dev)?;
             let buf = stream.alloc_zeros::<u32>(len).w()?;
             let (ptr, _sync) = buf.device_ptr(&stream);
             drop(_sync);
@@ -63,6 +63,12 @@ pub(super) fn completion_counters(dev: &CudaDevice, needed: usize) -> Result<u64
         candle_core::bail!("{needed} completion counters asked for, {len} exist");
     }
     Ok(ptr)
+}
+
+/// How many completion counters there are (`ATTENTION_BLOCKS_PER_SM` per SM): a launch that
+/// would need more does not split.
+pub(super) fn completion_capacity(dev: &CudaDevice) -> Result<usize> {
+    Ok(ATTENTION_BLOCKS_PER_SM * sm_count(dev)?)
 }
 
 /// How many blocks share each row's keys: splitting pays only while rows and KV heads alone do
