@@ -28,6 +28,8 @@
 # 18. (STEPS=chain) one kernel's cost inside a replayed graph chain (bench-chain: the boundary,
 #     add + RMSNorm, each projection's matmul) at rows CHAIN_ROWS (default 1,64), PDL on and off
 #     (CHAIN_PDL), CHAIN_TAG naming the run.
+# 19. (STEPS=timeline) nsys: a replayed decode step's kernels in place (BATCHES, default "1 64";
+#     BIN=nanohost-base for the baseline): lead, busy time, holes, and the hole before each kernel.
 # 12. (STEPS=profile) ncu: GPU time per kernel of one decode step at batch 1 and 64 (eager).
 # 13. (STEPS=tune) the rows small_matmul takes over from cuBLAS (NANOHOST_SMALL_MATMUL_ROWS) on
 #     decode at batch 1, 2, 4, 8; ncu's speed-of-light, occupancy and stall sections for the
@@ -165,6 +167,23 @@ for r in json.load(open(sys.argv[1]))['results']:
     rm -f "$R"/pdl_b1.nsys-rep "$R"/pdl_b1.sqlite
   else
     echo "no nsys"
+  fi
+fi
+if want timeline; then
+  log "nsys: one replayed decode step's device timeline at batch ${BATCHES:-1 64}"
+  NSYS=$(ls /usr/local/cuda/bin/nsys /usr/local/cuda/nsight-systems*/bin/nsys /opt/nvidia/nsight-systems/*/bin/nsys 2>/dev/null | head -1)
+  if [ -z "$NSYS" ]; then NSYS=$(command -v nsys || true); fi
+  if [ -n "$NSYS" ]; then
+    for b in ${BATCHES:-1 64}; do
+      "$NSYS" profile --cuda-graph-trace=node -o "$R/tl_b$b" "$B/${BIN:-nanohost}" bench-decode --model "$MODEL" \
+        --plugin "$B/plugins/libstandard.so" --batch-sizes $b --steps 24 --cuda-graphs on --out "$R/tl_b$b.json" >/dev/null 2>>"$R/check.log"
+      "$NSYS" stats --report cuda_gpu_trace --format csv -o "$R/tl_b$b" "$R/tl_b$b.nsys-rep" >/dev/null 2>>"$R/check.log"
+      python3 "$B/nsys_step.py" "$R"/tl_b${b}_cuda_gpu_trace.csv "batch $b" | tee -a "$R/timeline.txt"
+      gzip -f "$R"/tl_b${b}_cuda_gpu_trace.csv
+      rm -f "$R/tl_b$b.nsys-rep" "$R/tl_b$b.sqlite"
+    done
+  else
+    echo "no nsys" | tee -a "$R/timeline.txt"
   fi
 fi
 if want capture-test; then
