@@ -57,6 +57,8 @@ mod attention;
 pub(crate) use attention::paged_attention;
 mod small_matmul;
 pub(crate) use small_matmul::small_matmul;
+mod gemm_into;
+pub(crate) use gemm_into::matmul_t_into;
 
 /// A kernel of nanohost.cu, looked up once per (device, name) and opened up once to the dynamic
 /// shared memory it asks for: a lookup or attribute call per launch costs host time that a decode
@@ -136,11 +138,13 @@ pub(crate) fn sample_rows(logits: &CudaStorage, ll: &Layout, u: &CudaStorage, ul
     let (u0, u1) = contiguous_range(ul, "uniforms")?;
     let func = kernel(&dev, &format!("sample_rows_{}", suffix(logits.dtype())?), 0)?;
     let stream = dev.cuda_stream();
-    // Blocks per row (sample.cuh): about two blocks per SM in all, chunks of at least 1,024
-    // logits, at most 64 (the merge walks them one by one).
+    // Blocks per row (sample.cuh): about eight blocks per SM in all, chunks of at least 1,024
+    // logits, at most 64 (the merge walks them one by one). Two per SM left batch 64 with 5
+    // blocks a row, each walking 60 KB: 42 us for 19 MB of logits in a replayed step on an H200
+    // (results/gpu-h200-2026-11-28-timeline/).
     let sms = sm_count(&dev)?;
     // A batch of more rows than there are completion counters samples one block per row.
-    let parts = if rows > attention::completion_capacity(&dev)? { 1 } else { (2 * sms).div_ceil(rows).min(vocab / 1024).clamp(1, 64) };
+    let parts = if rows > attention::completion_capacity(&dev)? { 1 } else { (8 * sms).div_ceil(rows).min(vocab / 1024).clamp(1, 64) };
     let done = if parts > 1 { attention::completion_counters(&dev, rows)? } else { 0u64 };
     let out = unsafe { alloc_out::<u32>(&dev, rows)? };
     // SAFETY: each block writes its own partial before the row's last block reads them all.

@@ -304,6 +304,23 @@ fn small_matmul_matches_cpu() {
     }
 }
 
+#[test]
+fn matmul_t_into_is_candles_matmul_written_in_place() {
+    // The LM head of a captured step (matmul_into.rs): the same cuBLAS call as candle's matmul,
+    // so the same values, bit for bit; rows past the product's keep what they held.
+    let dev = gpu();
+    for rows in [1usize, 5, 64] {
+        let x = Tensor::randn(0f32, 1.0, (rows, 1024), &Device::Cpu).unwrap().to_dtype(DType::BF16).unwrap().to_device(&dev).unwrap();
+        let w = Tensor::randn(0f32, 0.05, (3000, 1024), &Device::Cpu).unwrap().to_dtype(DType::BF16).unwrap().to_device(&dev).unwrap();
+        let out = Tensor::ones((80, 3000), DType::BF16, &dev).unwrap();
+        nanohost_kernels::matmul_t_into(&out, &x, &w).unwrap();
+        let want = x.matmul(&w.t().unwrap()).unwrap();
+        assert_eq!(max_diff(&want, &out.narrow(0, 0, rows).unwrap()), 0.0, "{rows} rows");
+        let rest = out.narrow(0, rows, 80 - rows).unwrap().to_dtype(DType::F32).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert!(rest.iter().all(|&v| v == 1.0), "{rows} rows: the rows after them were written");
+    }
+}
+
 /// Programmatic edges in a captured graph (launch.rs, capture_links.rs): a chain of nanohost ops,
 /// with candle allocating and freeing between them, captured and replayed. Each kernel after the
 /// first is linked to the one before it (on sm_90 and later), and the replay computes exactly

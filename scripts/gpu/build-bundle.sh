@@ -23,6 +23,6 @@ cp "$CARGO_TARGET_DIR"/release/lib*.so dist/gpu/plugins/
 cp "$test_bin" dist/gpu/cuda_ops_test
 strip dist/gpu/nanohost dist/gpu/cuda_ops_test dist/gpu/plugins/*.so
 gzip -1 dist/gpu/nanohost dist/gpu/cuda_ops_test   # a device call carries at most 64 MiB
-cp scripts/gpu/*.py scripts/gpu/check.sh dist/gpu/
+cp scripts/gpu/*.py scripts/gpu/*.c scripts/gpu/check.sh dist/gpu/
 if [ -n "${BASE_BIN:-}" ]; then cp "$BASE_BIN" dist/gpu/nanohost-base.gz; fi
 du -sh dist/gpu

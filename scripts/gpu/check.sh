@@ -183,7 +183,29 @@ if want timeline; then
       rm -f "$R/tl_b$b.nsys-rep" "$R/tl_b$b.sqlite"
     done
   else
-    echo "no nsys" | tee -a "$R/timeline.txt"
+    # No nsys: kernel_trace.c, a CUPTI tracer injected at CUDA init, writes the same columns.
+    C=/usr/local/cuda; INC=$(dirname "$(ls $C/include/cupti.h $C/targets/*/include/cupti.h $C/extras/CUPTI/include/cupti.h 2>/dev/null | head -1)")
+    LIB=$(dirname "$(ls $C/lib64/libcupti.so $C/targets/*/lib/libcupti.so $C/extras/CUPTI/lib64/libcupti.so 2>/dev/null | head -1)")
+    TR=/tmp/libkernel_trace.so; ok=
+    for v in 12 11 10 9 8; do
+      gcc -shared -fPIC -O2 -DKREC=CUpti_ActivityKernel$v -I"$INC" -I$C/include -o $TR "$B/kernel_trace.c" -L"$LIB" -lcupti -Wl,-rpath,"$LIB" 2>/dev/null && { ok=$v; break; }
+    done
+    if [ -z "$ok" ]; then
+      gcc -shared -fPIC -O2 -I"$INC" -o $TR "$B/kernel_trace.c" -L"$LIB" -lcupti 2>&1 | tail -5 | tee -a "$R/timeline.txt"
+    else
+      echo "kernel_trace.c built with CUpti_ActivityKernel$ok" | tee -a "$R/timeline.txt"
+      for b in ${BATCHES:-1 64}; do
+        rm -f /tmp/ktrace_b$b.*.csv
+        CUDA_INJECTION64_PATH=$TR KERNEL_TRACE_OUT=/tmp/ktrace_b$b "$B/${BIN:-nanohost}" bench-decode --model "$MODEL" \
+          --plugin "$B/plugins/libstandard.so" --batch-sizes $b --steps 24 --cuda-graphs on --out "$R/tl_b$b.json" >/dev/null 2>>"$R/check.log"
+        python3 -c "import json,sys; r=json.load(open(sys.argv[1]))['results'][0]; print('traced bench-decode: ms/step %.3f' % r['decode_ms_per_step_median'])" "$R/tl_b$b.json" | tee -a "$R/timeline.txt"
+        for f in /tmp/ktrace_b$b.*.csv; do
+          [ "$(wc -l < "$f")" -gt 100 ] || continue
+          python3 "$B/nsys_step.py" "$f" "batch $b" | tee -a "$R/timeline.txt"
+          gzip -c "$f" > "$R/ktrace_b$b.csv.gz"
+        done
+      done
+    fi
   fi
 fi
 if want capture-test; then

@@ -46,10 +46,10 @@ pub fn capture(model: &Qwen3, inputs: &Tensor, logits: &Tensor, shape: &StepShap
     // Small parameter uploads of candle's ops come from a cache while capturing; the warm-up
     // run, under the same guard, fills it.
     let _cache = dev.enable_cuda_graph_htod_cache();
-    drop(model.forward_prepared(inputs, shape, pool)?);
-    // Every tensor of the pass is allocated and freed inside the capture; only the copy into
-    // the fixed `logits` buffer outlives it.
-    record(&dev.cuda_stream(), || Ok(logits.slice_set(&model.forward_prepared(inputs, shape, pool)?, 0, 0)?))
+    model.forward_prepared_into(inputs, shape, pool, logits)?;
+    // Every tensor of the pass is allocated and freed inside the capture; only what the LM head
+    // writes into the fixed `logits` buffer outlives it.
+    record(&dev.cuda_stream(), || model.forward_prepared_into(inputs, shape, pool, logits))
 }
 
 /// Captures what `work` launches on `stream` into a graph, counts its nodes and edges, and

@@ -196,7 +196,7 @@ impl DecodeGraphs {
         let key = step.shape.graph_key();
         st.shapes.insert(key);
         match st.mode {
-            GraphMode::Staged => logits.slice_set(&model.forward_prepared(&inputs, &step.shape, pool)?, 0, 0)?,
+            GraphMode::Staged => model.forward_prepared_into(&inputs, &step.shape, pool, &logits)?,
             _ => {
                 #[cfg(feature = "cuda")]
                 if !st.graphs.contains_key(&key) {

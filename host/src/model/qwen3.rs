@@ -204,6 +204,22 @@ impl Qwen3 {
     /// (`ints` holds at least [`StepShape::buffer_len`] values): nothing here reads the host,
     /// so a CUDA graph can capture it.
     pub fn forward_prepared(&self, ints: &Tensor, shape: &StepShape, pool: &KvPool) -> Result<Tensor> {
+        // In the model's dtype: the sampler reads them as they are (an f32 copy of a batch's
+        // logits cost 90 us per step at batch 64 on an H200). Through cuBLAS at any batch: a
+        // long stream of columns is what its kernels do best (the 311 MB head of Qwen3-0.6B at
+        // 4.18 TB/s at batch 1 on an H200, the few-row kernel at 3.77: bench-chain,
+        // results/gpu-h200-2026-11-28-chain/).
+        Ok(self.lm_head.forward(&self.last_hidden(ints, shape, pool)?)?)
+    }
+
+    /// [`Self::forward_prepared`] with the logits written into the first rows of `logits`, a
+    /// buffer that outlives a captured graph: the same cuBLAS call, without a copy of them.
+    pub fn forward_prepared_into(&self, ints: &Tensor, shape: &StepShape, pool: &KvPool, logits: &Tensor) -> Result<()> {
+        Ok(nanohost_kernels::matmul_t_into(logits, &self.last_hidden(ints, shape, pool)?, self.lm_head.weight())?)
+    }
+
+    /// The final norm's output at the rows that want logits.
+    fn last_hidden(&self, ints: &Tensor, shape: &StepShape, pool: &KvPool) -> Result<Tensor> {
         let (n, meta_start) = (shape.tokens, shape.meta_start());
         let ids = ints.narrow(0, 0, n)?;
         let rows = ints.narrow(0, 3 * n, shape.logit_rows)?;
@@ -222,13 +238,7 @@ impl Qwen3 {
             (x, h) = self.layer_forward(l, layer, &x, &h, next_norm, &step, pool)?;
         }
         drop(x);
-        let h = h.index_select(&rows, 0)?;
-        // In the model's dtype: the sampler reads them as they are (an f32 copy of a batch's
-        // logits cost 90 us per step at batch 64 on an H200). Through cuBLAS at any batch: a
-        // long stream of columns is what its kernels do best (the 311 MB head of Qwen3-0.6B at
-        // 4.18 TB/s at batch 1 on an H200, the few-row kernel at 3.77: bench-chain,
-        // results/gpu-h200-2026-11-28-chain/).
-        Ok(self.lm_head.forward(&h)?)
+        Ok(h.index_select(&rows, 0)?)
     }
 
     /// Whether `x @ w^T` goes to `small_matmul` (on the GPU, a few rows: decode at small batch)
