@@ -59,6 +59,8 @@ mod small_matmul;
 pub(crate) use small_matmul::small_matmul;
 mod gemm_into;
 pub(crate) use gemm_into::matmul_t_into;
+mod tc_matmul;
+pub(crate) use tc_matmul::{tc_matmul, tc_matmul_fits};
 
 /// A kernel of nanohost.cu, looked up once per (device, name) and opened up once to the dynamic
 /// shared memory it asks for: a lookup or attribute call per launch costs host time that a decode
@@ -81,9 +83,9 @@ fn kernel(dev: &CudaDevice, name: &str, dynamic_smem: usize) -> Result<CudaFunct
         }
         f.set_attribute(CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, dynamic_smem as i32).w()?;
     }
-    if name.starts_with("paged_attention") {
-        // Its cp.async rings live in shared memory: ask for the largest carveout so that
-        // ATTENTION_BLOCKS_PER_SM blocks fit whatever the driver would pick by default.
+    if name.starts_with("paged_attention") || name.starts_with("tc_matmul") {
+        // Their cp.async copies land in shared memory: ask for the largest carveout so that
+        // as many blocks fit as it allows, whatever the driver would pick by default.
         f.set_attribute(CUfunction_attribute::CU_FUNC_ATTRIBUTE_PREFERRED_SHARED_MEMORY_CARVEOUT, 100).w()?;
     }
     cache.lock().expect("kernel cache").insert(key, (f.clone(), dynamic_smem));

@@ -26,6 +26,7 @@ mod rope_shift;
 mod sample;
 mod silu_mul;
 mod small_matmul;
+mod tc_matmul;
 mod upload;
 
 pub use add_norm::{add_rms_norm, AddRmsNorm};
@@ -41,6 +42,7 @@ pub use rope_shift::{rerotate_keys, Rotation};
 pub use sample::{argmax, inverse_cdf, sample_rows, SampleRows};
 pub use silu_mul::{silu_mul, SiluMul};
 pub use small_matmul::{small_matmul, SmallMatmul, SMALL_MATMUL_MAX_ROWS};
+pub use tc_matmul::{tc_matmul, tc_matmul_fits, TC_MATMUL_MAX_ROWS};
 pub use upload::write_u32;
 
 /// Whether kernels on `device` are launched with programmatic dependent launch (CUDA, sm_90 and

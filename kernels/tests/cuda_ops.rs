@@ -305,6 +305,70 @@ fn small_matmul_matches_cpu() {
 }
 
 #[test]
+fn tc_matmul_matches_cpu() {
+    // Clusters of 1 (k = 64), 4 (k = 1,024: slices of 256) and 8 blocks (k = 2,048; k = 3,072 in
+    // slices of 384); 1 to 8 tiles of 8 rows, the last tile partial or full.
+    let dev = gpu();
+    if !nanohost_kernels::tc_matmul_fits(&dev, DType::BF16, 1, 64, 64) {
+        eprintln!("tc_matmul does not run on this GPU (compute capability 9+ only); skipped");
+        return;
+    }
+    for (rows, n, k) in [(1, 128, 1024), (3, 4096, 1024), (8, 1024, 2048), (9, 1024, 3072), (17, 6144, 1024), (33, 192, 64), (50, 1024, 2048), (64, 1024, 3072), (64, 4096, 1024)] {
+        let x = Tensor::randn(0f32, 1.0, (rows, k), &Device::Cpu).unwrap();
+        let w = Tensor::randn(0f32, 0.05, (n, k), &Device::Cpu).unwrap();
+        for dtype in [DType::BF16, DType::F16] {
+            let (x, w) = (x.to_dtype(dtype).unwrap(), w.to_dtype(dtype).unwrap());
+            let f32_of = |t: &Tensor| t.to_dtype(DType::F32).unwrap();
+            let want = f32_of(&x).matmul(&f32_of(&w).t().unwrap()).unwrap();
+            let got = nanohost_kernels::tc_matmul(&x.to_device(&dev).unwrap(), &w.to_device(&dev).unwrap()).unwrap();
+            assert_eq!(got.dims(), &[rows, n]);
+            // f32 sums in another order, then one rounding to the storage type: outputs reach
+            // about 12, where half a bf16 unit in the last place is 0.03.
+            let d = max_diff(&want, &got);
+            assert!(d <= 7e-2, "{dtype:?} {rows}x{k} . {n}x{k}: differs by {d}");
+        }
+    }
+    let x = Tensor::zeros((65, 64), DType::BF16, &dev).unwrap();
+    let w = Tensor::zeros((64, 64), DType::BF16, &dev).unwrap();
+    assert!(nanohost_kernels::tc_matmul(&x, &w).unwrap_err().to_string().contains("do not fit"));
+}
+
+/// The cluster launch of tc_matmul inside a captured graph, linked to its neighbours by
+/// programmatic edges: the replay computes what the eager ops compute.
+#[test]
+fn captured_tc_matmul_replays_like_eager() {
+    use candle_core::cuda_backend::cudarc::driver::sys;
+    let dev = gpu();
+    if !nanohost_kernels::tc_matmul_fits(&dev, DType::BF16, 20, 4096, 1024) {
+        eprintln!("tc_matmul does not run on this GPU; skipped");
+        return;
+    }
+    let Device::Cuda(cuda) = &dev else { unreachable!() };
+    let bf = |t: Tensor| t.to_dtype(DType::BF16).unwrap().to_device(&dev).unwrap();
+    let (w_up, w_down) = (bf(Tensor::randn(0f32, 0.05, (4096, 1024), &Device::Cpu).unwrap()), bf(Tensor::randn(0f32, 0.05, (1024, 2048), &Device::Cpu).unwrap()));
+    let chain = |x: &Tensor| nanohost_kernels::tc_matmul(&silu_mul(&nanohost_kernels::tc_matmul(x, &w_up).unwrap()).unwrap(), &w_down).unwrap();
+    let x = bf(Tensor::randn(0f32, 1.0, (20, 1024), &Device::Cpu).unwrap());
+    let eager = chain(&x);
+    let out = eager.zeros_like().unwrap();
+    let stream = cuda.cuda_stream();
+    stream.synchronize().unwrap();
+    stream.begin_capture(sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL).unwrap();
+    let recorded = chain(&x);
+    out.slice_set(&recorded, 0, 0).unwrap();
+    drop(recorded);
+    let graph = stream.end_capture(sys::CUgraphInstantiate_flags(0)).unwrap().expect("a graph");
+    for round in 0..2 {
+        if round == 1 {
+            x.slice_set(&bf(Tensor::randn(0f32, 1.0, (20, 1024), &Device::Cpu).unwrap()), 0, 0).unwrap();
+        }
+        graph.launch().unwrap();
+        stream.synchronize().unwrap();
+        assert_eq!(max_diff(&chain(&x), &out), 0.0, "replay {round} differs from the eager chain");
+    }
+    drop(eager);
+}
+
+#[test]
 fn matmul_t_into_is_candles_matmul_written_in_place() {
     // The LM head of a captured step (matmul_into.rs): the same cuBLAS call as candle's matmul,
     // so the same values, bit for bit; rows past the product's keep what they held.

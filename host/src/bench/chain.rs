@@ -14,7 +14,7 @@ use crate::model::Qwen3Config;
 use anyhow::Result;
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::Linear;
-use nanohost_kernels::{add_rms_norm, paged_attention, qkv_norm_rope_write, silu_mul, small_matmul, AttentionBatch, KvSpan, QkvNorms, SeqAttention, SMALL_MATMUL_MAX_ROWS};
+use nanohost_kernels::{add_rms_norm, paged_attention, qkv_norm_rope_write, silu_mul, small_matmul, tc_matmul, tc_matmul_fits, AttentionBatch, KvSpan, QkvNorms, SeqAttention, SMALL_MATMUL_MAX_ROWS};
 use serde_json::{json, Value};
 use std::time::Instant;
 
@@ -113,6 +113,10 @@ pub fn run(b: &ChainBench, cfg: &Qwen3Config, device: &Device, dtype: DType) -> 
             if rows <= SMALL_MATMUL_MAX_ROWS && device.is_cuda() {
                 let us = time_chain(device, b.iters, ws.len(), || ws.iter().try_for_each(|w| { small_matmul(&x, w.weight())?; Ok(()) }))?;
                 row(&format!("small_matmul {name} {n}x{k}"), rows, ws.len(), bytes, us);
+            }
+            if tc_matmul_fits(device, dtype, rows, n, k) {
+                let us = time_chain(device, b.iters, ws.len(), || ws.iter().try_for_each(|w| { tc_matmul(&x, w.weight())?; Ok(()) }))?;
+                row(&format!("tc_matmul {name} {n}x{k}"), rows, ws.len(), bytes, us);
             }
             let us = time_chain(device, b.iters, ws.len(), || ws.iter().try_for_each(|w| { w.forward(&x)?; Ok(()) }))?;
             row(&format!("cublas {name} {n}x{k}"), rows, ws.len(), bytes, us);

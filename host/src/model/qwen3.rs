@@ -15,7 +15,7 @@ use crate::engine::kv_pool::KvPool;
 use anyhow::{Context, Result};
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{ops::rms_norm, Linear};
-use nanohost_kernels::{add_rms_norm, paged_attention, qkv_norm_rope_write, silu_mul, small_matmul, AttentionBatch, MetaLayout, QkvNorms, SeqAttention, SharedGroup, SMALL_MATMUL_MAX_ROWS};
+use nanohost_kernels::{add_rms_norm, paged_attention, qkv_norm_rope_write, silu_mul, small_matmul, tc_matmul, tc_matmul_fits, AttentionBatch, MetaLayout, QkvNorms, SeqAttention, SharedGroup, SMALL_MATMUL_MAX_ROWS, TC_MATMUL_MAX_ROWS};
 use std::collections::HashMap;
 
 struct Layer {
@@ -114,6 +114,14 @@ struct StepInputs {
 fn small_matmul_rows() -> usize {
     static ROWS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
     nanohost_kernels::knob::knob(&ROWS, "NANOHOST_SMALL_MATMUL_ROWS", 2, |&r| r <= SMALL_MATMUL_MAX_ROWS, "a number of rows from 0 to 8")
+}
+
+/// Up to how many rows `tc_matmul` replaces cuBLAS where it runs (rows that `small_matmul` does
+/// not take): 64 by default. `NANOHOST_TC_MATMUL_ROWS` (0 to 64; 0 turns it off) overrides it,
+/// read once, for A/B runs and other cards.
+fn tc_matmul_rows() -> usize {
+    static ROWS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    nanohost_kernels::knob::knob(&ROWS, "NANOHOST_TC_MATMUL_ROWS", TC_MATMUL_MAX_ROWS, |&r| r <= TC_MATMUL_MAX_ROWS, "a number of rows from 0 to 64")
 }
 
 impl Qwen3 {
@@ -241,15 +249,19 @@ impl Qwen3 {
         Ok(h.index_select(&rows, 0)?)
     }
 
-    /// Whether `x @ w^T` goes to `small_matmul` (on the GPU, a few rows: decode at small batch)
-    /// rather than candle's matmul (cuBLAS on the GPU).
-    fn few_rows(&self, x: &Tensor) -> Result<bool> {
-        let (rows, k) = x.dims2()?;
-        Ok(self.device.is_cuda() && rows <= small_matmul_rows() && k % 8 == 0)
-    }
-
+    /// `x @ w^T` by the kernel for its rows: on the GPU, `small_matmul` for a few rows (decode
+    /// at small batch), `tc_matmul` for up to 64 where it runs (sm_90+, bf16/f16), else candle's
+    /// matmul (cuBLAS on the GPU).
     fn linear(&self, l: &Linear, x: &Tensor) -> Result<Tensor> {
-        Ok(if self.few_rows(x)? { small_matmul(x, l.weight())? } else { l.forward(x)? })
+        let (rows, k) = x.dims2()?;
+        let n = l.weight().dim(0)?;
+        Ok(if self.device.is_cuda() && rows <= small_matmul_rows() && k % 8 == 0 {
+            small_matmul(x, l.weight())?
+        } else if rows <= tc_matmul_rows() && tc_matmul_fits(&self.device, x.dtype(), rows, n, k) {
+            tc_matmul(x, l.weight())?
+        } else {
+            l.forward(x)?
+        })
     }
 
     /// One layer from its input `x` and `h` = its input norm of `x`; returns the layer's output

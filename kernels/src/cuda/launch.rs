@@ -22,17 +22,22 @@ use std::sync::OnceLock;
 /// The compute capability nanohost.cu was compiled for (build.rs: CUDA_COMPUTE_CAP).
 const PTX_COMPUTE_CAP: &str = env!("NANOHOST_PTX_COMPUTE_CAP");
 
-/// Whether launches carry the PDL attribute: PTX built for sm_90 or later (so the kernels wait),
-/// a device of compute capability 9 or later, and `NANOHOST_PDL` not `0`.
-pub(crate) fn pdl_enabled(stream: &CudaStream) -> bool {
+/// Whether the kernels' sm_90 parts exist and can run: PTX built for sm_90 or later, on a device
+/// of compute capability 9 or later (asked once; one model runs on one GPU).
+pub(crate) fn sm90(stream: &CudaStream) -> bool {
     static ON: OnceLock<bool> = OnceLock::new();
     *ON.get_or_init(|| {
         let built = PTX_COMPUTE_CAP.parse::<u32>().is_ok_and(|cap| cap >= 90);
         let major = stream.context().attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR).unwrap_or(0);
-        static ASKED: OnceLock<bool> = OnceLock::new();
-        let asked = crate::knob::switch(&ASKED, "NANOHOST_PDL", true);
-        built && major >= 9 && asked
+        built && major >= 9
     })
+}
+
+/// Whether launches carry the PDL attribute: [`sm90`] (so the kernels wait), and `NANOHOST_PDL`
+/// not `0`.
+pub(crate) fn pdl_enabled(stream: &CudaStream) -> bool {
+    static ASKED: OnceLock<bool> = OnceLock::new();
+    sm90(stream) && crate::knob::switch(&ASKED, "NANOHOST_PDL", true)
 }
 
 /// One launch being assembled: each argument in an 8-byte slot (every kernel argument of
@@ -41,11 +46,20 @@ pub(crate) struct Launch<'a> {
     stream: &'a CudaStream,
     func: &'a CudaFunction,
     slots: Vec<u64>,
+    cluster: Option<u32>,
 }
 
 impl<'a> Launch<'a> {
     pub(crate) fn new(stream: &'a CudaStream, func: &'a CudaFunction) -> Self {
-        Launch { stream, func, slots: Vec::with_capacity(32) }
+        Launch { stream, func, slots: Vec::with_capacity(32), cluster: None }
+    }
+
+    /// Groups the grid's blocks into clusters of `x` along x (sm_90 and later: the blocks of a
+    /// cluster run at once and read each other's shared memory). The grid's x must be a
+    /// multiple of it.
+    pub(crate) fn cluster_x(&mut self, x: u32) -> &mut Self {
+        self.cluster = Some(x);
+        self
     }
 
     fn push_ptr(&mut self, ptr: sys::CUdeviceptr) -> &mut Self {
@@ -61,10 +75,21 @@ impl<'a> Launch<'a> {
     /// the kernel must stay inside the buffers it is given.
     pub(crate) unsafe fn launch(&mut self, cfg: LaunchConfig) -> candle_core::Result<()> {
         let mut params: Vec<*mut c_void> = self.slots.iter_mut().map(|s| s as *mut u64 as *mut c_void).collect();
-        let mut attr: sys::CUlaunchAttribute = std::mem::zeroed();
-        attr.id = CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION;
-        attr.value.programmaticStreamSerializationAllowed = 1;
         let pdl = pdl_enabled(self.stream);
+        let mut attrs: [sys::CUlaunchAttribute; 2] = std::mem::zeroed();
+        let mut count = 0;
+        if pdl {
+            attrs[count].id = CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION;
+            attrs[count].value.programmaticStreamSerializationAllowed = 1;
+            count += 1;
+        }
+        if let Some(x) = self.cluster {
+            attrs[count].id = CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION;
+            attrs[count].value.clusterDim.x = x;
+            attrs[count].value.clusterDim.y = 1;
+            attrs[count].value.clusterDim.z = 1;
+            count += 1;
+        }
         let config = sys::CUlaunchConfig {
             gridDimX: cfg.grid_dim.0,
             gridDimY: cfg.grid_dim.1,
@@ -74,8 +99,8 @@ impl<'a> Launch<'a> {
             blockDimZ: cfg.block_dim.2,
             sharedMemBytes: cfg.shared_mem_bytes,
             hStream: self.stream.cu_stream(),
-            attrs: if pdl { &mut attr } else { std::ptr::null_mut() },
-            numAttrs: pdl as u32,
+            attrs: if count > 0 { attrs.as_mut_ptr() } else { std::ptr::null_mut() },
+            numAttrs: count as u32,
         };
         self.stream.context().bind_to_thread().w()?;
         if pdl {

@@ -8,3 +8,4 @@
 #include "sample.cuh"
 #include "norm.cuh"
 #include "small_matmul.cuh"
+#include "tc_matmul.cuh"

@@ -1,0 +1,139 @@
+// Decode's matmuls on tensor cores, for up to 64 rows (sm_90 and later).
+#pragma once
+#include "common.cuh"
+#if __CUDA_ARCH__ >= 900
+#include <cooperative_groups.h>
+#endif
+
+// out[r][n] = sum_k x[r][k] w[n][k] for rows <= 8 * NT. Decode at batch 3-64 is still a stream
+// of the weights, but too many rows for one accumulator per row per lane (small_matmul.cuh), and
+// cuBLAS's kernels for 64 rows streamed Qwen3-0.6B's o_proj and down_proj at 0.77-0.88 TB/s on an
+// H200, and do not launch early under PDL (results/gpu-h200-2026-11-28-chain/, -timeline/).
+//
+// A cluster of C blocks computes 64 output columns; block c of it takes the c-th slice of k.
+// Each block copies its 64 weight rows' slice into shared memory with cp.async (issued before
+// pdl_enter: weights depend on no kernel, so they stream while the kernel before finishes), then
+// its slice of x, then each of its 4 warps multiplies 16 weight rows by every row of x with
+// mma.m16n8k16 (the weight as A, x as B, f32 accumulators). The C partial tiles are summed
+// through distributed shared memory, each block summing and writing 1/C of the outputs, in a
+// fixed order (deterministic). Nothing is left in global memory between blocks.
+//
+// k is permuted inside each 32-wide chunk (a sum does not care about order, as long as A and B
+// agree): lane (g, t) takes k = 8t .. 8t+7 of its rows as one 16-byte read, the first two
+// pairs for the chunk's first mma and the last two for its second. Shared-memory rows are
+// (slice + 32) elements long, 64 bytes off a multiple of 128, so the 8 lanes of each quarter warp
+// (two rows, four 16-byte pieces each) read 8 distinct bank groups.
+constexpr int TC_COLS = 64;         // output columns per cluster: 4 warps x 16
+constexpr int TC_PAD = 32;          // elements after each shared-memory row
+constexpr int TC_PART_STRIDE = 68;  // floats per row of the partial tile: (8t + g) distinct banks
+
+template <typename T>
+__device__ inline void mma_16816(float (&c)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0, uint32_t b1);
+#if __CUDA_ARCH__ >= 900
+template <>
+__device__ inline void mma_16816<__nv_bfloat16>(float (&c)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0, uint32_t b1) {
+  asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+               : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+               : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+template <>
+__device__ inline void mma_16816<__half>(float (&c)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0, uint32_t b1) {
+  asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+               : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+               : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+#endif
+
+// Grid (C, n / 64) in clusters of (C, 1, 1), 128 threads, (64 + 8 NT) x (k / C + 32) elements
+// of dynamic shared memory. n % 64 == 0, k % (64 C) == 0, rows <= 8 NT (tc_matmul.rs checks).
+template <typename T, int NT>
+__device__ void tc_matmul(const T* x, const T* w, T* out, uint32_t rows, uint32_t n, uint32_t k) {
+#if __CUDA_ARCH__ >= 900
+  namespace cg = cooperative_groups;
+  cg::cluster_group cluster = cg::this_cluster();
+  constexpr int V = 16 / sizeof(T);
+  const uint32_t parts = cluster.num_blocks(), part = cluster.block_rank();
+  const uint32_t ks = k / parts, k0 = part * ks, stride = ks + TC_PAD, vecs = ks / V;
+  const uint32_t n0 = blockIdx.y * TC_COLS;
+  extern __shared__ __align__(16) unsigned char tc_smem[];
+  T* ws = reinterpret_cast<T*>(tc_smem);  // [TC_COLS][stride]
+  T* xs = ws + TC_COLS * stride;          // [8 NT][stride]
+  for (uint32_t i = threadIdx.x; i < TC_COLS * vecs; i += blockDim.x) {
+    const uint32_t r = i / vecs, c = (i % vecs) * V;
+    cp_async<16>(ws + r * stride + c, w + (size_t)(n0 + r) * k + k0 + c);
+  }
+  cp_async_commit();
+  pdl_enter();
+  for (uint32_t i = threadIdx.x; i < rows * vecs; i += blockDim.x) {
+    const uint32_t r = i / vecs, c = (i % vecs) * V;
+    cp_async<16>(xs + r * stride + c, x + (size_t)r * k + k0 + c);
+  }
+  cp_async_commit();
+  cp_async_wait<0>();
+  __syncthreads();
+
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+  const int tiles = (rows + 7) >> 3;  // tiles of 8 rows of x; a last partial one reads rows no
+                                      // one wrote, which only reach outputs never written
+  float acc[NT][4];
+#pragma unroll
+  for (int j = 0; j < NT; ++j) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.f;
+  const T* wa = ws + (warp * 16 + g) * stride + 8 * t;
+  const T* xb = xs + g * stride + 8 * t;
+#pragma unroll 2
+  for (uint32_t c = 0; c < ks; c += 32) {
+    const uint4 lo = *reinterpret_cast<const uint4*>(wa + c), hi = *reinterpret_cast<const uint4*>(wa + 8 * stride + c);
+#pragma unroll
+    for (int j = 0; j < NT; ++j) {
+      if (j < tiles) {
+        const uint4 b = *reinterpret_cast<const uint4*>(xb + j * 8 * stride + c);
+        mma_16816<T>(acc[j], lo.x, hi.x, lo.y, hi.y, b.x, b.y);
+        mma_16816<T>(acc[j], lo.z, hi.z, lo.w, hi.w, b.z, b.w);
+      }
+    }
+  }
+  __syncthreads();  // every warp is done with ws and xs: the partial tile takes their place
+  float* tile = reinterpret_cast<float*>(tc_smem);  // [8 NT][TC_PART_STRIDE]
+  const int col = warp * 16 + g;
+#pragma unroll
+  for (int j = 0; j < NT; ++j) {
+    if (j < tiles) {
+      const int r = j * 8 + 2 * t;
+      tile[r * TC_PART_STRIDE + col] = acc[j][0];
+      tile[(r + 1) * TC_PART_STRIDE + col] = acc[j][1];
+      tile[r * TC_PART_STRIDE + col + 8] = acc[j][2];
+      tile[(r + 1) * TC_PART_STRIDE + col + 8] = acc[j][3];
+    }
+  }
+  cluster.sync();  // every block's tile is written and visible to the cluster
+  // This block's share of the rows x 16 groups of 4 columns, each summed over the C tiles.
+  const uint32_t quads = rows * (TC_COLS / 4), share = (quads + parts - 1) / parts;
+  const uint32_t e1 = min(quads, (part + 1) * share);
+  for (uint32_t e = part * share + threadIdx.x; e < e1; e += blockDim.x) {
+    const uint32_t r = e / (TC_COLS / 4), q = e % (TC_COLS / 4) * 4;
+    float s[4] = {0.f, 0.f, 0.f, 0.f};
+    for (uint32_t p = 0; p < parts; ++p) {
+      const float4 v = *reinterpret_cast<const float4*>(cluster.map_shared_rank(tile, p) + r * TC_PART_STRIDE + q);
+      s[0] += v.x, s[1] += v.y, s[2] += v.z, s[3] += v.w;
+    }
+    Pack<T, 4> o;
+#pragma unroll
+    for (int i = 0; i < 4; ++i) o.v[i] = from_f<T>(s[i]);
+    *reinterpret_cast<Pack<T, 4>*>(out + (size_t)r * n + n0 + q) = o;
+  }
+  cluster.sync();  // no block leaves while another may still read its tile
+#endif
+}
+
+#define INSTANTIATE_TC_MATMUL_NT(T, NAME, NT)                                                                         \
+  extern "C" __global__ void __launch_bounds__(128) tc_matmul_##NAME##_t##NT(const T* x, const T* w, T* out, uint32_t rows, \
+                                                                              uint32_t n, uint32_t k) {               \
+    tc_matmul<T, NT>(x, w, out, rows, n, k);                                                                          \
+  }
+#define INSTANTIATE_TC_MATMUL(T, NAME)    \
+  INSTANTIATE_TC_MATMUL_NT(T, NAME, 1)    \
+  INSTANTIATE_TC_MATMUL_NT(T, NAME, 2)    \
+  INSTANTIATE_TC_MATMUL_NT(T, NAME, 4)    \
+  INSTANTIATE_TC_MATMUL_NT(T, NAME, 8)
+INSTANTIATE_TC_MATMUL(__nv_bfloat16, bf16)
+INSTANTIATE_TC_MATMUL(__half, f16)

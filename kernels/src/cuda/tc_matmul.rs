@@ -1,0 +1,72 @@
+//! Launching the tensor-core decode matmul (tc_matmul.cuh): clusters of blocks that split k,
+//! summed through distributed shared memory.
+
+use super::launch::{sm90, Launch};
+use super::{alloc_out, kernel, suffix};
+use crate::elem::contiguous_range;
+use candle_core::backend::BackendStorage;
+use candle_core::cuda_backend::cudarc::driver::{LaunchConfig, PushKernelArg};
+use candle_core::cuda_backend::CudaStorageSlice;
+use candle_core::{CudaDevice, CudaStorage, DType, Layout, Result, Shape};
+use std::sync::OnceLock;
+
+/// Output columns per cluster, and the unit k's slices come in (tc_matmul.cuh: TC_COLS; 64 of
+/// k keep shared-memory rows 64 bytes off a multiple of 128).
+const COLS: usize = 64;
+/// Elements after each shared-memory row (tc_matmul.cuh: TC_PAD).
+const PAD: usize = 32;
+/// The longest slice of k a block takes: (64 + 64) rows of 544 bf16 are 139 KB of shared memory.
+const MAX_SLICE: usize = 512;
+
+/// Blocks per cluster (1, 2, 4 or 8: the portable cluster sizes) for k: the fewest that cut k
+/// into slices of at most `NANOHOST_TC_MATMUL_SLICE` (128, 256 or 512; default 256, read once)
+/// in whole 64s, else the most that cut it into slices of at most 512. More blocks make more of
+/// them to stream the weight at once, and a longer sum across the cluster at the end.
+pub(crate) fn tc_matmul_split(k: usize) -> Option<usize> {
+    static SLICE: OnceLock<usize> = OnceLock::new();
+    let slice = crate::knob::knob(&SLICE, "NANOHOST_TC_MATMUL_SLICE", 256, |v| [128, 256, 512].contains(v), "128, 256 or 512");
+    let whole = |c: usize| k % (COLS * c) == 0;
+    [1, 2, 4, 8].into_iter().find(|&c| whole(c) && k / c <= slice).or_else(|| [8, 4, 2, 1].into_iter().find(|&c| whole(c) && k / c <= MAX_SLICE))
+}
+
+/// Whether the kernel takes these shapes on `dev` (tc_matmul.rs at the crate root says which).
+pub(crate) fn tc_matmul_fits(dev: &CudaDevice, dtype: DType, rows: usize, n: usize, k: usize) -> bool {
+    matches!(dtype, DType::BF16 | DType::F16) && (1..=crate::TC_MATMUL_MAX_ROWS).contains(&rows) && n % COLS == 0 && n > 0 && tc_matmul_split(k).is_some() && sm90(&dev.cuda_stream())
+}
+
+pub(crate) fn tc_matmul(x: &CudaStorage, xl: &Layout, w: &CudaStorage, wl: &Layout) -> Result<(CudaStorage, Shape)> {
+    let dev = x.device().clone();
+    let (rows, k) = xl.shape().dims2()?;
+    let n = wl.dims()[0];
+    let ((x0, x1), (w0, w1)) = (contiguous_range(xl, "x")?, contiguous_range(wl, "the weight")?);
+    if x0 % 8 != 0 || w0 % 8 != 0 {
+        candle_core::bail!("tc_matmul (cuda): x and the weight must start 16-byte aligned");
+    }
+    let Some(split) = tc_matmul_split(k) else { candle_core::bail!("tc_matmul (cuda): k = {k} is not a multiple of 64 with a slice of at most {MAX_SLICE}") };
+    let tiles = rows.div_ceil(8).next_power_of_two();
+    let name = format!("tc_matmul_{}_t{tiles}", suffix(x.dtype())?);
+    let smem = (COLS + 8 * tiles) * (k / split + PAD) * x.dtype().size_in_bytes();
+    let func = kernel(&dev, &name, smem)?;
+    let stream = dev.cuda_stream();
+    let cfg = LaunchConfig { grid_dim: (split as u32, (n / COLS) as u32, 1), block_dim: (128, 1, 1), shared_mem_bytes: smem as u32 };
+    macro_rules! launch {
+        ($t:ty, $wrap:ident) => {{
+            let (xs, ws) = (x.as_cuda_slice::<$t>()?.slice(x0..x1), w.as_cuda_slice::<$t>()?.slice(w0..w1));
+            // SAFETY: every element is written: each cluster writes its 64 columns of all rows.
+            let out = unsafe { alloc_out::<$t>(&dev, rows * n)? };
+            let mut b = Launch::new(&stream, &func);
+            b.arg(&xs).arg(&ws).arg(&out).cluster_x(split as u32);
+            candle_core::builder_arg!(b, rows as u32, n as u32, k as u32);
+            // SAFETY: shapes checked by tc_matmul_fits: n % 64 == 0, k % (64 split) == 0,
+            // rows <= 8 tiles, and the grid's x is the cluster.
+            unsafe { b.launch(cfg) }?;
+            CudaStorageSlice::$wrap(out)
+        }};
+    }
+    let slice = match x.dtype() {
+        DType::BF16 => launch!(half::bf16, BF16),
+        DType::F16 => launch!(half::f16, F16),
+        other => return Err(crate::elem::unsupported("tc_matmul (bf16 or f16)", other)),
+    };
+    Ok((CudaStorage { slice, device: dev }, Shape::from((rows, n))))
+}
