@@ -30,6 +30,8 @@
 #     (CHAIN_PDL), CHAIN_TAG naming the run.
 # 19. (STEPS=timeline) nsys: a replayed decode step's kernels in place (BATCHES, default "1 64";
 #     BIN=nanohost-base for the baseline): lead, busy time, holes, and the hole before each kernel.
+# 20. (STEPS=ncu-chain) ncu's sections for one launch per projection of a bench-chain kernel
+#     (NCU_KERNEL regex, default tc_matmul; NCU_ROWS, default 64).
 # 12. (STEPS=profile) ncu: GPU time per kernel of one decode step at batch 1 and 64 (eager).
 # 13. (STEPS=tune) the rows small_matmul takes over from cuBLAS (NANOHOST_SMALL_MATMUL_ROWS) on
 #     decode at batch 1, 2, 4, 8; ncu's speed-of-light, occupancy and stall sections for the
@@ -207,6 +209,19 @@ if want timeline; then
       done
     fi
   fi
+fi
+if want ncu-chain; then
+  # ncu's sections for one launch of each of a chain's kernels (NCU_KERNEL, a regex; NCU_ROWS):
+  # bench-chain --reps 4 --iters 1 launches each projection's chain 12 times (eager, the first
+  # replay, the timed one), qkv_proj then o_proj, gate_up_proj, down_proj.
+  log "ncu: ${NCU_KERNEL:-tc_matmul} at ${NCU_ROWS:-64} rows, one launch per projection"
+  for skip in 0 12 24 36; do
+    /usr/local/cuda/bin/ncu --kernel-name "regex:${NCU_KERNEL:-tc_matmul}" --launch-skip $skip --launch-count 1 \
+      --section SpeedOfLight --section Occupancy --section WarpStateStats --section LaunchStats --section MemoryWorkloadAnalysis \
+      "$B/nanohost" bench-chain --model "$MODEL" --rows "${NCU_ROWS:-64}" --reps 4 --iters 1 --out /tmp/ncu_chain.json \
+      > "$R/ncu_chain_skip$skip.txt" 2>>"$R/check.log"
+    grep -E "tc_matmul|small_matmul|Duration|DRAM Throughput|Compute \(SM\)|Memory Throughput|Achieved Occupancy|Block Limit Shared|Stall|Registers Per|Dynamic Shared|Cluster" "$R/ncu_chain_skip$skip.txt" | head -30
+  done
 fi
 if want capture-test; then
   log "the capture-links test (cuda_ops), with a backtrace where gdb exists"
