@@ -11,7 +11,7 @@
 // H200, and do not launch early under PDL (results/gpu-h200-2026-11-28-chain/, -timeline/).
 //
 // A cluster of C blocks computes 64 output columns; block c of it takes the c-th slice of k.
-// Each block copies its 64 weight rows' slice into shared memory with bulk copies (issued before
+// Each block copies its 64 weight rows' slice into shared memory with cp.async (issued before
 // pdl_enter: weights depend on no kernel, so they stream while the kernel before finishes), then
 // its slice of x, then each of its 4 warps multiplies 16 weight rows by every row of x with
 // mma.m16n8k16 (the weight as A, x as B, f32 accumulators). The C partial tiles are summed
@@ -26,28 +26,6 @@
 constexpr int TC_COLS = 64;         // output columns per cluster: 4 warps x 16
 constexpr int TC_PAD = 32;          // elements after each shared-memory row
 constexpr int TC_PART_STRIDE = 68;  // floats per row of the partial tile: (8t + g) distinct banks
-
-#if __CUDA_ARCH__ >= 900
-// A one-phase mbarrier that completes when `bytes` of bulk copies have landed (and its one
-// arrival, made with the expectation, has come).
-__device__ inline uint32_t smem_u32(const void* p) { return (uint32_t)__cvta_generic_to_shared(p); }
-__device__ inline void mbarrier_expecting(uint64_t* bar, uint32_t bytes) {
-  asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;\n" ::"r"(smem_u32(bar)) : "memory");
-  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(smem_u32(bar)), "r"(bytes) : "memory");
-}
-__device__ inline void mbarrier_wait(uint64_t* bar) {
-  asm volatile(
-      "{\n .reg .pred done;\n WAIT:\n mbarrier.try_wait.parity.shared::cta.b64 done, [%0], 0;\n @!done bra WAIT;\n}\n" ::"r"(smem_u32(bar))
-      : "memory");
-}
-// One thread's bulk copy of `bytes` (a multiple of 16, both ends 16-byte aligned) from global to
-// shared memory, counted on `bar`: one instruction, where cp.async takes one per 16 bytes.
-__device__ inline void bulk_copy(void* dst, const void* src, uint32_t bytes, uint64_t* bar) {
-  asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n" ::"r"(smem_u32(dst)), "l"(src),
-               "r"(bytes), "r"(smem_u32(bar))
-               : "memory");
-}
-#endif
 
 template <typename T>
 __device__ inline void mma_16816(float (&c)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0, uint32_t b1);
@@ -73,26 +51,26 @@ __device__ void tc_matmul(const T* x, const T* w, T* out, uint32_t rows, uint32_
 #if __CUDA_ARCH__ >= 900
   namespace cg = cooperative_groups;
   cg::cluster_group cluster = cg::this_cluster();
+  constexpr int V = 16 / sizeof(T);
   const uint32_t parts = cluster.num_blocks(), part = cluster.block_rank();
-  const uint32_t ks = k / parts, k0 = part * ks, stride = ks + TC_PAD;
+  const uint32_t ks = k / parts, k0 = part * ks, stride = ks + TC_PAD, vecs = ks / V;
   const uint32_t n0 = blockIdx.y * TC_COLS;
   extern __shared__ __align__(16) unsigned char tc_smem[];
   T* ws = reinterpret_cast<T*>(tc_smem);  // [TC_COLS][stride]
   T* xs = ws + TC_COLS * stride;          // [8 NT][stride]
-  // One bulk copy per row of the slice, one row per thread: the weight's before the wait, x's
-  // after it. (cp.async by 16 bytes, with its address arithmetic, made the block issue-bound.)
-  __shared__ __align__(8) uint64_t landed[2];  // the weight's rows, x's rows
-  if (threadIdx.x == 0) {
-    mbarrier_expecting(&landed[0], TC_COLS * ks * sizeof(T));
-    mbarrier_expecting(&landed[1], rows * ks * sizeof(T));
-    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+  for (uint32_t i = threadIdx.x; i < TC_COLS * vecs; i += blockDim.x) {
+    const uint32_t r = i / vecs, c = (i % vecs) * V;
+    cp_async<16>(ws + r * stride + c, w + (size_t)(n0 + r) * k + k0 + c);
   }
-  __syncthreads();
-  if (threadIdx.x < TC_COLS) bulk_copy(ws + threadIdx.x * stride, w + (size_t)(n0 + threadIdx.x) * k + k0, ks * sizeof(T), &landed[0]);
+  cp_async_commit();
   pdl_enter();
-  if (threadIdx.x < rows) bulk_copy(xs + threadIdx.x * stride, x + (size_t)threadIdx.x * k + k0, ks * sizeof(T), &landed[1]);
-  mbarrier_wait(&landed[0]);
-  mbarrier_wait(&landed[1]);
+  for (uint32_t i = threadIdx.x; i < rows * vecs; i += blockDim.x) {
+    const uint32_t r = i / vecs, c = (i % vecs) * V;
+    cp_async<16>(xs + r * stride + c, x + (size_t)r * k + k0 + c);
+  }
+  cp_async_commit();
+  cp_async_wait<0>();
+  __syncthreads();
 
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
   const int tiles = (rows + 7) >> 3;  // tiles of 8 rows of x; a last partial one reads rows no
