@@ -117,11 +117,13 @@ fn small_matmul_rows() -> usize {
 }
 
 /// Up to how many rows `tc_matmul` replaces cuBLAS where it runs (rows that `small_matmul` does
-/// not take): 64 by default. `NANOHOST_TC_MATMUL_ROWS` (0 to 64; 0 turns it off) overrides it,
-/// read once, for A/B runs and other cards.
+/// not take): 16 by default. On an H200 it made decode at batch 4 1.345 -> 1.127 ms/step and
+/// batch 16 1.396 -> 1.370, and batch 64 slower, 1.94 -> 2.52 (bench-decode;
+/// results/gpu-h200-2026-11-28-tc-matmul/). `NANOHOST_TC_MATMUL_ROWS` (0 to 64; 0 turns it off)
+/// overrides it, read once, for A/B runs and other cards.
 fn tc_matmul_rows() -> usize {
     static ROWS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    nanohost_kernels::knob::knob(&ROWS, "NANOHOST_TC_MATMUL_ROWS", TC_MATMUL_MAX_ROWS, |&r| r <= TC_MATMUL_MAX_ROWS, "a number of rows from 0 to 64")
+    nanohost_kernels::knob::knob(&ROWS, "NANOHOST_TC_MATMUL_ROWS", 16, |&r| r <= TC_MATMUL_MAX_ROWS, "a number of rows from 0 to 64")
 }
 
 impl Qwen3 {
