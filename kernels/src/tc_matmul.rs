@@ -18,7 +18,20 @@ pub const TC_MATMUL_MAX_ROWS: usize = 64;
 pub fn tc_matmul_fits(device: &Device, dtype: DType, rows: usize, n: usize, k: usize) -> bool {
     match device {
         #[cfg(feature = "cuda")]
-        Device::Cuda(d) => crate::cuda::tc_matmul_fits(d, dtype, rows, n, k),
+        Device::Cuda(d) => crate::cuda::tc_matmul_fits(d, dtype, rows, n, k, false),
+        _ => {
+            let _ = (dtype, rows, n, k);
+            false
+        }
+    }
+}
+
+/// Whether [`tc_matmul_swiglu`] takes `x` `[rows, k]` by the gate/up pair `w` `[2 n, k]`: as
+/// [`tc_matmul_fits`], with `n` a multiple of 32.
+pub fn tc_matmul_swiglu_fits(device: &Device, dtype: DType, rows: usize, n: usize, k: usize) -> bool {
+    match device {
+        #[cfg(feature = "cuda")]
+        Device::Cuda(d) => crate::cuda::tc_matmul_fits(d, dtype, rows, n, k, true),
         _ => {
             let _ = (dtype, rows, n, k);
             false
@@ -29,11 +42,24 @@ pub fn tc_matmul_fits(device: &Device, dtype: DType, rows: usize, n: usize, k: u
 /// `x` `[rows, k]` times `w` `[n, k]` transposed: `[rows, n]`, accumulated in f32, where
 /// [`tc_matmul_fits`]; an error naming what does not fit otherwise.
 pub fn tc_matmul(x: &Tensor, w: &Tensor) -> Result<Tensor> {
+    tc_matmul_op(x, w, false)
+}
+
+/// The gate and up projections and the SwiGLU gate in one kernel: `w` is `[2 n, k]`, gate rows
+/// then up rows; the result `[rows, n]` is `silu(x @ gate^T) * (x @ up^T)` from the f32 sums,
+/// where [`tc_matmul_swiglu_fits`].
+pub fn tc_matmul_swiglu(x: &Tensor, w: &Tensor) -> Result<Tensor> {
+    tc_matmul_op(x, w, true)
+}
+
+fn tc_matmul_op(x: &Tensor, w: &Tensor, swiglu: bool) -> Result<Tensor> {
     let (rows, k) = x.dims2()?;
-    let (n, wk) = w.dims2()?;
-    if wk != k || x.dtype() != w.dtype() || !tc_matmul_fits(x.device(), x.dtype(), rows, n, k) {
+    let (wn, wk) = w.dims2()?;
+    let n = if swiglu { wn / 2 } else { wn };
+    let fits = if swiglu { wn % 2 == 0 && tc_matmul_swiglu_fits(x.device(), x.dtype(), rows, n, k) } else { tc_matmul_fits(x.device(), x.dtype(), rows, n, k) };
+    if wk != k || x.dtype() != w.dtype() || !fits {
         candle_core::bail!(
-            "tc_matmul: x {:?} {:?} and w {:?} {:?} on {:?} do not fit (a GPU of compute capability 9+, bf16 or f16, 1-{TC_MATMUL_MAX_ROWS} rows, n and k multiples of 64)",
+            "tc_matmul: x {:?} {:?} and w {:?} {:?} on {:?} do not fit (a GPU of compute capability 9+, bf16 or f16, 1-{TC_MATMUL_MAX_ROWS} rows, n and k multiples of 64; gate/up halves of 32s for swiglu)",
             x.dims(),
             x.dtype(),
             w.dims(),
@@ -43,7 +69,7 @@ pub fn tc_matmul(x: &Tensor, w: &Tensor) -> Result<Tensor> {
     }
     #[cfg(feature = "cuda")]
     {
-        x.contiguous()?.apply_op2_no_bwd(&w.contiguous()?, &TcMatmul)
+        x.contiguous()?.apply_op2_no_bwd(&w.contiguous()?, &TcMatmul { swiglu })
     }
     #[cfg(not(feature = "cuda"))]
     unreachable!("tc_matmul_fits is false without the cuda feature")
@@ -51,7 +77,9 @@ pub fn tc_matmul(x: &Tensor, w: &Tensor) -> Result<Tensor> {
 
 /// The CUDA side (cuda/tc_matmul.rs); [`tc_matmul`] lets no other device reach it.
 #[cfg(feature = "cuda")]
-struct TcMatmul;
+struct TcMatmul {
+    swiglu: bool,
+}
 
 #[cfg(feature = "cuda")]
 impl candle_core::CustomOp2 for TcMatmul {
@@ -64,6 +92,6 @@ impl candle_core::CustomOp2 for TcMatmul {
     }
 
     fn cuda_fwd(&self, x: &candle_core::CudaStorage, xl: &candle_core::Layout, w: &candle_core::CudaStorage, wl: &candle_core::Layout) -> Result<(candle_core::CudaStorage, candle_core::Shape)> {
-        crate::cuda::tc_matmul(x, xl, w, wl)
+        crate::cuda::tc_matmul(x, xl, w, wl, self.swiglu)
     }
 }

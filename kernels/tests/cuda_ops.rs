@@ -333,6 +333,37 @@ fn tc_matmul_matches_cpu() {
     assert!(nanohost_kernels::tc_matmul(&x, &w).unwrap_err().to_string().contains("do not fit"));
 }
 
+#[test]
+fn matmuls_ending_in_swiglu_match_cpu() {
+    // The fused gate/up projections (GLU kernels): the few-row kernel with splits 1, 2 and 4 (k
+    // = 1,024 and 3,072, f32's shorter passes), and the tensor-core kernel at 3 to 64 rows.
+    let dev = gpu();
+    let swiglu_f32 = |x: &Tensor, w: &Tensor| {
+        let f = |t: &Tensor| t.to_dtype(DType::F32).unwrap();
+        nanohost_kernels::silu_mul(&f(x).matmul(&f(w).t().unwrap()).unwrap()).unwrap()
+    };
+    for (rows, n, k) in [(1, 3072, 1024), (2, 1000, 3072), (8, 96, 1024)] {
+        let x = Tensor::randn(0f32, 1.0, (rows, k), &Device::Cpu).unwrap();
+        let w = Tensor::randn(0f32, 0.05, (2 * n, k), &Device::Cpu).unwrap();
+        for (dtype, tol) in [(DType::F32, 1e-4), (DType::BF16, 7e-2)] {
+            let (x, w) = (x.to_dtype(dtype).unwrap(), w.to_dtype(dtype).unwrap());
+            let got = nanohost_kernels::small_matmul_swiglu(&x.to_device(&dev).unwrap(), &w.to_device(&dev).unwrap()).unwrap();
+            let d = max_diff(&swiglu_f32(&x, &w), &got);
+            assert!(d <= tol, "small_matmul_swiglu {dtype:?} {rows}x{k} . {}x{k}: differs by {d}", 2 * n);
+        }
+    }
+    if nanohost_kernels::tc_matmul_swiglu_fits(&dev, DType::BF16, 3, 3072, 1024) {
+        for (rows, n, k) in [(3, 3072, 1024), (16, 32, 1024), (64, 3072, 1024), (40, 96, 2048)] {
+            let x = Tensor::randn(0f32, 1.0, (rows, k), &Device::Cpu).unwrap().to_dtype(DType::BF16).unwrap();
+            let w = Tensor::randn(0f32, 0.05, (2 * n, k), &Device::Cpu).unwrap().to_dtype(DType::BF16).unwrap();
+            let got = nanohost_kernels::tc_matmul_swiglu(&x.to_device(&dev).unwrap(), &w.to_device(&dev).unwrap()).unwrap();
+            assert_eq!(got.dims(), &[rows, n]);
+            let d = max_diff(&swiglu_f32(&x, &w), &got);
+            assert!(d <= 7e-2, "tc_matmul_swiglu {rows}x{k} . {}x{k}: differs by {d}", 2 * n);
+        }
+    }
+}
+
 /// The cluster launch of tc_matmul inside a captured graph, linked to its neighbours by
 /// programmatic edges: the replay computes what the eager ops compute.
 #[test]

@@ -40,3 +40,20 @@ fn matmul_t_into_writes_the_first_rows_and_refuses_what_does_not_fit() {
     }
     assert_eq!(out.to_vec2::<f32>().unwrap(), before);
 }
+
+#[test]
+fn small_matmul_swiglu_is_the_projection_then_silu_mul() {
+    // In f32 the fused op rounds nothing the separate ops keep: the same values to float error.
+    for rows in [1, 5] {
+        let x = Tensor::randn(0f32, 1.0, (rows, 64), &Device::Cpu).unwrap();
+        let w = Tensor::randn(0f32, 0.3, (2 * 24, 64), &Device::Cpu).unwrap();
+        let fused = nanohost_kernels::small_matmul_swiglu(&x, &w).unwrap();
+        let apart = nanohost_kernels::silu_mul(&nanohost_kernels::small_matmul(&x, &w).unwrap()).unwrap();
+        assert_eq!(fused.dims(), &[rows, 24]);
+        let diff = (fused - apart).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        assert!(diff < 1e-5, "{rows} rows: {diff}");
+    }
+    let x = Tensor::zeros((1, 64), DType::F32, &Device::Cpu).unwrap();
+    let odd = Tensor::zeros((7, 64), DType::F32, &Device::Cpu).unwrap();
+    assert!(nanohost_kernels::small_matmul_swiglu(&x, &odd).unwrap_err().to_string().contains("gate and up halves"));
+}

@@ -14,7 +14,7 @@ use crate::model::Qwen3Config;
 use anyhow::Result;
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::Linear;
-use nanohost_kernels::{add_rms_norm, paged_attention, qkv_norm_rope_write, silu_mul, small_matmul, tc_matmul, tc_matmul_fits, AttentionBatch, KvSpan, QkvNorms, SeqAttention, SMALL_MATMUL_MAX_ROWS};
+use nanohost_kernels::{add_rms_norm, paged_attention, qkv_norm_rope_write, silu_mul, small_matmul, small_matmul_swiglu, tc_matmul, tc_matmul_fits, tc_matmul_swiglu, tc_matmul_swiglu_fits, AttentionBatch, KvSpan, QkvNorms, SeqAttention, SMALL_MATMUL_MAX_ROWS};
 use serde_json::{json, Value};
 use std::time::Instant;
 
@@ -117,6 +117,18 @@ pub fn run(b: &ChainBench, cfg: &Qwen3Config, device: &Device, dtype: DType) -> 
             if tc_matmul_fits(device, dtype, rows, n, k) {
                 let us = time_chain(device, b.iters, ws.len(), || ws.iter().try_for_each(|w| { tc_matmul(&x, w.weight())?; Ok(()) }))?;
                 row(&format!("tc_matmul {name} {n}x{k}"), rows, ws.len(), bytes, us);
+            }
+            if *name == "gate_up_proj" {
+                // The projection and the SwiGLU gate in one kernel (against the rows above plus
+                // silu_mul's).
+                if rows <= SMALL_MATMUL_MAX_ROWS && device.is_cuda() {
+                    let us = time_chain(device, b.iters, ws.len(), || ws.iter().try_for_each(|w| { small_matmul_swiglu(&x, w.weight())?; Ok(()) }))?;
+                    row(&format!("small_matmul_swiglu {name} {n}x{k}"), rows, ws.len(), bytes, us);
+                }
+                if tc_matmul_swiglu_fits(device, dtype, rows, n / 2, k) {
+                    let us = time_chain(device, b.iters, ws.len(), || ws.iter().try_for_each(|w| { tc_matmul_swiglu(&x, w.weight())?; Ok(()) }))?;
+                    row(&format!("tc_matmul_swiglu {name} {n}x{k}"), rows, ws.len(), bytes, us);
+                }
             }
             let us = time_chain(device, b.iters, ws.len(), || ws.iter().try_for_each(|w| { w.forward(&x)?; Ok(()) }))?;
             row(&format!("cublas {name} {n}x{k}"), rows, ws.len(), bytes, us);

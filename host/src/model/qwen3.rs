@@ -15,7 +15,7 @@ use crate::engine::kv_pool::KvPool;
 use anyhow::{Context, Result};
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{ops::rms_norm, Linear};
-use nanohost_kernels::{add_rms_norm, paged_attention, qkv_norm_rope_write, silu_mul, small_matmul, tc_matmul, tc_matmul_fits, AttentionBatch, MetaLayout, QkvNorms, SeqAttention, SharedGroup, SMALL_MATMUL_MAX_ROWS, TC_MATMUL_MAX_ROWS};
+use nanohost_kernels::{add_rms_norm, paged_attention, qkv_norm_rope_write, silu_mul, small_matmul, small_matmul_swiglu, tc_matmul, tc_matmul_fits, tc_matmul_swiglu, tc_matmul_swiglu_fits, AttentionBatch, MetaLayout, QkvNorms, SeqAttention, SharedGroup, SMALL_MATMUL_MAX_ROWS, TC_MATMUL_MAX_ROWS};
 use std::collections::HashMap;
 
 struct Layer {
@@ -98,6 +98,13 @@ impl StepShape {
         let m = self.meta_start();
         self.meta.pieces().into_iter().map(|(r, at)| if r.start == 0 { (0..m + r.end, 0) } else { (m + r.start..m + r.end, m + at) }).collect()
     }
+}
+
+/// Which kernel multiplies by a weight (`Qwen3::matmul_kernel`).
+enum MatmulKernel {
+    FewRows,
+    TensorCores,
+    Candle,
 }
 
 /// A step's inputs on the model's device.
@@ -251,18 +258,40 @@ impl Qwen3 {
         Ok(h.index_select(&rows, 0)?)
     }
 
-    /// `x @ w^T` by the kernel for its rows: on the GPU, `small_matmul` for a few rows (decode
-    /// at small batch), `tc_matmul` for up to 64 where it runs (sm_90+, bf16/f16), else candle's
-    /// matmul (cuBLAS on the GPU).
-    fn linear(&self, l: &Linear, x: &Tensor) -> Result<Tensor> {
+    /// The kernel for `x @ w^T` with `n` outputs: on the GPU, `small_matmul` for a few rows
+    /// (decode at small batch), `tc_matmul` for up to 64 where it runs (sm_90+, bf16/f16), else
+    /// candle's matmul (cuBLAS on the GPU). `swiglu`: the weight is a gate/up pair, n outputs
+    /// from 2 n rows.
+    fn matmul_kernel(&self, x: &Tensor, n: usize, swiglu: bool) -> Result<MatmulKernel> {
         let (rows, k) = x.dims2()?;
-        let n = l.weight().dim(0)?;
+        let fits = if swiglu { tc_matmul_swiglu_fits } else { tc_matmul_fits };
         Ok(if self.device.is_cuda() && rows <= small_matmul_rows() && k % 8 == 0 {
-            small_matmul(x, l.weight())?
-        } else if rows <= tc_matmul_rows() && tc_matmul_fits(&self.device, x.dtype(), rows, n, k) {
-            tc_matmul(x, l.weight())?
+            MatmulKernel::FewRows
+        } else if rows <= tc_matmul_rows() && fits(&self.device, x.dtype(), rows, n, k) {
+            MatmulKernel::TensorCores
         } else {
-            l.forward(x)?
+            MatmulKernel::Candle
+        })
+    }
+
+    fn linear(&self, l: &Linear, x: &Tensor) -> Result<Tensor> {
+        Ok(match self.matmul_kernel(x, l.weight().dim(0)?, false)? {
+            MatmulKernel::FewRows => small_matmul(x, l.weight())?,
+            MatmulKernel::TensorCores => tc_matmul(x, l.weight())?,
+            MatmulKernel::Candle => l.forward(x)?,
+        })
+    }
+
+    /// The MLP's gate/up projection and its SwiGLU gate: one kernel where a decode kernel takes
+    /// the rows (`NANOHOST_FUSED_SWIGLU=0` keeps them apart, for A/B runs), else the projection
+    /// and `silu_mul`.
+    fn swiglu(&self, l: &Linear, x: &Tensor) -> Result<Tensor> {
+        static FUSED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        let kernel = if nanohost_kernels::knob::switch(&FUSED, "NANOHOST_FUSED_SWIGLU", true) { self.matmul_kernel(x, l.weight().dim(0)? / 2, true)? } else { MatmulKernel::Candle };
+        Ok(match kernel {
+            MatmulKernel::FewRows => small_matmul_swiglu(x, l.weight())?,
+            MatmulKernel::TensorCores => tc_matmul_swiglu(x, l.weight())?,
+            MatmulKernel::Candle => silu_mul(&self.linear(l, x)?)?,
         })
     }
 
@@ -281,7 +310,7 @@ impl Qwen3 {
         let attn = paged_attention(&q, k_pool, v_pool, &step.attention, scale)?;
         let attn = self.linear(&layer.o_proj, &attn.reshape((n, c.num_attention_heads * c.head_dim))?)?;
         let (x, h) = add_rms_norm(x, &attn, &layer.post_norm, eps)?;
-        let mlp = self.linear(&layer.down_proj, &silu_mul(&self.linear(&layer.gate_up_proj, &h)?)?)?;
+        let mlp = self.linear(&layer.down_proj, &self.swiglu(&layer.gate_up_proj, &h)?)?;
         Ok(add_rms_norm(&x, &mlp, next_norm, eps)?)
     }
 }

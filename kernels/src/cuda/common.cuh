@@ -16,6 +16,9 @@ template <> __device__ inline __half from_f<__half>(float x) { return __float2ha
 
 constexpr int WARPS = 4;
 
+// The SwiGLU gate, silu(g) * u, in f32: silu_mul and the matmuls that end in it.
+__device__ inline float silu_times(float g, float u) { return g / (1.f + expf(-g)) * u; }
+
 // Instantiation helpers: X(T, NAME) for each storage type; X(T, NAME, P) for each head_dim / 32
 // the per-head kernels are built for (64, 128, 256).
 #define FOR_FLOAT_TYPES(X) X(float, f32) X(__nv_bfloat16, bf16) X(__half, f16)

@@ -156,7 +156,7 @@ __device__ void silu_mul(const T* x, T* out, uint32_t tokens, uint32_t width) {
   for (size_t e = (size_t)blockIdx.x * blockDim.x + threadIdx.x; e < n; e += (size_t)gridDim.x * blockDim.x) {
     const size_t t = e / width, c = e % width;
     const float g = to_f(x[t * 2 * width + c]), u = to_f(x[t * 2 * width + width + c]);
-    out[e] = from_f<T>(g / (1.f + expf(-g)) * u);
+    out[e] = from_f<T>(silu_times(g, u));
   }
 }
 

@@ -40,10 +40,12 @@ fn blocks_per_sm(name: &str, func: &CudaFunction, block: u32) -> Result<usize> {
     Ok(b)
 }
 
-pub(crate) fn small_matmul(x: &CudaStorage, xl: &Layout, w: &CudaStorage, wl: &Layout) -> Result<(CudaStorage, Shape)> {
+/// `swiglu`: the weight's rows are gate and up halves, and each output their SwiGLU gate
+/// (small_matmul.cuh, GLU): n outputs from 2 n weight rows, a block's columns in pairs.
+pub(crate) fn small_matmul(x: &CudaStorage, xl: &Layout, w: &CudaStorage, wl: &Layout, swiglu: bool) -> Result<(CudaStorage, Shape)> {
     let dev = x.device().clone();
     let (rows, k) = xl.shape().dims2()?;
-    let n = wl.dims()[0];
+    let n = if swiglu { wl.dims()[0] / 2 } else { wl.dims()[0] };
     let ((x0, x1), (w0, w1)) = (contiguous_range(xl, "x")?, contiguous_range(wl, "the weight")?);
     if x0 % 8 != 0 || w0 % 8 != 0 {
         candle_core::bail!("small_matmul (cuda): x and the weight must start 16-byte aligned");
@@ -54,12 +56,15 @@ pub(crate) fn small_matmul(x: &CudaStorage, xl: &Layout, w: &CudaStorage, wl: &L
     // Split by the one-split kernel's residency (the split ones differ by a few registers).
     let plain = format!("small_matmul_{}_m{mr}_s1", suffix(x.dtype())?);
     let resident = blocks_per_sm(&plain, &kernel(&dev, &plain, 0)?, 32 * warps as u32)? * warps * sms;
-    let split = small_matmul_split(n, k, 2048 / x.dtype().size_in_bytes(), resident);
-    let name = format!("small_matmul_{}_m{mr}_s{split}", suffix(x.dtype())?);
+    // Weight rows streamed: the gate and up rows of every output under swiglu. A block's 8
+    // warps hold at least one gate/up pair: a split of at most 4.
+    let columns = if swiglu { 2 * n } else { n };
+    let split = small_matmul_split(columns, k, 2048 / x.dtype().size_in_bytes(), resident).min(if swiglu { 4 } else { 8 });
+    let name = format!("small_matmul{}_{}_m{mr}_s{split}", if swiglu { "_glu" } else { "" }, suffix(x.dtype())?);
     let func = kernel(&dev, &name, 0)?;
     // A persistent grid: at most the blocks that fit at once, each given the same number of
     // column groups (so that none runs a lone extra group at the end).
-    let groups = n.div_ceil(warps / split);
+    let groups = n.div_ceil(if swiglu { warps / split / 2 } else { warps / split });
     let capacity = blocks_per_sm(&name, &func, 32 * warps as u32)? * sms;
     let blocks = groups.div_ceil(groups.div_ceil(capacity));
     let stream = dev.cuda_stream();

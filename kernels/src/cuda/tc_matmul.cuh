@@ -46,7 +46,10 @@ __device__ inline void mma_16816<__half>(float (&c)[4], uint32_t a0, uint32_t a1
 
 // Grid (C, n / 64) in clusters of (C, 1, 1), 128 threads, (64 + 8 NT) x (k / C + 32) elements
 // of dynamic shared memory. n % 64 == 0, k % (64 C) == 0, rows <= 8 NT (tc_matmul.rs checks).
-template <typename T, int NT>
+// GLU: the weight is [2n, k], gate rows then up rows, and out = silu(gate) * up, [rows, n]; a
+// cluster takes 32 outputs (its 64 weight rows: their 32 gate rows, then their 32 up rows), so
+// the grid is (C, n / 32) and n % 32 == 0.
+template <typename T, int NT, bool GLU>
 __device__ void tc_matmul(const T* x, const T* w, T* out, uint32_t rows, uint32_t n, uint32_t k) {
 #if __CUDA_ARCH__ >= 900
   namespace cg = cooperative_groups;
@@ -54,7 +57,8 @@ __device__ void tc_matmul(const T* x, const T* w, T* out, uint32_t rows, uint32_
   constexpr int V = 16 / sizeof(T);
   const uint32_t parts = cluster.num_blocks(), part = cluster.block_rank();
   const uint32_t ks = k / parts, k0 = part * ks, stride = ks + TC_PAD, vecs = ks / V;
-  const uint32_t n0 = blockIdx.y * TC_COLS;
+  constexpr uint32_t OUTS = GLU ? TC_COLS / 2 : TC_COLS;  // outputs per cluster
+  const uint32_t n0 = blockIdx.y * OUTS;
   extern __shared__ __align__(16) unsigned char tc_smem[];
   T* ws = reinterpret_cast<T*>(tc_smem);  // [TC_COLS][stride]
   T* xs = ws + TC_COLS * stride;          // [8 NT][stride]
@@ -71,7 +75,12 @@ __device__ void tc_matmul(const T* x, const T* w, T* out, uint32_t rows, uint32_
       if (c >= vecs) c -= vecs, ++r;
     }
   };
-  copy_rows(ws, w + (size_t)n0 * k + k0, TC_COLS);
+  if constexpr (GLU) {
+    copy_rows(ws, w + (size_t)n0 * k + k0, OUTS);
+    copy_rows(ws + OUTS * stride, w + (size_t)(n + n0) * k + k0, OUTS);
+  } else {
+    copy_rows(ws, w + (size_t)n0 * k + k0, TC_COLS);
+  }
   cp_async_commit();
   pdl_enter();
   copy_rows(xs, x + k0, rows);
@@ -114,28 +123,38 @@ __device__ void tc_matmul(const T* x, const T* w, T* out, uint32_t rows, uint32_
   }
   cluster.sync();  // every block's tile is written and visible to the cluster
   // This block's share of the rows x 16 groups of 4 columns, each summed over the C tiles.
-  const uint32_t quads = rows * (TC_COLS / 4), share = (quads + parts - 1) / parts;
+  const uint32_t quads = rows * (OUTS / 4), share = (quads + parts - 1) / parts;
   const uint32_t e1 = min(quads, (part + 1) * share);
   for (uint32_t e = part * share + threadIdx.x; e < e1; e += blockDim.x) {
-    const uint32_t r = e / (TC_COLS / 4), q = e % (TC_COLS / 4) * 4;
-    float s[4] = {0.f, 0.f, 0.f, 0.f};
+    const uint32_t r = e / (OUTS / 4), q = e % (OUTS / 4) * 4;
+    float s[4] = {0.f, 0.f, 0.f, 0.f}, u[4] = {0.f, 0.f, 0.f, 0.f};
     for (uint32_t p = 0; p < parts; ++p) {
-      const float4 v = *reinterpret_cast<const float4*>(cluster.map_shared_rank(tile, p) + r * TC_PART_STRIDE + q);
+      const float* t = cluster.map_shared_rank(tile, p) + r * TC_PART_STRIDE + q;
+      const float4 v = *reinterpret_cast<const float4*>(t);
       s[0] += v.x, s[1] += v.y, s[2] += v.z, s[3] += v.w;
+      if constexpr (GLU) {
+        const float4 vu = *reinterpret_cast<const float4*>(t + OUTS);
+        u[0] += vu.x, u[1] += vu.y, u[2] += vu.z, u[3] += vu.w;
+      }
     }
     Pack<T, 4> o;
 #pragma unroll
-    for (int i = 0; i < 4; ++i) o.v[i] = from_f<T>(s[i]);
+    for (int i = 0; i < 4; ++i) o.v[i] = from_f<T>(GLU ? silu_times(s[i], u[i]) : s[i]);
     *reinterpret_cast<Pack<T, 4>*>(out + (size_t)r * n + n0 + q) = o;
   }
   cluster.sync();  // no block leaves while another may still read its tile
 #endif
 }
 
+// tc_matmul_<type>_t<tiles> and tc_matmul_glu_<type>_t<tiles>.
 #define INSTANTIATE_TC_MATMUL_NT(T, NAME, NT)                                                                         \
   extern "C" __global__ void __launch_bounds__(128) tc_matmul_##NAME##_t##NT(const T* x, const T* w, T* out, uint32_t rows, \
                                                                               uint32_t n, uint32_t k) {               \
-    tc_matmul<T, NT>(x, w, out, rows, n, k);                                                                          \
+    tc_matmul<T, NT, false>(x, w, out, rows, n, k);                                                                   \
+  }                                                                                                                   \
+  extern "C" __global__ void __launch_bounds__(128) tc_matmul_glu_##NAME##_t##NT(const T* x, const T* w, T* out,     \
+                                                                                  uint32_t rows, uint32_t n, uint32_t k) { \
+    tc_matmul<T, NT, true>(x, w, out, rows, n, k);                                                                    \
   }
 #define INSTANTIATE_TC_MATMUL(T, NAME)    \
   INSTANTIATE_TC_MATMUL_NT(T, NAME, 1)    \

@@ -29,26 +29,41 @@ pub(crate) fn tc_matmul_split(k: usize) -> Option<usize> {
     [1, 2, 4, 8].into_iter().find(|&c| whole(c) && k / c <= slice).or_else(|| [8, 4, 2, 1].into_iter().find(|&c| whole(c) && k / c <= MAX_SLICE))
 }
 
-/// Whether the kernel takes these shapes on `dev` (tc_matmul.rs at the crate root says which).
-pub(crate) fn tc_matmul_fits(dev: &CudaDevice, dtype: DType, rows: usize, n: usize, k: usize) -> bool {
-    matches!(dtype, DType::BF16 | DType::F16) && (1..=crate::TC_MATMUL_MAX_ROWS).contains(&rows) && n % COLS == 0 && n > 0 && tc_matmul_split(k).is_some() && sm90(&dev.cuda_stream())
+/// Outputs per cluster: 64 columns, or under swiglu 32 outputs from their 32 gate and 32 up rows.
+fn outputs_per_cluster(swiglu: bool) -> usize {
+    if swiglu {
+        COLS / 2
+    } else {
+        COLS
+    }
 }
 
-pub(crate) fn tc_matmul(x: &CudaStorage, xl: &Layout, w: &CudaStorage, wl: &Layout) -> Result<(CudaStorage, Shape)> {
+/// Whether the kernel takes these shapes on `dev` (tc_matmul.rs at the crate root says which);
+/// `n` counts outputs.
+pub(crate) fn tc_matmul_fits(dev: &CudaDevice, dtype: DType, rows: usize, n: usize, k: usize, swiglu: bool) -> bool {
+    matches!(dtype, DType::BF16 | DType::F16)
+        && (1..=crate::TC_MATMUL_MAX_ROWS).contains(&rows)
+        && n % outputs_per_cluster(swiglu) == 0
+        && n > 0
+        && tc_matmul_split(k).is_some()
+        && sm90(&dev.cuda_stream())
+}
+
+pub(crate) fn tc_matmul(x: &CudaStorage, xl: &Layout, w: &CudaStorage, wl: &Layout, swiglu: bool) -> Result<(CudaStorage, Shape)> {
     let dev = x.device().clone();
     let (rows, k) = xl.shape().dims2()?;
-    let n = wl.dims()[0];
+    let n = if swiglu { wl.dims()[0] / 2 } else { wl.dims()[0] };
     let ((x0, x1), (w0, w1)) = (contiguous_range(xl, "x")?, contiguous_range(wl, "the weight")?);
     if x0 % 8 != 0 || w0 % 8 != 0 {
         candle_core::bail!("tc_matmul (cuda): x and the weight must start 16-byte aligned");
     }
     let Some(split) = tc_matmul_split(k) else { candle_core::bail!("tc_matmul (cuda): k = {k} is not a multiple of 64 with a slice of at most {MAX_SLICE}") };
     let tiles = rows.div_ceil(8).next_power_of_two();
-    let name = format!("tc_matmul_{}_t{tiles}", suffix(x.dtype())?);
+    let name = format!("tc_matmul{}_{}_t{tiles}", if swiglu { "_glu" } else { "" }, suffix(x.dtype())?);
     let smem = (COLS + 8 * tiles) * (k / split + PAD) * x.dtype().size_in_bytes();
     let func = kernel(&dev, &name, smem)?;
     let stream = dev.cuda_stream();
-    let cfg = LaunchConfig { grid_dim: (split as u32, (n / COLS) as u32, 1), block_dim: (128, 1, 1), shared_mem_bytes: smem as u32 };
+    let cfg = LaunchConfig { grid_dim: (split as u32, (n / outputs_per_cluster(swiglu)) as u32, 1), block_dim: (128, 1, 1), shared_mem_bytes: smem as u32 };
     macro_rules! launch {
         ($t:ty, $wrap:ident) => {{
             let (xs, ws) = (x.as_cuda_slice::<$t>()?.slice(x0..x1), w.as_cuda_slice::<$t>()?.slice(w0..w1));
