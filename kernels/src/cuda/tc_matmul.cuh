@@ -9,6 +9,10 @@
 // of the weights, but too many rows for one accumulator per row per lane (small_matmul.cuh), and
 // cuBLAS's kernels for 64 rows streamed Qwen3-0.6B's o_proj and down_proj at 0.77-0.88 TB/s on an
 // H200, and do not launch early under PDL (results/gpu-h200-2026-11-28-chain/, -timeline/).
+// Measured in a chain (results/gpu-h200-2026-11-28-tc-matmul/): faster than both at 4 rows
+// (qkv_proj 4.0 us, cuBLAS 4.9, few-row 7.1) and mostly at 16; slower than cuBLAS at 64 (8.5 vs
+// 5.0), where a block's load and its multiply do not overlap and shared memory allows 3 blocks a
+// SM; the model uses it up to 16 rows (qwen3.rs).
 //
 // A cluster of C blocks computes 64 output columns; block c of it takes the c-th slice of k.
 // Each block copies its 64 weight rows' slice into shared memory with cp.async (issued before
