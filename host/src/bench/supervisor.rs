@@ -52,7 +52,7 @@ fn describe_exit(status: ExitStatus) -> String {
 
 fn draw(name: &str, p: &Progress, elapsed: Duration, tty: bool) {
     let width = 24;
-    let filled = if p.total == 0 { 0 } else { width * p.done / p.total };
+    let filled = (width * p.done).checked_div(p.total).unwrap_or(0);
     let line = format!(
         "[{}{}] {}/{} {name}: {} ({:.1}s)",
         "=".repeat(filled),

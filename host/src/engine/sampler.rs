@@ -18,7 +18,7 @@ pub fn uniform(seed: u64, seq: SeqId, index: usize) -> f32 {
 /// One token per row of `logits`; rows are `(sequence, output index)` and all share one
 /// temperature (a benchmark point has one).
 pub fn sample(logits: &Tensor, rows: &[(SeqId, usize)], temperature: f32, seed: u64) -> Result<Vec<u32>> {
-    if !(temperature >= 0.0) {
+    if temperature.is_nan() || temperature < 0.0 {
         bail!("temperature must be 0 (greedy) or positive, got {temperature}");
     }
     // Greedy rows draw nothing (deriving a draw hashes a string per row: host time per step).

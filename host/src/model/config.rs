@@ -166,14 +166,14 @@ impl RawConfig {
         if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
             bail!("{name} is 0");
         }
-        if self.num_attention_heads % self.num_key_value_heads != 0 {
+        if !self.num_attention_heads.is_multiple_of(self.num_key_value_heads) {
             bail!(
                 "num_attention_heads ({}) is not a multiple of num_key_value_heads ({})",
                 self.num_attention_heads,
                 self.num_key_value_heads
             );
         }
-        if head_dim % 2 != 0 {
+        if !head_dim.is_multiple_of(2) {
             bail!("head_dim ({head_dim}) must be even for RoPE");
         }
         let eos_token_ids = match self.eos_token_id {

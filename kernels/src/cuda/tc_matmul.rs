@@ -25,7 +25,7 @@ const MAX_SLICE: usize = 512;
 pub(crate) fn tc_matmul_split(k: usize) -> Option<usize> {
     static SLICE: OnceLock<usize> = OnceLock::new();
     let slice = crate::knob::knob(&SLICE, "NANOHOST_TC_MATMUL_SLICE", 256, |v| [128, 256, 512].contains(v), "128, 256 or 512");
-    let whole = |c: usize| k % (COLS * c) == 0;
+    let whole = |c: usize| k.is_multiple_of(COLS * c);
     [1, 2, 4, 8].into_iter().find(|&c| whole(c) && k / c <= slice).or_else(|| [8, 4, 2, 1].into_iter().find(|&c| whole(c) && k / c <= MAX_SLICE))
 }
 
@@ -43,7 +43,7 @@ fn outputs_per_cluster(swiglu: bool) -> usize {
 pub(crate) fn tc_matmul_fits(dev: &CudaDevice, dtype: DType, rows: usize, n: usize, k: usize, swiglu: bool) -> bool {
     matches!(dtype, DType::BF16 | DType::F16)
         && (1..=crate::TC_MATMUL_MAX_ROWS).contains(&rows)
-        && n % outputs_per_cluster(swiglu) == 0
+        && n.is_multiple_of(outputs_per_cluster(swiglu))
         && n > 0
         && tc_matmul_split(k).is_some()
         && sm90(&dev.cuda_stream())
