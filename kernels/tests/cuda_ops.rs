@@ -372,11 +372,39 @@ fn matmuls_ending_in_swiglu_match_cpu() {
     }
 }
 
+/// `chain` on `x`, run once eagerly, then captured into a graph whose replay writes the chain's
+/// result into `out` (made outside the capture): (the eager result, out, the graph).
+fn capture_chain(cuda: &candle_core::CudaDevice, x: &Tensor, chain: &dyn Fn(&Tensor) -> Tensor) -> (Tensor, Tensor, candle_core::cuda_backend::cudarc::driver::CudaGraph) {
+    use candle_core::cuda_backend::cudarc::driver::sys;
+    let eager = chain(x);
+    let out = eager.zeros_like().unwrap();
+    let stream = cuda.cuda_stream();
+    stream.synchronize().unwrap();
+    stream.begin_capture(sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL).unwrap();
+    let recorded = chain(x);
+    out.slice_set(&recorded, 0, 0).unwrap();
+    drop(recorded);
+    let graph = stream.end_capture(sys::CUgraphInstantiate_flags(0)).unwrap().expect("a graph");
+    (eager, out, graph)
+}
+
+/// Replays `graph` twice, the second time after `x` is rewritten with `other`: each replay's
+/// `out` is exactly what `chain` computes eagerly on `x` then.
+fn assert_replays_like_eager(cuda: &candle_core::CudaDevice, graph: &candle_core::cuda_backend::cudarc::driver::CudaGraph, x: &Tensor, other: &Tensor, out: &Tensor, chain: &dyn Fn(&Tensor) -> Tensor) {
+    for round in 0..2 {
+        if round == 1 {
+            x.slice_set(other, 0, 0).unwrap();
+        }
+        graph.launch().unwrap();
+        cuda.cuda_stream().synchronize().unwrap();
+        assert_eq!(max_diff(&chain(x), out), 0.0, "replay {round} differs from the eager chain");
+    }
+}
+
 /// The cluster launch of tc_matmul inside a captured graph, linked to its neighbours by
 /// programmatic edges: the replay computes what the eager ops compute.
 #[test]
 fn captured_tc_matmul_replays_like_eager() {
-    use candle_core::cuda_backend::cudarc::driver::sys;
     let dev = gpu();
     if !nanohost_kernels::tc_matmul_fits(&dev, DType::BF16, 20, 4096, 1024) {
         eprintln!("tc_matmul does not run on this GPU; skipped");
@@ -387,24 +415,8 @@ fn captured_tc_matmul_replays_like_eager() {
     let (w_up, w_down) = (bf(Tensor::randn(0f32, 0.05, (4096, 1024), &Device::Cpu).unwrap()), bf(Tensor::randn(0f32, 0.05, (1024, 2048), &Device::Cpu).unwrap()));
     let chain = |x: &Tensor| nanohost_kernels::tc_matmul(&silu_mul(&nanohost_kernels::tc_matmul(x, &w_up).unwrap()).unwrap(), &w_down).unwrap();
     let x = bf(Tensor::randn(0f32, 1.0, (20, 1024), &Device::Cpu).unwrap());
-    let eager = chain(&x);
-    let out = eager.zeros_like().unwrap();
-    let stream = cuda.cuda_stream();
-    stream.synchronize().unwrap();
-    stream.begin_capture(sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL).unwrap();
-    let recorded = chain(&x);
-    out.slice_set(&recorded, 0, 0).unwrap();
-    drop(recorded);
-    let graph = stream.end_capture(sys::CUgraphInstantiate_flags(0)).unwrap().expect("a graph");
-    for round in 0..2 {
-        if round == 1 {
-            x.slice_set(&bf(Tensor::randn(0f32, 1.0, (20, 1024), &Device::Cpu).unwrap()), 0, 0).unwrap();
-        }
-        graph.launch().unwrap();
-        stream.synchronize().unwrap();
-        assert_eq!(max_diff(&chain(&x), &out), 0.0, "replay {round} differs from the eager chain");
-    }
-    drop(eager);
+    let (_, out, graph) = capture_chain(cuda, &x, &chain);
+    assert_replays_like_eager(cuda, &graph, &x, &bf(Tensor::randn(0f32, 1.0, (20, 1024), &Device::Cpu).unwrap()), &out, &chain);
 }
 
 #[test]
@@ -432,7 +444,6 @@ fn matmul_t_into_is_candles_matmul_written_in_place() {
 /// was an invalid argument, and this test's segmentation fault (results/gpu-h200-2026-11-28-pdl/).
 #[test]
 fn captured_chain_is_linked_programmatically_and_replays_like_eager() {
-    use candle_core::cuda_backend::cudarc::driver::sys;
     let dev = gpu();
     let Device::Cuda(cuda) = &dev else { unreachable!() };
     let bf = |t: Tensor| t.to_dtype(DType::BF16).unwrap().to_device(&dev).unwrap();
@@ -451,15 +462,7 @@ fn captured_chain_is_linked_programmatically_and_replays_like_eager() {
     let input = bf(Tensor::randn(0f32, 1.0, (1, 1024), &Device::Cpu).unwrap());
     let x = input.zeros_like().unwrap();
     x.slice_set(&input, 0, 0).unwrap();
-    let eager = chain(&x);
-    let out = eager.zeros_like().unwrap();
-    let stream = cuda.cuda_stream();
-    stream.synchronize().unwrap();
-    stream.begin_capture(sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL).unwrap();
-    let recorded = chain(&x);
-    out.slice_set(&recorded, 0, 0).unwrap();
-    drop(recorded);
-    let graph = stream.end_capture(sys::CUgraphInstantiate_flags(0)).unwrap().expect("a graph");
+    let (eager, out, graph) = capture_chain(cuda, &x, &chain);
     // SAFETY: the graph is alive.
     let programmatic = unsafe { nanohost_kernels::graph_anatomy::anatomy(graph.cu_graph()) }.unwrap().programmatic_edges;
     if nanohost_kernels::programmatic_launch(&dev) {
@@ -467,15 +470,6 @@ fn captured_chain_is_linked_programmatically_and_replays_like_eager() {
     } else {
         assert_eq!(programmatic, 0);
     }
-    for round in 0..2 {
-        if round == 1 {
-            let other = bf(Tensor::randn(0f32, 1.0, (1, 1024), &Device::Cpu).unwrap());
-            x.slice_set(&other, 0, 0).unwrap();
-        }
-        graph.launch().unwrap();
-        stream.synchronize().unwrap();
-        let want = chain(&x);
-        assert_eq!(max_diff(&want, &out), 0.0, "replay {round} differs from the eager chain");
-    }
+    assert_replays_like_eager(cuda, &graph, &x, &bf(Tensor::randn(0f32, 1.0, (1, 1024), &Device::Cpu).unwrap()), &out, &chain);
     assert_eq!(max_diff(&eager, &chain(&input)), 0.0);
 }
