@@ -98,43 +98,9 @@ __device__ void paged_attention(const T* q, const T* k, const T* v, T* out, cons
   // Slot ids of keys wb + 32 b + lane: batch b in `cur` while its passes are issued, b + 1 in `nxt`.
   uint32_t cur = wb + lane < we ? slots[wb + lane] : 0u;
   uint32_t nxt = wb + 32 + lane < we ? slots[wb + 32 + lane] : 0u;
-  constexpr uint32_t PASSES_PER_BATCH = 32 / KEYS_PER_PASS;
-  auto slot_of = [&](uint32_t p) {  // pass p's key slot for this lane's subgroup (warp-uniform p)
-    if (p % PASSES_PER_BATCH == 0 && p > 0) {
-      cur = nxt;
-      const uint32_t j = wb + (p / PASSES_PER_BATCH + 1) * 32 + lane;
-      nxt = j < we ? slots[j] : 0u;
-    }
-    return __shfl_sync(0xffffffffu, cur, (p % PASSES_PER_BATCH) * KEYS_PER_PASS + sub);
-  };
-  auto copy_key = [&](uint32_t p, uint32_t slot) {  // into ring entry p % DEPTH
-    const size_t base = (size_t)slot * kv_row + head_at;
-    unsigned char* dst = ring + (p % DEPTH) * PASS_BYTES;
-#pragma unroll
-    for (int c = 0; c < NC; ++c) {
-      cp_async<CB>(dst + (c * 32 + lane) * CB, k + base + elem(c, 0));
-      cp_async<CB>(dst + 32 * BYTES + (c * 32 + lane) * CB, v + base + elem(c, 0));
-    }
-  };
-  // The first DEPTH - 1 passes' keys that no kernel of this step writes are copied before the
-  // wait. The kernel before (this step's new keys and values) writes, of this row's keys, those
-  // at and after its sequence's first new position: a row that is its sequence's first in the
-  // step attends one of them, its last key; a later row of a prefill chunk (past + r + 1 keys)
-  // is left to copy everything after the wait. (A dummy row of a graph's warm-up may read the
-  // scratch slot while it is written: its output is never used.)
-  const bool first_of_seq = row == 0 || row_seq[row - 1] != row_seq[row];
-  const uint32_t old_end = first_of_seq && visible > 0 ? visible - 1 : 0;
-  uint32_t early[DEPTH > 1 ? DEPTH - 1 : 1];
-#pragma unroll
-  for (int p = 0; p + 1 < DEPTH; ++p) {
-    early[p] = (uint32_t)p < passes ? slot_of(p) : 0u;
-    const uint32_t j = wb + p * KEYS_PER_PASS + sub;
-    if ((uint32_t)p < passes && j < we && j < old_end) copy_key(p, early[p]);
-  }
   // Everything above reads only the step's metadata, which copies from the host write and no
-  // kernel does, and keys from earlier steps: it runs while the kernel before (the one that
-  // writes this step's q and its new keys and values) finishes. What follows reads what kernels
-  // write.
+  // kernel does: it runs while the kernel before (the one that writes this step's q and its new
+  // keys and values) finishes. What follows reads what kernels write.
   pdl_enter();
   float qv[GROUP][E], acc[GROUP][E], m[GROUP], l[GROUP];
 #pragma unroll
@@ -149,23 +115,31 @@ __device__ void paged_attention(const T* q, const T* k, const T* v, T* out, cons
     m[g] = -INFINITY;
     l[g] = 0.f;
   }
+  constexpr uint32_t PASSES_PER_BATCH = 32 / KEYS_PER_PASS;
   // Copies pass p (if any) into ring entry p % DEPTH and commits a group either way, so that
   // "all but DEPTH - 1 groups done" always means "pass p - DEPTH + 1 has landed".
   auto issue = [&](uint32_t p) {
     if (p < passes) {
-      const uint32_t slot = slot_of(p);
-      if (wb + p * KEYS_PER_PASS + sub < we) copy_key(p, slot);
+      if (p % PASSES_PER_BATCH == 0 && p > 0) {
+        cur = nxt;
+        const uint32_t j = wb + (p / PASSES_PER_BATCH + 1) * 32 + lane;
+        nxt = j < we ? slots[j] : 0u;
+      }
+      const uint32_t slot = __shfl_sync(0xffffffffu, cur, (p % PASSES_PER_BATCH) * KEYS_PER_PASS + sub);
+      if (wb + p * KEYS_PER_PASS + sub < we) {
+        const size_t base = (size_t)slot * kv_row + head_at;
+        unsigned char* dst = ring + (p % DEPTH) * PASS_BYTES;
+#pragma unroll
+        for (int c = 0; c < NC; ++c) {
+          cp_async<CB>(dst + (c * 32 + lane) * CB, k + base + elem(c, 0));
+          cp_async<CB>(dst + 32 * BYTES + (c * 32 + lane) * CB, v + base + elem(c, 0));
+        }
+      }
     }
     cp_async_commit();
   };
-  // The rest of the first DEPTH - 1 passes, one group each (the first group also holds the
-  // copies made before the wait, which only makes it land no later).
 #pragma unroll
-  for (int p = 0; p + 1 < DEPTH; ++p) {
-    const uint32_t j = wb + p * KEYS_PER_PASS + sub;
-    if ((uint32_t)p < passes && j < we && j >= old_end) copy_key(p, early[p]);
-    cp_async_commit();
-  }
+  for (int p = 0; p + 1 < DEPTH; ++p) issue(p);
   for (uint32_t p = 0; p < passes; ++p) {
     issue(p + DEPTH - 1);
     cp_async_wait<DEPTH - 1>();
