@@ -67,9 +67,9 @@ __device__ void tc_matmul(const T* x, const T* w, T* out, uint32_t rows, uint32_
   T* ws = reinterpret_cast<T*>(tc_smem);  // [TC_COLS][stride]
   T* xs = ws + TC_COLS * stride;          // [8 NT][stride]
   // 16-byte copies of the rows' slices, thread i taking pieces i, i + 128, ... in row order;
-  // its (row, piece) steps by additions: a division per copy left the block issue-bound at 64
-  // rows (ncu: 6.9 cycles a warp between issues). One bulk copy a row (cp.async.bulk, an
-  // mbarrier) was slower still: 4.0 -> 5.4 us for qkv_proj at 4 rows in a chain.
+  // its (row, piece) steps by additions, not a division per copy (which changed little when
+  // removed: qkv_proj at 64 rows 8.7 -> 8.5 us). One bulk copy a row (cp.async.bulk, an
+  // mbarrier) was slower: 4.0 -> 5.4 us for qkv_proj at 4 rows in a chain.
   const uint32_t first_r = threadIdx.x / vecs, first_c = threadIdx.x % vecs;
   const uint32_t dr = blockDim.x / vecs, dc = blockDim.x % vecs;
   auto copy_rows = [&](T* dst, const T* src, uint32_t n_rows) {
@@ -133,11 +133,11 @@ __device__ void tc_matmul(const T* x, const T* w, T* out, uint32_t rows, uint32_
     const uint32_t r = e / (OUTS / 4), q = e % (OUTS / 4) * 4;
     float s[4] = {0.f, 0.f, 0.f, 0.f}, u[4] = {0.f, 0.f, 0.f, 0.f};
     for (uint32_t p = 0; p < parts; ++p) {
-      const float* t = cluster.map_shared_rank(tile, p) + r * TC_PART_STRIDE + q;
-      const float4 v = *reinterpret_cast<const float4*>(t);
+      const float* src = cluster.map_shared_rank(tile, p) + r * TC_PART_STRIDE + q;
+      const float4 v = *reinterpret_cast<const float4*>(src);
       s[0] += v.x, s[1] += v.y, s[2] += v.z, s[3] += v.w;
       if constexpr (GLU) {
-        const float4 vu = *reinterpret_cast<const float4*>(t + OUTS);
+        const float4 vu = *reinterpret_cast<const float4*>(src + OUTS);
         u[0] += vu.x, u[1] += vu.y, u[2] += vu.z, u[3] += vu.w;
       }
     }
