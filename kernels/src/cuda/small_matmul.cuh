@@ -36,10 +36,9 @@ __device__ void small_matmul(const T* x, const T* w, T* out, uint32_t rows, uint
   // column the warp works for; under GLU its weight row is that (gate) or n + that (up).
   auto output = [&](uint32_t i) { return (blockIdx.x + (i / passes) * gridDim.x) * OUTS + (GLU ? warp / S / 2 : warp / S); };
   const uint32_t half = GLU ? (warp / S) % 2 : 0;
-  auto column = [&](uint32_t i) { return output(i); };
   auto first_k = [&](uint32_t i) { return k0 + (i % passes) * PASS + lane * V; };
   auto load = [&](Pack<T, V>* dst, uint32_t i) {
-    const uint32_t col = column(i), c0 = first_k(i);
+    const uint32_t col = output(i), c0 = first_k(i);
     if (col >= n) return;
     const T* wr = w + ((size_t)col + half * n) * k;
 #pragma unroll
@@ -57,7 +56,7 @@ __device__ void small_matmul(const T* x, const T* w, T* out, uint32_t rows, uint
   for (int r = 0; r < MR; ++r) acc[r] = 0.f;
   __shared__ float partial[BLOCK_WARPS][MR];
   for (uint32_t i = 0; i < items; ++i) {
-    const uint32_t col = column(i), c0 = first_k(i);
+    const uint32_t col = output(i), c0 = first_k(i);
     if (col < n) {
 #pragma unroll
       for (int u = 0; u < CH; ++u) {
