@@ -3,7 +3,10 @@
 //! The pool of one layer is a pair of tensors `[num_blocks, block_size, kv_heads, head_dim]`
 //! (K and V). A sequence's context is an ordered list of [`KvSpan`]s: runs of pool blocks, each
 //! holding `len` tokens from the start of its first block. Every op has a CPU implementation,
-//! which is also the oracle its CUDA implementation (feature `cuda`) is tested against.
+//! which is also the oracle its CUDA implementation (feature `cuda`) is tested against, but two
+//! that exist for the GPU alone: [`tc_matmul`] (sm_90+; its tests compare it with candle's f32
+//! matmul) and [`matmul_t_into`] (candle's matmul written in place; on the CPU, candle's matmul
+//! and a copy).
 //!
 //! Data path per step: the host flattens the batch's contexts once into an [`AttentionBatch`];
 //! each layer writes its new keys/values with [`write_kv`] and runs [`paged_attention`]; the
