@@ -55,6 +55,7 @@ macro_rules! per_float_dtype {
 // After the macro, which it uses.
 mod attention;
 pub(crate) use attention::paged_attention;
+mod matmul_args;
 mod small_matmul;
 pub(crate) use small_matmul::small_matmul;
 mod gemm_into;

@@ -16,24 +16,21 @@ pub const TC_MATMUL_MAX_ROWS: usize = 64;
 /// [`TC_MATMUL_MAX_ROWS`] rows, `n` a multiple of 64, and `k` a multiple of 64 that a cluster of
 /// at most 8 blocks cuts into slices of at most 512.
 pub fn tc_matmul_fits(device: &Device, dtype: DType, rows: usize, n: usize, k: usize) -> bool {
-    match device {
-        #[cfg(feature = "cuda")]
-        Device::Cuda(d) => crate::cuda::tc_matmul_fits(d, dtype, rows, n, k, false),
-        _ => {
-            let _ = (dtype, rows, n, k);
-            false
-        }
-    }
+    fits(device, dtype, rows, n, k, false)
 }
 
 /// Whether [`tc_matmul_swiglu`] takes `x` `[rows, k]` by the gate/up pair `w` `[2 n, k]`: as
 /// [`tc_matmul_fits`], with `n` a multiple of 32.
 pub fn tc_matmul_swiglu_fits(device: &Device, dtype: DType, rows: usize, n: usize, k: usize) -> bool {
+    fits(device, dtype, rows, n, k, true)
+}
+
+fn fits(device: &Device, dtype: DType, rows: usize, n: usize, k: usize, swiglu: bool) -> bool {
     match device {
         #[cfg(feature = "cuda")]
-        Device::Cuda(d) => crate::cuda::tc_matmul_fits(d, dtype, rows, n, k, true),
+        Device::Cuda(d) => crate::cuda::tc_matmul_fits(d, dtype, rows, n, k, swiglu),
         _ => {
-            let _ = (dtype, rows, n, k);
+            let _ = (dtype, rows, n, k, swiglu);
             false
         }
     }
@@ -56,8 +53,8 @@ fn tc_matmul_op(x: &Tensor, w: &Tensor, swiglu: bool) -> Result<Tensor> {
     let (rows, k) = x.dims2()?;
     let (wn, wk) = w.dims2()?;
     let n = if swiglu { wn / 2 } else { wn };
-    let fits = if swiglu { wn % 2 == 0 && tc_matmul_swiglu_fits(x.device(), x.dtype(), rows, n, k) } else { tc_matmul_fits(x.device(), x.dtype(), rows, n, k) };
-    if wk != k || x.dtype() != w.dtype() || !fits {
+    let halves = !swiglu || wn % 2 == 0;
+    if wk != k || x.dtype() != w.dtype() || !halves || !fits(x.device(), x.dtype(), rows, n, k, swiglu) {
         candle_core::bail!(
             "tc_matmul: x {:?} {:?} and w {:?} {:?} on {:?} do not fit (a GPU of compute capability 9+, bf16 or f16, 1-{TC_MATMUL_MAX_ROWS} rows, n and k multiples of 64; gate/up halves of 32s for swiglu)",
             x.dims(),

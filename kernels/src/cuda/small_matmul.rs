@@ -1,12 +1,11 @@
 //! Launching the few-row matmul (small_matmul.cuh): its persistent grid and split-K, sized by
 //! the kernel's residency.
 
-use super::launch::Launch;
-use super::{alloc_out, kernel, sm_count, suffix};
-use crate::elem::contiguous_range;
+use super::matmul_args::MatmulArgs;
+use super::{kernel, sm_count, suffix};
 use candle_core::backend::BackendStorage;
-use candle_core::cuda_backend::cudarc::driver::{CudaFunction, LaunchConfig, PushKernelArg};
-use candle_core::cuda_backend::{CudaStorageSlice, WrapErr};
+use candle_core::cuda_backend::cudarc::driver::{CudaFunction, LaunchConfig};
+use candle_core::cuda_backend::WrapErr;
 use candle_core::{CudaStorage, Layout, Result, Shape};
 use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
@@ -44,12 +43,8 @@ fn blocks_per_sm(name: &str, func: &CudaFunction, block: u32) -> Result<usize> {
 /// (small_matmul.cuh, GLU): n outputs from 2 n weight rows, a block's columns in pairs.
 pub(crate) fn small_matmul(x: &CudaStorage, xl: &Layout, w: &CudaStorage, wl: &Layout, swiglu: bool) -> Result<(CudaStorage, Shape)> {
     let dev = x.device().clone();
-    let (rows, k) = xl.shape().dims2()?;
-    let n = if swiglu { wl.dims()[0] / 2 } else { wl.dims()[0] };
-    let ((x0, x1), (w0, w1)) = (contiguous_range(xl, "x")?, contiguous_range(wl, "the weight")?);
-    if x0 % 8 != 0 || w0 % 8 != 0 {
-        candle_core::bail!("small_matmul (cuda): x and the weight must start 16-byte aligned");
-    }
+    let args = MatmulArgs::new("small_matmul", xl, wl, swiglu)?;
+    let (rows, n, k) = (args.rows, args.n, args.k);
     let mr = rows.next_power_of_two();
     let sms = sm_count(&dev)?;
     let warps = 8usize;
@@ -67,21 +62,8 @@ pub(crate) fn small_matmul(x: &CudaStorage, xl: &Layout, w: &CudaStorage, wl: &L
     let groups = n.div_ceil(if swiglu { warps / split / 2 } else { warps / split });
     let capacity = blocks_per_sm(&name, &func, 32 * warps as u32)? * sms;
     let blocks = groups.div_ceil(groups.div_ceil(capacity));
-    let stream = dev.cuda_stream();
     let cfg = LaunchConfig { grid_dim: (blocks as u32, 1, 1), block_dim: (32 * warps as u32, 1, 1), shared_mem_bytes: 0 };
-    macro_rules! launch {
-        ($t:ty, $wrap:ident) => {{
-            let (xs, ws) = (x.as_cuda_slice::<$t>()?.slice(x0..x1), w.as_cuda_slice::<$t>()?.slice(w0..w1));
-            // SAFETY: every element is written by the kernel (S warps per column, all rows).
-            let out = unsafe { alloc_out::<$t>(&dev, rows * n)? };
-            let mut b = Launch::new(&stream, &func);
-            b.arg(&xs).arg(&ws).arg(&out);
-            candle_core::builder_arg!(b, rows as u32, n as u32, k as u32);
-            // SAFETY: shapes checked by small_matmul; k is a multiple of 8 (16-byte loads).
-            unsafe { b.launch(cfg) }?;
-            CudaStorageSlice::$wrap(out)
-        }};
-    }
-    let slice = per_float_dtype!(x.dtype(), "small_matmul", launch);
-    Ok((CudaStorage { slice, device: dev }, Shape::from((rows, n))))
+    // SAFETY: shapes checked by small_matmul (k a multiple of 8, at most 8 rows); S warps per
+    // column (pair) write every row of every output.
+    unsafe { args.launch(x, w, &func, cfg, None) }
 }

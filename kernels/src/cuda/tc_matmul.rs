@@ -1,12 +1,11 @@
 //! Launching the tensor-core decode matmul (tc_matmul.cuh): clusters of blocks that split k,
 //! summed through distributed shared memory.
 
-use super::launch::{sm90, Launch};
-use super::{alloc_out, kernel, suffix};
-use crate::elem::contiguous_range;
+use super::launch::sm90;
+use super::matmul_args::MatmulArgs;
+use super::{kernel, suffix};
 use candle_core::backend::BackendStorage;
-use candle_core::cuda_backend::cudarc::driver::{LaunchConfig, PushKernelArg};
-use candle_core::cuda_backend::CudaStorageSlice;
+use candle_core::cuda_backend::cudarc::driver::LaunchConfig;
 use candle_core::{CudaDevice, CudaStorage, DType, Layout, Result, Shape};
 use std::sync::OnceLock;
 
@@ -51,37 +50,16 @@ pub(crate) fn tc_matmul_fits(dev: &CudaDevice, dtype: DType, rows: usize, n: usi
 
 pub(crate) fn tc_matmul(x: &CudaStorage, xl: &Layout, w: &CudaStorage, wl: &Layout, swiglu: bool) -> Result<(CudaStorage, Shape)> {
     let dev = x.device().clone();
-    let (rows, k) = xl.shape().dims2()?;
-    let n = if swiglu { wl.dims()[0] / 2 } else { wl.dims()[0] };
-    let ((x0, x1), (w0, w1)) = (contiguous_range(xl, "x")?, contiguous_range(wl, "the weight")?);
-    if x0 % 8 != 0 || w0 % 8 != 0 {
-        candle_core::bail!("tc_matmul (cuda): x and the weight must start 16-byte aligned");
-    }
+    let args = MatmulArgs::new("tc_matmul", xl, wl, swiglu)?;
+    let (rows, n, k) = (args.rows, args.n, args.k);
     let Some(split) = tc_matmul_split(k) else { candle_core::bail!("tc_matmul (cuda): k = {k} is not a multiple of 64 with a slice of at most {MAX_SLICE}") };
     let tiles = rows.div_ceil(8).next_power_of_two();
     let name = format!("tc_matmul{}_{}_t{tiles}", if swiglu { "_glu" } else { "" }, suffix(x.dtype())?);
     let smem = (COLS + 8 * tiles) * (k / split + PAD) * x.dtype().size_in_bytes();
     let func = kernel(&dev, &name, smem)?;
-    let stream = dev.cuda_stream();
     let cfg = LaunchConfig { grid_dim: (split as u32, (n / outputs_per_cluster(swiglu)) as u32, 1), block_dim: (128, 1, 1), shared_mem_bytes: smem as u32 };
-    macro_rules! launch {
-        ($t:ty, $wrap:ident) => {{
-            let (xs, ws) = (x.as_cuda_slice::<$t>()?.slice(x0..x1), w.as_cuda_slice::<$t>()?.slice(w0..w1));
-            // SAFETY: every element is written: each cluster writes its 64 columns of all rows.
-            let out = unsafe { alloc_out::<$t>(&dev, rows * n)? };
-            let mut b = Launch::new(&stream, &func);
-            b.arg(&xs).arg(&ws).arg(&out).cluster_x(split as u32);
-            candle_core::builder_arg!(b, rows as u32, n as u32, k as u32);
-            // SAFETY: shapes checked by tc_matmul_fits: n % 64 == 0, k % (64 split) == 0,
-            // rows <= 8 tiles, and the grid's x is the cluster.
-            unsafe { b.launch(cfg) }?;
-            CudaStorageSlice::$wrap(out)
-        }};
-    }
-    let slice = match x.dtype() {
-        DType::BF16 => launch!(half::bf16, BF16),
-        DType::F16 => launch!(half::f16, F16),
-        other => return Err(crate::elem::unsupported("tc_matmul (bf16 or f16)", other)),
-    };
-    Ok((CudaStorage { slice, device: dev }, Shape::from((rows, n))))
+    // SAFETY: shapes checked by tc_matmul_fits: n % 64 == 0 (32 under swiglu), k % (64 split)
+    // == 0, rows <= 8 tiles, and the grid's x is the cluster; each cluster writes its outputs
+    // of every row.
+    unsafe { args.launch(x, w, &func, cfg, Some(split as u32)) }
 }
