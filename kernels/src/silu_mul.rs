@@ -15,12 +15,17 @@ pub fn silu_mul(x: &Tensor) -> Result<Tensor> {
 
 pub struct SiluMul;
 
+/// `silu(g) * u` in f32: the SwiGLU gate, here and in the matmuls that end in it.
+pub(crate) fn silu_times(g: f32, u: f32) -> f32 {
+    g / (1.0 + (-g).exp()) * u
+}
+
 fn run<T: Elem>(x: &[T], tokens: usize, width: usize) -> Vec<T> {
     let mut out = Vec::with_capacity(tokens * width);
     for t in 0..tokens {
         let row = &x[t * 2 * width..(t + 1) * 2 * width];
         let (gate, up) = row.split_at(width);
-        out.extend(gate.iter().zip(up).map(|(g, u)| T::from_f32(crate::small_matmul::silu_times(g.to_f32(), u.to_f32()))));
+        out.extend(gate.iter().zip(up).map(|(g, u)| T::from_f32(silu_times(g.to_f32(), u.to_f32()))));
     }
     out
 }

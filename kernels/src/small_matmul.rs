@@ -40,11 +40,6 @@ pub struct SmallMatmul {
     pub swiglu: bool,
 }
 
-/// `silu(g) * u` in f32, as silu_mul computes it.
-pub(crate) fn silu_times(g: f32, u: f32) -> f32 {
-    g / (1.0 + (-g).exp()) * u
-}
-
 fn run<T: Elem>(x: &[T], w: &[T], rows: usize, k: usize, swiglu: bool) -> Vec<T> {
     let n = w.len() / k;
     let dot = |xr: &[T], c: usize| xr.iter().zip(&w[c * k..(c + 1) * k]).map(|(a, b)| a.to_f32() * b.to_f32()).sum::<f32>();
@@ -52,7 +47,7 @@ fn run<T: Elem>(x: &[T], w: &[T], rows: usize, k: usize, swiglu: bool) -> Vec<T>
     for r in 0..rows {
         let xr = &x[r * k..(r + 1) * k];
         if swiglu {
-            out.extend((0..n / 2).map(|c| T::from_f32(silu_times(dot(xr, c), dot(xr, n / 2 + c)))));
+            out.extend((0..n / 2).map(|c| T::from_f32(crate::silu_mul::silu_times(dot(xr, c), dot(xr, n / 2 + c)))));
         } else {
             out.extend((0..n).map(|c| T::from_f32(dot(xr, c))));
         }
