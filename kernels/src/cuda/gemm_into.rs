@@ -23,11 +23,13 @@ pub(crate) fn matmul_t_into(o: &mut CudaStorage, ol: &Layout, x: &CudaStorage, x
     let (alpha16, beta16) = (half::f16::ONE, half::f16::ZERO);
     use candle_core::cuda_backend as cb;
     use sys::cublasComputeType_t as C;
-    let (compute, scalars): (_, (*const f32, *const f32)) = match x.dtype() {
-        DType::BF16 if cb::gemm_reduced_precision_bf16() => (C::CUBLAS_COMPUTE_32F_FAST_16BF, (&alpha, &beta)),
-        DType::F16 if cb::gemm_reduced_precision_f16() => (C::CUBLAS_COMPUTE_16F, (&alpha16 as *const half::f16 as *const f32, &beta16 as *const half::f16 as *const f32)),
-        DType::F32 if cb::gemm_reduced_precision_f32() => (C::CUBLAS_COMPUTE_32F_FAST_TF32, (&alpha, &beta)),
-        _ => (C::CUBLAS_COMPUTE_32F, (&alpha, &beta)),
+    use std::ffi::c_void;
+    let f32s = (&alpha as *const f32 as *const c_void, &beta as *const f32 as *const c_void);
+    let (compute, scalars) = match x.dtype() {
+        DType::BF16 if cb::gemm_reduced_precision_bf16() => (C::CUBLAS_COMPUTE_32F_FAST_16BF, f32s),
+        DType::F16 if cb::gemm_reduced_precision_f16() => (C::CUBLAS_COMPUTE_16F, (&alpha16 as *const half::f16 as *const c_void, &beta16 as *const half::f16 as *const c_void)),
+        DType::F32 if cb::gemm_reduced_precision_f32() => (C::CUBLAS_COMPUTE_32F_FAST_TF32, f32s),
+        _ => (C::CUBLAS_COMPUTE_32F, f32s),
     };
     macro_rules! gemm {
         ($t:ty, $cuda:ident) => {{
@@ -46,7 +48,7 @@ pub(crate) fn matmul_t_into(o: &mut CudaStorage, ol: &Layout, x: &CudaStorage, x
                     m,
                     nn,
                     kk,
-                    scalars.0 as *const _,
+                    scalars.0,
                     wp as *const _,
                     sys::cudaDataType_t::$cuda,
                     kk,
@@ -55,7 +57,7 @@ pub(crate) fn matmul_t_into(o: &mut CudaStorage, ol: &Layout, x: &CudaStorage, x
                     sys::cudaDataType_t::$cuda,
                     kk,
                     (rows * k) as i64,
-                    scalars.1 as *const _,
+                    scalars.1,
                     op as *mut _,
                     sys::cudaDataType_t::$cuda,
                     m,
