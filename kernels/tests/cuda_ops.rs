@@ -340,7 +340,8 @@ fn max_abs(t: &Tensor) -> f32 {
 #[test]
 fn matmuls_ending_in_swiglu_match_cpu() {
     // The fused gate/up projections (GLU kernels): the few-row kernel with splits 1, 2 and 4 (k
-    // = 1,024 and 3,072, f32's shorter passes), and the tensor-core kernel at 3 to 64 rows.
+    // = 1,024 and 3,072, f32's shorter passes), and the tensor-core kernel at 3 to 64 rows, with
+    // slices of k of 256 and (k = 3,072, 8 blocks) 384.
     let dev = gpu();
     let swiglu_f32 = |x: &Tensor, w: &Tensor| {
         let f = |t: &Tensor| t.to_dtype(DType::F32).unwrap();
@@ -360,7 +361,7 @@ fn matmuls_ending_in_swiglu_match_cpu() {
         }
     }
     if nanohost_kernels::tc_matmul_swiglu_fits(&dev, DType::BF16, 3, 3072, 1024) {
-        for (rows, n, k) in [(3, 3072, 1024), (16, 32, 1024), (64, 3072, 1024), (40, 96, 2048)] {
+        for (rows, n, k) in [(3, 3072, 1024), (16, 32, 1024), (64, 3072, 1024), (40, 96, 2048), (24, 1024, 3072)] {
             let x = Tensor::randn(0f32, 1.0, (rows, k), &Device::Cpu).unwrap().to_dtype(DType::BF16).unwrap();
             let w = Tensor::randn(0f32, 0.05, (2 * n, k), &Device::Cpu).unwrap().to_dtype(DType::BF16).unwrap();
             let got = nanohost_kernels::tc_matmul_swiglu(&x.to_device(&dev).unwrap(), &w.to_device(&dev).unwrap()).unwrap();
