@@ -9,21 +9,22 @@
 // of the weights, but too many rows for one accumulator per row per lane (small_matmul.cuh), and
 // cuBLAS's kernels for 64 rows streamed Qwen3-0.6B's o_proj and down_proj at 0.77-0.88 TB/s on an
 // H200, and do not launch early under PDL (results/gpu-h200-2026-11-28-chain/, -timeline/).
-// Measured in a chain (results/gpu-h200-2026-11-28-tc-matmul/), its first version (weights
-// staged in shared memory) was faster than both at 4 rows (qkv_proj 4.0 us, cuBLAS 4.9, few-row
-// 7.1) and mostly at 16, slower than cuBLAS at 64 (8.5 vs 5.0).
+// Measured in a chain (results/gpu-h200-2026-11-28-tc-matmul/): faster than both at 4 rows
+// (qkv_proj 4.0 us, cuBLAS 4.9, few-row 7.1) and mostly at 16; slower than cuBLAS at 64 (8.5 vs
+// 5.0), where a block's load and its multiply do not overlap and shared memory allows 3 blocks a
+// SM; the model uses it up to 16 rows (qwen3.rs).
 //
 // A cluster of C blocks computes 64 output columns; block c of it takes the c-th slice of k.
-// Each of a block's 4 warps loads its 16 weight rows' slice into registers (issued before
-// pdl_enter: weights depend on no kernel, so they stream while the kernel before finishes),
-// then the block copies its slice of x into shared memory, and each warp multiplies its rows by
-// every row of x with mma.m16n8k16 (the weight as A, x as B, f32 accumulators). The C partial
-// tiles are summed through distributed shared memory, each block summing and writing 1/C of the
-// outputs, in a fixed order (deterministic). Nothing is left in global memory between blocks.
+// Each block copies its 64 weight rows' slice into shared memory with cp.async (issued before
+// pdl_enter: weights depend on no kernel, so they stream while the kernel before finishes), then
+// its slice of x, then each of its 4 warps multiplies 16 weight rows by every row of x with
+// mma.m16n8k16 (the weight as A, x as B, f32 accumulators). The C partial tiles are summed
+// through distributed shared memory, each block summing and writing 1/C of the outputs, in a
+// fixed order (deterministic). Nothing is left in global memory between blocks.
 //
 // k is permuted inside each 32-wide chunk (a sum does not care about order, as long as A and B
 // agree): lane (g, t) takes k = 8t .. 8t+7 of its rows as one 16-byte read, the first two
-// pairs for the chunk's first mma and the last two for its second. x's shared-memory rows are
+// pairs for the chunk's first mma and the last two for its second. Shared-memory rows are
 // (slice + 32) elements long, 64 bytes off a multiple of 128, so the 8 lanes of each quarter warp
 // (two rows, four 16-byte pieces each) read 8 distinct bank groups.
 constexpr int TC_COLS = 64;         // output columns per cluster: 4 warps x 16
@@ -47,75 +48,71 @@ __device__ inline void mma_16816<__half>(float (&c)[4], uint32_t a0, uint32_t a1
 }
 #endif
 
-// Grid (C, n / 64) in clusters of (C, 1, 1), 128 threads, max(8 NT (k / C + 32) elements,
-// 8 NT 68 floats) of dynamic shared memory. n % 64 == 0, k % (64 C) == 0, k / C <= 32 CH,
-// rows <= 8 NT (tc_matmul.rs checks).
+// Grid (C, n / 64) in clusters of (C, 1, 1), 128 threads, (64 + 8 NT) x (k / C + 32) elements
+// of dynamic shared memory. n % 64 == 0, k % (64 C) == 0, rows <= 8 NT (tc_matmul.rs checks).
 // GLU: the weight is [2n, k], gate rows then up rows, and out = silu(gate) * up, [rows, n]; a
 // cluster takes 32 outputs (its 64 weight rows: their 32 gate rows, then their 32 up rows), so
 // the grid is (C, n / 32) and n % 32 == 0.
-template <typename T, int NT, int CH, bool GLU>
+template <typename T, int NT, bool GLU>
 __device__ void tc_matmul(const T* x, const T* w, T* out, uint32_t rows, uint32_t n, uint32_t k) {
 #if __CUDA_ARCH__ >= 900
   namespace cg = cooperative_groups;
   cg::cluster_group cluster = cg::this_cluster();
   constexpr int V = 16 / sizeof(T);
   const uint32_t parts = cluster.num_blocks(), part = cluster.block_rank();
-  const uint32_t ks = k / parts, k0 = part * ks, stride = ks + TC_PAD, vecs = ks / V, chunks = ks / 32;
+  const uint32_t ks = k / parts, k0 = part * ks, stride = ks + TC_PAD, vecs = ks / V;
   constexpr uint32_t OUTS = GLU ? TC_COLS / 2 : TC_COLS;  // outputs per cluster
   const uint32_t n0 = blockIdx.y * OUTS;
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
   extern __shared__ __align__(16) unsigned char tc_smem[];
-  T* xs = reinterpret_cast<T*>(tc_smem);  // [8 NT][stride]
-
-  // The warp's 16 weight rows (under GLU, 16 gate or 16 up rows) go straight into registers:
-  // lane (g, t) holds rows g and g + 8 at k = 8t .. 8t+7 of each 32-wide chunk, the A fragments
-  // of every mma it will issue. Issued before pdl_enter and waited on only at the first mma, so
-  // the whole weight streams while the kernel before finishes; shared memory holds only x (a
-  // first version staged the weight there too: 3 blocks a SM at 64 rows, and its load and
-  // multiply did not overlap; results/engine-speed-versions.md).
-  const uint32_t wrow = warp * 16 + g;  // of the cluster's 64 weight rows
-  const uint32_t grow = GLU ? (wrow < OUTS ? n0 + wrow : n + n0 + wrow - OUTS) : n0 + wrow;
-  const T* wp = w + (size_t)grow * k + k0 + 8 * t;
-  uint4 lo[CH], hi[CH];
-#pragma unroll
-  for (int c = 0; c < CH; ++c) {
-    if (c < chunks) {
-      lo[c] = __ldg(reinterpret_cast<const uint4*>(wp + c * 32));
-      hi[c] = __ldg(reinterpret_cast<const uint4*>(wp + (size_t)8 * k + c * 32));
+  T* ws = reinterpret_cast<T*>(tc_smem);  // [TC_COLS][stride]
+  T* xs = ws + TC_COLS * stride;          // [8 NT][stride]
+  // 16-byte copies of the rows' slices, thread i taking pieces i, i + 128, ... in row order;
+  // its (row, piece) steps by additions, not a division per copy (which changed little when
+  // removed: qkv_proj at 64 rows 8.7 -> 8.5 us). One bulk copy a row (cp.async.bulk, an
+  // mbarrier) was slower: 4.0 -> 5.4 us for qkv_proj at 4 rows in a chain.
+  const uint32_t first_r = threadIdx.x / vecs, first_c = threadIdx.x % vecs;
+  const uint32_t dr = blockDim.x / vecs, dc = blockDim.x % vecs;
+  auto copy_rows = [&](T* dst, const T* src, uint32_t n_rows) {
+    for (uint32_t r = first_r, c = first_c; r < n_rows;) {
+      cp_async<16>(dst + r * stride + c * V, src + (size_t)r * k + c * V);
+      r += dr, c += dc;
+      if (c >= vecs) c -= vecs, ++r;
     }
+  };
+  if constexpr (GLU) {
+    copy_rows(ws, w + (size_t)n0 * k + k0, OUTS);
+    copy_rows(ws + OUTS * stride, w + (size_t)(n + n0) * k + k0, OUTS);
+  } else {
+    copy_rows(ws, w + (size_t)n0 * k + k0, TC_COLS);
   }
+  cp_async_commit();
   pdl_enter();
-  // x's slice, 16-byte copies, thread i taking pieces i, i + 128, ... in row order; its (row,
-  // piece) steps by additions, not a division per copy.
-  for (uint32_t r = threadIdx.x / vecs, c = threadIdx.x % vecs; r < rows;) {
-    cp_async<16>(xs + r * stride + c * V, x + (size_t)r * k + k0 + c * V);
-    r += blockDim.x / vecs, c += blockDim.x % vecs;
-    if (c >= vecs) c -= vecs, ++r;
-  }
+  copy_rows(xs, x + k0, rows);
   cp_async_commit();
   cp_async_wait<0>();
   __syncthreads();
 
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
   const int tiles = (rows + 7) >> 3;  // tiles of 8 rows of x; a last partial one reads rows no
                                       // one wrote, which only reach outputs never written
   float acc[NT][4];
 #pragma unroll
   for (int j = 0; j < NT; ++j) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.f;
+  const T* wa = ws + (warp * 16 + g) * stride + 8 * t;
   const T* xb = xs + g * stride + 8 * t;
+#pragma unroll 2
+  for (uint32_t c = 0; c < ks; c += 32) {
+    const uint4 lo = *reinterpret_cast<const uint4*>(wa + c), hi = *reinterpret_cast<const uint4*>(wa + 8 * stride + c);
 #pragma unroll
-  for (int c = 0; c < CH; ++c) {
-    if (c < chunks) {
-#pragma unroll
-      for (int j = 0; j < NT; ++j) {
-        if (j < tiles) {
-          const uint4 b = *reinterpret_cast<const uint4*>(xb + j * 8 * stride + c * 32);
-          mma_16816<T>(acc[j], lo[c].x, hi[c].x, lo[c].y, hi[c].y, b.x, b.y);
-          mma_16816<T>(acc[j], lo[c].z, hi[c].z, lo[c].w, hi[c].w, b.z, b.w);
-        }
+    for (int j = 0; j < NT; ++j) {
+      if (j < tiles) {
+        const uint4 b = *reinterpret_cast<const uint4*>(xb + j * 8 * stride + c);
+        mma_16816<T>(acc[j], lo.x, hi.x, lo.y, hi.y, b.x, b.y);
+        mma_16816<T>(acc[j], lo.z, hi.z, lo.w, hi.w, b.z, b.w);
       }
     }
   }
-  __syncthreads();  // every warp is done with xs: the partial tile takes its place
+  __syncthreads();  // every warp is done with ws and xs: the partial tile takes their place
   float* tile = reinterpret_cast<float*>(tc_smem);  // [8 NT][TC_PART_STRIDE]
   const int col = warp * 16 + g;
 #pragma unroll
@@ -153,24 +150,20 @@ __device__ void tc_matmul(const T* x, const T* w, T* out, uint32_t rows, uint32_
 #endif
 }
 
-// tc_matmul_<type>_t<tiles>_c<chunks> and tc_matmul_glu_..., for slices of k of up to 256
-// (chunks 8: 64 registers of weight a lane) and up to 512 (16: 128 registers).
-#define INSTANTIATE_TC_MATMUL_NT_CH(T, NAME, NT, CH)                                                                         \
-  extern "C" __global__ void __launch_bounds__(128) tc_matmul_##NAME##_t##NT##_c##CH(const T* x, const T* w, T* out,         \
-                                                                                      uint32_t rows, uint32_t n, uint32_t k) { \
-    tc_matmul<T, NT, CH, false>(x, w, out, rows, n, k);                                                                      \
-  }                                                                                                                          \
-  extern "C" __global__ void __launch_bounds__(128) tc_matmul_glu_##NAME##_t##NT##_c##CH(const T* x, const T* w, T* out,     \
-                                                                                          uint32_t rows, uint32_t n, uint32_t k) { \
-    tc_matmul<T, NT, CH, true>(x, w, out, rows, n, k);                                                                       \
+// tc_matmul_<type>_t<tiles> and tc_matmul_glu_<type>_t<tiles>.
+#define INSTANTIATE_TC_MATMUL_NT(T, NAME, NT)                                                                         \
+  extern "C" __global__ void __launch_bounds__(128) tc_matmul_##NAME##_t##NT(const T* x, const T* w, T* out, uint32_t rows, \
+                                                                              uint32_t n, uint32_t k) {               \
+    tc_matmul<T, NT, false>(x, w, out, rows, n, k);                                                                   \
+  }                                                                                                                   \
+  extern "C" __global__ void __launch_bounds__(128) tc_matmul_glu_##NAME##_t##NT(const T* x, const T* w, T* out,     \
+                                                                                  uint32_t rows, uint32_t n, uint32_t k) { \
+    tc_matmul<T, NT, true>(x, w, out, rows, n, k);                                                                    \
   }
-#define INSTANTIATE_TC_MATMUL_NT(T, NAME, NT) \
-  INSTANTIATE_TC_MATMUL_NT_CH(T, NAME, NT, 8) \
-  INSTANTIATE_TC_MATMUL_NT_CH(T, NAME, NT, 16)
-#define INSTANTIATE_TC_MATMUL(T, NAME) \
-  INSTANTIATE_TC_MATMUL_NT(T, NAME, 1) \
-  INSTANTIATE_TC_MATMUL_NT(T, NAME, 2) \
-  INSTANTIATE_TC_MATMUL_NT(T, NAME, 4) \
+#define INSTANTIATE_TC_MATMUL(T, NAME)    \
+  INSTANTIATE_TC_MATMUL_NT(T, NAME, 1)    \
+  INSTANTIATE_TC_MATMUL_NT(T, NAME, 2)    \
+  INSTANTIATE_TC_MATMUL_NT(T, NAME, 4)    \
   INSTANTIATE_TC_MATMUL_NT(T, NAME, 8)
 INSTANTIATE_TC_MATMUL(__nv_bfloat16, bf16)
 INSTANTIATE_TC_MATMUL(__half, f16)

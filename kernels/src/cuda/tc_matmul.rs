@@ -14,10 +14,8 @@ use std::sync::OnceLock;
 const COLS: usize = 64;
 /// Elements after each shared-memory row (tc_matmul.cuh: TC_PAD).
 const PAD: usize = 32;
-/// The longest slice of k a block takes: 16 chunks of 32, 128 registers of weight a lane.
+/// The longest slice of k a block takes: (64 + 64) rows of 544 bf16 are 139 KB of shared memory.
 const MAX_SLICE: usize = 512;
-/// Floats per row of a block's partial tile (tc_matmul.cuh: TC_PART_STRIDE).
-const PART_STRIDE: usize = 68;
 
 /// Blocks per cluster (1, 2, 4 or 8: the portable cluster sizes) for k: the fewest that cut k
 /// into slices of at most `NANOHOST_TC_MATMUL_SLICE` (128, 256 or 512; default 256, read once)
@@ -56,12 +54,8 @@ pub(crate) fn tc_matmul(x: &CudaStorage, xl: &Layout, w: &CudaStorage, wl: &Layo
     let (rows, n, k) = (args.rows, args.n, args.k);
     let Some(split) = tc_matmul_split(k) else { candle_core::bail!("tc_matmul (cuda): k = {k} is not a multiple of 64 with a slice of at most {MAX_SLICE}") };
     let tiles = rows.div_ceil(8).next_power_of_two();
-    let slice = k / split;
-    // Weight registers for slices of up to 256 (a lane's 8 chunks of 32) or 512 (16).
-    let chunks = if slice <= 256 { 8 } else { 16 };
-    let name = format!("tc_matmul{}_{}_t{tiles}_c{chunks}", if swiglu { "_glu" } else { "" }, suffix(x.dtype())?);
-    // x's slice, then the partial tile in its place.
-    let smem = ((8 * tiles) * (slice + PAD) * x.dtype().size_in_bytes()).max(8 * tiles * PART_STRIDE * 4);
+    let name = format!("tc_matmul{}_{}_t{tiles}", if swiglu { "_glu" } else { "" }, suffix(x.dtype())?);
+    let smem = (COLS + 8 * tiles) * (k / split + PAD) * x.dtype().size_in_bytes();
     let func = kernel(&dev, &name, smem)?;
     let cfg = LaunchConfig { grid_dim: (split as u32, (n / outputs_per_cluster(swiglu)) as u32, 1), block_dim: (128, 1, 1), shared_mem_bytes: smem as u32 };
     // SAFETY: shapes checked by tc_matmul_fits: n % 64 == 0 (32 under swiglu), k % (64 split)
