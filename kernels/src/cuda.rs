@@ -142,7 +142,7 @@ pub(crate) fn sample_rows(logits: &CudaStorage, ll: &Layout, u: &CudaStorage, ul
     let func = kernel(&dev, &format!("sample_rows_{}", suffix(logits.dtype())?), 0)?;
     let stream = dev.cuda_stream();
     // Blocks per row (sample.cuh): about eight blocks per SM in all, chunks of at least 1,024
-    // logits, at most 64 (the merge walks them one by one). Two per SM left batch 64 with 5
+    // logits, at most 64 (SAMPLE_MAX_PARTS: the merge gives a lane of one warp two). Two per SM left batch 64 with 5
     // blocks a row, each walking 60 KB: 42 us for 19 MB of logits in a replayed step on an H200
     // (results/gpu-h200-2026-11-28-timeline/).
     let sms = sm_count(&dev)?;

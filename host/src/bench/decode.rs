@@ -20,12 +20,15 @@ pub struct DecodeBench {
     pub shared_prefix: usize,
     pub warmup_steps: usize,
     pub steps: usize,
+    /// 0: greedy.
+    pub temperature: f32,
     pub block_size: usize,
     pub seed: u64,
     pub graphs: GraphMode,
 }
 
-/// For each batch size: prefill `batch` random prompts of `prompt_len`, then greedy-decode;
+/// For each batch size: prefill `batch` random prompts of `prompt_len`, then decode (greedy
+/// unless a temperature is given);
 /// decode step times after the warm-up steps, in milliseconds (each step ends when its tokens
 /// are on the host, so the device work is included).
 pub fn run(b: &DecodeBench, loaded: &LoadedModel, plugin: &Plugin) -> Result<Vec<Value>> {
@@ -39,7 +42,7 @@ pub fn run(b: &DecodeBench, loaded: &LoadedModel, plugin: &Plugin) -> Result<Vec
         let graphs = DecodeGraphs::new(&loaded.model, batch, b.graphs);
         let mut engine = Engine::new(&loaded.model, &pool, Box::new(plugin.new_policy(&pool)?), sched, b.seed).with_graphs(&graphs);
         let mut rng = Rng::derive(b.seed, &format!("decode-bench/{batch}"));
-        let params = SamplingParams { temperature: 0.0, max_tokens: b.warmup_steps + b.steps + 1, ignore_eos: true };
+        let params = SamplingParams { temperature: b.temperature, max_tokens: b.warmup_steps + b.steps + 1, ignore_eos: true };
         let prefix: Vec<u32> = (0..b.shared_prefix).map(|_| rng.range_inclusive(0, 10_000) as u32).collect();
         for _ in 0..batch {
             let prompt = prefix.iter().copied().chain((0..b.prompt_len).map(|_| rng.range_inclusive(0, 10_000) as u32)).collect();
@@ -66,6 +69,7 @@ pub fn run(b: &DecodeBench, loaded: &LoadedModel, plugin: &Plugin) -> Result<Vec
             "batch_size": batch,
             "prompt_len": b.shared_prefix + b.prompt_len,
             "shared_prefix": b.shared_prefix,
+            "temperature": b.temperature,
             "decode_steps_timed": ms.len(),
             "decode_ms_per_step_median": median,
             "decode_step_split": split,
@@ -76,6 +80,10 @@ pub fn run(b: &DecodeBench, loaded: &LoadedModel, plugin: &Plugin) -> Result<Vec
             "decode_steps_with_cascade_groups": cascade_steps,
             "cuda_graphs": graphs.mode(),
             "graph_replays": graphs.stats().replays,
+            "graph_host_us_mean": {
+                "upload": graphs.stats().upload_seconds * 1e6 / graphs.stats().warm_replays.max(1) as f64,
+                "launch": graphs.stats().launch_seconds * 1e6 / graphs.stats().warm_replays.max(1) as f64,
+            },
             "graph_captures": graphs.stats().captures,
             "graph_capture_seconds": graphs.stats().capture_seconds,
             "graph_anatomy": graphs.stats().last_graph,

@@ -56,6 +56,10 @@ pub struct BenchDecodeArgs {
     warmup_steps: usize,
     #[arg(long, default_value_t = 64)]
     steps: usize,
+    /// 0 decodes greedily; above 0 samples (the workloads' default is 0.6), which costs the
+    /// sampling kernel a softmax over the vocabulary.
+    #[arg(long, default_value_t = 0.0)]
+    temperature: f32,
     #[arg(long, default_value = "plugins/libstandard.so")]
     plugin: PathBuf,
     /// Decode steps through CUDA graphs: on, off, or staged (padded as for a graph, run eagerly).
@@ -75,6 +79,7 @@ pub fn bench_decode(a: BenchDecodeArgs) -> Result<()> {
         shared_prefix: a.shared_prefix,
         warmup_steps: a.warmup_steps,
         steps: a.steps,
+        temperature: a.temperature,
         block_size: crate::engine::kv_pool::DEFAULT_BLOCK_SIZE,
         seed: 42,
         graphs: a.cuda_graphs,

@@ -36,6 +36,12 @@ pub struct GraphStats {
     /// Decode steps that ran eagerly (larger than the largest bucket, or with cascade groups
     /// while cascade graphs are off).
     pub eager_decode_steps: usize,
+    /// Replays of a graph captured at an earlier step, and the host's time in them writing the
+    /// step's inputs into the fixed buffer and launching the graph (a part of the step the GPU
+    /// waits for: it is idle between steps).
+    pub warm_replays: usize,
+    pub upload_seconds: f64,
+    pub launch_seconds: f64,
     /// Nodes and edges of the last graph captured.
     pub last_graph: Option<nanohost_kernels::GraphAnatomy>,
 }
@@ -190,16 +196,20 @@ impl DecodeGraphs {
             st.logits = Some(Tensor::zeros((self.max_batch, model.config().vocab_size), model.dtype(), model.device())?);
         }
         let (inputs, logits) = (st.inputs.clone().expect("allocated above"), st.logits.clone().expect("allocated above"));
+        let upload = std::time::Instant::now();
         for (range, at) in step.shape.pieces() {
             nanohost_kernels::write_u32(&inputs, at, &step.ints[range])?;
         }
+        let upload = upload.elapsed();
         let key = step.shape.graph_key();
         st.shapes.insert(key);
         match st.mode {
             GraphMode::Staged => model.forward_prepared_into(&inputs, &step.shape, pool, &logits)?,
             _ => {
                 #[cfg(feature = "cuda")]
-                if !st.graphs.contains_key(&key) {
+                let captured_now = !st.graphs.contains_key(&key);
+                #[cfg(feature = "cuda")]
+                if captured_now {
                     let start = std::time::Instant::now();
                     match super::cuda_graph::capture(model, &inputs, &logits, &step.shape, pool) {
                         Ok(graph) => {
@@ -217,7 +227,17 @@ impl DecodeGraphs {
                     }
                 }
                 #[cfg(feature = "cuda")]
-                st.graphs[&key].launch()?;
+                {
+                    let launch = std::time::Instant::now();
+                    st.graphs[&key].launch()?;
+                    if !captured_now {
+                        st.stats.warm_replays += 1;
+                        st.stats.upload_seconds += upload.as_secs_f64();
+                        st.stats.launch_seconds += launch.elapsed().as_secs_f64();
+                    }
+                }
+                #[cfg(not(feature = "cuda"))]
+                let _ = upload;
                 #[cfg(not(feature = "cuda"))]
                 unreachable!("graphs are never on without the cuda feature");
             }

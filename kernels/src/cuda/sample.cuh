@@ -42,12 +42,17 @@ __device__ inline double block_sum(double s) {
 // inverse CDF of softmax(logits * inv_temp) at u[row].
 //
 // A row is split over gridDim.x blocks (one block per row read 300 KB of Qwen3's vocabulary
-// alone: 34 us at batch 1 on an H200), each taking a contiguous chunk with coalesced loads: its
-// maximum m_g, first index of it, and s_g = sum exp((x - m_g) * inv_temp) in f64. The last
-// block of the row to finish (a completion counter, left at zero) merges them: the row's
-// maximum M, and, sampling, the chunk where the scaled running sum sum s_g exp((m_g - M) *
-// inv_temp) passes u * total, which it then walks in order.
+// alone: 34 us at batch 1 on an H200), each taking a contiguous chunk with coalesced loads, in
+// one pass: its maximum m_g, the first index of it, and (sampling) s_g = sum exp((x - m_g) *
+// inv_temp), each thread keeping its sum relative to its running maximum (rescaled when the
+// maximum moves), the threads' sums combined in f64. The last block of the row to finish (a
+// completion counter, left at zero) merges them with one warp, a lane per two chunks: the row's
+// maximum M, and, sampling, a scan of the chunks' sums s_g exp((m_g - M) * inv_temp) finds the
+// chunk where the running sum passes u * total, which the block then walks in order. (A first
+// version made a second pass for the sums, in f64 exp, and merged with one thread: a latency
+// workload step at batch 1 ran about 0.045 ms slower sampling at temperature 0.6 than greedy.)
 constexpr int SAMPLE_UNROLL = 8;
+constexpr uint32_t SAMPLE_MAX_PARTS = 64;  // chunks a row: two per lane of the merging warp
 
 // f(i, x[i] as f32) for i = first, first + step, ... < end, in that order, with the loads of
 // SAMPLE_UNROLL of them issued before any is used.
@@ -64,36 +69,68 @@ __device__ inline void strided_of(const T* x, uint32_t first, uint32_t end, uint
   for (; i < end; i += step) f(i, to_f(x[i]));
 }
 
+// Inclusive prefix sum over the warp's lanes.
+__device__ inline double warp_scan(double v) {
+  const int lane = threadIdx.x & 31;
+  for (int off = 1; off < 32; off <<= 1) {
+    const double o = __shfl_up_sync(0xffffffffu, v, off);
+    if (lane >= off) v += o;
+  }
+  return v;
+}
+
+// Exclusive prefix sum over the block (blockDim.x a multiple of 32, at most 1024).
+__device__ inline double block_exclusive_scan(double v) {
+  __shared__ double warp_total[32];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const double incl = warp_scan(v);
+  if (lane == 31) warp_total[warp] = incl;
+  __syncthreads();
+  double before = 0.0;
+  for (int w = 0; w < warp; ++w) before += warp_total[w];
+  __syncthreads();
+  return before + incl - v;
+}
+
 template <typename T>
 __device__ void sample_rows(const T* logits, const float* u, uint32_t* out, float* part_max, uint32_t* part_arg,
                             double* part_sum, uint32_t* done, uint32_t vocab, float inv_temp) {
   const uint32_t g = blockIdx.x, parts = gridDim.x, row = blockIdx.y, t = threadIdx.x, n = blockDim.x;
+  const bool sampling = inv_temp != 0.f;
   const T* xr = logits + (size_t)row * vocab;
-  auto strided = [&](uint32_t first, uint32_t end, uint32_t step, auto&& f) { strided_of(xr, first, end, step, f); };
   const uint32_t chunk = (vocab + parts - 1) / parts;
   auto lo_of = [&](uint32_t c) { return min(c * chunk, vocab); };
   auto hi_of = [&](uint32_t c) { return min(c * chunk + chunk, vocab); };
-  const uint32_t lo = lo_of(g), hi = hi_of(g);
   float best = -INFINITY;
   uint32_t bi = 0xffffffffu;
+  float s = 0.f;  // sum of exp((x - best) * inv_temp) over this thread's logits so far
   // Strided passes over the chunk, SAMPLE_UNROLL loads in flight per thread: one at a time, a
   // row of 151,936 logits split 17 ways at batch 64 took 34 us on an H200 (a load's latency per
   // 256 logits; results/gpu-h200-2026-11-28-timeline/).
-  strided(lo + t, hi, n, [&](uint32_t i, float v) { take_better(best, bi, v, i); });
-  block_argmax(best, bi);
-  double s = 0.0;
-  if (inv_temp != 0.f) {
-    strided(lo + t, hi, n, [&](uint32_t, float v) { s += exp(((double)v - best) * inv_temp); });
-    s = block_sum(s);
+  if (sampling) {
+    strided_of(xr, lo_of(g) + t, hi_of(g), n, [&](uint32_t i, float v) {
+      if (v > best) {
+        s = s * expf((best - v) * inv_temp) + 1.f;
+        best = v, bi = i;
+      } else if (v > -INFINITY) {  // (-inf - -inf would make the sum NaN)
+        s += expf((v - best) * inv_temp);
+      }
+    });
+  } else {
+    strided_of(xr, lo_of(g) + t, hi_of(g), n, [&](uint32_t i, float v) { take_better(best, bi, v, i); });
   }
+  const float mine = best;
+  block_argmax(best, bi);
+  double sum = 0.0;
+  if (sampling) sum = block_sum(s > 0.f ? (double)s * exp(((double)mine - best) * inv_temp) : 0.0);
   const size_t at = (size_t)row * parts;
   __shared__ bool last;
   if (t == 0) {
+    part_max[at + g] = best;
+    part_arg[at + g] = bi;
+    part_sum[at + g] = sum;
     last = true;
     if (parts > 1) {
-      part_max[at + g] = best;
-      part_arg[at + g] = bi;
-      part_sum[at + g] = s;
       __threadfence();
       last = atomicAdd(done + row, 1u) == parts - 1;
       if (last) done[row] = 0u;
@@ -102,62 +139,53 @@ __device__ void sample_rows(const T* logits, const float* u, uint32_t* out, floa
   __syncthreads();
   if (!last) return;
   __threadfence();
-  // The merge: `parts` is at most 64, one thread does it.
-  __shared__ uint32_t pick, walk;
+  // The merge, by warp 0: lane l takes chunks 2l and 2l + 1 (every block's partials, this
+  // one's included, are in global memory; __ldcg reads them from L2).
+  __shared__ uint32_t walk;
   __shared__ double remain;
-  if (t == 0) {
-    float M = best;
-    uint32_t arg = bi;
-    if (parts > 1) {
-      M = -INFINITY;
-      for (uint32_t c = 0; c < parts; ++c) take_better(M, arg, __ldcg(part_max + at + c), __ldcg(part_arg + at + c));
-    }
-    pick = arg;
-    if (inv_temp != 0.f) {
-      auto scaled = [&](uint32_t c) {
-        return parts > 1 ? __ldcg(part_sum + at + c) * exp(((double)__ldcg(part_max + at + c) - M) * inv_temp) : s;
-      };
-      double total = 0.0;
-      for (uint32_t c = 0; c < parts; ++c) total += scaled(c);
-      const double target = (double)u[row] * total;
-      double before = 0.0;
-      walk = parts - 1;
-      for (uint32_t c = 0; c < parts; ++c) {
-        const double sc = scaled(c);
-        if (sc > 0.0 && target < before + sc) { walk = c; break; }
-        before += sc;
+  if (t < 32) {
+    const uint32_t c0 = 2 * t, c1 = 2 * t + 1;
+    const float m0 = c0 < parts ? __ldcg(part_max + at + c0) : -INFINITY, m1 = c1 < parts ? __ldcg(part_max + at + c1) : -INFINITY;
+    uint32_t arg = c0 < parts ? __ldcg(part_arg + at + c0) : 0xffffffffu;
+    float M = m0;
+    take_better(M, arg, m1, c1 < parts ? __ldcg(part_arg + at + c1) : 0xffffffffu);
+    for (int off = 16; off > 0; off >>= 1)
+      take_better(M, arg, __shfl_xor_sync(0xffffffffu, M, off), __shfl_xor_sync(0xffffffffu, arg, off));
+    if (!sampling) {
+      if (t == 0) out[row] = arg;
+    } else {
+      auto scaled = [&](uint32_t c, float m) { return c < parts ? __ldcg(part_sum + at + c) * exp(((double)m - M) * inv_temp) : 0.0; };
+      const double sc0 = scaled(c0, m0), sc1 = scaled(c1, m1);
+      const double incl = warp_scan(sc0 + sc1), before0 = incl - sc0 - sc1;
+      const double total = __shfl_sync(0xffffffffu, incl, 31), target = (double)u[row] * total;
+      const bool in0 = sc0 > 0.0 && target < before0 + sc0, in1 = !in0 && sc1 > 0.0 && target < before0 + sc0 + sc1;
+      const uint32_t hits = __ballot_sync(0xffffffffu, in0 || in1);
+      if (t == 0) out[row] = arg;  // if rounding leaves the target past the last chunk's end
+      if (hits == 0u) {
+        if (t == 0) walk = 0xffffffffu;
+      } else if (t == (uint32_t)(__ffs(hits) - 1)) {
+        walk = in0 ? c0 : c1;
+        // What is left of the target, in units of the chunk's own maximum.
+        const double from = in0 ? before0 : before0 + sc0;
+        remain = (target - from) / exp(((double)(in0 ? m0 : m1) - M) * inv_temp);
       }
-      // What is left of the target, in units of the chunk's own maximum.
-      const double m_walk = parts > 1 ? (double)__ldcg(part_max + at + walk) : (double)M;
-      remain = (target - before) / exp((m_walk - M) * inv_temp);
-      out[row] = arg;  // if rounding leaves the target past the chunk's end
     }
   }
+  if (!sampling) return;  // uniform across the block
   __syncthreads();
-  if (inv_temp == 0.f) {
-    if (t == 0) out[row] = pick;
-    return;
-  }
+  if (walk == 0xffffffffu) return;
   // Walk chunk `walk` in order: each thread sums a contiguous piece, the pieces are scanned,
   // and the thread whose piece holds the target walks it.
   const uint32_t wlo = lo_of(walk), whi = hi_of(walk);
-  const float m_walk = parts > 1 ? __ldcg(part_max + at + walk) : best;
+  const float m_walk = __ldcg(part_max + at + walk);
   const uint32_t piece = (whi - wlo + n - 1) / n, plo = min(wlo + t * piece, whi), phi = min(plo + piece, whi);
-  __shared__ double scan[1024];
   double local = 0.0;
-  for (uint32_t i = plo; i < phi; ++i) local += exp(((double)to_f(xr[i]) - m_walk) * inv_temp);
-  scan[t] = local;
-  __syncthreads();
-  if (t == 0) {  // exclusive scan; n additions are cheap next to the exp pass
-    double acc = 0.0;
-    for (uint32_t i = 0; i < n; ++i) { const double v = scan[i]; scan[i] = acc; acc += v; }
-  }
-  __syncthreads();
-  const double start = scan[t];
+  for (uint32_t i = plo; i < phi; ++i) local += expf((to_f(xr[i]) - m_walk) * inv_temp);
+  const double start = block_exclusive_scan(local);
   if (local > 0.0 && remain >= start && remain < start + local) {
     double c = start;
     for (uint32_t i = plo; i < phi; ++i) {
-      c += exp(((double)to_f(xr[i]) - m_walk) * inv_temp);
+      c += expf((to_f(xr[i]) - m_walk) * inv_temp);
       if (remain < c) { out[row] = i; return; }
     }
     out[row] = phi - 1;
