@@ -38,6 +38,9 @@
 #     attention kernel at batch 64.
 # 11. (STEPS=graphs) decode through CUDA graphs vs staged (same padded computation, eager) vs
 #     eager, at batch sizes that fill a bucket and that need padding: ms/step and token digests.
+# 21. (STEPS=sampling) what sampling costs a decode step: bench-decode greedy vs temperature 0.6 at
+#     BATCHES (default 1,4,64), with the host's graph upload and launch times; then the latency
+#     workload (temperature 0.6) with this build and, where the bundle has one, nanohost-base.
 set -uo pipefail
 B=$(cd "$(dirname "$0")" && pwd)
 DEST=${1:-${OUT:-$PWD/gpu-out}}
@@ -245,6 +248,27 @@ for a, b in zip(on, off):
     print(f"batch {a['batch_size']:3d}: ms/step cascade graphs {a['decode_ms_per_step_median']:.3f} (replays {a['graph_replays']}, captures {a['graph_captures']})"
           f" eager {b['decode_ms_per_step_median']:.3f} | grouped steps {a['decode_steps_with_cascade_groups']} | tokens equal {a['output_tokens_sha256'] == b['output_tokens_sha256']}")
 PY
+fi
+if want sampling; then
+  log "sampling: greedy vs temperature 0.6, and the latency workload, this build and the base"
+  for temp in 0 0.6; do
+    "$B/nanohost" bench-decode --model "$MODEL" --plugin "$B/plugins/libstandard.so" --batch-sizes "${BATCHES:-1,4,64}" \
+      --temperature $temp --out "$R/decode_t$temp.json" 2>>"$R/check.log" >/dev/null
+    python3 -c "
+import json, sys
+for r in json.load(open(sys.argv[1]))['results']:
+    print('temperature', sys.argv[2], 'batch', r['batch_size'], 'ms/step %.3f' % r['decode_ms_per_step_median'], r['decode_step_split'], r['graph_host_us_mean'])
+" "$R/decode_t$temp.json" $temp | tee -a "$R/sampling.txt"
+  done
+  for bin in nanohost nanohost-base; do
+    [ -x "$B/$bin" ] || continue
+    (cd "$B" && ./$bin run --model "$MODEL" --plugin plugins/libstandard.so --workload latency --out "$R/latency-$bin" --timeout 300 2>>"$R/check.log" >/dev/null)
+    python3 -c "
+import json, sys
+for r in json.load(open(sys.argv[1])):
+    print(sys.argv[2], 'latency workload batch', r['batch_size'], 'ms/step p50 %.3f' % r['decode_ms_per_step_p50'], 'tokens', r['output_tokens_sha256'][:12])
+" "$R/latency-$bin/results_standard.json" $bin | tee -a "$R/sampling.txt"
+  done
 fi
 if want chain; then
   log "bench-chain: one kernel's cost in a replayed chain, PDL on and off"
