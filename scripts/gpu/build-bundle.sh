@@ -3,8 +3,9 @@
 # one device call: the stripped CUDA host binary, the stripped plugins, the CUDA op test binary,
 # and this folder's scripts.
 #   scripts/gpu/build-bundle.sh
-#   BASE_BIN=/path/nanohost.gz scripts/gpu/build-bundle.sh   (also ships an earlier build's
-#       gzipped binary as nanohost-base, for A/B runs in one call: check.sh variants, BIN=)
+#   BASE_BIN=/path/nanohost.xz scripts/gpu/build-bundle.sh   (also ships an earlier build's
+#       xz'd (or gzipped) binary as nanohost-base, for A/B runs in one call: check.sh variants,
+#       BIN=)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 source scripts/cuda-build-env.sh
@@ -22,7 +23,13 @@ cp "$CARGO_TARGET_DIR/release/nanohost" dist/gpu/nanohost
 cp "$CARGO_TARGET_DIR"/release/lib*.so dist/gpu/plugins/
 cp "$test_bin" dist/gpu/cuda_ops_test
 strip dist/gpu/nanohost dist/gpu/cuda_ops_test dist/gpu/plugins/*.so
-gzip -1 dist/gpu/nanohost dist/gpu/cuda_ops_test   # a device call carries at most 64 MiB
+# A device call carries at most 64 MiB: xz shrinks the binaries about 3x (their PTX is text),
+# gzip about 2.5x less.
+xz -6 -T0 dist/gpu/nanohost dist/gpu/cuda_ops_test
 cp scripts/gpu/*.py scripts/gpu/*.c scripts/gpu/check.sh dist/gpu/
-if [ -n "${BASE_BIN:-}" ]; then cp "$BASE_BIN" dist/gpu/nanohost-base.gz; fi
+case "${BASE_BIN:-}" in
+  "") ;;
+  *.gz) gunzip -c "$BASE_BIN" | xz -6 -T0 > dist/gpu/nanohost-base.xz ;;
+  *) cp "$BASE_BIN" dist/gpu/nanohost-base.xz ;;
+esac
 du -sh dist/gpu

@@ -46,8 +46,13 @@ B=$(cd "$(dirname "$0")" && pwd)
 DEST=${1:-${OUT:-$PWD/gpu-out}}
 R=$(mktemp -d)/results
 mkdir -p "$R" "$DEST"
-for f in nanohost cuda_ops_test nanohost-base; do  # the bundle ships them gzipped
-  [ -x "$B/$f" ] || [ ! -f "$B/$f.gz" ] || { gunzip -c "$B/$f.gz" > "$B/$f" && chmod +x "$B/$f"; }
+for f in nanohost cuda_ops_test nanohost-base; do  # the bundle ships them xz'd (older ones gzipped)
+  [ -x "$B/$f" ] && continue
+  if [ -f "$B/$f.xz" ]; then
+    python3 -c "import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], 'wb'))" "$B/$f.xz" "$B/$f" && chmod +x "$B/$f"
+  elif [ -f "$B/$f.gz" ]; then
+    gunzip -c "$B/$f.gz" > "$B/$f" && chmod +x "$B/$f"
+  fi
 done
 MODEL=${MODEL:-/tmp/nanohost-qwen3-0.6b}
 STEPS=${STEPS:-all}
