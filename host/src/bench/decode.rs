@@ -59,6 +59,8 @@ pub fn run(b: &DecodeBench, loaded: &LoadedModel, plugin: &Plugin) -> Result<Vec
         };
         let split = json!({
             "before_launch_us_median": part(&|s| s.before_launch),
+            "scheduling_us_median": part(&|s| s.scheduling),
+            "packing_us_median": part(&|s| s.packing),
             "launch_to_sampled_us_median": part(&|s| s.until_sampled),
             "after_sampled_us_median": part(&|s| s.duration.saturating_sub(s.before_launch + s.until_sampled)),
         });
@@ -81,6 +83,7 @@ pub fn run(b: &DecodeBench, loaded: &LoadedModel, plugin: &Plugin) -> Result<Vec
             "cuda_graphs": graphs.mode(),
             "graph_replays": graphs.stats().replays,
             "graph_host_us_mean": {
+                "prepare": graphs.stats().prepare_seconds * 1e6 / graphs.stats().warm_replays.max(1) as f64,
                 "upload": graphs.stats().upload_seconds * 1e6 / graphs.stats().warm_replays.max(1) as f64,
                 "launch": graphs.stats().launch_seconds * 1e6 / graphs.stats().warm_replays.max(1) as f64,
             },

@@ -32,6 +32,10 @@ pub struct StepReport {
     /// Host time before the forward pass was handed to the device (scheduling, packing, the
     /// inputs' upload, the launch calls): the device idles through it.
     pub before_launch: Duration,
+    /// The parts of `before_launch` spent scheduling (the plugin's plan included) and packing
+    /// the batch; the rest is the model's (metadata, upload, launch).
+    pub scheduling: Duration,
+    pub packing: Duration,
     /// From then until the sampled tokens were on the host: the device's work, plus whatever
     /// host work sampling adds.
     pub until_sampled: Duration,
@@ -113,7 +117,9 @@ impl<'m> Engine<'m> {
         let Some(plan) = self.scheduler.schedule(self.policy.as_mut())? else { return Ok(None) };
         let running = &mut self.scheduler.running;
         let min_reads = cascade::min_shared_reads(self.model.device());
+        let scheduled = Instant::now();
         let batch = PackedBatch::pack(plan.seqs.iter().map(|&i| &running[i]), self.pool.block_size(), min_reads)?;
+        let packed = Instant::now();
         let (logits, graph) = match self.graphs {
             Some(g) => g.forward(self.model, &batch.as_forward(), self.pool)?,
             None => (self.model.forward(&batch.as_forward(), self.pool)?, false),
@@ -161,7 +167,13 @@ impl<'m> Engine<'m> {
             }
         }
         self.scheduler.retire_finished(self.policy.as_mut())?;
-        let report = StepReport { prefill: plan.prefill, num_seqs: plan.seqs.len(), tokens_computed: batch.tokens.len(), cascade_groups: batch.groups.len(), graph, duration: start.elapsed(), before_launch: launched - start, until_sampled: sampled - launched };
+        let report = StepReport { prefill: plan.prefill, num_seqs: plan.seqs.len(), tokens_computed: batch.tokens.len(), cascade_groups: batch.groups.len(), graph,
+            duration: start.elapsed(),
+            before_launch: launched - start,
+            scheduling: scheduled - start,
+            packing: packed - scheduled,
+            until_sampled: sampled - launched,
+        };
         self.steps.push(report.clone());
         Ok(Some(report))
     }

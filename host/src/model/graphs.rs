@@ -36,10 +36,11 @@ pub struct GraphStats {
     /// Decode steps that ran eagerly (larger than the largest bucket, or with cascade groups
     /// while cascade graphs are off).
     pub eager_decode_steps: usize,
-    /// Replays of a graph captured at an earlier step, and the host's time in them writing the
-    /// step's inputs into the fixed buffer and launching the graph (a part of the step the GPU
-    /// waits for: it is idle between steps).
+    /// Replays of a graph captured at an earlier step, and the host's time in them padding the
+    /// batch and laying out its metadata, writing it into the fixed buffer, and launching the
+    /// graph (parts of the step the GPU waits for: it is idle between steps).
     pub warm_replays: usize,
+    pub prepare_seconds: f64,
     pub upload_seconds: f64,
     pub launch_seconds: f64,
     /// Nodes and edges of the last graph captured.
@@ -183,6 +184,7 @@ impl DecodeGraphs {
 
     fn replay(&self, model: &Qwen3, batch: &ForwardBatch, rows: usize, pool: &KvPool) -> Result<Tensor> {
         let n = batch.tokens.len();
+        let prepare = std::time::Instant::now();
         let padded = Padded::new(batch, rows, pool);
         let step = model.prepare(&padded.as_forward(), pool, true)?;
         let mut st = self.state.borrow_mut();
@@ -196,7 +198,7 @@ impl DecodeGraphs {
             st.logits = Some(Tensor::zeros((self.max_batch, model.config().vocab_size), model.dtype(), model.device())?);
         }
         let (inputs, logits) = (st.inputs.clone().expect("allocated above"), st.logits.clone().expect("allocated above"));
-        let upload = std::time::Instant::now();
+        let (prepare, upload) = (prepare.elapsed(), std::time::Instant::now());
         for (range, at) in step.shape.pieces() {
             nanohost_kernels::write_u32(&inputs, at, &step.ints[range])?;
         }
@@ -232,12 +234,13 @@ impl DecodeGraphs {
                     st.graphs[&key].launch()?;
                     if !captured_now {
                         st.stats.warm_replays += 1;
+                        st.stats.prepare_seconds += prepare.as_secs_f64();
                         st.stats.upload_seconds += upload.as_secs_f64();
                         st.stats.launch_seconds += launch.elapsed().as_secs_f64();
                     }
                 }
                 #[cfg(not(feature = "cuda"))]
-                let _ = upload;
+                let _ = (prepare, upload);
                 #[cfg(not(feature = "cuda"))]
                 unreachable!("graphs are never on without the cuda feature");
             }
