@@ -242,8 +242,6 @@ impl Ledger {
         // (Checking all of them made this O(context) per token.)
         let added = Span { blocks: span.blocks[old.blocks.len()..].to_vec().into(), len: span.len, start_pos: span.start_pos, rotated_pos: span.rotated_pos, shared: false };
         self.check_ownership(seq, std::slice::from_ref(&added))?;
-        let mut all = spans.clone();
-        all[i] = span.clone();
         let o = span.len as usize - 1;
         let slot = self.slot(&span, o);
         let (token, pos) = (tokens[tokens.len() - 1], span.rotated_pos + o as u32);
@@ -251,9 +249,10 @@ impl Ledger {
         self.slot_token[slot as usize] = token;
         self.slot_pos[slot as usize] = pos;
         self.hold(seq, std::slice::from_ref(&added));
-        let context = all.iter().map(kv_span).collect();
-        self.live.insert(seq, all);
-        Ok(context)
+        // In place: this runs for every sequence at every decode step.
+        let spans = self.live.get_mut(&seq).expect("looked up above");
+        spans[i] = span;
+        Ok(spans.iter().map(kv_span).collect())
     }
 
     pub fn release(&mut self, seq: SeqId) -> Result<(), String> {
