@@ -20,6 +20,8 @@ struct Run {
     logits: Vec<(u64, usize, Vec<f32>)>,
     graph_steps: usize,
     decode_steps: usize,
+    /// Decode steps planned while the device ran the step before (engine/ahead.rs).
+    ahead_steps: usize,
 }
 
 /// Three requests of different lengths and output counts (the batch shrinks 3 -> 2 -> 1).
@@ -44,6 +46,7 @@ fn run_after(m: &LoadedModel, mode: GraphMode, max_batch: usize, temperature: f3
         logits: engine.logits.take().unwrap(),
         graph_steps: engine.steps.iter().filter(|s| s.graph).count(),
         decode_steps: engine.steps.iter().filter(|s| !s.prefill).count(),
+        ahead_steps: engine.steps.iter().filter(|s| s.prepared_ahead).count(),
     };
     (run, graphs.stats())
 }
@@ -72,6 +75,11 @@ fn staged_decode_steps_give_the_eager_tokens_and_logits() {
         assert_eq!(staged.graph_steps, 13);
         assert_eq!(stats.replays, 13);
         assert_eq!(stats.eager_decode_steps, 0);
+        // A decode step is planned during the one before when that one was a decode step after
+        // which no sequence finishes: all but the first after the prefill and the one after
+        // each finishing step (outputs of 6, 10 and 14 tokens end at decode steps 5, 9, 13).
+        assert_eq!(eager.ahead_steps, 0);
+        assert_eq!(staged.ahead_steps, 10);
         // One shape per bucket (contexts stay within one row-key bucket): what a graph is
         // captured for, so replays outnumber captures.
         assert_eq!(stats.shapes, 3);
@@ -91,6 +99,34 @@ fn precaptured_shapes_are_the_shapes_the_run_meets() {
     assert_same(&eager, &staged);
     assert_eq!(stats.shapes, 3, "the run met a shape that was not precaptured");
     assert_eq!(stats.replays, 3 + 13);
+}
+
+/// Two 10-token prompts in a pool of 3 blocks of 16: the step computing their 17th entries
+/// needs a block for each, one is there. Planned during the step before (which samples both
+/// sequences' 16th token), growing the second context preempts it while its token is still on
+/// the device; it is recomputed with that token, and the tokens are those of steps planned
+/// after sampling.
+#[test]
+fn preempting_while_planning_ahead_gives_the_eager_tokens() {
+    let m = tiny();
+    let run = |mode: GraphMode| {
+        let pool = KvPool::new(m.model.config(), PoolSize::Blocks(3), 16, DType::F32, &Device::Cpu).unwrap();
+        let graphs = DecodeGraphs::new(&m.model, 256, mode);
+        let mut engine = Engine::new(&m.model, &pool, common::standard_policy(&pool), SchedulerConfig::default(), 7).with_graphs(&graphs);
+        for seed in [3u32, 5] {
+            let prompt = (0..10).map(|i| (i * 7919 + seed * 31) % 10_000).collect();
+            engine.add_request(prompt, SamplingParams { temperature: 0.8, max_tokens: 12, ignore_eos: true }).unwrap();
+        }
+        let done = engine.run_to_completion().unwrap();
+        let ahead = engine.steps.iter().filter(|s| s.prepared_ahead).count();
+        (done.iter().map(|s| s.output().to_vec()).collect::<Vec<_>>(), engine.preemptions(), ahead)
+    };
+    let (eager, eager_preempted, eager_ahead) = run(GraphMode::Off);
+    let (staged, staged_preempted, staged_ahead) = run(GraphMode::Staged);
+    assert_eq!(eager, staged);
+    assert_eq!((eager_preempted, eager_ahead), (1, 0));
+    assert_eq!(staged_preempted, 1);
+    assert!(staged_ahead > 0);
 }
 
 #[test]

@@ -42,7 +42,7 @@ pub use norm_rope::{rms_norm_rope, RmsNormRope};
 pub use paged_attention::{paged_attention, PagedAttention};
 pub use qkv_write::{qkv_norm_rope_write, QkvNorms, QkvNormRopeWrite};
 pub use rope_shift::{rerotate_keys, Rotation};
-pub use sample::{argmax, inverse_cdf, sample_rows, SampleRows};
+pub use sample::{argmax, inverse_cdf, sample_rows, sample_rows_async, SampleRows};
 pub use silu_mul::{silu_mul, SiluMul};
 pub use small_matmul::{small_matmul, small_matmul_swiglu, SmallMatmul, SMALL_MATMUL_MAX_ROWS};
 pub use tc_matmul::{tc_matmul, tc_matmul_fits, tc_matmul_swiglu, tc_matmul_swiglu_fits, TC_MATMUL_MAX_ROWS};

@@ -39,6 +39,12 @@ pub struct SampleRows {
 /// as they are, on the CPU as f32); `uniforms` has one draw in [0, 1) per row and is ignored
 /// when `temperature` is 0.
 pub fn sample_rows(logits: &Tensor, uniforms: &[f32], temperature: f32) -> Result<Vec<u32>> {
+    sample_rows_async(logits, uniforms, temperature)?.to_vec1::<u32>()
+}
+
+/// [`sample_rows`] left on the device: the `[rows]` u32 token ids, queued behind the work that
+/// writes the logits, so that the host can do other work before it waits for them (`to_vec1`).
+pub fn sample_rows_async(logits: &Tensor, uniforms: &[f32], temperature: f32) -> Result<Tensor> {
     let (rows, _) = logits.dims2()?;
     if uniforms.len() != rows {
         candle_core::bail!("sample_rows: {rows} rows but {} uniform draws", uniforms.len());
@@ -46,7 +52,7 @@ pub fn sample_rows(logits: &Tensor, uniforms: &[f32], temperature: f32) -> Resul
     let inv_temp = if temperature > 0.0 { 1.0 / temperature } else { 0.0 };
     let u = Tensor::from_slice(uniforms, rows, logits.device())?;
     let logits = if logits.device().is_cuda() { logits.contiguous()? } else { logits.to_dtype(candle_core::DType::F32)?.contiguous()? };
-    logits.apply_op2_no_bwd(&u, &SampleRows { inv_temp })?.to_vec1::<u32>()
+    logits.apply_op2_no_bwd(&u, &SampleRows { inv_temp })
 }
 
 impl CustomOp2 for SampleRows {

@@ -47,6 +47,8 @@ pub trait KvPolicy {
     /// Grows a context to hold all of `tokens` (the last one is the new decode token), or
     /// `None` when there is no room.
     fn grow(&mut self, seq: SeqId, tokens: &[u32]) -> Result<Option<Vec<KvSpan>>>;
+    /// The token `grow` was given last for `seq` was a placeholder; this is the one sampled.
+    fn set_last_token(&mut self, seq: SeqId, token: u32) -> Result<()>;
     /// The sequence is finished or preempted.
     fn release(&mut self, seq: SeqId) -> Result<()>;
     /// Pool blocks referenced by live sequences, as the host observes them.

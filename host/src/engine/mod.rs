@@ -1,5 +1,6 @@
 //! The engine: requests in, tokens out. Scheduler → KV policy → packed batch → model → sampler.
 
+mod ahead;
 pub mod cascade;
 pub mod kv_policy;
 pub mod kv_pool;
@@ -37,8 +38,11 @@ pub struct StepReport {
     pub scheduling: Duration,
     pub packing: Duration,
     /// From then until the sampled tokens were on the host: the device's work, plus whatever
-    /// host work sampling adds.
+    /// host work sampling adds, and the next step's planning where it was prepared ahead.
     pub until_sampled: Duration,
+    /// Scheduled, packed and staged during the step before (see `ahead`): `scheduling` and
+    /// `packing` are then zero.
+    pub prepared_ahead: bool,
 }
 
 pub struct Engine<'m> {
@@ -60,11 +64,13 @@ pub struct Engine<'m> {
     /// When set, every sampled row's logits are kept as (sequence, output index, logits): for
     /// fidelity checks between strategies, not for benchmarks (it copies logits to the host).
     pub logits: Option<Vec<(SeqId, usize, Vec<f32>)>>,
+    /// The next decode step, planned while the device ran the last one.
+    ahead: Option<ahead::Ahead>,
 }
 
 impl<'m> Engine<'m> {
     pub fn new(model: &'m Qwen3, pool: &'m KvPool, policy: Box<dyn KvPolicy + 'm>, cfg: SchedulerConfig, seed: u64) -> Self {
-        Engine { model, pool, graphs: None, policy, scheduler: Scheduler::new(cfg), seed, next_id: 0, peak_blocks: 0, peak_reported_blocks: 0, peak_device_memory: None, steps: Vec::new(), logits: None }
+        Engine { model, pool, graphs: None, policy, scheduler: Scheduler::new(cfg), seed, next_id: 0, peak_blocks: 0, peak_reported_blocks: 0, peak_device_memory: None, steps: Vec::new(), logits: None, ahead: None }
     }
 
     /// Runs decode steps through `graphs` (made for this engine's model and pool; they may be
@@ -114,24 +120,44 @@ impl<'m> Engine<'m> {
     /// Runs one scheduled step; `None` when nothing is left to do.
     pub fn step(&mut self) -> Result<Option<StepReport>> {
         let start = Instant::now();
-        let Some(plan) = self.scheduler.schedule(self.policy.as_mut())? else { return Ok(None) };
-        let running = &mut self.scheduler.running;
-        let min_reads = cascade::min_shared_reads(self.model.device());
-        let scheduled = Instant::now();
-        let batch = PackedBatch::pack(plan.seqs.iter().map(|&i| &running[i]), self.pool.block_size(), min_reads)?;
-        let packed = Instant::now();
-        let (logits, graph) = match self.graphs {
-            Some(g) => g.forward(self.model, &batch.as_forward(), self.pool)?,
-            None => (self.model.forward(&batch.as_forward(), self.pool)?, false),
+        let (plan, batch, staged, prepared_ahead, scheduled, packed) = match self.ahead.take() {
+            Some(a) => (a.plan, a.batch, a.staged, true, start, start),
+            None => {
+                let Some(plan) = self.scheduler.schedule(self.policy.as_mut())? else { return Ok(None) };
+                let scheduled = Instant::now();
+                let min_reads = cascade::min_shared_reads(self.model.device());
+                let batch = PackedBatch::pack(plan.seqs.iter().map(|&i| &self.scheduler.running[i]), self.pool.block_size(), min_reads)?;
+                let packed = Instant::now();
+                let staged = match self.graphs {
+                    Some(g) => g.stage(self.model, &batch.as_forward(), self.pool)?,
+                    None => None,
+                };
+                (plan, batch, staged, false, scheduled, packed)
+            }
+        };
+        if batch.tokens.contains(&ahead::PLACEHOLDER) {
+            anyhow::bail!("internal: a step was launched before its input tokens were sampled");
+        }
+        let (logits, graph) = match (self.graphs, &staged) {
+            (Some(g), Some(s)) => (g.run_staged(self.model, s, self.pool)?, true),
+            _ => (self.model.forward(&batch.as_forward(), self.pool)?, false),
         };
         let launched = Instant::now();
+        let running = &self.scheduler.running;
         let rows: Vec<(SeqId, usize)> = plan.seqs.iter().map(|&i| (running[i].id, running[i].output().len())).collect();
         let temperature = plan.seqs.first().map_or(0.0, |&i| running[i].params.temperature);
         if plan.seqs.iter().any(|&i| running[i].params.temperature != temperature) {
             anyhow::bail!("sequences of one step must share a temperature");
         }
-        let tokens = sampler::sample(&logits, &rows, temperature, self.seed)?;
+        let on_device = sampler::sample_async(&logits, &rows, temperature, self.seed)?;
+        // The device is busy: plan the next step now where only the tokens can change it.
+        let mut ahead = if self.can_prepare_ahead(&plan) { self.prepare_ahead()? } else { None };
+        let tokens = on_device.to_vec1::<u32>()?;
         let sampled = Instant::now();
+        let ids: Vec<SeqId> = rows.iter().map(|&(id, _)| id).collect();
+        if let Some(a) = &mut ahead {
+            self.fill_ahead(a, &ids, &tokens)?;
+        }
         if let Some(kept) = &mut self.logits {
             for (&(id, index), row) in rows.iter().zip(logits.to_dtype(candle_core::DType::F32)?.to_vec2::<f32>()?) {
                 kept.push((id, index, row));
@@ -140,10 +166,20 @@ impl<'m> Engine<'m> {
         let now = Instant::now();
         let eos = &self.model.config().eos_token_ids;
         let max_pos = self.model.config().max_position_embeddings;
-        for (&i, &token) in plan.seqs.iter().zip(&tokens) {
-            let seq = &mut running[i];
-            seq.pending.clear();
-            seq.tokens.push(token);
+        if ahead.is_none() {
+            // With a prepared step the sequences hold their token already, and their pending
+            // job is the prepared step's (`fill_ahead`).
+            for (&i, &token) in plan.seqs.iter().zip(&tokens) {
+                let seq = &mut self.scheduler.running[i];
+                seq.pending.clear();
+                seq.tokens.push(token);
+            }
+        }
+        // By id: preparing the next step may have preempted some (now waiting, recomputed).
+        let sampled_by_id: std::collections::HashMap<SeqId, u32> = ids.iter().copied().zip(tokens.iter().copied()).collect();
+        let sched = &mut self.scheduler;
+        for seq in sched.running.iter_mut().chain(sched.waiting.iter_mut()) {
+            let Some(&token) = sampled_by_id.get(&seq.id) else { continue };
             seq.token_times.push(now);
             seq.finish = if seq.output().len() >= seq.params.max_tokens {
                 Some(FinishReason::MaxTokens)
@@ -154,6 +190,9 @@ impl<'m> Engine<'m> {
             } else {
                 None
             };
+            if seq.finish.is_some() && ahead.is_some() {
+                anyhow::bail!("internal: sequence {} finished after its next step was prepared", seq.id);
+            }
         }
         self.peak_blocks = self.peak_blocks.max(self.policy.live_blocks());
         self.peak_reported_blocks = self.peak_reported_blocks.max(self.policy.reported_blocks()?);
@@ -173,8 +212,10 @@ impl<'m> Engine<'m> {
             scheduling: scheduled - start,
             packing: packed - scheduled,
             until_sampled: sampled - launched,
+            prepared_ahead,
         };
         self.steps.push(report.clone());
+        self.ahead = ahead;
         Ok(Some(report))
     }
 

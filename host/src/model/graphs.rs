@@ -62,6 +62,25 @@ pub enum GraphMode {
     On,
 }
 
+/// A decode step padded and laid out for a graph on the host ([`DecodeGraphs::stage`]), not yet
+/// on the device.
+pub struct StagedStep {
+    /// Rows of the step, and of its bucket.
+    n: usize,
+    rows: usize,
+    step: super::qwen3::HostStep,
+    /// Host time the staging took.
+    prepare: std::time::Duration,
+}
+
+impl StagedStep {
+    /// Sets the input token of row `row`, for a step staged before that token was sampled.
+    pub fn set_token(&mut self, row: usize, token: u32) {
+        assert!(row < self.n, "row {row} of a staged step of {} rows", self.n);
+        self.step.set_token(row, token);
+    }
+}
+
 pub struct DecodeGraphs {
     max_batch: usize,
     /// Whether decode steps with cascade groups go through graphs too (their group structure
@@ -130,6 +149,17 @@ impl DecodeGraphs {
     /// Logits `[logit_rows, vocab]` of the step and whether a graph ran it. A replayed step's
     /// logits are a view of the fixed output buffer: read them before the next step.
     pub fn forward(&self, model: &Qwen3, batch: &ForwardBatch, pool: &KvPool) -> Result<(Tensor, bool)> {
+        match self.stage(model, batch, pool)? {
+            Some(staged) => Ok((self.run_staged(model, &staged, pool)?, true)),
+            None => Ok((model.forward(batch, pool)?, false)),
+        }
+    }
+
+    /// The host's half of [`DecodeGraphs::forward`]: the step padded to its bucket and laid out
+    /// for a graph, or `None` where it runs eagerly (not a decode step, graphs off, over the
+    /// largest bucket, or with cascade groups while cascade graphs are off). Touches no device,
+    /// so the next step can be staged while the device still runs this one.
+    pub fn stage(&self, model: &Qwen3, batch: &ForwardBatch, pool: &KvPool) -> Result<Option<StagedStep>> {
         let n = batch.tokens.len();
         let decode = n > 0
             && batch.seqs.len() == n
@@ -137,13 +167,20 @@ impl DecodeGraphs {
             && batch.logit_rows.iter().enumerate().all(|(i, &r)| r as usize == i)
             && batch.logit_rows.len() == n;
         if self.mode() == GraphMode::Off || !decode {
-            return Ok((model.forward(batch, pool)?, false));
+            return Ok(None);
         }
         let Some(rows) = bucket(n, self.max_batch).filter(|_| batch.groups.is_empty() || self.cascade) else {
             self.state.borrow_mut().stats.eager_decode_steps += 1;
-            return Ok((model.forward(batch, pool)?, false));
+            return Ok(None);
         };
-        self.replay(model, batch, rows, pool).map(|t| (t, true))
+        self.stage_rows(model, batch, rows, pool).map(Some)
+    }
+
+    fn stage_rows(&self, model: &Qwen3, batch: &ForwardBatch, rows: usize, pool: &KvPool) -> Result<StagedStep> {
+        let start = std::time::Instant::now();
+        let padded = Padded::new(batch, rows, pool);
+        let step = model.prepare(&padded.as_forward(), pool, true)?;
+        Ok(StagedStep { n: batch.tokens.len(), rows, step, prepare: start.elapsed() })
     }
 
     /// Captures, before a timed run, the graph of every decode shape it can meet: each bucket
@@ -175,18 +212,19 @@ impl DecodeGraphs {
                 let (tokens, positions, slots) = (vec![0u32; rows], vec![(keys - 1) as u32; rows], vec![scratch; rows]);
                 let logit_rows: Vec<u32> = (0..rows as u32).collect();
                 let batch = ForwardBatch { tokens: &tokens, positions: &positions, slots: &slots, seqs: &seqs, groups: &[], logit_rows: &logit_rows };
-                self.replay(model, &batch, rows, pool)?;
+                let staged = self.stage_rows(model, &batch, rows, pool)?;
+                self.run_staged(model, &staged, pool)?;
                 shapes += 1;
             }
         }
         Ok(shapes)
     }
 
-    fn replay(&self, model: &Qwen3, batch: &ForwardBatch, rows: usize, pool: &KvPool) -> Result<Tensor> {
-        let n = batch.tokens.len();
-        let prepare = std::time::Instant::now();
-        let padded = Padded::new(batch, rows, pool);
-        let step = model.prepare(&padded.as_forward(), pool, true)?;
+    /// The device's half of [`DecodeGraphs::forward`]: `staged`'s inputs written into the fixed
+    /// buffer, and its graph replayed (captured first if its shape is new).
+    pub fn run_staged(&self, model: &Qwen3, staged: &StagedStep, pool: &KvPool) -> Result<Tensor> {
+        let (n, step, prepare) = (staged.n, &staged.step, staged.prepare);
+        debug_assert!(n <= staged.rows && staged.rows == step.shape.tokens);
         let mut st = self.state.borrow_mut();
         if st.inputs.as_ref().is_none_or(|t| t.elem_count() < step.shape.buffer_len()) {
             // A bigger buffer moves: every graph captured on the old one goes.
@@ -198,7 +236,7 @@ impl DecodeGraphs {
             st.logits = Some(Tensor::zeros((self.max_batch, model.config().vocab_size), model.dtype(), model.device())?);
         }
         let (inputs, logits) = (st.inputs.clone().expect("allocated above"), st.logits.clone().expect("allocated above"));
-        let (prepare, upload) = (prepare.elapsed(), std::time::Instant::now());
+        let upload = std::time::Instant::now();
         for (range, at) in step.shape.pieces() {
             nanohost_kernels::write_u32(&inputs, at, &step.ints[range])?;
         }
@@ -221,10 +259,13 @@ impl DecodeGraphs {
                             st.stats.capture_seconds += start.elapsed().as_secs_f64();
                         }
                         Err(why) => {
-                            tracing::warn!("CUDA graph capture failed for a decode step of {rows} rows ({why:#}); running eagerly from now on");
+                            // This step runs as staged mode runs it (the same padded computation,
+                            // eagerly); the next ones as plain eager steps.
+                            tracing::warn!("CUDA graph capture failed for a decode step of {} rows ({why:#}); running eagerly from now on", staged.rows);
                             st.mode = GraphMode::Off;
                             drop(st);
-                            return model.forward(batch, pool);
+                            model.forward_prepared_into(&inputs, &step.shape, pool, &logits)?;
+                            return Ok(logits.narrow(0, 0, n)?);
                         }
                     }
                 }

@@ -13,6 +13,6 @@ pub mod weights;
 
 pub use config::Qwen3Config;
 pub use preset::Preset;
-pub use graphs::{DecodeGraphs, GraphMode, GraphStats};
+pub use graphs::{DecodeGraphs, GraphMode, GraphStats, StagedStep};
 pub use qwen3::{ForwardBatch, Qwen3};
 pub use source::{LoadedModel, ModelSource};

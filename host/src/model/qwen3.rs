@@ -66,6 +66,14 @@ pub struct HostStep {
     pub shape: StepShape,
 }
 
+impl HostStep {
+    /// Sets the input token of row `row`: the tokens come first.
+    pub fn set_token(&mut self, row: usize, token: u32) {
+        assert!(row < self.shape.tokens, "row {row} of a step of {} tokens", self.shape.tokens);
+        self.ints[row] = token;
+    }
+}
+
 /// Everything that places a step's inputs in their buffer and sizes its launches. Two steps of
 /// one shape (with `meta.num_slots` aside) run the same kernels with the same arguments: the
 /// key of a CUDA graph.

@@ -255,6 +255,16 @@ impl Ledger {
         Ok(spans.iter().map(kv_span).collect())
     }
 
+    /// Records `token` as what the last entry of `seq`'s context holds: a decode slot granted
+    /// before its token was sampled (the engine prepares the next step while the device runs
+    /// this one), which `apply_append` recorded with a placeholder.
+    pub fn set_last_token(&mut self, seq: SeqId, token: u32) -> Result<(), String> {
+        let Some(span) = self.live.get(&seq).and_then(|spans| spans.last()) else { return Err(format!("sequence {seq} is not live")) };
+        let slot = self.slot(span, span.len as usize - 1);
+        self.slot_token[slot as usize] = token;
+        Ok(())
+    }
+
     pub fn release(&mut self, seq: SeqId) -> Result<(), String> {
         if self.live.remove(&seq).is_none() {
             return Err(format!("sequence {seq} released but not live"));

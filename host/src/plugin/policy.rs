@@ -59,6 +59,10 @@ impl KvPolicy for PluginPolicy {
         }
     }
 
+    fn set_last_token(&mut self, seq: SeqId, token: u32) -> Result<()> {
+        self.ledger.set_last_token(seq, token).map_err(|e| anyhow!("host bookkeeping: {e}"))
+    }
+
     fn release(&mut self, seq: SeqId) -> Result<()> {
         let answer = self.strategy.release(seq);
         self.call("release", answer)?;
