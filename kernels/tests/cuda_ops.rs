@@ -198,9 +198,12 @@ fn norm_rope_and_strided_kv_write_match_cpu() {
         };
         let (k_cpu, pool_cpu) = run(&cpu);
         let (k_gpu, pool_gpu) = run(&gpu);
-        let tol = if dtype == DType::F32 { 1e-5 } else { 2e-2 };
+        // bf16: one rounding of values up to about 10 (normed, times a random cos/sin) is 2^-8
+        // relative; a sum in another order may round to the neighbour (0.03125 seen at 4-8).
+        let top = max_abs(&k_cpu);
+        let tol = if dtype == DType::F32 { 1e-5 } else { top.max(1.0) / 128.0 };
         let d1 = max_diff(&k_cpu, &k_gpu);
-        assert!(d1 <= tol, "{dtype:?} norm+rope differs by {d1}");
+        assert!(d1 <= tol, "{dtype:?} norm+rope differs by {d1} (largest output {top})");
         assert_eq!(max_diff(&pool_cpu, &pool_gpu), 0.0, "{dtype:?} strided write_kv differs");
     }
 }

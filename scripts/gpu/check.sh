@@ -241,7 +241,7 @@ if want capture-test; then
   NANOHOST_PDL=0 "$B/cuda_ops_test" captured_chain --test-threads=1 2>&1 | tail -3 | tee -a "$R/capture_test.txt"
 fi
 if want cascade-graphs; then
-  log "cascade decode steps through CUDA graphs (NANOHOST_CASCADE_GRAPHS=1) vs eager, shared 2048-token prefix"
+  log "cascade decode steps through CUDA graphs (NANOHOST_CASCADE_GRAPHS=1, the default) vs eager, shared 2048-token prefix"
   for c in 1 0; do
     NANOHOST_CASCADE_GRAPHS=$c "$B/nanohost" bench-decode --model "$MODEL" --plugin "$B/plugins/libcascade.so" --shared-prefix 2048 \
       --prompt-len 128 --batch-sizes 1,8,32,64 --out "$R/decode_cascade_graphs$c.json" 2>>"$R/check.log" >/dev/null
