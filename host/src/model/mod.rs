@@ -3,6 +3,7 @@
 pub mod config;
 #[cfg(feature = "cuda")]
 pub mod cuda_graph;
+pub mod graph_step;
 pub mod graphs;
 pub mod preset;
 pub mod qwen3;
@@ -13,6 +14,7 @@ pub mod weights;
 
 pub use config::Qwen3Config;
 pub use preset::Preset;
-pub use graphs::{DecodeGraphs, GraphMode, GraphStats, StagedStep};
+pub use graph_step::StagedStep;
+pub use graphs::{DecodeGraphs, GraphMode, GraphStats};
 pub use qwen3::{ForwardBatch, Qwen3};
 pub use source::{LoadedModel, ModelSource};
