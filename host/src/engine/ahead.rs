@@ -7,7 +7,10 @@
 //! depends on this one only through the sampled token ids. So the engine schedules, packs and
 //! stages it after launching this step, with a placeholder for each sequence's new token, and
 //! writes the sampled tokens in once they are on the host. Where anything else could change
-//! the next step it is planned after sampling, as before.
+//! the next step it is planned after sampling, as before. A request added between two steps
+//! (`Engine::add_request`) while the second is already planned is admitted one step later, as
+//! under vLLM's asynchronous scheduling; nothing in nanohost adds requests mid-run (waves wait
+//! for the engine to drain).
 
 use super::runner::PackedBatch;
 use super::scheduler::StepPlan;
