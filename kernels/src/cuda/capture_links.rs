@@ -20,9 +20,7 @@
 //!
 //! Why that is safe: C reads or writes nothing but weights before `pdl_enter`, which returns
 //! after B, and so everything before B, has finished; A has finished before C may even launch
-//! (B's blocks let C launch only after their own wait; a B of cuBLAS or candle, which never
-//! triggers, lets C launch once its blocks have begun (a launch-order edge), and it began only
-//! after A had finished, being launched without programmatic serialization). Every free stays after the last use of
+//! (B's blocks let C launch only after their own wait). Every free stays after the last use of
 //! its buffer and after its allocation; the graph allocator places buffers by the final
 //! topology, so an allocation reuses only memory freed before it in that topology.
 
@@ -57,17 +55,6 @@ fn programmatic() -> sys::CUgraphEdgeData {
     let mut e = plain();
     e.type_ = CUgraphDependencyType::CU_GRAPH_DEPENDENCY_TYPE_PROGRAMMATIC as u8;
     e.from_port = sys::CU_GRAPH_KERNEL_NODE_PORT_PROGRAMMATIC as u8;
-    e
-}
-
-/// A programmatic edge that fires once every block of the upstream kernel has begun, not once
-/// each has triggered: for an upstream kernel that never triggers (cuBLAS's, candle's), whose
-/// successor otherwise launches only when its blocks have exited. The successor still reads
-/// nothing the upstream kernel writes before its `pdl_enter`, which waits for that kernel's
-/// completion.
-fn launch_order() -> sys::CUgraphEdgeData {
-    let mut e = programmatic();
-    e.from_port = sys::CU_GRAPH_KERNEL_NODE_PORT_LAUNCH_ORDER as u8;
     e
 }
 
@@ -144,15 +131,16 @@ fn capture_deps_or_forget(stream: &CudaStream) -> Result<Option<(CaptureId, Deps
 }
 
 /// When only memory nodes were recorded since the last kernel (B), given the capture's
-/// dependencies `deps`: B, what B's successor may depend on without waiting for B (the
+/// dependencies `deps`: B, and what B's successor may depend on without waiting for B (the
 /// dependencies recorded before B: for a kernel of this crate, remembered at its launch; for
-/// another (candle's, cuBLAS'), B's own predecessors), and whether B is this crate's.
-fn after_last_kernel(id: CaptureId, deps: &Deps) -> Result<Option<(sys::CUgraphNode, Deps, bool)>> {
+/// another (candle's, cuBLAS'), B's own predecessors).
+fn after_last_kernel(id: CaptureId, deps: &Deps) -> Result<Option<(sys::CUgraphNode, Deps)>> {
     let Some(b) = last_kernel(deps)? else { return Ok(None) };
-    Ok(Some(match LAST.with(|l| l.borrow().clone()) {
-        Some((capture, ours, before)) if capture == id && ours == b => (b, before, true),
-        _ => (b, predecessors(b)?, false),
-    }))
+    let before_b = match LAST.with(|l| l.borrow().clone()) {
+        Some((capture, ours, before)) if capture == id && ours == b => before,
+        _ => predecessors(b)?,
+    };
+    Ok(Some((b, before_b)))
 }
 
 /// Runs `alloc` (an op's allocations for its next launch) so that, while a graph is captured
@@ -164,7 +152,7 @@ pub(crate) fn hoisted_alloc<R>(stream: &CudaStream, alloc: impl FnOnce() -> Resu
         return alloc();
     }
     let Some((id, deps)) = capture_deps_or_forget(stream)? else { return alloc() };
-    let Some((_, before_b, _)) = after_last_kernel(id, &deps)? else { return alloc() };
+    let Some((_, before_b)) = after_last_kernel(id, &deps)? else { return alloc() };
     let base: Deps = before_b.iter().map(|(n, _)| (*n, plain())).collect();
     set_capture_deps(stream, &base)?;
     let out = alloc();
@@ -182,16 +170,8 @@ pub(crate) fn hoisted_alloc<R>(stream: &CudaStream, alloc: impl FnOnce() -> Resu
     out
 }
 
-/// Whether edges from kernels that never trigger fire at their blocks' start
-/// (`NANOHOST_LAUNCH_ORDER_EDGES`, default on).
-fn launch_order_asked() -> bool {
-    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    crate::knob::switch(&ON, "NANOHOST_LAUNCH_ORDER_EDGES", true)
-}
-
 /// Before a launch of this crate's kernel (C) while capturing. When only memory nodes were
-/// recorded since the last kernel (B): C depends on B through a programmatic edge (from B's
-/// launch-order port when B is not this crate's: see [`launch_order`]), on its
+/// recorded since the last kernel (B): C depends on B through a programmatic edge, on its
 /// hoisted allocations, and on the memory nodes recorded before B (they follow A, which has
 /// ended by the time C may launch), not on those recorded after B, which C's successor picks
 /// up in turn. Otherwise C keeps the recorded order, plus its hoisted allocations.
@@ -200,8 +180,8 @@ pub(crate) fn link_before_launch(stream: &CudaStream) -> Result<()> {
     let Some((id, deps)) = capture_deps_or_forget(stream)? else { return Ok(()) };
     let hoisted: Deps = if hoisted_in == id { hoisted.into_iter().map(|n| (n, plain())).collect() } else { Vec::new() };
     let linked = match after_last_kernel(id, &deps)? {
-        Some((b, before_b, ours)) => {
-            let mut linked: Deps = vec![(b, if ours || !launch_order_asked() { programmatic() } else { launch_order() })];
+        Some((b, before_b)) => {
+            let mut linked: Deps = vec![(b, programmatic())];
             linked.extend(hoisted);
             linked.extend(before_b.into_iter().map(|(n, _)| (n, plain())));
             linked
