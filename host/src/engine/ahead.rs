@@ -45,11 +45,13 @@ impl Engine<'_> {
 
     /// Schedules, packs and stages the next decode step, each running sequence's new token a
     /// [`PLACEHOLDER`] (see [`Engine::fill_ahead`]).
-    pub(super) fn prepare_ahead(&mut self) -> Result<Option<Ahead>> {
+    pub(super) fn prepare_ahead(&mut self) -> Result<Ahead> {
         for seq in &mut self.scheduler.running {
             seq.tokens.push(PLACEHOLDER);
         }
-        let Some(plan) = self.scheduler.schedule(self.policy.as_mut())? else { return Ok(None) };
+        // Sequences are running, so there is a step: were all of them preempted, the scheduler
+        // would fail (the pool cannot hold one alone) rather than plan none.
+        let Some(plan) = self.scheduler.schedule(self.policy.as_mut())? else { bail!("internal: no step to prepare ahead with sequences running") };
         if plan.prefill {
             bail!("internal: a step prepared ahead admitted a request");
         }
@@ -61,7 +63,7 @@ impl Engine<'_> {
             None => None,
         };
         let rows = plan.seqs.iter().enumerate().map(|(row, &i)| (running[i].id, row)).collect();
-        Ok(Some(Ahead { plan, batch, staged, rows }))
+        Ok(Ahead { plan, batch, staged, rows })
     }
 
     /// Writes the sampled `tokens` of sequences `ids` (the step before `ahead`) wherever the

@@ -151,7 +151,7 @@ impl<'m> Engine<'m> {
         }
         let on_device = sampler::sample_async(&logits, &rows, temperature, self.seed)?;
         // The device is busy: plan the next step now where only the tokens can change it.
-        let mut ahead = if self.can_prepare_ahead(&plan) { self.prepare_ahead()? } else { None };
+        let mut ahead = if self.can_prepare_ahead(&plan) { Some(self.prepare_ahead()?) } else { None };
         let tokens = on_device.to_vec1::<u32>()?;
         let sampled = Instant::now();
         let ids: Vec<SeqId> = rows.iter().map(|&(id, _)| id).collect();
