@@ -12,11 +12,9 @@
 //! under vLLM's asynchronous scheduling; nothing in nanohost adds requests mid-run (waves wait
 //! for the engine to drain).
 
-use super::runner::PackedBatch;
 use super::scheduler::StepPlan;
 use super::sequence::SeqId;
-use super::Engine;
-use crate::model::StagedStep;
+use super::{Engine, PlannedStep};
 use anyhow::{bail, Result};
 
 /// What a sequence's new token reads as until it is sampled: out of any vocabulary, so a step
@@ -24,9 +22,7 @@ use anyhow::{bail, Result};
 pub const PLACEHOLDER: u32 = u32::MAX;
 
 pub(super) struct Ahead {
-    pub plan: StepPlan,
-    pub batch: PackedBatch,
-    pub staged: Option<StagedStep>,
+    pub step: PlannedStep,
     /// Each sequence's row in the step.
     pub rows: Vec<(SeqId, usize)>,
 }
@@ -51,19 +47,13 @@ impl Engine<'_> {
         }
         // Sequences are running, so there is a step: were all of them preempted, the scheduler
         // would fail (the pool cannot hold one alone) rather than plan none.
-        let Some(plan) = self.scheduler.schedule(self.policy.as_mut())? else { bail!("internal: no step to prepare ahead with sequences running") };
-        if plan.prefill {
+        let Some((step, _, _)) = self.plan_step()? else { bail!("internal: no step to prepare ahead with sequences running") };
+        if step.plan.prefill {
             bail!("internal: a step prepared ahead admitted a request");
         }
         let running = &self.scheduler.running;
-        let min_reads = super::cascade::min_shared_reads(self.model.device());
-        let batch = PackedBatch::pack(plan.seqs.iter().map(|&i| &running[i]), self.pool.block_size(), min_reads)?;
-        let staged = match self.graphs {
-            Some(g) => g.stage(self.model, &batch.as_forward(), self.pool)?,
-            None => None,
-        };
-        let rows = plan.seqs.iter().enumerate().map(|(row, &i)| (running[i].id, row)).collect();
-        Ok(Ahead { plan, batch, staged, rows })
+        let rows = step.plan.seqs.iter().enumerate().map(|(row, &i)| (running[i].id, row)).collect();
+        Ok(Ahead { step, rows })
     }
 
     /// Writes the sampled `tokens` of sequences `ids` (the step before `ahead`) wherever the
@@ -86,11 +76,12 @@ impl Engine<'_> {
         }
         for &(id, row) in &ahead.rows {
             let Some(&token) = sampled.get(&id) else { bail!("internal: sequence {id} is in the prepared step but was not sampled") };
-            let seq = &mut sched.running[ahead.plan.seqs[row]];
+            let step = &mut ahead.step;
+            let seq = &mut sched.running[step.plan.seqs[row]];
             debug_assert_eq!(seq.id, id);
             seq.pending[0].tokens[0] = token;
-            ahead.batch.tokens[row] = token;
-            if let Some(staged) = &mut ahead.staged {
+            step.batch.tokens[row] = token;
+            if let Some(staged) = &mut step.staged {
                 staged.set_token(row, token);
             }
             self.policy.set_last_token(id, token)?;

@@ -15,7 +15,7 @@ use nanohost_strategy_api::Chunk;
 use kv_policy::KvPolicy;
 use kv_pool::KvPool;
 use runner::PackedBatch;
-use scheduler::{Scheduler, SchedulerConfig};
+use scheduler::{Scheduler, SchedulerConfig, StepPlan};
 use sequence::{FinishReason, SamplingParams, SeqId, Sequence};
 use std::time::{Duration, Instant};
 
@@ -43,6 +43,13 @@ pub struct StepReport {
     /// Scheduled, packed and staged during the step before (see `ahead`): `scheduling` and
     /// `packing` are then zero.
     pub prepared_ahead: bool,
+}
+
+/// A step scheduled, packed and (where a graph takes it) staged: what the device runs next.
+struct PlannedStep {
+    plan: StepPlan,
+    batch: PackedBatch,
+    staged: Option<crate::model::StagedStep>,
 }
 
 pub struct Engine<'m> {
@@ -120,21 +127,14 @@ impl<'m> Engine<'m> {
     /// Runs one scheduled step; `None` when nothing is left to do.
     pub fn step(&mut self) -> Result<Option<StepReport>> {
         let start = Instant::now();
-        let (plan, batch, staged, prepared_ahead, scheduled, packed) = match self.ahead.take() {
-            Some(a) => (a.plan, a.batch, a.staged, true, start, start),
+        let (step, prepared_ahead, scheduled, packed) = match self.ahead.take() {
+            Some(a) => (a.step, true, start, start),
             None => {
-                let Some(plan) = self.scheduler.schedule(self.policy.as_mut())? else { return Ok(None) };
-                let scheduled = Instant::now();
-                let min_reads = cascade::min_shared_reads(self.model.device());
-                let batch = PackedBatch::pack(plan.seqs.iter().map(|&i| &self.scheduler.running[i]), self.pool.block_size(), min_reads)?;
-                let packed = Instant::now();
-                let staged = match self.graphs {
-                    Some(g) => g.stage(self.model, &batch.as_forward(), self.pool)?,
-                    None => None,
-                };
-                (plan, batch, staged, false, scheduled, packed)
+                let Some((step, scheduled, packed)) = self.plan_step()? else { return Ok(None) };
+                (step, false, scheduled, packed)
             }
         };
+        let PlannedStep { plan, batch, staged } = step;
         if batch.tokens.contains(&ahead::PLACEHOLDER) {
             anyhow::bail!("internal: a step was launched before its input tokens were sampled");
         }
@@ -155,56 +155,23 @@ impl<'m> Engine<'m> {
         let tokens = on_device.to_vec1::<u32>()?;
         let sampled = Instant::now();
         let ids: Vec<SeqId> = rows.iter().map(|&(id, _)| id).collect();
-        if let Some(a) = &mut ahead {
-            self.fill_ahead(a, &ids, &tokens)?;
+        match &mut ahead {
+            Some(a) => self.fill_ahead(a, &ids, &tokens)?,
+            None => {
+                for (&i, &token) in plan.seqs.iter().zip(&tokens) {
+                    let seq = &mut self.scheduler.running[i];
+                    seq.pending.clear();
+                    seq.tokens.push(token);
+                }
+            }
         }
         if let Some(kept) = &mut self.logits {
             for (&(id, index), row) in rows.iter().zip(logits.to_dtype(candle_core::DType::F32)?.to_vec2::<f32>()?) {
                 kept.push((id, index, row));
             }
         }
-        let now = Instant::now();
-        let eos = &self.model.config().eos_token_ids;
-        let max_pos = self.model.config().max_position_embeddings;
-        if ahead.is_none() {
-            // With a prepared step the sequences hold their token already, and their pending
-            // job is the prepared step's (`fill_ahead`).
-            for (&i, &token) in plan.seqs.iter().zip(&tokens) {
-                let seq = &mut self.scheduler.running[i];
-                seq.pending.clear();
-                seq.tokens.push(token);
-            }
-        }
-        // By id: preparing the next step may have preempted some (now waiting, recomputed).
-        let sampled_by_id: std::collections::HashMap<SeqId, u32> = ids.iter().copied().zip(tokens.iter().copied()).collect();
-        let sched = &mut self.scheduler;
-        for seq in sched.running.iter_mut().chain(sched.waiting.iter_mut()) {
-            let Some(&token) = sampled_by_id.get(&seq.id) else { continue };
-            seq.token_times.push(now);
-            seq.finish = if seq.output().len() >= seq.params.max_tokens {
-                Some(FinishReason::MaxTokens)
-            } else if !seq.params.ignore_eos && eos.contains(&token) {
-                Some(FinishReason::Eos)
-            } else if seq.len() >= max_pos {
-                Some(FinishReason::ContextFull)
-            } else {
-                None
-            };
-            if seq.finish.is_some() && ahead.is_some() {
-                anyhow::bail!("internal: sequence {} finished after its next step was prepared", seq.id);
-            }
-        }
-        self.peak_blocks = self.peak_blocks.max(self.policy.live_blocks());
-        self.peak_reported_blocks = self.peak_reported_blocks.max(self.policy.reported_blocks()?);
-        // Asking the driver (cuMemGetInfo) sits between this step's read-back and the next
-        // step's launch, so it is asked only where memory can grow: steps that ran eagerly or
-        // captured a graph allocate; replaying one allocates nothing, and is looked at one
-        // step in 64 all the same.
-        if !graph || self.steps.len().is_multiple_of(64) {
-            if let Some(m) = crate::device::device_memory_in_use(self.model.device()) {
-                self.peak_device_memory = Some(self.peak_device_memory.map_or(m, |p| p.max(m)));
-            }
-        }
+        self.finish_sampled(&ids, &tokens, ahead.is_some())?;
+        self.note_peaks(graph)?;
         self.scheduler.retire_finished(self.policy.as_mut())?;
         let report = StepReport { prefill: plan.prefill, num_seqs: plan.seqs.len(), tokens_computed: batch.tokens.len(), cascade_groups: batch.groups.len(), graph,
             duration: start.elapsed(),
@@ -217,6 +184,65 @@ impl<'m> Engine<'m> {
         self.steps.push(report.clone());
         self.ahead = ahead;
         Ok(Some(report))
+    }
+
+    /// The next step: scheduled (the plugin asked for room), packed, and staged where a graph
+    /// takes it; with the instants scheduling and packing ended.
+    fn plan_step(&mut self) -> Result<Option<(PlannedStep, Instant, Instant)>> {
+        let Some(plan) = self.scheduler.schedule(self.policy.as_mut())? else { return Ok(None) };
+        let scheduled = Instant::now();
+        let min_reads = cascade::min_shared_reads(self.model.device());
+        let batch = PackedBatch::pack(plan.seqs.iter().map(|&i| &self.scheduler.running[i]), self.pool.block_size(), min_reads)?;
+        let packed = Instant::now();
+        let staged = match self.graphs {
+            Some(g) => g.stage(self.model, &batch.as_forward(), self.pool)?,
+            None => None,
+        };
+        Ok(Some((PlannedStep { plan, batch, staged }, scheduled, packed)))
+    }
+
+    /// Each sampled sequence's token time and whether it is finished. By id: preparing the next
+    /// step may have preempted some (now waiting, to be recomputed); with a step prepared, none
+    /// may finish.
+    fn finish_sampled(&mut self, ids: &[SeqId], tokens: &[u32], prepared: bool) -> Result<()> {
+        let now = Instant::now();
+        let eos = &self.model.config().eos_token_ids;
+        let max_pos = self.model.config().max_position_embeddings;
+        let sampled: std::collections::HashMap<SeqId, u32> = ids.iter().copied().zip(tokens.iter().copied()).collect();
+        let sched = &mut self.scheduler;
+        for seq in sched.running.iter_mut().chain(sched.waiting.iter_mut()) {
+            let Some(&token) = sampled.get(&seq.id) else { continue };
+            seq.token_times.push(now);
+            seq.finish = if seq.output().len() >= seq.params.max_tokens {
+                Some(FinishReason::MaxTokens)
+            } else if !seq.params.ignore_eos && eos.contains(&token) {
+                Some(FinishReason::Eos)
+            } else if seq.len() >= max_pos {
+                Some(FinishReason::ContextFull)
+            } else {
+                None
+            };
+            if seq.finish.is_some() && prepared {
+                anyhow::bail!("internal: sequence {} finished after its next step was prepared", seq.id);
+            }
+        }
+        Ok(())
+    }
+
+    /// The run's peaks: blocks the ledger and the strategy count, and device memory.
+    fn note_peaks(&mut self, graph: bool) -> Result<()> {
+        self.peak_blocks = self.peak_blocks.max(self.policy.live_blocks());
+        self.peak_reported_blocks = self.peak_reported_blocks.max(self.policy.reported_blocks()?);
+        // Asking the driver (cuMemGetInfo) sits between this step's read-back and the next
+        // step's launch, so it is asked only where memory can grow: steps that ran eagerly or
+        // captured a graph allocate; replaying one allocates nothing, and is looked at one
+        // step in 64 all the same.
+        if !graph || self.steps.len().is_multiple_of(64) {
+            if let Some(m) = crate::device::device_memory_in_use(self.model.device()) {
+                self.peak_device_memory = Some(self.peak_device_memory.map_or(m, |p| p.max(m)));
+            }
+        }
+        Ok(())
     }
 
     /// Steps until every request is finished; returns them ordered by id.
