@@ -82,7 +82,7 @@ pub fn context_slot(context: &[KvSpan], index: usize, block_size: usize) -> Opti
 /// A batch's attention description, flattened once per step into one `u32` tensor on the
 /// device that runs the ops, so every layer reuses it (and a CUDA graph can replay it).
 ///
-/// Sections, in order (see [`MetaLayout::offsets`]): `row_seq[rows]`, `row_visible[rows]`,
+/// Sections, in order (see `MetaLayout::offsets`): `row_seq[rows]`, `row_visible[rows]`,
 /// `row_skip[rows]`, `seq_start[num_seqs + 1]`, `group_row_start[num_groups + 1]`,
 /// `group_seq[num_groups]`, `group_len[num_groups]`, `items[2 * num_items]`,
 /// `group_rows[group_rows]`, `tiled[3 * num_tiled]`, `row_list[row_list]`, then each sequence's
@@ -91,7 +91,7 @@ pub fn context_slot(context: &[KvSpan], index: usize, block_size: usize) -> Opti
 /// that sequence's slots; the first `row_skip[r]` of them come from its group's shared pass.
 /// Group `g` holds query rows `group_rows[group_row_start[g]..group_row_start[g + 1]]`, and its
 /// shared entries are the first `group_len[g]` slots of sequence `group_seq[g]`; `items` lists
-/// the (group, chunk of [`SHARED_CHUNK`] entries) pairs of the shared pass. `tiled` lists
+/// the (group, chunk of [`SHARED_CHUNK`](crate::SHARED_CHUNK) entries) pairs of the shared pass. `tiled` lists
 /// (sequence, first row, rows) of the prefills the GPU attends in tiles of rows (see
 /// [`TILED_MIN_ROWS`]); when there are any, `row_list` holds the other rows, which the per-row
 /// kernel runs over (the CPU attends every row one by one and reads neither).
