@@ -121,19 +121,10 @@ impl DecodeGraphs {
         GraphStats { shapes: st.shapes.len(), ..st.stats }
     }
 
-    /// Logits `[logit_rows, vocab]` of the step and whether a graph ran it. A replayed step's
-    /// logits are a view of the fixed output buffer: read them before the next step.
-    pub fn forward(&self, model: &Qwen3, batch: &ForwardBatch, pool: &KvPool) -> Result<(Tensor, bool)> {
-        match self.stage(model, batch, pool)? {
-            Some(staged) => Ok((self.run_staged(model, &staged, pool)?, true)),
-            None => Ok((model.forward(batch, pool)?, false)),
-        }
-    }
-
-    /// The host's half of [`DecodeGraphs::forward`]: the step padded to its bucket and laid out
-    /// for a graph, or `None` where it runs eagerly (not a decode step, graphs off, over the
-    /// largest bucket, or with cascade groups while cascade graphs are off). Touches no device,
-    /// so the next step can be staged while the device still runs this one.
+    /// The host's half of a graph step: the step padded to its bucket and laid out for a graph,
+    /// or `None` where it runs eagerly (not a decode step, graphs off, over the largest bucket,
+    /// or with cascade groups while cascade graphs are off). Touches no device, so the next step
+    /// can be staged while the device still runs this one; [`DecodeGraphs::run_staged`] runs it.
     pub fn stage(&self, model: &Qwen3, batch: &ForwardBatch, pool: &KvPool) -> Result<Option<StagedStep>> {
         let n = batch.tokens.len();
         let decode = n > 0
@@ -188,8 +179,9 @@ impl DecodeGraphs {
         Ok(shapes)
     }
 
-    /// The device's half of [`DecodeGraphs::forward`]: `staged`'s inputs written into the fixed
-    /// buffer, and its graph replayed (captured first if its shape is new).
+    /// The device's half of a graph step: `staged`'s inputs written into the fixed buffer, and
+    /// its graph replayed (captured first if its shape is new). The logits `[rows, vocab]` are a
+    /// view of the fixed output buffer: read them before the next step.
     pub fn run_staged(&self, model: &Qwen3, staged: &StagedStep, pool: &KvPool) -> Result<Tensor> {
         let (n, step, prepare) = (staged.n, &staged.step, staged.prepare);
         debug_assert!(n <= staged.rows && staged.rows == step.shape.tokens);
