@@ -16,6 +16,7 @@ use super::scheduler::StepPlan;
 use super::sequence::SeqId;
 use super::{Engine, PlannedStep};
 use anyhow::{bail, Result};
+use std::collections::HashMap;
 
 /// What a sequence's new token reads as until it is sampled: out of any vocabulary, so a step
 /// launched with one fails loudly instead of computing on a wrong token.
@@ -56,11 +57,10 @@ impl Engine<'_> {
         Ok(Ahead { step, rows })
     }
 
-    /// Writes the sampled `tokens` of sequences `ids` (the step before `ahead`) wherever the
+    /// Writes the tokens `sampled` (by sequence) in the step before `ahead` wherever the
     /// placeholders went: the sequences (running, or waiting if scheduling `ahead` preempted
     /// them), their pending jobs, the packed and staged step, and the policy's record.
-    pub(super) fn fill_ahead(&mut self, ahead: &mut Ahead, ids: &[SeqId], tokens: &[u32]) -> Result<()> {
-        let sampled: std::collections::HashMap<SeqId, u32> = ids.iter().copied().zip(tokens.iter().copied()).collect();
+    pub(super) fn fill_ahead(&mut self, ahead: &mut Ahead, sampled: &HashMap<SeqId, u32>) -> Result<()> {
         let sched = &mut self.scheduler;
         let mut filled = 0;
         for seq in sched.running.iter_mut().chain(sched.waiting.iter_mut()) {

@@ -17,6 +17,7 @@ use kv_pool::KvPool;
 use runner::PackedBatch;
 use scheduler::{Scheduler, SchedulerConfig, StepPlan};
 use sequence::{FinishReason, SamplingParams, SeqId, Sequence};
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 /// What one step did, for metrics.
@@ -149,14 +150,14 @@ impl<'m> Engine<'m> {
         if plan.seqs.iter().any(|&i| running[i].params.temperature != temperature) {
             anyhow::bail!("sequences of one step must share a temperature");
         }
-        let on_device = sampler::sample_async(&logits, &rows, temperature, self.seed)?;
+        let on_device = sampler::sample(&logits, &rows, temperature, self.seed)?;
         // The device is busy: plan the next step now where only the tokens can change it.
         let mut ahead = if self.can_prepare_ahead(&plan) { Some(self.prepare_ahead()?) } else { None };
         let tokens = on_device.to_vec1::<u32>()?;
         let sampled = Instant::now();
-        let ids: Vec<SeqId> = rows.iter().map(|&(id, _)| id).collect();
+        let sampled_by_id: HashMap<SeqId, u32> = rows.iter().map(|&(id, _)| id).zip(tokens.iter().copied()).collect();
         match &mut ahead {
-            Some(a) => self.fill_ahead(a, &ids, &tokens)?,
+            Some(a) => self.fill_ahead(a, &sampled_by_id)?,
             None => {
                 for (&i, &token) in plan.seqs.iter().zip(&tokens) {
                     let seq = &mut self.scheduler.running[i];
@@ -170,7 +171,7 @@ impl<'m> Engine<'m> {
                 kept.push((id, index, row));
             }
         }
-        self.finish_sampled(&ids, &tokens, ahead.is_some())?;
+        self.finish_sampled(&sampled_by_id, ahead.is_some())?;
         self.note_peaks(graph)?;
         self.scheduler.retire_finished(self.policy.as_mut())?;
         let report = StepReport { prefill: plan.prefill, num_seqs: plan.seqs.len(), tokens_computed: batch.tokens.len(), cascade_groups: batch.groups.len(), graph,
@@ -204,11 +205,10 @@ impl<'m> Engine<'m> {
     /// Each sampled sequence's token time and whether it is finished. By id: preparing the next
     /// step may have preempted some (now waiting, to be recomputed); with a step prepared, none
     /// may finish.
-    fn finish_sampled(&mut self, ids: &[SeqId], tokens: &[u32], prepared: bool) -> Result<()> {
+    fn finish_sampled(&mut self, sampled: &HashMap<SeqId, u32>, prepared: bool) -> Result<()> {
         let now = Instant::now();
         let eos = &self.model.config().eos_token_ids;
         let max_pos = self.model.config().max_position_embeddings;
-        let sampled: std::collections::HashMap<SeqId, u32> = ids.iter().copied().zip(tokens.iter().copied()).collect();
         let sched = &mut self.scheduler;
         for seq in sched.running.iter_mut().chain(sched.waiting.iter_mut()) {
             let Some(&token) = sampled.get(&seq.id) else { continue };

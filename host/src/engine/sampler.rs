@@ -16,14 +16,10 @@ pub fn uniform(seed: u64, seq: SeqId, index: usize) -> f32 {
 }
 
 /// One token per row of `logits`; rows are `(sequence, output index)` and all share one
-/// temperature (a benchmark point has one).
-pub fn sample(logits: &Tensor, rows: &[(SeqId, usize)], temperature: f32, seed: u64) -> Result<Vec<u32>> {
-    Ok(sample_async(logits, rows, temperature, seed)?.to_vec1::<u32>()?)
-}
-
-/// [`sample`] queued on the logits' device: the token ids as a `[rows]` u32 tensor, which the
-/// host reads (and so waits for) when it has nothing else left to do.
-pub fn sample_async(logits: &Tensor, rows: &[(SeqId, usize)], temperature: f32, seed: u64) -> Result<Tensor> {
+/// temperature (a benchmark point has one). The token ids come back as a `[rows]` u32 tensor
+/// queued on the logits' device, which the host reads (and so waits for) when it has nothing
+/// else left to do.
+pub fn sample(logits: &Tensor, rows: &[(SeqId, usize)], temperature: f32, seed: u64) -> Result<Tensor> {
     if temperature.is_nan() || temperature < 0.0 {
         bail!("temperature must be 0 (greedy) or positive, got {temperature}");
     }
