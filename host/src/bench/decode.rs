@@ -67,6 +67,8 @@ pub fn run(b: &DecodeBench, loaded: &LoadedModel, plugin: &Plugin) -> Result<Vec
         let prefill_ms: f64 = engine.steps.iter().filter(|s| s.prefill).map(|s| s.duration.as_secs_f64() * 1e3).sum();
         let median = super::metrics::quantile(&mut ms, 0.5);
         let cascade_steps = engine.steps.iter().filter(|s| !s.prefill && s.cascade_groups > 0).count();
+        let stats = graphs.stats();
+        let per_warm_replay = |seconds: f64| seconds * 1e6 / stats.warm_replays.max(1) as f64;
         out.push(json!({
             "batch_size": batch,
             "prompt_len": b.shared_prefix + b.prompt_len,
@@ -82,15 +84,15 @@ pub fn run(b: &DecodeBench, loaded: &LoadedModel, plugin: &Plugin) -> Result<Vec
             "prefill_ms": prefill_ms,
             "decode_steps_with_cascade_groups": cascade_steps,
             "cuda_graphs": graphs.mode(),
-            "graph_replays": graphs.stats().replays,
+            "graph_replays": stats.replays,
             "graph_host_us_mean": {
-                "prepare": graphs.stats().prepare_seconds * 1e6 / graphs.stats().warm_replays.max(1) as f64,
-                "upload": graphs.stats().upload_seconds * 1e6 / graphs.stats().warm_replays.max(1) as f64,
-                "launch": graphs.stats().launch_seconds * 1e6 / graphs.stats().warm_replays.max(1) as f64,
+                "prepare": per_warm_replay(stats.prepare_seconds),
+                "upload": per_warm_replay(stats.upload_seconds),
+                "launch": per_warm_replay(stats.launch_seconds),
             },
-            "graph_captures": graphs.stats().captures,
-            "graph_capture_seconds": graphs.stats().capture_seconds,
-            "graph_anatomy": graphs.stats().last_graph,
+            "graph_captures": stats.captures,
+            "graph_capture_seconds": stats.capture_seconds,
+            "graph_anatomy": stats.last_graph,
             "programmatic_launch": nanohost_kernels::programmatic_launch(loaded.model.device()),
             "output_tokens_sha256": super::metrics::output_digest(&done),
         }));
