@@ -307,13 +307,22 @@ fn small_matmul_matches_cpu() {
     }
 }
 
+/// Whether the tensor-core matmul runs on `dev` (compute capability 9+); says so when a test
+/// skips it.
+fn tc_matmul_runs(dev: &Device) -> bool {
+    let runs = nanohost_kernels::tc_matmul_fits(dev, DType::BF16, 1, 64, 64);
+    if !runs {
+        eprintln!("tc_matmul does not run on this GPU (compute capability 9+ only); skipped");
+    }
+    runs
+}
+
 #[test]
 fn tc_matmul_matches_cpu() {
     // Clusters of 1 (k = 64), 4 (k = 1,024: slices of 256) and 8 blocks (k = 2,048; k = 3,072 in
     // slices of 384); 1 to 8 tiles of 8 rows, the last tile partial or full.
     let dev = gpu();
-    if !nanohost_kernels::tc_matmul_fits(&dev, DType::BF16, 1, 64, 64) {
-        eprintln!("tc_matmul does not run on this GPU (compute capability 9+ only); skipped");
+    if !tc_matmul_runs(&dev) {
         return;
     }
     for (rows, n, k) in [(1, 128, 1024), (3, 4096, 1024), (8, 1024, 2048), (9, 1024, 3072), (17, 6144, 1024), (33, 192, 64), (50, 1024, 2048), (64, 1024, 3072), (64, 4096, 1024)] {
@@ -410,8 +419,7 @@ fn assert_replays_like_eager(cuda: &candle_core::CudaDevice, graph: &candle_core
 #[test]
 fn captured_tc_matmul_replays_like_eager() {
     let dev = gpu();
-    if !nanohost_kernels::tc_matmul_fits(&dev, DType::BF16, 20, 4096, 1024) {
-        eprintln!("tc_matmul does not run on this GPU; skipped");
+    if !tc_matmul_runs(&dev) {
         return;
     }
     let Device::Cuda(cuda) = &dev else { unreachable!() };
