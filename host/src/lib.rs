@@ -5,6 +5,7 @@
 //! sampler ([`engine::sampler`]).
 
 pub mod bench;
+pub mod cli;
 pub mod device;
 pub mod engine;
 pub mod fsutil;
@@ -12,4 +13,3 @@ pub mod model;
 pub mod plugin;
 pub mod rng;
 pub mod workload;
-pub mod cli;

@@ -11,7 +11,12 @@ struct WriteU32<'a> {
 /// Copies `data` into the contiguous `u32` tensor `dst` from element `at` on, in place.
 pub fn write_u32(dst: &Tensor, at: usize, data: &[u32]) -> Result<()> {
     if dst.dtype() != DType::U32 || !dst.is_contiguous() || at + data.len() > dst.elem_count() {
-        candle_core::bail!("write_u32: {} values at {at} do not fit a contiguous u32 tensor of {} ({:?})", data.len(), dst.elem_count(), dst.dtype());
+        candle_core::bail!(
+            "write_u32: {} values at {at} do not fit a contiguous u32 tensor of {} ({:?})",
+            data.len(),
+            dst.elem_count(),
+            dst.dtype()
+        );
     }
     if data.is_empty() {
         return Ok(());
@@ -25,7 +30,9 @@ impl InplaceOp1 for WriteU32<'_> {
     }
 
     fn cpu_fwd(&self, s: &mut CpuStorage, l: &Layout) -> Result<()> {
-        let CpuStorage::U32(v) = s else { candle_core::bail!("write_u32: not a u32 tensor") };
+        let CpuStorage::U32(v) = s else {
+            candle_core::bail!("write_u32: not a u32 tensor")
+        };
         let start = l.start_offset() + self.at;
         v[start..start + self.data.len()].copy_from_slice(self.data);
         Ok(())
@@ -37,7 +44,9 @@ impl InplaceOp1 for WriteU32<'_> {
         use candle_core::cuda_backend::WrapErr;
         let stream = s.device().cuda_stream();
         let start = l.start_offset() + self.at;
-        let mut dst = s.as_cuda_slice_mut::<u32>()?.slice_mut(start..start + self.data.len());
+        let mut dst = s
+            .as_cuda_slice_mut::<u32>()?
+            .slice_mut(start..start + self.data.len());
         // Pageable host memory: the call returns once the data is staged, and the copy is
         // ordered on the stream after earlier work (an earlier replay reading the buffer).
         stream.memcpy_htod(self.data, &mut dst).w()

@@ -33,11 +33,16 @@ impl Engine<'_> {
     pub(super) fn can_prepare_ahead(&self, plan: &StepPlan) -> bool {
         let max_pos = self.model.config().max_position_embeddings;
         let running = &self.scheduler.running;
-        self.graphs.is_some_and(|g| g.mode() != crate::model::GraphMode::Off)
+        self.graphs
+            .is_some_and(|g| g.mode() != crate::model::GraphMode::Off)
             && !plan.prefill
             && self.scheduler.waiting.is_empty()
             && plan.seqs.len() == running.len()
-            && running.iter().all(|s| s.params.ignore_eos && s.output().len() + 1 < s.params.max_tokens && s.len() + 1 < max_pos)
+            && running.iter().all(|s| {
+                s.params.ignore_eos
+                    && s.output().len() + 1 < s.params.max_tokens
+                    && s.len() + 1 < max_pos
+            })
     }
 
     /// Schedules, packs and stages the next decode step, each running sequence's new token a
@@ -48,34 +53,56 @@ impl Engine<'_> {
         }
         // Sequences are running, so there is a step: were all of them preempted, the scheduler
         // would fail (the pool cannot hold one alone) rather than plan none.
-        let Some((step, _, _)) = self.plan_step()? else { bail!("internal: no step to prepare ahead with sequences running") };
+        let Some((step, _, _)) = self.plan_step()? else {
+            bail!("internal: no step to prepare ahead with sequences running")
+        };
         if step.plan.prefill {
             bail!("internal: a step prepared ahead admitted a request");
         }
         let running = &self.scheduler.running;
-        let rows = step.plan.seqs.iter().enumerate().map(|(row, &i)| (running[i].id, row)).collect();
+        let rows = step
+            .plan
+            .seqs
+            .iter()
+            .enumerate()
+            .map(|(row, &i)| (running[i].id, row))
+            .collect();
         Ok(Ahead { step, rows })
     }
 
     /// Writes the tokens `sampled` (by sequence) in the step before `ahead` wherever the
     /// placeholders went: the sequences (running, or waiting if scheduling `ahead` preempted
     /// them), their pending jobs, the packed and staged step, and the policy's record.
-    pub(super) fn fill_ahead(&mut self, ahead: &mut Ahead, sampled: &HashMap<SeqId, u32>) -> Result<()> {
+    pub(super) fn fill_ahead(
+        &mut self,
+        ahead: &mut Ahead,
+        sampled: &HashMap<SeqId, u32>,
+    ) -> Result<()> {
         let sched = &mut self.scheduler;
         let mut filled = 0;
         for seq in sched.running.iter_mut().chain(sched.waiting.iter_mut()) {
-            let Some(&token) = sampled.get(&seq.id) else { continue };
+            let Some(&token) = sampled.get(&seq.id) else {
+                continue;
+            };
             match seq.tokens.last_mut() {
                 Some(t) if *t == PLACEHOLDER => *t = token,
-                _ => bail!("internal: sequence {} has no placeholder token to fill", seq.id),
+                _ => bail!(
+                    "internal: sequence {} has no placeholder token to fill",
+                    seq.id
+                ),
             }
             filled += 1;
         }
         if filled != sampled.len() {
-            bail!("internal: {} sampled sequences left the engine while their next step was prepared", sampled.len() - filled);
+            bail!(
+                "internal: {} sampled sequences left the engine while their next step was prepared",
+                sampled.len() - filled
+            );
         }
         for &(id, row) in &ahead.rows {
-            let Some(&token) = sampled.get(&id) else { bail!("internal: sequence {id} is in the prepared step but was not sampled") };
+            let Some(&token) = sampled.get(&id) else {
+                bail!("internal: sequence {id} is in the prepared step but was not sampled")
+            };
             let step = &mut ahead.step;
             let seq = &mut sched.running[step.plan.seqs[row]];
             debug_assert_eq!(seq.id, id);
