@@ -25,8 +25,10 @@ struct Run {
     logits: Vec<(u64, usize, Vec<f32>)>,
     graph_steps: usize,
     decode_steps: usize,
-    /// Decode steps planned while the device ran the step before (engine/ahead.rs).
+    /// Decode steps planned while the device ran the step before (engine/ahead.rs), and those
+    /// of them also queued behind it before its tokens were read.
     ahead_steps: usize,
+    launched_steps: usize,
 }
 
 /// Three requests of different lengths and output counts (the batch shrinks 3 -> 2 -> 1).
@@ -36,15 +38,18 @@ fn run(
     max_batch: usize,
     temperature: f32,
 ) -> (Run, nanohost::model::GraphStats) {
-    run_after(m, mode, max_batch, temperature, |_, _| {})
+    run_after(m, mode, max_batch, temperature, true, |_, _| {})
 }
 
-/// `run`, with `before` given the graphs and the pool ahead of the first request.
+/// `run`, with `before` given the graphs and the pool ahead of the first request; with every
+/// step's logits kept where `keep_logits` (which leaves the logits of each step on the device
+/// until read, so no step is queued behind the one before).
 fn run_after(
     m: &LoadedModel,
     mode: GraphMode,
     max_batch: usize,
     temperature: f32,
+    keep_logits: bool,
     before: impl FnOnce(&DecodeGraphs, &KvPool),
 ) -> (Run, nanohost::model::GraphStats) {
     let pool = KvPool::new(
@@ -65,7 +70,7 @@ fn run_after(
         7,
     )
     .with_graphs(&graphs);
-    engine.logits = Some(Vec::new());
+    engine.logits = keep_logits.then(Vec::new);
     for (len, max_tokens) in [(37u32, 6), (20, 10), (53, 14)] {
         let prompt = (0..len).map(|i| (i * 7919 + len * 31) % 10_000).collect();
         engine
@@ -82,10 +87,11 @@ fn run_after(
     let done = engine.run_to_completion().unwrap();
     let run = Run {
         outputs: done.iter().map(|s| s.output().to_vec()).collect(),
-        logits: engine.logits.take().unwrap(),
+        logits: engine.logits.take().unwrap_or_default(),
         graph_steps: engine.steps.iter().filter(|s| s.graph).count(),
         decode_steps: engine.steps.iter().filter(|s| !s.prefill).count(),
         ahead_steps: engine.steps.iter().filter(|s| s.prepared_ahead).count(),
+        launched_steps: engine.steps.iter().filter(|s| s.launched_ahead).count(),
     };
     (run, graphs.stats())
 }
@@ -126,9 +132,32 @@ fn staged_decode_steps_give_the_eager_tokens_and_logits() {
         // each finishing step (outputs of 6, 10 and 14 tokens end at decode steps 5, 9, 13).
         assert_eq!(eager.ahead_steps, 0);
         assert_eq!(staged.ahead_steps, 10);
+        assert_eq!(
+            staged.launched_steps, 0,
+            "a step was queued while the logits were kept"
+        );
         // One shape per bucket (contexts stay within one row-key bucket): what a graph is
         // captured for, so replays outnumber captures.
         assert_eq!(stats.shapes, 3);
+    }
+}
+
+/// A step planned during the one before is also queued behind it when their rows match, its
+/// tokens copied from that step's sampling on the device, not filled in by the host: the same
+/// tokens as eager steps.
+#[test]
+fn steps_queued_behind_the_step_before_give_the_eager_tokens() {
+    let m = tiny();
+    for temperature in [0.0, 0.8] {
+        let (eager, _) = run_after(&m, GraphMode::Off, 256, temperature, false, |_, _| {});
+        let (queued, stats) = run_after(&m, GraphMode::Staged, 256, temperature, false, |_, _| {});
+        assert_eq!(eager.outputs, queued.outputs);
+        assert_eq!((eager.ahead_steps, eager.launched_steps), (0, 0));
+        // Every step planned ahead has the rows of the step before (nothing is preempted, and
+        // a step after which a sequence finishes plans nothing ahead), and its shape is one
+        // run before: the first step of each bucket is not planned ahead.
+        assert_eq!((queued.ahead_steps, queued.launched_steps), (10, 10));
+        assert_eq!(stats.replays, 13);
     }
 }
 
@@ -138,7 +167,7 @@ fn staged_decode_steps_give_the_eager_tokens_and_logits() {
 fn precaptured_shapes_are_the_shapes_the_run_meets() {
     let m = tiny();
     let (eager, _) = run(&m, GraphMode::Off, 256, 0.8);
-    let (staged, stats) = run_after(&m, GraphMode::Staged, 256, 0.8, |g, pool| {
+    let (staged, stats) = run_after(&m, GraphMode::Staged, 256, 0.8, true, |g, pool| {
         assert_eq!(g.precapture(&m.model, pool, 3, 53 + 14).unwrap(), 3);
         assert_eq!(g.stats().shapes, 3);
     });

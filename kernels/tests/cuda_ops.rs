@@ -928,3 +928,43 @@ fn captured_chain_is_linked_programmatically_and_replays_like_eager() {
     );
     assert_eq!(max_diff(&eager, &chain(&input)), 0.0);
 }
+
+#[test]
+fn tokens_move_on_the_device_and_come_back_while_later_work_is_queued() {
+    // What a decode step queued behind the one before does with that step's sampled tokens:
+    // copy_u32 puts them in the next step's input buffer on the device, and Readback brings
+    // them to the host without waiting for what was queued after the copy (a large matmul
+    // here), which then still finishes with its own result.
+    let dev = gpu();
+    let sampled = Tensor::new(&[7u32, 8, 9], &dev).unwrap();
+    let inputs = Tensor::zeros(6, DType::U32, &dev).unwrap();
+    let mut readback = nanohost_kernels::Readback::default();
+    readback.start(&sampled).unwrap();
+    nanohost_kernels::copy_u32(&inputs, 2, &sampled).unwrap();
+    let a = Tensor::ones((2048, 2048), DType::F32, &dev).unwrap();
+    let later = a.matmul(&a).unwrap();
+    assert_eq!(readback.finish().unwrap(), [7, 8, 9]);
+    assert!(
+        readback.finish().is_err(),
+        "a second finish with no read pending"
+    );
+    assert_eq!(inputs.to_vec1::<u32>().unwrap(), [0, 0, 7, 8, 9, 0]);
+    assert_eq!(
+        later
+            .get(0)
+            .unwrap()
+            .get(0)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap(),
+        2048.0
+    );
+    // A longer read grows the page-locked buffer.
+    let long = Tensor::arange(0u32, 1000, &dev).unwrap();
+    readback.start(&long).unwrap();
+    assert_eq!(readback.finish().unwrap(), (0..1000).collect::<Vec<u32>>());
+    assert!(nanohost_kernels::copy_u32(&inputs, 4, &sampled)
+        .unwrap_err()
+        .to_string()
+        .contains("do not fit"));
+}

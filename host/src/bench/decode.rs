@@ -119,6 +119,7 @@ pub fn run(b: &DecodeBench, loaded: &LoadedModel, plugin: &Plugin) -> Result<Vec
             "temperature": b.temperature,
             "decode_steps_timed": ms.len(),
             "decode_steps_prepared_ahead": timed.iter().filter(|s| s.prepared_ahead).count(),
+            "decode_steps_launched_ahead": timed.iter().filter(|s| s.launched_ahead).count(),
             "decode_ms_per_step_median": median,
             "decode_step_split": split,
             "decode_ms_per_step_p10": super::metrics::quantile(&mut ms, 0.1),

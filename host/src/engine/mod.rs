@@ -44,6 +44,9 @@ pub struct StepReport {
     /// Scheduled, packed and staged during the step before (see `ahead`): `scheduling` and
     /// `packing` are then zero.
     pub prepared_ahead: bool,
+    /// Also queued on the device behind the step before, its tokens copied there from that
+    /// step's sampling: `before_launch` is then zero, and the device did not wait for the host.
+    pub launched_ahead: bool,
 }
 
 /// A step scheduled, packed and (where a graph takes it) staged: what the device runs next.
@@ -72,8 +75,11 @@ pub struct Engine<'m> {
     /// When set, every sampled row's logits are kept as (sequence, output index, logits): for
     /// fidelity checks between strategies, not for benchmarks (it copies logits to the host).
     pub logits: Option<Vec<(SeqId, usize, Vec<f32>)>>,
-    /// The next decode step, planned while the device ran the last one.
+    /// The next decode step, planned (and maybe queued) while the device ran the last one.
     ahead: Option<ahead::Ahead>,
+    /// Where a step's sampled tokens come back to the host when the next step is queued
+    /// behind it.
+    readback: nanohost_kernels::Readback,
 }
 
 impl<'m> Engine<'m> {
@@ -98,6 +104,7 @@ impl<'m> Engine<'m> {
             steps: Vec::new(),
             logits: None,
             ahead: None,
+            readback: Default::default(),
         }
     }
 
@@ -153,13 +160,13 @@ impl<'m> Engine<'m> {
     /// Runs one scheduled step; `None` when nothing is left to do.
     pub fn step(&mut self) -> Result<Option<StepReport>> {
         let start = Instant::now();
-        let (step, prepared_ahead, scheduled, packed) = match self.ahead.take() {
-            Some(a) => (a.step, true, start, start),
+        let (step, prepared_ahead, scheduled, packed, queued) = match self.ahead.take() {
+            Some(a) => (a.step, true, start, start, a.launched),
             None => {
                 let Some((step, scheduled, packed)) = self.plan_step()? else {
                     return Ok(None);
                 };
-                (step, false, scheduled, packed)
+                (step, false, scheduled, packed, None)
             }
         };
         let PlannedStep {
@@ -170,8 +177,10 @@ impl<'m> Engine<'m> {
         if batch.tokens.contains(&ahead::PLACEHOLDER) {
             anyhow::bail!("internal: a step was launched before its input tokens were sampled");
         }
-        let (logits, graph) = match (self.graphs, &staged) {
-            (Some(g), Some(s)) => (g.run_staged(self.model, s, self.pool)?, true),
+        let launched_ahead = queued.is_some();
+        let (logits, graph) = match (queued, self.graphs, &staged) {
+            (Some(logits), _, _) => (logits, true),
+            (None, Some(g), Some(s)) => (g.run_staged(self.model, s, self.pool, None)?, true),
             _ => (self.model.forward(&batch.as_forward(), self.pool)?, false),
         };
         let launched = Instant::now();
@@ -199,7 +208,14 @@ impl<'m> Engine<'m> {
         } else {
             None
         };
-        let tokens = on_device.to_vec1::<u32>()?;
+        let tokens = match &mut ahead {
+            Some(a) if self.logits.is_none() => self.launch_ahead(a, &rows, &on_device)?,
+            _ => None,
+        };
+        let tokens = match tokens {
+            Some(t) => t,
+            None => on_device.to_vec1::<u32>()?,
+        };
         let sampled = Instant::now();
         let sampled_by_id: HashMap<SeqId, u32> = rows
             .iter()
@@ -239,6 +255,7 @@ impl<'m> Engine<'m> {
             packing: packed - scheduled,
             until_sampled: sampled - launched,
             prepared_ahead,
+            launched_ahead,
         };
         self.steps.push(report.clone());
         self.ahead = ahead;

@@ -247,19 +247,56 @@ impl DecodeGraphs {
                     logit_rows: &logit_rows,
                 };
                 let staged = StagedStep::new(model, &batch, rows, pool)?;
-                self.run_staged(model, &staged, pool)?;
+                self.run_staged(model, &staged, pool, None)?;
                 shapes += 1;
             }
         }
         Ok(shapes)
     }
 
+    /// Whether `staged` would run into the buffers as they are, replaying a graph captured
+    /// already (or staged): a step queued behind the one before, before the host has that
+    /// step's tokens, is only queued so; a new shape waits to be captured with the device idle.
+    pub fn ready_for(&self, staged: &StagedStep) -> bool {
+        let st = self.state.borrow();
+        let shape = &staged.step.shape;
+        let fits = st
+            .inputs
+            .as_ref()
+            .is_some_and(|t| t.elem_count() >= shape.buffer_len());
+        let replays = match st.mode {
+            GraphMode::Off => false,
+            GraphMode::Staged => true,
+            #[cfg(feature = "cuda")]
+            GraphMode::On => st.graphs.contains_key(&shape.graph_key()),
+            #[cfg(not(feature = "cuda"))]
+            GraphMode::On => false,
+        };
+        fits && replays && st.logits.is_some()
+    }
+
     /// The device's half of a graph step: `staged`'s inputs written into the fixed buffer, and
     /// its graph replayed (captured first if its shape is new). The logits `[rows, vocab]` are a
     /// view of the fixed output buffer: read them before the next step.
-    pub fn run_staged(&self, model: &Qwen3, staged: &StagedStep, pool: &KvPool) -> Result<Tensor> {
+    ///
+    /// `tokens`, where given, are the step's input tokens on the device, one per row in order
+    /// (what the step before sampled): they are copied over the staged ones, so the step can be
+    /// queued before the host has read them.
+    pub fn run_staged(
+        &self,
+        model: &Qwen3,
+        staged: &StagedStep,
+        pool: &KvPool,
+        tokens: Option<&Tensor>,
+    ) -> Result<Tensor> {
         let (n, step, prepare) = (staged.n, &staged.step, staged.prepare);
         debug_assert!(n <= staged.rows && staged.rows == step.shape.tokens);
+        if tokens.is_some_and(|t| t.elem_count() != n) {
+            anyhow::bail!(
+                "internal: {} device tokens for a step of {n} rows",
+                tokens.map_or(0, |t| t.elem_count())
+            );
+        }
         let mut st = self.state.borrow_mut();
         if st
             .inputs
@@ -289,6 +326,9 @@ impl DecodeGraphs {
         let upload = std::time::Instant::now();
         for (range, at) in step.shape.pieces() {
             nanohost_kernels::write_u32(&inputs, at, &step.ints[range])?;
+        }
+        if let Some(t) = tokens {
+            nanohost_kernels::copy_u32(&inputs, 0, t)?; // the tokens lead the buffer
         }
         let upload = upload.elapsed();
         let key = step.shape.graph_key();

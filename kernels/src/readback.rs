@@ -1,0 +1,89 @@
+//! Reading a step's sampled tokens back to the host without holding up the device's queue: the
+//! copy goes into page-locked memory, so work queued after it (the next step, launched before
+//! the host has these tokens) runs on while the host waits for the copy alone. A plain read
+//! (`Tensor::to_vec1`) copies into pageable memory, which waits for everything queued before it
+//! returns, the next step included.
+
+use candle_core::{DType, Result, Tensor};
+
+/// A reusable page-locked buffer for one read at a time.
+#[derive(Default)]
+pub struct Readback {
+    #[cfg(feature = "cuda")]
+    pinned: Option<candle_core::cuda_backend::cudarc::driver::PinnedHostSlice<u32>>,
+    pending: Option<Pending>,
+}
+
+enum Pending {
+    /// Read already (the CPU, where there is no queue).
+    Host(Vec<u32>),
+    /// Elements queued into the pinned buffer.
+    #[cfg(feature = "cuda")]
+    Pinned(usize),
+}
+
+impl Readback {
+    /// Queues the copy of `t`, a contiguous `u32` vector; [`Readback::finish`] returns it.
+    pub fn start(&mut self, t: &Tensor) -> Result<()> {
+        if self.pending.is_some() {
+            candle_core::bail!("readback: a read is already pending");
+        }
+        if t.dtype() != DType::U32 || t.rank() != 1 || !t.is_contiguous() {
+            candle_core::bail!(
+                "readback: wants a contiguous u32 vector, got {:?} {:?}",
+                t.dims(),
+                t.dtype()
+            );
+        }
+        self.pending = Some(match t.device() {
+            #[cfg(feature = "cuda")]
+            candle_core::Device::Cuda(_) => Pending::Pinned(self.queue(t)?),
+            _ => Pending::Host(t.to_vec1::<u32>()?),
+        });
+        Ok(())
+    }
+
+    /// Waits for the copy [`Readback::start`] queued, and returns the values.
+    pub fn finish(&mut self) -> Result<Vec<u32>> {
+        match self.pending.take() {
+            None => candle_core::bail!("readback: no read is pending"),
+            Some(Pending::Host(v)) => Ok(v),
+            #[cfg(feature = "cuda")]
+            Some(Pending::Pinned(n)) => {
+                use candle_core::cuda_backend::WrapErr;
+                let pinned = self.pinned.as_ref().expect("queued into it");
+                Ok(pinned.as_slice().w()?[..n].to_vec())
+            }
+        }
+    }
+
+    #[cfg(feature = "cuda")]
+    fn queue(&mut self, t: &Tensor) -> Result<usize> {
+        use candle_core::backend::BackendStorage;
+        use candle_core::cuda_backend::WrapErr;
+        let (storage, layout) = t.storage_and_layout();
+        let candle_core::Storage::Cuda(cs) = &*storage else {
+            candle_core::bail!("readback: not a CUDA tensor")
+        };
+        let n = layout.shape().elem_count();
+        let stream = cs.device().cuda_stream();
+        if self.pinned.as_ref().is_none_or(|p| p.len() < n) {
+            // SAFETY: page-locked memory the driver leaves unset; only the first n elements a
+            // copy wrote are ever read (finish).
+            self.pinned = Some(
+                unsafe {
+                    stream
+                        .context()
+                        .alloc_pinned_with_flags::<u32>(n.max(256), 0)
+                }
+                .w()?,
+            );
+        }
+        let src = cs
+            .as_cuda_slice::<u32>()?
+            .slice(layout.start_offset()..layout.start_offset() + n);
+        let pinned = self.pinned.as_mut().expect("allocated above");
+        stream.memcpy_dtoh(&src, pinned).w()?;
+        Ok(n)
+    }
+}
