@@ -4,13 +4,20 @@
 //! (`Tensor::to_vec1`) copies into pageable memory, which waits for everything queued before it
 //! returns, the next step included.
 
+#[cfg(feature = "cuda")]
+use candle_core::cuda_backend::cudarc;
 use candle_core::{DType, Result, Tensor};
 
 /// A reusable page-locked buffer for one read at a time.
 #[derive(Default)]
 pub struct Readback {
+    /// The page-locked buffer, and the event recorded after each copy into it (the buffer's
+    /// own event would wait with a blocking sync).
     #[cfg(feature = "cuda")]
-    pinned: Option<candle_core::cuda_backend::cudarc::driver::PinnedHostSlice<u32>>,
+    pinned: Option<(
+        cudarc::driver::PinnedHostSlice<u32>,
+        cudarc::driver::CudaEvent,
+    )>,
     pending: Option<Pending>,
 }
 
@@ -51,7 +58,8 @@ impl Readback {
             #[cfg(feature = "cuda")]
             Some(Pending::Pinned(n)) => {
                 use candle_core::cuda_backend::WrapErr;
-                let pinned = self.pinned.as_ref().expect("queued into it");
+                let (pinned, copied) = self.pinned.as_ref().expect("queued into it");
+                copied.synchronize().w()?;
                 Ok(pinned.as_slice().w()?[..n].to_vec())
             }
         }
@@ -67,23 +75,23 @@ impl Readback {
         };
         let n = layout.shape().elem_count();
         let stream = cs.device().cuda_stream();
-        if self.pinned.as_ref().is_none_or(|p| p.len() < n) {
+        if self.pinned.as_ref().is_none_or(|(p, _)| p.len() < n) {
+            let ctx = stream.context();
             // SAFETY: page-locked memory the driver leaves unset; only the first n elements a
             // copy wrote are ever read (finish).
-            self.pinned = Some(
-                unsafe {
-                    stream
-                        .context()
-                        .alloc_pinned_with_flags::<u32>(n.max(256), 0)
-                }
-                .w()?,
-            );
+            let pinned = unsafe { ctx.alloc_pinned_with_flags::<u32>(n.max(256), 0) }.w()?;
+            self.pinned = Some((pinned, ctx.new_event(None).w()?));
         }
         let src = cs
             .as_cuda_slice::<u32>()?
             .slice(layout.start_offset()..layout.start_offset() + n);
-        let pinned = self.pinned.as_mut().expect("allocated above");
-        stream.memcpy_dtoh(&src, pinned).w()?;
+        let (pinned, copied) = self.pinned.as_mut().expect("allocated above");
+        // The buffer's own event is never recorded, so this waits for nothing; as a plain slice
+        // of page-locked memory the copy stays asynchronous, and copies n elements (cudarc
+        // copies as many as the destination holds).
+        let dst = &mut pinned.as_mut_slice().w()?[..n];
+        stream.memcpy_dtoh(&src, dst).w()?;
+        copied.record(&stream).w()?;
         Ok(n)
     }
 }
