@@ -31,7 +31,6 @@ mod sample;
 mod silu_mul;
 mod small_matmul;
 mod tc_matmul;
-mod tuned_matmul;
 mod upload;
 
 pub use add_norm::{add_rms_norm, AddRmsNorm};
@@ -53,7 +52,6 @@ pub use small_matmul::{small_matmul, small_matmul_swiglu, SmallMatmul, SMALL_MAT
 pub use tc_matmul::{
     tc_matmul, tc_matmul_fits, tc_matmul_swiglu, tc_matmul_swiglu_fits, TC_MATMUL_MAX_ROWS,
 };
-pub use tuned_matmul::{tuned_matmul, tuned_matmul_fits, TUNED_MATMUL_MAX_ROWS};
 pub use upload::{copy_u32, write_u32};
 
 /// Whether kernels on `device` are launched with programmatic dependent launch (CUDA, sm_90 and

@@ -17,8 +17,7 @@ use candle_nn::Linear;
 use nanohost_kernels::{
     add_rms_norm, paged_attention, qkv_norm_rope_write, silu_mul, small_matmul,
     small_matmul_swiglu, tc_matmul, tc_matmul_fits, tc_matmul_swiglu, tc_matmul_swiglu_fits,
-    tuned_matmul, tuned_matmul_fits, AttentionBatch, KvSpan, QkvNorms, SeqAttention,
-    SMALL_MATMUL_MAX_ROWS,
+    AttentionBatch, KvSpan, QkvNorms, SeqAttention, SMALL_MATMUL_MAX_ROWS,
 };
 use serde_json::{json, Value};
 use std::time::Instant;
@@ -224,21 +223,6 @@ pub fn run(b: &ChainBench, cfg: &Qwen3Config, device: &Device, dtype: DType) -> 
                         us,
                     );
                 }
-            }
-            if tuned_matmul_fits(device, dtype, rows, n, k)? {
-                let us = time_chain(device, b.iters, ws.len(), || {
-                    ws.iter().try_for_each(|w| {
-                        tuned_matmul(&x, w.weight())?;
-                        Ok(())
-                    })
-                })?;
-                row(
-                    &format!("tuned_matmul {name} {n}x{k}"),
-                    rows,
-                    ws.len(),
-                    bytes,
-                    us,
-                );
             }
             let us = time_chain(device, b.iters, ws.len(), || {
                 ws.iter().try_for_each(|w| {

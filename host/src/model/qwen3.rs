@@ -18,8 +18,8 @@ use candle_nn::{ops::rms_norm, Linear};
 use nanohost_kernels::{
     add_rms_norm, paged_attention, qkv_norm_rope_write, silu_mul, small_matmul,
     small_matmul_swiglu, tc_matmul, tc_matmul_fits, tc_matmul_swiglu, tc_matmul_swiglu_fits,
-    tuned_matmul, tuned_matmul_fits, AttentionBatch, MetaLayout, QkvNorms, SeqAttention,
-    SharedGroup, SMALL_MATMUL_MAX_ROWS, TC_MATMUL_MAX_ROWS,
+    AttentionBatch, MetaLayout, QkvNorms, SeqAttention, SharedGroup, SMALL_MATMUL_MAX_ROWS,
+    TC_MATMUL_MAX_ROWS,
 };
 use std::collections::HashMap;
 
@@ -137,16 +137,7 @@ impl StepShape {
 enum MatmulKernel {
     FewRows,
     TensorCores,
-    Tuned,
     Candle,
-}
-
-/// Whether decode's projections past `tc_matmul`'s rows go to `tuned_matmul` (cuBLASLt, the
-/// algorithm measured fastest per shape) rather than candle's matmul (cuBLAS's first pick):
-/// `NANOHOST_TUNED_MATMUL` (1 or 0; default 1, read once).
-fn tuned_matmul_on() -> bool {
-    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    nanohost_kernels::knob::switch(&ON, "NANOHOST_TUNED_MATMUL", true)
 }
 
 /// A step's inputs on the model's device.
@@ -396,8 +387,8 @@ impl Qwen3 {
     }
 
     /// The kernel for `x @ w^T` with `n` outputs: on the GPU, `small_matmul` for a few rows
-    /// (decode at small batch), `tc_matmul` for up to 16 where it runs (sm_90+, bf16/f16),
-    /// `tuned_matmul` for the rest of decode's up to 64, else candle's matmul (cuBLAS). `swiglu`: the weight is a gate/up pair, n outputs
+    /// (decode at small batch), `tc_matmul` for up to 64 where it runs (sm_90+, bf16/f16), else
+    /// candle's matmul (cuBLAS on the GPU). `swiglu`: the weight is a gate/up pair, n outputs
     /// from 2 n rows.
     fn matmul_kernel(&self, x: &Tensor, n: usize, swiglu: bool) -> Result<MatmulKernel> {
         let (rows, k) = x.dims2()?;
@@ -411,16 +402,6 @@ impl Qwen3 {
                 MatmulKernel::FewRows
             } else if rows <= tc_matmul_rows() && fits(&self.device, x.dtype(), rows, n, k) {
                 MatmulKernel::TensorCores
-            } else if tuned_matmul_on()
-                && tuned_matmul_fits(
-                    &self.device,
-                    x.dtype(),
-                    rows,
-                    if swiglu { 2 * n } else { n },
-                    k,
-                )?
-            {
-                MatmulKernel::Tuned
             } else {
                 MatmulKernel::Candle
             },
@@ -431,7 +412,6 @@ impl Qwen3 {
         Ok(match self.matmul_kernel(x, l.weight().dim(0)?, false)? {
             MatmulKernel::FewRows => small_matmul(x, l.weight())?,
             MatmulKernel::TensorCores => tc_matmul(x, l.weight())?,
-            MatmulKernel::Tuned => tuned_matmul(x, l.weight())?,
             MatmulKernel::Candle => l.forward(x)?,
         })
     }
@@ -447,7 +427,6 @@ impl Qwen3 {
         Ok(match kernel {
             MatmulKernel::FewRows => small_matmul_swiglu(x, l.weight())?,
             MatmulKernel::TensorCores => tc_matmul_swiglu(x, l.weight())?,
-            MatmulKernel::Tuned => silu_mul(&tuned_matmul(x, l.weight())?)?,
             MatmulKernel::Candle => silu_mul(&self.linear(l, x)?)?,
         })
     }
