@@ -21,9 +21,13 @@
 // one of WK runs of the slice with mma.m16n8k16 (the weight as A, x as B, f32 accumulators).
 // The WK partial tiles of a block are summed in its shared memory, then the C blocks' tiles
 // through distributed shared memory, each block summing and writing 1/C of the outputs, in a
-// fixed order (deterministic). Nothing is left in global memory between blocks. With one warp
-// of 16 rows per scheduler (WK = 1), 64 rows of x left the multiply latency-bound (ncu: 6.5
-// cycles between a warp's instructions; results/gpu-h200-2026-11-28-tc-matmul/call5/).
+// fixed order (deterministic). Nothing is left in global memory between blocks. WK is 2 from
+// 4 tiles of x (17-64 rows): with one warp of 16 rows per scheduler (WK = 1) the multiply at 64
+// rows was latency-bound (ncu: 6.5 cycles between a warp's instructions,
+// results/gpu-h200-2026-11-28-tc-matmul/call5/), and two warps a scheduler took 6-14% off
+// o_proj, gate_up and down at 64 rows (7.06 -> 6.66, 15.5 -> 13.3, 9.20 -> 8.26 us in a chain);
+// four (WK = 4, one block a SM by registers), and 32 weight rows a warp, were slower
+// (results/gpu-h200-2026-11-28-async-launch/call1/).
 //
 // k is permuted inside each 32-wide chunk (a sum does not care about order, as long as A and B
 // agree): lane (g, t) takes k = 8t .. 8t+7 of its rows as one 16-byte read, the first two
@@ -56,7 +60,7 @@ __device__ inline void mma_16816<__half>(float (&c)[4], uint32_t a0, uint32_t a1
 // GLU: the weight is [2n, k], gate rows then up rows, and out = silu(gate) * up, [rows, n]; a
 // cluster takes 32 outputs (its 64 weight rows: their 32 gate rows, then their 32 up rows), so
 // the grid is (C, n / 32) and n % 32 == 0.
-template <typename T, int NT, int MA, int WK, bool GLU>
+template <typename T, int NT, int WK, bool GLU>
 __device__ void tc_matmul(const T* x, const T* w, T* out, uint32_t rows, uint32_t n, uint32_t k) {
 #if __CUDA_ARCH__ >= 900
   namespace cg = cooperative_groups;
@@ -95,36 +99,25 @@ __device__ void tc_matmul(const T* x, const T* w, T* out, uint32_t rows, uint32_
   cp_async_wait<0>();
   __syncthreads();
 
-  // Warp (wn, wk): weight rows 16 MA wn .. 16 MA (wn + 1) - 1, the wk-th of WK runs of the slice.
-  constexpr int WN = 4 / MA;  // warps across the block's 64 weight rows
-  const int warp = threadIdx.x >> 5, wn = warp % WN, wk = warp / WN, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+  // Warp (wn, wk): weight rows 16 wn .. 16 wn + 15, over the wk-th of WK runs of the slice.
+  const int warp = threadIdx.x >> 5, wn = warp & 3, wk = warp >> 2, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
   const int tiles = (rows + 7) >> 3;  // tiles of 8 rows of x; a last partial one reads rows no
                                       // one wrote, which only reach outputs never written
-  float acc[MA][NT][4];
+  float acc[NT][4];
 #pragma unroll
-  for (int m = 0; m < MA; ++m)
-#pragma unroll
-    for (int j = 0; j < NT; ++j) acc[m][j][0] = acc[m][j][1] = acc[m][j][2] = acc[m][j][3] = 0.f;
-  const T* wa = ws + (wn * 16 * MA + g) * stride + 8 * t;
+  for (int j = 0; j < NT; ++j) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.f;
+  const T* wa = ws + (wn * 16 + g) * stride + 8 * t;
   const T* xb = xs + g * stride + 8 * t;
-  const uint32_t run = ks / WK;  // a multiple of 32 (tc_matmul.rs: warp_layout)
+  const uint32_t run = ks / WK;  // a multiple of 32: ks is one of 64, WK at most 2
 #pragma unroll 2
   for (uint32_t c = wk * run; c < (wk + 1) * run; c += 32) {
-    uint4 lo[MA], hi[MA];
-#pragma unroll
-    for (int m = 0; m < MA; ++m) {
-      lo[m] = *reinterpret_cast<const uint4*>(wa + 16 * m * stride + c);
-      hi[m] = *reinterpret_cast<const uint4*>(wa + (16 * m + 8) * stride + c);
-    }
+    const uint4 lo = *reinterpret_cast<const uint4*>(wa + c), hi = *reinterpret_cast<const uint4*>(wa + 8 * stride + c);
 #pragma unroll
     for (int j = 0; j < NT; ++j) {
       if (j < tiles) {
         const uint4 b = *reinterpret_cast<const uint4*>(xb + j * 8 * stride + c);
-#pragma unroll
-        for (int m = 0; m < MA; ++m) {
-          mma_16816<T>(acc[m][j], lo[m].x, hi[m].x, lo[m].y, hi[m].y, b.x, b.y);
-          mma_16816<T>(acc[m][j], lo[m].z, hi[m].z, lo[m].w, hi[m].w, b.z, b.w);
-        }
+        mma_16816<T>(acc[j], lo.x, hi.x, lo.y, hi.y, b.x, b.y);
+        mma_16816<T>(acc[j], lo.z, hi.z, lo.w, hi.w, b.z, b.w);
       }
     }
   }
@@ -132,18 +125,15 @@ __device__ void tc_matmul(const T* x, const T* w, T* out, uint32_t rows, uint32_
   constexpr int TILE = 8 * NT * TC_PART_STRIDE;
   float* tile = reinterpret_cast<float*>(tc_smem);  // [WK][8 NT][TC_PART_STRIDE]
   float* mine = tile + wk * TILE;
+  const int col = wn * 16 + g;
 #pragma unroll
-  for (int m = 0; m < MA; ++m) {
-    const int col = (wn * MA + m) * 16 + g;
-#pragma unroll
-    for (int j = 0; j < NT; ++j) {
-      if (j < tiles) {
-        const int r = j * 8 + 2 * t;
-        mine[r * TC_PART_STRIDE + col] = acc[m][j][0];
-        mine[(r + 1) * TC_PART_STRIDE + col] = acc[m][j][1];
-        mine[r * TC_PART_STRIDE + col + 8] = acc[m][j][2];
-        mine[(r + 1) * TC_PART_STRIDE + col + 8] = acc[m][j][3];
-      }
+  for (int j = 0; j < NT; ++j) {
+    if (j < tiles) {
+      const int r = j * 8 + 2 * t;
+      mine[r * TC_PART_STRIDE + col] = acc[j][0];
+      mine[(r + 1) * TC_PART_STRIDE + col] = acc[j][1];
+      mine[r * TC_PART_STRIDE + col + 8] = acc[j][2];
+      mine[(r + 1) * TC_PART_STRIDE + col + 8] = acc[j][3];
     }
   }
   if constexpr (WK > 1) {  // the block's runs summed into the first tile, in a fixed order
@@ -181,25 +171,20 @@ __device__ void tc_matmul(const T* x, const T* w, T* out, uint32_t rows, uint32_
 #endif
 }
 
-// tc_matmul_<type>_t<tiles>_m<MA>_k<WK> and tc_matmul_glu_<...>: 32 (4 / MA) WK threads.
-#define INSTANTIATE_TC_MATMUL_NT(T, NAME, NT, MA, WK)                                                                 \
-  extern "C" __global__ void __launch_bounds__(128 / MA * WK) tc_matmul_##NAME##_t##NT##_m##MA##_k##WK(               \
-      const T* x, const T* w, T* out, uint32_t rows, uint32_t n, uint32_t k) {                                        \
-    tc_matmul<T, NT, MA, WK, false>(x, w, out, rows, n, k);                                                           \
+// tc_matmul_<type>_t<tiles> and tc_matmul_glu_<type>_t<tiles>: 128 threads up to 2 tiles, 256 from 4.
+#define INSTANTIATE_TC_MATMUL_NT(T, NAME, NT, WK)                                                                     \
+  extern "C" __global__ void __launch_bounds__(128 * WK) tc_matmul_##NAME##_t##NT(const T* x, const T* w, T* out,     \
+                                                                                   uint32_t rows, uint32_t n, uint32_t k) { \
+    tc_matmul<T, NT, WK, false>(x, w, out, rows, n, k);                                                               \
   }                                                                                                                   \
-  extern "C" __global__ void __launch_bounds__(128 / MA * WK) tc_matmul_glu_##NAME##_t##NT##_m##MA##_k##WK(           \
-      const T* x, const T* w, T* out, uint32_t rows, uint32_t n, uint32_t k) {                                        \
-    tc_matmul<T, NT, MA, WK, true>(x, w, out, rows, n, k);                                                            \
+  extern "C" __global__ void __launch_bounds__(128 * WK) tc_matmul_glu_##NAME##_t##NT(const T* x, const T* w, T* out, \
+                                                                                       uint32_t rows, uint32_t n, uint32_t k) { \
+    tc_matmul<T, NT, WK, true>(x, w, out, rows, n, k);                                                                \
   }
-#define INSTANTIATE_TC_MATMUL(T, NAME)          \
-  INSTANTIATE_TC_MATMUL_NT(T, NAME, 1, 1, 1)    \
-  INSTANTIATE_TC_MATMUL_NT(T, NAME, 2, 1, 1)    \
-  INSTANTIATE_TC_MATMUL_NT(T, NAME, 4, 1, 1)    \
-  INSTANTIATE_TC_MATMUL_NT(T, NAME, 4, 1, 2)    \
-  INSTANTIATE_TC_MATMUL_NT(T, NAME, 8, 1, 1)    \
-  INSTANTIATE_TC_MATMUL_NT(T, NAME, 8, 1, 2)    \
-  INSTANTIATE_TC_MATMUL_NT(T, NAME, 8, 1, 4)    \
-  INSTANTIATE_TC_MATMUL_NT(T, NAME, 8, 2, 2)    \
-  INSTANTIATE_TC_MATMUL_NT(T, NAME, 8, 2, 4)
+#define INSTANTIATE_TC_MATMUL(T, NAME)       \
+  INSTANTIATE_TC_MATMUL_NT(T, NAME, 1, 1)    \
+  INSTANTIATE_TC_MATMUL_NT(T, NAME, 2, 1)    \
+  INSTANTIATE_TC_MATMUL_NT(T, NAME, 4, 2)    \
+  INSTANTIATE_TC_MATMUL_NT(T, NAME, 8, 2)
 INSTANTIATE_TC_MATMUL(__nv_bfloat16, bf16)
 INSTANTIATE_TC_MATMUL(__half, f16)

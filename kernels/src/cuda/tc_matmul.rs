@@ -44,41 +44,12 @@ pub(crate) fn tc_matmul_split(k: usize) -> Option<usize> {
 /// Floats in a row of a block's partial tile (tc_matmul.cuh: TC_PART_STRIDE).
 const PART_STRIDE: usize = 68;
 
-/// How a block's warps share its 64 weight rows and its slice of k (tc_matmul.cuh: MA, WK) for
-/// `tiles` tiles of 8 rows of x: (16-row weight tiles a warp takes, warps across k). One warp
-/// of 16 weight rows per scheduler left the multiply at 64 rows latency-bound, and every warp
-/// reads all of x from shared memory once per weight tile. From 33 rows,
-/// `NANOHOST_TC_MATMUL_WARP_ROWS` (16 or 32; default 32) and `NANOHOST_TC_MATMUL_WARPS_K` (1, 2
-/// or 4; default 2), read once; 4 only where the slice is a multiple of 128, and at least 2
-/// under 32 rows. 17-32 rows: 16 and 2; up to 16 rows: 16 and 1.
-fn warp_layout(tiles: usize, slice: usize) -> (usize, usize) {
-    static ROWS: OnceLock<usize> = OnceLock::new();
-    static WARPS: OnceLock<usize> = OnceLock::new();
-    match tiles {
-        8 => {
-            let ma = crate::knob::knob(
-                &ROWS,
-                "NANOHOST_TC_MATMUL_WARP_ROWS",
-                32,
-                |v| [16, 32].contains(v),
-                "16 or 32",
-            ) / 16;
-            let wk = crate::knob::knob(
-                &WARPS,
-                "NANOHOST_TC_MATMUL_WARPS_K",
-                2,
-                |v| [1, 2, 4].contains(v),
-                "1, 2 or 4",
-            );
-            let wk = if wk == 4 && !slice.is_multiple_of(128) {
-                2
-            } else {
-                wk
-            };
-            (ma, if ma == 2 { wk.max(2) } else { wk })
-        }
-        4 => (1, 2),
-        _ => (1, 1),
+/// Warps that split a block's slice of k (tc_matmul.cuh: WK): 2 from 4 tiles of 8 rows of x.
+fn warps_k(tiles: usize) -> usize {
+    if tiles >= 4 {
+        2
+    } else {
+        1
     }
 }
 
@@ -125,9 +96,9 @@ pub(crate) fn tc_matmul(
         )
     };
     let (tiles, slice) = (rows.div_ceil(8).next_power_of_two(), k / split);
-    let (ma, wk) = warp_layout(tiles, slice);
+    let wk = warps_k(tiles);
     let name = format!(
-        "tc_matmul{}_{}_t{tiles}_m{ma}_k{wk}",
+        "tc_matmul{}_{}_t{tiles}",
         if swiglu { "_glu" } else { "" },
         suffix(x.dtype())?
     );
@@ -136,11 +107,11 @@ pub(crate) fn tc_matmul(
     let func = kernel(&dev, &name, smem)?;
     let cfg = LaunchConfig {
         grid_dim: (split as u32, (n / outputs_per_cluster(swiglu)) as u32, 1),
-        block_dim: ((128 / ma * wk) as u32, 1, 1),
+        block_dim: ((128 * wk) as u32, 1, 1),
         shared_mem_bytes: smem as u32,
     };
     // SAFETY: shapes checked by tc_matmul_fits: n % 64 == 0 (32 under swiglu), k % (64 split)
-    // == 0, rows <= 8 tiles, the slice a multiple of 32 wk (warp_layout), and the grid's x is the
-    // cluster; each cluster writes its outputs of every row.
+    // == 0, rows <= 8 tiles, the block 128 wk threads as the kernel of `tiles` tiles is built,
+    // and the grid's x is the cluster; each cluster writes its outputs of every row.
     unsafe { args.launch(x, w, &func, cfg, Some(split as u32)) }
 }
