@@ -8,12 +8,9 @@ pub fn write_atomic_with(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -
     tmp.push(format!(".{}.tmp", std::process::id()));
     let tmp = std::path::PathBuf::from(tmp);
     write(&tmp)?;
-    std::fs::rename(&tmp, path)
-        .with_context(|| format!("cannot move {} into place", path.display()))
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot move {} into place", path.display()))
 }
 
 pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<()> {
-    write_atomic_with(path, |tmp| {
-        std::fs::write(tmp, contents).with_context(|| format!("cannot write {}", tmp.display()))
-    })
+    write_atomic_with(path, |tmp| std::fs::write(tmp, contents).with_context(|| format!("cannot write {}", tmp.display())))
 }

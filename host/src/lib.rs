@@ -5,7 +5,6 @@
 //! sampler ([`engine::sampler`]).
 
 pub mod bench;
-pub mod cli;
 pub mod device;
 pub mod engine;
 pub mod fsutil;
@@ -13,3 +12,4 @@ pub mod model;
 pub mod plugin;
 pub mod rng;
 pub mod workload;
+pub mod cli;

@@ -19,65 +19,25 @@ pub struct QkvNorms<'a> {
 /// and `v_pool`, and returns `rope(rms_norm(q))` as `[tokens, heads, head_dim]`. The CPU
 /// composes [`crate::rms_norm_rope`] and [`crate::write_kv`] (the oracle the CUDA kernel is
 /// tested against); CUDA runs one kernel.
-pub fn qkv_norm_rope_write(
-    qkv: &Tensor,
-    n: &QkvNorms,
-    cos_sin: &Tensor,
-    k_pool: &Tensor,
-    v_pool: &Tensor,
-    slots: &Tensor,
-) -> Result<Tensor> {
+pub fn qkv_norm_rope_write(qkv: &Tensor, n: &QkvNorms, cos_sin: &Tensor, k_pool: &Tensor, v_pool: &Tensor, slots: &Tensor) -> Result<Tensor> {
     let (tokens, width) = qkv.dims2()?;
     let head_dim = n.q_norm.dims1()?;
     let (q_width, kv_width) = (n.heads * head_dim, n.kv_heads * head_dim);
-    if width != q_width + 2 * kv_width
-        || n.k_norm.dims1()? != head_dim
-        || k_pool.dims4()?.2 != n.kv_heads
-        || k_pool.dims() != v_pool.dims()
-    {
+    if width != q_width + 2 * kv_width || n.k_norm.dims1()? != head_dim || k_pool.dims4()?.2 != n.kv_heads || k_pool.dims() != v_pool.dims() {
         candle_core::bail!("qkv_norm_rope_write: qkv {:?} does not fit {} + 2 x {} heads of {head_dim} and pools {:?}", qkv.dims(), n.heads, n.kv_heads, k_pool.dims());
     }
     if !qkv.device().is_cuda() {
-        let q = crate::rms_norm_rope(
-            &qkv.narrow(1, 0, q_width)?,
-            n.heads,
-            n.q_norm,
-            cos_sin,
-            n.eps,
-        )?;
-        let k = crate::rms_norm_rope(
-            &qkv.narrow(1, q_width, kv_width)?,
-            n.kv_heads,
-            n.k_norm,
-            cos_sin,
-            n.eps,
-        )?;
+        let q = crate::rms_norm_rope(&qkv.narrow(1, 0, q_width)?, n.heads, n.q_norm, cos_sin, n.eps)?;
+        let k = crate::rms_norm_rope(&qkv.narrow(1, q_width, kv_width)?, n.kv_heads, n.k_norm, cos_sin, n.eps)?;
         crate::write_kv(k_pool, &k, slots)?;
         crate::write_kv(v_pool, &qkv.narrow(1, q_width + kv_width, kv_width)?, slots)?;
         return Ok(q);
     }
-    if cos_sin.dims() != [tokens, head_dim]
-        || slots.dims1()? != tokens
-        || k_pool.dtype() != qkv.dtype()
-    {
-        candle_core::bail!(
-            "qkv_norm_rope_write: cos_sin {:?} and {} slots for {tokens} tokens",
-            cos_sin.dims(),
-            slots.dims1()?
-        );
+    if cos_sin.dims() != [tokens, head_dim] || slots.dims1()? != tokens || k_pool.dtype() != qkv.dtype() {
+        candle_core::bail!("qkv_norm_rope_write: cos_sin {:?} and {} slots for {tokens} tokens", cos_sin.dims(), slots.dims1()?);
     }
-    let op = QkvNormRopeWrite {
-        heads: n.heads,
-        kv_heads: n.kv_heads,
-        eps: n.eps,
-        q_norm: n.q_norm.contiguous()?,
-        k_norm: n.k_norm.contiguous()?,
-        k_pool: k_pool.clone(),
-        v_pool: v_pool.clone(),
-    };
-    let q =
-        qkv.contiguous()?
-            .apply_op3_no_bwd(&cos_sin.contiguous()?, &slots.contiguous()?, &op)?;
+    let op = QkvNormRopeWrite { heads: n.heads, kv_heads: n.kv_heads, eps: n.eps, q_norm: n.q_norm.contiguous()?, k_norm: n.k_norm.contiguous()?, k_pool: k_pool.clone(), v_pool: v_pool.clone() };
+    let q = qkv.contiguous()?.apply_op3_no_bwd(&cos_sin.contiguous()?, &slots.contiguous()?, &op)?;
     q.reshape((tokens, n.heads, head_dim))
 }
 
@@ -99,18 +59,8 @@ impl CustomOp3 for QkvNormRopeWrite {
         "qkv-norm-rope-write"
     }
 
-    fn cpu_fwd(
-        &self,
-        _: &candle_core::CpuStorage,
-        _: &Layout,
-        _: &candle_core::CpuStorage,
-        _: &Layout,
-        _: &candle_core::CpuStorage,
-        _: &Layout,
-    ) -> Result<(candle_core::CpuStorage, Shape)> {
-        candle_core::bail!(
-            "qkv_norm_rope_write: the CPU composes rms_norm_rope and write_kv instead"
-        )
+    fn cpu_fwd(&self, _: &candle_core::CpuStorage, _: &Layout, _: &candle_core::CpuStorage, _: &Layout, _: &candle_core::CpuStorage, _: &Layout) -> Result<(candle_core::CpuStorage, Shape)> {
+        candle_core::bail!("qkv_norm_rope_write: the CPU composes rms_norm_rope and write_kv instead")
     }
 
     #[cfg(feature = "cuda")]

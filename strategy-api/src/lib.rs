@@ -57,9 +57,7 @@ mod strategy;
 
 pub use module::{StrategyMod, StrategyModRef, ABI_VERSION};
 pub use plan::{
-    Admission, AttentionMode, Chunk, ChunkKind, ComputeJob, Counter, Plan, PluginInfo, PoolInfo,
-    Request, Span, StrategyStats,
+    Admission, AttentionMode, Chunk, ChunkKind, ComputeJob, Counter, Plan, PluginInfo, PoolInfo, Request, Span,
+    StrategyStats,
 };
-pub use strategy::{
-    catch_panic, new_boxed, Guarded, KvStrategy, Strategy, StrategyBox, Strategy_TO,
-};
+pub use strategy::{catch_panic, new_boxed, Guarded, KvStrategy, Strategy, StrategyBox, Strategy_TO};

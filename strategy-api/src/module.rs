@@ -37,30 +37,19 @@ pub const ABI_VERSION: &str = env!("CARGO_PKG_VERSION");
 macro_rules! export_strategy {
     ($ty:ty, name: $name:expr, version: $version:expr, description: $description:expr $(,)?) => {
         extern "C" fn __nanohost_info() -> $crate::PluginInfo {
-            $crate::PluginInfo {
-                name: $name.into(),
-                version: $version.into(),
-                description: $description.into(),
-            }
+            $crate::PluginInfo { name: $name.into(), version: $version.into(), description: $description.into() }
         }
 
         extern "C" fn __nanohost_new_strategy(
             pool: $crate::PoolInfo,
-        ) -> $crate::abi_stable::std_types::RResult<
-            $crate::StrategyBox,
-            $crate::abi_stable::std_types::RString,
-        > {
+        ) -> $crate::abi_stable::std_types::RResult<$crate::StrategyBox, $crate::abi_stable::std_types::RString> {
             $crate::new_boxed::<$ty>(pool)
         }
 
         #[$crate::abi_stable::export_root_module]
         pub fn nanohost_strategy_root() -> $crate::StrategyModRef {
             use $crate::abi_stable::prefix_type::PrefixTypeTrait;
-            $crate::StrategyMod {
-                info: __nanohost_info,
-                new_strategy: __nanohost_new_strategy,
-            }
-            .leak_into_prefix()
+            $crate::StrategyMod { info: __nanohost_info, new_strategy: __nanohost_new_strategy }.leak_into_prefix()
         }
     };
 }

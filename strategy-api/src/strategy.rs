@@ -39,10 +39,7 @@ pub trait Strategy: Send {
 pub type StrategyBox = Strategy_TO<'static, RBox<()>>;
 
 /// Runs `f`; the outer `Err` is a caught panic, described.
-fn run_guarded<T>(
-    what: &str,
-    f: impl FnOnce() -> Result<T, String>,
-) -> Result<Result<T, String>, String> {
+fn run_guarded<T>(what: &str, f: impl FnOnce() -> Result<T, String>) -> Result<Result<T, String>, String> {
     catch_unwind(AssertUnwindSafe(f)).map_err(|payload| {
         let msg = payload
             .downcast_ref::<&str>()
@@ -70,17 +67,10 @@ pub struct Guarded<S> {
 
 impl<S: KvStrategy> Guarded<S> {
     pub fn new(inner: S) -> Self {
-        Guarded {
-            inner,
-            poisoned: None,
-        }
+        Guarded { inner, poisoned: None }
     }
 
-    fn call<T>(
-        &mut self,
-        what: &str,
-        f: impl FnOnce(&mut S) -> Result<T, String>,
-    ) -> RResult<T, RString> {
+    fn call<T>(&mut self, what: &str, f: impl FnOnce(&mut S) -> Result<T, String>) -> RResult<T, RString> {
         if let Some(p) = &self.poisoned {
             return RResult::RErr(format!("refusing {what}: the strategy earlier {p}").into());
         }
@@ -101,9 +91,7 @@ impl<S: KvStrategy> Strategy for Guarded<S> {
         self.call("admit", |s| s.admit(request))
     }
     fn append_slot(&mut self, seq_id: u64, new_len: u32) -> RResult<ROption<Span>, RString> {
-        self.call("append_slot", |s| {
-            s.append_slot(seq_id, new_len).map(ROption::from)
-        })
+        self.call("append_slot", |s| s.append_slot(seq_id, new_len).map(ROption::from))
     }
     fn release(&mut self, seq_id: u64) -> RResult<(), RString> {
         self.call("release", |s| s.release(seq_id))
@@ -119,10 +107,7 @@ impl<S: KvStrategy> Strategy for Guarded<S> {
 /// Boxes a strategy for the ABI (what [`export_strategy!`](crate::export_strategy) calls).
 pub fn new_boxed<S: KvStrategy>(pool: PoolInfo) -> RResult<StrategyBox, RString> {
     match catch_panic("new", || S::new(pool)) {
-        RResult::ROk(s) => RResult::ROk(Strategy_TO::from_value(
-            Guarded::new(s),
-            sabi_trait::TD_Opaque,
-        )),
+        RResult::ROk(s) => RResult::ROk(Strategy_TO::from_value(Guarded::new(s), sabi_trait::TD_Opaque)),
         RResult::RErr(e) => RResult::RErr(e),
     }
 }

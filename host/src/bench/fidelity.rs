@@ -14,51 +14,22 @@ use anyhow::Result;
 use serde_json::{json, Value};
 
 /// Every request's greedy output and its first generated position's logits.
-fn greedy(
-    plugin: &Plugin,
-    loaded: &LoadedModel,
-    pool: &KvPool,
-    sched: SchedulerConfig,
-    point: &Point,
-    max_tokens: usize,
-) -> Result<Vec<(Vec<u32>, Vec<f32>)>> {
-    let mut engine = Engine::new(
-        &loaded.model,
-        pool,
-        Box::new(plugin.new_policy(pool)?),
-        sched,
-        0,
-    );
+fn greedy(plugin: &Plugin, loaded: &LoadedModel, pool: &KvPool, sched: SchedulerConfig, point: &Point, max_tokens: usize) -> Result<Vec<(Vec<u32>, Vec<f32>)>> {
+    let mut engine = Engine::new(&loaded.model, pool, Box::new(plugin.new_policy(pool)?), sched, 0);
     engine.logits = Some(Vec::new());
-    let params = SamplingParams {
-        temperature: 0.0,
-        max_tokens,
-        ignore_eos: true,
-    };
+    let params = SamplingParams { temperature: 0.0, max_tokens, ignore_eos: true };
     let done = super::waves::run_waves(&mut engine, &point.prompts, params, |_, _, _| Ok(()))?;
     let logits = engine.logits.take().unwrap_or_default();
     Ok(done
         .iter()
         .map(|s| {
-            let first = logits
-                .iter()
-                .find(|(id, i, _)| *id == s.id && *i == 0)
-                .map(|(_, _, l)| l.clone())
-                .unwrap_or_default();
+            let first = logits.iter().find(|(id, i, _)| *id == s.id && *i == 0).map(|(_, _, l)| l.clone()).unwrap_or_default();
             (s.output().to_vec(), first)
         })
         .collect())
 }
 
-pub fn compare_to_reference(
-    tested: &Plugin,
-    reference: &Plugin,
-    loaded: &LoadedModel,
-    pool: &KvPool,
-    sched: SchedulerConfig,
-    point: &Point,
-    max_tokens: usize,
-) -> Result<Value> {
+pub fn compare_to_reference(tested: &Plugin, reference: &Plugin, loaded: &LoadedModel, pool: &KvPool, sched: SchedulerConfig, point: &Point, max_tokens: usize) -> Result<Value> {
     let got = greedy(tested, loaded, pool, sched, point, max_tokens)?;
     let want = greedy(reference, loaded, pool, sched, point, max_tokens)?;
     let (mut same, mut total, mut identical_requests, mut worst) = (0usize, 0usize, 0usize, 0f32);
@@ -66,11 +37,7 @@ pub fn compare_to_reference(
         same += out_a.iter().zip(out_b).filter(|(a, b)| a == b).count();
         total += out_b.len();
         identical_requests += usize::from(out_a == out_b);
-        worst = first_a
-            .iter()
-            .zip(first_b)
-            .map(|(a, b)| (a - b).abs())
-            .fold(worst, f32::max);
+        worst = first_a.iter().zip(first_b).map(|(a, b)| (a - b).abs()).fold(worst, f32::max);
     }
     Ok(json!({
         "reference": reference.info.name.as_str(),

@@ -32,13 +32,7 @@ pub fn line_chart(path: &Path, title: &str, y_desc: &str, series: &[Series]) -> 
         .x_desc("batch size")
         .y_desc(y_desc)
         .x_labels((x_max.ceil() as usize + 1).clamp(3, 13))
-        .x_label_formatter(&|x| {
-            if (x - x.round()).abs() < 1e-6 {
-                format!("{x:.0}")
-            } else {
-                String::new()
-            }
-        })
+        .x_label_formatter(&|x| if (x - x.round()).abs() < 1e-6 { format!("{x:.0}") } else { String::new() })
         .y_label_formatter(&|y| format!("{y:.y_decimals$}"))
         .draw()
         .map_err(draw_err)?;
@@ -48,20 +42,10 @@ pub fn line_chart(path: &Path, title: &str, y_desc: &str, series: &[Series]) -> 
             .draw_series(LineSeries::new(s.points.clone(), color.stroke_width(2)))
             .map_err(draw_err)?
             .label(s.name.clone())
-            .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
-            });
-        chart
-            .draw_series(s.points.iter().map(|&p| Circle::new(p, 3, color.filled())))
-            .map_err(draw_err)?;
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
+        chart.draw_series(s.points.iter().map(|&p| Circle::new(p, 3, color.filled()))).map_err(draw_err)?;
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .draw()
-        .map_err(draw_err)?;
+    chart.configure_series_labels().position(SeriesLabelPosition::UpperLeft).background_style(WHITE.mix(0.85)).border_style(BLACK).draw().map_err(draw_err)?;
     root.present().map_err(draw_err)?;
     Ok(())
 }
@@ -76,10 +60,7 @@ pub struct RatioRow {
 
 /// Per-trial ratios B/A, one row each, with the median's interval and a line at 1.0.
 pub fn ratio_chart(path: &Path, title: &str, rows: &[RatioRow]) -> Result<()> {
-    let values = rows
-        .iter()
-        .flat_map(|r| r.ratios.iter().copied().chain([r.ci.0, r.ci.1, 1.0]))
-        .filter(|v| v.is_finite());
+    let values = rows.iter().flat_map(|r| r.ratios.iter().copied().chain([r.ci.0, r.ci.1, 1.0])).filter(|v| v.is_finite());
     let (lo, hi) = values.fold((1.0f64, 1.0f64), |(a, b), v| (a.min(v), b.max(v)));
     let pad = ((hi - lo) * 0.1).max(0.02);
     let n = rows.len().max(1);
@@ -97,40 +78,16 @@ pub fn ratio_chart(path: &Path, title: &str, rows: &[RatioRow]) -> Result<()> {
         .configure_mesh()
         .x_desc("B / A (dots: trials; bar: interval of the median)")
         .y_labels(n)
-        .y_label_formatter(&|y| {
-            labels
-                .get(y.round().max(0.0) as usize)
-                .filter(|_| (y - y.round()).abs() < 1e-6)
-                .cloned()
-                .unwrap_or_default()
-        })
+        .y_label_formatter(&|y| labels.get(y.round().max(0.0) as usize).filter(|_| (y - y.round()).abs() < 1e-6).cloned().unwrap_or_default())
         .draw()
         .map_err(draw_err)?;
-    chart
-        .draw_series(LineSeries::new(
-            [(1.0, -0.5), (1.0, n as f64 - 0.5)],
-            BLACK.stroke_width(1),
-        ))
-        .map_err(draw_err)?;
+    chart.draw_series(LineSeries::new([(1.0, -0.5), (1.0, n as f64 - 0.5)], BLACK.stroke_width(1))).map_err(draw_err)?;
     for (i, r) in rows.iter().enumerate() {
         let y = i as f64;
         let color = Palette99::pick(i % 8).to_rgba();
-        chart
-            .draw_series([PathElement::new(
-                vec![(r.ci.0, y), (r.ci.1, y)],
-                color.stroke_width(3),
-            )])
-            .map_err(draw_err)?;
-        chart
-            .draw_series(
-                r.ratios
-                    .iter()
-                    .map(|&x| Circle::new((x, y), 4, color.mix(0.6).filled())),
-            )
-            .map_err(draw_err)?;
-        chart
-            .draw_series([Cross::new((r.median, y), 6, BLACK.stroke_width(2))])
-            .map_err(draw_err)?;
+        chart.draw_series([PathElement::new(vec![(r.ci.0, y), (r.ci.1, y)], color.stroke_width(3))]).map_err(draw_err)?;
+        chart.draw_series(r.ratios.iter().map(|&x| Circle::new((x, y), 4, color.mix(0.6).filled()))).map_err(draw_err)?;
+        chart.draw_series([Cross::new((r.median, y), 6, BLACK.stroke_width(2))]).map_err(draw_err)?;
     }
     root.present().map_err(draw_err)?;
     Ok(())

@@ -20,25 +20,10 @@ pub fn render(dir: &Path) -> Result<Vec<String>> {
     let mut written = Vec::new();
     if run.is_file() {
         let points: Vec<Value> = read(&run)?;
-        md.push_str(&format!(
-            "## Run\n\n```\n{}\n```\n\n",
-            summary::table(&points)
-        ));
+        md.push_str(&format!("## Run\n\n```\n{}\n```\n\n", summary::table(&points)));
         for (file, title, key, scale, unit) in [
-            (
-                "throughput.svg",
-                "Throughput",
-                "throughput_tokens_per_sec",
-                1.0,
-                "tokens/s (input + output)",
-            ),
-            (
-                "peak_kv_memory.svg",
-                "Peak KV memory",
-                "peak_kv_bytes",
-                1.0 / (1024.0 * 1024.0),
-                "MiB of KV held at peak",
-            ),
+            ("throughput.svg", "Throughput", "throughput_tokens_per_sec", 1.0, "tokens/s (input + output)"),
+            ("peak_kv_memory.svg", "Peak KV memory", "peak_kv_bytes", 1.0 / (1024.0 * 1024.0), "MiB of KV held at peak"),
         ] {
             plots::line_chart(&dir.join(file), title, unit, &series(&points, key, scale))?;
             md.push_str(&format!("![{title}]({file})\n\n"));
@@ -58,11 +43,7 @@ pub fn render(dir: &Path) -> Result<Vec<String>> {
                     let f = |k: &str| m[k].as_f64().unwrap_or(f64::NAN);
                     Some(RatioRow {
                         label: format!("{}: {name}", p["point"].as_str().unwrap_or("")),
-                        ratios: m["ratios"]
-                            .as_array()?
-                            .iter()
-                            .filter_map(Value::as_f64)
-                            .collect(),
+                        ratios: m["ratios"].as_array()?.iter().filter_map(Value::as_f64).collect(),
                         median: f("ratio_median"),
                         ci: (f("ci_low"), f("ci_high")),
                     })
@@ -79,19 +60,15 @@ pub fn render(dir: &Path) -> Result<Vec<String>> {
 }
 
 fn read<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    serde_json::from_str(&text)
-        .with_context(|| format!("{} is not what nanohost writes there", path.display()))
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("{} is not what nanohost writes there", path.display()))
 }
 
 /// One line per plugin and workload (and shared prefix length), over batch size.
 fn series(points: &[Value], key: &str, scale: f64) -> Vec<Series> {
     let mut by: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
     for p in points {
-        let (Some(x), Some(y)) = (p["batch_size"].as_f64(), p[key].as_f64()) else {
-            continue;
-        };
+        let (Some(x), Some(y)) = (p["batch_size"].as_f64(), p[key].as_f64()) else { continue };
         let plugin = p["plugin"]["name"].as_str().unwrap_or("?");
         let mut name = format!("{plugin} / {}", p["workload"].as_str().unwrap_or("?"));
         if let Some(n) = p.get("shared_prefix_len") {
@@ -108,15 +85,7 @@ fn series(points: &[Value], key: &str, scale: f64) -> Vec<Series> {
 }
 
 fn compare_markdown(report: &Value) -> String {
-    let side = |s: &Value| {
-        format!(
-            "{} {} ({}, sha256 {:.12})",
-            s["name"].as_str().unwrap_or("?"),
-            s["version"].as_str().unwrap_or("?"),
-            s["path"].as_str().unwrap_or("?"),
-            s["sha256"].as_str().unwrap_or("?")
-        )
-    };
+    let side = |s: &Value| format!("{} {} ({}, sha256 {:.12})", s["name"].as_str().unwrap_or("?"), s["version"].as_str().unwrap_or("?"), s["path"].as_str().unwrap_or("?"), s["sha256"].as_str().unwrap_or("?"));
     format!(
         "## Comparison\n\nA: {}\n\nB: {}\n\n```\n{}```\n\n",
         side(&report["a"]),

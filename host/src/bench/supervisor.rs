@@ -73,14 +73,8 @@ fn draw(name: &str, p: &Progress, elapsed: Duration, tty: bool) {
 
 /// Runs one plugin in a child `nanohost worker` and waits for it, at most `timeout`.
 pub fn run_child(plugin: &Path, cfg: &BenchConfig, out_dir: &Path) -> Result<Outcome> {
-    let plugin_name = plugin
-        .file_stem()
-        .and_then(|s| s.to_str())
-        .unwrap_or("plugin")
-        .trim_start_matches("lib")
-        .to_string();
-    let exe =
-        std::env::current_exe().context("cannot find the nanohost binary to start a worker")?;
+    let plugin_name = plugin.file_stem().and_then(|s| s.to_str()).unwrap_or("plugin").trim_start_matches("lib").to_string();
+    let exe = std::env::current_exe().context("cannot find the nanohost binary to start a worker")?;
     let mut child: Child = Command::new(exe)
         .arg("worker")
         .arg("--plugin")
@@ -89,20 +83,14 @@ pub fn run_child(plugin: &Path, cfg: &BenchConfig, out_dir: &Path) -> Result<Out
         .arg(out_dir)
         .arg("--config-json")
         .arg(serde_json::to_string(cfg)?)
-        .env(
-            "NANOHOST_LOG",
-            std::env::var("NANOHOST_LOG").unwrap_or_else(|_| "warn".into()),
-        )
+        .env("NANOHOST_LOG", std::env::var("NANOHOST_LOG").unwrap_or_else(|_| "warn".into()))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .context("cannot start a worker process")?;
 
-    let progress = Arc::new(Mutex::new(Progress {
-        point: "loading".into(),
-        ..Default::default()
-    }));
+    let progress = Arc::new(Mutex::new(Progress { point: "loading".into(), ..Default::default() }));
     let result_file: Arc<Mutex<Option<PathBuf>>> = Arc::new(Mutex::new(None));
     let r2 = result_file.clone();
     let stdout = child.stdout.take().expect("piped");
@@ -148,15 +136,11 @@ pub fn run_child(plugin: &Path, cfg: &BenchConfig, out_dir: &Path) -> Result<Out
         if started.elapsed() >= timeout {
             let _ = child.kill();
             let _ = child.wait();
-            break Err(format!(
-                "timed out after {}s and was killed (config key `timeout_seconds`)",
-                cfg.timeout_seconds
-            ));
+            break Err(format!("timed out after {}s and was killed (config key `timeout_seconds`)", cfg.timeout_seconds));
         }
         {
             let p = progress.lock().unwrap();
-            if (tty && last_draw.1.elapsed() > Duration::from_millis(250)) || p.done != last_draw.0
-            {
+            if (tty && last_draw.1.elapsed() > Duration::from_millis(250)) || p.done != last_draw.0 {
                 draw(&plugin_name, &p, started.elapsed(), tty);
                 last_draw = (p.done, Instant::now());
             }
@@ -171,9 +155,7 @@ pub fn run_child(plugin: &Path, cfg: &BenchConfig, out_dir: &Path) -> Result<Out
     let results = result_file.lock().unwrap().clone().filter(|p| p.is_file());
     let failure = match (status, &results) {
         (Ok(st), Some(_)) if st.success() => None,
-        (Ok(st), None) if st.success() => {
-            Some("exited cleanly but reported no result file".to_string())
-        }
+        (Ok(st), None) if st.success() => Some("exited cleanly but reported no result file".to_string()),
         (Ok(st), _) => Some(describe_exit(st)),
         (Err(why), _) => Some(why),
     };

@@ -8,19 +8,11 @@ use anyhow::Result;
 
 /// Runs every wave of `prompts` with `params` (a prompt's own `max_tokens` wins) and calls
 /// `after_wave` with each wave's finished sequences; returns them all, wave by wave.
-pub fn run_waves(
-    engine: &mut Engine,
-    prompts: &[Prompt],
-    params: SamplingParams,
-    mut after_wave: impl FnMut(&Engine, usize, &[Sequence]) -> Result<()>,
-) -> Result<Vec<Sequence>> {
+pub fn run_waves(engine: &mut Engine, prompts: &[Prompt], params: SamplingParams, mut after_wave: impl FnMut(&Engine, usize, &[Sequence]) -> Result<()>) -> Result<Vec<Sequence>> {
     let mut all = Vec::new();
     for wave in 0..=prompts.iter().map(|p| p.wave).max().unwrap_or(0) {
         for p in prompts.iter().filter(|p| p.wave == wave) {
-            let params = SamplingParams {
-                max_tokens: p.max_tokens.unwrap_or(params.max_tokens),
-                ..params
-            };
+            let params = SamplingParams { max_tokens: p.max_tokens.unwrap_or(params.max_tokens), ..params };
             engine.add_chunked_request(p.tokens.clone(), p.chunks.clone(), params)?;
         }
         let done = engine.run_to_completion()?;

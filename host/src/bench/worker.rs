@@ -1,8 +1,8 @@
 //! The child process of `nanohost run`: one plugin, every point of every workload, one result
 //! file. Progress goes to stdout as JSON lines for the supervisor.
 
-use super::chunk_stats;
 use super::config::BenchConfig;
+use super::chunk_stats;
 use super::metrics::RunRecord;
 use super::waves::run_waves;
 use crate::engine::kv_pool::{KvPool, PoolSize};
@@ -30,12 +30,7 @@ pub fn result_file_name(plugin_name: &str) -> String {
 /// The prototype's method label: the plugin description up to its first colon.
 pub fn method_label(plugin: &Plugin) -> String {
     let d = plugin.info.description.as_str();
-    d.split(':')
-        .next()
-        .filter(|m| !m.trim().is_empty())
-        .unwrap_or(plugin.info.name.as_str())
-        .trim()
-        .to_string()
+    d.split(':').next().filter(|m| !m.trim().is_empty()).unwrap_or(plugin.info.name.as_str()).trim().to_string()
 }
 
 fn progress(done: usize, total: usize, what: &str) {
@@ -46,26 +41,14 @@ fn progress(done: usize, total: usize, what: &str) {
 }
 
 pub fn model_source(cfg: &BenchConfig) -> Result<ModelSource> {
-    ModelSource::resolve(
-        cfg.model_path.as_ref().map(Into::into),
-        cfg.preset.as_deref(),
-        cfg.model_seed,
-    )
+    ModelSource::resolve(cfg.model_path.as_ref().map(Into::into), cfg.preset.as_deref(), cfg.model_seed)
 }
 
 /// Enough blocks that the largest point never preempts: every sequence at full length.
 fn default_blocks(cfg: &BenchConfig, points: &[Point]) -> usize {
     points
         .iter()
-        .map(|p| {
-            p.prompts
-                .iter()
-                .map(|q| {
-                    (q.tokens.len() + q.max_tokens.unwrap_or(cfg.max_output_len))
-                        .div_ceil(cfg.block_size)
-                })
-                .sum::<usize>()
-        })
+        .map(|p| p.prompts.iter().map(|q| (q.tokens.len() + q.max_tokens.unwrap_or(cfg.max_output_len)).div_ceil(cfg.block_size)).sum::<usize>())
         .max()
         .unwrap_or(1)
 }
@@ -86,51 +69,20 @@ pub fn run_worker(plugin_path: &Path, cfg: &BenchConfig, out_dir: &Path) -> Resu
         (None, Some(b)) => PoolSize::Bytes(b),
         (None, None) => PoolSize::Blocks(default_blocks(cfg, &points)),
     };
-    let pool = KvPool::new(
-        loaded.model.config(),
-        size,
-        cfg.block_size,
-        loaded.model.dtype(),
-        &device,
-    )?;
-    let chunked = points
-        .iter()
-        .any(|p| p.prompts.iter().any(|q| !q.chunks.is_empty()));
-    let reference = if chunked {
-        fidelity_reference(&plugin)?
-    } else {
-        None
-    };
+    let pool = KvPool::new(loaded.model.config(), size, cfg.block_size, loaded.model.dtype(), &device)?;
+    let chunked = points.iter().any(|p| p.prompts.iter().any(|q| !q.chunks.is_empty()));
+    let reference = if chunked { fidelity_reference(&plugin)? } else { None };
     // One set of graphs for the pool: what the warm-ups capture, the timed runs replay.
     let graphs = DecodeGraphs::new(&loaded.model, cfg.max_num_seqs, cfg.cuda_graphs);
     let mut results = Vec::new();
     for (i, point) in points.iter().enumerate() {
-        progress(
-            i,
-            points.len(),
-            &format!("{} batch {}", point.workload, point.batch_size),
-        );
-        let record = run_point(
-            &plugin,
-            reference.as_ref(),
-            &loaded,
-            &pool,
-            &graphs,
-            cfg,
-            point,
-            &compute.name,
-        )
-        .with_context(|| {
-            format!(
-                "{} workload, batch size {}",
-                point.workload, point.batch_size
-            )
-        })?;
+        progress(i, points.len(), &format!("{} batch {}", point.workload, point.batch_size));
+        let record = run_point(&plugin, reference.as_ref(), &loaded, &pool, &graphs, cfg, point, &compute.name)
+            .with_context(|| format!("{} workload, batch size {}", point.workload, point.batch_size))?;
         results.push(Value::Object(record));
     }
     progress(points.len(), points.len(), "done");
-    std::fs::create_dir_all(out_dir)
-        .with_context(|| format!("cannot create {}", out_dir.display()))?;
+    std::fs::create_dir_all(out_dir).with_context(|| format!("cannot create {}", out_dir.display()))?;
     let path = out_dir.join(result_file_name(&plugin.info.name));
     write_atomic(&path, serde_json::to_string_pretty(&results)?.as_bytes())?;
     println!("{}", json!({"result_file": path}));
@@ -139,12 +91,7 @@ pub fn run_worker(plugin_path: &Path, cfg: &BenchConfig, out_dir: &Path) -> Resu
 
 /// What the graphs did during the timed run (captures in the warm-up are not counted there),
 /// and the shapes captured ahead of it with their time.
-fn graph_record(
-    graphs: &DecodeGraphs,
-    before: &GraphStats,
-    precaptured: usize,
-    precapture_seconds: f64,
-) -> Value {
+fn graph_record(graphs: &DecodeGraphs, before: &GraphStats, precaptured: usize, precapture_seconds: f64) -> Value {
     let now = graphs.stats();
     json!({
         "mode": graphs.mode(),
@@ -161,20 +108,10 @@ fn graph_record(
 /// The reference for the chunked workloads' fidelity check: the standard plugin found beside
 /// this one or in the plugin search path; `None` (and a log line) when there is none.
 fn fidelity_reference(plugin: &Plugin) -> Result<Option<Plugin>> {
-    let beside = plugin
-        .path
-        .parent()
-        .map(|d| d.join("libstandard.so"))
-        .filter(|p| p.is_file());
-    let found = beside.or_else(|| {
-        crate::plugin::discover::discover(&[])
-            .into_iter()
-            .find(|p| p.file_name().is_some_and(|n| n == "libstandard.so"))
-    });
+    let beside = plugin.path.parent().map(|d| d.join("libstandard.so")).filter(|p| p.is_file());
+    let found = beside.or_else(|| crate::plugin::discover::discover(&[]).into_iter().find(|p| p.file_name().is_some_and(|n| n == "libstandard.so")));
     let Some(path) = found else {
-        tracing::warn!(
-            "no libstandard.so beside the plugin or in the plugin search path: no fidelity check"
-        );
+        tracing::warn!("no libstandard.so beside the plugin or in the plugin search path: no fidelity check");
         return Ok(None);
     };
     Ok(Some(load_plugin(&path)?))
@@ -182,60 +119,24 @@ fn fidelity_reference(plugin: &Plugin) -> Result<Option<Plugin>> {
 
 /// `reference`: the fidelity reference, for points with chunked requests.
 #[allow(clippy::too_many_arguments)]
-fn run_point(
-    plugin: &Plugin,
-    reference: Option<&Plugin>,
-    loaded: &LoadedModel,
-    pool: &KvPool,
-    graphs: &DecodeGraphs,
-    cfg: &BenchConfig,
-    point: &Point,
-    device: &str,
-) -> Result<Map<String, Value>> {
-    let sched = SchedulerConfig {
-        max_num_seqs: cfg.max_num_seqs,
-        max_num_batched_tokens: cfg.max_num_batched_tokens,
-    };
-    let params = SamplingParams {
-        temperature: cfg.temperature as f32,
-        max_tokens: cfg.max_output_len,
-        ignore_eos: true,
-    };
+fn run_point(plugin: &Plugin, reference: Option<&Plugin>, loaded: &LoadedModel, pool: &KvPool, graphs: &DecodeGraphs, cfg: &BenchConfig, point: &Point, device: &str) -> Result<Map<String, Value>> {
+    let sched = SchedulerConfig { max_num_seqs: cfg.max_num_seqs, max_num_batched_tokens: cfg.max_num_batched_tokens };
+    let params = SamplingParams { temperature: cfg.temperature as f32, max_tokens: cfg.max_output_len, ignore_eos: true };
     // Warm-up on a fresh strategy, as the prototype did, so one-time costs stay out of the timing.
     if cfg.warmup_tokens > 0 {
-        let mut warm = Engine::new(
-            &loaded.model,
-            pool,
-            Box::new(plugin.new_policy(pool)?),
-            sched,
-            cfg.seed,
-        )
-        .with_graphs(graphs);
+        let mut warm = Engine::new(&loaded.model, pool, Box::new(plugin.new_policy(pool)?), sched, cfg.seed).with_graphs(graphs);
         for p in &point.prompts {
-            warm.add_chunked_request(
-                p.tokens.clone(),
-                p.chunks.clone(),
-                SamplingParams {
-                    max_tokens: cfg.warmup_tokens.min(p.max_tokens.unwrap_or(usize::MAX)),
-                    ..params
-                },
-            )?;
+            warm.add_chunked_request(p.tokens.clone(), p.chunks.clone(), SamplingParams { max_tokens: cfg.warmup_tokens.min(p.max_tokens.unwrap_or(usize::MAX)), ..params })?;
         }
         warm.run_to_completion()?;
     }
     // Every decode shape the point can meet, captured before the clock starts.
     let precapture_start = Instant::now();
-    let max_context = point
-        .prompts
-        .iter()
-        .map(|p| p.tokens.len() + p.max_tokens.unwrap_or(cfg.max_output_len))
-        .max()
-        .unwrap_or(0);
+    let max_context = point.prompts.iter().map(|p| p.tokens.len() + p.max_tokens.unwrap_or(cfg.max_output_len)).max().unwrap_or(0);
     let precaptured = graphs.precapture(&loaded.model, pool, point.prompts.len(), max_context)?;
     let precapture_seconds = precapture_start.elapsed().as_secs_f64();
     let policy = plugin.new_policy(pool)?;
-    let mut engine =
-        Engine::new(&loaded.model, pool, Box::new(policy), sched, cfg.seed).with_graphs(graphs);
+    let mut engine = Engine::new(&loaded.model, pool, Box::new(policy), sched, cfg.seed).with_graphs(graphs);
     let graphs_before = graphs.stats();
     let baseline = crate::device::device_memory_in_use(loaded.model.device());
     let (mut before, mut wave_stats) = (engine.policy().counters()?, Vec::new());
@@ -266,53 +167,26 @@ fn run_point(
     m.insert("batch_size".into(), json!(point.batch_size));
     m.extend(point.extra.clone());
     m.extend(record.to_json());
-    m.insert(
-        "plugin".into(),
-        json!({
-            "name": plugin.info.name.as_str(), "version": plugin.info.version.as_str(),
-            "sha256": plugin.sha256, "path": plugin.path.display().to_string(),
-            "abi": nanohost_strategy_api::ABI_VERSION,
-        }),
-    );
+    m.insert("plugin".into(), json!({
+        "name": plugin.info.name.as_str(), "version": plugin.info.version.as_str(),
+        "sha256": plugin.sha256, "path": plugin.path.display().to_string(),
+        "abi": nanohost_strategy_api::ABI_VERSION,
+    }));
     let counters = engine.policy().counters()?;
     if point.prompts.iter().any(|p| !p.chunks.is_empty()) {
-        m.extend(chunk_stats::point(
-            &counters,
-            (engine.peak_reported_blocks * pool.bytes_per_block()) as u64,
-            wave_stats,
-        ));
+        m.extend(chunk_stats::point(&counters, (engine.peak_reported_blocks * pool.bytes_per_block()) as u64, wave_stats));
         let fidelity = match reference {
-            Some(r) => super::fidelity::compare_to_reference(
-                plugin,
-                r,
-                loaded,
-                pool,
-                sched,
-                point,
-                cfg.max_output_len,
-            )?,
+            Some(r) => super::fidelity::compare_to_reference(plugin, r, loaded, pool, sched, point, cfg.max_output_len)?,
             None => Value::Null,
         };
         m.insert("fidelity".into(), fidelity);
     }
-    m.insert(
-        "cuda_graphs".into(),
-        graph_record(graphs, &graphs_before, precaptured, precapture_seconds),
-    );
-    m.insert(
-        "programmatic_launch".into(),
-        json!(nanohost_kernels::programmatic_launch(loaded.model.device())),
-    );
-    m.insert(
-        "strategy_counters".into(),
-        Value::Object(counters.into_iter().map(|(k, v)| (k, json!(v))).collect()),
-    );
+    m.insert("cuda_graphs".into(), graph_record(graphs, &graphs_before, precaptured, precapture_seconds));
+    m.insert("programmatic_launch".into(), json!(nanohost_kernels::programmatic_launch(loaded.model.device())));
+    m.insert("strategy_counters".into(), Value::Object(counters.into_iter().map(|(k, v)| (k, json!(v))).collect()));
     m.insert("model".into(), json!(loaded.name));
     m.insert("device".into(), json!(device));
-    m.insert(
-        "dtype".into(),
-        json!(format!("{:?}", loaded.model.dtype()).to_lowercase()),
-    );
+    m.insert("dtype".into(), json!(format!("{:?}", loaded.model.dtype()).to_lowercase()));
     m.insert("block_size".into(), json!(pool.block_size()));
     m.insert("temperature".into(), json!(cfg.temperature));
     m.insert("seed".into(), json!(cfg.seed));

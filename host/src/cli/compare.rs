@@ -51,38 +51,20 @@ pub fn run(a: CompareArgs) -> Result<()> {
         trials.push((a_list, b_list));
     }
     let result = compare::compare(&trials, a.confidence, cfg.seed)?;
-    write_atomic(
-        &a.out.join("compare.json"),
-        serde_json::to_string_pretty(&result)?.as_bytes(),
-    )?;
+    write_atomic(&a.out.join("compare.json"), serde_json::to_string_pretty(&result)?.as_bytes())?;
     println!("{}", compare::table(&result));
     report::render(&a.out)?;
-    eprintln!(
-        "comparison in {} (compare.json, summary.md, compare_ratios.svg)",
-        a.out.display()
-    );
+    eprintln!("comparison in {} (compare.json, summary.md, compare_ratios.svg)", a.out.display());
     Ok(())
 }
 
 /// One side of one trial in its own child process; its result list.
-fn trial(
-    plugin: &Path,
-    side: &str,
-    t: usize,
-    cfg: &crate::bench::config::BenchConfig,
-    out: &Path,
-) -> Result<Vec<Value>> {
+fn trial(plugin: &Path, side: &str, t: usize, cfg: &crate::bench::config::BenchConfig, out: &Path) -> Result<Vec<Value>> {
     let dir = out.join(format!("trial-{t}")).join(side);
     let outcome = supervisor::run_child(plugin, cfg, &dir)?;
     let Some(file) = outcome.results else {
-        bail!(
-            "trial {t}: {} ({}) failed: {}",
-            side.to_uppercase(),
-            plugin.display(),
-            outcome.failure.unwrap_or_default()
-        );
+        bail!("trial {t}: {} ({}) failed: {}", side.to_uppercase(), plugin.display(), outcome.failure.unwrap_or_default());
     };
-    let text = std::fs::read_to_string(&file)
-        .with_context(|| format!("cannot read {}", file.display()))?;
+    let text = std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?;
     serde_json::from_str(&text).with_context(|| format!("{} is not a result list", file.display()))
 }

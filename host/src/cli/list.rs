@@ -15,22 +15,14 @@ pub fn run(a: ListArgs) -> Result<()> {
     let found = discover(&a.plugin_dirs);
     println!("host strategy ABI {}", nanohost_strategy_api::ABI_VERSION);
     if found.is_empty() {
-        let dirs: Vec<String> = search_dirs(&a.plugin_dirs)
-            .iter()
-            .map(|d| d.display().to_string())
-            .collect();
+        let dirs: Vec<String> = search_dirs(&a.plugin_dirs).iter().map(|d| d.display().to_string()).collect();
         println!("no plugins found in {}", dirs.join(", "));
         return Ok(());
     }
     for path in found {
         let sha = sha256_file(&path).unwrap_or_else(|_| "-".into());
         match load_plugin(&path) {
-            Ok(p) => println!(
-                "{}\t{}\tABI ok\t{}\t{sha}",
-                p.info.name,
-                p.info.version,
-                path.display()
-            ),
+            Ok(p) => println!("{}\t{}\tABI ok\t{}\t{sha}", p.info.name, p.info.version, path.display()),
             Err(e) => println!("-\t-\t{}\t{}\t{sha}\n\t{e}", e.status(), path.display()),
         }
     }

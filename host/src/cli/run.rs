@@ -22,11 +22,7 @@ pub struct RunArgs {
 
 pub fn run(a: RunArgs) -> Result<()> {
     let cfg = a.bench.config()?;
-    let plugins = if a.plugins.is_empty() {
-        discover(&a.plugin_dirs)
-    } else {
-        a.plugins.clone()
-    };
+    let plugins = if a.plugins.is_empty() { discover(&a.plugin_dirs) } else { a.plugins.clone() };
     if plugins.is_empty() {
         bail!(
             "no plugins found in {}; build them with `cargo build --release --workspace` or give --plugin PATH",
@@ -42,11 +38,7 @@ pub fn run(a: RunArgs) -> Result<()> {
     report::render(&a.out)?;
     eprintln!("results in {} (summary.md, charts)", a.out.display());
     if failed > 0 {
-        bail!(
-            "{failed} of {} plugins failed (see above and {}/run_report.json)",
-            plugins.len(),
-            a.out.display()
-        );
+        bail!("{failed} of {} plugins failed (see above and {}/run_report.json)", plugins.len(), a.out.display());
     }
     Ok(())
 }

@@ -7,17 +7,17 @@
 //! depends on this one only through the sampled token ids. So the engine schedules, packs and
 //! stages it after launching this step, with a placeholder for each sequence's new token, and
 //! writes the sampled tokens in once they are on the host. Where anything else could change
-//! the next step it is planned after sampling, as before.
-//!
-//! Where the next step also has this step's rows in this order and a graph ready for its
-//! shape, it is queued on the device right behind this step's sampling, which the device then
-//! copies into the next step's inputs itself (`launch_ahead`); the host reads the tokens back
-//! through page-locked memory meanwhile. The device then no longer idles while the host reads
-//! the tokens, fills them in, uploads and launches (25-65 us a step on H200 machines, measured
-//! at batch 64 before this). A request added between two steps
+//! the next step it is planned after sampling, as before. A request added between two steps
 //! (`Engine::add_request`) while the second is already planned is admitted one step later, as
 //! under vLLM's asynchronous scheduling; nothing in nanohost adds requests mid-run (waves wait
 //! for the engine to drain).
+//!
+//! Where the next step also has this step's rows in this order and a graph ready for its
+//! shape, it is queued on the device right behind this step's sampling, and the device copies
+//! the sampled tokens into the next step's inputs itself (`launch_ahead`); the host reads them
+//! back through page-locked memory meanwhile. The device then no longer idles while the host
+//! reads the tokens, fills them in, uploads and launches (25-65 us a step on H200 machines at
+//! batch 64 before this).
 
 use super::scheduler::StepPlan;
 use super::sequence::SeqId;
@@ -43,16 +43,11 @@ impl Engine<'_> {
     pub(super) fn can_prepare_ahead(&self, plan: &StepPlan) -> bool {
         let max_pos = self.model.config().max_position_embeddings;
         let running = &self.scheduler.running;
-        self.graphs
-            .is_some_and(|g| g.mode() != crate::model::GraphMode::Off)
+        self.graphs.is_some_and(|g| g.mode() != crate::model::GraphMode::Off)
             && !plan.prefill
             && self.scheduler.waiting.is_empty()
             && plan.seqs.len() == running.len()
-            && running.iter().all(|s| {
-                s.params.ignore_eos
-                    && s.output().len() + 1 < s.params.max_tokens
-                    && s.len() + 1 < max_pos
-            })
+            && running.iter().all(|s| s.params.ignore_eos && s.output().len() + 1 < s.params.max_tokens && s.len() + 1 < max_pos)
     }
 
     /// Schedules, packs and stages the next decode step, each running sequence's new token a
@@ -63,25 +58,13 @@ impl Engine<'_> {
         }
         // Sequences are running, so there is a step: were all of them preempted, the scheduler
         // would fail (the pool cannot hold one alone) rather than plan none.
-        let Some((step, _, _)) = self.plan_step()? else {
-            bail!("internal: no step to prepare ahead with sequences running")
-        };
+        let Some((step, _, _)) = self.plan_step()? else { bail!("internal: no step to prepare ahead with sequences running") };
         if step.plan.prefill {
             bail!("internal: a step prepared ahead admitted a request");
         }
         let running = &self.scheduler.running;
-        let rows = step
-            .plan
-            .seqs
-            .iter()
-            .enumerate()
-            .map(|(row, &i)| (running[i].id, row))
-            .collect();
-        Ok(Ahead {
-            step,
-            rows,
-            launched: None,
-        })
+        let rows = step.plan.seqs.iter().enumerate().map(|(row, &i)| (running[i].id, row)).collect();
+        Ok(Ahead { step, rows, launched: None })
     }
 
     /// Queues `ahead` on the device behind the step just sampled (`rows`, its tokens
@@ -90,22 +73,9 @@ impl Engine<'_> {
     /// waiting for the host to read these, fill them in and launch it. That needs `ahead` to
     /// have the same sequences in the same rows (nothing preempted) and a graph ready for its
     /// shape; `None` (nothing queued, nothing read) otherwise.
-    pub(super) fn launch_ahead(
-        &mut self,
-        ahead: &mut Ahead,
-        rows: &[(SeqId, usize)],
-        sampled: &Tensor,
-    ) -> Result<Option<Vec<u32>>> {
-        let (Some(graphs), Some(staged)) = (self.graphs, &ahead.step.staged) else {
-            return Ok(None);
-        };
-        let same_rows = ahead.rows.len() == rows.len()
-            && ahead
-                .rows
-                .iter()
-                .zip(rows)
-                .enumerate()
-                .all(|(r, (&(next, row), &(this, _)))| next == this && row == r);
+    pub(super) fn launch_ahead(&mut self, ahead: &mut Ahead, rows: &[(SeqId, usize)], sampled: &Tensor) -> Result<Option<Vec<u32>>> {
+        let (Some(graphs), Some(staged)) = (self.graphs, &ahead.step.staged) else { return Ok(None) };
+        let same_rows = ahead.rows.len() == rows.len() && ahead.rows.iter().zip(rows).enumerate().all(|(r, (&(next, row), &(this, _)))| next == this && row == r);
         if !same_rows || !graphs.ready_for(staged) {
             return Ok(None);
         }
@@ -118,36 +88,22 @@ impl Engine<'_> {
     /// Writes the tokens `sampled` (by sequence) in the step before `ahead` wherever the
     /// placeholders went: the sequences (running, or waiting if scheduling `ahead` preempted
     /// them), their pending jobs, the packed and staged step, and the policy's record.
-    pub(super) fn fill_ahead(
-        &mut self,
-        ahead: &mut Ahead,
-        sampled: &HashMap<SeqId, u32>,
-    ) -> Result<()> {
+    pub(super) fn fill_ahead(&mut self, ahead: &mut Ahead, sampled: &HashMap<SeqId, u32>) -> Result<()> {
         let sched = &mut self.scheduler;
         let mut filled = 0;
         for seq in sched.running.iter_mut().chain(sched.waiting.iter_mut()) {
-            let Some(&token) = sampled.get(&seq.id) else {
-                continue;
-            };
+            let Some(&token) = sampled.get(&seq.id) else { continue };
             match seq.tokens.last_mut() {
                 Some(t) if *t == PLACEHOLDER => *t = token,
-                _ => bail!(
-                    "internal: sequence {} has no placeholder token to fill",
-                    seq.id
-                ),
+                _ => bail!("internal: sequence {} has no placeholder token to fill", seq.id),
             }
             filled += 1;
         }
         if filled != sampled.len() {
-            bail!(
-                "internal: {} sampled sequences left the engine while their next step was prepared",
-                sampled.len() - filled
-            );
+            bail!("internal: {} sampled sequences left the engine while their next step was prepared", sampled.len() - filled);
         }
         for &(id, row) in &ahead.rows {
-            let Some(&token) = sampled.get(&id) else {
-                bail!("internal: sequence {id} is in the prepared step but was not sampled")
-            };
+            let Some(&token) = sampled.get(&id) else { bail!("internal: sequence {id} is in the prepared step but was not sampled") };
             let step = &mut ahead.step;
             let seq = &mut sched.running[step.plan.seqs[row]];
             debug_assert_eq!(seq.id, id);

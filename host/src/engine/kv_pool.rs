@@ -29,13 +29,7 @@ pub struct KvPool {
 }
 
 impl KvPool {
-    pub fn new(
-        cfg: &Qwen3Config,
-        size: PoolSize,
-        block_size: usize,
-        dtype: DType,
-        device: &Device,
-    ) -> Result<Self> {
+    pub fn new(cfg: &Qwen3Config, size: PoolSize, block_size: usize, dtype: DType, device: &Device) -> Result<Self> {
         if block_size == 0 {
             bail!("block size must be at least 1 token");
         }
@@ -48,24 +42,13 @@ impl KvPool {
             bail!("the KV pool holds no block: {size:?} is below one block of {bytes_per_block} bytes");
         }
         // One block more than strategies see: the scratch block (see `scratch_slot`).
-        let shape = (
-            num_blocks + 1,
-            block_size,
-            cfg.num_key_value_heads,
-            cfg.head_dim,
-        );
+        let shape = (num_blocks + 1, block_size, cfg.num_key_value_heads, cfg.head_dim);
         let (mut k, mut v) = (Vec::new(), Vec::new());
         for _ in 0..cfg.num_hidden_layers {
             k.push(Tensor::zeros(shape, dtype, device)?);
             v.push(Tensor::zeros(shape, dtype, device)?);
         }
-        Ok(KvPool {
-            k,
-            v,
-            block_size,
-            num_blocks,
-            bytes_per_block,
-        })
+        Ok(KvPool { k, v, block_size, num_blocks, bytes_per_block })
     }
 
     pub fn layer(&self, layer: usize) -> (&Tensor, &Tensor) {

@@ -11,9 +11,9 @@ pub mod sequence;
 
 use crate::model::{DecodeGraphs, Qwen3};
 use anyhow::Result;
+use nanohost_strategy_api::Chunk;
 use kv_policy::KvPolicy;
 use kv_pool::KvPool;
-use nanohost_strategy_api::Chunk;
 use runner::PackedBatch;
 use scheduler::{Scheduler, SchedulerConfig, StepPlan};
 use sequence::{FinishReason, SamplingParams, SeqId, Sequence};
@@ -83,29 +83,8 @@ pub struct Engine<'m> {
 }
 
 impl<'m> Engine<'m> {
-    pub fn new(
-        model: &'m Qwen3,
-        pool: &'m KvPool,
-        policy: Box<dyn KvPolicy + 'm>,
-        cfg: SchedulerConfig,
-        seed: u64,
-    ) -> Self {
-        Engine {
-            model,
-            pool,
-            graphs: None,
-            policy,
-            scheduler: Scheduler::new(cfg),
-            seed,
-            next_id: 0,
-            peak_blocks: 0,
-            peak_reported_blocks: 0,
-            peak_device_memory: None,
-            steps: Vec::new(),
-            logits: None,
-            ahead: None,
-            readback: Default::default(),
-        }
+    pub fn new(model: &'m Qwen3, pool: &'m KvPool, policy: Box<dyn KvPolicy + 'm>, cfg: SchedulerConfig, seed: u64) -> Self {
+        Engine { model, pool, graphs: None, policy, scheduler: Scheduler::new(cfg), seed, next_id: 0, peak_blocks: 0, peak_reported_blocks: 0, peak_device_memory: None, steps: Vec::new(), logits: None, ahead: None, readback: Default::default() }
     }
 
     /// Runs decode steps through `graphs` (made for this engine's model and pool; they may be
@@ -129,12 +108,7 @@ impl<'m> Engine<'m> {
 
     /// A request whose prompt is made of typed chunks, which must tile the start of the prompt
     /// in order.
-    pub fn add_chunked_request(
-        &mut self,
-        prompt: Vec<u32>,
-        chunks: Vec<Chunk>,
-        params: SamplingParams,
-    ) -> Result<SeqId> {
+    pub fn add_chunked_request(&mut self, prompt: Vec<u32>, chunks: Vec<Chunk>, params: SamplingParams) -> Result<SeqId> {
         let mut at = 0;
         for c in &chunks {
             if c.start != at || c.len == 0 || (c.start + c.len) as usize > prompt.len() {
@@ -163,17 +137,11 @@ impl<'m> Engine<'m> {
         let (step, prepared_ahead, scheduled, packed, queued) = match self.ahead.take() {
             Some(a) => (a.step, true, start, start, a.launched),
             None => {
-                let Some((step, scheduled, packed)) = self.plan_step()? else {
-                    return Ok(None);
-                };
+                let Some((step, scheduled, packed)) = self.plan_step()? else { return Ok(None) };
                 (step, false, scheduled, packed, None)
             }
         };
-        let PlannedStep {
-            plan,
-            batch,
-            staged,
-        } = step;
+        let PlannedStep { plan, batch, staged } = step;
         if batch.tokens.contains(&ahead::PLACEHOLDER) {
             anyhow::bail!("internal: a step was launched before its input tokens were sampled");
         }
@@ -185,43 +153,24 @@ impl<'m> Engine<'m> {
         };
         let launched = Instant::now();
         let running = &self.scheduler.running;
-        let rows: Vec<(SeqId, usize)> = plan
-            .seqs
-            .iter()
-            .map(|&i| (running[i].id, running[i].output().len()))
-            .collect();
-        let temperature = plan
-            .seqs
-            .first()
-            .map_or(0.0, |&i| running[i].params.temperature);
-        if plan
-            .seqs
-            .iter()
-            .any(|&i| running[i].params.temperature != temperature)
-        {
+        let rows: Vec<(SeqId, usize)> = plan.seqs.iter().map(|&i| (running[i].id, running[i].output().len())).collect();
+        let temperature = plan.seqs.first().map_or(0.0, |&i| running[i].params.temperature);
+        if plan.seqs.iter().any(|&i| running[i].params.temperature != temperature) {
             anyhow::bail!("sequences of one step must share a temperature");
         }
         let on_device = sampler::sample(&logits, &rows, temperature, self.seed)?;
         // The device is busy: plan the next step now where only the tokens can change it.
-        let mut ahead = if self.can_prepare_ahead(&plan) {
-            Some(self.prepare_ahead()?)
-        } else {
-            None
-        };
-        let tokens = match &mut ahead {
+        let mut ahead = if self.can_prepare_ahead(&plan) { Some(self.prepare_ahead()?) } else { None };
+        let queued_ahead = match &mut ahead {
             Some(a) if self.logits.is_none() => self.launch_ahead(a, &rows, &on_device)?,
             _ => None,
         };
-        let tokens = match tokens {
-            Some(t) => t,
+        let tokens = match queued_ahead {
+            Some(tokens) => tokens,
             None => on_device.to_vec1::<u32>()?,
         };
         let sampled = Instant::now();
-        let sampled_by_id: HashMap<SeqId, u32> = rows
-            .iter()
-            .map(|&(id, _)| id)
-            .zip(tokens.iter().copied())
-            .collect();
+        let sampled_by_id: HashMap<SeqId, u32> = rows.iter().map(|&(id, _)| id).zip(tokens.iter().copied()).collect();
         match &mut ahead {
             Some(a) => self.fill_ahead(a, &sampled_by_id)?,
             None => {
@@ -233,22 +182,14 @@ impl<'m> Engine<'m> {
             }
         }
         if let Some(kept) = &mut self.logits {
-            for (&(id, index), row) in rows
-                .iter()
-                .zip(logits.to_dtype(candle_core::DType::F32)?.to_vec2::<f32>()?)
-            {
+            for (&(id, index), row) in rows.iter().zip(logits.to_dtype(candle_core::DType::F32)?.to_vec2::<f32>()?) {
                 kept.push((id, index, row));
             }
         }
         self.finish_sampled(&sampled_by_id, ahead.is_some())?;
         self.note_peaks(graph)?;
         self.scheduler.retire_finished(self.policy.as_mut())?;
-        let report = StepReport {
-            prefill: plan.prefill,
-            num_seqs: plan.seqs.len(),
-            tokens_computed: batch.tokens.len(),
-            cascade_groups: batch.groups.len(),
-            graph,
+        let report = StepReport { prefill: plan.prefill, num_seqs: plan.seqs.len(), tokens_computed: batch.tokens.len(), cascade_groups: batch.groups.len(), graph,
             duration: start.elapsed(),
             before_launch: launched - start,
             scheduling: scheduled - start,
@@ -265,30 +206,16 @@ impl<'m> Engine<'m> {
     /// The next step: scheduled (the plugin asked for room), packed, and staged where a graph
     /// takes it; with the instants scheduling and packing ended.
     fn plan_step(&mut self) -> Result<Option<(PlannedStep, Instant, Instant)>> {
-        let Some(plan) = self.scheduler.schedule(self.policy.as_mut())? else {
-            return Ok(None);
-        };
+        let Some(plan) = self.scheduler.schedule(self.policy.as_mut())? else { return Ok(None) };
         let scheduled = Instant::now();
         let min_reads = cascade::min_shared_reads(self.model.device());
-        let batch = PackedBatch::pack(
-            plan.seqs.iter().map(|&i| &self.scheduler.running[i]),
-            self.pool.block_size(),
-            min_reads,
-        )?;
+        let batch = PackedBatch::pack(plan.seqs.iter().map(|&i| &self.scheduler.running[i]), self.pool.block_size(), min_reads)?;
         let packed = Instant::now();
         let staged = match self.graphs {
             Some(g) => g.stage(self.model, &batch.as_forward(), self.pool)?,
             None => None,
         };
-        Ok(Some((
-            PlannedStep {
-                plan,
-                batch,
-                staged,
-            },
-            scheduled,
-            packed,
-        )))
+        Ok(Some((PlannedStep { plan, batch, staged }, scheduled, packed)))
     }
 
     /// Each sampled sequence's token time and whether it is finished. By id: preparing the next
@@ -300,9 +227,7 @@ impl<'m> Engine<'m> {
         let max_pos = self.model.config().max_position_embeddings;
         let sched = &mut self.scheduler;
         for seq in sched.running.iter_mut().chain(sched.waiting.iter_mut()) {
-            let Some(&token) = sampled.get(&seq.id) else {
-                continue;
-            };
+            let Some(&token) = sampled.get(&seq.id) else { continue };
             seq.token_times.push(now);
             seq.finish = if seq.output().len() >= seq.params.max_tokens {
                 Some(FinishReason::MaxTokens)
@@ -314,10 +239,7 @@ impl<'m> Engine<'m> {
                 None
             };
             if seq.finish.is_some() && prepared {
-                anyhow::bail!(
-                    "internal: sequence {} finished after its next step was prepared",
-                    seq.id
-                );
+                anyhow::bail!("internal: sequence {} finished after its next step was prepared", seq.id);
             }
         }
         Ok(())
@@ -326,9 +248,7 @@ impl<'m> Engine<'m> {
     /// The run's peaks: blocks the ledger and the strategy count, and device memory.
     fn note_peaks(&mut self, graph: bool) -> Result<()> {
         self.peak_blocks = self.peak_blocks.max(self.policy.live_blocks());
-        self.peak_reported_blocks = self
-            .peak_reported_blocks
-            .max(self.policy.reported_blocks()?);
+        self.peak_reported_blocks = self.peak_reported_blocks.max(self.policy.reported_blocks()?);
         // Asking the driver (cuMemGetInfo) sits between this step's read-back and the next
         // step's launch, so it is asked only where memory can grow: steps that ran eagerly or
         // captured a graph allocate; replaying one allocates nothing, and is looked at one

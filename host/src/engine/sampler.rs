@@ -19,28 +19,13 @@ pub fn uniform(seed: u64, seq: SeqId, index: usize) -> f32 {
 /// temperature (a benchmark point has one). The token ids come back as a `[rows]` u32 tensor
 /// queued on the logits' device, which the host reads (and so waits for) when it has nothing
 /// else left to do.
-pub fn sample(
-    logits: &Tensor,
-    rows: &[(SeqId, usize)],
-    temperature: f32,
-    seed: u64,
-) -> Result<Tensor> {
+pub fn sample(logits: &Tensor, rows: &[(SeqId, usize)], temperature: f32, seed: u64) -> Result<Tensor> {
     if temperature.is_nan() || temperature < 0.0 {
         bail!("temperature must be 0 (greedy) or positive, got {temperature}");
     }
     // Greedy rows draw nothing (deriving a draw hashes a string per row: host time per step).
-    let u: Vec<f32> = if temperature == 0.0 {
-        vec![0.0; rows.len()]
-    } else {
-        rows.iter()
-            .map(|&(seq, index)| uniform(seed, seq, index))
-            .collect()
-    };
-    Ok(nanohost_kernels::sample_rows_async(
-        logits,
-        &u,
-        temperature,
-    )?)
+    let u: Vec<f32> = if temperature == 0.0 { vec![0.0; rows.len()] } else { rows.iter().map(|&(seq, index)| uniform(seed, seq, index)).collect() };
+    Ok(nanohost_kernels::sample_rows_async(logits, &u, temperature)?)
 }
 
 pub use nanohost_kernels::argmax;

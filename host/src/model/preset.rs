@@ -31,10 +31,7 @@ impl Preset {
         match name {
             "tiny" => Ok(Preset::Tiny),
             "qwen3-0.6b" => Ok(Preset::Qwen3_0_6B),
-            other => bail!(
-                "unknown preset \"{other}\"; known presets: {}",
-                PRESET_NAMES.join(", ")
-            ),
+            other => bail!("unknown preset \"{other}\"; known presets: {}", PRESET_NAMES.join(", ")),
         }
     }
 
@@ -104,11 +101,7 @@ fn tensor_values(seed: u64, name: &str, len: usize, std: f32) -> Vec<f32> {
     (0..len)
         .map(|_| {
             let u = (rng.next_f64() as f32) * 2.0 - 1.0;
-            if is_norm {
-                1.0 + u * half_width
-            } else {
-                u * half_width
-            }
+            if is_norm { 1.0 + u * half_width } else { u * half_width }
         })
         .collect()
 }
@@ -133,10 +126,7 @@ impl View for &LazyTensor {
     fn data(&self) -> Cow<'_, [u8]> {
         let v = tensor_values(self.seed, &self.name, self.shape.iter().product(), self.std);
         let bytes: Vec<u8> = match self.dtype {
-            StDtype::BF16 => v
-                .iter()
-                .flat_map(|x| bf16::from_f32(*x).to_le_bytes())
-                .collect(),
+            StDtype::BF16 => v.iter().flat_map(|x| bf16::from_f32(*x).to_le_bytes()).collect(),
             _ => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
         };
         Cow::Owned(bytes)
@@ -147,25 +137,13 @@ impl View for &LazyTensor {
 }
 
 /// The preset's weights in memory, as the loader would return them from disk.
-pub fn preset_weights(
-    preset: Preset,
-    seed: u64,
-    device: &Device,
-    dtype: DType,
-) -> Result<HashMap<String, Tensor>> {
-    let disk = if preset.disk_dtype() == StDtype::BF16 {
-        DType::BF16
-    } else {
-        DType::F32
-    };
+pub fn preset_weights(preset: Preset, seed: u64, device: &Device, dtype: DType) -> Result<HashMap<String, Tensor>> {
+    let disk = if preset.disk_dtype() == StDtype::BF16 { DType::BF16 } else { DType::F32 };
     expected_tensors(&preset.config())
         .into_iter()
         .map(|(name, shape)| {
             let v = tensor_values(seed, &name, shape.iter().product(), preset.init_std());
-            let t = Tensor::from_vec(v, shape, &Device::Cpu)?
-                .to_dtype(disk)?
-                .to_dtype(dtype)?
-                .to_device(device)?;
+            let t = Tensor::from_vec(v, shape, &Device::Cpu)?.to_dtype(disk)?.to_dtype(dtype)?.to_device(device)?;
             Ok((name, t))
         })
         .collect()
@@ -175,51 +153,28 @@ pub fn preset_weights(
 pub fn write_preset(preset: Preset, seed: u64, dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let cfg = preset.config();
-    let torch_dtype = if preset.disk_dtype() == StDtype::BF16 {
-        "bfloat16"
-    } else {
-        "float32"
-    };
+    let torch_dtype = if preset.disk_dtype() == StDtype::BF16 { "bfloat16" } else { "float32" };
     let config = serde_json::to_string_pretty(&cfg.to_hf_json(torch_dtype))?;
     write_atomic(&dir.join("config.json"), config.as_bytes())?;
-    write_atomic(
-        &dir.join("tokenizer.json"),
-        byte_level_tokenizer_json().as_bytes(),
-    )?;
+    write_atomic(&dir.join("tokenizer.json"), byte_level_tokenizer_json().as_bytes())?;
     let generation = serde_json::json!({"bos_token_id": cfg.bos_token_id, "eos_token_id": cfg.eos_token_ids, "do_sample": true, "temperature": 0.6});
-    write_atomic(
-        &dir.join("generation_config.json"),
-        serde_json::to_string_pretty(&generation)?.as_bytes(),
-    )?;
+    write_atomic(&dir.join("generation_config.json"), serde_json::to_string_pretty(&generation)?.as_bytes())?;
     let tensors: Vec<LazyTensor> = expected_tensors(&cfg)
         .into_iter()
-        .map(|(name, shape)| LazyTensor {
-            name,
-            shape,
-            seed,
-            std: preset.init_std(),
-            dtype: preset.disk_dtype(),
-        })
+        .map(|(name, shape)| LazyTensor { name, shape, seed, std: preset.init_std(), dtype: preset.disk_dtype() })
         .collect();
     // One key only: safetensors keeps metadata in a HashMap, and more keys would make the
     // header order (and so the file bytes) vary between runs with the same seed.
     let metadata = HashMap::from([("format".to_string(), "pt".to_string())]);
     write_atomic_with(&dir.join(SINGLE_FILE), |p| {
-        safetensors::serialize_to_file(
-            tensors.iter().map(|t| (t.name.clone(), t)),
-            Some(metadata),
-            p,
-        )
-        .map_err(|e| anyhow::anyhow!("writing {}: {e}", p.display()))
+        safetensors::serialize_to_file(tensors.iter().map(|t| (t.name.clone(), t)), Some(metadata), p)
+            .map_err(|e| anyhow::anyhow!("writing {}: {e}", p.display()))
     })
 }
 
 /// Number of parameters of a config (tied embeddings counted once).
 pub fn parameter_count(cfg: &Qwen3Config) -> usize {
-    expected_tensors(cfg)
-        .iter()
-        .map(|(_, s)| s.iter().product::<usize>())
-        .sum()
+    expected_tensors(cfg).iter().map(|(_, s)| s.iter().product::<usize>()).sum()
 }
 
 #[cfg(test)]

@@ -33,11 +33,7 @@ pub struct CheckedAdmission {
 }
 
 fn kv_span(s: &Span) -> KvSpan {
-    KvSpan {
-        blocks: s.blocks.to_vec(),
-        len: s.len as usize,
-        shift: s.start_pos as i32 - s.rotated_pos as i32,
-    }
+    KvSpan { blocks: s.blocks.to_vec(), len: s.len as usize, shift: s.start_pos as i32 - s.rotated_pos as i32 }
 }
 
 impl Ledger {
@@ -64,18 +60,10 @@ impl Ledger {
         }
         let need = (s.len as usize).div_ceil(self.block_size);
         if s.blocks.len() != need {
-            return Err(format!(
-                "span {i} holds {} tokens in {} blocks; blocks of {} tokens need exactly {need}",
-                s.len,
-                s.blocks.len(),
-                self.block_size
-            ));
+            return Err(format!("span {i} holds {} tokens in {} blocks; blocks of {} tokens need exactly {need}", s.len, s.blocks.len(), self.block_size));
         }
         if let Some(b) = s.blocks.iter().find(|&&b| b as usize >= self.num_blocks) {
-            return Err(format!(
-                "span {i} uses block {b}, outside the pool of {} blocks (ids 0..{})",
-                self.num_blocks, self.num_blocks
-            ));
+            return Err(format!("span {i} uses block {b}, outside the pool of {} blocks (ids 0..{})", self.num_blocks, self.num_blocks));
         }
         Ok(())
     }
@@ -88,12 +76,8 @@ impl Ledger {
         for s in spans {
             for &b in s.blocks.iter() {
                 let held = self.holders.get(&b).into_iter().flatten();
-                if mine.insert(b, s.shared).is_some()
-                    || held.clone().any(|&(other, _)| other == seq)
-                {
-                    return Err(format!(
-                        "block {b} appears twice in the context of sequence {seq}"
-                    ));
+                if mine.insert(b, s.shared).is_some() || held.clone().any(|&(other, _)| other == seq) {
+                    return Err(format!("block {b} appears twice in the context of sequence {seq}"));
                 }
                 for &(other, other_shared) in held {
                     if !(s.shared && other_shared) {
@@ -109,17 +93,11 @@ impl Ledger {
     }
 
     fn slot(&self, s: &Span, offset: usize) -> u32 {
-        s.blocks[offset / self.block_size] * self.block_size as u32
-            + (offset % self.block_size) as u32
+        s.blocks[offset / self.block_size] * self.block_size as u32 + (offset % self.block_size) as u32
     }
 
     /// Checks a plan for `tokens` without changing anything.
-    pub fn check_admission(
-        &self,
-        seq: SeqId,
-        tokens: &[u32],
-        plan: &Plan,
-    ) -> Result<CheckedAdmission, String> {
+    pub fn check_admission(&self, seq: SeqId, tokens: &[u32], plan: &Plan) -> Result<CheckedAdmission, String> {
         if self.live.contains_key(&seq) {
             return Err(format!("sequence {seq} admitted while already live"));
         }
@@ -128,18 +106,12 @@ impl Ledger {
         for (i, s) in spans.iter().enumerate() {
             self.check_span(i, s)?;
             if s.start_pos != pos {
-                return Err(format!(
-                    "span {i} starts at position {} but the spans before it end at {pos}",
-                    s.start_pos
-                ));
+                return Err(format!("span {i} starts at position {} but the spans before it end at {pos}", s.start_pos));
             }
             pos += s.len;
         }
         if pos as usize != tokens.len() {
-            return Err(format!(
-                "the spans hold {pos} tokens but the request has {}",
-                tokens.len()
-            ));
+            return Err(format!("the spans hold {pos} tokens but the request has {}", tokens.len()));
         }
         self.check_ownership(seq, &spans)?;
 
@@ -149,22 +121,13 @@ impl Ledger {
         let mut logits_job = None;
         for (j, job) in plan.jobs.iter().enumerate() {
             let ctx: Vec<usize> = job.context.iter().map(|&c| c as usize).collect();
-            if ctx.is_empty()
-                || ctx.windows(2).any(|w| w[0] >= w[1])
-                || ctx.iter().any(|&c| c >= spans.len())
-            {
+            if ctx.is_empty() || ctx.windows(2).any(|w| w[0] >= w[1]) || ctx.iter().any(|&c| c >= spans.len()) {
                 return Err(format!("job {j} has context {ctx:?}; it must list span indices in increasing order, below {}", spans.len()));
             }
-            let entries: Vec<(usize, usize)> = ctx
-                .iter()
-                .flat_map(|&c| (0..spans[c].len as usize).map(move |o| (c, o)))
-                .collect();
+            let entries: Vec<(usize, usize)> = ctx.iter().flat_map(|&c| (0..spans[c].len as usize).map(move |o| (c, o))).collect();
             let n = job.len as usize;
             if n == 0 || n > entries.len() {
-                return Err(format!(
-                    "job {j} computes {n} tokens but its context holds {}",
-                    entries.len()
-                ));
+                return Err(format!("job {j} computes {n} tokens but its context holds {}", entries.len()));
             }
             let new = &entries[entries.len() - n..];
             let (mut job_tokens, mut positions) = (Vec::with_capacity(n), Vec::with_capacity(n));
@@ -179,11 +142,7 @@ impl Ledger {
             if new.last() == Some(&(last, spans[last].len as usize - 1)) {
                 logits_job = Some(j);
             }
-            jobs.push(HostJob {
-                context: ctx.iter().map(|&c| kv_span(&spans[c])).collect(),
-                tokens: job_tokens,
-                positions,
-            });
+            jobs.push(HostJob { context: ctx.iter().map(|&c| kv_span(&spans[c])).collect(), tokens: job_tokens, positions });
         }
         let Some(logits_job) = logits_job else {
             return Err("no job ends with the request's last token; it must be computed (its logits give the first output)".into());
@@ -198,9 +157,7 @@ impl Ledger {
                 if computed.contains(&(c, o)) {
                     self.check_write(seq, slot, token, pos)?;
                     writes.push((slot, token, pos));
-                } else if (self.slot_token[slot as usize], self.slot_pos[slot as usize])
-                    != (token, pos)
-                {
+                } else if (self.slot_token[slot as usize], self.slot_pos[slot as usize]) != (token, pos) {
                     return Err(format!(
                         "span {c} entry {o} is claimed cached, but its slot {slot} holds {} where the request needs token {token} at position {pos}",
                         self.describe_slot(slot)
@@ -211,18 +168,8 @@ impl Ledger {
             }
         }
         let cascade = plan.mode == AttentionMode::Cascade;
-        let placement = Placement {
-            context: spans.iter().map(kv_span).collect(),
-            jobs,
-            logits_job,
-            cached_tokens: cached,
-            cascade,
-        };
-        Ok(CheckedAdmission {
-            placement,
-            writes,
-            spans,
-        })
+        let placement = Placement { context: spans.iter().map(kv_span).collect(), jobs, logits_job, cached_tokens: cached, cascade };
+        Ok(CheckedAdmission { placement, writes, spans })
     }
 
     fn describe_slot(&self, slot: u32) -> String {
@@ -269,29 +216,15 @@ impl Ledger {
 
     /// Checks and records a decode slot: `span` replaces the sequence's last span and must hold
     /// all of `tokens` after the earlier spans.
-    pub fn apply_append(
-        &mut self,
-        seq: SeqId,
-        tokens: &[u32],
-        span: Span,
-    ) -> Result<Vec<KvSpan>, String> {
-        let Some(spans) = self.live.get(&seq) else {
-            return Err(format!(
-                "append_slot answered for sequence {seq}, which is not live"
-            ));
-        };
+    pub fn apply_append(&mut self, seq: SeqId, tokens: &[u32], span: Span) -> Result<Vec<KvSpan>, String> {
+        let Some(spans) = self.live.get(&seq) else { return Err(format!("append_slot answered for sequence {seq}, which is not live")) };
         let old = spans.last().expect("admitted sequences have spans");
         let before: u32 = spans[..spans.len() - 1].iter().map(|s| s.len).sum();
         let i = spans.len() - 1;
         if span.shared || old.shared {
-            return Err(format!(
-                "decode slots go into a private span, but span {i} of sequence {seq} is shared"
-            ));
+            return Err(format!("decode slots go into a private span, but span {i} of sequence {seq} is shared"));
         }
-        if before + span.len != tokens.len() as u32
-            || span.start_pos != old.start_pos
-            || span.rotated_pos != old.rotated_pos
-        {
+        if before + span.len != tokens.len() as u32 || span.start_pos != old.start_pos || span.rotated_pos != old.rotated_pos {
             return Err(format!(
                 "the grown span of sequence {seq} must keep start {} and hold {} tokens; got start {} and {}",
                 old.start_pos,
@@ -301,22 +234,13 @@ impl Ledger {
             ));
         }
         if !span.blocks.starts_with(&old.blocks) {
-            return Err(format!(
-                "the grown span of sequence {seq} changed blocks it already held ({:?} -> {:?})",
-                old.blocks, span.blocks
-            ));
+            return Err(format!("the grown span of sequence {seq} changed blocks it already held ({:?} -> {:?})", old.blocks, span.blocks));
         }
         self.check_span(i, &span)?;
         // Only the blocks added now need the ownership check and recording: the ones held
         // already passed it when they were added, and no other plan can have taken them since.
         // (Checking all of them made this O(context) per token.)
-        let added = Span {
-            blocks: span.blocks[old.blocks.len()..].to_vec().into(),
-            len: span.len,
-            start_pos: span.start_pos,
-            rotated_pos: span.rotated_pos,
-            shared: false,
-        };
+        let added = Span { blocks: span.blocks[old.blocks.len()..].to_vec().into(), len: span.len, start_pos: span.start_pos, rotated_pos: span.rotated_pos, shared: false };
         self.check_ownership(seq, std::slice::from_ref(&added))?;
         let o = span.len as usize - 1;
         let slot = self.slot(&span, o);
@@ -335,9 +259,7 @@ impl Ledger {
     /// before its token was sampled (the engine prepares the next step while the device runs
     /// this one), which `apply_append` recorded with a placeholder.
     pub fn set_last_token(&mut self, seq: SeqId, token: u32) -> Result<(), String> {
-        let Some(span) = self.live.get(&seq).and_then(|spans| spans.last()) else {
-            return Err(format!("sequence {seq} is not live"));
-        };
+        let Some(span) = self.live.get(&seq).and_then(|spans| spans.last()) else { return Err(format!("sequence {seq} is not live")) };
         let slot = self.slot(span, span.len as usize - 1);
         self.slot_token[slot as usize] = token;
         Ok(())
@@ -361,25 +283,11 @@ mod tests {
     use nanohost_strategy_api::{AttentionMode, ComputeJob};
 
     fn span(blocks: &[u32], len: u32) -> Span {
-        Span {
-            blocks: blocks.to_vec().into(),
-            len,
-            start_pos: 0,
-            rotated_pos: 0,
-            shared: false,
-        }
+        Span { blocks: blocks.to_vec().into(), len, start_pos: 0, rotated_pos: 0, shared: false }
     }
 
     fn admit(l: &mut Ledger, seq: SeqId, tokens: &[u32], blocks: &[u32]) {
-        let plan = Plan {
-            spans: vec![span(blocks, tokens.len() as u32)].into(),
-            jobs: vec![ComputeJob {
-                context: vec![0].into(),
-                len: tokens.len() as u32,
-            }]
-            .into(),
-            mode: AttentionMode::Flat,
-        };
+        let plan = Plan { spans: vec![span(blocks, tokens.len() as u32)].into(), jobs: vec![ComputeJob { context: vec![0].into(), len: tokens.len() as u32 }].into(), mode: AttentionMode::Flat };
         let checked = l.check_admission(seq, tokens, &plan).unwrap();
         l.apply_admission(seq, checked);
     }
@@ -390,24 +298,13 @@ mod tests {
         admit(&mut l, 1, &[5, 6], &[0]);
         admit(&mut l, 2, &[7, 8], &[1]);
         let err = l.apply_append(2, &[7, 8, 9], span(&[1, 0], 3)).unwrap_err();
-        assert!(
-            err.contains(
-                "block 0 is handed to sequence 2 while live sequence 1 holds it privately"
-            ),
-            "{err}"
-        );
+        assert!(err.contains("block 0 is handed to sequence 2 while live sequence 1 holds it privately"), "{err}");
         let err = l.apply_append(2, &[7, 8, 9], span(&[1, 1], 3)).unwrap_err();
-        assert!(
-            err.contains("block 1 appears twice in the context of sequence 2"),
-            "{err}"
-        );
+        assert!(err.contains("block 1 appears twice in the context of sequence 2"), "{err}");
         let context = l.apply_append(2, &[7, 8, 9], span(&[1, 2], 3)).unwrap();
         assert_eq!(context[0].blocks, [1, 2]);
         // Now held: another sequence cannot be given it.
         let err = l.apply_append(1, &[5, 6, 4], span(&[0, 2], 3)).unwrap_err();
-        assert!(
-            err.contains("block 2 is handed to sequence 1 while live sequence 2 holds it"),
-            "{err}"
-        );
+        assert!(err.contains("block 2 is handed to sequence 1 while live sequence 2 holds it"), "{err}");
     }
 }

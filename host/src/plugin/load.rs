@@ -17,26 +17,11 @@ pub struct Plugin {
 /// Why a file is not a usable plugin; each message names the file and what to do.
 #[derive(Debug)]
 pub enum LoadError {
-    Missing {
-        path: PathBuf,
-        hint: String,
-    },
-    NotALibrary {
-        path: PathBuf,
-        detail: String,
-    },
-    NotAPlugin {
-        path: PathBuf,
-    },
-    AbiMismatch {
-        path: PathBuf,
-        plugin_version: String,
-        host_version: String,
-    },
-    Incompatible {
-        path: PathBuf,
-        detail: String,
-    },
+    Missing { path: PathBuf, hint: String },
+    NotALibrary { path: PathBuf, detail: String },
+    NotAPlugin { path: PathBuf },
+    AbiMismatch { path: PathBuf, plugin_version: String, host_version: String },
+    Incompatible { path: PathBuf, detail: String },
 }
 
 impl std::fmt::Display for LoadError {
@@ -72,29 +57,18 @@ impl LoadError {
     pub fn status(&self) -> String {
         match self {
             LoadError::Missing { .. } => "missing".into(),
-            LoadError::NotALibrary { .. } | LoadError::NotAPlugin { .. } => {
-                "not a nanohost plugin".into()
-            }
-            LoadError::AbiMismatch {
-                plugin_version,
-                host_version,
-                ..
-            } => {
+            LoadError::NotALibrary { .. } | LoadError::NotAPlugin { .. } => "not a nanohost plugin".into(),
+            LoadError::AbiMismatch { plugin_version, host_version, .. } => {
                 format!("ABI mismatch (plugin {plugin_version}, host {host_version})")
             }
-            LoadError::Incompatible { .. } => {
-                format!("ABI mismatch (layout differs from host {ABI_VERSION})")
-            }
+            LoadError::Incompatible { .. } => format!("ABI mismatch (layout differs from host {ABI_VERSION})"),
         }
     }
 }
 
 pub fn sha256_file(path: &Path) -> Result<String> {
     let bytes = std::fs::read(path)?;
-    Ok(Sha256::digest(&bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect())
+    Ok(Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect())
 }
 
 fn missing_hint(path: &Path) -> String {
@@ -114,26 +88,13 @@ fn missing_hint(path: &Path) -> String {
 pub fn load_plugin(path: &Path) -> Result<Plugin, LoadError> {
     let p = path.to_path_buf();
     if !path.is_file() {
-        return Err(LoadError::Missing {
-            path: p,
-            hint: missing_hint(path),
-        });
+        return Err(LoadError::Missing { path: p, hint: missing_hint(path) });
     }
     let header = lib_header_from_path(path).map_err(|e| classify(&p, e))?;
-    let module = header
-        .init_root_module::<StrategyModRef>()
-        .map_err(|e| classify(&p, e))?;
+    let module = header.init_root_module::<StrategyModRef>().map_err(|e| classify(&p, e))?;
     let info = (module.info())();
-    let sha256 = sha256_file(path).map_err(|e| LoadError::NotALibrary {
-        path: p.clone(),
-        detail: e.to_string(),
-    })?;
-    Ok(Plugin {
-        path: p,
-        info,
-        module,
-        sha256,
-    })
+    let sha256 = sha256_file(path).map_err(|e| LoadError::NotALibrary { path: p.clone(), detail: e.to_string() })?;
+    Ok(Plugin { path: p, info, module, sha256 })
 }
 
 impl Plugin {
@@ -142,12 +103,7 @@ impl Plugin {
         let info = pool.info();
         let strategy = (self.module.new_strategy())(info)
             .into_result()
-            .map_err(|e| {
-                anyhow::anyhow!(
-                    "plugin `{}` failed to create a strategy: {e}",
-                    self.info.name
-                )
-            })?;
+            .map_err(|e| anyhow::anyhow!("plugin `{}` failed to create a strategy: {e}", self.info.name))?;
         Ok(super::PluginPolicy::new(&self.info.name, strategy, info))
     }
 }
@@ -155,31 +111,18 @@ impl Plugin {
 fn classify(path: &Path, e: LibraryError) -> LoadError {
     let path = path.to_path_buf();
     match e {
-        LibraryError::OpenError { err, .. } => LoadError::NotALibrary {
-            path,
-            detail: err.to_string(),
-        },
+        LibraryError::OpenError { err, .. } => LoadError::NotALibrary { path, detail: err.to_string() },
         LibraryError::GetSymbolError { .. } => LoadError::NotAPlugin { path },
-        LibraryError::IncompatibleVersionNumber {
-            expected_version,
-            actual_version,
-            ..
-        } => LoadError::AbiMismatch {
+        LibraryError::IncompatibleVersionNumber { expected_version, actual_version, .. } => LoadError::AbiMismatch {
             path,
             plugin_version: actual_version.to_string(),
             host_version: expected_version.to_string(),
         },
-        other => LoadError::Incompatible {
-            path,
-            detail: first_line(&other.to_string()),
-        },
+        other => LoadError::Incompatible { path, detail: first_line(&other.to_string()) },
     }
 }
 
 fn first_line(s: &str) -> String {
-    s.lines()
-        .find(|l| !l.trim().is_empty())
-        .unwrap_or("")
-        .trim()
-        .to_string()
+    s.lines().find(|l| !l.trim().is_empty()).unwrap_or("").trim().to_string()
 }
+

@@ -24,13 +24,8 @@ impl PluginPolicy {
         }
     }
 
-    fn call<T>(
-        &self,
-        what: &str,
-        r: RResult<T, nanohost_strategy_api::abi_stable::std_types::RString>,
-    ) -> Result<T> {
-        r.into_result()
-            .map_err(|e| anyhow!("plugin `{}` failed in {what}: {e}", self.name))
+    fn call<T>(&self, what: &str, r: RResult<T, nanohost_strategy_api::abi_stable::std_types::RString>) -> Result<T> {
+        r.into_result().map_err(|e| anyhow!("plugin `{}` failed in {what}: {e}", self.name))
     }
 
     fn broke(&self, rule: String) -> anyhow::Error {
@@ -45,19 +40,12 @@ impl PluginPolicy {
 
 impl KvPolicy for PluginPolicy {
     fn admit(&mut self, seq: SeqId, tokens: &[u32], chunks: &[Chunk]) -> Result<Option<Placement>> {
-        let request = Request {
-            seq_id: seq,
-            tokens: tokens.to_vec().into(),
-            chunks: chunks.to_vec().into(),
-        };
+        let request = Request { seq_id: seq, tokens: tokens.to_vec().into(), chunks: chunks.to_vec().into() };
         let answer = self.strategy.admit(&request);
         match self.call("admit", answer)? {
             Admission::NoRoom => Ok(None),
             Admission::Admitted(plan) => {
-                let checked = self
-                    .ledger
-                    .check_admission(seq, tokens, &plan)
-                    .map_err(|e| self.broke(e))?;
+                let checked = self.ledger.check_admission(seq, tokens, &plan).map_err(|e| self.broke(e))?;
                 Ok(Some(self.ledger.apply_admission(seq, checked)))
             }
         }
@@ -67,26 +55,18 @@ impl KvPolicy for PluginPolicy {
         let answer = self.strategy.append_slot(seq, tokens.len() as u32);
         match self.call("append_slot", answer)? {
             ROption::RNone => Ok(None),
-            ROption::RSome(span) => self
-                .ledger
-                .apply_append(seq, tokens, span)
-                .map(Some)
-                .map_err(|e| self.broke(e)),
+            ROption::RSome(span) => self.ledger.apply_append(seq, tokens, span).map(Some).map_err(|e| self.broke(e)),
         }
     }
 
     fn set_last_token(&mut self, seq: SeqId, token: u32) -> Result<()> {
-        self.ledger
-            .set_last_token(seq, token)
-            .map_err(|e| anyhow!("host bookkeeping: {e}"))
+        self.ledger.set_last_token(seq, token).map_err(|e| anyhow!("host bookkeeping: {e}"))
     }
 
     fn release(&mut self, seq: SeqId) -> Result<()> {
         let answer = self.strategy.release(seq);
         self.call("release", answer)?;
-        self.ledger
-            .release(seq)
-            .map_err(|e| anyhow!("host bookkeeping: {e}"))
+        self.ledger.release(seq).map_err(|e| anyhow!("host bookkeeping: {e}"))
     }
 
     fn live_blocks(&self) -> usize {
@@ -98,11 +78,6 @@ impl KvPolicy for PluginPolicy {
     }
 
     fn counters(&self) -> Result<Vec<(String, u64)>> {
-        Ok(self
-            .stats()?
-            .counters
-            .iter()
-            .map(|c| (c.name.to_string(), c.value))
-            .collect())
+        Ok(self.stats()?.counters.iter().map(|c| (c.name.to_string(), c.value)).collect())
     }
 }

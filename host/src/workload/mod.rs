@@ -1,7 +1,7 @@
 //! Workloads: the prompts of each benchmark point, independent of the strategy that runs them.
 
-mod chunked;
 pub mod chunks;
+mod chunked;
 mod engine_speed;
 mod shared_prefix;
 mod standard;
@@ -24,12 +24,7 @@ pub struct Prompt {
 
 impl Prompt {
     pub fn plain(tokens: Vec<u32>) -> Self {
-        Prompt {
-            tokens,
-            chunks: Vec::new(),
-            wave: 0,
-            max_tokens: None,
-        }
+        Prompt { tokens, chunks: Vec::new(), wave: 0, max_tokens: None }
     }
 }
 
@@ -46,24 +41,10 @@ pub struct Point {
 pub trait Workload {
     fn name(&self) -> &'static str;
     /// Every point, deterministic from the config's seed.
-    fn points(
-        &self,
-        cfg: &BenchConfig,
-        vocab_size: usize,
-        tokenizer: &Tokenizer,
-    ) -> Result<Vec<Point>>;
+    fn points(&self, cfg: &BenchConfig, vocab_size: usize, tokenizer: &Tokenizer) -> Result<Vec<Point>>;
 }
 
-pub const NAMES: [&str; 8] = [
-    "standard",
-    "shared-prefix",
-    "long-prefix",
-    "chunked",
-    "chunked-reuse",
-    "long-chunked",
-    "throughput",
-    "latency",
-];
+pub const NAMES: [&str; 8] = ["standard", "shared-prefix", "long-prefix", "chunked", "chunked-reuse", "long-chunked", "throughput", "latency"];
 
 pub fn by_name(name: &str) -> Result<Box<dyn Workload>> {
     match name {
@@ -75,9 +56,6 @@ pub fn by_name(name: &str) -> Result<Box<dyn Workload>> {
         "long-chunked" => Ok(Box::new(chunked::LongChunked)),
         "throughput" => Ok(Box::new(engine_speed::Throughput)),
         "latency" => Ok(Box::new(engine_speed::Latency)),
-        other => bail!(
-            "unknown workload \"{other}\"; known workloads: {}",
-            NAMES.join(", ")
-        ),
+        other => bail!("unknown workload \"{other}\"; known workloads: {}", NAMES.join(", ")),
     }
 }

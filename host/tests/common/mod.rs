@@ -16,27 +16,19 @@ pub fn tiny_dir() -> (tempfile::TempDir, PathBuf) {
 
 pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
 }
 
 /// The standard strategy, run in-process through the same ABI wrapper and plan checks a loaded
 /// plugin gets.
 pub fn standard_policy(pool: &KvPool) -> Box<PluginPolicy> {
-    let strategy = nanohost_strategy_api::new_boxed::<standard::Standard>(pool.info())
-        .into_result()
-        .unwrap();
+    let strategy = nanohost_strategy_api::new_boxed::<standard::Standard>(pool.info()).into_result().unwrap();
     Box::new(PluginPolicy::new("standard", strategy, pool.info()))
 }
 
 /// The build output directory holding the `nanohost` binary under test.
 pub fn build_dir() -> PathBuf {
-    std::path::Path::new(env!("CARGO_BIN_EXE_nanohost"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
+    std::path::Path::new(env!("CARGO_BIN_EXE_nanohost")).parent().unwrap().to_path_buf()
 }
 
 /// Path of a workspace plugin's library, built first (same profile as the tests): `cargo test`
@@ -46,10 +38,7 @@ pub fn built_plugin(package: &str, lib: &str) -> PathBuf {
     let mut built = BUILT.lock().unwrap();
     if !built.iter().any(|p| p == package) {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let st = std::process::Command::new(cargo)
-            .args(["build", "-p", package])
-            .status()
-            .unwrap();
+        let st = std::process::Command::new(cargo).args(["build", "-p", package]).status().unwrap();
         assert!(st.success(), "building {package} failed");
         built.push(package.to_string());
     }
@@ -69,9 +58,7 @@ fn build_outside_workspace(manifest: &str, name: &str) -> PathBuf {
         return dir.clone();
     }
     let target = build_dir().parent().unwrap().join(name);
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let st = std::process::Command::new(cargo)
         .args(["build", "--manifest-path"])
@@ -93,20 +80,13 @@ pub fn fault_plugins() -> PathBuf {
 
 /// The third-party template (examples/plugin-template), built the way its README says.
 pub fn template_plugin() -> PathBuf {
-    build_outside_workspace("examples/plugin-template/Cargo.toml", "plugin-template")
-        .join("libmy_strategy.so")
+    build_outside_workspace("examples/plugin-template/Cargo.toml", "plugin-template").join("libmy_strategy.so")
 }
 
 /// Runs the nanohost binary from the repository root.
 pub fn nanohost(args: &[&str]) -> std::process::Output {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap();
-    std::process::Command::new(env!("CARGO_BIN_EXE_nanohost"))
-        .current_dir(root)
-        .args(args)
-        .output()
-        .unwrap()
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    std::process::Command::new(env!("CARGO_BIN_EXE_nanohost")).current_dir(root).args(args).output().unwrap()
 }
 
 /// A path as the `&str` the binary's arguments want.
@@ -115,10 +95,7 @@ pub fn s(p: &std::path::Path) -> &str {
 }
 
 pub fn read_json(p: &std::path::Path) -> serde_json::Value {
-    serde_json::from_str(
-        &std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display())),
-    )
-    .unwrap()
+    serde_json::from_str(&std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))).unwrap()
 }
 
 /// `json` written to `dir/config.json`, for `--config`.

@@ -21,23 +21,13 @@ impl Standard {
     }
 
     fn span(&self, seq: u64, len: u32) -> Span {
-        Span {
-            blocks: self.owned[&seq].clone().into(),
-            len,
-            start_pos: 0,
-            rotated_pos: 0,
-            shared: false,
-        }
+        Span { blocks: self.owned[&seq].clone().into(), len, start_pos: 0, rotated_pos: 0, shared: false }
     }
 }
 
 impl KvStrategy for Standard {
     fn new(pool: PoolInfo) -> Result<Self, String> {
-        Ok(Standard {
-            pool,
-            free: (0..pool.num_blocks).rev().collect(),
-            owned: HashMap::new(),
-        })
+        Ok(Standard { pool, free: (0..pool.num_blocks).rev().collect(), owned: HashMap::new() })
     }
 
     fn admit(&mut self, r: &Request) -> Result<Admission, String> {
@@ -48,16 +38,8 @@ impl KvStrategy for Standard {
         }
         // One span holding the whole prompt; one job computing all of it.
         let spans = vec![self.span(r.seq_id, len)].into();
-        let jobs = vec![ComputeJob {
-            context: vec![0].into(),
-            len,
-        }]
-        .into();
-        Ok(Admission::Admitted(Plan {
-            spans,
-            jobs,
-            mode: AttentionMode::Flat,
-        }))
+        let jobs = vec![ComputeJob { context: vec![0].into(), len }].into();
+        Ok(Admission::Admitted(Plan { spans, jobs, mode: AttentionMode::Flat }))
     }
 
     fn append_slot(&mut self, seq: u64, new_len: u32) -> Result<Option<Span>, String> {
@@ -68,20 +50,14 @@ impl KvStrategy for Standard {
     }
 
     fn release(&mut self, seq: u64) -> Result<(), String> {
-        let blocks = self
-            .owned
-            .remove(&seq)
-            .ok_or(format!("release of unknown sequence {seq}"))?;
+        let blocks = self.owned.remove(&seq).ok_or(format!("release of unknown sequence {seq}"))?;
         self.free.extend(blocks);
         Ok(())
     }
 
     fn stats(&self) -> StrategyStats {
         let in_use = self.pool.num_blocks - self.free.len() as u32;
-        StrategyStats {
-            blocks_in_use: in_use,
-            counters: Default::default(),
-        }
+        StrategyStats { blocks_in_use: in_use, counters: Default::default() }
     }
 }
 
