@@ -38,6 +38,14 @@ pub(super) struct Ahead {
     pub launched: Option<Tensor>,
 }
 
+/// `NANOHOST_LAUNCH_AHEAD` (1 or 0; default 1, read once): whether a step planned ahead may be
+/// queued behind the step before ([`Engine::launch_ahead`]); 0 is for A/B runs, and leaves
+/// the tokens and logits as they are.
+fn launch_ahead_on() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    nanohost_kernels::knob::switch(&ON, "NANOHOST_LAUNCH_AHEAD", true)
+}
+
 impl Engine<'_> {
     /// Whether the step after `plan` (just launched) can be planned before its tokens are known.
     pub(super) fn can_prepare_ahead(&self, plan: &StepPlan) -> bool {
@@ -75,6 +83,9 @@ impl Engine<'_> {
     /// shape; `None` (nothing queued, nothing read) otherwise.
     pub(super) fn launch_ahead(&mut self, ahead: &mut Ahead, rows: &[(SeqId, usize)], sampled: &Tensor) -> Result<Option<Vec<u32>>> {
         let (Some(graphs), Some(staged)) = (self.graphs, &ahead.step.staged) else { return Ok(None) };
+        if !launch_ahead_on() {
+            return Ok(None);
+        }
         let same_rows = ahead.rows.len() == rows.len() && ahead.rows.iter().zip(rows).enumerate().all(|(r, (&(next, row), &(this, _)))| next == this && row == r);
         if !same_rows || !graphs.ready_for(staged) {
             return Ok(None);
