@@ -119,9 +119,7 @@ pub(crate) fn paged_attention(op: &PagedAttention, q: &CudaStorage, ql: &Layout,
     let (q0, q1) = contiguous_range(ql, "q")?;
     let (k0, k1) = contiguous_range(kl, "the K pool")?;
     let (v0, v1) = contiguous_range(vl, "the V pool")?;
-    // KV heads along x where grid y takes the rows (paged_attention.cuh says why).
-    let grid_dim = if per_row <= 65_535 { (kv_heads as u32, per_row as u32, splits as u32) } else { (per_row as u32, kv_heads as u32, splits as u32) };
-    let cfg = LaunchConfig { grid_dim, block_dim: (128, 1, 1), shared_mem_bytes: 0 };
+    let cfg = LaunchConfig { grid_dim: (per_row as u32, kv_heads as u32, splits as u32), block_dim: (128, 1, 1), shared_mem_bytes: 0 };
     let chunk = crate::SHARED_CHUNK as u32;
     macro_rules! launch {
         ($t:ty, $wrap:ident) => {{

@@ -71,13 +71,7 @@ __device__ void paged_attention(const T* q, const T* k, const T* v, T* out, cons
   __shared__ __align__(16) unsigned char smem[RING > SACC ? RING : SACC];
   // Rows of tiled prefill (prefill_tiles) are not launched here: with any, the grid runs over
   // row_list; without, over every row.
-  // The grid is (KV heads, rows, splits): a row's KV heads are placed side by side, so the
-  // slots' records (every head's key of a slot, contiguous in the pool) are read at about the
-  // same time. Batches of more rows than grid y takes (65,535) come as (rows, KV heads, splits);
-  // with as many rows as KV heads either reading covers every (row, head) once.
-  const bool heads_x = gridDim.x == kv_heads;
-  const uint32_t rb = heads_x ? blockIdx.y : blockIdx.x;
-  const uint32_t row = row_list ? row_list[rb] : rb, kvh = heads_x ? blockIdx.x : blockIdx.y, split = blockIdx.z;
+  const uint32_t row = row_list ? row_list[blockIdx.x] : blockIdx.x, kvh = blockIdx.y, split = blockIdx.z;
   const uint32_t* slots = all_slots + seq_start[row_seq[row]];
   const uint32_t visible = row_visible[row], skip = row_skip[row];
   const uint32_t share = (visible - skip + splits - 1) / splits;
@@ -301,7 +295,7 @@ __device__ void paged_attention(const T* q, const T* k, const T* v, T* out, cons
   __threadfence();
   __syncthreads();
   if (threadIdx.x == 0) {
-    uint32_t* c = split_done + (size_t)rb * kv_heads + kvh;
+    uint32_t* c = split_done + (size_t)blockIdx.x * kv_heads + kvh;
     last = atomicAdd(c, 1u) == splits - 1;
     if (last) *c = 0u;
   }
