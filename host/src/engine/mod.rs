@@ -161,6 +161,8 @@ impl<'m> Engine<'m> {
         let on_device = sampler::sample(&logits, &rows, temperature, self.seed)?;
         // The device is busy: plan the next step now where only the tokens can change it.
         let mut ahead = if self.can_prepare_ahead(&plan) { Some(self.prepare_ahead()?) } else { None };
+        // Queued behind this step where it can be, unless this step's logits are kept: the
+        // queued step would overwrite the graph's logits buffer before they are read.
         let queued_ahead = match &mut ahead {
             Some(a) if self.logits.is_none() => self.launch_ahead(a, &rows, &on_device)?,
             _ => None,
