@@ -95,3 +95,23 @@ impl Readback {
         Ok(n)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    #[test]
+    fn one_read_at_a_time_of_a_u32_vector() {
+        let mut r = Readback::default();
+        assert!(r.finish().unwrap_err().to_string().contains("no read is pending"));
+        r.start(&Tensor::new(&[3u32, 1, 4], &Device::Cpu).unwrap()).unwrap();
+        let again = r.start(&Tensor::new(&[1u32], &Device::Cpu).unwrap());
+        assert!(again.unwrap_err().to_string().contains("already pending"));
+        assert_eq!(r.finish().unwrap(), [3, 1, 4]);
+        let floats = Tensor::new(&[1f32], &Device::Cpu).unwrap();
+        assert!(r.start(&floats).unwrap_err().to_string().contains("u32 vector"));
+        r.start(&Tensor::new(&[9u32], &Device::Cpu).unwrap()).unwrap();
+        assert_eq!(r.finish().unwrap(), [9]);
+    }
+}
