@@ -32,8 +32,8 @@ pub const PLACEHOLDER: u32 = u32::MAX;
 
 pub(super) struct Ahead {
     pub step: PlannedStep,
-    /// Each sequence's row in the step.
-    pub rows: Vec<(SeqId, usize)>,
+    /// The sequence in each row of the step.
+    pub ids: Vec<SeqId>,
     /// The step's logits where it is already queued on the device ([`Engine::launch_ahead`]).
     pub launched: Option<Tensor>,
 }
@@ -71,8 +71,8 @@ impl Engine<'_> {
             bail!("internal: a step prepared ahead admitted a request");
         }
         let running = &self.scheduler.running;
-        let rows = step.plan.seqs.iter().enumerate().map(|(row, &i)| (running[i].id, row)).collect();
-        Ok(Ahead { step, rows, launched: None })
+        let ids = step.plan.seqs.iter().map(|&i| running[i].id).collect();
+        Ok(Ahead { step, ids, launched: None })
     }
 
     /// Queues `ahead` on the device behind the step just sampled (`rows`, its tokens
@@ -86,7 +86,7 @@ impl Engine<'_> {
         if !launch_ahead_on() {
             return Ok(None);
         }
-        let same_rows = ahead.rows.len() == rows.len() && ahead.rows.iter().zip(rows).enumerate().all(|(r, (&(next, row), &(this, _)))| next == this && row == r);
+        let same_rows = ahead.ids.iter().eq(rows.iter().map(|(id, _)| id));
         if !same_rows || !graphs.ready_for(staged) {
             return Ok(None);
         }
@@ -113,7 +113,7 @@ impl Engine<'_> {
         if filled != sampled.len() {
             bail!("internal: {} sampled sequences left the engine while their next step was prepared", sampled.len() - filled);
         }
-        for &(id, row) in &ahead.rows {
+        for (row, &id) in ahead.ids.iter().enumerate() {
             let Some(&token) = sampled.get(&id) else { bail!("internal: sequence {id} is in the prepared step but was not sampled") };
             let step = &mut ahead.step;
             let seq = &mut sched.running[step.plan.seqs[row]];

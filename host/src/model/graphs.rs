@@ -89,6 +89,13 @@ struct State {
     shapes: std::collections::HashSet<StepShape>,
 }
 
+impl State {
+    /// Whether the fixed input buffer exists and has room for a step of `shape`.
+    fn inputs_hold(&self, shape: &StepShape) -> bool {
+        self.inputs.as_ref().is_some_and(|t| t.elem_count() >= shape.buffer_len())
+    }
+}
+
 fn cascade_graphs_asked() -> bool {
     static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     nanohost_kernels::knob::switch(&ON, "NANOHOST_CASCADE_GRAPHS", true)
@@ -185,7 +192,7 @@ impl DecodeGraphs {
     pub fn ready_for(&self, staged: &StagedStep) -> bool {
         let st = self.state.borrow();
         let shape = &staged.step.shape;
-        let fits = st.inputs.as_ref().is_some_and(|t| t.elem_count() >= shape.buffer_len());
+        let fits = st.inputs_hold(shape);
         let replays = match st.mode {
             GraphMode::Off => false,
             GraphMode::Staged => true,
@@ -211,7 +218,7 @@ impl DecodeGraphs {
             anyhow::bail!("internal: {} device tokens for a step of {n} rows", t.elem_count());
         }
         let mut st = self.state.borrow_mut();
-        if st.inputs.as_ref().is_none_or(|t| t.elem_count() < step.shape.buffer_len()) {
+        if !st.inputs_hold(&step.shape) {
             // A bigger buffer moves: every graph captured on the old one goes.
             #[cfg(feature = "cuda")]
             st.graphs.clear();
