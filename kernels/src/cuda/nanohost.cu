@@ -9,4 +9,3 @@
 #include "norm.cuh"
 #include "small_matmul.cuh"
 #include "tc_matmul.cuh"
-#include "tc_ring.cuh"

@@ -55,42 +55,6 @@ __device__ inline void mma_16816<__half>(float (&c)[4], uint32_t a0, uint32_t a1
 }
 #endif
 
-// The end of a cluster's split-k matmul: every block has written its partial sums, rows x outs
-// floats `stride` apart in its shared `tile` (under GLU the gate columns, then as many up
-// columns); each block sums its share of the rows x outs / 4 groups of 4 outputs over the
-// cluster's tiles, through distributed shared memory in a fixed order (deterministic), and
-// writes them to out[r][n0 ..] (under GLU silu(gate) * up). No block leaves while another may
-// still read its tile.
-template <typename T, bool GLU>
-__device__ void cluster_sum_store(const float* tile, uint32_t stride, uint32_t outs, uint32_t rows, T* out, uint32_t n, uint32_t n0) {
-#if __CUDA_ARCH__ >= 900
-  namespace cg = cooperative_groups;
-  cg::cluster_group cluster = cg::this_cluster();
-  const uint32_t parts = cluster.num_blocks(), part = cluster.block_rank();
-  cluster.sync();  // every block's tile is written and visible to the cluster
-  const uint32_t quads = rows * (outs / 4), share = (quads + parts - 1) / parts;
-  const uint32_t e1 = min(quads, (part + 1) * share);
-  for (uint32_t e = part * share + threadIdx.x; e < e1; e += blockDim.x) {
-    const uint32_t r = e / (outs / 4), q = e % (outs / 4) * 4;
-    float s[4] = {0.f, 0.f, 0.f, 0.f}, u[4] = {0.f, 0.f, 0.f, 0.f};
-    for (uint32_t p = 0; p < parts; ++p) {
-      const float* src = cluster.map_shared_rank(const_cast<float*>(tile), p) + r * stride + q;
-      const float4 v = *reinterpret_cast<const float4*>(src);
-      s[0] += v.x, s[1] += v.y, s[2] += v.z, s[3] += v.w;
-      if constexpr (GLU) {
-        const float4 vu = *reinterpret_cast<const float4*>(src + outs);
-        u[0] += vu.x, u[1] += vu.y, u[2] += vu.z, u[3] += vu.w;
-      }
-    }
-    Pack<T, 4> o;
-#pragma unroll
-    for (int i = 0; i < 4; ++i) o.v[i] = from_f<T>(GLU ? silu_times(s[i], u[i]) : s[i]);
-    *reinterpret_cast<Pack<T, 4>*>(out + (size_t)r * n + n0 + q) = o;
-  }
-  cluster.sync();
-#endif
-}
-
 // Grid (C, n / 64) in clusters of (C, 1, 1), 128 WK threads, the larger of (64 + 8 NT) x (k / C +
 // 32) elements and WK partial tiles of dynamic shared memory. n % 64 == 0, k % (64 C) == 0, rows <= 8 NT (tc_matmul.rs checks).
 // GLU: the weight is [2n, k], gate rows then up rows, and out = silu(gate) * up, [rows, n]; a
@@ -182,7 +146,28 @@ __device__ void tc_matmul(const T* x, const T* w, T* out, uint32_t rows, uint32_
       tile[at] = s;
     }
   }
-  cluster_sum_store<T, GLU>(tile, TC_PART_STRIDE, OUTS, rows, out, n, n0);
+  cluster.sync();  // every block's tile is written and visible to the cluster
+  // This block's share of the rows x 16 groups of 4 columns, each summed over the C tiles.
+  const uint32_t quads = rows * (OUTS / 4), share = (quads + parts - 1) / parts;
+  const uint32_t e1 = min(quads, (part + 1) * share);
+  for (uint32_t e = part * share + threadIdx.x; e < e1; e += blockDim.x) {
+    const uint32_t r = e / (OUTS / 4), q = e % (OUTS / 4) * 4;
+    float s[4] = {0.f, 0.f, 0.f, 0.f}, u[4] = {0.f, 0.f, 0.f, 0.f};
+    for (uint32_t p = 0; p < parts; ++p) {
+      const float* src = cluster.map_shared_rank(tile, p) + r * TC_PART_STRIDE + q;
+      const float4 v = *reinterpret_cast<const float4*>(src);
+      s[0] += v.x, s[1] += v.y, s[2] += v.z, s[3] += v.w;
+      if constexpr (GLU) {
+        const float4 vu = *reinterpret_cast<const float4*>(src + OUTS);
+        u[0] += vu.x, u[1] += vu.y, u[2] += vu.z, u[3] += vu.w;
+      }
+    }
+    Pack<T, 4> o;
+#pragma unroll
+    for (int i = 0; i < 4; ++i) o.v[i] = from_f<T>(GLU ? silu_times(s[i], u[i]) : s[i]);
+    *reinterpret_cast<Pack<T, 4>*>(out + (size_t)r * n + n0 + q) = o;
+  }
+  cluster.sync();  // no block leaves while another may still read its tile
 #endif
 }
 

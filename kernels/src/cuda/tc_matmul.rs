@@ -3,7 +3,7 @@
 
 use super::launch::sm90;
 use super::matmul_args::MatmulArgs;
-use super::{kernel, sm_count, suffix};
+use super::{kernel, suffix};
 use candle_core::backend::BackendStorage;
 use candle_core::cuda_backend::cudarc::driver::LaunchConfig;
 use candle_core::{CudaDevice, CudaStorage, DType, Layout, Result, Shape};
@@ -64,9 +64,6 @@ pub(crate) fn tc_matmul(x: &CudaStorage, xl: &Layout, w: &CudaStorage, wl: &Layo
     let dev = x.device().clone();
     let args = MatmulArgs::new("tc_matmul", xl, wl, swiglu)?;
     let (rows, n, k) = (args.rows, args.n, args.k);
-    if let Some(ring) = Ring::pick(rows, if swiglu { 2 * n } else { n }, k, sm_count(&dev)?) {
-        return ring.launch(x, w, &args, swiglu);
-    }
     let Some(split) = tc_matmul_split(k) else { candle_core::bail!("tc_matmul (cuda): k = {k} is not a multiple of 64 with a slice of at most {MAX_SLICE}") };
     let (tiles, slice) = (rows.div_ceil(8).next_power_of_two(), k / split);
     let wk = warps_k(tiles);
@@ -79,66 +76,4 @@ pub(crate) fn tc_matmul(x: &CudaStorage, xl: &Layout, w: &CudaStorage, wl: &Layo
     // == 0, rows <= 8 tiles, the block 128 wk threads as the kernel of `tiles` tiles is built,
     // and the grid's x is the cluster; each cluster writes its outputs of every row.
     unsafe { args.launch(x, w, &func, cfg, Some(split as u32)) }
-}
-
-/// Rows of x from which the ring kernel (tc_ring.cuh) takes a matmul:
-/// `NANOHOST_TC_RING_ROWS` (17 to 65; 65 keeps every batch on tc_matmul.cuh's kernel).
-fn ring_rows() -> usize {
-    static ROWS: OnceLock<usize> = OnceLock::new();
-    crate::knob::knob(&ROWS, "NANOHOST_TC_RING_ROWS", 17, |r| (17..=65).contains(r), "a number of rows from 17 to 65")
-}
-
-/// The ring kernel's shape for one matmul: `bm` weight rows a cluster, `split` blocks a cluster.
-struct Ring {
-    bm: usize,
-    split: usize,
-}
-
-/// Stages of the ring, the k of a stage, and the rows of x it holds (tc_ring.cuh).
-const RING_STAGES: usize = 4;
-const RING_KC: usize = 64;
-const RING_XROWS: usize = 64;
-
-impl Ring {
-    /// The shape for `rows` of x by `weight_rows` x `k` (under swiglu, weight_rows is 2 n), if
-    /// the ring kernel takes it. 128 weight rows a cluster where that still makes 16 or more
-    /// clusters a 132-SM GPU's eighth (halving the copies of x), else 64; then the fewest
-    /// blocks a cluster (1-8) that give three quarters of the SMs a block, with k cut in whole
-    /// chunks of 64. `NANOHOST_TC_RING_BM` (64 or 128) and `NANOHOST_TC_RING_SPLIT` (1, 2, 4 or
-    /// 8) force either, for A/B runs.
-    fn pick(rows: usize, weight_rows: usize, k: usize, sms: usize) -> Option<Ring> {
-        static BM: OnceLock<usize> = OnceLock::new();
-        static SPLIT: OnceLock<usize> = OnceLock::new();
-        if rows < ring_rows() || rows > RING_XROWS || !k.is_multiple_of(RING_KC) {
-            return None;
-        }
-        let bm = match crate::knob::knob(&BM, "NANOHOST_TC_RING_BM", 0, |b| [0, 64, 128].contains(b), "64 or 128") {
-            0 if weight_rows.is_multiple_of(128) && weight_rows / 128 >= sms / 8 => 128,
-            0 => 64,
-            forced => forced,
-        };
-        if !weight_rows.is_multiple_of(bm) {
-            return None;
-        }
-        let whole = |c: &usize| k.is_multiple_of(RING_KC * c);
-        let split = match crate::knob::knob(&SPLIT, "NANOHOST_TC_RING_SPLIT", 0, |c| [0, 1, 2, 4, 8].contains(c), "1, 2, 4 or 8") {
-            0 => [1, 2, 4, 8].into_iter().filter(whole).find(|c| weight_rows / bm * c >= sms * 3 / 4).or_else(|| [8, 4, 2, 1].into_iter().find(whole))?,
-            forced if whole(&forced) => forced,
-            _ => return None,
-        };
-        Some(Ring { bm, split })
-    }
-
-    fn launch(&self, x: &CudaStorage, w: &CudaStorage, args: &MatmulArgs, swiglu: bool) -> Result<(CudaStorage, Shape)> {
-        let dev = x.device().clone();
-        let name = format!("tc_ring{}_{}_m{}", if swiglu { "_glu" } else { "" }, suffix(x.dtype())?, self.bm);
-        let elem = x.dtype().size_in_bytes();
-        let smem = (RING_STAGES * (self.bm + RING_XROWS) * RING_KC * elem).max(RING_XROWS * (self.bm + 4) * std::mem::size_of::<f32>());
-        let func = kernel(&dev, &name, smem)?;
-        let weight_rows = if swiglu { 2 * args.n } else { args.n };
-        let cfg = LaunchConfig { grid_dim: (self.split as u32, (weight_rows / self.bm) as u32, 1), block_dim: (256, 1, 1), shared_mem_bytes: smem as u32 };
-        // SAFETY: Ring::pick checked rows <= 64, the weight's rows a multiple of bm and k of 64
-        // split; the grid's x is the cluster, and each cluster writes its outputs of every row.
-        unsafe { args.launch(x, w, &func, cfg, Some(self.split as u32)) }
-    }
 }
