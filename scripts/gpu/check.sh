@@ -41,6 +41,8 @@
 # 21. (STEPS=sampling) what sampling costs a decode step: bench-decode greedy vs temperature 0.6 at
 #     BATCHES (default 1,4,64), with the host's graph upload and launch times; then the latency
 #     workload (temperature 0.6) with this build and, where the bundle has one, nanohost-base.
+# 22. (STEPS=ncu-attention) ncu's sections for one decode attention launch at batch 64 (eager),
+#     this build and, where the bundle has one, nanohost-base.
 set -uo pipefail
 B=$(cd "$(dirname "$0")" && pwd)
 DEST=${1:-${OUT:-$PWD/gpu-out}}
@@ -314,6 +316,17 @@ PY
     "$B/nanohost" bench-decode --model "$MODEL" --plugin "$B/plugins/libstandard.so" --batch-sizes 64 \
     --warmup-steps 0 --steps 2 --cuda-graphs off > "$R/ncu_attention_b64.txt" 2>>"$R/check.log"
   grep -E "Duration|Memory Throughput|DRAM Throughput|Achieved Occupancy|Theoretical Occupancy|Registers|Stall|Warp Cycles|L1/TEX Hit|L2 Hit|Compute \(SM\)" "$R/ncu_attention_b64.txt" | head -30
+fi
+if want ncu-attention; then
+  log "ncu: one decode attention launch at batch 64, this build and the base"
+  for bin in nanohost nanohost-base; do
+    [ -x "$B/$bin" ] || continue
+    /usr/local/cuda/bin/ncu --clock-control none -k regex:paged_attention --launch-skip 28 --launch-count 1 \
+      --section SpeedOfLight --section Occupancy --section WarpStateStats --section SchedulerStats --section MemoryWorkloadAnalysis \
+      --section InstructionStats "$B/$bin" bench-decode --model "$MODEL" --plugin "$B/plugins/libstandard.so" --batch-sizes 64 \
+      --warmup-steps 0 --steps 2 --cuda-graphs off > "$R/ncu_attention_$bin.txt" 2>>"$R/check.log"
+    grep -E "Duration|DRAM Throughput|Achieved Occupancy|Warp Cycles Per Issued|Issue Slots Busy|No Eligible|Executed Instructions  |Compute \(SM\)" "$R/ncu_attention_$bin.txt" | sed "s/^/$bin /"
+  done
 fi
 if want hf; then
   log "transformers decode bench"
