@@ -192,20 +192,12 @@ __device__ void paged_attention(const T* q, const T* k, const T* v, T* out, cons
       dot += __shfl_xor_sync(0xffffffffu, dot, 2);
       dot += __shfl_xor_sync(0xffffffffu, dot, 4);
       if (valid) {
-        // The sums are rescaled only when the running max rises (a few times a row, mostly
-        // at its first keys): a key below it adds p v at the current scale, the same sum as
-        // rescaling by exp(0) = 1, without E multiplies per query head.
-        if (dot > m[g]) {
-          const float corr = expf(m[g] - dot);
-          l[g] *= corr;
+        const float nm = fmaxf(m[g], dot);
+        const float corr = expf(m[g] - nm), p = expf(dot - nm);
+        l[g] = l[g] * corr + p;
 #pragma unroll
-          for (int i = 0; i < E; ++i) acc[g][i] *= corr;
-          m[g] = dot;
-        }
-        const float p = expf(dot - m[g]);
-        l[g] += p;
-#pragma unroll
-        for (int i = 0; i < E; ++i) acc[g][i] = fmaf(p, vf[i], acc[g][i]);
+        for (int i = 0; i < E; ++i) acc[g][i] = acc[g][i] * corr + p * vf[i];
+        m[g] = nm;
       }
     }
   }
