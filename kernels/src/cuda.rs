@@ -62,6 +62,8 @@ mod gemm_into;
 pub(crate) use gemm_into::matmul_t_into;
 mod tc_matmul;
 pub(crate) use tc_matmul::{tc_matmul, tc_matmul_fits};
+mod stage;
+pub(crate) use stage::PinnedStage;
 
 /// A kernel of nanohost.cu, looked up once per (device, name) and opened up once to the dynamic
 /// shared memory it asks for: a lookup or attribute call per launch costs host time that a decode

@@ -25,13 +25,12 @@ mod matmul_into;
 mod norm_rope;
 mod paged_attention;
 mod qkv_write;
-mod readback;
 mod rope_shift;
 mod sample;
 mod silu_mul;
 mod small_matmul;
+mod stage;
 mod tc_matmul;
-mod upload;
 
 pub use add_norm::{add_rms_norm, AddRmsNorm};
 pub use cascade::{SharedGroup, SHARED_CHUNK};
@@ -42,13 +41,12 @@ pub use matmul_into::matmul_t_into;
 pub use norm_rope::{rms_norm_rope, RmsNormRope};
 pub use paged_attention::{paged_attention, PagedAttention};
 pub use qkv_write::{qkv_norm_rope_write, QkvNorms, QkvNormRopeWrite};
-pub use readback::Readback;
 pub use rope_shift::{rerotate_keys, Rotation};
 pub use sample::{argmax, inverse_cdf, sample_rows, sample_rows_async, SampleRows};
 pub use silu_mul::{silu_mul, SiluMul};
 pub use small_matmul::{small_matmul, small_matmul_swiglu, SmallMatmul, SMALL_MATMUL_MAX_ROWS};
 pub use tc_matmul::{tc_matmul, tc_matmul_fits, tc_matmul_swiglu, tc_matmul_swiglu_fits, TC_MATMUL_MAX_ROWS};
-pub use upload::{copy_u32, write_u32};
+pub use stage::StepStage;
 
 /// Whether kernels on `device` are launched with programmatic dependent launch (CUDA, sm_90 and
 /// later, unless `NANOHOST_PDL=0`): each may start while the one before it finishes.

@@ -489,39 +489,36 @@ fn captured_chain_is_linked_programmatically_and_replays_like_eager() {
 #[test]
 fn tokens_move_on_the_device_and_come_back_while_later_work_is_queued() {
     // What a decode step queued behind the one before does with that step's sampled tokens:
-    // copy_u32 puts them in the next step's input buffer on the device, and Readback brings
-    // them to the host without waiting for what was queued after the copy (a large matmul
-    // here), which then still finishes with its own result.
+    // StepStage's kernel puts the step's inputs (from mapped page-locked memory) and the tokens
+    // in the next step's input buffer on the device, and the tokens on the host, without
+    // waiting for what was queued after it (a large matmul here), which then still finishes
+    // with its own result.
     let dev = gpu();
+    let mut stage = nanohost_kernels::StepStage::default();
+    let inputs = Tensor::zeros(8, DType::U32, &dev).unwrap();
+    let ints = [1u32, 2, 3, 4, 5, 6];
+    stage.stage(&inputs, &ints, &[(0..4, 0), (4..6, 6)], None).unwrap();
+    assert_eq!(inputs.to_vec1::<u32>().unwrap(), [1, 2, 3, 4, 0, 0, 5, 6]);
     let sampled = Tensor::new(&[7u32, 8, 9], &dev).unwrap();
-    let inputs = Tensor::zeros(6, DType::U32, &dev).unwrap();
-    let mut readback = nanohost_kernels::Readback::default();
-    readback.start(&sampled).unwrap();
-    nanohost_kernels::copy_u32(&inputs, 2, &sampled).unwrap();
+    stage.stage(&inputs, &[10, 20, 30, 40], &[(0..4, 0)], Some(&sampled)).unwrap();
     let a = Tensor::ones((2048, 2048), DType::F32, &dev).unwrap();
     let later = a.matmul(&a).unwrap();
-    assert_eq!(readback.finish().unwrap(), [7, 8, 9]);
-    assert!(
-        readback.finish().is_err(),
-        "a second finish with no read pending"
-    );
-    assert_eq!(inputs.to_vec1::<u32>().unwrap(), [0, 0, 7, 8, 9, 0]);
-    assert_eq!(
-        later
-            .get(0)
-            .unwrap()
-            .get(0)
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap(),
-        2048.0
-    );
-    // A longer read grows the page-locked buffer.
-    let long = Tensor::arange(0u32, 1000, &dev).unwrap();
-    readback.start(&long).unwrap();
-    assert_eq!(readback.finish().unwrap(), (0..1000).collect::<Vec<u32>>());
-    assert!(nanohost_kernels::copy_u32(&inputs, 4, &sampled)
-        .unwrap_err()
-        .to_string()
-        .contains("do not fit"));
+    assert_eq!(stage.tokens().unwrap(), [7, 8, 9]);
+    assert!(stage.tokens().is_err(), "a second read with no tokens staged");
+    // Between the pieces, what the first image held there (the other image, the step before's,
+    // is the one the second kernel read: 0 there).
+    assert_eq!(inputs.to_vec1::<u32>().unwrap(), [7, 8, 9, 40, 0, 0, 5, 6]);
+    assert_eq!(later.get(0).unwrap().get(0).unwrap().to_scalar::<f32>().unwrap(), 2048.0);
+    // Longer steps grow the page-locked buffers; images alternate, each step complete.
+    let big = Tensor::zeros(20_000, DType::U32, &dev).unwrap();
+    for round in 0..3u32 {
+        let ints: Vec<u32> = (0..20_000).map(|i| i * 3 + round).collect();
+        let long = Tensor::arange(round, round + 1000, &dev).unwrap();
+        stage.stage(&big, &ints, &[(0..20_000, 0)], Some(&long)).unwrap();
+        assert_eq!(stage.tokens().unwrap(), (round..round + 1000).collect::<Vec<u32>>());
+        let got = big.to_vec1::<u32>().unwrap();
+        assert_eq!(&got[..1000], (round..round + 1000).collect::<Vec<u32>>().as_slice());
+        assert_eq!(&got[1000..], &ints[1000..]);
+    }
+    assert!(stage.stage(&inputs, &ints, &[(0..6, 4)], None).unwrap_err().to_string().contains("do not fit"));
 }

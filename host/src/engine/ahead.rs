@@ -14,8 +14,8 @@
 //!
 //! Where the next step also has this step's rows in this order and a graph ready for its
 //! shape, it is queued on the device right behind this step's sampling, and the device copies
-//! the sampled tokens into the next step's inputs itself (`launch_ahead`); the host reads them
-//! back through page-locked memory meanwhile. The device then no longer idles while the host
+//! the sampled tokens into the next step's inputs itself (`launch_ahead`), and into page-locked
+//! memory, where the host reads them meanwhile (`nanohost_kernels::StepStage`). The device then no longer idles while the host
 //! reads the tokens, fills them in, uploads and launches (25-65 us a step on H200 machines at
 //! batch 64 before this).
 
@@ -90,10 +90,8 @@ impl Engine<'_> {
         if !same_rows || !graphs.ready_for(staged) {
             return Ok(None);
         }
-        // The copy back is queued first, so it does not wait for the step queued after it.
-        self.readback.start(sampled)?;
         ahead.launched = Some(graphs.run_staged(self.model, staged, self.pool, Some(sampled))?);
-        Ok(Some(self.readback.finish()?))
+        Ok(Some(graphs.staged_tokens()?))
     }
 
     /// Writes the tokens `sampled` (by sequence) in the step before `ahead` wherever the

@@ -77,14 +77,11 @@ pub struct Engine<'m> {
     pub logits: Option<Vec<(SeqId, usize, Vec<f32>)>>,
     /// The next decode step, planned (and maybe queued) while the device ran the last one.
     ahead: Option<ahead::Ahead>,
-    /// Where a step's sampled tokens come back to the host when the next step is queued
-    /// behind it.
-    readback: nanohost_kernels::Readback,
 }
 
 impl<'m> Engine<'m> {
     pub fn new(model: &'m Qwen3, pool: &'m KvPool, policy: Box<dyn KvPolicy + 'm>, cfg: SchedulerConfig, seed: u64) -> Self {
-        Engine { model, pool, graphs: None, policy, scheduler: Scheduler::new(cfg), seed, next_id: 0, peak_blocks: 0, peak_reported_blocks: 0, peak_device_memory: None, steps: Vec::new(), logits: None, ahead: None, readback: Default::default() }
+        Engine { model, pool, graphs: None, policy, scheduler: Scheduler::new(cfg), seed, next_id: 0, peak_blocks: 0, peak_reported_blocks: 0, peak_device_memory: None, steps: Vec::new(), logits: None, ahead: None }
     }
 
     /// Runs decode steps through `graphs` (made for this engine's model and pool; they may be

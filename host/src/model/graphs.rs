@@ -87,6 +87,8 @@ struct State {
     graphs: std::collections::HashMap<StepShape, super::cuda_graph::CudaGraph>,
     stats: GraphStats,
     shapes: std::collections::HashSet<StepShape>,
+    /// Moves each step's inputs (and the tokens the step before sampled) into `inputs`.
+    stage: nanohost_kernels::StepStage,
 }
 
 impl State {
@@ -229,12 +231,7 @@ impl DecodeGraphs {
         }
         let (inputs, logits) = (st.inputs.clone().expect("allocated above"), st.logits.clone().expect("allocated above"));
         let upload = std::time::Instant::now();
-        for (range, at) in step.shape.pieces() {
-            nanohost_kernels::write_u32(&inputs, at, &step.ints[range])?;
-        }
-        if let Some(t) = tokens {
-            nanohost_kernels::copy_u32(&inputs, 0, t)?; // the tokens lead the buffer
-        }
+        st.stage.stage(&inputs, &step.ints, &step.shape.pieces(), tokens)?; // the tokens lead the buffer
         let upload = upload.elapsed();
         let key = step.shape.graph_key();
         st.shapes.insert(key);
@@ -283,5 +280,11 @@ impl DecodeGraphs {
         }
         st.stats.replays += 1;
         Ok(logits.narrow(0, 0, n)?)
+    }
+
+    /// The tokens the last [`Self::run_staged`] given device tokens took, on the host once they
+    /// are in its input buffer (not waiting for the step queued after).
+    pub fn staged_tokens(&self) -> Result<Vec<u32>> {
+        Ok(self.state.borrow_mut().stage.tokens()?)
     }
 }

@@ -81,6 +81,9 @@ impl HostStep {
 pub struct StepShape {
     pub tokens: usize,
     pub logit_rows: usize,
+    /// The logit rows are every row in order (decode): the final norm's output is taken as it
+    /// is, without a gather (a kernel of 3.4 us a step at batch 64 on an H200).
+    pub every_row: bool,
     pub meta: MetaLayout,
 }
 
@@ -230,7 +233,8 @@ impl Qwen3 {
             ints.extend_from_slice(part);
         }
         ints.extend(meta);
-        Ok(HostStep { ints, shape: StepShape { tokens: n, logit_rows: batch.logit_rows.len(), meta: layout } })
+        let every_row = batch.logit_rows.iter().enumerate().all(|(i, &r)| r as usize == i) && batch.logit_rows.len() == n;
+        Ok(HostStep { ints, shape: StepShape { tokens: n, logit_rows: batch.logit_rows.len(), every_row, meta: layout } })
     }
 
     /// The forward pass from integer inputs already on the device, laid out as `shape` says
@@ -271,7 +275,7 @@ impl Qwen3 {
             (x, h) = self.layer_forward(l, layer, &x, &h, next_norm, &step, pool)?;
         }
         drop(x);
-        Ok(h.index_select(&rows, 0)?)
+        Ok(if shape.every_row { h } else { h.index_select(&rows, 0)? })
     }
 
     /// The kernel for `x @ w^T` with `n` outputs: on the GPU, `small_matmul` for a few rows

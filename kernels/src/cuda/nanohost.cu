@@ -9,3 +9,4 @@
 #include "norm.cuh"
 #include "small_matmul.cuh"
 #include "tc_matmul.cuh"
+#include "stage.cuh"
