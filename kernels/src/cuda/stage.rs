@@ -62,8 +62,11 @@ impl PinnedStage {
             }
         }
         if grow_images {
-            let ctx = stream.context();
-            self.images = vec![(Mapped::new(&stream, len.max(4096))?, ctx.new_event(None).w()?), (Mapped::new(&stream, len.max(4096))?, ctx.new_event(None).w()?)];
+            // As long as the whole buffer: a step's extent grows with its contexts (by a slot a
+            // sequence each decode step), and page-locked allocations cost a millisecond and
+            // more (each step at batch 64 on an H200 when they followed the extent).
+            let (ctx, cap) = (stream.context(), dst.elem_count().max(len));
+            self.images = vec![(Mapped::new(&stream, cap)?, ctx.new_event(None).w()?), (Mapped::new(&stream, cap)?, ctx.new_event(None).w()?)];
         }
         if self.back.as_ref().is_none_or(|m| m.host.len() < n) {
             self.back = Some(Mapped::new(&stream, n.max(256))?);
