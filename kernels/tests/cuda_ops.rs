@@ -522,3 +522,45 @@ fn tokens_move_on_the_device_and_come_back_while_later_work_is_queued() {
     }
     assert!(stage.stage(&inputs, &ints, &[(0..6, 4)], None).unwrap_err().to_string().contains("do not fit"));
 }
+
+/// Decode attention that makes q and each row's new key itself (paged_attention_qkv) against
+/// qkv_norm_rope_write then paged_attention on the same GPU and pools: the same outputs and the
+/// same pools up to roundings (the sums of squares are added in another order), the new values
+/// exactly. Rows of 1 to 2,000 keys: one block a (row, KV head), and split-KV with the new key
+/// in the last split.
+#[test]
+fn attention_that_makes_its_own_q_and_new_keys_matches_the_two_ops() {
+    let dev = gpu();
+    for (heads, kv_heads, d, contexts) in [(16, 8, 128, vec![1usize, 37, 300, 17, 64]), (16, 8, 128, vec![2000]), (8, 2, 64, vec![5, 129]), (4, 4, 32, vec![70, 3])] {
+        for dtype in [DType::BF16, DType::F32] {
+            let case = common::Case { heads, kv_heads, head_dim: d, block_size: 16, groups: vec![], alone: contexts.iter().map(|&c| (c, 1)).collect() };
+            let built = case.build(7, dtype).to_device(&dev);
+            let rows = built.rows;
+            let cpu = Device::Cpu;
+            let qkv = Tensor::randn(0f32, 1.0, (rows, (heads + 2 * kv_heads) * d), &cpu).unwrap().to_dtype(dtype).unwrap().to_device(&dev).unwrap();
+            let qw = Tensor::randn(1f32, 0.1, d, &cpu).unwrap().to_dtype(dtype).unwrap().to_device(&dev).unwrap();
+            let kw = Tensor::randn(1f32, 0.1, d, &cpu).unwrap().to_dtype(dtype).unwrap().to_device(&dev).unwrap();
+            let angles = Tensor::randn(0f32, 2.0, (rows, d / 2), &cpu).unwrap();
+            let cs = Tensor::cat(&[angles.cos().unwrap(), angles.sin().unwrap()], 1).unwrap().to_dtype(dtype).unwrap().to_device(&dev).unwrap();
+            // Each row's new token goes to its sequence's last slot.
+            let new_slots: Vec<u32> = (0..rows).map(|s| *built.slots(s).last().unwrap()).collect();
+            let new_slots = Tensor::new(new_slots.as_slice(), &dev).unwrap();
+            let batch = AttentionBatch::new(&built.seqs, &[], rows, 16, built.num_blocks, &dev).unwrap();
+            assert!(batch.fuses_input());
+            let norms = nanohost_kernels::QkvNorms { heads, kv_heads, q_norm: &qw, k_norm: &kw, eps: 1e-6 };
+            let scale = 1.0 / (d as f32).sqrt();
+            let pools = || (built.k_pool.copy().unwrap(), built.v_pool.copy().unwrap());
+            let (k_a, v_a) = pools();
+            let fused = nanohost_kernels::paged_attention_qkv(&qkv, &norms, &cs, &k_a, &v_a, &new_slots, &batch, scale).unwrap();
+            let (k_b, v_b) = pools();
+            let q = nanohost_kernels::qkv_norm_rope_write(&qkv, &norms, &cs, &k_b, &v_b, &new_slots).unwrap();
+            let two = nanohost_kernels::paged_attention(&q, &k_b, &v_b, &batch, scale).unwrap();
+            assert_eq!(fused.dims(), [rows, heads, d]);
+            // bf16: a key may round to the neighbouring value (0.03-0.06 apart at 4-8).
+            let (tol, k_tol) = if dtype == DType::F32 { (1e-5, 1e-5) } else { (2e-2, 0.0625) };
+            let (d_out, d_k) = (max_diff(&fused, &two), max_diff(&k_a, &k_b));
+            assert!(d_out <= tol && d_k <= k_tol, "{dtype:?} {heads}/{kv_heads}x{d} {contexts:?}: outputs differ by {d_out}, K pools by {d_k}");
+            assert_eq!(max_diff(&v_a, &v_b), 0.0, "{dtype:?} {contexts:?}: V pools differ");
+        }
+    }
+}
