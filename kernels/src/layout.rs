@@ -244,14 +244,6 @@ impl AttentionBatch {
         self
     }
 
-    /// Whether every row is one sequence's newest token (decode), with no shared group, no
-    /// shifted span and no tiled prefill: what [`crate::paged_attention_qkv`] takes in one
-    /// kernel on the GPU.
-    pub fn fuses_input(&self) -> bool {
-        let l = &self.layout;
-        l.rows == l.num_seqs && l.num_groups == 0 && l.num_tiled == 0 && !l.shifted
-    }
-
     pub fn layout(&self) -> MetaLayout {
         self.layout
     }

@@ -39,7 +39,7 @@ pub use kv_write::{write_kv, WriteKv};
 pub use layout::{context_slot, row_keys_bucket, AttentionBatch, KvSpan, MetaLayout, SeqAttention, TILED_MIN_ROWS};
 pub use matmul_into::matmul_t_into;
 pub use norm_rope::{rms_norm_rope, RmsNormRope};
-pub use paged_attention::{paged_attention, paged_attention_qkv, PagedAttention};
+pub use paged_attention::{paged_attention, PagedAttention};
 pub use qkv_write::{qkv_norm_rope_write, QkvNorms, QkvNormRopeWrite};
 pub use rope_shift::{rerotate_keys, Rotation};
 pub use sample::{argmax, inverse_cdf, sample_rows, sample_rows_async, SampleRows};

@@ -16,19 +16,6 @@ pub struct PagedAttention {
     pub(crate) layout: MetaLayout,
     pub(crate) softmax_scale: f32,
     pub(crate) rope_theta: f64,
-    /// Set by [`paged_attention_qkv`]: the op's first input is the QKV projection's rows.
-    pub(crate) input: Option<FusedInput>,
-}
-
-/// What the attention kernel needs to make q and the new keys from QKV rows itself.
-#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
-pub(crate) struct FusedInput {
-    pub heads: usize,
-    pub eps: f32,
-    pub q_norm: Tensor,
-    pub k_norm: Tensor,
-    pub cos_sin: Tensor,
-    pub slots: Tensor,
 }
 
 pub fn paged_attention(q: &Tensor, k_pool: &Tensor, v_pool: &Tensor, batch: &AttentionBatch, softmax_scale: f32) -> Result<Tensor> {
@@ -48,33 +35,8 @@ pub fn paged_attention(q: &Tensor, k_pool: &Tensor, v_pool: &Tensor, batch: &Att
         (_, theta) => theta.unwrap_or(0.0),
     };
     let q = q.contiguous()?;
-    let op = PagedAttention { meta: batch.meta.clone(), layout: batch.layout, softmax_scale, rope_theta, input: None };
+    let op = PagedAttention { meta: batch.meta.clone(), layout: batch.layout, softmax_scale, rope_theta };
     q.apply_op3_no_bwd(k_pool, v_pool, &op)
-}
-
-/// [`crate::qkv_norm_rope_write`] then [`paged_attention`]: the attention block from the fused
-/// QKV projection's rows, the new tokens' keys and values written to their pool `slots` on
-/// the way. Where the batch allows it on the GPU ([`AttentionBatch::fuses_input`]: decode rows)
-/// that is one kernel, which makes q and each row's new key itself (the same arithmetic, the
-/// same roundings to the storage type, sums of squares in another order); elsewhere the two ops.
-/// A decode step at batch 64 spent 2.6 us a layer on an H200 in the kernel between them
-/// (results/gpu-h200-2026-11-29-fused-attention/).
-#[allow(clippy::too_many_arguments)]
-pub fn paged_attention_qkv(qkv: &Tensor, norms: &crate::QkvNorms, cos_sin: &Tensor, k_pool: &Tensor, v_pool: &Tensor, slots: &Tensor, batch: &AttentionBatch, softmax_scale: f32) -> Result<Tensor> {
-    if !qkv.device().is_cuda() || !batch.fuses_input() {
-        let q = crate::qkv_norm_rope_write(qkv, norms, cos_sin, k_pool, v_pool, slots)?;
-        return paged_attention(&q, k_pool, v_pool, batch, softmax_scale);
-    }
-    let (rows, width) = qkv.dims2()?;
-    let head_dim = norms.q_norm.dims1()?;
-    let (_, _, kv_heads, kv_dim) = k_pool.dims4()?;
-    let fits = width == (norms.heads + 2 * norms.kv_heads) * head_dim && kv_heads == norms.kv_heads && kv_dim == head_dim && k_pool.dims() == v_pool.dims();
-    if !fits || !norms.heads.is_multiple_of(kv_heads) || rows != batch.layout.rows || cos_sin.dims() != [rows, head_dim] || slots.dims1()? != rows || k_pool.dtype() != qkv.dtype() {
-        candle_core::bail!("paged_attention_qkv: qkv {:?}, cos_sin {:?} and {} slots do not fit {} + 2 x {} heads, pools {:?} and {} rows", qkv.dims(), cos_sin.dims(), slots.dims1()?, norms.heads, norms.kv_heads, k_pool.dims(), batch.layout.rows);
-    }
-    let input = FusedInput { heads: norms.heads, eps: norms.eps, q_norm: norms.q_norm.contiguous()?, k_norm: norms.k_norm.contiguous()?, cos_sin: cos_sin.contiguous()?, slots: slots.contiguous()? };
-    let op = PagedAttention { meta: batch.meta.clone(), layout: batch.layout, softmax_scale, rope_theta: 0.0, input: Some(input) };
-    qkv.contiguous()?.apply_op3_no_bwd(k_pool, v_pool, &op)
 }
 
 pub(crate) struct Dims {
@@ -219,9 +181,6 @@ impl CustomOp3 for PagedAttention {
     }
 
     fn cpu_fwd(&self, q: &CpuStorage, ql: &Layout, k: &CpuStorage, kl: &Layout, v: &CpuStorage, vl: &Layout) -> Result<(CpuStorage, Shape)> {
-        if self.input.is_some() {
-            candle_core::bail!("paged_attention_qkv: the CPU composes qkv_norm_rope_write and paged_attention instead");
-        }
         let (qd, kd) = (ql.dims(), kl.dims());
         let d = Dims { heads: qd[1], kv_heads: kd[2], head_dim: qd[2] };
         let (meta_storage, meta_layout) = self.meta.storage_and_layout();

@@ -15,7 +15,7 @@ use crate::engine::kv_pool::KvPool;
 use anyhow::{Context, Result};
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{ops::rms_norm, Linear};
-use nanohost_kernels::{add_rms_norm, paged_attention, paged_attention_qkv, qkv_norm_rope_write, silu_mul, small_matmul, small_matmul_swiglu, tc_matmul, tc_matmul_fits, tc_matmul_swiglu, tc_matmul_swiglu_fits, AttentionBatch, MetaLayout, QkvNorms, SeqAttention, SharedGroup, SMALL_MATMUL_MAX_ROWS, TC_MATMUL_MAX_ROWS};
+use nanohost_kernels::{add_rms_norm, paged_attention, qkv_norm_rope_write, silu_mul, small_matmul, small_matmul_swiglu, tc_matmul, tc_matmul_fits, tc_matmul_swiglu, tc_matmul_swiglu_fits, AttentionBatch, MetaLayout, QkvNorms, SeqAttention, SharedGroup, SMALL_MATMUL_MAX_ROWS, TC_MATMUL_MAX_ROWS};
 use std::collections::HashMap;
 
 struct Layer {
@@ -150,14 +150,6 @@ fn tc_matmul_rows() -> usize {
 fn fused_swiglu() -> bool {
     static FUSED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     nanohost_kernels::knob::switch(&FUSED, "NANOHOST_FUSED_SWIGLU", true)
-}
-
-/// Whether decode steps make q and the new keys inside the attention kernel
-/// (`paged_attention_qkv`): on by default; `NANOHOST_FUSED_ATTENTION_INPUT=0` keeps
-/// `qkv_norm_rope_write` apart, read once, for A/B runs.
-fn fused_attention_input() -> bool {
-    static FUSED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    nanohost_kernels::knob::switch(&FUSED, "NANOHOST_FUSED_ATTENTION_INPUT", true)
 }
 
 impl Qwen3 {
@@ -331,12 +323,9 @@ impl Qwen3 {
         let qkv = self.linear(&layer.qkv_proj, h)?;
         let (k_pool, v_pool) = pool.layer(l);
         let norms = QkvNorms { heads: c.num_attention_heads, kv_heads: c.num_key_value_heads, q_norm: &layer.q_norm, k_norm: &layer.k_norm, eps };
+        let q = qkv_norm_rope_write(&qkv, &norms, &step.cos_sin, k_pool, v_pool, &step.slots)?;
         let scale = 1.0 / (c.head_dim as f32).sqrt();
-        let attn = if fused_attention_input() {
-            paged_attention_qkv(&qkv, &norms, &step.cos_sin, k_pool, v_pool, &step.slots, &step.attention, scale)?
-        } else {
-            paged_attention(&qkv_norm_rope_write(&qkv, &norms, &step.cos_sin, k_pool, v_pool, &step.slots)?, k_pool, v_pool, &step.attention, scale)?
-        };
+        let attn = paged_attention(&q, k_pool, v_pool, &step.attention, scale)?;
         let attn = self.linear(&layer.o_proj, &attn.reshape((n, c.num_attention_heads * c.head_dim))?)?;
         let (x, h) = add_rms_norm(x, &attn, &layer.post_norm, eps)?;
         let mlp = self.linear(&layer.down_proj, &self.swiglu(&layer.gate_up_proj, &h)?)?;

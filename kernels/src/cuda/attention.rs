@@ -84,11 +84,7 @@ fn kv_splits(blocks: usize, max_row_keys: usize, sms: usize) -> usize {
 pub(crate) fn paged_attention(op: &PagedAttention, q: &CudaStorage, ql: &Layout, k: &CudaStorage, kl: &Layout, v: &CudaStorage, vl: &Layout) -> Result<(CudaStorage, Shape)> {
     let dev: &CudaDevice = q.device();
     let (qd, kd) = (ql.dims(), kl.dims());
-    // Fused (paged_attention_qkv): q is the QKV rows, [rows, (heads + 2 kv_heads) head_dim].
-    let (rows, heads, head_dim, kv_heads) = match &op.input {
-        Some(f) => (qd[0], f.heads, kd[3], kd[2]),
-        None => (qd[0], qd[1], qd[2], kd[2]),
-    };
+    let (rows, heads, head_dim, kv_heads) = (qd[0], qd[1], qd[2], kd[2]);
     if ![32, 64, 128, 256].contains(&head_dim) {
         candle_core::bail!("paged_attention (cuda): head_dim {head_dim} is not built; 32, 64, 128 and 256 are");
     }
@@ -116,12 +112,8 @@ pub(crate) fn paged_attention(op: &PagedAttention, q: &CudaStorage, ql: &Layout,
     let null = 0u64;
     // One block per (query row, KV head, split) serves the whole GQA group: K and V are read once.
     // Batches with shifted spans get the variant that re-rotates keys (and holds its cache).
-    let variant = match (&op.input, lay.shifted) {
-        (Some(_), _) => "_qkv",
-        (None, true) => "_shifted",
-        (None, false) => "",
-    };
-    let func = kernel(dev, &format!("paged_attention_{sfx}_g{group}_p{}{variant}", head_dim / 32), 0)?;
+    let shifted = if lay.shifted { "_shifted" } else { "" };
+    let func = kernel(dev, &format!("paged_attention_{sfx}_g{group}_p{}{shifted}", head_dim / 32), 0)?;
     let counters = if splits > 1 { completion_counters(dev, per_row * kv_heads)? } else { 0u64 };
     let stream = dev.cuda_stream();
     let (q0, q1) = contiguous_range(ql, "q")?;
@@ -194,22 +186,6 @@ pub(crate) fn paged_attention(op: &PagedAttention, q: &CudaStorage, ql: &Layout,
                 };
                 b.arg(&counters);
                 candle_core::builder_arg!(b, lay.max_chunks as u32, splits as u32, chunk, heads as u32, kv_heads as u32, head_dim as u32, op.softmax_scale, op.rope_theta);
-                // The fused input side: the QKV rows (q itself), the norm weights, cos|sin and
-                // the new tokens' slots; nulls otherwise.
-                match &op.input {
-                    Some(f) => {
-                        let (qw, _) = super::raw_ptr::<$t>(&f.q_norm, "the q norm weight")?;
-                        let (kw, _) = super::raw_ptr::<$t>(&f.k_norm, "the k norm weight")?;
-                        let (cs, _) = super::raw_ptr::<$t>(&f.cos_sin, "cos_sin")?;
-                        let (new_slots, _) = super::raw_ptr::<u32>(&f.slots, "the new tokens' slots")?;
-                        let capacity = (k.len() / (kv_heads * head_dim)) as u32;
-                        b.arg(&q).arg(&qw).arg(&kw).arg(&cs).arg(&new_slots);
-                        candle_core::builder_arg!(b, capacity, f.eps);
-                    }
-                    None => {
-                        candle_core::builder_arg!(b, null, null, null, null, null, 0u32, 0f32);
-                    }
-                }
                 // SAFETY: shapes checked above; the metadata was validated against the pool.
                 unsafe { b.launch(cfg) }?;
                 Ok(())
@@ -218,5 +194,5 @@ pub(crate) fn paged_attention(op: &PagedAttention, q: &CudaStorage, ql: &Layout,
         }};
     }
     let slice = per_float_dtype!(q.dtype(), "paged_attention", launch);
-    Ok((CudaStorage { slice, device: dev.clone() }, Shape::from((rows, heads, head_dim))))
+    Ok((CudaStorage { slice, device: dev.clone() }, ql.shape().clone()))
 }

@@ -52,20 +52,13 @@ constexpr int LPK = 8;                  // lanes per key
 constexpr int KEYS_PER_PASS = 32 / LPK;  // keys a warp scores at once
 constexpr int RING_BYTES_PER_WARP = 10240;
 
-// FUSED: the attention block's input side as well (decode rows only: each row one sequence's
-// new token, whose key is the row's last; no shared groups, no shifted spans). q comes from the
-// QKV projection's rows, normed and rotated here (qkv_norm_rope_write's arithmetic, its
-// rounding to T included); the warp whose keys end at the row's last leaves that key out of its
-// ring (it is not in the pool yet), makes it from the row's k and v, writes both to the row's
-// pool slot, and adds it from registers. One kernel boundary fewer a layer.
-template <typename T, int GROUP, int PER, bool SHIFTED, bool FUSED>
+template <typename T, int GROUP, int PER, bool SHIFTED>
 __device__ void paged_attention(const T* q, const T* k, const T* v, T* out, const uint32_t* row_list, const uint32_t* row_seq,
                                 const uint32_t* row_visible, const uint32_t* row_skip,
                                 const uint32_t* seq_start, const uint32_t* all_slots,
                                 const uint32_t* all_shifts, float* part_o, float* part_ml,
                                 uint32_t* split_done, uint32_t max_chunks, uint32_t splits, uint32_t chunk, uint32_t heads,
-                                uint32_t kv_heads, uint32_t head_dim, float scale, double theta, const T* qkv,
-                                const T* q_w, const T* k_w, const T* cs, const uint32_t* new_slots, uint32_t capacity, float eps) {
+                                uint32_t kv_heads, uint32_t head_dim, float scale, double theta) {
   constexpr int E = 4 * PER;                   // head_dim / LPK
   constexpr int BYTES = E * sizeof(T);         // one lane's part of one key (or value)
   constexpr int CB = BYTES < 16 ? BYTES : 16;  // bytes per copy
@@ -99,9 +92,7 @@ __device__ void paged_attention(const T* q, const T* k, const T* v, T* out, cons
   // This warp's keys: [wb, we), a whole number of passes except at the very end.
   const uint32_t n_keys = end > begin ? end - begin : 0;
   const uint32_t wshare = (n_keys + WARPS * KEYS_PER_PASS - 1) / (WARPS * KEYS_PER_PASS) * KEYS_PER_PASS;
-  const uint32_t wb = begin + min(warp * wshare, n_keys), we_all = begin + min((warp + 1) * wshare, n_keys);
-  const bool owns_new = FUSED && we_all > wb && we_all == visible;
-  const uint32_t we = owns_new ? we_all - 1 : we_all;
+  const uint32_t wb = begin + min(warp * wshare, n_keys), we = begin + min((warp + 1) * wshare, n_keys);
   const uint32_t passes = (we - wb + KEYS_PER_PASS - 1) / KEYS_PER_PASS;
   unsigned char* ring = smem + warp * DEPTH * PASS_BYTES;
   // Slot ids of keys wb + 32 b + lane: batch b in `cur` while its passes are issued, b + 1 in `nxt`.
@@ -111,61 +102,11 @@ __device__ void paged_attention(const T* q, const T* k, const T* v, T* out, cons
   // kernel does: it runs while the kernel before (the one that writes this step's q and its new
   // keys and values) finishes. What follows reads what kernels write.
   pdl_enter();
-  // FUSED: one head of a QKV row in this lane's layout, normed, rotated and rounded to T as
-  // qkv_norm_rope_write stores it. The 8 lanes of a key subgroup hold the whole head; element e
-  // pairs with e +- head_dim / 2: the same lane's copy NC / 2 further on (or back), or with one
-  // copy a lane, lane ^ 4.
-  const size_t qkv_row = (size_t)row * (heads + 2 * kv_heads) * head_dim;
-  auto norm_rope = [&](const T* src, const T* w, float (&x)[E]) {
-    float ss = 0.f;
-#pragma unroll
-    for (int c = 0; c < NC; ++c) load_f<CE>(src + elem(c, 0), x + c * CE);
-#pragma unroll
-    for (int i = 0; i < E; ++i) ss += x[i] * x[i];
-    ss += __shfl_xor_sync(0xffffffffu, ss, 1);
-    ss += __shfl_xor_sync(0xffffffffu, ss, 2);
-    ss += __shfl_xor_sync(0xffffffffu, ss, 4);
-    const float r = rsqrtf(ss / head_dim + eps);
-#pragma unroll
-    for (int c = 0; c < NC; ++c) {
-      float wv[CE];
-      load_f<CE>(w + elem(c, 0), wv);
-#pragma unroll
-      for (int i = 0; i < CE; ++i) x[c * CE + i] *= r * wv[i];
-    }
-    const T* cosp = cs + (size_t)row * head_dim;
-    const int half = head_dim / 2;
-    if constexpr (NC >= 2) {
-#pragma unroll
-      for (int c = 0; c < NC / 2; ++c) {
-#pragma unroll
-        for (int i = 0; i < CE; ++i) {
-          const int f = elem(c, i);
-          const float co = to_f(cosp[f]), si = to_f(cosp[half + f]);
-          const float a = x[c * CE + i], b = x[(c + NC / 2) * CE + i];
-          x[c * CE + i] = to_f(from_f<T>(a * co - b * si));
-          x[(c + NC / 2) * CE + i] = to_f(from_f<T>(a * si + b * co));
-        }
-      }
-    } else {
-#pragma unroll
-      for (int i = 0; i < E; ++i) {
-        const int f = elem(0, i) % half;
-        const float co = to_f(cosp[f]), si = to_f(cosp[half + f]);
-        const float partner = __shfl_xor_sync(0xffffffffu, x[i], LPK / 2);
-        x[i] = to_f(from_f<T>(lk < LPK / 2 ? x[i] * co - partner * si : partner * si + x[i] * co));
-      }
-    }
-  };
   float qv[GROUP][E], acc[GROUP][E], m[GROUP], l[GROUP];
 #pragma unroll
   for (int g = 0; g < GROUP; ++g) {
-    if constexpr (FUSED) {
-      norm_rope(qkv + qkv_row + (size_t)(kvh * GROUP + g) * head_dim, q_w, qv[g]);
-    } else {
 #pragma unroll
-      for (int c = 0; c < NC; ++c) load_f<CE>(q + ((size_t)row * heads + kvh * GROUP + g) * head_dim + elem(c, 0), qv[g] + c * CE);
-    }
+    for (int c = 0; c < NC; ++c) load_f<CE>(q + ((size_t)row * heads + kvh * GROUP + g) * head_dim + elem(c, 0), qv[g] + c * CE);
 #pragma unroll
     for (int i = 0; i < E; ++i) {
       qv[g][i] *= scale;
@@ -196,29 +137,6 @@ __device__ void paged_attention(const T* q, const T* k, const T* v, T* out, cons
       }
     }
     cp_async_commit();
-  };
-  // One key (this subgroup's, when `valid`) into each query head's online softmax.
-  auto add_key = [&](const float (&kf)[E], const float (&vf)[E], bool valid) {
-#pragma unroll
-    for (int g = 0; g < GROUP; ++g) {
-      // Four partial sums: a chain of E / 4 dependent multiply-adds instead of E, on the
-      // critical path of every pass.
-      float part[4] = {0.f, 0.f, 0.f, 0.f};
-#pragma unroll
-      for (int i = 0; i < E; ++i) part[i % 4] = fmaf(qv[g][i], kf[i], part[i % 4]);
-      float dot = (part[0] + part[1]) + (part[2] + part[3]);
-      dot += __shfl_xor_sync(0xffffffffu, dot, 1);
-      dot += __shfl_xor_sync(0xffffffffu, dot, 2);
-      dot += __shfl_xor_sync(0xffffffffu, dot, 4);
-      if (valid) {
-        const float nm = fmaxf(m[g], dot);
-        const float corr = expf(m[g] - nm), p = expf(dot - nm);
-        l[g] = l[g] * corr + p;
-#pragma unroll
-        for (int i = 0; i < E; ++i) acc[g][i] = acc[g][i] * corr + p * vf[i];
-        m[g] = nm;
-      }
-    }
   };
 #pragma unroll
   for (int p = 0; p + 1 < DEPTH; ++p) issue(p);
@@ -265,28 +183,25 @@ __device__ void paged_attention(const T* q, const T* k, const T* v, T* out, cons
 #pragma unroll
       for (int i = 0; i < E; ++i) kf[i] = rotated[i];
     }
-    add_key(kf, vf, valid);
-  }
-  if constexpr (FUSED) {
-    if (owns_new) {  // the row's new key and value, made here, into the pool and the sums
-      const T* src = qkv + qkv_row + (size_t)(heads + kvh) * head_dim;
-      float kf[E], vf[E];
-      norm_rope(src, k_w, kf);
 #pragma unroll
-      for (int c = 0; c < NC; ++c) load_f<CE>(src + (size_t)kv_heads * head_dim + elem(c, 0), vf + c * CE);
-      const uint32_t slot = new_slots[row];
-      if (sub == 0 && slot < capacity) {  // the host validated slots; never write out of bounds
-        const size_t at = (size_t)slot * kv_row + head_at;
+    for (int g = 0; g < GROUP; ++g) {
+      // Four partial sums: a chain of E / 4 dependent multiply-adds instead of E, on the
+      // critical path of every pass.
+      float part[4] = {0.f, 0.f, 0.f, 0.f};
 #pragma unroll
-        for (int c = 0; c < NC; ++c) {
-          Pack<T, CE> kp, vp;
+      for (int i = 0; i < E; ++i) part[i % 4] = fmaf(qv[g][i], kf[i], part[i % 4]);
+      float dot = (part[0] + part[1]) + (part[2] + part[3]);
+      dot += __shfl_xor_sync(0xffffffffu, dot, 1);
+      dot += __shfl_xor_sync(0xffffffffu, dot, 2);
+      dot += __shfl_xor_sync(0xffffffffu, dot, 4);
+      if (valid) {
+        const float nm = fmaxf(m[g], dot);
+        const float corr = expf(m[g] - nm), p = expf(dot - nm);
+        l[g] = l[g] * corr + p;
 #pragma unroll
-          for (int i = 0; i < CE; ++i) kp.v[i] = from_f<T>(kf[c * CE + i]), vp.v[i] = from_f<T>(vf[c * CE + i]);
-          *reinterpret_cast<Pack<T, CE>*>(const_cast<T*>(k) + at + elem(c, 0)) = kp;
-          *reinterpret_cast<Pack<T, CE>*>(const_cast<T*>(v) + at + elem(c, 0)) = vp;
-        }
+        for (int i = 0; i < E; ++i) acc[g][i] = acc[g][i] * corr + p * vf[i];
+        m[g] = nm;
       }
-      add_key(kf, vf, sub == 0);
     }
   }
   cp_async_wait<0>();

@@ -256,25 +256,21 @@ __device__ void prefill_tiles(const T* q, const T* k, const T* v, T* out, const 
 }
 
 // Bounded to 4 blocks per SM (128 registers; GQA 2 at head_dim 128 needs 127 and no spill),
-// which kv_splits in cuda/attention.rs counts on (ATTENTION_BLOCKS_PER_SM). The _qkv variants
-// take the attention block's input side as well (FUSED in paged_attention.cuh).
-#define INSTANTIATE_ATTENTION_S(T, NAME, G, P, SH, FU, SFX)                                        \
+// which kv_splits in cuda/attention.rs counts on (ATTENTION_BLOCKS_PER_SM).
+#define INSTANTIATE_ATTENTION_S(T, NAME, G, P, SH, SFX)                                            \
   extern "C" __global__ void __launch_bounds__(128, 4) paged_attention_##NAME##_g##G##_p##P##SFX(  \
       const T* q, const T* k, const T* v, T* out, const uint32_t* row_list, const uint32_t* row_seq,  \
       const uint32_t* row_visible, const uint32_t* row_skip, const uint32_t* seq_start,           \
       const uint32_t* slots, const uint32_t* shifts, float* part_o, float* part_ml,               \
       uint32_t* split_done, uint32_t max_chunks, uint32_t splits, uint32_t chunk, uint32_t heads, \
-      uint32_t kv_heads, uint32_t head_dim, float scale, double theta, const T* qkv, const T* q_w, \
-      const T* k_w, const T* cs, const uint32_t* new_slots, uint32_t capacity, float eps) {        \
-    paged_attention<T, G, P, SH, FU>(q, k, v, out, row_list, row_seq, row_visible, row_skip, seq_start, slots, \
-                                     shifts, part_o, part_ml, split_done, max_chunks, splits, chunk, \
-                                     heads, kv_heads, head_dim, scale, theta, qkv, q_w, k_w, cs,   \
-                                     new_slots, capacity, eps);                                    \
+      uint32_t kv_heads, uint32_t head_dim, float scale, double theta) {                          \
+    paged_attention<T, G, P, SH>(q, k, v, out, row_list, row_seq, row_visible, row_skip, seq_start, slots,  \
+                                 shifts, part_o, part_ml, split_done, max_chunks, splits, chunk,  \
+                                 heads, kv_heads, head_dim, scale, theta);                        \
   }
-#define INSTANTIATE_ATTENTION(T, NAME, G, P)                 \
-  INSTANTIATE_ATTENTION_S(T, NAME, G, P, false, false, )     \
-  INSTANTIATE_ATTENTION_S(T, NAME, G, P, true, false, _shifted) \
-  INSTANTIATE_ATTENTION_S(T, NAME, G, P, false, true, _qkv)
+#define INSTANTIATE_ATTENTION(T, NAME, G, P)         \
+  INSTANTIATE_ATTENTION_S(T, NAME, G, P, false, )    \
+  INSTANTIATE_ATTENTION_S(T, NAME, G, P, true, _shifted)
 #define INSTANTIATE_ATTENTION_G(T, NAME, G)                                                      \
   INSTANTIATE_ATTENTION(T, NAME, G, 1)                                                           \
   INSTANTIATE_ATTENTION(T, NAME, G, 2)                                                           \
