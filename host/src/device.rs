@@ -4,6 +4,18 @@
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device};
 
+/// cuBLAS without a workspace unless the user set one (`CUBLAS_WORKSPACE_CONFIG`): with one, it
+/// ran decode's down_proj at batch 64 as a split-k kernel plus a reduce kernel (1.9 us a layer
+/// on an H200); without, bench-decode at batch 64 took 1.712-1.721 -> 1.683-1.684 ms/step, batch
+/// 1 unchanged (results/gpu-h200-2026-11-29-step-edges/call8/). cuBLAS reads the variable when a
+/// handle is made, so this runs first thing in `main`, before any other thread exists (the
+/// child processes of `run` inherit it).
+pub fn prefer_cublas_without_workspace() {
+    if std::env::var_os("CUBLAS_WORKSPACE_CONFIG").is_none() {
+        std::env::set_var("CUBLAS_WORKSPACE_CONFIG", ":0:0");
+    }
+}
+
 pub struct Compute {
     pub device: Device,
     pub dtype: DType,
