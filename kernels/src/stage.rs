@@ -56,7 +56,8 @@ impl StepStage {
             candle_core::Device::Cuda(_) => {
                 let n = self.cuda.stage(dst, ints, pieces, tokens)?;
                 if tokens.is_some() {
-                    self.pending = Some(Pending::Device(n));
+                    // No tokens, no kernel to wait for (and perhaps none launched at all).
+                    self.pending = Some(if n == 0 { Pending::Host(Vec::new()) } else { Pending::Device(n) });
                 }
             }
             _ => {
