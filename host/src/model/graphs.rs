@@ -139,8 +139,7 @@ impl DecodeGraphs {
         let decode = n > 0
             && batch.seqs.len() == n
             && batch.seqs.iter().enumerate().all(|(i, s)| s.q_len == 1 && s.q_start == i)
-            && batch.logit_rows.iter().enumerate().all(|(i, &r)| r as usize == i)
-            && batch.logit_rows.len() == n;
+            && batch.logits_every_row();
         if self.mode() == GraphMode::Off || !decode {
             return Ok(None);
         }

@@ -58,6 +58,14 @@ pub struct ForwardBatch<'a> {
     pub logit_rows: &'a [u32],
 }
 
+impl ForwardBatch<'_> {
+    /// Whether every row wants logits, in row order (decode steps): the final norm's output is
+    /// then the logit rows as it is.
+    pub fn logits_every_row(&self) -> bool {
+        self.logit_rows.len() == self.tokens.len() && self.logit_rows.iter().enumerate().all(|(i, &r)| r as usize == i)
+    }
+}
+
 /// A step's integer inputs flattened on the host in the order the forward reads them (tokens,
 /// positions, slots, logit rows, then the attention metadata): one upload per step, into a
 /// fresh tensor (eager) or into a CUDA graph's fixed buffer.
@@ -233,8 +241,7 @@ impl Qwen3 {
             ints.extend_from_slice(part);
         }
         ints.extend(meta);
-        let every_row = batch.logit_rows.iter().enumerate().all(|(i, &r)| r as usize == i) && batch.logit_rows.len() == n;
-        Ok(HostStep { ints, shape: StepShape { tokens: n, logit_rows: batch.logit_rows.len(), every_row, meta: layout } })
+        Ok(HostStep { ints, shape: StepShape { tokens: n, logit_rows: batch.logit_rows.len(), every_row: batch.logits_every_row(), meta: layout } })
     }
 
     /// The forward pass from integer inputs already on the device, laid out as `shape` says
