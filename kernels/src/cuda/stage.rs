@@ -87,22 +87,21 @@ impl PinnedStage {
         let mut b = Launch::new(&stream, &func);
         b.arg(&out).arg(&image.dev).arg(&(len as u32));
         let token_storage = tokens.map(|t| t.storage_and_layout());
-        match &token_storage {
+        let token_view = match &token_storage {
             Some((ts, tl)) => {
                 let Storage::Cuda(tc) = &**ts else { candle_core::bail!("stage: the tokens are not on the GPU") };
                 let (t0, t1) = contiguous_range(tl, "the tokens")?;
-                let view = tc.as_cuda_slice::<u32>()?.slice(t0..t1);
-                b.arg(&view).arg(&(n as u32)).arg(&back.dev);
-                // SAFETY: dst holds len >= n elements (the caller checked every piece and the
-                // tokens fit), the image len, back n; the kernel touches no more.
-                unsafe { b.launch(cfg) }?;
+                Some(tc.as_cuda_slice::<u32>()?.slice(t0..t1))
             }
-            None => {
-                b.arg(&0u64).arg(&0u32).arg(&0u64);
-                // SAFETY: as above, with no tokens.
-                unsafe { b.launch(cfg) }?;
-            }
-        }
+            None => None,
+        };
+        match &token_view {
+            Some(view) => b.arg(view).arg(&(n as u32)).arg(&back.dev),
+            None => b.arg(&0u64).arg(&0u32).arg(&0u64), // no tokens: null pointers, none to copy
+        };
+        // SAFETY: dst holds len >= n elements (the caller checked every piece and the tokens
+        // fit), the image len, back n; the kernel touches no more.
+        unsafe { b.launch(cfg) }?;
         done.record(&stream).w()?;
         self.last = Some(self.next);
         self.next = 1 - self.next;
