@@ -65,6 +65,18 @@ pub(crate) use tc_matmul::{tc_matmul, tc_matmul_fits};
 mod stage;
 pub(crate) use stage::PinnedStage;
 
+/// Blocks of `func` (with `block` threads) that fit on one SM at once, asked once per kernel.
+pub(crate) fn blocks_per_sm(name: &str, func: &CudaFunction, block: u32) -> Result<usize> {
+    static CACHE: OnceLock<Mutex<HashMap<String, usize>>> = OnceLock::new();
+    let cache = CACHE.get_or_init(Default::default);
+    if let Some(&b) = cache.lock().expect("occupancy cache").get(name) {
+        return Ok(b);
+    }
+    let b = (func.occupancy_max_active_blocks_per_multiprocessor(block, 0, None).w()? as usize).max(1);
+    cache.lock().expect("occupancy cache").insert(name.to_string(), b);
+    Ok(b)
+}
+
 /// A kernel of nanohost.cu, looked up once per (device, name) and opened up once to the dynamic
 /// shared memory it asks for: a lookup or attribute call per launch costs host time that a decode
 /// step (hundreds of launches) feels.
@@ -141,15 +153,18 @@ pub(crate) fn sample_rows(logits: &CudaStorage, ll: &Layout, u: &CudaStorage, ul
     let (rows, vocab) = ll.shape().dims2()?;
     let (l0, l1) = contiguous_range(ll, "logits")?;
     let (u0, u1) = contiguous_range(ul, "uniforms")?;
-    let func = kernel(&dev, &format!("sample_rows_{}", suffix(logits.dtype())?), 0)?;
+    let name = format!("sample_rows_{}", suffix(logits.dtype())?);
+    let func = kernel(&dev, &name, 0)?;
     let stream = dev.cuda_stream();
-    // Blocks per row (sample.cuh): about eight blocks per SM in all, chunks of at least 1,024
-    // logits, at most 64 (SAMPLE_MAX_PARTS: the merge gives a lane of one warp two). Two per SM left batch 64 with 5
+    // Blocks per row (sample.cuh): as many as fit on the device at once, in one wave (eight
+    // per SM, rounded up, made a second wave of 32 blocks at batch 64 on an H200, and the
+    // kernel fits 6 by registers), chunks of at least 1,024 logits, at most 64
+    // (SAMPLE_MAX_PARTS: the merge gives a lane of one warp two). Two per SM left batch 64 with 5
     // blocks a row, each walking 60 KB: 42 us for 19 MB of logits in a replayed step on an H200
     // (results/gpu-h200-2026-11-28-timeline/).
-    let sms = sm_count(&dev)?;
+    let resident = blocks_per_sm(&name, &func, 256)? * sm_count(&dev)?;
     // A batch of more rows than there are completion counters samples one block per row.
-    let parts = if rows > attention::completion_capacity(&dev)? { 1 } else { (8 * sms).div_ceil(rows).min(vocab / 1024).clamp(1, 64) };
+    let parts = if rows > attention::completion_capacity(&dev)? { 1 } else { (resident / rows).min(vocab / 1024).clamp(1, 64) };
     let done = if parts > 1 { attention::completion_counters(&dev, rows)? } else { 0u64 };
     let out = unsafe { alloc_out::<u32>(&dev, rows)? };
     // SAFETY: each block writes its own partial before the row's last block reads them all.

@@ -51,6 +51,9 @@ __device__ void merge_row_head(T* out, const float* part_o, const float* part_ml
 constexpr int LPK = 8;                  // lanes per key
 constexpr int KEYS_PER_PASS = 32 / LPK;  // keys a warp scores at once
 constexpr int RING_BYTES_PER_WARP = 10240;
+// Scores are kept in log2 units (q pre-scaled by log2 e) while keys stream: exp2f is the
+// hardware's exp2 and a scale, expf a longer sequence, twice per key and query head.
+constexpr float LOG2E = 1.4426950408889634f, LN2 = 0.6931471805599453f;
 
 template <typename T, int GROUP, int PER, bool SHIFTED>
 __device__ void paged_attention(const T* q, const T* k, const T* v, T* out, const uint32_t* row_list, const uint32_t* row_seq,
@@ -109,7 +112,7 @@ __device__ void paged_attention(const T* q, const T* k, const T* v, T* out, cons
     for (int c = 0; c < NC; ++c) load_f<CE>(q + ((size_t)row * heads + kvh * GROUP + g) * head_dim + elem(c, 0), qv[g] + c * CE);
 #pragma unroll
     for (int i = 0; i < E; ++i) {
-      qv[g][i] *= scale;
+      qv[g][i] *= scale * LOG2E;
       acc[g][i] = 0.f;
     }
     m[g] = -INFINITY;
@@ -196,7 +199,7 @@ __device__ void paged_attention(const T* q, const T* k, const T* v, T* out, cons
       dot += __shfl_xor_sync(0xffffffffu, dot, 4);
       if (valid) {
         const float nm = fmaxf(m[g], dot);
-        const float corr = expf(m[g] - nm), p = expf(dot - nm);
+        const float corr = exp2f(m[g] - nm), p = exp2f(dot - nm);
         l[g] = l[g] * corr + p;
 #pragma unroll
         for (int i = 0; i < E; ++i) acc[g][i] = acc[g][i] * corr + p * vf[i];
@@ -206,6 +209,9 @@ __device__ void paged_attention(const T* q, const T* k, const T* v, T* out, cons
   }
   cp_async_wait<0>();
   __syncthreads();  // every warp is done with its ring: the merge below reuses the memory
+  // Back from log2 units to the natural ones of every partial merged with these.
+#pragma unroll
+  for (int g = 0; g < GROUP; ++g) m[g] *= LN2;
   // The warp's 4 key subgroups merged by log-sum-exp (lanes l, l^8, l^16, l^24 hold the same
   // elements); a subgroup that saw no key has m = -inf and weighs 0.
 #pragma unroll

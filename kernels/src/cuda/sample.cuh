@@ -42,31 +42,57 @@ __device__ inline double block_sum(double s) {
 // inverse CDF of softmax(logits * inv_temp) at u[row].
 //
 // A row is split over gridDim.x blocks (one block per row read 300 KB of Qwen3's vocabulary
-// alone: 34 us at batch 1 on an H200), each taking a contiguous chunk with coalesced loads, in
-// one pass: its maximum m_g, the first index of it, and (sampling) s_g = sum exp((x - m_g) *
-// inv_temp), each thread keeping its sum relative to its running maximum (rescaled when the
-// maximum moves), the threads' sums combined in f64. The last block of the row to finish (a
-// completion counter, left at zero) merges them with one warp, a lane per two chunks: the row's
-// maximum M, and, sampling, a scan of the chunks' sums s_g exp((m_g - M) * inv_temp) finds the
-// chunk where the running sum passes u * total, which the block then walks in order. (A first
-// version made a second pass for the sums, in f64 exp, and merged with one thread: a latency
-// workload step at batch 1 ran about 0.045 ms slower sampling at temperature 0.6 than greedy.)
-constexpr int SAMPLE_UNROLL = 8;
+// alone: 34 us at batch 1 on an H200), each taking a contiguous chunk, in one pass: its maximum
+// m_g, the first index of it, and (sampling) s_g = sum exp((x - m_g) * inv_temp), each thread
+// keeping its sum relative to its running maximum (rescaled when the maximum moves), the
+// threads' sums combined in f64. The last block of the row to finish (a completion counter, left
+// at zero) merges them with one warp, a lane per two chunks: the row's maximum M, and, sampling,
+// a scan of the chunks' sums s_g exp((m_g - M) * inv_temp) finds the chunk where the running sum
+// passes u * total, which the block then walks in order. (A first version made a second pass for
+// the sums, in f64 exp, and merged with one thread: a latency workload step at batch 1 ran about
+// 0.045 ms slower sampling at temperature 0.6 than greedy.)
+//
+// Logits are read SAMPLE_VEC at a time (16 bytes), SAMPLE_UNROLL such loads issued before any is
+// used, and a vector's maximum moves the running sum at most once: with one 2-byte load and one
+// branch per logit, batch 64 sampled at temperature 0.6 cost 21 us a step more than greedy on an
+// H200 (results/gpu-h200-2026-11-29-step-edges/call8/), in two waves of blocks. exp(x * inv_temp)
+// is exp2(x * inv_temp * log2 e): one multiply-add and the hardware's exp2 per logit.
+constexpr int SAMPLE_UNROLL = 4;
 constexpr uint32_t SAMPLE_MAX_PARTS = 64;  // chunks a row: two per lane of the merging warp
+template <typename T>
+constexpr uint32_t SAMPLE_VEC = 16 / sizeof(T);
 
-// f(i, x[i] as f32) for i = first, first + step, ... < end, in that order, with the loads of
-// SAMPLE_UNROLL of them issued before any is used.
+// f(i0, v) for the vectors of [lo, hi) (lo a multiple of the vector size V) numbered first,
+// first + step, ... from lo / V, in that order; v[j] is element i0 + j as f32, -inf past hi.
+// `aligned`: the row starts on 16 bytes, so a whole vector is one load.
 template <typename T, typename F>
-__device__ inline void strided_of(const T* x, uint32_t first, uint32_t end, uint32_t step, F&& f) {
-  uint32_t i = first;
-  for (; i + (SAMPLE_UNROLL - 1) * step < end; i += SAMPLE_UNROLL * step) {
-    float v[SAMPLE_UNROLL];
+__device__ inline void vectors_of(const T* x, bool aligned, uint32_t lo, uint32_t hi, uint32_t first, uint32_t step, F&& f) {
+  constexpr uint32_t V = SAMPLE_VEC<T>;
+  using P = Pack<T, V>;
+  // Loads stay packed until used: 4 registers a vector in flight rather than V.
+  auto load = [&](uint32_t i0) {
+    if (aligned && i0 + V <= hi) return *reinterpret_cast<const P*>(x + i0);
+    P p;
 #pragma unroll
-    for (int u = 0; u < SAMPLE_UNROLL; ++u) v[u] = to_f(x[i + u * step]);
+    for (uint32_t j = 0; j < V; ++j) p.v[j] = i0 + j < hi ? x[i0 + j] : from_f<T>(-INFINITY);
+    return p;
+  };
+  auto use = [&](uint32_t i0, const P& p) {
+    float v[V];
 #pragma unroll
-    for (int u = 0; u < SAMPLE_UNROLL; ++u) f(i + u * step, v[u]);
+    for (uint32_t j = 0; j < V; ++j) v[j] = to_f(p.v[j]);
+    f(i0, v);
+  };
+  const uint32_t q_end = (hi - lo + V - 1) / V;
+  uint32_t q = first;
+  for (; q + (SAMPLE_UNROLL - 1) * step < q_end; q += SAMPLE_UNROLL * step) {
+    P p[SAMPLE_UNROLL];
+#pragma unroll
+    for (int u = 0; u < SAMPLE_UNROLL; ++u) p[u] = load(lo + (q + u * step) * V);
+#pragma unroll
+    for (int u = 0; u < SAMPLE_UNROLL; ++u) use(lo + (q + u * step) * V, p[u]);
   }
-  for (; i < end; i += step) f(i, to_f(x[i]));
+  for (; q < q_end; q += step) use(lo + q * V, load(lo + q * V));
 }
 
 // Inclusive prefix sum over the warp's lanes.
@@ -98,26 +124,41 @@ __device__ void sample_rows(const T* logits, const float* u, uint32_t* out, floa
   const uint32_t g = blockIdx.x, parts = gridDim.x, row = blockIdx.y, t = threadIdx.x, n = blockDim.x;
   const bool sampling = inv_temp != 0.f;
   const T* xr = logits + (size_t)row * vocab;
-  const uint32_t chunk = (vocab + parts - 1) / parts;
+  constexpr uint32_t V = SAMPLE_VEC<T>;
+  // Chunks are whole vectors, so that every chunk but the row's last starts and ends on one.
+  const uint32_t chunk = ((vocab + parts - 1) / parts + V - 1) / V * V;
+  const bool aligned = reinterpret_cast<uintptr_t>(xr) % 16 == 0;
+  const float c2 = inv_temp * 1.4426950408889634f;  // exp(x * inv_temp) = exp2(x * c2)
+  // exp((x - m) * inv_temp); NaN logits weigh nothing, as -inf ones do.
+  auto weight = [&](float x, float m) { return x > -INFINITY ? exp2f((x - m) * c2) : 0.f; };
   auto lo_of = [&](uint32_t c) { return min(c * chunk, vocab); };
   auto hi_of = [&](uint32_t c) { return min(c * chunk + chunk, vocab); };
   float best = -INFINITY;
   uint32_t bi = 0xffffffffu;
   float s = 0.f;  // sum of exp((x - best) * inv_temp) over this thread's logits so far
-  // Strided passes over the chunk, SAMPLE_UNROLL loads in flight per thread: one at a time, a
-  // row of 151,936 logits split 17 ways at batch 64 took 34 us on an H200 (a load's latency per
-  // 256 logits; results/gpu-h200-2026-11-28-timeline/).
+  // The vector's maximum and the first index of it, taken only if above the running maximum
+  // (this thread's vectors come in index order, so the running index is the first occurrence).
+  auto take_vector_max = [&](uint32_t i0, const float (&v)[V]) {
+    float vm = v[0];
+#pragma unroll
+    for (uint32_t j = 1; j < V; ++j) vm = fmaxf(vm, v[j]);
+    if (vm > best) {
+      uint32_t at = V - 1;
+#pragma unroll
+      for (int j = V - 1; j >= 0; --j) at = v[j] == vm ? j : at;
+      if (sampling) s *= exp2f((best - vm) * c2);  // 0 while best is -inf: s is 0 then
+      best = vm, bi = i0 + at;
+    }
+    return vm;
+  };
   if (sampling) {
-    strided_of(xr, lo_of(g) + t, hi_of(g), n, [&](uint32_t i, float v) {
-      if (v > best) {
-        s = s * expf((best - v) * inv_temp) + 1.f;
-        best = v, bi = i;
-      } else if (v > -INFINITY) {  // (-inf - -inf would make the sum NaN)
-        s += expf((v - best) * inv_temp);
-      }
+    vectors_of(xr, aligned, lo_of(g), hi_of(g), t, n, [&](uint32_t i0, const float (&v)[V]) {
+      if (take_vector_max(i0, v) == -INFINITY) return;  // (-inf - -inf would make the sum NaN)
+#pragma unroll
+      for (uint32_t j = 0; j < V; ++j) s += weight(v[j], best);
     });
   } else {
-    strided_of(xr, lo_of(g) + t, hi_of(g), n, [&](uint32_t i, float v) { take_better(best, bi, v, i); });
+    vectors_of(xr, aligned, lo_of(g), hi_of(g), t, n, [&](uint32_t i0, const float (&v)[V]) { take_vector_max(i0, v); });
   }
   const float mine = best;
   block_argmax(best, bi);
@@ -181,17 +222,26 @@ __device__ void sample_rows(const T* logits, const float* u, uint32_t* out, floa
   // step more than greedy there; results/gpu-h200-2026-11-28-async-launch/).
   const uint32_t wlo = lo_of(walk), whi = hi_of(walk);
   const float m_walk = __ldcg(part_max + at + walk);
-  const uint32_t piece = (whi - wlo + n - 1) / n, plo = min(wlo + t * piece, whi), phi = min(plo + piece, whi);
+  // Pieces of whole vectors: piece p is vectors [p * piece, (p + 1) * piece) of the chunk.
+  const uint32_t piece = ((whi - wlo + V - 1) / V + n - 1) / n;
+  const uint32_t plo = min(wlo + t * piece * V, whi), phi = min(plo + piece * V, whi);
   double local = 0.0;
-  strided_of(xr, plo, phi, 1u, [&](uint32_t, float v) { local += expf((v - m_walk) * inv_temp); });
+  auto each = [&](auto&& f) { vectors_of(xr, aligned, plo, phi, 0u, 1u, f); };
+  each([&](uint32_t, const float (&v)[V]) {
+#pragma unroll
+    for (uint32_t j = 0; j < V; ++j) local += weight(v[j], m_walk);
+  });
   const double start = block_exclusive_scan(local);
   if (local > 0.0 && remain >= start && remain < start + local) {
     double c = start;
     uint32_t hit = phi - 1;
     bool found = false;
-    strided_of(xr, plo, phi, 1u, [&](uint32_t i, float v) {
-      c += expf((v - m_walk) * inv_temp);
-      if (!found && remain < c) found = true, hit = i;
+    each([&](uint32_t i0, const float (&v)[V]) {
+#pragma unroll
+      for (uint32_t j = 0; j < V; ++j) {
+        c += weight(v[j], m_walk);
+        if (!found && remain < c) found = true, hit = i0 + j;
+      }
     });
     out[row] = hit;
   }

@@ -2,13 +2,11 @@
 //! the kernel's residency.
 
 use super::matmul_args::MatmulArgs;
-use super::{kernel, sm_count, suffix};
+use super::{blocks_per_sm, kernel, sm_count, suffix};
 use candle_core::backend::BackendStorage;
-use candle_core::cuda_backend::cudarc::driver::{CudaFunction, LaunchConfig};
-use candle_core::cuda_backend::WrapErr;
+use candle_core::cuda_backend::cudarc::driver::LaunchConfig;
 use candle_core::{CudaStorage, Layout, Result, Shape};
-use std::collections::HashMap;
-use std::sync::{Mutex, OnceLock};
+use std::sync::OnceLock;
 
 /// Warps per output column of `small_matmul` (split-K: 1, 2, 4 or 8): doubled while each warp
 /// still has at least one full pass of loads (`pass` elements of k: 32 lanes x 4 loads of 16
@@ -25,18 +23,6 @@ fn small_matmul_split(n: usize, k: usize, pass: usize, resident: usize) -> usize
         s *= 2;
     }
     s
-}
-
-/// Blocks of `func` (with `block` threads) that fit on one SM at once, asked once per kernel.
-fn blocks_per_sm(name: &str, func: &CudaFunction, block: u32) -> Result<usize> {
-    static CACHE: OnceLock<Mutex<HashMap<String, usize>>> = OnceLock::new();
-    let cache = CACHE.get_or_init(Default::default);
-    if let Some(&b) = cache.lock().expect("occupancy cache").get(name) {
-        return Ok(b);
-    }
-    let b = (func.occupancy_max_active_blocks_per_multiprocessor(block, 0, None).w()? as usize).max(1);
-    cache.lock().expect("occupancy cache").insert(name.to_string(), b);
-    Ok(b)
 }
 
 /// `swiglu`: the weight's rows are gate and up halves, and each output their SwiGLU gate
