@@ -29,7 +29,8 @@
 #     add + RMSNorm, each projection's matmul) at rows CHAIN_ROWS (default 1,64), PDL on and off
 #     (CHAIN_PDL), CHAIN_TAG naming the run.
 # 19. (STEPS=timeline) nsys: a replayed decode step's kernels in place (BATCHES, default "1 64";
-#     BIN=nanohost-base for the baseline): lead, busy time, holes, and the hole before each kernel.
+#     BIN=nanohost-base for the baseline; TEMPERATURE, default greedy): lead, busy time, holes,
+#     and the hole before each kernel.
 # 20. (STEPS=ncu-chain) ncu's sections for one launch per projection of a bench-chain kernel
 #     (NCU_KERNEL regex, default tc_matmul; NCU_ROWS, default 64).
 # 12. (STEPS=profile) ncu: GPU time per kernel of one decode step at batch 1 and 64 (eager).
@@ -188,7 +189,7 @@ if want timeline; then
   if [ -n "$NSYS" ]; then
     for b in ${BATCHES:-1 64}; do
       "$NSYS" profile --cuda-graph-trace=node -o "$R/tl_b$b" "$B/${BIN:-nanohost}" bench-decode --model "$MODEL" \
-        --plugin "$B/plugins/libstandard.so" --batch-sizes $b --steps 24 --cuda-graphs on --out "$R/tl_b$b.json" >/dev/null 2>>"$R/check.log"
+        --plugin "$B/plugins/libstandard.so" --batch-sizes $b --steps 24 --cuda-graphs on --temperature ${TEMPERATURE:-0} --out "$R/tl_b$b.json" >/dev/null 2>>"$R/check.log"
       "$NSYS" stats --report cuda_gpu_trace --format csv -o "$R/tl_b$b" "$R/tl_b$b.nsys-rep" >/dev/null 2>>"$R/check.log"
       python3 "$B/nsys_step.py" "$R"/tl_b${b}_cuda_gpu_trace.csv "batch $b" | tee -a "$R/timeline.txt"
       gzip -f "$R"/tl_b${b}_cuda_gpu_trace.csv
@@ -209,7 +210,7 @@ if want timeline; then
       for b in ${BATCHES:-1 64}; do
         rm -f /tmp/ktrace_b$b.*.csv
         CUDA_INJECTION64_PATH=$TR KERNEL_TRACE_OUT=/tmp/ktrace_b$b "$B/${BIN:-nanohost}" bench-decode --model "$MODEL" \
-          --plugin "$B/plugins/libstandard.so" --batch-sizes $b --steps 24 --cuda-graphs on --out "$R/tl_b$b.json" >/dev/null 2>>"$R/check.log"
+          --plugin "$B/plugins/libstandard.so" --batch-sizes $b --steps 24 --cuda-graphs on --temperature ${TEMPERATURE:-0} --out "$R/tl_b$b.json" >/dev/null 2>>"$R/check.log"
         python3 -c "import json,sys; r=json.load(open(sys.argv[1]))['results'][0]; print('traced bench-decode: ms/step %.3f' % r['decode_ms_per_step_median'])" "$R/tl_b$b.json" | tee -a "$R/timeline.txt"
         for f in /tmp/ktrace_b$b.*.csv; do
           [ "$(wc -l < "$f")" -gt 100 ] || continue
