@@ -44,6 +44,7 @@
 #     workload (temperature 0.6) with this build and, where the bundle has one, nanohost-base.
 # 22. (STEPS=ncu-attention) ncu's sections for one decode attention launch at batch 64 (eager),
 #     this build and, where the bundle has one, nanohost-base.
+# 23. (STEPS=ncu-sample) the same for one sampling launch at batch 64, greedy and temperature 0.6.
 set -uo pipefail
 B=$(cd "$(dirname "$0")" && pwd)
 DEST=${1:-${OUT:-$PWD/gpu-out}}
@@ -317,6 +318,21 @@ PY
     "$B/nanohost" bench-decode --model "$MODEL" --plugin "$B/plugins/libstandard.so" --batch-sizes 64 \
     --warmup-steps 0 --steps 2 --cuda-graphs off > "$R/ncu_attention_b64.txt" 2>>"$R/check.log"
   grep -E "Duration|Memory Throughput|DRAM Throughput|Achieved Occupancy|Theoretical Occupancy|Registers|Stall|Warp Cycles|L1/TEX Hit|L2 Hit|Compute \(SM\)" "$R/ncu_attention_b64.txt" | head -30
+fi
+if want ncu-sample; then
+  log "ncu: one sampling launch at batch 64, greedy and temperature 0.6, this build and the base"
+  for bin in nanohost nanohost-base; do
+    [ -x "$B/$bin" ] || continue
+    for temp in 0 0.6; do
+      /usr/local/cuda/bin/ncu --clock-control none -k regex:sample_rows --launch-skip 2 --launch-count 1 \
+        --section SpeedOfLight --section Occupancy --section LaunchStats --section WarpStateStats --section SchedulerStats \
+        --section MemoryWorkloadAnalysis --section InstructionStats "$B/$bin" bench-decode --model "$MODEL" \
+        --plugin "$B/plugins/libstandard.so" --batch-sizes 64 --warmup-steps 1 --steps 3 --cuda-graphs off \
+        --temperature $temp > "$R/ncu_sample_${bin}_t$temp.txt" 2>>"$R/check.log"
+      grep -E "Duration|DRAM Throughput|Achieved Occupancy|Warp Cycles Per Issued|Issue Slots Busy|No Eligible|Executed Instructions  |Compute \(SM\)|Grid Size|Registers" \
+        "$R/ncu_sample_${bin}_t$temp.txt" | sed "s/^/$bin t$temp /"
+    done
+  done
 fi
 if want ncu-attention; then
   log "ncu: one decode attention launch at batch 64, this build and the base"
