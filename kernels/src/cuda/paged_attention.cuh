@@ -51,8 +51,8 @@ __device__ void merge_row_head(T* out, const float* part_o, const float* part_ml
 constexpr int LPK = 8;                  // lanes per key
 constexpr int KEYS_PER_PASS = 32 / LPK;  // keys a warp scores at once
 constexpr int RING_BYTES_PER_WARP = 10240;
-// Scores are kept in log2 units (q pre-scaled by log2 e) while keys stream: exp2f is the
-// hardware's exp2 and a scale, expf a longer sequence, twice per key and query head.
+// Scores are kept in log2 units (q pre-scaled by log2 e) while keys stream: fast_exp2 is one
+// instruction, expf a sequence of them, twice per key and query head.
 constexpr float LOG2E = 1.4426950408889634f, LN2 = 0.6931471805599453f;
 
 template <typename T, int GROUP, int PER, bool SHIFTED>
@@ -199,7 +199,7 @@ __device__ void paged_attention(const T* q, const T* k, const T* v, T* out, cons
       dot += __shfl_xor_sync(0xffffffffu, dot, 4);
       if (valid) {
         const float nm = fmaxf(m[g], dot);
-        const float corr = exp2f(m[g] - nm), p = exp2f(dot - nm);
+        const float corr = fast_exp2(m[g] - nm), p = fast_exp2(dot - nm);
         l[g] = l[g] * corr + p;
 #pragma unroll
         for (int i = 0; i < E; ++i) acc[g][i] = acc[g][i] * corr + p * vf[i];

@@ -55,8 +55,11 @@ __device__ inline double block_sum(double s) {
 // Logits are read SAMPLE_VEC at a time (16 bytes), SAMPLE_UNROLL such loads issued before any is
 // used, and a vector's maximum moves the running sum at most once: with one 2-byte load and one
 // branch per logit, batch 64 sampled at temperature 0.6 cost 21 us a step more than greedy on an
-// H200 (results/gpu-h200-2026-11-29-step-edges/call8/), in two waves of blocks. exp(x * inv_temp)
-// is exp2(x * inv_temp * log2 e): one multiply-add and the hardware's exp2 per logit.
+// H200 (results/gpu-h200-2026-11-29-step-edges/call8/), in two waves of blocks. The weights
+// exp((x - m) * inv_temp) are the hardware's exp2 of (x - m) * inv_temp * log2 e, summed as a
+// tree a vector at a time: with the library's exp2f and one running sum, ncu counted 26
+// instructions a logit and 31.7 us for batch 64's 9.7 M logits (12 greedy), bound by the
+// latency of each warp's chain, not by memory (results/gpu-h200-2026-11-29-sampling/).
 constexpr int SAMPLE_UNROLL = 4;
 constexpr uint32_t SAMPLE_MAX_PARTS = 64;  // chunks a row: two per lane of the merging warp
 template <typename T>
@@ -64,35 +67,40 @@ constexpr uint32_t SAMPLE_VEC = 16 / sizeof(T);
 
 // f(i0, v) for the vectors of [lo, hi) (lo a multiple of the vector size V) numbered first,
 // first + step, ... from lo / V, in that order; v[j] is element i0 + j as f32, -inf past hi.
-// `aligned`: the row starts on 16 bytes, so a whole vector is one load.
+// `aligned`: the row starts on 16 bytes, so a whole vector is one load; the vectors wholly
+// inside [lo, hi) then take a path with no bounds check.
 template <typename T, typename F>
 __device__ inline void vectors_of(const T* x, bool aligned, uint32_t lo, uint32_t hi, uint32_t first, uint32_t step, F&& f) {
   constexpr uint32_t V = SAMPLE_VEC<T>;
   using P = Pack<T, V>;
   // Loads stay packed until used: 4 registers a vector in flight rather than V.
-  auto load = [&](uint32_t i0) {
-    if (aligned && i0 + V <= hi) return *reinterpret_cast<const P*>(x + i0);
-    P p;
-#pragma unroll
-    for (uint32_t j = 0; j < V; ++j) p.v[j] = i0 + j < hi ? x[i0 + j] : from_f<T>(-INFINITY);
-    return p;
-  };
   auto use = [&](uint32_t i0, const P& p) {
     float v[V];
 #pragma unroll
     for (uint32_t j = 0; j < V; ++j) v[j] = to_f(p.v[j]);
     f(i0, v);
   };
-  const uint32_t q_end = (hi - lo + V - 1) / V;
+  const uint32_t whole = aligned ? (hi - lo) / V : 0, q_end = (hi - lo + V - 1) / V;
+  const P* xv = reinterpret_cast<const P*>(x + lo);
   uint32_t q = first;
-  for (; q + (SAMPLE_UNROLL - 1) * step < q_end; q += SAMPLE_UNROLL * step) {
+  for (; q + (SAMPLE_UNROLL - 1) * step < whole; q += SAMPLE_UNROLL * step) {
     P p[SAMPLE_UNROLL];
 #pragma unroll
-    for (int u = 0; u < SAMPLE_UNROLL; ++u) p[u] = load(lo + (q + u * step) * V);
+    for (int u = 0; u < SAMPLE_UNROLL; ++u) p[u] = xv[q + u * step];
 #pragma unroll
     for (int u = 0; u < SAMPLE_UNROLL; ++u) use(lo + (q + u * step) * V, p[u]);
   }
-  for (; q < q_end; q += step) use(lo + q * V, load(lo + q * V));
+  for (; q < q_end; q += step) {
+    const uint32_t i0 = lo + q * V;
+    P p;
+    if (q < whole) {
+      p = xv[q];
+    } else {
+#pragma unroll
+      for (uint32_t j = 0; j < V; ++j) p.v[j] = i0 + j < hi ? x[i0 + j] : from_f<T>(-INFINITY);
+    }
+    use(i0, p);
+  }
 }
 
 // Inclusive prefix sum over the warp's lanes.
@@ -129,8 +137,24 @@ __device__ void sample_rows(const T* logits, const float* u, uint32_t* out, floa
   const uint32_t chunk = ((vocab + parts - 1) / parts + V - 1) / V * V;
   const bool aligned = reinterpret_cast<uintptr_t>(xr) % 16 == 0;
   const float c2 = inv_temp * 1.4426950408889634f;  // exp(x * inv_temp) = exp2(x * c2)
-  // exp((x - m) * inv_temp); NaN logits weigh nothing, as -inf ones do.
-  auto weight = [&](float x, float m) { return x > -INFINITY ? exp2f((x - m) * c2) : 0.f; };
+  // The sum of exp((x - m) * inv_temp) over a vector, as a tree. NaN logits weigh nothing, as
+  // -inf ones do: a NaN sum (rare) is taken again with each NaN dropped.
+  auto vector_weight = [&](const float (&v)[V], float m) {
+    float w[V];
+#pragma unroll
+    for (uint32_t j = 0; j < V; ++j) w[j] = fast_exp2((v[j] - m) * c2);
+#pragma unroll
+    for (uint32_t h = V / 2; h > 0; h /= 2)
+#pragma unroll
+      for (uint32_t j = 0; j < h; ++j) w[j] += w[j + h];
+    if (!isnan(w[0])) return w[0];
+    float sum = 0.f;
+#pragma unroll
+    for (uint32_t j = 0; j < V; ++j) sum += v[j] > -INFINITY ? fast_exp2((v[j] - m) * c2) : 0.f;
+    return sum;
+  };
+  // The weight of one logit, the same as vector_weight's terms.
+  auto weight = [&](float x, float m) { return x > -INFINITY ? fast_exp2((x - m) * c2) : 0.f; };
   auto lo_of = [&](uint32_t c) { return min(c * chunk, vocab); };
   auto hi_of = [&](uint32_t c) { return min(c * chunk + chunk, vocab); };
   float best = -INFINITY;
@@ -146,7 +170,7 @@ __device__ void sample_rows(const T* logits, const float* u, uint32_t* out, floa
       uint32_t at = V - 1;
 #pragma unroll
       for (int j = V - 1; j >= 0; --j) at = v[j] == vm ? j : at;
-      if (sampling) s *= exp2f((best - vm) * c2);  // 0 while best is -inf: s is 0 then
+      if (sampling) s *= fast_exp2((best - vm) * c2);  // 0 while best is -inf: s is 0 then
       best = vm, bi = i0 + at;
     }
     return vm;
@@ -154,8 +178,7 @@ __device__ void sample_rows(const T* logits, const float* u, uint32_t* out, floa
   if (sampling) {
     vectors_of(xr, aligned, lo_of(g), hi_of(g), t, n, [&](uint32_t i0, const float (&v)[V]) {
       if (take_vector_max(i0, v) == -INFINITY) return;  // (-inf - -inf would make the sum NaN)
-#pragma unroll
-      for (uint32_t j = 0; j < V; ++j) s += weight(v[j], best);
+      s += vector_weight(v, best);
     });
   } else {
     vectors_of(xr, aligned, lo_of(g), hi_of(g), t, n, [&](uint32_t i0, const float (&v)[V]) { take_vector_max(i0, v); });
@@ -227,10 +250,7 @@ __device__ void sample_rows(const T* logits, const float* u, uint32_t* out, floa
   const uint32_t plo = min(wlo + t * piece * V, whi), phi = min(plo + piece * V, whi);
   double local = 0.0;
   auto each = [&](auto&& f) { vectors_of(xr, aligned, plo, phi, 0u, 1u, f); };
-  each([&](uint32_t, const float (&v)[V]) {
-#pragma unroll
-    for (uint32_t j = 0; j < V; ++j) local += weight(v[j], m_walk);
-  });
+  each([&](uint32_t, const float (&v)[V]) { local += vector_weight(v, m_walk); });
   const double start = block_exclusive_scan(local);
   if (local > 0.0 && remain >= start && remain < start + local) {
     double c = start;
