@@ -283,6 +283,50 @@ pub(crate) fn add_rms_norm(op: &crate::add_norm::AddRmsNorm, x: &CudaStorage, xl
     Ok((CudaStorage { slice, device: dev }, Shape::from((2 * tokens, hidden))))
 }
 
+pub(crate) fn embed_rms_norm_rope(
+    op: &crate::embed_norm::EmbedRmsNormRope,
+    e: &CudaStorage,
+    el: &Layout,
+    i: &CudaStorage,
+    il: &Layout,
+    w: &CudaStorage,
+    wl: &Layout,
+) -> Result<(CudaStorage, Shape)> {
+    let dev = e.device().clone();
+    let (vocab, hidden) = el.shape().dims2()?;
+    let (positions, head_dim) = op.rope.dims2()?;
+    let tokens = il.shape().dims1()? / 2;
+    let ((e0, e1), (i0, i1), (w0, w1)) = (contiguous_range(el, "the embedding")?, contiguous_range(il, "ids and positions")?, contiguous_range(wl, "the norm weight")?);
+    // As add_rms_norm: two 16-byte vectors of a row per thread.
+    let v = 16 / e.dtype().size_in_bytes();
+    if hidden % v != 0 || hidden > 2 * 1024 * v || (e0 | w0) % v != 0 {
+        candle_core::bail!("embed_rms_norm_rope (cuda): hidden {hidden} must be a multiple of {v} and at most {}, rows 16-byte aligned", 2 * 1024 * v);
+    }
+    let threads = (hidden.div_ceil(2 * v) as u32).next_multiple_of(32);
+    let func = kernel(&dev, &format!("embed_rms_norm_rope_{}", suffix(e.dtype())?), 0)?;
+    let stream = dev.cuda_stream();
+    let cfg = LaunchConfig { grid_dim: (tokens as u32, 1, 1), block_dim: (threads, 1, 1), shared_mem_bytes: 0 };
+    let ids = i.as_cuda_slice::<u32>()?.slice(i0..i1);
+    macro_rules! launch {
+        ($t:ty, $wrap:ident) => {{
+            let (es, ws) = (e.as_cuda_slice::<$t>()?.slice(e0..e1), w.as_cuda_slice::<$t>()?.slice(w0..w1));
+            let (table, _) = raw_ptr::<$t>(&op.rope, "the RoPE table")?;
+            // SAFETY: every element is written by the kernel (one block per token: its two rows
+            // and its RoPE row).
+            let out = unsafe { alloc_out::<$t>(&dev, tokens * (2 * hidden + head_dim))? };
+            let mut b = Launch::new(&stream, &func);
+            b.arg(&es).arg(&ids).arg(&ws).arg(&table).arg(&out);
+            candle_core::builder_arg!(b, tokens as u32, hidden as u32, vocab as u32, head_dim as u32, positions as u32, op.eps);
+            // SAFETY: contiguous inputs of the sizes passed; ids and positions past the tables
+            // read as zeros in the kernel.
+            unsafe { b.launch(cfg) }?;
+            CudaStorageSlice::$wrap(out)
+        }};
+    }
+    let slice = per_float_dtype!(e.dtype(), "embed_rms_norm_rope", launch);
+    Ok((CudaStorage { slice, device: dev }, Shape::from(tokens * (2 * hidden + head_dim))))
+}
+
 /// The device pointer of a tensor's storage at its layout's start, for the pools the fused QKV
 /// op writes while candle holds only its three arguments.
 fn raw_ptr<T: candle_core::cuda_backend::CudaDType + candle_core::cuda_backend::cudarc::driver::DeviceRepr>(t: &Tensor, what: &str) -> Result<(u64, usize)> {

@@ -17,6 +17,7 @@ mod cascade;
 #[cfg(feature = "cuda")]
 mod cuda;
 mod elem;
+mod embed_norm;
 pub mod graph_anatomy;
 pub mod knob;
 mod kv_write;
@@ -33,6 +34,7 @@ mod stage;
 mod tc_matmul;
 
 pub use add_norm::{add_rms_norm, AddRmsNorm};
+pub use embed_norm::{embed_rms_norm_rope, EmbedRmsNormRope};
 pub use cascade::{SharedGroup, SHARED_CHUNK};
 pub use graph_anatomy::GraphAnatomy;
 pub use kv_write::{write_kv, WriteKv};

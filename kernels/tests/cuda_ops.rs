@@ -315,6 +315,28 @@ fn fused_add_rms_norm_matches_cpu_at(hidden: usize) {
     }
 }
 
+/// The step's first kernel against its CPU op: Qwen3-0.6B's widths, rows 0 and last of both
+/// tables among the ids and positions.
+#[test]
+fn embed_rms_norm_rope_matches_cpu() {
+    let cpu = Device::Cpu;
+    let (vocab, hidden, positions, head_dim) = (1000, 1024, 300, 128);
+    let embed = Tensor::randn(0f32, 1.0, (vocab, hidden), &cpu).unwrap();
+    let w = Tensor::randn(1f32, 0.1, hidden, &cpu).unwrap();
+    let table = Tensor::randn(0f32, 1.0, (positions, head_dim), &cpu).unwrap();
+    let ids_pos = Tensor::new(&[0u32, 999, 5, 5, 123, 299, 0, 17, 250, 1], &cpu).unwrap();
+    for (dtype, tol) in [(DType::F32, 1e-5), (DType::BF16, 6e-2)] {
+        let (embed, w, table) = (embed.to_dtype(dtype).unwrap(), w.to_dtype(dtype).unwrap(), table.to_dtype(dtype).unwrap());
+        let (x, h, cs) = nanohost_kernels::embed_rms_norm_rope(&embed, &ids_pos, &w, &table, 1e-6).unwrap();
+        let g = |t: &Tensor| t.to_device(&gpu()).unwrap();
+        let (xg, hg, csg) = nanohost_kernels::embed_rms_norm_rope(&g(&embed), &g(&ids_pos), &g(&w), &g(&table), 1e-6).unwrap();
+        assert_eq!(max_diff(&x, &xg), 0.0, "{dtype:?}: embedding rows differ");
+        assert_eq!(max_diff(&cs, &csg), 0.0, "{dtype:?}: RoPE rows differ");
+        let d = max_diff(&h, &hg);
+        assert!(d <= tol, "{dtype:?}: normed rows differ by {d}");
+    }
+}
+
 #[test]
 fn small_matmul_matches_cpu() {
     // Split-K (cuda.rs picks it from k and the columns): 2 warps per column for k = 3,072, and for

@@ -15,7 +15,7 @@ use crate::engine::kv_pool::KvPool;
 use anyhow::{Context, Result};
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{ops::rms_norm, Linear};
-use nanohost_kernels::{add_rms_norm, paged_attention, qkv_norm_rope_write, silu_mul, small_matmul, small_matmul_swiglu, tc_matmul, tc_matmul_fits, tc_matmul_swiglu, tc_matmul_swiglu_fits, AttentionBatch, MetaLayout, QkvNorms, SeqAttention, SharedGroup, SMALL_MATMUL_MAX_ROWS, TC_MATMUL_MAX_ROWS};
+use nanohost_kernels::{add_rms_norm, embed_rms_norm_rope, paged_attention, qkv_norm_rope_write, silu_mul, small_matmul, small_matmul_swiglu, tc_matmul, tc_matmul_fits, tc_matmul_swiglu, tc_matmul_swiglu_fits, AttentionBatch, MetaLayout, QkvNorms, SeqAttention, SharedGroup, SMALL_MATMUL_MAX_ROWS, TC_MATMUL_MAX_ROWS};
 use std::collections::HashMap;
 
 struct Layer {
@@ -265,16 +265,23 @@ impl Qwen3 {
     /// The final norm's output at the rows that want logits.
     fn last_hidden(&self, ints: &Tensor, shape: &StepShape, pool: &KvPool) -> Result<Tensor> {
         let (n, meta_start) = (shape.tokens, shape.meta_start());
-        let ids = ints.narrow(0, 0, n)?;
         let rows = ints.narrow(0, 3 * n, shape.logit_rows)?;
+        let eps = self.cfg.rms_norm_eps as f32;
+        let first_norm = &self.layers[0].input_norm;
+        // One kernel on the GPU (embed_rms_norm_rope); candle's three ops, which the CPU tests
+        // pin, on the CPU.
+        let (mut x, mut h, cos_sin) = if self.device.is_cuda() {
+            embed_rms_norm_rope(&self.embed, &ints.narrow(0, 0, 2 * n)?, first_norm, self.rope.table(), eps)?
+        } else {
+            let x = self.embed.index_select(&ints.narrow(0, 0, n)?, 0)?;
+            let h = rms_norm(&x, first_norm, eps)?;
+            (x, h, self.rope.gather(&ints.narrow(0, n, n)?)?)
+        };
         let step = StepInputs {
-            cos_sin: self.rope.gather(&ints.narrow(0, n, n)?)?,
+            cos_sin,
             slots: ints.narrow(0, 2 * n, n)?,
             attention: AttentionBatch::from_meta(ints.narrow(0, meta_start, shape.meta.total_len())?, shape.meta)?.with_rope_theta(self.cfg.rope_theta),
         };
-        let eps = self.cfg.rms_norm_eps as f32;
-        let mut x = self.embed.index_select(&ids, 0)?;
-        let mut h = rms_norm(&x, &self.layers[0].input_norm, eps)?;
         for (l, layer) in self.layers.iter().enumerate() {
             // Each layer ends with its residual add fused into the norm that follows it: the
             // next layer's input norm, or the final norm.

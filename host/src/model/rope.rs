@@ -28,6 +28,11 @@ impl Rope {
         Ok(self.cos_sin.index_select(positions, 0)?)
     }
 
+    /// The whole table, `[max_positions, head_dim]`: each position's cos row then sin row.
+    pub fn table(&self) -> &Tensor {
+        &self.cos_sin
+    }
+
     pub fn max_positions(&self) -> usize {
         self.cos_sin.dim(0).unwrap_or(0)
     }

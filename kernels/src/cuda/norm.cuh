@@ -80,6 +80,30 @@ __device__ void qkv_norm_rope_write(const T* qkv, const T* q_w, const T* k_w, co
 #define INSTANTIATE_QKV(T, NAME) FOR_HEAD_PER(INSTANTIATE_QKV_P, T, NAME)
 FOR_FLOAT_TYPES(INSTANTIATE_QKV)
 
+// The norm half of add_rms_norm and embed_rms_norm_rope: a row's values sum[j][e] (columns
+// cols[j] + e, in registers) and this thread's sum of their squares in, the row's RMSNorm times
+// w (wv, loaded before the wait) written to dst.
+template <typename T, int V>
+__device__ inline void norm_row(const float (&sum)[2][V], float ss, const Pack<T, V> (&wv)[2], const uint32_t (&cols)[2], T* dst,
+                                uint32_t hidden, float eps) {
+  __shared__ float partial[32];
+  for (int off = 16; off > 0; off >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, off);
+  const int lane = threadIdx.x & 31, warps = blockDim.x >> 5;
+  if (lane == 0) partial[threadIdx.x >> 5] = ss;
+  __syncthreads();
+  ss = lane < warps ? partial[lane] : 0.f;
+  for (int off = 16; off > 0; off >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, off);
+  const float r = rsqrtf(ss / hidden + eps);
+#pragma unroll
+  for (int j = 0; j < 2; ++j) {
+    if (cols[j] >= hidden) continue;
+    Pack<T, V> nv;
+#pragma unroll
+    for (int e = 0; e < V; ++e) nv.v[e] = from_f<T>(sum[j][e] * r * to_f(wv[j].v[e]));
+    *reinterpret_cast<Pack<T, V>*>(dst + cols[j]) = nv;
+  }
+}
+
 // x + delta (rounded to T, as a separate add would store it), then RMSNorm of that sum times w:
 // out rows [0, tokens) hold the sums, rows [tokens, 2 * tokens) the normed rows. One block per
 // row, each thread two 16-byte vectors of it (blockDim.x = hidden / (2 V) rounded up to a warp,
@@ -114,22 +138,50 @@ __device__ void add_rms_norm(const T* x, const T* delta, const T* w, T* out, uin
     }
     *reinterpret_cast<P*>(out + at) = sv;
   }
-  __shared__ float partial[32];
-  for (int off = 16; off > 0; off >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, off);
-  const int lane = threadIdx.x & 31, warps = blockDim.x >> 5;
-  if (lane == 0) partial[threadIdx.x >> 5] = ss;
-  __syncthreads();
-  ss = lane < warps ? partial[lane] : 0.f;
-  for (int off = 16; off > 0; off >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, off);
-  const float r = rsqrtf(ss / hidden + eps);
+  norm_row<T, V>(sum, ss, wv, cols, out + ((size_t)tokens + t) * hidden, hidden, eps);
+}
+
+// A step's first kernel: out rows [0, tokens) are embed[ids[t]], rows [tokens, 2 tokens) their
+// RMSNorm times w (the first layer's input norm), and after those 2 tokens rows of hidden,
+// [tokens, head_dim] rows of the RoPE table at positions[t] (ids_pos: the tokens' ids, then
+// their positions). Blocks and threads as add_rms_norm; the ids and positions are read after the
+// wait (the kernel before, the step's staging, writes them). An id or position out of range
+// (the host never sends one) reads as a row of zeros rather than past the table.
+template <typename T>
+__device__ void embed_rms_norm_rope(const T* embed, const uint32_t* ids_pos, const T* w, const T* table, T* out, uint32_t tokens,
+                                    uint32_t hidden, uint32_t vocab, uint32_t head_dim, uint32_t positions, float eps) {
+  constexpr int V = 16 / sizeof(T);
+  using P = Pack<T, V>;
+  const uint32_t t = blockIdx.x;
+  const uint32_t cols[2] = {threadIdx.x * V, (threadIdx.x + blockDim.x) * V};
+  P wv[2];
+#pragma unroll
+  for (int j = 0; j < 2; ++j)
+    if (cols[j] < hidden) wv[j] = *reinterpret_cast<const P*>(w + cols[j]);
+  pdl_enter();
+  const uint32_t id = ids_pos[t], pos = ids_pos[tokens + t];
+  float sum[2][V];
+  float ss = 0.f;
 #pragma unroll
   for (int j = 0; j < 2; ++j) {
     if (cols[j] >= hidden) continue;
-    P nv;
+    P xv;
+    if (id < vocab) {
+      xv = *reinterpret_cast<const P*>(embed + (size_t)id * hidden + cols[j]);
+    } else {
 #pragma unroll
-    for (int e = 0; e < V; ++e) nv.v[e] = from_f<T>(sum[j][e] * r * to_f(wv[j].v[e]));
-    *reinterpret_cast<P*>(out + ((size_t)tokens + t) * hidden + cols[j]) = nv;
+      for (int e = 0; e < V; ++e) xv.v[e] = from_f<T>(0.f);
+    }
+#pragma unroll
+    for (int e = 0; e < V; ++e) {
+      sum[j][e] = to_f(xv.v[e]);
+      ss += sum[j][e] * sum[j][e];
+    }
+    *reinterpret_cast<P*>(out + (size_t)t * hidden + cols[j]) = xv;
   }
+  T* rope = out + 2 * (size_t)tokens * hidden + (size_t)t * head_dim;
+  for (uint32_t c = threadIdx.x; c < head_dim; c += blockDim.x) rope[c] = pos < positions ? table[(size_t)pos * head_dim + c] : from_f<T>(0.f);
+  norm_row<T, V>(sum, ss, wv, cols, out + ((size_t)tokens + t) * hidden, hidden, eps);
 }
 
 #define INSTANTIATE_ADD_NORM(T, NAME)                                                                  \
@@ -138,6 +190,15 @@ __device__ void add_rms_norm(const T* x, const T* delta, const T* w, T* out, uin
     add_rms_norm<T>(x, delta, w, out, tokens, hidden, eps);                                          \
   }
 FOR_FLOAT_TYPES(INSTANTIATE_ADD_NORM)
+
+#define INSTANTIATE_EMBED_NORM(T, NAME)                                                                           \
+  extern "C" __global__ void embed_rms_norm_rope_##NAME(const T* embed, const uint32_t* ids_pos, const T* w,     \
+                                                        const T* table, T* out, uint32_t tokens, uint32_t hidden, \
+                                                        uint32_t vocab, uint32_t head_dim, uint32_t positions,    \
+                                                        float eps) {                                              \
+    embed_rms_norm_rope<T>(embed, ids_pos, w, table, out, tokens, hidden, vocab, head_dim, positions, eps);       \
+  }
+FOR_FLOAT_TYPES(INSTANTIATE_EMBED_NORM)
 
 #define INSTANTIATE_NORM_ROPE_P(T, NAME, P)                                                    \
   extern "C" __global__ void rms_norm_rope_##NAME##_p##P(                                      \
