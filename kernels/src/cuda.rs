@@ -234,7 +234,13 @@ pub(crate) fn silu_mul(x: &CudaStorage, l: &Layout) -> Result<(CudaStorage, Shap
     let (a, b) = contiguous_range(l, "silu_mul input")?;
     let func = kernel(&dev, &format!("silu_mul_{}", suffix(x.dtype())?), 0)?;
     let stream = dev.cuda_stream();
-    let n = (tokens * width) as u32;
+    if tokens * width >= 1 << 32 {
+        candle_core::bail!("silu_mul (cuda): {tokens} x {width} outputs are more than a launch indexes (2^32)");
+    }
+    // 16-byte vectors of outputs where the rows allow (norm.cuh).
+    let v = 16 / x.dtype().size_in_bytes();
+    let vec = width % v == 0 && a % v == 0;
+    let n = (tokens * width / if vec { v } else { 1 }) as u32;
     let cfg = LaunchConfig { grid_dim: (n.div_ceil(256).min(65_535), 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
     macro_rules! launch {
         ($t:ty, $wrap:ident) => {{
@@ -243,7 +249,7 @@ pub(crate) fn silu_mul(x: &CudaStorage, l: &Layout) -> Result<(CudaStorage, Shap
             let out = unsafe { alloc_out::<$t>(&dev, tokens * width)? };
             let mut bld = Launch::new(&stream, &func);
             bld.arg(&xs).arg(&out);
-            candle_core::builder_arg!(bld, tokens as u32, width as u32);
+            candle_core::builder_arg!(bld, tokens as u32, width as u32, vec as u32);
             // SAFETY: grid-stride loop over exactly tokens * width outputs.
             unsafe { bld.launch(cfg) }?;
             CudaStorageSlice::$wrap(out)

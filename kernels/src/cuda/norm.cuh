@@ -210,20 +210,35 @@ FOR_FLOAT_TYPES(INSTANTIATE_EMBED_NORM)
 #define INSTANTIATE_NORM_ROPE(T, NAME) FOR_HEAD_PER(INSTANTIATE_NORM_ROPE_P, T, NAME)
 FOR_FLOAT_TYPES(INSTANTIATE_NORM_ROPE)
 
-// silu(gate) * up over [tokens, 2 * width] rows (gate columns, then up columns).
+// silu(gate) * up over [tokens, 2 * width] rows (gate columns, then up columns). With `vec`
+// (width a multiple of V = 16 / sizeof(T), rows on 16 bytes) each thread makes V outputs from one
+// 16-byte load of each half, else one: at batch 64 the one-output version launched 768 blocks
+// of 2-byte loads, 1.86 us a launch in a replayed step on an H200
+// (results/gpu-h200-2026-11-29-sampling/). tokens * width < 2^32 (the host checks).
 template <typename T>
-__device__ void silu_mul(const T* x, T* out, uint32_t tokens, uint32_t width) {
-  const size_t n = (size_t)tokens * width;
-  for (size_t e = (size_t)blockIdx.x * blockDim.x + threadIdx.x; e < n; e += (size_t)gridDim.x * blockDim.x) {
-    const size_t t = e / width, c = e % width;
-    const float g = to_f(x[t * 2 * width + c]), u = to_f(x[t * 2 * width + width + c]);
-    out[e] = from_f<T>(silu_times(g, u));
+__device__ void silu_mul(const T* x, T* out, uint32_t tokens, uint32_t width, bool vec) {
+  constexpr uint32_t V = 16 / sizeof(T);
+  using P = Pack<T, V>;
+  const uint32_t per = vec ? V : 1, groups = width / per, n = tokens * groups;
+  for (uint32_t e = blockIdx.x * blockDim.x + threadIdx.x; e < n; e += gridDim.x * blockDim.x) {
+    const uint32_t t = e / groups, c = e % groups * per;
+    const T* g = x + (size_t)t * 2 * width + c;
+    T* o = out + (size_t)t * width + c;
+    if (vec) {
+      const P gv = *reinterpret_cast<const P*>(g), uv = *reinterpret_cast<const P*>(g + width);
+      P ov;
+#pragma unroll
+      for (uint32_t j = 0; j < V; ++j) ov.v[j] = from_f<T>(silu_times(to_f(gv.v[j]), to_f(uv.v[j])));
+      *reinterpret_cast<P*>(o) = ov;
+    } else {
+      *o = from_f<T>(silu_times(to_f(g[0]), to_f(g[width])));
+    }
   }
 }
 
-#define INSTANTIATE_SILU_MUL(T, NAME)                                                                  \
-  extern "C" __global__ void silu_mul_##NAME(const T* x, T* out, uint32_t tokens, uint32_t width) {   \
-    pdl_enter();                                                                                     \
-    silu_mul<T>(x, out, tokens, width);                                                              \
+#define INSTANTIATE_SILU_MUL(T, NAME)                                                                            \
+  extern "C" __global__ void silu_mul_##NAME(const T* x, T* out, uint32_t tokens, uint32_t width, uint32_t vec) { \
+    pdl_enter();                                                                                               \
+    silu_mul<T>(x, out, tokens, width, vec != 0);                                                              \
   }
 FOR_FLOAT_TYPES(INSTANTIATE_SILU_MUL)
