@@ -80,12 +80,34 @@ __device__ void qkv_norm_rope_write(const T* qkv, const T* q_w, const T* k_w, co
 #define INSTANTIATE_QKV(T, NAME) FOR_HEAD_PER(INSTANTIATE_QKV_P, T, NAME)
 FOR_FLOAT_TYPES(INSTANTIATE_QKV)
 
-// The norm half of add_rms_norm and embed_rms_norm_rope: a row's values sum[j][e] (columns
-// cols[j] + e, in registers) and this thread's sum of their squares in, the row's RMSNorm times
-// w (wv, loaded before the wait) written to dst.
-template <typename T, int V>
-__device__ inline void norm_row(const float (&sum)[2][V], float ss, const Pack<T, V> (&wv)[2], const uint32_t (&cols)[2], T* dst,
-                                uint32_t hidden, float eps) {
+// One row of add_rms_norm and embed_rms_norm_rope, by one block: `load(col)` gives the row's V
+// values from column col (called after the wait), which are written to x_out and, as the row's
+// RMSNorm times w, to h_out. Each thread takes two 16-byte vectors of the row (blockDim.x =
+// hidden / (2 V) rounded up to a warp, so Qwen3-0.6B's 1,024 take 64 threads); the norm weight
+// is loaded before the wait, the values stay in registers, one barrier.
+template <typename T, typename Load>
+__device__ inline void norm_row(const T* w, T* x_out, T* h_out, uint32_t hidden, float eps, Load&& load) {
+  constexpr int V = 16 / sizeof(T);
+  using P = Pack<T, V>;
+  const uint32_t cols[2] = {threadIdx.x * V, (threadIdx.x + blockDim.x) * V};
+  P wv[2];
+#pragma unroll
+  for (int j = 0; j < 2; ++j)
+    if (cols[j] < hidden) wv[j] = *reinterpret_cast<const P*>(w + cols[j]);
+  pdl_enter();
+  float v[2][V];
+  float ss = 0.f;
+#pragma unroll
+  for (int j = 0; j < 2; ++j) {
+    if (cols[j] >= hidden) continue;
+    const P xv = load(cols[j]);
+#pragma unroll
+    for (int e = 0; e < V; ++e) {
+      v[j][e] = to_f(xv.v[e]);
+      ss += v[j][e] * v[j][e];
+    }
+    *reinterpret_cast<P*>(x_out + cols[j]) = xv;
+  }
   __shared__ float partial[32];
   for (int off = 16; off > 0; off >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, off);
   const int lane = threadIdx.x & 31, warps = blockDim.x >> 5;
@@ -97,48 +119,29 @@ __device__ inline void norm_row(const float (&sum)[2][V], float ss, const Pack<T
 #pragma unroll
   for (int j = 0; j < 2; ++j) {
     if (cols[j] >= hidden) continue;
-    Pack<T, V> nv;
+    P nv;
 #pragma unroll
-    for (int e = 0; e < V; ++e) nv.v[e] = from_f<T>(sum[j][e] * r * to_f(wv[j].v[e]));
-    *reinterpret_cast<Pack<T, V>*>(dst + cols[j]) = nv;
+    for (int e = 0; e < V; ++e) nv.v[e] = from_f<T>(v[j][e] * r * to_f(wv[j].v[e]));
+    *reinterpret_cast<P*>(h_out + cols[j]) = nv;
   }
 }
 
 // x + delta (rounded to T, as a separate add would store it), then RMSNorm of that sum times w:
 // out rows [0, tokens) hold the sums, rows [tokens, 2 * tokens) the normed rows. One block per
-// row, each thread two 16-byte vectors of it (blockDim.x = hidden / (2 V) rounded up to a warp,
-// so Qwen3-0.6B's 1,024 take 64 threads): the norm weight is loaded before the wait, the sums
-// stay in registers (the norm reads the rounded sums, so the result equals add-then-norm), one
-// barrier. On an H200 the one-element-per-thread version cost 2.4 us a launch in a replayed
-// chain at batch 1, against 0.84 for an empty kernel (results/gpu-h200-2026-11-28-chain/).
+// row (norm_row); the norm reads the rounded sums, so the result equals add-then-norm. On an
+// H200 the one-element-per-thread version cost 2.4 us a launch in a replayed chain at batch 1,
+// against 0.84 for an empty kernel (results/gpu-h200-2026-11-28-chain/).
 template <typename T>
 __device__ void add_rms_norm(const T* x, const T* delta, const T* w, T* out, uint32_t tokens, uint32_t hidden, float eps) {
-  constexpr int V = 16 / sizeof(T);
-  using P = Pack<T, V>;
-  const uint32_t t = blockIdx.x;
-  const uint32_t cols[2] = {threadIdx.x * V, (threadIdx.x + blockDim.x) * V};
-  P wv[2];
-#pragma unroll
-  for (int j = 0; j < 2; ++j)
-    if (cols[j] < hidden) wv[j] = *reinterpret_cast<const P*>(w + cols[j]);
-  pdl_enter();
-  float sum[2][V];
-  float ss = 0.f;
-#pragma unroll
-  for (int j = 0; j < 2; ++j) {
-    if (cols[j] >= hidden) continue;
-    const size_t at = (size_t)t * hidden + cols[j];
-    const P xv = *reinterpret_cast<const P*>(x + at), dv = *reinterpret_cast<const P*>(delta + at);
+  using P = Pack<T, 16 / sizeof(T)>;
+  const size_t row = (size_t)blockIdx.x * hidden;
+  norm_row<T>(w, out + row, out + (size_t)tokens * hidden + row, hidden, eps, [&](uint32_t c) {
+    const P xv = *reinterpret_cast<const P*>(x + row + c), dv = *reinterpret_cast<const P*>(delta + row + c);
     P sv;
 #pragma unroll
-    for (int e = 0; e < V; ++e) {
-      sv.v[e] = from_f<T>(to_f(xv.v[e]) + to_f(dv.v[e]));
-      sum[j][e] = to_f(sv.v[e]);
-      ss += sum[j][e] * sum[j][e];
-    }
-    *reinterpret_cast<P*>(out + at) = sv;
-  }
-  norm_row<T, V>(sum, ss, wv, cols, out + ((size_t)tokens + t) * hidden, hidden, eps);
+    for (int e = 0; e < 16 / (int)sizeof(T); ++e) sv.v[e] = from_f<T>(to_f(xv.v[e]) + to_f(dv.v[e]));
+    return sv;
+  });
 }
 
 // A step's first kernel: out rows [0, tokens) are embed[ids[t]], rows [tokens, 2 tokens) their
@@ -150,38 +153,23 @@ __device__ void add_rms_norm(const T* x, const T* delta, const T* w, T* out, uin
 template <typename T>
 __device__ void embed_rms_norm_rope(const T* embed, const uint32_t* ids_pos, const T* w, const T* table, T* out, uint32_t tokens,
                                     uint32_t hidden, uint32_t vocab, uint32_t head_dim, uint32_t positions, float eps) {
-  constexpr int V = 16 / sizeof(T);
-  using P = Pack<T, V>;
+  using P = Pack<T, 16 / sizeof(T)>;
   const uint32_t t = blockIdx.x;
-  const uint32_t cols[2] = {threadIdx.x * V, (threadIdx.x + blockDim.x) * V};
-  P wv[2];
-#pragma unroll
-  for (int j = 0; j < 2; ++j)
-    if (cols[j] < hidden) wv[j] = *reinterpret_cast<const P*>(w + cols[j]);
-  pdl_enter();
-  const uint32_t id = ids_pos[t], pos = ids_pos[tokens + t];
-  float sum[2][V];
-  float ss = 0.f;
-#pragma unroll
-  for (int j = 0; j < 2; ++j) {
-    if (cols[j] >= hidden) continue;
+  const size_t row = (size_t)t * hidden;
+  norm_row<T>(w, out + row, out + (size_t)tokens * hidden + row, hidden, eps, [&](uint32_t c) {
+    const uint32_t id = ids_pos[t];
     P xv;
     if (id < vocab) {
-      xv = *reinterpret_cast<const P*>(embed + (size_t)id * hidden + cols[j]);
+      xv = *reinterpret_cast<const P*>(embed + (size_t)id * hidden + c);
     } else {
 #pragma unroll
-      for (int e = 0; e < V; ++e) xv.v[e] = from_f<T>(0.f);
+      for (int e = 0; e < 16 / (int)sizeof(T); ++e) xv.v[e] = from_f<T>(0.f);
     }
-#pragma unroll
-    for (int e = 0; e < V; ++e) {
-      sum[j][e] = to_f(xv.v[e]);
-      ss += sum[j][e] * sum[j][e];
-    }
-    *reinterpret_cast<P*>(out + (size_t)t * hidden + cols[j]) = xv;
-  }
+    return xv;
+  });
+  const uint32_t pos = ids_pos[tokens + t];
   T* rope = out + 2 * (size_t)tokens * hidden + (size_t)t * head_dim;
   for (uint32_t c = threadIdx.x; c < head_dim; c += blockDim.x) rope[c] = pos < positions ? table[(size_t)pos * head_dim + c] : from_f<T>(0.f);
-  norm_row<T, V>(sum, ss, wv, cols, out + ((size_t)tokens + t) * hidden, hidden, eps);
 }
 
 #define INSTANTIATE_ADD_NORM(T, NAME)                                                                  \

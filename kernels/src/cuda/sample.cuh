@@ -55,7 +55,7 @@ __device__ inline double block_sum(double s) {
 // Logits are read SAMPLE_VEC at a time (16 bytes), SAMPLE_UNROLL such loads issued before any is
 // used, and a vector's maximum moves the running sum at most once: with one 2-byte load and one
 // branch per logit, batch 64 sampled at temperature 0.6 cost 21 us a step more than greedy on an
-// H200 (results/gpu-h200-2026-11-29-step-edges/call8/), in two waves of blocks. The weights
+// H200, in two waves of blocks (results/gpu-h200-2026-11-29-sampling/, call 1). The weights
 // exp((x - m) * inv_temp) are the hardware's exp2 of (x - m) * inv_temp * log2 e, summed as a
 // tree a vector at a time: with the library's exp2f and one running sum, ncu counted 26
 // instructions a logit and 31.7 us for batch 64's 9.7 M logits (12 greedy), bound by the
