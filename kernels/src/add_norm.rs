@@ -31,13 +31,18 @@ impl AddRmsNorm {
             for ((s, a), b) in sums[row.clone()].iter_mut().zip(&x[row.clone()]).zip(&d[row.clone()]) {
                 *s = T::from_f32(a.to_f32() + b.to_f32());
             }
-            let ms = sums[row.clone()].iter().map(|v| v.to_f32() * v.to_f32()).sum::<f32>() / hidden as f32;
-            let r = 1.0 / (ms + self.eps).sqrt();
-            for ((n, s), w) in normed[row.clone()].iter_mut().zip(&sums[row.clone()]).zip(w) {
-                *n = T::from_f32(s.to_f32() * r * w.to_f32());
-            }
+            rms_norm_row(&sums[row.clone()], w, self.eps, &mut normed[row]);
         }
         out
+    }
+}
+
+/// `dst = rms_norm(src) * w` for one row, in f32 (the CPU side of the fused norms).
+pub(crate) fn rms_norm_row<T: Elem>(src: &[T], w: &[T], eps: f32, dst: &mut [T]) {
+    let ms = src.iter().map(|v| v.to_f32() * v.to_f32()).sum::<f32>() / src.len() as f32;
+    let r = 1.0 / (ms + eps).sqrt();
+    for ((n, s), w) in dst.iter_mut().zip(src).zip(w) {
+        *n = T::from_f32(s.to_f32() * r * w.to_f32());
     }
 }
 

@@ -5,6 +5,7 @@
 //! (results/gpu-h200-2026-11-29-sampling/). The model keeps candle's three ops on the CPU, whose
 //! results the CPU tests pin; this op's CPU side is the reference the GPU test compares with.
 
+use crate::add_norm::rms_norm_row;
 use crate::elem::{unsupported, Elem};
 use candle_core::{backend::BackendStorage, CpuStorage, CustomOp3, Layout, Result, Shape, Storage, Tensor};
 
@@ -49,13 +50,8 @@ impl EmbedRmsNormRope {
             let (Some(src), Some(cs)) = (embed.get(id * hidden..(id + 1) * hidden), table.get(pos * head_dim..(pos + 1) * head_dim)) else {
                 candle_core::bail!("embed_rms_norm_rope: token {id} or position {pos} is out of range");
             };
-            let x = &mut xs[t * hidden..(t + 1) * hidden];
-            x.copy_from_slice(src);
-            let ms = x.iter().map(|v| v.to_f32() * v.to_f32()).sum::<f32>() / hidden as f32;
-            let r = 1.0 / (ms + self.eps).sqrt();
-            for ((h, v), w) in hs[t * hidden..(t + 1) * hidden].iter_mut().zip(x.iter()).zip(w) {
-                *h = T::from_f32(v.to_f32() * r * w.to_f32());
-            }
+            xs[t * hidden..(t + 1) * hidden].copy_from_slice(src);
+            rms_norm_row(src, w, self.eps, &mut hs[t * hidden..(t + 1) * hidden]);
             rope[t * head_dim..(t + 1) * head_dim].copy_from_slice(cs);
         }
         Ok(out)
