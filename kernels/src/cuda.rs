@@ -259,16 +259,22 @@ pub(crate) fn silu_mul(x: &CudaStorage, l: &Layout) -> Result<(CudaStorage, Shap
     Ok((CudaStorage { slice, device: dev }, Shape::from((tokens, width))))
 }
 
+/// Threads a block for norm.cuh's `norm_row` (add_rms_norm, embed_rms_norm_rope): two 16-byte
+/// vectors of a row each, in whole warps. `offsets` is the inputs' start offsets or'ed together:
+/// each must fall on 16 bytes.
+fn norm_row_threads(op: &str, dtype: DType, hidden: usize, offsets: usize) -> Result<u32> {
+    let v = 16 / dtype.size_in_bytes();
+    if !hidden.is_multiple_of(v) || hidden > 2 * 1024 * v || !offsets.is_multiple_of(v) {
+        candle_core::bail!("{op} (cuda): hidden {hidden} must be a multiple of {v} and at most {}, rows 16-byte aligned", 2 * 1024 * v);
+    }
+    Ok((hidden.div_ceil(2 * v) as u32).next_multiple_of(32))
+}
+
 pub(crate) fn add_rms_norm(op: &crate::add_norm::AddRmsNorm, x: &CudaStorage, xl: &Layout, d: &CudaStorage, dl: &Layout, w: &CudaStorage, wl: &Layout) -> Result<(CudaStorage, Shape)> {
     let dev = x.device().clone();
     let (tokens, hidden) = xl.shape().dims2()?;
     let ((x0, x1), (d0, d1), (w0, w1)) = (contiguous_range(xl, "x")?, contiguous_range(dl, "delta")?, contiguous_range(wl, "the norm weight")?);
-    // Two 16-byte vectors per thread (norm.cuh), in whole warps.
-    let v = 16 / x.dtype().size_in_bytes();
-    if hidden % v != 0 || hidden > 2 * 1024 * v || (x0 | d0 | w0) % v != 0 {
-        candle_core::bail!("add_rms_norm (cuda): hidden {hidden} must be a multiple of {v} and at most {}, rows 16-byte aligned", 2 * 1024 * v);
-    }
-    let threads = (hidden.div_ceil(2 * v) as u32).next_multiple_of(32);
+    let threads = norm_row_threads("add_rms_norm", x.dtype(), hidden, x0 | d0 | w0)?;
     let func = kernel(&dev, &format!("add_rms_norm_{}", suffix(x.dtype())?), 0)?;
     let stream = dev.cuda_stream();
     let cfg = LaunchConfig { grid_dim: (tokens as u32, 1, 1), block_dim: (threads, 1, 1), shared_mem_bytes: 0 };
@@ -303,12 +309,7 @@ pub(crate) fn embed_rms_norm_rope(
     let (positions, head_dim) = op.rope.dims2()?;
     let tokens = il.shape().dims1()? / 2;
     let ((e0, e1), (i0, i1), (w0, w1)) = (contiguous_range(el, "the embedding")?, contiguous_range(il, "ids and positions")?, contiguous_range(wl, "the norm weight")?);
-    // As add_rms_norm: two 16-byte vectors of a row per thread.
-    let v = 16 / e.dtype().size_in_bytes();
-    if hidden % v != 0 || hidden > 2 * 1024 * v || (e0 | w0) % v != 0 {
-        candle_core::bail!("embed_rms_norm_rope (cuda): hidden {hidden} must be a multiple of {v} and at most {}, rows 16-byte aligned", 2 * 1024 * v);
-    }
-    let threads = (hidden.div_ceil(2 * v) as u32).next_multiple_of(32);
+    let threads = norm_row_threads("embed_rms_norm_rope", e.dtype(), hidden, e0 | w0)?;
     let func = kernel(&dev, &format!("embed_rms_norm_rope_{}", suffix(e.dtype())?), 0)?;
     let stream = dev.cuda_stream();
     let cfg = LaunchConfig { grid_dim: (tokens as u32, 1, 1), block_dim: (threads, 1, 1), shared_mem_bytes: 0 };

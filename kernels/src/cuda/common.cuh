@@ -24,6 +24,8 @@ __device__ inline float silu_times(float g, float u) { return g / (1.f + expf(-g
 #define FOR_FLOAT_TYPES(X) X(float, f32) X(__nv_bfloat16, bf16) X(__half, f16)
 #define FOR_HEAD_PER(X, T, NAME) X(T, NAME, 2) X(T, NAME, 4) X(T, NAME, 8)
 
+// exp(x) = exp2(x * LOG2E), and a log2-unit value times LN2 is back in natural units.
+constexpr float LOG2E = 1.4426950408889634f, LN2 = 0.6931471805599453f;
 // 2^x: one MUFU.EX2 (relative error about 2^-22; results below 2^-126 flush to 0, which a sum of
 // softmax weights, the largest of them 1, never misses). ex2(-inf) = 0.
 __device__ inline float fast_exp2(float x) {

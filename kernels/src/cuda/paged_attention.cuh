@@ -51,9 +51,6 @@ __device__ void merge_row_head(T* out, const float* part_o, const float* part_ml
 constexpr int LPK = 8;                  // lanes per key
 constexpr int KEYS_PER_PASS = 32 / LPK;  // keys a warp scores at once
 constexpr int RING_BYTES_PER_WARP = 10240;
-// Scores are kept in log2 units (q pre-scaled by log2 e) while keys stream: fast_exp2 is one
-// instruction, expf a sequence of them, twice per key and query head.
-constexpr float LOG2E = 1.4426950408889634f, LN2 = 0.6931471805599453f;
 
 template <typename T, int GROUP, int PER, bool SHIFTED>
 __device__ void paged_attention(const T* q, const T* k, const T* v, T* out, const uint32_t* row_list, const uint32_t* row_seq,
@@ -110,6 +107,8 @@ __device__ void paged_attention(const T* q, const T* k, const T* v, T* out, cons
   for (int g = 0; g < GROUP; ++g) {
 #pragma unroll
     for (int c = 0; c < NC; ++c) load_f<CE>(q + ((size_t)row * heads + kvh * GROUP + g) * head_dim + elem(c, 0), qv[g] + c * CE);
+    // Scores are kept in log2 units while keys stream: fast_exp2 is one instruction, expf a
+    // sequence of them, twice per key and query head.
 #pragma unroll
     for (int i = 0; i < E; ++i) {
       qv[g][i] *= scale * LOG2E;

@@ -136,9 +136,11 @@ __device__ void sample_rows(const T* logits, const float* u, uint32_t* out, floa
   // Chunks are whole vectors, so that every chunk but the row's last starts and ends on one.
   const uint32_t chunk = ((vocab + parts - 1) / parts + V - 1) / V * V;
   const bool aligned = reinterpret_cast<uintptr_t>(xr) % 16 == 0;
-  const float c2 = inv_temp * 1.4426950408889634f;  // exp(x * inv_temp) = exp2(x * c2)
-  // The sum of exp((x - m) * inv_temp) over a vector, as a tree. NaN logits weigh nothing, as
-  // -inf ones do: a NaN sum (rare) is taken again with each NaN dropped.
+  const float c2 = inv_temp * LOG2E;  // exp(x * inv_temp) = exp2(x * c2)
+  // exp((x - m) * inv_temp); NaN logits weigh nothing, as -inf ones do.
+  auto weight = [&](float x, float m) { return x > -INFINITY ? fast_exp2((x - m) * c2) : 0.f; };
+  // The sum of weights over a vector, as a tree: a NaN sum (rare) is taken again, one weight
+  // at a time.
   auto vector_weight = [&](const float (&v)[V], float m) {
     float w[V];
 #pragma unroll
@@ -150,11 +152,9 @@ __device__ void sample_rows(const T* logits, const float* u, uint32_t* out, floa
     if (!isnan(w[0])) return w[0];
     float sum = 0.f;
 #pragma unroll
-    for (uint32_t j = 0; j < V; ++j) sum += v[j] > -INFINITY ? fast_exp2((v[j] - m) * c2) : 0.f;
+    for (uint32_t j = 0; j < V; ++j) sum += weight(v[j], m);
     return sum;
   };
-  // The weight of one logit, the same as vector_weight's terms.
-  auto weight = [&](float x, float m) { return x > -INFINITY ? fast_exp2((x - m) * c2) : 0.f; };
   auto lo_of = [&](uint32_t c) { return min(c * chunk, vocab); };
   auto hi_of = [&](uint32_t c) { return min(c * chunk + chunk, vocab); };
   float best = -INFINITY;
