@@ -54,7 +54,7 @@ macro_rules! per_float_dtype {
 
 // After the macro, which it uses.
 mod attention;
-pub(crate) use attention::paged_attention;
+pub(crate) use attention::{paged_attention, QkvInput};
 mod matmul_args;
 mod small_matmul;
 pub(crate) use small_matmul::small_matmul;

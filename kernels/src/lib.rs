@@ -25,6 +25,7 @@ mod layout;
 mod matmul_into;
 mod norm_rope;
 mod paged_attention;
+mod qkv_attention;
 mod qkv_write;
 mod rope_shift;
 mod sample;
@@ -42,6 +43,7 @@ pub use layout::{context_slot, row_keys_bucket, AttentionBatch, KvSpan, MetaLayo
 pub use matmul_into::matmul_t_into;
 pub use norm_rope::{rms_norm_rope, RmsNormRope};
 pub use paged_attention::{paged_attention, PagedAttention};
+pub use qkv_attention::{qkv_attention, qkv_attention_fuses};
 pub use qkv_write::{qkv_norm_rope_write, QkvNorms, QkvNormRopeWrite};
 pub use rope_shift::{rerotate_keys, Rotation};
 pub use sample::{argmax, inverse_cdf, sample_rows, sample_rows_async, SampleRows};

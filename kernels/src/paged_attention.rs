@@ -211,6 +211,6 @@ impl CustomOp3 for PagedAttention {
         v: &candle_core::CudaStorage,
         vl: &Layout,
     ) -> Result<(candle_core::CudaStorage, Shape)> {
-        crate::cuda::paged_attention(self, q, ql, k, kl, v, vl)
+        crate::cuda::paged_attention(self, q, ql, k, kl, v, vl, None)
     }
 }

@@ -292,6 +292,49 @@ fn fused_qkv_norm_rope_write_matches_the_cpu_composition() {
     }
 }
 
+/// qkv_attention in one kernel gives what qkv_norm_rope_write then paged_attention give, bit for
+/// bit (output and both pools): many short rows, and one long row split over many blocks (only
+/// the split holding the last key writes it), at GQA 2 (head_dim 128) and 4 (64: six jobs for
+/// four warps).
+#[test]
+fn fused_qkv_attention_is_the_two_ops_in_turn() {
+    let dev = gpu();
+    let block_size = 16;
+    for (heads, kv_heads, d) in [(16, 8, 128), (8, 2, 64)] {
+        for lens in [vec![1, 17, 300, 64, 129, 5, 250, 33], vec![2000]] {
+            for dtype in [DType::F32, DType::BF16] {
+                let rows = lens.len();
+                let num_blocks = lens.iter().map(|&l: &usize| l.div_ceil(block_size) + 1).sum::<usize>() + 2;
+                let ctx = contexts(&lens, block_size, num_blocks, 11);
+                let seqs: Vec<SeqAttention> = ctx.iter().enumerate().map(|(r, c)| SeqAttention { q_start: r, q_len: 1, context: c.clone() }).collect();
+                let new_slots: Vec<u32> = ctx.iter().zip(&lens).map(|(c, &l)| context_slot(c, l - 1, block_size).unwrap()).collect();
+                let randn = |shape: &[usize], mean: f32, std: f32| Tensor::randn(mean, std, shape, &dev).unwrap().to_dtype(dtype).unwrap();
+                let qkv = randn(&[rows, (heads + 2 * kv_heads) * d], 0.0, 1.0);
+                let (qw, kw) = (randn(&[d], 1.0, 0.1), randn(&[d], 1.0, 0.1));
+                let cs = randn(&[rows, d], 0.0, 1.0);
+                // Every slot holds a key and value already, the new ones too: they must be overwritten.
+                let k0 = randn(&[num_blocks, block_size, kv_heads, d], 0.0, 1.0);
+                let v0 = randn(&[num_blocks, block_size, kv_heads, d], 0.0, 1.0);
+                let slots = Tensor::new(new_slots.as_slice(), &dev).unwrap();
+                let batch = AttentionBatch::new(&seqs, &[], rows, block_size, num_blocks, &dev).unwrap();
+                let n = nanohost_kernels::QkvNorms { heads, kv_heads, q_norm: &qw, k_norm: &kw, eps: 1e-6 };
+                let scale = 1.0 / (d as f32).sqrt();
+                assert!(nanohost_kernels::qkv_attention_fuses(&qkv, d, &batch), "the test must run the fused kernel");
+                let (ka, va) = (k0.copy().unwrap(), v0.copy().unwrap());
+                let q = nanohost_kernels::qkv_norm_rope_write(&qkv, &n, &cs, &ka, &va, &slots).unwrap();
+                let two_ops = paged_attention(&q, &ka, &va, &batch, scale).unwrap();
+                let (kb, vb) = (k0.copy().unwrap(), v0.copy().unwrap());
+                let fused = nanohost_kernels::qkv_attention(&qkv, &n, &cs, &kb, &vb, &slots, &batch, scale).unwrap();
+                let what = format!("{dtype:?}, {heads}/{kv_heads} heads of {d}, rows {lens:?}");
+                assert_eq!(fused.dims(), [rows, heads, d], "{what}");
+                assert_eq!(max_diff(&ka, &kb), 0.0, "K pools differ: {what}");
+                assert_eq!(max_diff(&va, &vb), 0.0, "V pools differ: {what}");
+                assert_eq!(max_diff(&two_ops, &fused), 0.0, "outputs differ: {what}");
+            }
+        }
+    }
+}
+
 /// Hidden 1,024 (Qwen3-0.6B: two vectors for each of 64 threads) and 1,080 (threads whose second
 /// vector, or both, fall past the row).
 #[test]

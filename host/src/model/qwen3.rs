@@ -15,7 +15,7 @@ use crate::engine::kv_pool::KvPool;
 use anyhow::{Context, Result};
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{ops::rms_norm, Linear};
-use nanohost_kernels::{add_rms_norm, embed_rms_norm_rope, paged_attention, qkv_norm_rope_write, silu_mul, small_matmul, small_matmul_swiglu, tc_matmul, tc_matmul_fits, tc_matmul_swiglu, tc_matmul_swiglu_fits, AttentionBatch, MetaLayout, QkvNorms, SeqAttention, SharedGroup, SMALL_MATMUL_MAX_ROWS, TC_MATMUL_MAX_ROWS};
+use nanohost_kernels::{add_rms_norm, embed_rms_norm_rope, qkv_attention, silu_mul, small_matmul, small_matmul_swiglu, tc_matmul, tc_matmul_fits, tc_matmul_swiglu, tc_matmul_swiglu_fits, AttentionBatch, MetaLayout, QkvNorms, SeqAttention, SharedGroup, SMALL_MATMUL_MAX_ROWS, TC_MATMUL_MAX_ROWS};
 use std::collections::HashMap;
 
 struct Layer {
@@ -337,9 +337,8 @@ impl Qwen3 {
         let qkv = self.linear(&layer.qkv_proj, h)?;
         let (k_pool, v_pool) = pool.layer(l);
         let norms = QkvNorms { heads: c.num_attention_heads, kv_heads: c.num_key_value_heads, q_norm: &layer.q_norm, k_norm: &layer.k_norm, eps };
-        let q = qkv_norm_rope_write(&qkv, &norms, &step.cos_sin, k_pool, v_pool, &step.slots)?;
         let scale = 1.0 / (c.head_dim as f32).sqrt();
-        let attn = paged_attention(&q, k_pool, v_pool, &step.attention, scale)?;
+        let attn = qkv_attention(&qkv, &norms, &step.cos_sin, k_pool, v_pool, &step.slots, &step.attention, scale)?;
         let attn = self.linear(&layer.o_proj, &attn.reshape((n, c.num_attention_heads * c.head_dim))?)?;
         let (x, h) = add_rms_norm(x, &attn, &layer.post_norm, eps)?;
         let mlp = self.linear(&layer.down_proj, &self.swiglu(&layer.gate_up_proj, &h)?)?;

@@ -2,7 +2,7 @@
 //! their split-KV.
 
 use super::launch::Launch;
-use super::{alloc_out, kernel, sm_count};
+use super::{alloc_out, kernel, raw_ptr, sm_count};
 use crate::elem::contiguous_range;
 use crate::paged_attention::PagedAttention;
 use candle_core::backend::BackendStorage;
@@ -17,6 +17,17 @@ fn with_u32<R>(t: &Tensor, f: impl FnOnce(&candle_core::cuda_backend::cudarc::dr
     let (s, l) = t.storage_and_layout();
     let Storage::Cuda(c) = &*s else { candle_core::bail!("metadata is not on the GPU") };
     f(c.as_cuda_slice::<u32>()?, l.start_offset())
+}
+
+/// The fused input side of the per-row kernel: what qkv_norm_rope_write takes besides the QKV
+/// rows and the pools.
+pub(crate) struct QkvInput<'a> {
+    pub heads: usize,
+    pub q_norm: &'a Tensor,
+    pub k_norm: &'a Tensor,
+    pub cos_sin: &'a Tensor,
+    pub slots: &'a Tensor,
+    pub eps: f32,
 }
 
 /// Tile sizes of `cascade_shared` in tiled_attention.cuh (they size its shared memory).
@@ -81,10 +92,20 @@ fn kv_splits(blocks: usize, max_row_keys: usize, sms: usize) -> usize {
     by_keys.min(by_occupancy).clamp(1, 64)
 }
 
-pub(crate) fn paged_attention(op: &PagedAttention, q: &CudaStorage, ql: &Layout, k: &CudaStorage, kl: &Layout, v: &CudaStorage, vl: &Layout) -> Result<(CudaStorage, Shape)> {
+/// `q` is the queries `[rows, heads, head_dim]`, or with `fused` the fused QKV projection's rows
+/// `[rows, (heads + 2 kv_heads) head_dim]`, from which the kernel makes them and writes the
+/// step's keys and values (paged_attention.cuh: FusedInput).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn paged_attention(op: &PagedAttention, q: &CudaStorage, ql: &Layout, k: &CudaStorage, kl: &Layout, v: &CudaStorage, vl: &Layout, fused: Option<&QkvInput>) -> Result<(CudaStorage, Shape)> {
     let dev: &CudaDevice = q.device();
     let (qd, kd) = (ql.dims(), kl.dims());
-    let (rows, heads, head_dim, kv_heads) = (qd[0], qd[1], qd[2], kd[2]);
+    let (rows, heads, head_dim, kv_heads) = match fused {
+        Some(f) => (qd[0], f.heads, kd[3], kd[2]),
+        None => (qd[0], qd[1], qd[2], kd[2]),
+    };
+    if fused.is_some() && (op.layout.num_groups > 0 || op.layout.num_tiled > 0 || op.layout.rows != op.layout.num_seqs || ![64, 128, 256].contains(&head_dim)) {
+        candle_core::bail!("paged_attention (cuda): the fused input side needs one query row per sequence, no shared group, and head_dim 64, 128 or 256");
+    }
     if ![32, 64, 128, 256].contains(&head_dim) {
         candle_core::bail!("paged_attention (cuda): head_dim {head_dim} is not built; 32, 64, 128 and 256 are");
     }
@@ -186,6 +207,21 @@ pub(crate) fn paged_attention(op: &PagedAttention, q: &CudaStorage, ql: &Layout,
                 };
                 b.arg(&counters);
                 candle_core::builder_arg!(b, lay.max_chunks as u32, splits as u32, chunk, heads as u32, kv_heads as u32, head_dim as u32, op.softmax_scale, op.rope_theta);
+                let fused_ptrs = match fused {
+                    Some(f) => {
+                        let capacity = (k1 - k0) / (kv_heads * head_dim);
+                        let (qw, kw) = (raw_ptr::<$t>(f.q_norm, "the q norm weight")?.0, raw_ptr::<$t>(f.k_norm, "the k norm weight")?.0);
+                        let (cs, new_slots) = (raw_ptr::<$t>(f.cos_sin, "cos_sin")?.0, raw_ptr::<u32>(f.slots, "the new slots")?.0);
+                        b.arg(&q);
+                        Some((qw, kw, cs, new_slots, capacity as u32, f.eps))
+                    }
+                    None => {
+                        b.arg(&null);
+                        None
+                    }
+                };
+                let (qw, kw, cs, new_slots, capacity, eps) = fused_ptrs.unwrap_or((0, 0, 0, 0, 0, 0.0));
+                candle_core::builder_arg!(b, qw, kw, cs, new_slots, capacity, eps);
                 // SAFETY: shapes checked above; the metadata was validated against the pool.
                 unsafe { b.launch(cfg) }?;
                 Ok(())
@@ -194,5 +230,5 @@ pub(crate) fn paged_attention(op: &PagedAttention, q: &CudaStorage, ql: &Layout,
         }};
     }
     let slice = per_float_dtype!(q.dtype(), "paged_attention", launch);
-    Ok((CudaStorage { slice, device: dev.clone() }, ql.shape().clone()))
+    Ok((CudaStorage { slice, device: dev.clone() }, Shape::from((rows, heads, head_dim))))
 }

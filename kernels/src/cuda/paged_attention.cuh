@@ -2,6 +2,7 @@
 // the KV write.
 #pragma once
 #include "common.cuh"
+#include "norm.cuh"
 
 // One warp merges the partials of one (row, query head) by log-sum-exp and writes its output:
 // the shared pass's chunks [0, chunks) and the splits [max_chunks, parts). Partials are read
@@ -48,6 +49,52 @@ __device__ void merge_row_head(T* out, const float* part_o, const float* part_ml
 // and writes the output; with more (long rows and few blocks: split-KV) each block covers a
 // contiguous share of the row's keys and leaves a partial at chunk max_chunks + split for
 // the last of them to finish to merge. Sections of meta: see AttentionBatch in layout.rs.
+// The per-row kernel's optional input side (qkv == nullptr: q is given, normed and rotated, and
+// the step's keys and values are in the pools already). Otherwise each block computes its
+// GROUP q heads from the fused QKV projection's row [q heads | k heads | v heads] as
+// qkv_norm_rope_write does (RMSNorm, RoPE with cos_sin's row, rounded to T), and one block of
+// each (row, KV head) writes the row's key (normed, rotated) and value to pool slot
+// new_slots[row] (skipped at or past `capacity`) before any block reads keys. Valid only when no
+// row reads another row's new key: one query row per sequence, no cascade group (whose shared
+// pass reads q before this kernel). It saves a launch and q's round trip through memory a layer.
+template <typename T>
+struct FusedInput {
+  const T* qkv;
+  const T* q_w;
+  const T* k_w;
+  const T* cos_sin;
+  const uint32_t* new_slots;
+  uint32_t capacity;
+  float eps;
+};
+
+// Warp w of the block takes jobs w, w + WARPS, ...: jobs 0 .. GROUP - 1 the q heads (into
+// q_out), GROUP the key and GROUP + 1 the value (by the writer only).
+template <typename T, int GROUP, int PER>
+__device__ void fused_input(const FusedInput<T>& in, uint32_t row, uint32_t kvh, uint32_t heads, uint32_t kv_heads,
+                            uint32_t head_dim, bool writer, const T* k, const T* v, T* q_out, int warp, int lane) {
+  if constexpr (PER >= 2) {  // RoPE pairs element j with j + head_dim / 2 in the same lane
+    const T* src = in.qkv + (size_t)row * (heads + 2 * kv_heads) * head_dim;
+    const T* cs = in.cos_sin + (size_t)row * head_dim;
+    const uint32_t slot = writer ? in.new_slots[row] : in.capacity;
+    const size_t at = ((size_t)slot * kv_heads + kvh) * head_dim;
+    for (int job = warp; job < GROUP + 2; job += WARPS) {
+      if (job < GROUP) {
+        norm_rope_head<T, PER>(src + (kvh * GROUP + job) * head_dim, in.q_w, cs, q_out + job * head_dim, head_dim, in.eps, lane);
+      } else if (slot < in.capacity) {
+        // The pools are const for the key stream; here, before it, this block writes them.
+        if (job == GROUP) {
+          norm_rope_head<T, PER>(src + (heads + kvh) * head_dim, in.k_w, cs, const_cast<T*>(k) + at, head_dim, in.eps, lane);
+        } else {
+          const T* vs = src + (heads + kv_heads + kvh) * head_dim;
+#pragma unroll
+          for (int i = 0; i < PER; ++i) const_cast<T*>(v)[at + lane + 32 * i] = vs[lane + 32 * i];
+        }
+      }
+    }
+  }
+}
+
 constexpr int LPK = 8;                  // lanes per key
 constexpr int KEYS_PER_PASS = 32 / LPK;  // keys a warp scores at once
 constexpr int RING_BYTES_PER_WARP = 10240;
@@ -58,7 +105,7 @@ __device__ void paged_attention(const T* q, const T* k, const T* v, T* out, cons
                                 const uint32_t* seq_start, const uint32_t* all_slots,
                                 const uint32_t* all_shifts, float* part_o, float* part_ml,
                                 uint32_t* split_done, uint32_t max_chunks, uint32_t splits, uint32_t chunk, uint32_t heads,
-                                uint32_t kv_heads, uint32_t head_dim, float scale, double theta) {
+                                uint32_t kv_heads, uint32_t head_dim, float scale, double theta, const FusedInput<T> in) {
   constexpr int E = 4 * PER;                   // head_dim / LPK
   constexpr int BYTES = E * sizeof(T);         // one lane's part of one key (or value)
   constexpr int CB = BYTES < 16 ? BYTES : 16;  // bytes per copy
@@ -102,11 +149,21 @@ __device__ void paged_attention(const T* q, const T* k, const T* v, T* out, cons
   // kernel does: it runs while the kernel before (the one that writes this step's q and its new
   // keys and values) finishes. What follows reads what kernels write.
   pdl_enter();
+  // Fused input: this block's q heads, normed and rotated, in place of q.
+  __shared__ __align__(16) T q_fused[GROUP * 32 * PER];
+  if (in.qkv != nullptr) {
+    // The block that attends the row's last key writes it (with its value): exactly one per
+    // (row, KV head), the split whose share holds that key.
+    const bool writer = split == (visible > skip ? (visible - 1 - skip) / share : 0u);
+    fused_input<T, GROUP, PER>(in, row, kvh, heads, kv_heads, head_dim, writer, k, v, q_fused, warp, lane);
+    __syncthreads();  // q_fused is written, and the new key and value are in the pools for the ring's copies
+  }
   float qv[GROUP][E], acc[GROUP][E], m[GROUP], l[GROUP];
 #pragma unroll
   for (int g = 0; g < GROUP; ++g) {
+    const T* qh = in.qkv != nullptr ? q_fused + g * head_dim : q + ((size_t)row * heads + kvh * GROUP + g) * head_dim;
 #pragma unroll
-    for (int c = 0; c < NC; ++c) load_f<CE>(q + ((size_t)row * heads + kvh * GROUP + g) * head_dim + elem(c, 0), qv[g] + c * CE);
+    for (int c = 0; c < NC; ++c) load_f<CE>(qh + elem(c, 0), qv[g] + c * CE);
     // Scores are kept in log2 units while keys stream: fast_exp2 is one instruction, expf a
     // sequence of them, twice per key and query head.
 #pragma unroll

@@ -263,10 +263,12 @@ __device__ void prefill_tiles(const T* q, const T* k, const T* v, T* out, const 
       const uint32_t* row_visible, const uint32_t* row_skip, const uint32_t* seq_start,           \
       const uint32_t* slots, const uint32_t* shifts, float* part_o, float* part_ml,               \
       uint32_t* split_done, uint32_t max_chunks, uint32_t splits, uint32_t chunk, uint32_t heads, \
-      uint32_t kv_heads, uint32_t head_dim, float scale, double theta) {                          \
+      uint32_t kv_heads, uint32_t head_dim, float scale, double theta, const T* qkv, const T* q_w, \
+      const T* k_w, const T* cos_sin, const uint32_t* new_slots, uint32_t capacity, float eps) {  \
     paged_attention<T, G, P, SH>(q, k, v, out, row_list, row_seq, row_visible, row_skip, seq_start, slots,  \
                                  shifts, part_o, part_ml, split_done, max_chunks, splits, chunk,  \
-                                 heads, kv_heads, head_dim, scale, theta);                        \
+                                 heads, kv_heads, head_dim, scale, theta,                         \
+                                 FusedInput<T>{qkv, q_w, k_w, cos_sin, new_slots, capacity, eps}); \
   }
 #define INSTANTIATE_ATTENTION(T, NAME, G, P)         \
   INSTANTIATE_ATTENTION_S(T, NAME, G, P, false, )    \
