@@ -145,35 +145,6 @@ __device__ void paged_attention(const T* q, const T* k, const T* v, T* out, cons
   // Slot ids of keys wb + 32 b + lane: batch b in `cur` while its passes are issued, b + 1 in `nxt`.
   uint32_t cur = wb + lane < we ? slots[wb + lane] : 0u;
   uint32_t nxt = wb + 32 + lane < we ? slots[wb + 32 + lane] : 0u;
-  // Everything above reads only the step's metadata, which copies from the host write and no
-  // kernel does: it runs while the kernel before (the one that writes this step's q and its new
-  // keys and values) finishes. What follows reads what kernels write.
-  pdl_enter();
-  // Fused input: this block's q heads, normed and rotated, in place of q.
-  __shared__ __align__(16) T q_fused[GROUP * 32 * PER];
-  if (in.qkv != nullptr) {
-    // The block that attends the row's last key writes it (with its value): exactly one per
-    // (row, KV head), the split whose share holds that key.
-    const bool writer = split == (visible > skip ? (visible - 1 - skip) / share : 0u);
-    fused_input<T, GROUP, PER>(in, row, kvh, heads, kv_heads, head_dim, writer, k, v, q_fused, warp, lane);
-    __syncthreads();  // q_fused is written, and the new key and value are in the pools for the ring's copies
-  }
-  float qv[GROUP][E], acc[GROUP][E], m[GROUP], l[GROUP];
-#pragma unroll
-  for (int g = 0; g < GROUP; ++g) {
-    const T* qh = in.qkv != nullptr ? q_fused + g * head_dim : q + ((size_t)row * heads + kvh * GROUP + g) * head_dim;
-#pragma unroll
-    for (int c = 0; c < NC; ++c) load_f<CE>(qh + elem(c, 0), qv[g] + c * CE);
-    // Scores are kept in log2 units while keys stream: fast_exp2 is one instruction, expf a
-    // sequence of them, twice per key and query head.
-#pragma unroll
-    for (int i = 0; i < E; ++i) {
-      qv[g][i] *= scale * LOG2E;
-      acc[g][i] = 0.f;
-    }
-    m[g] = -INFINITY;
-    l[g] = 0.f;
-  }
   constexpr uint32_t PASSES_PER_BATCH = 32 / KEYS_PER_PASS;
   // Copies pass p (if any) into ring entry p % DEPTH and commits a group either way, so that
   // "all but DEPTH - 1 groups done" always means "pass p - DEPTH + 1 has landed".
@@ -197,8 +168,41 @@ __device__ void paged_attention(const T* q, const T* k, const T* v, T* out, cons
     }
     cp_async_commit();
   };
+  // Everything above reads only the step's metadata, which copies from the host write and no
+  // kernel does: it runs while the kernel before (the one that writes this step's q and its new
+  // keys and values, or its QKV rows) finishes. What follows reads what kernels write.
+  pdl_enter();
+  uint32_t issued = 0;  // passes issued to the ring so far
+  // Fused input: this block's q heads, normed and rotated, in place of q.
+  __shared__ __align__(16) T q_fused[GROUP * 32 * PER];
+  if (in.qkv != nullptr) {
+    // Passes wholly before the row's last key (which this kernel writes) are issued first:
+    // their loads are in flight while the block makes its q heads and the new key.
+    const uint32_t last = visible - 1;
+    for (; issued + 1 < DEPTH && wb + (issued + 1) * KEYS_PER_PASS <= last; ++issued) issue(issued);
+    // The block that attends the row's last key writes it (with its value): exactly one per
+    // (row, KV head), the split whose share holds that key.
+    const bool writer = split == (visible > skip ? (visible - 1 - skip) / share : 0u);
+    fused_input<T, GROUP, PER>(in, row, kvh, heads, kv_heads, head_dim, writer, k, v, q_fused, warp, lane);
+    __syncthreads();  // q_fused is written, and the new key and value are in the pools for the ring's copies
+  }
+  for (; issued + 1 < DEPTH; ++issued) issue(issued);
+  float qv[GROUP][E], acc[GROUP][E], m[GROUP], l[GROUP];
 #pragma unroll
-  for (int p = 0; p + 1 < DEPTH; ++p) issue(p);
+  for (int g = 0; g < GROUP; ++g) {
+    const T* qh = in.qkv != nullptr ? q_fused + g * head_dim : q + ((size_t)row * heads + kvh * GROUP + g) * head_dim;
+#pragma unroll
+    for (int c = 0; c < NC; ++c) load_f<CE>(qh + elem(c, 0), qv[g] + c * CE);
+    // Scores are kept in log2 units while keys stream: fast_exp2 is one instruction, expf a
+    // sequence of them, twice per key and query head.
+#pragma unroll
+    for (int i = 0; i < E; ++i) {
+      qv[g][i] *= scale * LOG2E;
+      acc[g][i] = 0.f;
+    }
+    m[g] = -INFINITY;
+    l[g] = 0.f;
+  }
   for (uint32_t p = 0; p < passes; ++p) {
     issue(p + DEPTH - 1);
     cp_async_wait<DEPTH - 1>();
