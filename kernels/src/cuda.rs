@@ -59,7 +59,7 @@ mod matmul_args;
 mod small_matmul;
 pub(crate) use small_matmul::small_matmul;
 mod gemm_into;
-pub(crate) use gemm_into::{matmul_t_into, matmul_t_transposed};
+pub(crate) use gemm_into::matmul_t_into;
 mod tc_matmul;
 pub(crate) use tc_matmul::{tc_matmul, tc_matmul_fits};
 mod stage;

@@ -40,7 +40,7 @@ pub use cascade::{SharedGroup, SHARED_CHUNK};
 pub use graph_anatomy::GraphAnatomy;
 pub use kv_write::{write_kv, WriteKv};
 pub use layout::{context_slot, row_keys_bucket, AttentionBatch, KvSpan, MetaLayout, SeqAttention, TILED_MIN_ROWS};
-pub use matmul_into::{matmul_t_into, matmul_t_transposed};
+pub use matmul_into::matmul_t_into;
 pub use norm_rope::{rms_norm_rope, RmsNormRope};
 pub use paged_attention::{paged_attention, PagedAttention};
 pub use qkv_attention::{qkv_attention, qkv_attention_fuses};

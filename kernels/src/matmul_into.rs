@@ -55,37 +55,3 @@ impl InplaceOp3 for MatmulTInto {
         crate::cuda::matmul_t_into(o, ol, x, xl, w, wl)
     }
 }
-
-/// `(x @ w^T)^T` = `w @ x^T`, `[n, rows]`: on the GPU the cuBLAS call of [`matmul_t_into`] with
-/// the operands' roles swapped. cuBLAS tiles decode's narrow projections (Qwen3-0.6B's o_proj
-/// and down_proj, 1,024 outputs) at 64 rows into blocks of 8 rows that each re-read the weight
-/// from L2; with the rows as the long side it picks other tiles.
-pub fn matmul_t_transposed(x: &Tensor, w: &Tensor) -> Result<Tensor> {
-    let ((_, k), (_, wk)) = (x.dims2()?, w.dims2()?);
-    if wk != k || x.dtype() != w.dtype() {
-        candle_core::bail!("matmul_t_transposed: x {:?} {:?} and w {:?} {:?} do not fit", x.dims(), x.dtype(), w.dims(), w.dtype());
-    }
-    match x.device() {
-        #[cfg(feature = "cuda")]
-        candle_core::Device::Cuda(_) => x.contiguous()?.apply_op2_no_bwd(&w.contiguous()?, &MatmulTTransposed),
-        _ => w.matmul(&x.t()?),
-    }
-}
-
-#[cfg(feature = "cuda")]
-struct MatmulTTransposed;
-
-#[cfg(feature = "cuda")]
-impl candle_core::CustomOp2 for MatmulTTransposed {
-    fn name(&self) -> &'static str {
-        "matmul-t-transposed"
-    }
-
-    fn cpu_fwd(&self, _: &CpuStorage, _: &Layout, _: &CpuStorage, _: &Layout) -> Result<(CpuStorage, candle_core::Shape)> {
-        candle_core::bail!("matmul_t_transposed: on the CPU it is candle's matmul, not this op")
-    }
-
-    fn cuda_fwd(&self, x: &candle_core::CudaStorage, xl: &Layout, w: &candle_core::CudaStorage, wl: &Layout) -> Result<(candle_core::CudaStorage, candle_core::Shape)> {
-        crate::cuda::matmul_t_transposed(x, xl, w, wl)
-    }
-}

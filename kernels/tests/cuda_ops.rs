@@ -542,12 +542,6 @@ fn matmul_t_into_is_candles_matmul_written_in_place() {
         assert_eq!(max_diff(&want, &out.narrow(0, 0, rows).unwrap()), 0.0, "{rows} rows");
         let rest = out.narrow(0, rows, 80 - rows).unwrap().to_dtype(DType::F32).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
         assert!(rest.iter().all(|&v| v == 1.0), "{rows} rows: the rows after them were written");
-        // The transposed product: another cuBLAS kernel, so the same values up to the order of
-        // f32 sums, rounded to bf16 (outputs about 1.6 in size: 2^-7 apart).
-        let t = nanohost_kernels::matmul_t_transposed(&x, &w).unwrap();
-        assert_eq!(t.dims(), [3000, rows]);
-        let d = max_diff(&want.t().unwrap(), &t);
-        assert!(d <= 2e-2, "{rows} rows: the transposed product differs by {d}");
     }
 }
 

@@ -14,7 +14,7 @@ use crate::model::Qwen3Config;
 use anyhow::Result;
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::Linear;
-use nanohost_kernels::{add_rms_norm, matmul_t_transposed, paged_attention, qkv_norm_rope_write, silu_mul, small_matmul, small_matmul_swiglu, tc_matmul, tc_matmul_fits, tc_matmul_swiglu, tc_matmul_swiglu_fits, AttentionBatch, KvSpan, QkvNorms, SeqAttention, SMALL_MATMUL_MAX_ROWS};
+use nanohost_kernels::{add_rms_norm, paged_attention, qkv_norm_rope_write, silu_mul, small_matmul, small_matmul_swiglu, tc_matmul, tc_matmul_fits, tc_matmul_swiglu, tc_matmul_swiglu_fits, AttentionBatch, KvSpan, QkvNorms, SeqAttention, SMALL_MATMUL_MAX_ROWS};
 use serde_json::{json, Value};
 use std::time::Instant;
 
@@ -132,9 +132,6 @@ pub fn run(b: &ChainBench, cfg: &Qwen3Config, device: &Device, dtype: DType) -> 
             }
             let us = time_chain(device, b.iters, ws.len(), || ws.iter().try_for_each(|w| { w.forward(&x)?; Ok(()) }))?;
             row(&format!("cublas {name} {n}x{k}"), rows, ws.len(), bytes, us);
-            // The same product transposed ([n, rows]): cuBLAS with the operands' roles swapped.
-            let us = time_chain(device, b.iters, ws.len(), || ws.iter().try_for_each(|w| { matmul_t_transposed(&x, w.weight())?; Ok(()) }))?;
-            row(&format!("cublas_transposed {name} {n}x{k}"), rows, ws.len(), bytes, us);
         }
     }
     Ok(out)

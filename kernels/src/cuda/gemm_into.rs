@@ -6,35 +6,9 @@ use candle_core::backend::BackendStorage;
 use candle_core::cuda_backend::cudarc::cublas::{result::gemm_strided_batched_ex, sys};
 use candle_core::cuda_backend::cudarc::driver::{DevicePtr, DevicePtrMut};
 use candle_core::cuda_backend::WrapErr;
-use candle_core::{CudaStorage, DType, Layout, Result, Shape};
+use candle_core::{CudaStorage, DType, Layout, Result};
 
 pub(crate) fn matmul_t_into(o: &mut CudaStorage, ol: &Layout, x: &CudaStorage, xl: &Layout, w: &CudaStorage, wl: &Layout) -> Result<()> {
-    gemm(o, ol, x, xl, w, wl, false)
-}
-
-/// `w @ x^T` as a new `[n, rows]` tensor's storage.
-pub(crate) fn matmul_t_transposed(x: &CudaStorage, xl: &Layout, w: &CudaStorage, wl: &Layout) -> Result<(CudaStorage, Shape)> {
-    let dev = x.device().clone();
-    let (rows, n) = (xl.dims()[0], wl.dims()[0]);
-    let ol = Layout::contiguous((n, rows));
-    macro_rules! alloc {
-        ($t:ty, $wrap:ident) => {{
-            // SAFETY: cuBLAS writes every element (beta = 0).
-            candle_core::cuda_backend::CudaStorageSlice::$wrap(unsafe { super::alloc_out::<$t>(&dev, n * rows)? })
-        }};
-    }
-    let slice = match x.dtype() {
-        DType::BF16 => alloc!(half::bf16, BF16),
-        DType::F16 => alloc!(half::f16, F16),
-        DType::F32 => alloc!(f32, F32),
-        other => return Err(crate::elem::unsupported("matmul_t_transposed", other)),
-    };
-    let mut o = CudaStorage { slice, device: dev };
-    gemm(&mut o, &ol, x, xl, w, wl, true)?;
-    Ok((o, ol.shape().clone()))
-}
-
-fn gemm(o: &mut CudaStorage, ol: &Layout, x: &CudaStorage, xl: &Layout, w: &CudaStorage, wl: &Layout, swapped: bool) -> Result<()> {
     let dev = x.device().clone();
     let (rows, k) = xl.shape().dims2()?;
     let n = wl.dims()[0];
@@ -63,33 +37,30 @@ fn gemm(o: &mut CudaStorage, ol: &Layout, x: &CudaStorage, xl: &Layout, w: &Cuda
             let ws = w.as_cuda_slice::<$t>()?.slice(w0..w1);
             let mut os = o.as_cuda_slice_mut::<$t>()?.slice_mut(o0..o0 + rows * n);
             let ((xp, _gx), (wp, _gw), (op, _go)) = (xs.device_ptr(&stream), ws.device_ptr(&stream), os.device_ptr_mut(&stream));
-            // Swapped: column-major C [rows, n] = op_T(X [k, rows]) . W [k, n], which is
-            // [n, rows] row-major.
-            let (a, b, m, nn) = if swapped { (xp, wp, rows, n) } else { (wp, xp, n, rows) };
-            let kk = k as i32;
+            let (m, nn, kk) = (n as i32, rows as i32, k as i32);
             // SAFETY: the three ranges hold [rows, k], [n, k] and [rows, n] elements (checked by
-            // the callers), and the handle runs on their stream.
+            // matmul_t_into), and the handle runs on their stream.
             unsafe {
                 gemm_strided_batched_ex(
                     *blas.handle(),
                     sys::cublasOperation_t::CUBLAS_OP_T,
                     sys::cublasOperation_t::CUBLAS_OP_N,
-                    m as i32,
-                    nn as i32,
+                    m,
+                    nn,
                     kk,
                     scalars.0,
-                    a as *const _,
+                    wp as *const _,
                     sys::cudaDataType_t::$cuda,
                     kk,
-                    (m * k) as i64,
-                    b as *const _,
+                    (n * k) as i64,
+                    xp as *const _,
                     sys::cudaDataType_t::$cuda,
                     kk,
-                    (nn * k) as i64,
+                    (rows * k) as i64,
                     scalars.1,
                     op as *mut _,
                     sys::cudaDataType_t::$cuda,
-                    m as i32,
+                    m,
                     (rows * n) as i64,
                     1,
                     compute,
