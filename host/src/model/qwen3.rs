@@ -152,6 +152,15 @@ fn tc_matmul_rows() -> usize {
     nanohost_kernels::knob::knob(&ROWS, "NANOHOST_TC_MATMUL_ROWS", 16, |&r| r <= TC_MATMUL_MAX_ROWS, "a number of rows from 0 to 64")
 }
 
+/// Up to how many rows `tc_matmul` takes the projections that narrow (fewer outputs than inputs:
+/// Qwen3-0.6B's o_proj and down_proj), where cuBLAS's kernels for 17-64 rows stream the weight
+/// below 1 TB/s on an H200 (`NANOHOST_TC_MATMUL_NARROW_ROWS`, 0 to 64, read once; default: as
+/// [`tc_matmul_rows`]).
+fn tc_matmul_narrow_rows() -> usize {
+    static ROWS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    nanohost_kernels::knob::knob(&ROWS, "NANOHOST_TC_MATMUL_NARROW_ROWS", tc_matmul_rows(), |&r| r <= TC_MATMUL_MAX_ROWS, "a number of rows from 0 to 64")
+}
+
 /// Whether a decode kernel ends the gate/up projection in its SwiGLU gate: on by default (on an
 /// H200, batch 1 1.020 -> 0.973 ms/step; results/gpu-h200-2026-11-28-tc-matmul/).
 /// `NANOHOST_FUSED_SWIGLU=0` keeps them apart, read once, for A/B runs.
@@ -301,7 +310,7 @@ impl Qwen3 {
         let fits = if swiglu { tc_matmul_swiglu_fits } else { tc_matmul_fits };
         Ok(if self.device.is_cuda() && rows <= small_matmul_rows() && k % 8 == 0 {
             MatmulKernel::FewRows
-        } else if rows <= tc_matmul_rows() && fits(&self.device, x.dtype(), rows, n, k) {
+        } else if (rows <= tc_matmul_rows() || (n < k && rows <= tc_matmul_narrow_rows())) && fits(&self.device, x.dtype(), rows, n, k) {
             MatmulKernel::TensorCores
         } else {
             MatmulKernel::Candle
