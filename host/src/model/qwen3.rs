@@ -153,12 +153,15 @@ fn tc_matmul_rows() -> usize {
 }
 
 /// Up to how many rows `tc_matmul` takes the projections that narrow (fewer outputs than inputs:
-/// Qwen3-0.6B's o_proj and down_proj), where cuBLAS's kernels for 17-64 rows stream the weight
-/// below 1 TB/s on an H200 (`NANOHOST_TC_MATMUL_NARROW_ROWS`, 0 to 64, read once; default: as
-/// [`tc_matmul_rows`]).
+/// Qwen3-0.6B's o_proj and down_proj, 1,024 outputs), where cuBLAS's kernels for 17-64 rows
+/// take as long at 16 rows as at 64 (5.5 and 6.8 us in a chain on an H200): 32 by default (or
+/// [`tc_matmul_rows`] if larger). Measured on an H200, bench-decode, 16 against 64: batch 20
+/// 1.333 -> 1.246 ms/step, batch 64 1.632 -> 1.753 (tc_matmul loses at 64 rows;
+/// results/gpu-h200-2026-11-29-fused-attention-input/). `NANOHOST_TC_MATMUL_NARROW_ROWS` (0 to
+/// 64) overrides it, read once.
 fn tc_matmul_narrow_rows() -> usize {
     static ROWS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    nanohost_kernels::knob::knob(&ROWS, "NANOHOST_TC_MATMUL_NARROW_ROWS", tc_matmul_rows(), |&r| r <= TC_MATMUL_MAX_ROWS, "a number of rows from 0 to 64")
+    nanohost_kernels::knob::knob(&ROWS, "NANOHOST_TC_MATMUL_NARROW_ROWS", 32.max(tc_matmul_rows()), |&r| r <= TC_MATMUL_MAX_ROWS, "a number of rows from 0 to 64")
 }
 
 /// Whether a decode kernel ends the gate/up projection in its SwiGLU gate: on by default (on an
