@@ -17,7 +17,9 @@ fn fused_enabled() -> bool {
 }
 
 /// Whether one kernel can take this batch: on the GPU, head_dim 64, 128 or 256, one query row
-/// per sequence, no shared group (and so no tiled prefill).
+/// per sequence, no shared group (and so no tiled prefill). A CUDA graph's padding rows
+/// (graph_step.rs) all write and read the pool's scratch slot: each writes the same values as
+/// the others (the same token at the same position), and their outputs are dropped.
 pub fn qkv_attention_fuses(qkv: &Tensor, head_dim: usize, batch: &AttentionBatch) -> bool {
     let l = &batch.layout;
     qkv.device().is_cuda() && fused_enabled() && [64, 128, 256].contains(&head_dim) && l.rows == l.num_seqs && l.num_groups == 0 && l.num_tiled == 0
