@@ -1,5 +1,5 @@
-// Per-row paged attention (decode rows, short prefills; split-KV merged in the kernel) and
-// the KV write.
+// Per-row paged attention (decode rows, short prefills; split-KV merged in the kernel; for
+// decode, optionally its input side: FusedInput) and the KV write.
 #pragma once
 #include "common.cuh"
 #include "norm.cuh"
@@ -30,25 +30,6 @@ __device__ void merge_row_head(T* out, const float* part_o, const float* part_ml
   for (int i = 0; i < PER; ++i) out[id * head_dim + lane * PER + i] = from_f<T>(o[i] / L);
 }
 
-// Per-row attention. One thread block per (query row, KV head, split): the block serves the
-// GROUP query heads that share the KV head, so each key and value is read once for all of them
-// (GQA). A key is held by LPK = 8 lanes, E = head_dim / 8 elements each (16 for head_dim 128),
-// so a warp scores 32 / LPK = 4 keys per pass with 3 shuffles per dot. Each warp takes a
-// contiguous quarter of the block's keys and streams it through its own ring of DEPTH passes in
-// shared memory with cp.async: up to DEPTH - 1 passes are in flight while one is scored, and
-// in-flight loads hold no registers (the register-staged version reached 1.9 TB/s at batch 64,
-// bound by memory latency at 17% occupancy). Each lane copies exactly the bytes it later reads,
-// so the ring needs no barrier, only the lane's own wait. Slot ids come 32 at a time, one per
-// lane, a batch ahead, and reach the issuing lanes by shuffle. Each of a warp's 4 key subgroups
-// runs its own online softmax; the subgroups are merged by shuffles, the warps in shared memory.
-// GROUP, PER = head_dim / 32 and SHIFTED are template parameters, so every per-lane array is
-// indexed by constants and stays in registers.
-// The keys a row attends here are its own: the first row_skip[row] entries (a cascade group's
-// shared prefix) were attended by cascade_shared, whose chunk partials sit at
-// part[(row * heads + head) * parts + c] for c < chunks. With splits == 1 the block merges those
-// and writes the output; with more (long rows and few blocks: split-KV) each block covers a
-// contiguous share of the row's keys and leaves a partial at chunk max_chunks + split for
-// the last of them to finish to merge. Sections of meta: see AttentionBatch in layout.rs.
 // The per-row kernel's optional input side (qkv == nullptr: q is given, normed and rotated, and
 // the step's keys and values are in the pools already). Otherwise each block computes its
 // GROUP q heads from the fused QKV projection's row [q heads | k heads | v heads] as
@@ -95,6 +76,25 @@ __device__ void fused_input(const FusedInput<T>& in, uint32_t row, uint32_t kvh,
   }
 }
 
+// Per-row attention. One thread block per (query row, KV head, split): the block serves the
+// GROUP query heads that share the KV head, so each key and value is read once for all of them
+// (GQA). A key is held by LPK = 8 lanes, E = head_dim / 8 elements each (16 for head_dim 128),
+// so a warp scores 32 / LPK = 4 keys per pass with 3 shuffles per dot. Each warp takes a
+// contiguous quarter of the block's keys and streams it through its own ring of DEPTH passes in
+// shared memory with cp.async: up to DEPTH - 1 passes are in flight while one is scored, and
+// in-flight loads hold no registers (the register-staged version reached 1.9 TB/s at batch 64,
+// bound by memory latency at 17% occupancy). Each lane copies exactly the bytes it later reads,
+// so the ring needs no barrier, only the lane's own wait. Slot ids come 32 at a time, one per
+// lane, a batch ahead, and reach the issuing lanes by shuffle. Each of a warp's 4 key subgroups
+// runs its own online softmax; the subgroups are merged by shuffles, the warps in shared memory.
+// GROUP, PER = head_dim / 32 and SHIFTED are template parameters, so every per-lane array is
+// indexed by constants and stays in registers.
+// The keys a row attends here are its own: the first row_skip[row] entries (a cascade group's
+// shared prefix) were attended by cascade_shared, whose chunk partials sit at
+// part[(row * heads + head) * parts + c] for c < chunks. With splits == 1 the block merges those
+// and writes the output; with more (long rows and few blocks: split-KV) each block covers a
+// contiguous share of the row's keys and leaves a partial at chunk max_chunks + split for
+// the last of them to finish to merge. Sections of meta: see AttentionBatch in layout.rs.
 constexpr int LPK = 8;                  // lanes per key
 constexpr int KEYS_PER_PASS = 32 / LPK;  // keys a warp scores at once
 constexpr int RING_BYTES_PER_WARP = 10240;
