@@ -19,24 +19,8 @@ pub struct PagedAttention {
 }
 
 pub fn paged_attention(q: &Tensor, k_pool: &Tensor, v_pool: &Tensor, batch: &AttentionBatch, softmax_scale: f32) -> Result<Tensor> {
-    let (rows, heads, head_dim) = q.dims3()?;
-    let (_, _, kv_heads, kv_dim) = k_pool.dims4()?;
-    if k_pool.dims() != v_pool.dims() || kv_dim != head_dim || kv_heads == 0 || heads % kv_heads != 0 || rows != batch.layout.rows {
-        candle_core::bail!(
-            "paged_attention: queries {:?} do not fit pools K {:?} / V {:?} and a batch of {} rows",
-            q.dims(),
-            k_pool.dims(),
-            v_pool.dims(),
-            batch.layout.rows
-        );
-    }
-    let rope_theta = match (batch.layout.shifted, batch.rope_theta) {
-        (true, None) => candle_core::bail!("paged_attention: the batch has shifted spans but no RoPE base to re-rotate them with (AttentionBatch::with_rope_theta)"),
-        (_, theta) => theta.unwrap_or(0.0),
-    };
-    let q = q.contiguous()?;
-    let op = PagedAttention { meta: batch.meta.clone(), layout: batch.layout, softmax_scale, rope_theta };
-    q.apply_op3_no_bwd(k_pool, v_pool, &op)
+    let op = PagedAttention::new("paged_attention", q.dims3()?, k_pool, v_pool, batch, softmax_scale)?;
+    q.contiguous()?.apply_op3_no_bwd(k_pool, v_pool, &op)
 }
 
 pub(crate) struct Dims {
@@ -127,6 +111,26 @@ impl Partial {
 }
 
 impl PagedAttention {
+    /// The op for queries of shape `(rows, heads, head_dim)` over these pools and `batch`, after
+    /// checking that they fit (`op` names the caller in the error).
+    pub(crate) fn new(op: &str, (rows, heads, head_dim): (usize, usize, usize), k_pool: &Tensor, v_pool: &Tensor, batch: &AttentionBatch, softmax_scale: f32) -> Result<Self> {
+        let (_, _, kv_heads, kv_dim) = k_pool.dims4()?;
+        if k_pool.dims() != v_pool.dims() || kv_dim != head_dim || kv_heads == 0 || heads % kv_heads != 0 || rows != batch.layout.rows {
+            candle_core::bail!(
+                "{op}: queries {:?} do not fit pools K {:?} / V {:?} and a batch of {} rows",
+                [rows, heads, head_dim],
+                k_pool.dims(),
+                v_pool.dims(),
+                batch.layout.rows
+            );
+        }
+        let rope_theta = match (batch.layout.shifted, batch.rope_theta) {
+            (true, None) => candle_core::bail!("{op}: the batch has shifted spans but no RoPE base to re-rotate them with (AttentionBatch::with_rope_theta)"),
+            (_, theta) => theta.unwrap_or(0.0),
+        };
+        Ok(PagedAttention { meta: batch.meta.clone(), layout: batch.layout, softmax_scale, rope_theta })
+    }
+
     fn run<T: Elem>(&self, q: &[T], k: &[T], v: &[T], meta: &Sections, d: &Dims) -> Vec<T> {
         let shared = if self.layout.num_groups > 0 { crate::cascade::shared_partials(q, k, v, meta, d, self.softmax_scale) } else { Vec::new() };
         let row = d.heads * d.head_dim;

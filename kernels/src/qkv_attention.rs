@@ -5,7 +5,7 @@
 //! saves a launch, and q's trip through memory, per layer: the step at batch 64 is a chain of
 //! about 250 short kernels, each boundary a microsecond or more.
 
-use crate::{paged_attention, qkv_norm_rope_write, AttentionBatch, PagedAttention, QkvNorms};
+use crate::{paged_attention, qkv_norm_rope_write, AttentionBatch, MetaLayout, PagedAttention, QkvNorms};
 use candle_core::{CustomOp3, Layout, Result, Shape, Tensor};
 use std::sync::OnceLock;
 
@@ -21,8 +21,12 @@ fn fused_enabled() -> bool {
 /// (graph_step.rs) all write and read the pool's scratch slot: each writes the same values as
 /// the others (the same token at the same position), and their outputs are dropped.
 pub fn qkv_attention_fuses(qkv: &Tensor, head_dim: usize, batch: &AttentionBatch) -> bool {
-    let l = &batch.layout;
-    qkv.device().is_cuda() && fused_enabled() && [64, 128, 256].contains(&head_dim) && l.rows == l.num_seqs && l.num_groups == 0 && l.num_tiled == 0
+    qkv.device().is_cuda() && fused_enabled() && fuses(&batch.layout, head_dim)
+}
+
+/// The kernel's side of [`qkv_attention_fuses`], which its launch checks again.
+pub(crate) fn fuses(l: &MetaLayout, head_dim: usize) -> bool {
+    [64, 128, 256].contains(&head_dim) && l.rows == l.num_seqs && l.num_groups == 0 && l.num_tiled == 0
 }
 
 /// `qkv` `[tokens, (heads + 2 kv_heads) head_dim]` as [`qkv_norm_rope_write`] takes it (token
@@ -36,19 +40,10 @@ pub fn qkv_attention(qkv: &Tensor, n: &QkvNorms, cos_sin: &Tensor, k_pool: &Tens
         let q = qkv_norm_rope_write(qkv, n, cos_sin, k_pool, v_pool, slots)?;
         return paged_attention(&q, k_pool, v_pool, batch, softmax_scale);
     }
-    let (tokens, width) = qkv.dims2()?;
-    let (_, _, kv_heads, kv_dim) = k_pool.dims4()?;
-    if width != (n.heads + 2 * n.kv_heads) * head_dim || kv_heads != n.kv_heads || kv_dim != head_dim || n.k_norm.dims1()? != head_dim || k_pool.dims() != v_pool.dims() {
-        candle_core::bail!("qkv_attention: qkv {:?} does not fit {} + 2 x {} heads of {head_dim} and pools {:?}", qkv.dims(), n.heads, n.kv_heads, k_pool.dims());
-    }
-    if n.kv_heads == 0 || !n.heads.is_multiple_of(n.kv_heads) || tokens != batch.layout.rows || cos_sin.dims() != [tokens, head_dim] || slots.dims1()? != tokens || k_pool.dtype() != qkv.dtype() {
-        candle_core::bail!("qkv_attention: {tokens} rows with cos_sin {:?} and {} slots for a batch of {} rows", cos_sin.dims(), slots.dims1()?, batch.layout.rows);
-    }
-    if batch.layout.shifted && batch.rope_theta.is_none() {
-        candle_core::bail!("qkv_attention: the batch has shifted spans but no RoPE base to re-rotate them with (AttentionBatch::with_rope_theta)");
-    }
+    let (tokens, _) = n.check_qkv("qkv_attention", qkv, k_pool, v_pool)?;
+    crate::qkv_write::check_kernel_inputs("qkv_attention", tokens, head_dim, qkv, cos_sin, slots, k_pool)?;
     let op = QkvAttention {
-        attention: PagedAttention { meta: batch.meta.clone(), layout: batch.layout, softmax_scale, rope_theta: batch.rope_theta.unwrap_or(0.0) },
+        attention: PagedAttention::new("qkv_attention", (tokens, n.heads, head_dim), k_pool, v_pool, batch, softmax_scale)?,
         heads: n.heads,
         eps: n.eps,
         q_norm: n.q_norm.contiguous()?,

@@ -103,7 +103,7 @@ pub(crate) fn paged_attention(op: &PagedAttention, q: &CudaStorage, ql: &Layout,
         Some(f) => (qd[0], f.heads, kd[3], kd[2]),
         None => (qd[0], qd[1], qd[2], kd[2]),
     };
-    if fused.is_some() && (op.layout.num_groups > 0 || op.layout.num_tiled > 0 || op.layout.rows != op.layout.num_seqs || ![64, 128, 256].contains(&head_dim)) {
+    if fused.is_some() && !crate::qkv_attention::fuses(&op.layout, head_dim) {
         candle_core::bail!("paged_attention (cuda): the fused input side needs one query row per sequence, no shared group, and head_dim 64, 128 or 256");
     }
     if ![32, 64, 128, 256].contains(&head_dim) {
