@@ -29,7 +29,7 @@ fn model() -> LoadedModel {
 /// Greedy, 6 tokens each, wave by wave on one strategy instance.
 fn run(m: &LoadedModel, plugin: &Plugin, prompts: &[Prompt], blocks: usize) -> Run {
     let pool = KvPool::new(m.model.config(), PoolSize::Blocks(blocks), 16, DType::F32, &Device::Cpu).unwrap();
-    let mut engine = Engine::new(&m.model, &pool, Box::new(plugin.new_policy(&pool).unwrap()), SchedulerConfig::default(), 1);
+    let mut engine = Engine::new(&m.model, &pool, Box::new(plugin.new_policy(&pool, &[]).unwrap()), SchedulerConfig::default(), 1);
     engine.logits = Some(Vec::new());
     let params = SamplingParams { temperature: 0.0, max_tokens: 6, ignore_eos: true };
     let done = run_waves(&mut engine, prompts, params, |_, _, _| Ok(())).unwrap();
@@ -124,7 +124,7 @@ fn chunks_must_tile_the_prompt() {
     let m = model();
     let pool = KvPool::new(m.model.config(), PoolSize::Blocks(8), 16, DType::F32, &Device::Cpu).unwrap();
     let standard = load_plugin(&common::standard_plugin()).unwrap();
-    let mut engine = Engine::new(&m.model, &pool, Box::new(standard.new_policy(&pool).unwrap()), SchedulerConfig::default(), 1);
+    let mut engine = Engine::new(&m.model, &pool, Box::new(standard.new_policy(&pool, &[]).unwrap()), SchedulerConfig::default(), 1);
     let mut p = prompt(S, &[A], "Q", 0);
     p.chunks[1].start += 1;
     let err = engine.add_chunked_request(p.tokens.clone(), p.chunks.clone(), SamplingParams::default()).unwrap_err().to_string();

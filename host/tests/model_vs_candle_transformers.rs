@@ -46,7 +46,7 @@ fn prompt(seed: u32, len: usize) -> Vec<u32> {
 /// Sequences whose context is one private run of consecutive blocks, starting at `first_block`.
 fn seq_with_blocks(id: u64, tokens: Vec<u32>, first_block: u32, blocks: u32) -> Sequence {
     let mut s = Sequence::new(id, tokens, SamplingParams::default());
-    s.context = vec![KvSpan { blocks: (first_block..first_block + blocks).collect(), len: s.len(), shift: 0 }];
+    s.context = vec![KvSpan { first: 0, blocks: (first_block..first_block + blocks).collect(), len: s.len(), shift: 0 }];
     plan_from(&mut s, 0);
     s
 }
@@ -55,6 +55,7 @@ fn seq_with_blocks(id: u64, tokens: Vec<u32>, first_block: u32, blocks: u32) -> 
 fn plan_from(s: &mut Sequence, from: usize) {
     s.context[0].len = s.len();
     s.pending = vec![HostJob::tail(&s.context, &s.tokens, from)];
+    s.logits_job = Some(0);
 }
 
 #[test]

@@ -79,7 +79,7 @@ fn every_plugin_fault_is_reported_while_a_good_plugin_succeeds() {
         ("hang", "timed out after 8s and was killed"),
         ("bad_block", "plugin `fault-bad-block` returned an invalid plan: span 0 uses block"),
         ("double_block", "returned an invalid plan: block 0 is handed to sequence 1 while live sequence 0 holds it privately"),
-        ("abi_mismatch", "was built for strategy ABI 9.0.0, but this host speaks ABI 0.1.0"),
+        ("abi_mismatch", "was built for strategy ABI 9.0.0, but this host speaks ABI 1.0.0"),
         ("not_a_plugin", "is a shared library but not a nanohost plugin"),
     ];
     let standard = standard_plugin();
@@ -118,10 +118,10 @@ fn list_reports_abi_status_path_and_sha256() {
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
     let sha = nanohost::plugin::load::sha256_file(&standard).unwrap();
-    assert!(text.lines().any(|l| l.starts_with("standard\t1.0.0\tABI ok\t") && l.ends_with(&sha)), "{text}");
-    assert!(text.contains("ABI mismatch (plugin 9.0.0, host 0.1.0)"), "{text}");
+    assert!(text.lines().any(|l| l.starts_with("standard\t1.0.0\tABI 1.0.0 ok\t") && l.ends_with(&sha)), "{text}");
+    assert!(text.contains("ABI mismatch (plugin 9.0.0, host 1.0.0)"), "{text}");
     assert!(text.contains("not a nanohost plugin"), "{text}");
-    assert!(text.lines().any(|l| l.starts_with("fault-panic\t0.0.1\tABI ok")), "{text}");
+    assert!(text.lines().any(|l| l.starts_with("fault-panic\t0.0.1\tABI 1.0.0 ok")), "{text}");
 }
 
 #[test]

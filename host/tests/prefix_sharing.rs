@@ -56,8 +56,8 @@ fn shared_prefix_is_stored_once_and_changes_no_token() {
             groups_per_step: engine.steps.iter().map(|s| (s.prefill, s.cascade_groups)).collect(),
         }
     };
-    let standard = run(&|pool| Box::new(standard_lib.new_policy(pool).unwrap()));
-    let cascade = run(&|pool| Box::new(cascade_lib.new_policy(pool).unwrap()));
+    let standard = run(&|pool| Box::new(standard_lib.new_policy(pool, &[]).unwrap()));
+    let cascade = run(&|pool| Box::new(cascade_lib.new_policy(pool, &[]).unwrap()));
     assert_eq!((standard_lib.info.name.as_str(), cascade_lib.info.name.as_str()), ("standard", "cascade"));
     assert_eq!(cascade.outputs, standard.outputs, "prefix sharing changed greedy tokens");
     assert_eq!(cascade.logits.len(), standard.logits.len());
@@ -94,7 +94,7 @@ fn cascade_steps_staged_as_graphs_give_the_eager_tokens() {
     let run = |mode: GraphMode, cascade_graphs: bool| {
         let pool = KvPool::new(m.model.config(), PoolSize::Blocks(128), 16, DType::F32, &Device::Cpu).unwrap();
         let graphs = DecodeGraphs::new(&m.model, 4, mode).with_cascade(cascade_graphs);
-        let mut engine = Engine::new(&m.model, &pool, Box::new(cascade_lib.new_policy(&pool).unwrap()), SchedulerConfig::default(), 42).with_graphs(&graphs);
+        let mut engine = Engine::new(&m.model, &pool, Box::new(cascade_lib.new_policy(&pool, &[]).unwrap()), SchedulerConfig::default(), 42).with_graphs(&graphs);
         engine.logits = Some(Vec::new());
         for p in &point.prompts {
             engine.add_request(p.tokens.clone(), SamplingParams { temperature: 0.0, max_tokens: 8, ignore_eos: true }).unwrap();

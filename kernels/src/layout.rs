@@ -2,16 +2,19 @@
 
 use crate::cascade::SharedGroup;
 
-/// An ordered run of a sequence's context: the first `len` slots of `blocks`, in order
-/// (slot `j` lives in `blocks[j / block_size]` at offset `j % block_size`).
+/// An ordered run of a sequence's context: `len` consecutive slots of `blocks` from slot
+/// `first` of `blocks[0]` (entry `j` lives in `blocks[(first + j) / block_size]` at offset
+/// `(first + j) % block_size`).
 ///
 /// A context is a list of spans so that a shared prefix ending in a partly filled block can be
-/// followed by a sequence's own blocks without copying. `shift` is how many positions later the
+/// followed by a sequence's own blocks without copying, and so that a sliding window can start
+/// inside a block. `shift` is how many positions later the
 /// span sits than the position its keys were rotated for: attention rotates them by that much
 /// (0 for keys computed in place).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct KvSpan {
     pub blocks: Vec<u32>,
+    pub first: usize,
     pub len: usize,
     pub shift: i32,
 }
@@ -49,10 +52,11 @@ impl SeqAttention {
             return Err(format!("{} query rows but only {} context entries", self.q_len, self.kv_len()));
         }
         for span in &self.context {
-            if span.len > span.blocks.len() * block_size {
+            if span.first >= block_size.max(1) || span.first + span.len > span.blocks.len() * block_size {
                 return Err(format!(
-                    "span of {} tokens does not fit its {} blocks of {block_size}",
+                    "span of {} tokens from slot {} does not fit its {} blocks of {block_size}",
                     span.len,
+                    span.first,
                     span.blocks.len()
                 ));
             }
@@ -70,7 +74,7 @@ pub fn context_slot(context: &[KvSpan], index: usize, block_size: usize) -> Opti
     let mut start = 0;
     for span in context {
         if index < start + span.len {
-            let j = index - start;
+            let j = span.first + index - start;
             let block = *span.blocks.get(j / block_size)?;
             return Some(block * block_size as u32 + (j % block_size) as u32);
         }
@@ -271,9 +275,11 @@ impl AttentionBatch {
             // Block by block (this runs for every context entry of every step).
             for span in &s.context {
                 // A span may hold more blocks than its entries need (room reserved ahead).
-                for (k, &b) in span.blocks.iter().take(span.len.div_ceil(block_size)).enumerate() {
-                    let first = b * block_size as u32;
-                    slots.extend(first..first + (span.len - k * block_size).min(block_size) as u32);
+                let end = span.first + span.len;
+                for (k, &b) in span.blocks.iter().take(end.div_ceil(block_size)).enumerate() {
+                    let base = b * block_size as u32;
+                    let from = span.first.saturating_sub(k * block_size).min(block_size);
+                    slots.extend(base + from as u32..base + (end - k * block_size).min(block_size) as u32);
                 }
             }
             if shifted {
@@ -344,7 +350,23 @@ mod tests {
 
     fn seq(q_start: usize, q_len: usize, kv_len: usize, shift: i32) -> SeqAttention {
         let blocks = (0..kv_len.div_ceil(16) as u32).collect();
-        SeqAttention { q_start, q_len, context: vec![KvSpan { blocks, len: kv_len, shift }] }
+        SeqAttention { q_start, q_len, context: vec![KvSpan { blocks, first: 0, len: kv_len, shift }] }
+    }
+
+    /// A span starting inside a block lists its slots from there, across blocks in order, and
+    /// context_slot agrees with the flattened list.
+    #[test]
+    fn spans_from_inside_a_block() {
+        let context = vec![KvSpan { blocks: vec![5], first: 0, len: 2, shift: 0 }, KvSpan { blocks: vec![7, 2, 9], first: 3, len: 7, shift: 0 }];
+        let seqs = [SeqAttention { q_start: 0, q_len: 1, context: context.clone() }];
+        let (meta, l) = AttentionBatch::flatten(&seqs, &[], 1, 4, 16).unwrap();
+        let want = [20, 21, 31, 8, 9, 10, 11, 36, 37];
+        assert_eq!(&meta[l.offsets().slots..l.offsets().slots + l.num_slots], &want);
+        for (i, &w) in want.iter().enumerate() {
+            assert_eq!(context_slot(&context, i, 4), Some(w));
+        }
+        let overfull = [SeqAttention { q_start: 0, q_len: 1, context: vec![KvSpan { blocks: vec![1], first: 3, len: 2, shift: 0 }] }];
+        assert!(AttentionBatch::flatten(&overfull, &[], 1, 4, 16).is_err());
     }
 
     /// Prefills of at least TILED_MIN_ROWS rows are tiled unless shifted; the other rows, and

@@ -62,7 +62,7 @@ fn check(seed: u64, heads: usize, kv_heads: usize, head_dim: usize, block_size: 
         for len in [cut, kv_len - cut] {
             if len > 0 {
                 let blocks = (0..len.div_ceil(block_size)).map(|_| free.pop().unwrap()).collect();
-                context.push(KvSpan { blocks, len, shift: 0 });
+                context.push(KvSpan { first: 0, blocks, len, shift: 0 });
             }
         }
         let k = Tensor::randn(0f32, 1.0, (kv_len, kv_heads, head_dim), &dev).unwrap();
@@ -103,7 +103,7 @@ fn bf16_storage_is_attended_in_f32() {
     let k = Tensor::randn(0f32, 1.0, (2, 4, 1, 8), &dev).unwrap();
     let v = Tensor::randn(0f32, 1.0, (2, 4, 1, 8), &dev).unwrap();
     let q = Tensor::randn(0f32, 1.0, (1, 2, 8), &dev).unwrap();
-    let seqs = [SeqAttention { q_start: 0, q_len: 1, context: vec![KvSpan { blocks: vec![1, 0], len: 6, shift: 0 }] }];
+    let seqs = [SeqAttention { q_start: 0, q_len: 1, context: vec![KvSpan { first: 0, blocks: vec![1, 0], len: 6, shift: 0 }] }];
     let batch = AttentionBatch::new(&seqs, &[], 1, 4, 2, &dev).unwrap();
     let f = paged_attention(&q, &k, &v, &batch, 0.3).unwrap();
     let b = paged_attention(&q.to_dtype(DType::BF16).unwrap(), &k.to_dtype(DType::BF16).unwrap(), &v.to_dtype(DType::BF16).unwrap(), &batch, 0.3)
@@ -118,13 +118,13 @@ fn bf16_storage_is_attended_in_f32() {
 fn bad_descriptions_are_errors_not_memory_errors() {
     let dev = Device::Cpu;
     let pool = Tensor::zeros((2, 4, 1, 8), DType::F32, &dev).unwrap();
-    let out_of_range = [SeqAttention { q_start: 0, q_len: 1, context: vec![KvSpan { blocks: vec![2], len: 1, shift: 0 }] }];
+    let out_of_range = [SeqAttention { q_start: 0, q_len: 1, context: vec![KvSpan { first: 0, blocks: vec![2], len: 1, shift: 0 }] }];
     let e = AttentionBatch::new(&out_of_range, &[], 1, 4, 2, &dev).err().unwrap().to_string();
     assert!(e.contains("block 2 is outside the pool of 2 blocks"), "{e}");
-    let overfull = [SeqAttention { q_start: 0, q_len: 1, context: vec![KvSpan { blocks: vec![0], len: 5, shift: 0 }] }];
+    let overfull = [SeqAttention { q_start: 0, q_len: 1, context: vec![KvSpan { first: 0, blocks: vec![0], len: 5, shift: 0 }] }];
     let e = AttentionBatch::new(&overfull, &[], 1, 4, 2, &dev).err().unwrap().to_string();
     assert!(e.contains("does not fit"), "{e}");
-    let uncovered = [SeqAttention { q_start: 0, q_len: 1, context: vec![KvSpan { blocks: vec![0], len: 1, shift: 0 }] }];
+    let uncovered = [SeqAttention { q_start: 0, q_len: 1, context: vec![KvSpan { first: 0, blocks: vec![0], len: 1, shift: 0 }] }];
     let e = AttentionBatch::new(&uncovered, &[], 2, 4, 2, &dev).err().unwrap().to_string();
     assert!(e.contains("query row 1 belongs to no sequence"), "{e}");
     let rows = Tensor::zeros((1, 1, 8), DType::F32, &dev).unwrap();

@@ -68,8 +68,8 @@ fn attention_over_a_shifted_span_equals_keys_computed_where_it_sits() {
         (kp, vp)
     };
     let q = Tensor::randn(0f32, 1.0, (3, heads, d), &dev).unwrap();
-    let first = KvSpan { blocks: vec![9, 2, 5], len: a, shift: 0 };
-    let chunk = |shift| KvSpan { blocks: vec![0, 7, 3, 11], len: b, shift };
+    let first = KvSpan { first: 0, blocks: vec![9, 2, 5], len: a, shift: 0 };
+    let chunk = |shift| KvSpan { first: 0, blocks: vec![0, 7, 3, 11], len: b, shift };
     let run = |spans: Vec<KvSpan>, k: &Tensor| {
         let (kp, vp) = pool(k, &spans);
         let seqs = [SeqAttention { q_start: 0, q_len: 3, context: spans }];

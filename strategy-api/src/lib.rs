@@ -15,6 +15,7 @@
 //! crate-type = ["cdylib"]
 //!
 //! [dependencies]
+//! # from a nanohost checkout, or git = "https://…/nanohost", tag = "…" (see the template)
 //! nanohost-strategy-api = { path = "…/strategy-api" }
 //! abi_stable = "0.11.3"   # used by the export macro
 //! ```
@@ -22,7 +23,7 @@
 //! `src/lib.rs`: the standard strategy that ships with nanohost, complete. Every sequence gets
 //! blocks of its own; nothing is shared or kept.
 //!
-#![doc = concat!("```\n", include_str!("../../plugins/standard/src/lib.rs"), "\n```")]
+#![doc = concat!("```\n", include_str!("example.rs"), "\n```")]
 //!
 //! Build it with `cargo build --release` and run `nanohost run --plugin target/release/libyours.so`.
 //! `examples/plugin-template/` in the nanohost repository is the same as a crate of its own to
@@ -30,34 +31,61 @@
 //!
 //! # The contract
 //!
-//! - [`KvStrategy::admit`] returns a [`Plan`]: the sequence's context as [`Span`]s and the
-//!   [`ComputeJob`]s that fill what is not already in the pool. The host rejects, naming your
-//!   plugin and the rule: block ids outside the pool; a block of a private span held by another
-//!   live sequence; spans whose positions are not contiguous or whose lengths do not add up to the
-//!   request; cached entries whose pool slots do not hold the request's tokens at those positions;
-//!   a plan that does not compute the last token.
-//! - [`KvStrategy::append_slot`] grows the last span by a decode slot; it must stay private.
+//! - [`KvStrategy::admit`] returns a [`Plan`]: the sequence's context as [`Span`]s, the
+//!   [`ComputeJob`]s that fill what is not already in the pool, and any [`CopyJob`]s the host
+//!   runs first. The host rejects, naming your plugin and the rule: block ids outside the pool;
+//!   a block of a private span held by another live sequence; spans out of position order;
+//!   cached entries whose pool slots do not hold the request's tokens at those positions; a plan
+//!   whose spans do not end with the last computed token.
+//! - [`KvStrategy::grow`] makes room for the next positions: [`Growth::Grown`] grows the last
+//!   span (every decode step of a strategy that keeps everything), [`Growth::Replaced`] gives a
+//!   whole new context (eviction), [`Growth::NoRoom`] makes the host preempt.
+//! - [`KvStrategy::release`] gets the sequence's final tokens, so replies can be cached for the
+//!   next turn; [`KvStrategy::on_step`] sees each decode token the host wrote.
+//! - [`KvStrategy::new`] reads its options through [`Options`]; an unknown one is an error.
 //! - Panics are caught and reported; a strategy that panicked is not called again.
+//!
+//! # A strategy that evicts
+//!
+//! A context may be any ordered subset of a sequence's positions. Each kept token keeps its
+//! position (RoPE stays exact) and new tokens continue from the sequence's true length. To drop
+//! tokens, answer [`Growth::Replaced`] with the spans you keep plus the new position at the end
+//! of the last one; a span may begin inside a block ([`Span::first_slot`]), so a sliding window
+//! frees its oldest block as soon as the window has left it. A prompt longer than your budget is
+//! prefilled in pieces: admit a plan whose spans cover the first piece, and each later `grow`
+//! (its `target_len` is the prompt's length) adds the next piece while dropping what falls out.
+//! `plugins/streaming` in the nanohost repository is StreamingLLM written this way.
 //!
 //! # ABI policy
 //!
-//! The ABI version is this crate's version ([`ABI_VERSION`]). Appending a field at the end of the
-//! root module [`StrategyMod`] (a prefix type) or a method after the last one of [`Strategy`] keeps
-//! old plugins loadable: the host sees the field as absent. Changing any plan type, reordering or
-//! removing fields, or changing a signature bumps the version (minor while 0.x, major after), and
-//! the host refuses a plugin built for an incompatible version with an error naming both versions
-//! (`built for strategy ABI 9.0.0, but this host speaks ABI 0.1.0`); `nanohost list` shows the
-//! version each plugin was built for, and every result records it under `plugin.abi`.
+//! The ABI version is this crate's version ([`ABI_VERSION`]); the host records it per plugin
+//! (`nanohost list`, `plugin.abi` in every result). What abi_stable 0.11 actually checks, and
+//! the host's tests show with real builds (`host/tests/abi_versions.rs`):
+//!
+//! - **Major versions must match.** A plugin built for 2.x (or 0.x) in a 1.x host is refused
+//!   with both versions and abi_stable's reason in one line.
+//! - **A newer plugin loads in an older host of the same major.** A minor release may only
+//!   append: fields at the end of the root module [`StrategyMod`] (a prefix type) or methods
+//!   after the last one of [`Strategy`]. A plugin built against 1.1 that has them runs in a 1.0
+//!   host, which never calls what it does not know.
+//! - **An older plugin does not load in a host whose minor appended something.** abi_stable
+//!   requires the plugin's module and trait to have at least the host's fields ("too many
+//!   fields": the host expects more than the plugin has). So a host upgraded to such a minor
+//!   needs its plugins rebuilt; a release that appends nothing keeps them loadable.
+//! - Changing any plan type, reordering or removing anything, or changing a signature is a new
+//!   major version.
 
 pub use abi_stable;
 
 mod module;
+mod options;
 mod plan;
 mod strategy;
 
 pub use module::{StrategyMod, StrategyModRef, ABI_VERSION};
+pub use options::{OptionValue, Options, PluginOption};
 pub use plan::{
-    Admission, AttentionMode, Chunk, ChunkKind, ComputeJob, Counter, Plan, PluginInfo, PoolInfo, Request, Span,
-    StrategyStats,
+    Admission, Appended, AttentionMode, Chunk, ChunkKind, ComputeJob, Context, CopyJob, Counter, Growth, LayerRange, Plan,
+    PluginInfo, PoolInfo, Request, Span, StepInfo, StrategyStats,
 };
 pub use strategy::{catch_panic, new_boxed, Guarded, KvStrategy, Strategy, StrategyBox, Strategy_TO};

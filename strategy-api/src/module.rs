@@ -5,7 +5,8 @@ use crate::plan::{PluginInfo, PoolInfo};
 use crate::strategy::StrategyBox;
 use abi_stable::library::RootModule;
 use abi_stable::sabi_types::VersionStrings;
-use abi_stable::std_types::{RResult, RString};
+use crate::options::PluginOption;
+use abi_stable::std_types::{RResult, RSlice, RString};
 use abi_stable::{declare_root_module_statics, package_version_strings, StableAbi};
 
 #[repr(C)]
@@ -14,9 +15,9 @@ use abi_stable::{declare_root_module_statics, package_version_strings, StableAbi
 #[sabi(missing_field(panic))]
 pub struct StrategyMod {
     pub info: extern "C" fn() -> PluginInfo,
-    /// A fresh strategy for a pool.
+    /// A fresh strategy for a pool, with the options the user gave.
     #[sabi(last_prefix_field)]
-    pub new_strategy: extern "C" fn(PoolInfo) -> RResult<StrategyBox, RString>,
+    pub new_strategy: extern "C" fn(PoolInfo, RSlice<'_, PluginOption>) -> RResult<StrategyBox, RString>,
 }
 
 impl RootModule for StrategyModRef {
@@ -42,8 +43,9 @@ macro_rules! export_strategy {
 
         extern "C" fn __nanohost_new_strategy(
             pool: $crate::PoolInfo,
+            options: $crate::abi_stable::std_types::RSlice<'_, $crate::PluginOption>,
         ) -> $crate::abi_stable::std_types::RResult<$crate::StrategyBox, $crate::abi_stable::std_types::RString> {
-            $crate::new_boxed::<$ty>(pool)
+            $crate::new_boxed::<$ty>(pool, options)
         }
 
         #[$crate::abi_stable::export_root_module]

@@ -2,36 +2,54 @@
 //! ([`Strategy`]), with the panic guard between them.
 #![allow(non_local_definitions)] // emitted by the #[sabi_trait] expansion
 
-use crate::plan::{Admission, PoolInfo, Request, Span, StrategyStats};
+use crate::options::{Options, PluginOption};
+use crate::plan::{Admission, Growth, PoolInfo, Request, StepInfo, StrategyStats};
 use abi_stable::sabi_trait;
-use abi_stable::std_types::{RBox, ROption, RResult, RString};
+use abi_stable::std_types::{RBox, RResult, RSlice, RString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 /// What a plugin author implements: the policy of one KV-cache strategy.
 ///
 /// Errors are plain strings; the host reports them with the plugin's name. A panic is caught
 /// and reported too, after which the strategy refuses further calls.
+///
+/// The order of calls for one sequence: [`admit`](Self::admit) once (again after a
+/// preemption), then [`grow`](Self::grow) once per step while it runs, then
+/// [`release`](Self::release). [`on_step`](Self::on_step) comes once per engine step, after the
+/// `grow` calls of the step that follows it: a decision taken there shows in the next `grow`.
 pub trait KvStrategy: Send + 'static {
-    /// A fresh strategy for a pool; called once per benchmark point.
-    fn new(pool: PoolInfo) -> Result<Self, String>
+    /// A fresh strategy for a pool; called once per benchmark point. Read your options from
+    /// `options` (each with a default); any option given that you do not read is an error.
+    fn new(pool: PoolInfo, options: &Options) -> Result<Self, String>
     where
         Self: Sized;
     /// Place a new sequence's tokens, or say there is no room.
     fn admit(&mut self, request: &Request) -> Result<Admission, String>;
-    /// Grow the sequence to hold `new_len` tokens (one decode slot); returns its last span,
-    /// which must be private, or `None` when there is no room (the host then preempts).
-    fn append_slot(&mut self, seq_id: u64, new_len: u32) -> Result<Option<Span>, String>;
-    /// The sequence is finished or preempted: free its blocks or retain them for reuse.
-    fn release(&mut self, seq_id: u64) -> Result<(), String>;
+    /// Make room for the sequence's next positions, up to `target_len` (exclusive). At a decode
+    /// step that is one position, the token just sampled; while a prompt is prefilled in pieces
+    /// it is the prompt's length, and the answer may stop short of it (the host asks again at
+    /// the next step). See [`Growth`].
+    fn grow(&mut self, seq_id: u64, target_len: u32) -> Result<Growth, String>;
+    /// The sequence finished or was preempted: free its blocks or retain them for reuse.
+    /// `tokens` are those whose KV the pool holds for it, in order: the prompt and every
+    /// generated token that went through the model (not the last one sampled).
+    fn release(&mut self, seq_id: u64, tokens: &[u32]) -> Result<(), String>;
     fn stats(&self) -> StrategyStats;
+    /// A step ran: the decode tokens it wrote. Where a strategy that evicts by what it has
+    /// seen decides; the decision takes effect in its next [`grow`](Self::grow) answers.
+    fn on_step(&mut self, step: &StepInfo) -> Result<(), String> {
+        let _ = step;
+        Ok(())
+    }
 }
 
 /// The strategy as the host sees it across the ABI.
 #[sabi_trait]
 pub trait Strategy: Send {
     fn admit(&mut self, request: &Request) -> RResult<Admission, RString>;
-    fn append_slot(&mut self, seq_id: u64, new_len: u32) -> RResult<ROption<Span>, RString>;
-    fn release(&mut self, seq_id: u64) -> RResult<(), RString>;
+    fn grow(&mut self, seq_id: u64, target_len: u32) -> RResult<Growth, RString>;
+    fn release(&mut self, seq_id: u64, tokens: RSlice<'_, u32>) -> RResult<(), RString>;
+    fn on_step(&mut self, step: &StepInfo) -> RResult<(), RString>;
     #[sabi(last_prefix_field)]
     fn stats(&self) -> RResult<StrategyStats, RString>;
 }
@@ -90,11 +108,14 @@ impl<S: KvStrategy> Strategy for Guarded<S> {
     fn admit(&mut self, request: &Request) -> RResult<Admission, RString> {
         self.call("admit", |s| s.admit(request))
     }
-    fn append_slot(&mut self, seq_id: u64, new_len: u32) -> RResult<ROption<Span>, RString> {
-        self.call("append_slot", |s| s.append_slot(seq_id, new_len).map(ROption::from))
+    fn grow(&mut self, seq_id: u64, target_len: u32) -> RResult<Growth, RString> {
+        self.call("grow", |s| s.grow(seq_id, target_len))
     }
-    fn release(&mut self, seq_id: u64) -> RResult<(), RString> {
-        self.call("release", |s| s.release(seq_id))
+    fn release(&mut self, seq_id: u64, tokens: RSlice<'_, u32>) -> RResult<(), RString> {
+        self.call("release", |s| s.release(seq_id, tokens.as_slice()))
+    }
+    fn on_step(&mut self, step: &StepInfo) -> RResult<(), RString> {
+        self.call("on_step", |s| s.on_step(step))
     }
     fn stats(&self) -> RResult<StrategyStats, RString> {
         if let Some(p) = &self.poisoned {
@@ -104,9 +125,16 @@ impl<S: KvStrategy> Strategy for Guarded<S> {
     }
 }
 
-/// Boxes a strategy for the ABI (what [`export_strategy!`](crate::export_strategy) calls).
-pub fn new_boxed<S: KvStrategy>(pool: PoolInfo) -> RResult<StrategyBox, RString> {
-    match catch_panic("new", || S::new(pool)) {
+/// Creates and boxes a strategy for the ABI (what [`export_strategy!`](crate::export_strategy)
+/// calls): `S::new` with the options, then an error for any option it did not read.
+pub fn new_boxed<S: KvStrategy>(pool: PoolInfo, options: RSlice<'_, PluginOption>) -> RResult<StrategyBox, RString> {
+    let made = catch_panic("new", || {
+        let opts = Options::new(options.as_slice());
+        let s = S::new(pool, &opts)?;
+        opts.check_all_read()?;
+        Ok(s)
+    });
+    match made {
         RResult::ROk(s) => RResult::ROk(Strategy_TO::from_value(Guarded::new(s), sabi_trait::TD_Opaque)),
         RResult::RErr(e) => RResult::RErr(e),
     }

@@ -56,13 +56,13 @@ pub fn run(b: &AttentionBench, cfg: &Qwen3Config, device: &Device, dtype: DType)
             let blocks = shared_blocks + own.iter().map(|n| n.div_ceil(bs)).sum::<usize>();
             let pool = noise_pool(cfg, blocks, bs, dtype, device)?;
             let (k_pool, v_pool) = pool.layer(0);
-            let shared = KvSpan { blocks: (0..shared_blocks as u32).collect(), len: shared_blocks * bs, shift: 0 };
+            let shared = KvSpan { first: 0, blocks: (0..shared_blocks as u32).collect(), len: shared_blocks * bs, shift: 0 };
             let mut next = shared_blocks as u32;
             let seqs: Vec<SeqAttention> = own
                 .iter()
                 .enumerate()
                 .map(|(i, &n)| {
-                    let mine = KvSpan { blocks: (next..next + n.div_ceil(bs) as u32).collect(), len: n, shift: 0 };
+                    let mine = KvSpan { first: 0, blocks: (next..next + n.div_ceil(bs) as u32).collect(), len: n, shift: 0 };
                     next += mine.blocks.len() as u32;
                     let context = if shared.len > 0 { vec![shared.clone(), mine] } else { vec![mine] };
                     SeqAttention { q_start: i, q_len: 1, context }

@@ -165,7 +165,7 @@ impl AttentionInputs {
         let seqs: Vec<SeqAttention> = (0..rows)
             .map(|r| {
                 let blocks = (r * per_row) as u32..((r + 1) * per_row) as u32;
-                SeqAttention { q_start: r, q_len: 1, context: vec![KvSpan { blocks: blocks.collect(), len: ATTENTION_CONTEXT, shift: 0 }] }
+                SeqAttention { q_start: r, q_len: 1, context: vec![KvSpan { first: 0, blocks: blocks.collect(), len: ATTENTION_CONTEXT, shift: 0 }] }
             })
             .collect();
         let batch = AttentionBatch::new(&seqs, &[], rows, bs, pool.num_blocks(), device)?;

@@ -3,7 +3,10 @@
 
 use crate::model::GraphMode;
 use anyhow::{bail, Context, Result};
+use nanohost_strategy_api::{OptionValue, PluginOption};
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::collections::BTreeMap;
 use std::path::Path;
 
 /// The prototype suite's four workloads: what `nanohost run` replaces, run for every plugin.
@@ -43,6 +46,9 @@ pub struct BenchConfig {
     /// Decode steps through CUDA graphs: on (default; off on the CPU), off, or staged (padded
     /// as for a graph, run eagerly: for checking replays).
     pub cuda_graphs: GraphMode,
+    /// Options for the strategies, by plugin name (`"*"`: every plugin), each a JSON object of
+    /// option names to numbers, booleans or strings: `{"streaming": {"window": 256}}`.
+    pub plugin_options: BTreeMap<String, BTreeMap<String, Value>>,
 }
 
 impl Default for BenchConfig {
@@ -67,6 +73,7 @@ impl Default for BenchConfig {
             max_num_seqs: 256,
             max_num_batched_tokens: 16_384,
             cuda_graphs: GraphMode::On,
+            plugin_options: BTreeMap::new(),
         }
     }
 }
@@ -92,7 +99,24 @@ impl BenchConfig {
         Self::from_json(&text).with_context(|| format!("config file {} is invalid", path.display()))
     }
 
+    /// The options for the plugin called `name`: those for every plugin (`"*"`), then its own
+    /// (which win where both give a key), typed for the ABI.
+    pub fn options_for(&self, name: &str) -> Result<Vec<PluginOption>> {
+        let mut merged: BTreeMap<&str, &Value> = BTreeMap::new();
+        for scope in ["*", name] {
+            for (k, v) in self.plugin_options.get(scope).into_iter().flatten() {
+                merged.insert(k, v);
+            }
+        }
+        merged.into_iter().map(|(k, v)| Ok(PluginOption { key: k.into(), value: option_value(k, v)? })).collect()
+    }
+
     pub fn validate(&self) -> Result<()> {
+        for (scope, options) in &self.plugin_options {
+            for (k, v) in options {
+                option_value(k, v).with_context(|| format!("key `plugin_options.{scope}`"))?;
+            }
+        }
         if self.batch_sizes.is_empty() || self.batch_sizes.contains(&0) {
             bail!("key `batch_sizes` must list batch sizes of at least 1, got {:?}", self.batch_sizes);
         }
@@ -118,6 +142,33 @@ impl BenchConfig {
     }
 }
 
+fn option_value(key: &str, v: &Value) -> Result<OptionValue> {
+    Ok(match v {
+        Value::Bool(b) => OptionValue::Bool(*b),
+        Value::Number(n) => match n.as_i64() {
+            Some(i) => OptionValue::Int(i),
+            None => OptionValue::Float(n.as_f64().unwrap_or(f64::NAN)),
+        },
+        Value::String(s) => OptionValue::Text(s.as_str().into()),
+        other => bail!("option `{key}` must be a number, a boolean or a string, got {other}"),
+    })
+}
+
+/// `value` as written on a command line: an integer, a float, `true`/`false`, or text.
+pub fn parse_option_value(value: &str) -> Value {
+    if let Ok(i) = value.parse::<i64>() {
+        return Value::from(i);
+    }
+    if let Some(f) = value.parse::<f64>().ok().filter(|f| f.is_finite()) {
+        return Value::from(f);
+    }
+    match value {
+        "true" => Value::Bool(true),
+        "false" => Value::Bool(false),
+        _ => Value::String(value.to_string()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -138,5 +189,20 @@ mod tests {
         assert_eq!(BenchConfig::default().cuda_graphs, GraphMode::On);
         let e = BenchConfig::from_json(r#"{"cuda_graphs": "yes"}"#).unwrap_err().to_string();
         assert!(e.contains("key `cuda_graphs`") && e.contains("unknown variant"), "{e}");
+    }
+
+    #[test]
+    fn plugin_options_merge_by_scope_and_keep_their_types() {
+        let c = BenchConfig::from_json(r#"{"plugin_options": {"*": {"window": 8, "x": true}, "streaming": {"window": 64, "mode": "fast", "r": 0.5}}}"#).unwrap();
+        let got: Vec<(String, OptionValue)> = c.options_for("streaming").unwrap().into_iter().map(|o| (o.key.into_string(), o.value)).collect();
+        let want = [("mode", OptionValue::Text("fast".into())), ("r", OptionValue::Float(0.5)), ("window", OptionValue::Int(64)), ("x", OptionValue::Bool(true))];
+        assert_eq!(got, want.map(|(k, v)| (k.to_string(), v)));
+        assert_eq!(c.options_for("standard").unwrap().len(), 2);
+        let e = format!("{:#}", BenchConfig::from_json(r#"{"plugin_options": {"radix": {"budget": [1]}}}"#).unwrap_err());
+        assert!(e.contains("plugin_options.radix") && e.contains("option `budget`"), "{e}");
+        assert_eq!(parse_option_value("12"), Value::from(12));
+        assert_eq!(parse_option_value("0.25"), Value::from(0.25));
+        assert_eq!(parse_option_value("false"), Value::Bool(false));
+        assert_eq!(parse_option_value("lru"), Value::from("lru"));
     }
 }

@@ -25,6 +25,8 @@ pub struct DecodeBench {
     pub block_size: usize,
     pub seed: u64,
     pub graphs: GraphMode,
+    /// The strategy's options.
+    pub options: Vec<nanohost_strategy_api::PluginOption>,
 }
 
 /// For each batch size: prefill `batch` random prompts of `prompt_len`, then decode (greedy
@@ -40,7 +42,7 @@ pub fn run(b: &DecodeBench, loaded: &LoadedModel, plugin: &Plugin) -> Result<Vec
         let pool = KvPool::new(cfg, PoolSize::Blocks(blocks), b.block_size, loaded.model.dtype(), loaded.model.device())?;
         let sched = SchedulerConfig { max_num_seqs: batch, max_num_batched_tokens: batch * (b.shared_prefix + b.prompt_len) };
         let graphs = DecodeGraphs::new(&loaded.model, batch, b.graphs);
-        let mut engine = Engine::new(&loaded.model, &pool, Box::new(plugin.new_policy(&pool)?), sched, b.seed).with_graphs(&graphs);
+        let mut engine = Engine::new(&loaded.model, &pool, Box::new(plugin.new_policy(&pool, &b.options)?), sched, b.seed).with_graphs(&graphs);
         let mut rng = Rng::derive(b.seed, &format!("decode-bench/{batch}"));
         let params = SamplingParams { temperature: b.temperature, max_tokens: b.warmup_steps + b.steps + 1, ignore_eos: true };
         let prefix: Vec<u32> = (0..b.shared_prefix).map(|_| rng.range_inclusive(0, 10_000) as u32).collect();

@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 
 /// Every request's greedy output and its first generated position's logits.
 fn greedy(plugin: &Plugin, loaded: &LoadedModel, pool: &KvPool, sched: SchedulerConfig, point: &Point, max_tokens: usize) -> Result<Vec<(Vec<u32>, Vec<f32>)>> {
-    let mut engine = Engine::new(&loaded.model, pool, Box::new(plugin.new_policy(pool)?), sched, 0);
+    let mut engine = Engine::new(&loaded.model, pool, Box::new(plugin.new_policy(pool, &[])?), sched, 0);
     engine.logits = Some(Vec::new());
     let params = SamplingParams { temperature: 0.0, max_tokens, ignore_eos: true };
     let done = super::waves::run_waves(&mut engine, &point.prompts, params, |_, _, _| Ok(()))?;

@@ -87,6 +87,8 @@ impl RunRecord<'_> {
         put("output_tokens_sha256", json!(output_digest(self.seqs)));
         put("prefill_tokens_computed", json!(pre_tok));
         put("prefill_tokens_reused", json!(reused));
+        // Under its generic name too: what any strategy reused, whatever its own counters say.
+        put("tokens_reused", json!(reused));
         put("prefill_tokens_per_sec", json!(rate(pre_tok, pre_t)));
         put("decode_tokens_per_sec", json!(rate(dec_tok, dec_t)));
         let mut decode_ms: Vec<f64> = self.steps.iter().filter(|s| !s.prefill).map(|s| ms(s.duration)).collect();

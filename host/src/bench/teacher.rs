@@ -25,7 +25,7 @@ pub fn teacher_forced_logits(model: &Qwen3, prompts: &[Vec<u32>], continuations:
         .enumerate()
         .map(|(i, p)| {
             let mut s = Sequence::new(i as u64, p.clone(), SamplingParams::default());
-            s.context = vec![KvSpan { blocks: ((i * per_seq) as u32..((i + 1) * per_seq) as u32).collect(), len: 0, shift: 0 }];
+            s.context = vec![KvSpan { first: 0, blocks: ((i * per_seq) as u32..((i + 1) * per_seq) as u32).collect(), len: 0, shift: 0 }];
             s
         })
         .collect();
@@ -39,6 +39,7 @@ pub fn teacher_forced_logits(model: &Qwen3, prompts: &[Vec<u32>], continuations:
             // The whole prompt first, then one forced token per step.
             let from = if step == 0 { 0 } else { s.len() - 1 };
             s.pending = vec![HostJob::tail(&s.context, &s.tokens, from)];
+            s.logits_job = Some(0);
         }
         let batch = PackedBatch::pack(seqs.iter(), block_size, 0)?;
         per_step.push(model.forward(&batch.as_forward(), &pool)?.to_dtype(candle_core::DType::F32)?);

@@ -7,13 +7,24 @@ use crate::workload::Prompt;
 use anyhow::Result;
 
 /// Runs every wave of `prompts` with `params` (a prompt's own `max_tokens` wins) and calls
-/// `after_wave` with each wave's finished sequences; returns them all, wave by wave.
+/// `after_wave` with each wave's finished sequences; returns them all, wave by wave. A prompt
+/// that continues an earlier one is that one's whole sequence (prompt and output) followed by
+/// its own tokens.
 pub fn run_waves(engine: &mut Engine, prompts: &[Prompt], params: SamplingParams, mut after_wave: impl FnMut(&Engine, usize, &[Sequence]) -> Result<()>) -> Result<Vec<Sequence>> {
-    let mut all = Vec::new();
+    let mut all: Vec<Sequence> = Vec::new();
+    let mut seq_of_prompt = std::collections::HashMap::new();
     for wave in 0..=prompts.iter().map(|p| p.wave).max().unwrap_or(0) {
-        for p in prompts.iter().filter(|p| p.wave == wave) {
+        for (i, p) in prompts.iter().enumerate().filter(|(_, p)| p.wave == wave) {
             let params = SamplingParams { max_tokens: p.max_tokens.unwrap_or(params.max_tokens), ..params };
-            engine.add_chunked_request(p.tokens.clone(), p.chunks.clone(), params)?;
+            let tokens = match p.continues {
+                None => p.tokens.clone(),
+                Some(j) => {
+                    let earlier = seq_of_prompt.get(&j).and_then(|id| all.iter().find(|s| s.id == *id));
+                    let Some(earlier) = earlier else { anyhow::bail!("prompt {i} continues prompt {j}, which has not run in an earlier wave") };
+                    [earlier.tokens.as_slice(), &p.tokens].concat()
+                }
+            };
+            seq_of_prompt.insert(i, engine.add_chunked_request(tokens, p.chunks.clone(), params)?);
         }
         let done = engine.run_to_completion()?;
         after_wave(engine, wave, &done)?;

@@ -12,7 +12,7 @@ use crate::engine::Engine;
 use crate::fsutil::write_atomic;
 use crate::model::{DecodeGraphs, GraphStats, LoadedModel, ModelSource};
 use crate::plugin::{load_plugin, Plugin};
-use crate::workload::{self, Point};
+use crate::workload::{self, Point, Prompt};
 use anyhow::{Context, Result};
 use serde_json::{json, Map, Value};
 use std::io::Write;
@@ -48,7 +48,7 @@ pub fn model_source(cfg: &BenchConfig) -> Result<ModelSource> {
 fn default_blocks(cfg: &BenchConfig, points: &[Point]) -> usize {
     points
         .iter()
-        .map(|p| p.prompts.iter().map(|q| (q.tokens.len() + q.max_tokens.unwrap_or(cfg.max_output_len)).div_ceil(cfg.block_size)).sum::<usize>())
+        .map(|p| (0..p.prompts.len()).map(|i| Prompt::full_len(&p.prompts, i, cfg.max_output_len).div_ceil(cfg.block_size)).sum::<usize>())
         .max()
         .unwrap_or(1)
 }
@@ -117,14 +117,25 @@ fn fidelity_reference(plugin: &Plugin) -> Result<Option<Plugin>> {
     Ok(Some(load_plugin(&path)?))
 }
 
+fn option_json(v: &nanohost_strategy_api::OptionValue) -> Value {
+    use nanohost_strategy_api::OptionValue::*;
+    match v {
+        Int(i) => json!(i),
+        Float(f) => json!(f),
+        Bool(b) => json!(b),
+        Text(t) => json!(t.as_str()),
+    }
+}
+
 /// `reference`: the fidelity reference, for points with chunked requests.
 #[allow(clippy::too_many_arguments)]
 fn run_point(plugin: &Plugin, reference: Option<&Plugin>, loaded: &LoadedModel, pool: &KvPool, graphs: &DecodeGraphs, cfg: &BenchConfig, point: &Point, device: &str) -> Result<Map<String, Value>> {
+    let options = cfg.options_for(plugin.info.name.as_str())?;
     let sched = SchedulerConfig { max_num_seqs: cfg.max_num_seqs, max_num_batched_tokens: cfg.max_num_batched_tokens };
     let params = SamplingParams { temperature: cfg.temperature as f32, max_tokens: cfg.max_output_len, ignore_eos: true };
     // Warm-up on a fresh strategy, as the prototype did, so one-time costs stay out of the timing.
     if cfg.warmup_tokens > 0 {
-        let mut warm = Engine::new(&loaded.model, pool, Box::new(plugin.new_policy(pool)?), sched, cfg.seed).with_graphs(graphs);
+        let mut warm = Engine::new(&loaded.model, pool, Box::new(plugin.new_policy(pool, &options)?), sched, cfg.seed).with_graphs(graphs);
         for p in &point.prompts {
             warm.add_chunked_request(p.tokens.clone(), p.chunks.clone(), SamplingParams { max_tokens: cfg.warmup_tokens.min(p.max_tokens.unwrap_or(usize::MAX)), ..params })?;
         }
@@ -132,10 +143,10 @@ fn run_point(plugin: &Plugin, reference: Option<&Plugin>, loaded: &LoadedModel, 
     }
     // Every decode shape the point can meet, captured before the clock starts.
     let precapture_start = Instant::now();
-    let max_context = point.prompts.iter().map(|p| p.tokens.len() + p.max_tokens.unwrap_or(cfg.max_output_len)).max().unwrap_or(0);
+    let max_context = (0..point.prompts.len()).map(|i| Prompt::full_len(&point.prompts, i, cfg.max_output_len)).max().unwrap_or(0);
     let precaptured = graphs.precapture(&loaded.model, pool, point.prompts.len(), max_context)?;
     let precapture_seconds = precapture_start.elapsed().as_secs_f64();
-    let policy = plugin.new_policy(pool)?;
+    let policy = plugin.new_policy(pool, &options)?;
     let mut engine = Engine::new(&loaded.model, pool, Box::new(policy), sched, cfg.seed).with_graphs(graphs);
     let graphs_before = graphs.stats();
     let baseline = crate::device::device_memory_in_use(loaded.model.device());
@@ -170,8 +181,12 @@ fn run_point(plugin: &Plugin, reference: Option<&Plugin>, loaded: &LoadedModel, 
     m.insert("plugin".into(), json!({
         "name": plugin.info.name.as_str(), "version": plugin.info.version.as_str(),
         "sha256": plugin.sha256, "path": plugin.path.display().to_string(),
-        "abi": nanohost_strategy_api::ABI_VERSION,
+        "abi": plugin.abi.as_str(),
+        "options": options.iter().map(|o| (o.key.to_string(), option_json(&o.value))).collect::<Map<String, Value>>(),
     }));
+    let host = engine.policy().host_counters();
+    m.insert("tokens_evicted".into(), json!(host.tokens_evicted));
+    m.insert("blocks_evicted".into(), json!(host.blocks_evicted));
     let counters = engine.policy().counters()?;
     if point.prompts.iter().any(|p| !p.chunks.is_empty()) {
         m.extend(chunk_stats::point(&counters, (engine.peak_reported_blocks * pool.bytes_per_block()) as u64, wave_stats));

@@ -32,6 +32,26 @@ pub struct BenchArgs {
     /// eagerly). Overrides the config's `cuda_graphs`.
     #[arg(long, value_enum, value_name = "MODE")]
     cuda_graphs: Option<crate::model::GraphMode>,
+    /// An option for the strategies (repeatable): `key=value` for every plugin run, or
+    /// `PLUGIN:key=value` for the plugin of that name. Values are integers, numbers,
+    /// true/false or text. Adds to (and overrides) the config's `plugin_options`.
+    #[arg(long = "plugin-option", value_name = "[PLUGIN:]KEY=VALUE")]
+    plugin_options: Vec<String>,
+}
+
+/// Adds `[PLUGIN:]key=value` options to a config's `plugin_options`.
+pub fn add_plugin_options(cfg: &mut BenchConfig, options: &[String]) -> Result<()> {
+    for o in options {
+        let Some((scoped, value)) = o.split_once('=') else {
+            anyhow::bail!("--plugin-option `{o}` has no `=`; write it as key=value or plugin:key=value");
+        };
+        let (scope, key) = scoped.split_once(':').unwrap_or(("*", scoped));
+        if key.is_empty() || scope.is_empty() {
+            anyhow::bail!("--plugin-option `{o}` needs a name before `=` (and a plugin name before `:`)");
+        }
+        cfg.plugin_options.entry(scope.to_string()).or_default().insert(key.to_string(), crate::bench::config::parse_option_value(value));
+    }
+    Ok(())
 }
 
 impl BenchArgs {
@@ -62,6 +82,7 @@ impl BenchArgs {
         if let Some(t) = self.timeout {
             cfg.timeout_seconds = t;
         }
+        add_plugin_options(&mut cfg, &self.plugin_options)?;
         cfg.validate()?;
         crate::bench::worker::model_source(&cfg)?;
         Ok(cfg)

@@ -65,12 +65,17 @@ pub struct BenchDecodeArgs {
     /// Decode steps through CUDA graphs: on, off, or staged (padded as for a graph, run eagerly).
     #[arg(long, value_enum, default_value = "on", value_name = "MODE")]
     cuda_graphs: crate::model::GraphMode,
+    /// An option for the strategy (repeatable), `key=value`.
+    #[arg(long = "plugin-option", value_name = "KEY=VALUE")]
+    plugin_options: Vec<String>,
     /// JSON file for the results (also printed).
     #[arg(long)]
     out: Option<PathBuf>,
 }
 
 pub fn bench_decode(a: BenchDecodeArgs) -> Result<()> {
+    let mut options = crate::bench::config::BenchConfig::default();
+    super::bench_args::add_plugin_options(&mut options, &a.plugin_options)?;
     let plugin = crate::plugin::load_plugin(&a.plugin)?;
     let (loaded, compute) = a.model.load()?;
     let b = DecodeBench {
@@ -83,9 +88,10 @@ pub fn bench_decode(a: BenchDecodeArgs) -> Result<()> {
         block_size: crate::engine::kv_pool::DEFAULT_BLOCK_SIZE,
         seed: 42,
         graphs: a.cuda_graphs,
+        options: options.options_for(plugin.info.name.as_str())?,
     };
     let rows = decode::run(&b, &loaded, &plugin)?;
-    let mut extra = serde_json::json!({ "model": loaded.name, "plugin": plugin.info.name.as_str() });
+    let mut extra = serde_json::json!({ "model": loaded.name, "plugin": plugin.info.name.as_str(), "plugin_options": options.plugin_options.get("*") });
     report(&mut extra, &compute.name, rows, a.out.as_deref())
 }
 

@@ -1,7 +1,7 @@
 //! `nanohost compare A B`: trials alternate A, B, A, B, each side in its own process on the same
 //! config and seeds; the comparison goes to stdout, `compare.json`, `summary.md` and a chart.
 
-use super::bench_args::BenchArgs;
+use super::bench_args::{add_plugin_options, BenchArgs};
 use crate::bench::{compare, report, supervisor};
 use crate::fsutil::write_atomic;
 use anyhow::{bail, Context, Result};
@@ -26,6 +26,13 @@ pub struct CompareArgs {
     confidence: f64,
     #[command(flatten)]
     bench: BenchArgs,
+    /// An option for A's strategy only (repeatable, `key=value`): with B the same file and its
+    /// own `--b-option`s, an A/B of two option sets.
+    #[arg(long = "a-option", value_name = "KEY=VALUE")]
+    a_options: Vec<String>,
+    /// An option for B's strategy only (repeatable, `key=value`).
+    #[arg(long = "b-option", value_name = "KEY=VALUE")]
+    b_options: Vec<String>,
     /// Where the trials' result files and the comparison go.
     #[arg(long, value_name = "DIR", default_value = "results/compare")]
     out: PathBuf,
@@ -44,10 +51,13 @@ pub fn run(a: CompareArgs) -> Result<()> {
         }
     }
     let cfg = a.bench.config()?;
+    let (mut cfg_a, mut cfg_b) = (cfg.clone(), cfg.clone());
+    add_plugin_options(&mut cfg_a, &a.a_options)?;
+    add_plugin_options(&mut cfg_b, &a.b_options)?;
     let mut trials = Vec::new();
     for t in 1..=a.trials {
-        let a_list = trial(&a.a, "a", t, &cfg, &a.out)?;
-        let b_list = trial(&a.b, "b", t, &cfg, &a.out)?;
+        let a_list = trial(&a.a, "a", t, &cfg_a, &a.out)?;
+        let b_list = trial(&a.b, "b", t, &cfg_b, &a.out)?;
         trials.push((a_list, b_list));
     }
     let result = compare::compare(&trials, a.confidence, cfg.seed)?;

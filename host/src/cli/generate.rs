@@ -32,7 +32,7 @@ pub fn run(a: GenerateArgs) -> Result<()> {
     let cfg = loaded.model.config();
     let blocks = (prompt.len() + a.max_tokens).div_ceil(DEFAULT_BLOCK_SIZE);
     let pool = KvPool::new(cfg, PoolSize::Blocks(blocks), DEFAULT_BLOCK_SIZE, loaded.model.dtype(), &compute.device)?;
-    let policy = Box::new(plugin.new_policy(&pool)?);
+    let policy = Box::new(plugin.new_policy(&pool, &[])?);
     let graphs = crate::model::DecodeGraphs::new(&loaded.model, 1, crate::model::GraphMode::On);
     let mut engine = Engine::new(&loaded.model, &pool, policy, SchedulerConfig::default(), a.seed).with_graphs(&graphs);
     let params = SamplingParams { temperature: a.temperature, max_tokens: a.max_tokens, ignore_eos: !a.stop_at_eos };

@@ -22,7 +22,7 @@ pub fn run(a: ListArgs) -> Result<()> {
     for path in found {
         let sha = sha256_file(&path).unwrap_or_else(|_| "-".into());
         match load_plugin(&path) {
-            Ok(p) => println!("{}\t{}\tABI ok\t{}\t{sha}", p.info.name, p.info.version, path.display()),
+            Ok(p) => println!("{}\t{}\tABI {} ok\t{}\t{sha}", p.info.name, p.info.version, p.abi, path.display()),
             Err(e) => println!("-\t-\t{}\t{}\t{sha}\n\t{e}", e.status(), path.display()),
         }
     }

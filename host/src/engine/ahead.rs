@@ -54,6 +54,7 @@ impl Engine<'_> {
         self.graphs.is_some_and(|g| g.mode() != crate::model::GraphMode::Off)
             && !plan.prefill
             && self.scheduler.waiting.is_empty()
+            && running.iter().all(|s| s.logits_job.is_some())
             && plan.seqs.len() == running.len()
             && running.iter().all(|s| s.params.ignore_eos && s.output().len() + 1 < s.params.max_tokens && s.len() + 1 < max_pos)
     }
@@ -87,7 +88,8 @@ impl Engine<'_> {
             return Ok(None);
         }
         let same_rows = ahead.ids.iter().eq(rows.iter().map(|(id, _)| id));
-        if !same_rows || !graphs.ready_for(staged) {
+        // Copies run before a step's forward pass, which a queued step would have skipped.
+        if !same_rows || !ahead.step.batch.copies.is_empty() || !graphs.ready_for(staged) {
             return Ok(None);
         }
         ahead.launched = Some(graphs.run_staged(self.model, staged, self.pool, Some(sampled))?);

@@ -62,6 +62,9 @@ fn leading_blocks(seq: &SeqAttention, block_size: usize) -> Vec<u32> {
     let visible_blocks = (seq.kv_len() - seq.q_len + 1) / block_size;
     let mut out = Vec::new();
     for span in &seq.context {
+        if span.first != 0 {
+            break;
+        }
         out.extend(span.blocks.iter().take(span.len / block_size));
         if span.len % block_size != 0 {
             break;
@@ -77,7 +80,7 @@ mod tests {
     use nanohost_kernels::KvSpan;
 
     fn seq(q_start: usize, q_len: usize, spans: &[(&[u32], usize)]) -> SeqAttention {
-        SeqAttention { q_start, q_len, context: spans.iter().map(|(b, len)| KvSpan { blocks: b.to_vec(), len: *len, shift: 0 }).collect() }
+        SeqAttention { q_start, q_len, context: spans.iter().map(|(b, len)| KvSpan { first: 0, blocks: b.to_vec(), len: *len, shift: 0 }).collect() }
     }
 
     #[test]

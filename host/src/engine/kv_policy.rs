@@ -7,7 +7,7 @@
 use super::sequence::SeqId;
 use anyhow::Result;
 use nanohost_kernels::KvSpan;
-use nanohost_strategy_api::Chunk;
+use nanohost_strategy_api::{Appended, Chunk, CopyJob};
 
 /// Tokens to run through the model: their KV fills the last `tokens.len()` entries of
 /// `context`, and each attends causally to everything before it there.
@@ -31,8 +31,13 @@ pub struct Placement {
     /// The whole context, in order.
     pub context: Vec<KvSpan>,
     pub jobs: Vec<HostJob>,
-    /// The job whose last row is the prompt's last token (its logits give the first output).
-    pub logits_job: usize,
+    /// The job whose last row is the prompt's last token (its logits give the first output);
+    /// `None` when the plan places only the prompt's first `placed` tokens (prefill in pieces).
+    pub logits_job: Option<usize>,
+    /// One past the last position placed.
+    pub placed: usize,
+    /// Slots to copy before the step's compute.
+    pub copies: Vec<CopyJob>,
     /// Prompt tokens already in the pool.
     pub cached_tokens: usize,
     /// The strategy asked for cascade attention: leading blocks this sequence holds in common
@@ -40,17 +45,44 @@ pub struct Placement {
     pub cascade: bool,
 }
 
+/// A validated growth of a live context.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Grown {
+    /// The whole context, in order.
+    pub context: Vec<KvSpan>,
+    /// Computes the newly placed positions (the context's last entries).
+    pub job: HostJob,
+    /// One past the last position placed.
+    pub placed: usize,
+    pub copies: Vec<CopyJob>,
+}
+
+/// Counters the host keeps for every strategy, whatever it reports itself.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HostCounters {
+    /// Entries dropped from live contexts.
+    pub tokens_evicted: u64,
+    /// Blocks live sequences stopped holding while they stayed live.
+    pub blocks_evicted: u64,
+}
+
 pub trait KvPolicy {
+    /// A new step is being planned (admissions and growth until the next call belong to it).
+    fn begin_step(&mut self);
     /// Places a prompt, or `None` when the pool has no room for it now.
     /// `chunks` describe a chunked request's typed pieces (empty for plain prompts).
     fn admit(&mut self, seq: SeqId, tokens: &[u32], chunks: &[Chunk]) -> Result<Option<Placement>>;
-    /// Grows a context to hold all of `tokens` (the last one is the new decode token), or
-    /// `None` when there is no room.
-    fn grow(&mut self, seq: SeqId, tokens: &[u32]) -> Result<Option<Vec<KvSpan>>>;
+    /// Grows a context toward holding all of `tokens` (at a decode step the last one is the new
+    /// token), or `None` when there is no room.
+    fn grow(&mut self, seq: SeqId, tokens: &[u32]) -> Result<Option<Grown>>;
     /// The token `grow` was given last for `seq` was a placeholder; this is the one sampled.
     fn set_last_token(&mut self, seq: SeqId, token: u32) -> Result<()>;
-    /// The sequence is finished or preempted.
-    fn release(&mut self, seq: SeqId) -> Result<()>;
+    /// A step ran: the tokens growth placed in it (those of sequences since released are left
+    /// out).
+    fn on_step(&mut self, appended: &[Appended]) -> Result<()>;
+    /// The sequence is finished or preempted; `tokens` are those whose KV the pool holds.
+    fn release(&mut self, seq: SeqId, tokens: &[u32]) -> Result<()>;
+    fn host_counters(&self) -> HostCounters;
     /// Pool blocks referenced by live sequences, as the host observes them.
     fn live_blocks(&self) -> usize;
     /// Blocks the strategy says it holds (live plus retained).

@@ -6,6 +6,7 @@
 use crate::model::Qwen3Config;
 use anyhow::{bail, Result};
 use candle_core::{DType, Device, Tensor};
+use nanohost_strategy_api::CopyJob;
 
 /// 16 tokens per block: the page size vLLM and FlashInfer default to. Small blocks waste little
 /// memory in a sequence's last block and let prefixes share at fine grain (a 50-token prefix
@@ -82,7 +83,23 @@ impl KvPool {
             num_blocks: self.num_blocks as u32,
             block_size: self.block_size as u32,
             bytes_per_block: self.bytes_per_block as u64,
+            bytes_per_token: (self.bytes_per_block / self.block_size) as u64,
+            num_layers: self.k.len() as u32,
         }
+    }
+
+    /// Runs a plan's slot copies in every layer's K and V: all sources are gathered before any
+    /// destination is written (the ledger has checked that none is both).
+    pub fn copy_slots(&self, copies: &[CopyJob]) -> Result<()> {
+        let src: Vec<u32> = copies.iter().flat_map(|c| c.src..c.src + c.len).collect();
+        let dst: Vec<u32> = copies.iter().flat_map(|c| c.dst..c.dst + c.len).collect();
+        let device = self.k[0].device();
+        let (src, dst) = (Tensor::from_vec(src.clone(), src.len(), device)?, Tensor::from_vec(dst.clone(), dst.len(), device)?);
+        for pool in self.k.iter().chain(&self.v) {
+            let rows = pool.flatten(0, 1)?.index_select(&src, 0)?;
+            nanohost_kernels::write_kv(pool, &rows, &dst)?;
+        }
+        Ok(())
     }
 
     /// K plus V bytes of one block over all layers.

@@ -11,7 +11,7 @@ pub mod sequence;
 
 use crate::model::{DecodeGraphs, Qwen3};
 use anyhow::Result;
-use nanohost_strategy_api::Chunk;
+use nanohost_strategy_api::{Appended, Chunk};
 use kv_policy::KvPolicy;
 use kv_pool::KvPool;
 use runner::PackedBatch;
@@ -77,11 +77,14 @@ pub struct Engine<'m> {
     pub logits: Option<Vec<(SeqId, usize, Vec<f32>)>>,
     /// The next decode step, planned (and maybe queued) while the device ran the last one.
     ahead: Option<ahead::Ahead>,
+    /// The last step's grown tokens, for the strategy's step hook once the next step is
+    /// planned (see `step`).
+    hook: Option<Vec<Appended>>,
 }
 
 impl<'m> Engine<'m> {
     pub fn new(model: &'m Qwen3, pool: &'m KvPool, policy: Box<dyn KvPolicy + 'm>, cfg: SchedulerConfig, seed: u64) -> Self {
-        Engine { model, pool, graphs: None, policy, scheduler: Scheduler::new(cfg), seed, next_id: 0, peak_blocks: 0, peak_reported_blocks: 0, peak_device_memory: None, steps: Vec::new(), logits: None, ahead: None }
+        Engine { model, pool, graphs: None, policy, scheduler: Scheduler::new(cfg), seed, next_id: 0, peak_blocks: 0, peak_reported_blocks: 0, peak_device_memory: None, steps: Vec::new(), logits: None, ahead: None, hook: None }
     }
 
     /// Runs decode steps through `graphs` (made for this engine's model and pool; they may be
@@ -135,6 +138,11 @@ impl<'m> Engine<'m> {
             Some(a) => (a.step, true, start, start, a.launched),
             None => {
                 let Some((step, scheduled, packed)) = self.plan_step()? else { return Ok(None) };
+                // The step hook comes after the next step's growth, planned ahead or not, so a
+                // strategy sees the same order of calls either way.
+                if let Some(appended) = self.hook.take() {
+                    self.policy.on_step(&appended)?;
+                }
                 (step, false, scheduled, packed, None)
             }
         };
@@ -142,7 +150,11 @@ impl<'m> Engine<'m> {
         if batch.tokens.contains(&ahead::PLACEHOLDER) {
             anyhow::bail!("internal: a step was launched before its input tokens were sampled");
         }
+        let appended = self.grown_tokens(&plan);
         let launched_ahead = queued.is_some();
+        if !batch.copies.is_empty() {
+            self.pool.copy_slots(&batch.copies)?;
+        }
         let (logits, graph) = match (queued, self.graphs, &staged) {
             (Some(logits), _, _) => (logits, true),
             (None, Some(g), Some(s)) => (g.run_staged(self.model, s, self.pool, None)?, true),
@@ -150,12 +162,16 @@ impl<'m> Engine<'m> {
         };
         let launched = Instant::now();
         let running = &self.scheduler.running;
-        let rows: Vec<(SeqId, usize)> = plan.seqs.iter().map(|&i| (running[i].id, running[i].output().len())).collect();
+        let rows: Vec<(SeqId, usize)> = plan.seqs.iter().filter(|&&i| running[i].logits_job.is_some()).map(|&i| (running[i].id, running[i].output().len())).collect();
         let temperature = plan.seqs.first().map_or(0.0, |&i| running[i].params.temperature);
         if plan.seqs.iter().any(|&i| running[i].params.temperature != temperature) {
             anyhow::bail!("sequences of one step must share a temperature");
         }
-        let on_device = sampler::sample(&logits, &rows, temperature, self.seed)?;
+        let mut sample_rows = rows.clone();
+        if batch.logits_padded {
+            sample_rows.push((SeqId::MAX, 0));
+        }
+        let on_device = sampler::sample(&logits, &sample_rows, temperature, self.seed)?;
         // The device is busy: plan the next step now where only the tokens can change it.
         let mut ahead = if self.can_prepare_ahead(&plan) { Some(self.prepare_ahead()?) } else { None };
         // Queued behind this step where it can be, unless this step's logits are kept: the
@@ -164,19 +180,23 @@ impl<'m> Engine<'m> {
             Some(a) if self.logits.is_none() => self.launch_ahead(a, &rows, &on_device)?,
             _ => None,
         };
-        let tokens = match queued_ahead {
+        let mut tokens = match queued_ahead {
             Some(tokens) => tokens,
             None => on_device.to_vec1::<u32>()?,
         };
+        tokens.truncate(rows.len());
         let sampled = Instant::now();
         let sampled_by_id: HashMap<SeqId, u32> = rows.iter().map(|&(id, _)| id).zip(tokens.iter().copied()).collect();
         match &mut ahead {
             Some(a) => self.fill_ahead(a, &sampled_by_id)?,
             None => {
-                for (&i, &token) in plan.seqs.iter().zip(&tokens) {
+                for &i in &plan.seqs {
                     let seq = &mut self.scheduler.running[i];
                     seq.pending.clear();
-                    seq.tokens.push(token);
+                    seq.pending_copies.clear();
+                    if let Some(&token) = sampled_by_id.get(&seq.id) {
+                        seq.tokens.push(token);
+                    }
                 }
             }
         }
@@ -184,6 +204,10 @@ impl<'m> Engine<'m> {
             for (&(id, index), row) in rows.iter().zip(logits.to_dtype(candle_core::DType::F32)?.to_vec2::<f32>()?) {
                 kept.push((id, index, row));
             }
+        }
+        match ahead {
+            Some(_) => self.policy.on_step(&appended)?,
+            None => self.hook = Some(appended),
         }
         self.finish_sampled(&sampled_by_id, ahead.is_some())?;
         self.note_peaks(graph)?;
@@ -202,9 +226,22 @@ impl<'m> Engine<'m> {
         Ok(Some(report))
     }
 
+    /// What the step's growth placed, for the strategy's step hook: the tokens and positions of
+    /// each sequence's grown job (a decode token, or a prompt piece).
+    fn grown_tokens(&self, plan: &StepPlan) -> Vec<Appended> {
+        let running = &self.scheduler.running;
+        plan.seqs
+            .iter()
+            .map(|&i| &running[i])
+            .filter(|s| s.pending_grown)
+            .flat_map(|s| s.pending.iter().flat_map(move |j| j.tokens.iter().zip(&j.positions).map(move |(&token, &pos)| Appended { seq_id: s.id, pos, token })))
+            .collect()
+    }
+
     /// The next step: scheduled (the plugin asked for room), packed, and staged where a graph
     /// takes it; with the instants scheduling and packing ended.
     fn plan_step(&mut self) -> Result<Option<(PlannedStep, Instant, Instant)>> {
+        self.policy.begin_step();
         let Some(plan) = self.scheduler.schedule(self.policy.as_mut())? else { return Ok(None) };
         let scheduled = Instant::now();
         let min_reads = cascade::min_shared_reads(self.model.device());

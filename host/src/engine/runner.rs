@@ -14,6 +14,11 @@ pub struct PackedBatch {
     pub seqs: Vec<SeqAttention>,
     pub groups: Vec<SharedGroup>,
     pub logit_rows: Vec<u32>,
+    /// Slot copies to run before the forward pass.
+    pub copies: Vec<nanohost_strategy_api::CopyJob>,
+    /// No sequence needed logits (all prefill pieces): the last row was added to `logit_rows`
+    /// so the model's output keeps its shape, and its sample is dropped.
+    pub logits_padded: bool,
 }
 
 impl PackedBatch {
@@ -23,6 +28,7 @@ impl PackedBatch {
         let mut b = PackedBatch::default();
         let mut cascade = Vec::new();
         for seq in seqs {
+            b.copies.extend_from_slice(&seq.pending_copies);
             for (j, job) in seq.pending.iter().enumerate() {
                 let q_start = b.tokens.len();
                 let kv_len: usize = job.context.iter().map(|s| s.len).sum();
@@ -39,10 +45,14 @@ impl PackedBatch {
                 }
                 b.seqs.push(SeqAttention { q_start, q_len: job.tokens.len(), context: job.context.clone() });
                 cascade.push(seq.cascade);
-                if j == seq.logits_job {
+                if Some(j) == seq.logits_job {
                     b.logit_rows.push((b.tokens.len() - 1) as u32);
                 }
             }
+        }
+        if b.logit_rows.is_empty() && !b.tokens.is_empty() {
+            b.logit_rows.push((b.tokens.len() - 1) as u32);
+            b.logits_padded = true;
         }
         b.groups = super::cascade::shared_groups(&b.seqs, &cascade, block_size, min_shared_reads);
         Ok(b)

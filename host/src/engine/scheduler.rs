@@ -1,7 +1,7 @@
 //! Continuous batching: waiting and running queues, prefill first, then decode, preemption by
 //! recompute when the pool is full.
 
-use super::kv_policy::{HostJob, KvPolicy};
+use super::kv_policy::KvPolicy;
 use super::sequence::Sequence;
 use anyhow::{bail, Result};
 use std::collections::VecDeque;
@@ -19,7 +19,8 @@ impl Default for SchedulerConfig {
 }
 
 /// One step's work: the scheduled running sequences (by index into `running`), whose
-/// `pending` jobs go through the model.
+/// `pending` jobs go through the model. `prefill`: some sequence computes more than one token
+/// (an admission, or a prompt prefilled in pieces).
 #[derive(Debug, PartialEq)]
 pub struct StepPlan {
     pub prefill: bool,
@@ -59,6 +60,9 @@ impl Scheduler {
             let mut seq = self.waiting.pop_front().expect("front exists");
             seq.context = placement.context;
             seq.pending = placement.jobs;
+            seq.pending_grown = false;
+            seq.pending_copies = placement.copies;
+            seq.placed = placement.placed;
             seq.logits_job = placement.logits_job;
             seq.cascade = placement.cascade;
             seq.cached_at_admission = placement.cached_tokens;
@@ -76,11 +80,14 @@ impl Scheduler {
         while i < self.running.len() {
             let seq = &self.running[i];
             match policy.grow(seq.id, &seq.tokens)? {
-                Some(context) => {
+                Some(grown) => {
                     let seq = &mut self.running[i];
-                    seq.pending = vec![HostJob::tail(&context, &seq.tokens, seq.len() - 1)];
-                    seq.logits_job = 0;
-                    seq.context = context;
+                    seq.logits_job = (grown.placed == seq.len()).then_some(0);
+                    seq.pending = vec![grown.job];
+                    seq.pending_grown = true;
+                    seq.pending_copies = grown.copies;
+                    seq.placed = grown.placed;
+                    seq.context = grown.context;
                     i += 1;
                 }
                 // No room: evict the most recently admitted sequence (possibly this one) and retry.
@@ -103,12 +110,13 @@ impl Scheduler {
             }
             return Ok(None);
         }
-        Ok(Some(StepPlan { prefill: false, seqs: (0..self.running.len()).collect() }))
+        let prefill = self.running.iter().any(|s| s.pending.iter().any(|j| j.tokens.len() > 1));
+        Ok(Some(StepPlan { prefill, seqs: (0..self.running.len()).collect() }))
     }
 
     fn preempt(&mut self, idx: usize, policy: &mut dyn KvPolicy) -> Result<()> {
         let mut seq = self.running.remove(idx);
-        policy.release(seq.id)?;
+        policy.release(seq.id, seq.placed_tokens())?;
         seq.reset_for_recompute();
         self.preemptions += 1;
         tracing::debug!(seq = seq.id, "preempted: KV dropped, will be recomputed");
@@ -122,7 +130,7 @@ impl Scheduler {
         while i < self.running.len() {
             if self.running[i].finish.is_some() {
                 let seq = self.running.remove(i);
-                policy.release(seq.id)?;
+                policy.release(seq.id, seq.placed_tokens())?;
                 self.finished.push(seq);
             } else {
                 i += 1;

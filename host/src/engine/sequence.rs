@@ -2,7 +2,7 @@
 
 use super::kv_policy::HostJob;
 use nanohost_kernels::KvSpan;
-use nanohost_strategy_api::Chunk;
+use nanohost_strategy_api::{Chunk, CopyJob};
 use std::time::Instant;
 
 pub type SeqId = u64;
@@ -41,9 +41,17 @@ pub struct Sequence {
     pub params: SamplingParams,
     /// Where this sequence's KV lives, in context order.
     pub context: Vec<KvSpan>,
-    /// What the next step computes for this sequence, and which job's last row gives logits.
+    /// What the next step computes for this sequence, and which job's last row gives logits
+    /// (`None` while its prompt is prefilled in pieces).
     pub pending: Vec<HostJob>,
-    pub logits_job: usize,
+    pub logits_job: Option<usize>,
+    /// Whether `pending` is a growth of the context (its tokens go to the strategy's step hook).
+    pub pending_grown: bool,
+    /// Slots the strategy asked to copy before `pending` runs.
+    pub pending_copies: Vec<CopyJob>,
+    /// One past the last position placed in the pool (`tokens[..placed]` have KV there or on
+    /// the way).
+    pub placed: usize,
     /// Attend with cascade groups (the strategy's choice at admission).
     pub cascade: bool,
     pub finish: Option<FinishReason>,
@@ -66,7 +74,10 @@ impl Sequence {
             params,
             context: Vec::new(),
             pending: Vec::new(),
-            logits_job: 0,
+            logits_job: None,
+            pending_grown: false,
+            pending_copies: Vec::new(),
+            placed: 0,
             cascade: false,
             finish: None,
             arrived: Instant::now(),
@@ -84,6 +95,11 @@ impl Sequence {
         self.tokens.is_empty()
     }
 
+    /// The tokens whose KV the pool holds (what a strategy's `release` gets).
+    pub fn placed_tokens(&self) -> &[u32] {
+        &self.tokens[..self.placed]
+    }
+
     pub fn output(&self) -> &[u32] {
         &self.tokens[self.prompt_len..]
     }
@@ -92,6 +108,8 @@ impl Sequence {
     pub fn reset_for_recompute(&mut self) {
         self.context.clear();
         self.pending.clear();
+        self.pending_copies.clear();
+        self.placed = 0;
         self.preemptions += 1;
     }
 }

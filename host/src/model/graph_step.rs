@@ -61,7 +61,7 @@ impl Padded {
         let pad = |v: &[u32], x: u32| v.iter().copied().chain(std::iter::repeat_n(x, rows - n)).collect::<Vec<u32>>();
         let block = scratch / pool.block_size() as u32;
         let mut seqs = batch.seqs.to_vec();
-        seqs.extend((n..rows).map(|r| SeqAttention { q_start: r, q_len: 1, context: vec![KvSpan { blocks: vec![block], len: 1, shift: 0 }] }));
+        seqs.extend((n..rows).map(|r| SeqAttention { q_start: r, q_len: 1, context: vec![KvSpan { first: 0, blocks: vec![block], len: 1, shift: 0 }] }));
         Padded {
             tokens: pad(batch.tokens, 0),
             positions: pad(batch.positions, 0),

@@ -174,7 +174,7 @@ impl DecodeGraphs {
                 }
                 // `keys` context entries per row, all in the scratch block: the row-key bucket is
                 // exactly `keys` (a power of two >= 256).
-                let context = vec![KvSpan { blocks: vec![block; keys.div_ceil(bs)], len: keys, shift: 0 }];
+                let context = vec![KvSpan { first: 0, blocks: vec![block; keys.div_ceil(bs)], len: keys, shift: 0 }];
                 let seqs: Vec<SeqAttention> = (0..rows).map(|r| SeqAttention { q_start: r, q_len: 1, context: context.clone() }).collect();
                 let (tokens, positions, slots) = (vec![0u32; rows], vec![(keys - 1) as u32; rows], vec![scratch; rows]);
                 let logit_rows: Vec<u32> = (0..rows as u32).collect();

@@ -3,6 +3,7 @@
 pub mod discover;
 pub mod ledger;
 pub mod load;
+pub mod load_error;
 pub mod policy;
 
 pub use load::{load_plugin, LoadError, Plugin};

@@ -2,29 +2,25 @@
 //! failure names the plugin.
 
 use super::ledger::Ledger;
-use crate::engine::kv_policy::{KvPolicy, Placement};
+use crate::engine::kv_policy::{Grown, HostCounters, KvPolicy, Placement};
 use crate::engine::sequence::SeqId;
 use anyhow::{anyhow, Result};
-use nanohost_kernels::KvSpan;
-use nanohost_strategy_api::abi_stable::std_types::{ROption, RResult};
-use nanohost_strategy_api::{Admission, Chunk, PoolInfo, Request, StrategyBox, StrategyStats};
+use nanohost_strategy_api::abi_stable::std_types::{RResult, RString};
+use nanohost_strategy_api::{Admission, Appended, Chunk, Growth, PoolInfo, Request, StepInfo, StrategyBox, StrategyStats};
 
 pub struct PluginPolicy {
     name: String,
     strategy: StrategyBox,
     ledger: Ledger,
+    steps: u64,
 }
 
 impl PluginPolicy {
     pub fn new(name: &str, strategy: StrategyBox, pool: PoolInfo) -> Self {
-        PluginPolicy {
-            name: name.to_string(),
-            strategy,
-            ledger: Ledger::new(pool.num_blocks as usize, pool.block_size as usize),
-        }
+        PluginPolicy { name: name.to_string(), strategy, ledger: Ledger::new(pool.num_blocks as usize, pool.block_size as usize), steps: 0 }
     }
 
-    fn call<T>(&self, what: &str, r: RResult<T, nanohost_strategy_api::abi_stable::std_types::RString>) -> Result<T> {
+    fn call<T>(&self, what: &str, r: RResult<T, RString>) -> Result<T> {
         r.into_result().map_err(|e| anyhow!("plugin `{}` failed in {what}: {e}", self.name))
     }
 
@@ -39,34 +35,53 @@ impl PluginPolicy {
 }
 
 impl KvPolicy for PluginPolicy {
+    fn begin_step(&mut self) {
+        self.ledger.begin_step();
+    }
+
     fn admit(&mut self, seq: SeqId, tokens: &[u32], chunks: &[Chunk]) -> Result<Option<Placement>> {
         let request = Request { seq_id: seq, tokens: tokens.to_vec().into(), chunks: chunks.to_vec().into() };
         let answer = self.strategy.admit(&request);
         match self.call("admit", answer)? {
             Admission::NoRoom => Ok(None),
             Admission::Admitted(plan) => {
-                let checked = self.ledger.check_admission(seq, tokens, &plan).map_err(|e| self.broke(e))?;
-                Ok(Some(self.ledger.apply_admission(seq, checked)))
+                let checked = self.ledger.check_admission(seq, tokens, plan.spans.into(), &plan.jobs, plan.copies.into(), plan.mode).map_err(|e| self.broke(e))?;
+                Ok(Some(self.ledger.apply(checked)))
             }
         }
     }
 
-    fn grow(&mut self, seq: SeqId, tokens: &[u32]) -> Result<Option<Vec<KvSpan>>> {
-        let answer = self.strategy.append_slot(seq, tokens.len() as u32);
-        match self.call("append_slot", answer)? {
-            ROption::RNone => Ok(None),
-            ROption::RSome(span) => self.ledger.apply_append(seq, tokens, span).map(Some).map_err(|e| self.broke(e)),
-        }
+    fn grow(&mut self, seq: SeqId, tokens: &[u32]) -> Result<Option<Grown>> {
+        let answer = self.strategy.grow(seq, tokens.len() as u32);
+        let checked = match self.call("grow", answer)? {
+            Growth::NoRoom => return Ok(None),
+            Growth::Grown(span) => self.ledger.check_grown(seq, tokens, span),
+            Growth::Replaced(ctx) => self.ledger.check_replaced(seq, tokens, ctx.spans.into(), ctx.copies.into()),
+        };
+        let checked = checked.map_err(|e| self.broke(e))?;
+        Ok(Some(self.ledger.apply(checked)))
     }
 
     fn set_last_token(&mut self, seq: SeqId, token: u32) -> Result<()> {
         self.ledger.set_last_token(seq, token).map_err(|e| anyhow!("host bookkeeping: {e}"))
     }
 
-    fn release(&mut self, seq: SeqId) -> Result<()> {
-        let answer = self.strategy.release(seq);
+    fn on_step(&mut self, appended: &[Appended]) -> Result<()> {
+        let appended: Vec<Appended> = appended.iter().filter(|a| self.ledger.is_live(a.seq_id)).copied().collect();
+        let info = StepInfo { step: self.steps, appended: appended.into() };
+        self.steps += 1;
+        let answer = self.strategy.on_step(&info);
+        self.call("on_step", answer)
+    }
+
+    fn release(&mut self, seq: SeqId, tokens: &[u32]) -> Result<()> {
+        let answer = self.strategy.release(seq, tokens.into());
         self.call("release", answer)?;
         self.ledger.release(seq).map_err(|e| anyhow!("host bookkeeping: {e}"))
+    }
+
+    fn host_counters(&self) -> HostCounters {
+        HostCounters { tokens_evicted: self.ledger.tokens_evicted, blocks_evicted: self.ledger.blocks_evicted }
     }
 
     fn live_blocks(&self) -> usize {

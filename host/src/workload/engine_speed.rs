@@ -1,7 +1,8 @@
 //! Workloads that measure the host itself rather than a strategy: `throughput` (nano-vllm's
 //! benchmark: 256 requests, prompt and output lengths uniform in 100..=1024, random ids, EOS
 //! ignored; the figure is output tokens over the wall time of the whole run, prefill included) and
-//! `latency` (batch 1, 4 and 64; 256-token prompts; 128 new tokens; decode ms per step).
+//! `latency` (batch 1, 4 and 64; 256-token prompts; 128 new tokens; decode ms per step), and
+//! `long-context` (4096-token prompts).
 
 use super::standard::{check_vocab, random_ids};
 use super::{Point, Prompt, Workload};
@@ -35,6 +36,32 @@ impl Workload for Throughput {
             })
             .collect();
         Ok(vec![Point { workload: "throughput".into(), batch_size: THROUGHPUT_REQUESTS, prompts, extra: Default::default() }])
+    }
+}
+
+/// `long-context`: for each batch size, prompts of `LONG_CONTEXT` random ids and the config's
+/// output length: where an evicting strategy's memory bound and flat decode cost show.
+pub struct LongContext;
+
+pub const LONG_CONTEXT: usize = 4096;
+
+impl Workload for LongContext {
+    fn name(&self) -> &'static str {
+        "long-context"
+    }
+
+    fn points(&self, cfg: &BenchConfig, vocab: usize, _tokenizer: &Tokenizer) -> Result<Vec<Point>> {
+        check_vocab(vocab, "long-context")?;
+        Ok(cfg
+            .batch_sizes
+            .iter()
+            .map(|&b| {
+                let mut rng = Rng::derive(cfg.seed, &format!("long-context/batch{b}"));
+                let prompts = (0..b).map(|_| Prompt::plain(random_ids(&mut rng, LONG_CONTEXT))).collect();
+                let extra = json!({"prompt_len": LONG_CONTEXT});
+                Point { workload: "long-context".into(), batch_size: b, prompts, extra: extra.as_object().expect("object").clone() }
+            })
+            .collect())
     }
 }
 

@@ -2,6 +2,7 @@
 
 pub mod chunks;
 mod chunked;
+mod conversation;
 mod engine_speed;
 mod shared_prefix;
 mod standard;
@@ -14,17 +15,27 @@ use tokenizers::Tokenizer;
 /// prompts); `wave` orders requests into batches that run one after another on the same strategy
 /// (the chunked-reuse workload's 5 batches), 0 for everything else. `max_tokens` overrides the
 /// config's `max_output_len` for workloads whose requests want different output lengths.
+/// `continues`: the request is an earlier prompt of the point (by index, in an earlier wave)
+/// with its reply, followed by `tokens` (the next turn of a conversation).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Prompt {
     pub tokens: Vec<u32>,
     pub chunks: Vec<nanohost_strategy_api::Chunk>,
     pub wave: usize,
     pub max_tokens: Option<usize>,
+    pub continues: Option<usize>,
 }
 
 impl Prompt {
     pub fn plain(tokens: Vec<u32>) -> Self {
-        Prompt { tokens, chunks: Vec::new(), wave: 0, max_tokens: None }
+        Prompt { tokens, chunks: Vec::new(), wave: 0, max_tokens: None, continues: None }
+    }
+
+    /// The most tokens request `i` of `prompts` can reach: its history, its own tokens and its
+    /// output (`max_output` where it sets none).
+    pub fn full_len(prompts: &[Prompt], i: usize, max_output: usize) -> usize {
+        let p = &prompts[i];
+        p.tokens.len() + p.max_tokens.unwrap_or(max_output) + p.continues.map_or(0, |j| Self::full_len(prompts, j, max_output))
     }
 }
 
@@ -44,7 +55,7 @@ pub trait Workload {
     fn points(&self, cfg: &BenchConfig, vocab_size: usize, tokenizer: &Tokenizer) -> Result<Vec<Point>>;
 }
 
-pub const NAMES: [&str; 8] = ["standard", "shared-prefix", "long-prefix", "chunked", "chunked-reuse", "long-chunked", "throughput", "latency"];
+pub const NAMES: [&str; 10] = ["standard", "shared-prefix", "long-prefix", "chunked", "chunked-reuse", "long-chunked", "conversation", "long-context", "throughput", "latency"];
 
 pub fn by_name(name: &str) -> Result<Box<dyn Workload>> {
     match name {
@@ -54,6 +65,8 @@ pub fn by_name(name: &str) -> Result<Box<dyn Workload>> {
         "chunked" => Ok(Box::new(chunked::Chunked)),
         "chunked-reuse" => Ok(Box::new(chunked::ChunkedReuse)),
         "long-chunked" => Ok(Box::new(chunked::LongChunked)),
+        "conversation" => Ok(Box::new(conversation::Conversation)),
+        "long-context" => Ok(Box::new(engine_speed::LongContext)),
         "throughput" => Ok(Box::new(engine_speed::Throughput)),
         "latency" => Ok(Box::new(engine_speed::Latency)),
         other => bail!("unknown workload \"{other}\"; known workloads: {}", NAMES.join(", ")),

@@ -22,7 +22,7 @@ pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
 /// The standard strategy, run in-process through the same ABI wrapper and plan checks a loaded
 /// plugin gets.
 pub fn standard_policy(pool: &KvPool) -> Box<PluginPolicy> {
-    let strategy = nanohost_strategy_api::new_boxed::<standard::Standard>(pool.info()).into_result().unwrap();
+    let strategy = nanohost_strategy_api::new_boxed::<standard::Standard>(pool.info(), Default::default()).into_result().unwrap();
     Box::new(PluginPolicy::new("standard", strategy, pool.info()))
 }
 

@@ -52,7 +52,7 @@ impl Case {
         for i in (1..free.len()).rev() {
             free.swap(i, rng.below(i + 1));
         }
-        let mut take = |len: usize| KvSpan { blocks: (0..len.div_ceil(bs)).map(|_| free.pop().unwrap()).collect(), len, shift: 0 };
+        let mut take = |len: usize| KvSpan { first: 0, blocks: (0..len.div_ceil(bs)).map(|_| free.pop().unwrap()).collect(), len, shift: 0 };
         let (mut seqs, mut groups, mut rows) = (Vec::new(), Vec::new(), 0);
         for (prefix, members) in &self.groups {
             let shared = take(*prefix);

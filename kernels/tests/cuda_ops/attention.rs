@@ -18,7 +18,7 @@ fn contexts(lens: &[usize], block_size: usize, num_blocks: usize, seed: u64) -> 
             [cut, len - cut]
                 .into_iter()
                 .filter(|&l| l > 0)
-                .map(|l| KvSpan { blocks: (0..l.div_ceil(block_size)).map(|_| free.pop().unwrap()).collect(), len: l, shift: 0 })
+                .map(|l| KvSpan { first: 0, blocks: (0..l.div_ceil(block_size)).map(|_| free.pop().unwrap()).collect(), len: l, shift: 0 })
                 .collect()
         })
         .collect()

@@ -51,12 +51,12 @@ impl Cascade {
     fn private_span(&self, seq: u64, len: u32) -> Span {
         let s = &self.seqs[&seq];
         let start = (s.shared.len() * self.bs()) as u32;
-        Span { blocks: s.private.clone().into(), len: len - start, start_pos: start, rotated_pos: start, shared: false }
+        Span::private(s.private.clone(), start, len - start)
     }
 }
 
 impl KvStrategy for Cascade {
-    fn new(pool: PoolInfo) -> Result<Self, String> {
+    fn new(pool: PoolInfo, _options: &Options) -> Result<Self, String> {
         Ok(Cascade {
             pool,
             free: (0..pool.num_blocks).rev().collect(),
@@ -111,28 +111,28 @@ impl KvStrategy for Cascade {
         self.seqs.insert(r.seq_id, Seq { shared: shared.clone(), private });
         let mut spans = Vec::new();
         if k > 0 {
-            spans.push(Span { blocks: shared.into(), len: (k * bs) as u32, start_pos: 0, rotated_pos: 0, shared: true });
+            spans.push(Span::shared(shared, 0, (k * bs) as u32));
         }
         spans.push(self.private_span(r.seq_id, len as u32));
         let cached = (hits * bs) as u32;
         let context: Vec<u32> = (0..spans.len() as u32).collect();
         let jobs = vec![ComputeJob { context: context.into(), len: len as u32 - cached }];
-        Ok(Admission::Admitted(Plan { spans: spans.into(), jobs: jobs.into(), mode: AttentionMode::Cascade }))
+        Ok(Admission::Admitted(Plan::new(spans, jobs, AttentionMode::Cascade)))
     }
 
-    fn append_slot(&mut self, seq: u64, new_len: u32) -> Result<Option<Span>, String> {
+    fn grow(&mut self, seq: u64, new_len: u32) -> Result<Growth, String> {
         let bs = self.bs();
-        let Some(s) = self.seqs.get(&seq) else { return Err(format!("append_slot for unknown sequence {seq}")) };
+        let Some(s) = self.seqs.get(&seq) else { return Err(format!("grow for unknown sequence {seq}")) };
         let need = (new_len as usize - s.shared.len() * bs).div_ceil(bs).saturating_sub(s.private.len());
         if need > self.free.len() {
-            return Ok(None);
+            return Ok(Growth::NoRoom);
         }
         let extra = self.take(need);
         self.seqs.get_mut(&seq).expect("checked").private.extend(extra);
-        Ok(Some(self.private_span(seq, new_len)))
+        Ok(Growth::Grown(self.private_span(seq, new_len)))
     }
 
-    fn release(&mut self, seq: u64) -> Result<(), String> {
+    fn release(&mut self, seq: u64, _tokens: &[u32]) -> Result<(), String> {
         let s = self.seqs.remove(&seq).ok_or(format!("release of unknown sequence {seq}"))?;
         self.free.extend(s.private);
         for b in s.shared {

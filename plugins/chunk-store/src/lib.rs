@@ -92,7 +92,7 @@ impl<const RETAIN: bool> ChunkStore<RETAIN> {
     }
 
     fn private_span(&self, seq: &Seq, len: u32) -> Span {
-        Span { blocks: seq.private.clone().into(), len: len - seq.private_start, start_pos: seq.private_start, rotated_pos: seq.private_start, shared: false }
+        Span::private(seq.private.clone(), seq.private_start, len - seq.private_start)
     }
 
     fn admit_plain(&mut self, r: &Request) -> Result<Admission, String> {
@@ -104,12 +104,12 @@ impl<const RETAIN: bool> ChunkStore<RETAIN> {
         let seq = Seq { chunks: Vec::new(), repeats: Vec::new(), private: self.take(need), private_start: 0 };
         let span = self.private_span(&seq, len);
         self.seqs.insert(r.seq_id, seq);
-        Ok(Admission::Admitted(Plan { spans: vec![span].into(), jobs: vec![ComputeJob { context: vec![0].into(), len }].into(), mode: AttentionMode::Flat }))
+        Ok(Admission::Admitted(Plan::new(vec![span], vec![ComputeJob { context: vec![0].into(), len }], AttentionMode::Flat)))
     }
 }
 
 impl<const RETAIN: bool> KvStrategy for ChunkStore<RETAIN> {
-    fn new(pool: PoolInfo) -> Result<Self, String> {
+    fn new(pool: PoolInfo, _options: &Options) -> Result<Self, String> {
         Ok(ChunkStore { pool, free: (0..pool.num_blocks).rev().collect(), chunks: HashMap::new(), seqs: HashMap::new(), clock: 0, n: Counters::default() })
     }
 
@@ -157,7 +157,7 @@ impl<const RETAIN: bool> KvStrategy for ChunkStore<RETAIN> {
                 Placed::Repeat => {
                     self.n.misses += 1;
                     let blocks = self.take(self.blocks_for(c.len));
-                    spans.push(Span { blocks: blocks.clone().into(), len: c.len, start_pos: c.start, rotated_pos: c.start, shared: false });
+                    spans.push(Span::private(blocks.clone(), c.start, c.len));
                     repeats.extend(blocks);
                     jobs.push(job);
                     continue;
@@ -187,7 +187,7 @@ impl<const RETAIN: bool> KvStrategy for ChunkStore<RETAIN> {
             let s = self.chunks.get_mut(&hash).expect("placed");
             s.users += 1;
             s.last_used = self.clock;
-            spans.push(Span { blocks: s.blocks.clone().into(), len: c.len, start_pos: c.start, rotated_pos: s.rotated_pos, shared: true });
+            spans.push(Span::shared(s.blocks.clone(), c.start, c.len).rotated_for(s.rotated_pos));
             order.push(hash);
         }
         let seq = Seq { chunks: order, repeats, private: self.take(private_blocks), private_start };
@@ -195,24 +195,24 @@ impl<const RETAIN: bool> KvStrategy for ChunkStore<RETAIN> {
         // The query (and any tail) attends to everything before it.
         jobs.push(ComputeJob { context: (0..spans.len() as u32).collect::<Vec<_>>().into(), len: tokens.len() as u32 - private_start });
         self.seqs.insert(r.seq_id, seq);
-        Ok(Admission::Admitted(Plan { spans: spans.into(), jobs: jobs.into(), mode: AttentionMode::Flat }))
+        Ok(Admission::Admitted(Plan::new(spans, jobs, AttentionMode::Flat)))
     }
 
-    fn append_slot(&mut self, seq: u64, new_len: u32) -> Result<Option<Span>, String> {
-        let Some(s) = self.seqs.get(&seq) else { return Err(format!("append_slot for unknown sequence {seq}")) };
+    fn grow(&mut self, seq: u64, new_len: u32) -> Result<Growth, String> {
+        let Some(s) = self.seqs.get(&seq) else { return Err(format!("grow for unknown sequence {seq}")) };
         let need = self.blocks_for(new_len - s.private_start).saturating_sub(s.private.len());
         let keep = s.chunks.clone();
         if !self.make_room(need, &keep) {
-            return Ok(None);
+            return Ok(Growth::NoRoom);
         }
         let extra = self.take(need);
         let s = self.seqs.get_mut(&seq).expect("checked");
         s.private.extend(extra);
         let s = &self.seqs[&seq];
-        Ok(Some(self.private_span(s, new_len)))
+        Ok(Growth::Grown(self.private_span(s, new_len)))
     }
 
-    fn release(&mut self, seq: u64) -> Result<(), String> {
+    fn release(&mut self, seq: u64, _tokens: &[u32]) -> Result<(), String> {
         let s = self.seqs.remove(&seq).ok_or(format!("release of unknown sequence {seq}"))?;
         self.free.extend(s.private);
         self.free.extend(s.repeats);
@@ -259,20 +259,20 @@ mod tests {
 
     #[test]
     fn a_chunk_in_use_is_never_evicted() {
-        let mut s = ChunkStore::<true>::new(PoolInfo { num_blocks: 4, block_size: 4, bytes_per_block: 1 }).unwrap();
+        let mut s = ChunkStore::<true>::new(PoolInfo { num_blocks: 4, block_size: 4, bytes_per_block: 1, bytes_per_token: 1, num_layers: 1 }, &Options::new(&[])).unwrap();
         // System prompt 1 (one block) + a private block.
         assert!(matches!(s.admit(&request(1, 1, 4, 2)).unwrap(), Admission::Admitted(_)));
         // System prompt 2 needs two blocks + two private: only two are free and prompt 1 is in use.
         assert!(matches!(s.admit(&request(2, 2, 8, 5)).unwrap(), Admission::NoRoom));
         assert_eq!(s.n.evictions, 0);
-        s.release(1).unwrap();
+        s.release(1, &[]).unwrap();
         // Retained but unused now: evicted to make room (three blocks free, four needed).
         assert!(matches!(s.admit(&request(2, 2, 8, 5)).unwrap(), Admission::Admitted(_)));
         assert_eq!((s.n.evictions, s.chunks.len()), (1, 1));
         // And the plain store (no retention) frees a chunk with its last user.
-        let mut plain = ChunkStore::<false>::new(PoolInfo { num_blocks: 4, block_size: 4, bytes_per_block: 1 }).unwrap();
+        let mut plain = ChunkStore::<false>::new(PoolInfo { num_blocks: 4, block_size: 4, bytes_per_block: 1, bytes_per_token: 1, num_layers: 1 }, &Options::new(&[])).unwrap();
         plain.admit(&request(1, 1, 4, 2)).unwrap();
-        plain.release(1).unwrap();
+        plain.release(1, &[]).unwrap();
         assert_eq!((plain.chunks.len(), plain.free.len()), (0, 4));
     }
 }

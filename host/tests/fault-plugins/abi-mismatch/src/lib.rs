@@ -6,7 +6,8 @@ use abi_stable::prefix_type::PrefixTypeTrait;
 use abi_stable::sabi_types::VersionStrings;
 use abi_stable::std_types::{RResult, RString};
 use abi_stable::{declare_root_module_statics, export_root_module, StableAbi};
-use nanohost_strategy_api::{PluginInfo, PoolInfo, StrategyBox};
+use abi_stable::std_types::RSlice;
+use nanohost_strategy_api::{PluginInfo, PluginOption, PoolInfo, StrategyBox};
 
 #[repr(C)]
 #[derive(StableAbi)]
@@ -14,7 +15,7 @@ use nanohost_strategy_api::{PluginInfo, PoolInfo, StrategyBox};
 pub struct FutureMod {
     pub info: extern "C" fn() -> PluginInfo,
     #[sabi(last_prefix_field)]
-    pub new_strategy: extern "C" fn(PoolInfo) -> RResult<StrategyBox, RString>,
+    pub new_strategy: extern "C" fn(PoolInfo, RSlice<'_, PluginOption>) -> RResult<StrategyBox, RString>,
 }
 
 impl RootModule for FutureModRef {
@@ -28,7 +29,7 @@ extern "C" fn info() -> PluginInfo {
     PluginInfo { name: "fault-abi-mismatch".into(), version: "0.0.1".into(), description: "TEST ONLY: abi mismatch".into() }
 }
 
-extern "C" fn new_strategy(_: PoolInfo) -> RResult<StrategyBox, RString> {
+extern "C" fn new_strategy(_: PoolInfo, _: RSlice<'_, PluginOption>) -> RResult<StrategyBox, RString> {
     RResult::RErr("never called".into())
 }
 

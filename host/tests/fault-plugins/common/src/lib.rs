@@ -23,10 +23,10 @@ pub struct Faulty<F: Fault> {
 impl<F: Fault> Faulty<F> {
     fn span(&self, seq: u64, len: u32) -> Span {
         let blocks = self.fault.blocks(seq, self.owned[&seq].clone(), &self.pool);
-        Span { blocks: blocks.into(), len, start_pos: 0, rotated_pos: 0, shared: false }
+        Span::private(blocks, 0, len)
     }
 
-    fn grow(&mut self, seq: u64, len: u32) {
+    fn reserve(&mut self, seq: u64, len: u32) {
         let need = len.div_ceil(self.pool.block_size) as usize;
         let blocks = self.owned.entry(seq).or_default();
         while blocks.len() < need {
@@ -37,25 +37,21 @@ impl<F: Fault> Faulty<F> {
 }
 
 impl<F: Fault> KvStrategy for Faulty<F> {
-    fn new(pool: PoolInfo) -> Result<Self, String> {
+    fn new(pool: PoolInfo, _options: &Options) -> Result<Self, String> {
         Ok(Faulty { fault: F::new(), pool, next: 0, owned: HashMap::new() })
     }
     fn admit(&mut self, r: &Request) -> Result<Admission, String> {
         self.fault.on_admit();
         let len = r.tokens.len() as u32;
-        self.grow(r.seq_id, len);
-        let plan = Plan {
-            spans: vec![self.span(r.seq_id, len)].into(),
-            jobs: vec![ComputeJob { context: vec![0].into(), len }].into(),
-            mode: AttentionMode::Flat,
-        };
+        self.reserve(r.seq_id, len);
+        let plan = Plan::new(vec![self.span(r.seq_id, len)], vec![ComputeJob { context: vec![0].into(), len }], AttentionMode::Flat);
         Ok(Admission::Admitted(plan))
     }
-    fn append_slot(&mut self, seq: u64, new_len: u32) -> Result<Option<Span>, String> {
-        self.grow(seq, new_len);
-        Ok(Some(self.span(seq, new_len)))
+    fn grow(&mut self, seq: u64, new_len: u32) -> Result<Growth, String> {
+        self.reserve(seq, new_len);
+        Ok(Growth::Grown(self.span(seq, new_len)))
     }
-    fn release(&mut self, seq: u64) -> Result<(), String> {
+    fn release(&mut self, seq: u64, _tokens: &[u32]) -> Result<(), String> {
         self.owned.remove(&seq);
         Ok(())
     }

@@ -1,0 +1,168 @@
+//! StreamingLLM (Xiao et al., 2023, "Efficient Streaming Language Models with Attention
+//! Sinks"): a sequence keeps its first `sinks` tokens (the attention sinks) and its `window`
+//! most recent tokens; everything between is evicted. Each kept token keeps its true position.
+//!
+//! Memory: the sinks live in their own blocks and the window in a ring of exactly `window`
+//! slots over `ceil(window / block_size)` blocks, filled as the sequence grows. Position `p` of
+//! the window lives at ring index `(p - sinks) % window`, so a new token overwrites the slot of
+//! the token it evicts, no block is taken or freed once the ring is full, and a sequence never
+//! holds more than `ceil(sinks / block_size) + ceil(window / block_size)` blocks. The window in
+//! position order is then at most two runs of the ring (before and after its wrap point): two
+//! spans, the first starting wherever the oldest kept token sits.
+//!
+//! Prefill: a prompt that fits `sinks + window` is computed at once, like standard. A longer one
+//! is computed in pieces of at most `piece` tokens, one piece per step: each piece evicts as
+//! many of the oldest window tokens as it adds. So a prompt token attends to the sinks and to
+//! between `window - piece + 1` and `window` recent tokens (itself included); a decode token to
+//! the sinks and exactly `window`. The paper's evaluation feeds tokens one at a time (`piece`
+//! 1, every token sees exactly the window); a larger piece trades that for fewer steps.
+//!
+//! Difference from the paper: there a kept token's position is its index in the cache (keys are
+//! re-rotated as the window slides); here every kept token keeps its original position, so
+//! decode positions keep growing past the window. Quality is what the host measures, not
+//! something this plugin claims.
+
+use nanohost_strategy_api::*;
+use std::collections::HashMap;
+
+struct Seq {
+    sink_blocks: Vec<u32>,
+    ring: Vec<u32>,
+    /// One past the last placed position.
+    end: u32,
+    /// The context last answered.
+    spans: Vec<Span>,
+}
+
+pub struct Streaming {
+    pool: PoolInfo,
+    sinks: u32,
+    window: u32,
+    piece: u32,
+    free: Vec<u32>,
+    seqs: HashMap<u64, Seq>,
+}
+
+impl Streaming {
+    fn bs(&self) -> u32 {
+        self.pool.block_size
+    }
+
+    /// Blocks a sequence holds once it reaches `end` positions.
+    fn blocks_at(&self, end: u32) -> (usize, usize) {
+        let bs = self.bs();
+        (end.min(self.sinks).div_ceil(bs) as usize, end.saturating_sub(self.sinks).min(self.window).div_ceil(bs) as usize)
+    }
+
+    /// Takes blocks so that `s` can hold `end` positions; `false` (nothing taken) when short.
+    fn reserve(free: &mut Vec<u32>, s: &mut Seq, (sink, ring): (usize, usize)) -> bool {
+        let need = sink.saturating_sub(s.sink_blocks.len()) + ring.saturating_sub(s.ring.len());
+        if need > free.len() {
+            return false;
+        }
+        while s.sink_blocks.len() < sink {
+            s.sink_blocks.push(free.pop().expect("counted"));
+        }
+        while s.ring.len() < ring {
+            s.ring.push(free.pop().expect("counted"));
+        }
+        true
+    }
+
+    /// A span over ring indices `first..first + len` (no wrap), for positions from `start`.
+    fn ring_span(&self, s: &Seq, first: u32, len: u32, start: u32) -> Span {
+        let bs = self.bs();
+        let blocks = s.ring[(first / bs) as usize..=((first + len - 1) / bs) as usize].to_vec();
+        Span::private(blocks, start, len).from_slot(first % bs)
+    }
+
+    /// The context of `s` holding positions up to `end`: sinks, then the window in position
+    /// order (one or two runs of the ring).
+    fn context(&self, s: &Seq, end: u32) -> Vec<Span> {
+        let bs = self.bs();
+        let sunk = end.min(self.sinks);
+        let mut spans = vec![Span::private(s.sink_blocks[..sunk.div_ceil(bs) as usize].to_vec(), 0, sunk)];
+        if end > self.sinks {
+            let lo = self.sinks.max(end.saturating_sub(self.window));
+            let first = (lo - self.sinks) % self.window;
+            let n = end - lo;
+            let run = n.min(self.window - first);
+            spans.push(self.ring_span(s, first, run, lo));
+            if run < n {
+                spans.push(self.ring_span(s, 0, n - run, lo + run));
+            }
+        }
+        spans
+    }
+}
+
+impl KvStrategy for Streaming {
+    fn new(pool: PoolInfo, options: &Options) -> Result<Self, String> {
+        let sinks = options.u32("sinks", 4)?;
+        let window = options.u32("window", 1020)?;
+        let piece = options.u32("piece", 256)?.min(window);
+        if window == 0 || sinks == 0 || piece == 0 {
+            return Err(format!("sinks, window and piece must be at least 1 (got sinks {sinks}, window {window}, piece {piece})"));
+        }
+        let s = Streaming { pool, sinks, window, piece, free: (0..pool.num_blocks).rev().collect(), seqs: HashMap::new() };
+        let (a, b) = s.blocks_at(u32::MAX);
+        if a + b > pool.num_blocks as usize {
+            return Err(format!("one sequence needs {} blocks (sinks {sinks}, window {window}) but the pool has {}", a + b, pool.num_blocks));
+        }
+        Ok(s)
+    }
+
+    fn admit(&mut self, r: &Request) -> Result<Admission, String> {
+        // The first piece: everything that fits the sinks and the window.
+        let end = (r.tokens.len() as u32).min(self.sinks + self.window);
+        let mut s = Seq { sink_blocks: Vec::new(), ring: Vec::new(), end, spans: Vec::new() };
+        let blocks = self.blocks_at(end);
+        if !Self::reserve(&mut self.free, &mut s, blocks) {
+            self.free.extend(s.sink_blocks.iter().chain(&s.ring));
+            return Ok(Admission::NoRoom);
+        }
+        s.spans = self.context(&s, end);
+        let n = s.spans.len() as u32;
+        let plan = Plan::new(s.spans.clone(), vec![ComputeJob { context: (0..n).collect::<Vec<_>>().into(), len: end }], AttentionMode::Flat);
+        self.seqs.insert(r.seq_id, s);
+        Ok(Admission::Admitted(plan))
+    }
+
+    fn grow(&mut self, seq: u64, target_len: u32) -> Result<Growth, String> {
+        let Some(mut s) = self.seqs.remove(&seq) else { return Err(format!("grow for unknown sequence {seq}")) };
+        let end = target_len.min(s.end + self.piece);
+        let blocks = self.blocks_at(end);
+        if !Self::reserve(&mut self.free, &mut s, blocks) {
+            self.seqs.insert(seq, s);
+            return Ok(Growth::NoRoom);
+        }
+        let spans = self.context(&s, end);
+        let (old, last) = (&s.spans, spans.len() - 1);
+        let grown = spans.len() == old.len()
+            && spans[..last] == old[..last]
+            && (spans[last].start_pos, spans[last].first_slot) == (old[last].start_pos, old[last].first_slot)
+            && spans[last].blocks.starts_with(&old[last].blocks);
+        let answer = if grown { Growth::Grown(spans[last].clone()) } else { Growth::Replaced(Context { spans: spans.clone().into(), copies: Default::default() }) };
+        s.spans = spans;
+        s.end = end;
+        self.seqs.insert(seq, s);
+        Ok(answer)
+    }
+
+    fn release(&mut self, seq: u64, _tokens: &[u32]) -> Result<(), String> {
+        let s = self.seqs.remove(&seq).ok_or(format!("release of unknown sequence {seq}"))?;
+        self.free.extend(s.sink_blocks.iter().chain(&s.ring));
+        Ok(())
+    }
+
+    fn stats(&self) -> StrategyStats {
+        StrategyStats { blocks_in_use: self.pool.num_blocks - self.free.len() as u32, counters: Default::default() }
+    }
+}
+
+export_strategy!(
+    Streaming,
+    name: "streaming",
+    version: env!("CARGO_PKG_VERSION"),
+    description: "StreamingLLM: attention sinks plus a sliding window of recent tokens; the rest evicted",
+);
