@@ -26,6 +26,22 @@ pub fn standard_policy(pool: &KvPool) -> Box<PluginPolicy> {
     Box::new(PluginPolicy::new("standard", strategy, pool.info()))
 }
 
+/// A workspace plugin, built and loaded into this process (a test binary can link only one
+/// plugin crate: each exports the same root-module symbol).
+pub fn loaded_plugin(package: &str, lib: &str) -> nanohost::plugin::Plugin {
+    nanohost::plugin::load_plugin(&built_plugin(package, lib)).unwrap()
+}
+
+/// A fresh strategy of `plugin` with `options`, or the error creating it gave.
+pub fn policy_with(plugin: &nanohost::plugin::Plugin, pool: &KvPool, options: &[nanohost_strategy_api::PluginOption]) -> Result<Box<PluginPolicy>, String> {
+    plugin.new_policy(pool, options).map(Box::new).map_err(|e| e.to_string())
+}
+
+/// `key=value` options, typed as the command line types them.
+pub fn options(pairs: &[(&str, i64)]) -> Vec<nanohost_strategy_api::PluginOption> {
+    pairs.iter().map(|&(k, v)| nanohost_strategy_api::PluginOption { key: k.into(), value: nanohost_strategy_api::OptionValue::Int(v) }).collect()
+}
+
 /// The build output directory holding the `nanohost` binary under test.
 pub fn build_dir() -> PathBuf {
     std::path::Path::new(env!("CARGO_BIN_EXE_nanohost")).parent().unwrap().to_path_buf()
