@@ -91,13 +91,14 @@ fn the_plugin_template_builds_and_runs() {
     let cfg = config_file(tmp.path(), CONFIG);
     let out = tmp.path().join("run");
     let plugin = template_plugin();
-    let run = nanohost(&["run", "--plugin", s(&plugin), "--config", s(&cfg), "--out", s(&out)]);
+    let run = nanohost(&["run", "--plugin", s(&plugin), "--config", s(&cfg), "--out", s(&out), "--plugin-option", "my-strategy:min_free=1"]);
     assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
     let results = read_json(&out.join("results_my_strategy.json"));
     let points = results.as_array().unwrap();
     assert_eq!(points.len(), 2);
     for p in points {
         assert_eq!(p["plugin"]["name"], "my-strategy");
+        assert_eq!(p["plugin"]["options"], serde_json::json!({"min_free": 1}));
         assert_eq!(p["method"], "My Strategy");
         // Every block it held was handed out by it: at least the peak.
         assert!(p["strategy_counters"]["blocks_handed_out"].as_u64().unwrap() >= p["peak_kv_blocks"].as_u64().unwrap());

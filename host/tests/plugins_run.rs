@@ -227,3 +227,29 @@ fn chunked_runs_report_chunk_keys_and_fidelity_against_standard() {
     assert_eq!(wave_point["total_sequences"], 15);
     assert_eq!(wave_point["num_batches"], 5);
 }
+
+/// Options reach the strategy typed, are recorded in every result, and an unknown one fails the
+/// plugin with its name and the options it takes.
+#[test]
+fn plugin_options_round_trip_into_results() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = config_file(tmp.path(), r#"{"workloads": ["standard"], "batch_sizes": [2], "max_input_len": 140, "max_output_len": 5, "warmup_tokens": 0, "plugin_options": {"streaming": {"sinks": 2}}}"#);
+    let plugin = common::built_plugin("nanohost-plugin-streaming", "streaming");
+    let out = tmp.path().join("out");
+    let run = nanohost(&["run", "--plugin", s(&plugin), "--config", s(&cfg), "--out", s(&out), "--plugin-option", "window=48", "--plugin-option", "streaming:piece=16"]);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let results = read_json(&out.join("results_streaming.json"));
+    let p = &results[0];
+    assert_eq!(p["plugin"]["options"], serde_json::json!({"piece": 16, "sinks": 2, "window": 48}));
+    // Two prompts of 100..=140 tokens and 4 placed outputs each, held in 2 + 48 entries.
+    let placed = p["total_input_tokens"].as_u64().unwrap() + 2 * 4;
+    assert_eq!(p["tokens_evicted"].as_u64().unwrap(), placed - 2 * 50);
+    assert!(p["peak_kv_blocks"].as_u64().unwrap() <= 2 * (1 + 3));
+
+    let bad = nanohost(&["run", "--plugin", s(&plugin), "--config", s(&cfg), "--out", s(&tmp.path().join("bad")), "--plugin-option", "windw=48"]);
+    let text = String::from_utf8_lossy(&bad.stdout);
+    assert!(!bad.status.success() && text.contains("unknown option `windw`; it takes: sinks, window, piece"), "{text}");
+    let malformed = nanohost(&["run", "--plugin", s(&plugin), "--plugin-option", "window"]);
+    let text = String::from_utf8_lossy(&malformed.stderr);
+    assert!(!malformed.status.success() && text.contains("--plugin-option `window` has no `=`"), "{text}");
+}

@@ -94,9 +94,33 @@ pub fn fault_plugins() -> PathBuf {
     build_outside_workspace("host/tests/fault-plugins/Cargo.toml", "fault-plugins")
 }
 
-/// The third-party template (examples/plugin-template), built the way its README says.
+/// The third-party template (examples/plugin-template) as a stranger uses it: copied to a folder
+/// outside the repository, its `nanohost-strategy-api` dependency pointed at this checkout's
+/// by absolute path (as its Cargo.toml says), and built there.
 pub fn template_plugin() -> PathBuf {
-    build_outside_workspace("examples/plugin-template/Cargo.toml", "plugin-template").join("libmy_strategy.so")
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+            let outside = std::env::temp_dir().join(format!("nanohost-template-{}", std::process::id())).join("my-strategy");
+            std::fs::create_dir_all(outside.join("src")).unwrap();
+            let template = root.join("examples/plugin-template");
+            for f in ["src/lib.rs", "Cargo.lock"] {
+                std::fs::copy(template.join(f), outside.join(f)).unwrap();
+            }
+            let manifest = std::fs::read_to_string(template.join("Cargo.toml")).unwrap();
+            let dep = "nanohost-strategy-api = { path = \"../../strategy-api\" }";
+            assert!(manifest.contains(dep), "the template's Cargo.toml changed its dependency line");
+            let manifest = manifest.replace(dep, &format!("nanohost-strategy-api = {{ path = {:?} }}", root.join("strategy-api").display().to_string()));
+            std::fs::write(outside.join("Cargo.toml"), manifest).unwrap();
+            let target = build_dir().parent().unwrap().join("plugin-template");
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let st = std::process::Command::new(cargo).args(["build", "--manifest-path"]).arg(outside.join("Cargo.toml")).arg("--target-dir").arg(&target).status().unwrap();
+            assert!(st.success(), "building the template copied to {} failed", outside.display());
+            let _ = std::fs::remove_dir_all(outside.parent().unwrap());
+            target.join("debug/libmy_strategy.so")
+        })
+        .clone()
 }
 
 /// Runs the nanohost binary from the repository root.
