@@ -5,14 +5,15 @@
 #   scripts/gpu/build-bundle.sh
 #   BASE_BIN=/path/nanohost.xz scripts/gpu/build-bundle.sh   (also ships an earlier build's
 #       xz'd (or gzipped) binary as nanohost-base, for A/B runs in one call: check.sh variants,
-#       BIN=)
+#       BIN=; with BASE_PLUGINS=DIR, that build's plugin .so files as base-plugins/)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 source scripts/cuda-build-env.sh
 export CARGO_TARGET_DIR=${NANOHOST_CUDA_TARGET_DIR:-$HOME/.cache/nanohost-cuda-target}
 export RUSTFLAGS="$NANOHOST_CUDA_RUSTFLAGS"
 cargo build --release -p nanohost --features cuda
-cargo build --release -p nanohost-plugin-standard -p nanohost-plugin-cascade -p nanohost-plugin-chunked -p nanohost-plugin-chunked-reuse
+cargo build --release -p nanohost-plugin-standard -p nanohost-plugin-cascade -p nanohost-plugin-chunked -p nanohost-plugin-chunked-reuse \
+  -p nanohost-plugin-streaming -p nanohost-plugin-radix
 test_bin=$(cargo test --release -p nanohost-kernels --features cuda --test cuda_ops --no-run --message-format=json 2>/dev/null \
   | python3 -c 'import json,sys
 for l in sys.stdin:
@@ -26,7 +27,10 @@ strip dist/gpu/nanohost dist/gpu/cuda_ops_test dist/gpu/plugins/*.so
 # A device call carries at most 64 MiB: xz -6 leaves the binaries about a third of what gzip -1
 # did (their PTX is text: the op tests 18.8 -> 6.5 MB), so a base build fits beside them.
 xz -6 -T0 dist/gpu/nanohost dist/gpu/cuda_ops_test
-cp scripts/gpu/*.py scripts/gpu/*.c scripts/gpu/check.sh dist/gpu/
+cp scripts/gpu/*.py scripts/gpu/*.c scripts/gpu/*.sh dist/gpu/
+if [ -n "${BASE_PLUGINS:-}" ]; then
+  mkdir -p dist/gpu/base-plugins && cp "$BASE_PLUGINS"/lib*.so dist/gpu/base-plugins/ && strip dist/gpu/base-plugins/*.so
+fi
 case "${BASE_BIN:-}" in
   "") ;;
   *.gz) gunzip -c "$BASE_BIN" | xz -6 -T0 > dist/gpu/nanohost-base.xz ;;

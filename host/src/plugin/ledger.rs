@@ -44,8 +44,7 @@ pub struct Checked<T> {
     pub answer: T,
     seq: SeqId,
     copies: Vec<CopyJob>,
-    /// (slot, token, position) written by the plan's compute.
-    writes: Vec<(u32, u32, u32)>,
+    writes: Writes,
     spans: Vec<Span>,
     end: u32,
     /// Entries and blocks the sequence stops holding (growth by replacement).
@@ -62,6 +61,9 @@ fn kv_span(s: &Span) -> KvSpan {
 
 /// The plan's copies, as (slot -> (token, position)) they leave in the pool.
 type Overlay = HashMap<u32, (u32, u32)>;
+
+/// (slot, token, position) a plan's compute writes.
+type Writes = Vec<(u32, u32, u32)>;
 
 impl Ledger {
     pub fn new(num_blocks: usize, block_size: usize) -> Self {
@@ -210,7 +212,7 @@ impl Ledger {
 
     /// Each entry of `spans` either computed (`computed(span, offset)`), then recorded as a
     /// write, or verified to be in the pool already. Returns the writes and the cached count.
-    fn check_entries(&self, seq: SeqId, tokens: &[u32], spans: &[Span], overlay: &Overlay, computed: impl Fn(usize, u32) -> bool) -> Result<(Vec<(u32, u32, u32)>, usize), String> {
+    fn check_entries(&self, seq: SeqId, tokens: &[u32], spans: &[Span], overlay: &Overlay, computed: impl Fn(usize, u32) -> bool) -> Result<(Writes, usize), String> {
         let (mut writes, mut cached) = (Vec::new(), 0);
         let mut seen = HashSet::new();
         let bs = self.block_size as u32;

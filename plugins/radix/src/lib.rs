@@ -194,8 +194,8 @@ impl KvStrategy for Radix {
             n.last_used = clock;
         }
         let own_start = copy.map_or(reused, |(c, _)| self.node(c).start);
-        if copy.is_some() {
-            self.node_mut(copy.expect("some").0).refs += 1; // not evicted while copied from
+        if let Some((c, _)) = copy {
+            self.node_mut(c).refs += 1; // not evicted while copied from
         }
         let need = (len - own_start).div_ceil(bs) as usize;
         if !self.make_room(need) {
