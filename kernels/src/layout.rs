@@ -142,6 +142,10 @@ pub struct MetaLayout {
     /// follows.
     pub slot_capacity: usize,
     pub shifted: bool,
+    /// Some row reads a slot that another sequence's row writes in this step (sequences placed
+    /// together sharing what they compute): the fused input-and-attention kernel, which writes
+    /// and reads keys in one launch, would race, so it is not used.
+    pub cross_row_reads: bool,
 }
 
 /// Query rows from which a sequence's prefill is attended in tiles of rows on the GPU (each key
@@ -312,6 +316,7 @@ impl AttentionBatch {
             shared_slots: groups.iter().map(|g| g.seqs.len() * g.len).sum(),
             slot_capacity: slots.len(),
             shifted,
+            cross_row_reads: false,
         };
         let mut meta = row_seq;
         meta.reserve(layout.total_len() - meta.len());

@@ -26,7 +26,7 @@ pub fn qkv_attention_fuses(qkv: &Tensor, head_dim: usize, batch: &AttentionBatch
 
 /// The kernel's side of [`qkv_attention_fuses`], which its launch checks again.
 pub(crate) fn fuses(l: &MetaLayout, head_dim: usize) -> bool {
-    [64, 128, 256].contains(&head_dim) && l.rows == l.num_seqs && l.num_groups == 0 && l.num_tiled == 0
+    [64, 128, 256].contains(&head_dim) && l.rows == l.num_seqs && l.num_groups == 0 && l.num_tiled == 0 && !l.cross_row_reads
 }
 
 /// `qkv` `[tokens, (heads + 2 kv_heads) head_dim]` as [`qkv_norm_rope_write`] takes it (token

@@ -38,6 +38,8 @@ pub struct Placement {
     pub placed: usize,
     /// Slots to copy before the step's compute.
     pub copies: Vec<CopyJob>,
+    /// Some entry claimed cached is computed in this same step by another sequence.
+    pub cross_reads: bool,
     /// Prompt tokens already in the pool.
     pub cached_tokens: usize,
     /// The strategy asked for cascade attention: leading blocks this sequence holds in common
@@ -55,6 +57,8 @@ pub struct Grown {
     /// One past the last position placed.
     pub placed: usize,
     pub copies: Vec<CopyJob>,
+    /// As for [`Placement::cross_reads`].
+    pub cross_reads: bool,
 }
 
 /// Counters the host keeps for every strategy, whatever it reports itself.

@@ -19,6 +19,8 @@ pub struct PackedBatch {
     /// No sequence needed logits (all prefill pieces): the last row was added to `logit_rows`
     /// so the model's output keeps its shape, and its sample is dropped.
     pub logits_padded: bool,
+    /// Some sequence reads as cached a slot another one computes in this step.
+    pub cross_row_reads: bool,
 }
 
 impl PackedBatch {
@@ -29,6 +31,7 @@ impl PackedBatch {
         let mut cascade = Vec::new();
         for seq in seqs {
             b.copies.extend_from_slice(&seq.pending_copies);
+            b.cross_row_reads |= seq.pending_cross_reads;
             for (j, job) in seq.pending.iter().enumerate() {
                 let q_start = b.tokens.len();
                 let kv_len: usize = job.context.iter().map(|s| s.len).sum();
@@ -66,6 +69,7 @@ impl PackedBatch {
             seqs: &self.seqs,
             groups: &self.groups,
             logit_rows: &self.logit_rows,
+            cross_row_reads: self.cross_row_reads,
         }
     }
 }

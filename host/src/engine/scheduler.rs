@@ -62,6 +62,7 @@ impl Scheduler {
             seq.pending = placement.jobs;
             seq.pending_grown = false;
             seq.pending_copies = placement.copies;
+            seq.pending_cross_reads = placement.cross_reads;
             seq.placed = placement.placed;
             seq.logits_job = placement.logits_job;
             seq.cascade = placement.cascade;
@@ -86,6 +87,7 @@ impl Scheduler {
                     seq.pending = vec![grown.job];
                     seq.pending_grown = true;
                     seq.pending_copies = grown.copies;
+                    seq.pending_cross_reads = grown.cross_reads;
                     seq.placed = grown.placed;
                     seq.context = grown.context;
                     i += 1;

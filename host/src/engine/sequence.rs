@@ -49,6 +49,8 @@ pub struct Sequence {
     pub pending_grown: bool,
     /// Slots the strategy asked to copy before `pending` runs.
     pub pending_copies: Vec<CopyJob>,
+    /// `pending` reads as cached slots that other sequences compute in the same step.
+    pub pending_cross_reads: bool,
     /// One past the last position placed in the pool (`tokens[..placed]` have KV there or on
     /// the way).
     pub placed: usize,
@@ -77,6 +79,7 @@ impl Sequence {
             logits_job: None,
             pending_grown: false,
             pending_copies: Vec::new(),
+            pending_cross_reads: false,
             placed: 0,
             cascade: false,
             finish: None,

@@ -73,7 +73,7 @@ impl Padded {
     }
 
     fn as_forward(&self) -> ForwardBatch<'_> {
-        ForwardBatch { tokens: &self.tokens, positions: &self.positions, slots: &self.slots, seqs: &self.seqs, groups: &self.groups, logit_rows: &self.logit_rows }
+        ForwardBatch { tokens: &self.tokens, positions: &self.positions, slots: &self.slots, seqs: &self.seqs, groups: &self.groups, logit_rows: &self.logit_rows, cross_row_reads: false }
     }
 }
 

@@ -140,7 +140,7 @@ impl DecodeGraphs {
             && batch.seqs.len() == n
             && batch.seqs.iter().enumerate().all(|(i, s)| s.q_len == 1 && s.q_start == i)
             && batch.logits_every_row();
-        if self.mode() == GraphMode::Off || !decode {
+        if self.mode() == GraphMode::Off || !decode || batch.cross_row_reads {
             return Ok(None);
         }
         let Some(rows) = bucket(n, self.max_batch).filter(|_| batch.groups.is_empty() || self.cascade) else {
@@ -178,7 +178,7 @@ impl DecodeGraphs {
                 let seqs: Vec<SeqAttention> = (0..rows).map(|r| SeqAttention { q_start: r, q_len: 1, context: context.clone() }).collect();
                 let (tokens, positions, slots) = (vec![0u32; rows], vec![(keys - 1) as u32; rows], vec![scratch; rows]);
                 let logit_rows: Vec<u32> = (0..rows as u32).collect();
-                let batch = ForwardBatch { tokens: &tokens, positions: &positions, slots: &slots, seqs: &seqs, groups: &[], logit_rows: &logit_rows };
+                let batch = ForwardBatch { tokens: &tokens, positions: &positions, slots: &slots, seqs: &seqs, groups: &[], logit_rows: &logit_rows, cross_row_reads: false };
                 let staged = StagedStep::new(model, &batch, rows, pool)?;
                 self.run_staged(model, &staged, pool, None)?;
                 shapes += 1;

@@ -56,6 +56,9 @@ pub struct ForwardBatch<'a> {
     /// Sequences that attend their common leading entries in one pass (cascade attention).
     pub groups: &'a [SharedGroup],
     pub logit_rows: &'a [u32],
+    /// Some row reads a slot another sequence's row writes in this same step (see
+    /// `MetaLayout::cross_row_reads`).
+    pub cross_row_reads: bool,
 }
 
 impl ForwardBatch<'_> {
@@ -245,6 +248,7 @@ impl Qwen3 {
             anyhow::bail!("forward: logits asked for row {r} of a batch of {n} rows");
         }
         let (meta, mut layout) = AttentionBatch::flatten(batch.seqs, batch.groups, n, pool.block_size(), pool.physical_blocks())?;
+        layout.cross_row_reads = batch.cross_row_reads;
         if widen {
             layout.widen(layout.graph_slot_capacity())?;
         }

@@ -211,9 +211,10 @@ impl Ledger {
     }
 
     /// Each entry of `spans` either computed (`computed(span, offset)`), then recorded as a
-    /// write, or verified to be in the pool already. Returns the writes and the cached count.
-    fn check_entries(&self, seq: SeqId, tokens: &[u32], spans: &[Span], overlay: &Overlay, computed: impl Fn(usize, u32) -> bool) -> Result<(Writes, usize), String> {
-        let (mut writes, mut cached) = (Vec::new(), 0);
+    /// write, or verified to be in the pool already. Returns the writes, the cached count, and
+    /// whether a cached entry is one this step computes (another sequence's write).
+    fn check_entries(&self, seq: SeqId, tokens: &[u32], spans: &[Span], overlay: &Overlay, computed: impl Fn(usize, u32) -> bool) -> Result<(Writes, usize, bool), String> {
+        let (mut writes, mut cached, mut fresh) = (Vec::new(), 0, false);
         let mut seen = HashSet::new();
         let bs = self.block_size as u32;
         for (c, s) in spans.iter().enumerate() {
@@ -234,10 +235,11 @@ impl Ledger {
                     ));
                 } else {
                     cached += 1;
+                    fresh |= self.slot_step[slot as usize] == self.step;
                 }
             }
         }
-        Ok((writes, cached))
+        Ok((writes, cached, fresh))
     }
 
     /// Checks an admission plan for `tokens` without changing anything.
@@ -281,7 +283,7 @@ impl Ledger {
         let Some(last_job) = last_job else {
             return Err("no job ends with the spans' last entry; it must be computed (its logits give the next token)".into());
         };
-        let (writes, cached) = self.check_entries(seq, tokens, &spans, &overlay, |c, o| computed.contains(&(c, o)))?;
+        let (writes, cached, cross_reads) = self.check_entries(seq, tokens, &spans, &overlay, |c, o| computed.contains(&(c, o)))?;
         let end = spans[last.0].end_pos();
         let placement = Placement {
             context: spans.iter().map(kv_span).collect(),
@@ -291,6 +293,7 @@ impl Ledger {
             cached_tokens: cached,
             cascade: mode == AttentionMode::Cascade,
             copies: copies.clone(),
+            cross_reads,
         };
         Ok(Checked { answer: placement, seq, copies, writes, spans, end, evicted: (0, Vec::new()), in_place: false, hold_from: 0 })
     }
@@ -338,7 +341,7 @@ impl Ledger {
         // In place (see `apply`): the new last span only.
         let hold_from = live.spans[i].blocks.len();
         let spans = vec![span];
-        let grown = Grown { context, job, placed: end as usize, copies: Vec::new() };
+        let grown = Grown { context, job, placed: end as usize, copies: Vec::new(), cross_reads: false };
         Ok(Checked { answer: grown, seq, copies: Vec::new(), writes, spans, end, evicted: (0, Vec::new()), in_place: true, hold_from })
     }
 
@@ -358,7 +361,7 @@ impl Ledger {
         }
         self.check_ownership(seq, &spans, true)?;
         let overlay = self.check_copies(seq, &copies)?;
-        let (writes, _) = self.check_entries(seq, tokens, &spans, &overlay, |c, o| spans[c].start_pos + o >= old_end)?;
+        let (writes, _, cross_reads) = self.check_entries(seq, tokens, &spans, &overlay, |c, o| spans[c].start_pos + o >= old_end)?;
         let held_before: HashSet<u32> = live.spans.iter().flat_map(|s| s.blocks.iter().copied()).collect();
         let held_after: HashSet<u32> = spans.iter().flat_map(|s| s.blocks.iter().copied()).collect();
         let entries_before: u32 = live.spans.iter().map(|s| s.len).sum();
@@ -367,7 +370,7 @@ impl Ledger {
         let freed = held_before.difference(&held_after).copied().collect();
         let context: Vec<KvSpan> = spans.iter().map(kv_span).collect();
         let job = tail_job(&context, &writes);
-        let grown = Grown { context, job, placed: end as usize, copies: copies.clone() };
+        let grown = Grown { context, job, placed: end as usize, copies: copies.clone(), cross_reads };
         Ok(Checked { answer: grown, seq, copies, writes, spans, end, evicted: (dropped, freed), in_place: false, hold_from: 0 })
     }
 

@@ -128,3 +128,27 @@ fn a_prompt_placed_in_pieces_has_no_logits_until_its_end() {
     let g = grow(&mut l, 1, &tokens, Growth::Grown(span(&[0, 1, 2], 0, 10))).unwrap();
     assert_eq!((g.placed, g.job.positions.len()), (10, 6));
 }
+
+/// A sequence that reads, as cached, what another computes in the same step is flagged: the
+/// step must not use the kernel that writes and reads keys in one launch.
+#[test]
+fn reading_what_this_step_computes_is_flagged() {
+    let mut l = Ledger::new(8, 4);
+    admit(&mut l, 1, &[1, 2, 3, 4, 5], vec![span(&[0, 1], 0, 5)]);
+    let shared = |l: &Ledger| {
+        let spans = vec![Span::shared(vec![0], 0, 4), span(&[2], 4, 1)];
+        let jobs = [ComputeJob { context: vec![0, 1].into(), len: 1 }];
+        l.check_admission(2, &[1, 2, 3, 4, 9], spans, &jobs, Vec::new(), AttentionMode::Flat)
+    };
+    // Block 0 is private to sequence 1: refused whatever the step.
+    assert!(shared(&l).err().unwrap().contains("block 0 is handed to sequence 2 while live sequence 1 holds it privately"));
+    let mut l = Ledger::new(8, 4);
+    let spans = vec![Span::shared(vec![0], 0, 4), span(&[1], 4, 1)];
+    let jobs = [ComputeJob { context: vec![0, 1].into(), len: 5 }];
+    let c = l.check_admission(1, &[1, 2, 3, 4, 5], spans, &jobs, Vec::new(), AttentionMode::Flat).unwrap();
+    assert!(!c.answer.cross_reads);
+    l.apply(c);
+    assert!(shared(&l).unwrap().answer.cross_reads);
+    l.begin_step();
+    assert!(!shared(&l).unwrap().answer.cross_reads);
+}
