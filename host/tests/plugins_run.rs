@@ -240,6 +240,7 @@ fn plugin_options_round_trip_into_results() {
     assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
     let results = read_json(&out.join("results_streaming.json"));
     let p = &results[0];
+    assert_eq!(p["plugin"]["options_given"], serde_json::json!({"piece": 16, "sinks": 2, "window": 48}));
     assert_eq!(p["plugin"]["options"], serde_json::json!({"piece": 16, "sinks": 2, "window": 48}));
     // Two prompts of 100..=140 tokens and 4 placed outputs each, held in 2 + 48 entries.
     let placed = p["total_input_tokens"].as_u64().unwrap() + 2 * 4;
@@ -249,6 +250,9 @@ fn plugin_options_round_trip_into_results() {
     let bad = nanohost(&["run", "--plugin", s(&plugin), "--config", s(&cfg), "--out", s(&tmp.path().join("bad")), "--plugin-option", "windw=48"]);
     let text = String::from_utf8_lossy(&bad.stdout);
     assert!(!bad.status.success() && text.contains("unknown option `windw`; it takes: sinks, window, piece"), "{text}");
+    let stray = nanohost(&["run", "--plugin", s(&plugin), "--config", s(&cfg), "--out", s(&tmp.path().join("stray")), "--plugin-option", "streamin:window=48"]);
+    let text = String::from_utf8_lossy(&stray.stderr);
+    assert!(!stray.status.success() && text.contains("options were given for `streamin`, but no plugin of this run has that name (the plugins that ran: streaming)"), "{text}");
     let malformed = nanohost(&["run", "--plugin", s(&plugin), "--plugin-option", "window"]);
     let text = String::from_utf8_lossy(&malformed.stderr);
     assert!(!malformed.status.success() && text.contains("--plugin-option `window` has no `=`"), "{text}");

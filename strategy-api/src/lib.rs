@@ -49,13 +49,42 @@
 //!
 //! A context may be any ordered subset of a sequence's positions. Each kept token keeps its
 //! position (RoPE stays exact) and new tokens continue from the sequence's true length. To drop
-//! tokens, answer [`Growth::Replaced`] with the spans you keep plus the new position at the end
-//! of the last one; a span may begin inside a block ([`Span::first_slot`]), so a sliding window
-//! frees its oldest block as soon as the window has left it. A prompt longer than your budget is
-//! prefilled in pieces: admit a plan whose spans cover the first piece, and each later `grow`
-//! (its `target_len` is the prompt's length) adds the next piece while dropping what falls out.
-//! `plugins/streaming` in the nanohost repository is StreamingLLM written this way.
+//! tokens, answer [`Growth::Replaced`] with the spans you keep plus the new position(s) as the
+//! last entries. A span may begin at any slot of its first block ([`Span::from_slot`]), so a
+//! sliding window frees its oldest block as soon as the window has left it, and a block may hold
+//! several spans of one context (different slots), as a ring of blocks does where it wraps.
+//! `Replaced` may be answered at any step, evicting or not; the host checks every kept slot
+//! still holds its token at its position.
 //!
+//! ```
+//! use nanohost_strategy_api::*;
+//! // Blocks of 16 slots. The sequence holds positions 0..4 (attention sinks, block 7) and the
+//! // window 70..100 (from slot 6 of block 3, then blocks 9 and 2). At `grow(seq, 101)`, keep
+//! // the sinks, drop position 70, and place the new position 100 at the window's end.
+//! let kept = vec![Span::private(vec![7], 0, 4), Span::private(vec![3, 9, 2], 71, 30).from_slot(7)];
+//! assert_eq!(kept[1].slot(29, 16), 2 * 16 + 4); // position 100: block 2, slot 4
+//! let answer = Growth::Replaced(Context { spans: kept.into(), copies: Default::default() });
+//! # let _ = answer;
+//! ```
+//!
+//! A prompt longer than the pool lets you hold ([`PoolInfo::num_blocks`] blocks for every
+//! sequence together) is prefilled in pieces: admit a plan whose spans cover the first piece,
+//! and each later `grow` (its `target_len` is the prompt's length) adds the next piece while
+//! dropping what falls out. The first output comes once the spans reach the prompt's end.
+//! nanohost's `plugins/streaming` (StreamingLLM) is a complete evicting plugin; its source is in
+//! the nanohost repository.
+//!
+//! # What the host measures for every strategy
+//!
+//! Each result records, whatever the strategy's own counters: `peak_kv_blocks` and
+//! `peak_kv_bytes` (blocks live sequences held at the worst step, as the host's plan ledger saw
+//! them), `peak_kv_bytes_reported_by_strategy` (from [`StrategyStats::blocks_in_use`], which
+//! counts retained blocks too), `tokens_reused` (prompt tokens admitted already in the pool),
+//! `tokens_evicted` and `blocks_evicted` (entries dropped from live contexts, and blocks live
+//! sequences stopped holding), `strategy_counters` (your [`Counter`]s), `plugin.options` (every
+//! option your strategy read, with the value it got) and `plugin.options_given` (what the user
+//! gave), beside throughput, time to first token and output-token digests.
+
 //! # ABI policy
 //!
 //! The ABI version is this crate's version ([`ABI_VERSION`]); the host records it per plugin

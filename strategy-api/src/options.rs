@@ -43,11 +43,25 @@ pub struct Options<'a> {
     given: &'a [PluginOption],
     /// Keys the strategy asked for, in order.
     asked: RefCell<Vec<&'static str>>,
+    /// Each option read and the value the strategy got (given, or its default): what results
+    /// record as the strategy's options.
+    used: RefCell<Vec<PluginOption>>,
 }
 
 impl<'a> Options<'a> {
     pub fn new(given: &'a [PluginOption]) -> Self {
-        Options { given, asked: RefCell::new(Vec::new()) }
+        Options { given, asked: RefCell::new(Vec::new()), used: RefCell::new(Vec::new()) }
+    }
+
+    fn note(&self, key: &'static str, value: OptionValue) {
+        let mut used = self.used.borrow_mut();
+        used.retain(|o| o.key != key);
+        used.push(PluginOption { key: key.into(), value });
+    }
+
+    /// Every option read so far with the value the strategy got.
+    pub fn used(&self) -> Vec<PluginOption> {
+        self.used.borrow().clone()
     }
 
     fn get(&self, key: &'static str) -> Option<&'a OptionValue> {
@@ -57,35 +71,43 @@ impl<'a> Options<'a> {
 
     /// A non-negative integer option, `default` when not given.
     pub fn u32(&self, key: &'static str, default: u32) -> Result<u32, String> {
-        match self.get(key) {
-            None => Ok(default),
-            Some(OptionValue::Int(v)) => u32::try_from(*v).map_err(|_| format!("option `{key}` must be an integer in 0..={}, got {v}", u32::MAX)),
-            Some(other) => Err(format!("option `{key}` must be an integer, got `{other}`")),
-        }
+        let v = match self.get(key) {
+            None => default,
+            Some(OptionValue::Int(v)) => u32::try_from(*v).map_err(|_| format!("option `{key}` must be an integer in 0..={}, got {v}", u32::MAX))?,
+            Some(other) => return Err(format!("option `{key}` must be an integer, got `{other}`")),
+        };
+        self.note(key, OptionValue::Int(v.into()));
+        Ok(v)
     }
 
     /// A number option (an integer is taken as a number), `default` when not given.
     pub fn f64(&self, key: &'static str, default: f64) -> Result<f64, String> {
-        match self.get(key) {
-            None => Ok(default),
-            Some(OptionValue::Int(v)) => Ok(*v as f64),
-            Some(OptionValue::Float(v)) => Ok(*v),
-            Some(other) => Err(format!("option `{key}` must be a number, got `{other}`")),
-        }
+        let v = match self.get(key) {
+            None => default,
+            Some(OptionValue::Int(v)) => *v as f64,
+            Some(OptionValue::Float(v)) => *v,
+            Some(other) => return Err(format!("option `{key}` must be a number, got `{other}`")),
+        };
+        self.note(key, OptionValue::Float(v));
+        Ok(v)
     }
 
     /// A `true`/`false` option, `default` when not given.
     pub fn bool(&self, key: &'static str, default: bool) -> Result<bool, String> {
-        match self.get(key) {
-            None => Ok(default),
-            Some(OptionValue::Bool(v)) => Ok(*v),
-            Some(other) => Err(format!("option `{key}` must be true or false, got `{other}`")),
-        }
+        let v = match self.get(key) {
+            None => default,
+            Some(OptionValue::Bool(v)) => *v,
+            Some(other) => return Err(format!("option `{key}` must be true or false, got `{other}`")),
+        };
+        self.note(key, OptionValue::Bool(v));
+        Ok(v)
     }
 
     /// A text option (any value, as written), `default` when not given.
     pub fn text(&self, key: &'static str, default: &str) -> String {
-        self.get(key).map_or_else(|| default.to_string(), |v| v.to_string())
+        let v = self.get(key).map_or_else(|| default.to_string(), |v| v.to_string());
+        self.note(key, OptionValue::Text(v.as_str().into()));
+        v
     }
 
     /// An error naming every option given that the strategy did not read.
@@ -116,6 +138,8 @@ mod tests {
         assert_eq!(o.u32("sinks", 4), Ok(4));
         assert_eq!(o.f64("ratio", 0.5), Ok(2.0));
         assert_eq!(o.check_all_read(), Err("unknown option `windw`; it takes: window, sinks, ratio".into()));
+        let used: Vec<(String, OptionValue)> = o.used().into_iter().map(|o| (o.key.into_string(), o.value)).collect();
+        assert_eq!(used, [("window".into(), OptionValue::Int(64)), ("sinks".into(), OptionValue::Int(4)), ("ratio".into(), OptionValue::Float(2.0))]);
         let bad = [opt("window", OptionValue::Text("big".into()))];
         assert_eq!(Options::new(&bad).u32("window", 1), Err("option `window` must be an integer, got `big`".into()));
         let neg = [opt("window", OptionValue::Int(-1))];

@@ -5,7 +5,7 @@
 use crate::options::{Options, PluginOption};
 use crate::plan::{Admission, Growth, PoolInfo, Request, StepInfo, StrategyStats};
 use abi_stable::sabi_trait;
-use abi_stable::std_types::{RBox, RResult, RSlice, RString};
+use abi_stable::std_types::{RBox, RResult, RSlice, RString, RVec};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 /// What a plugin author implements: the policy of one KV-cache strategy.
@@ -15,8 +15,8 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 ///
 /// The order of calls for one sequence: [`admit`](Self::admit) once (again after a
 /// preemption), then [`grow`](Self::grow) once per step while it runs, then
-/// [`release`](Self::release). [`on_step`](Self::on_step) comes once per engine step, after the
-/// `grow` calls of the step that follows it: a decision taken there shows in the next `grow`.
+/// [`release`](Self::release). [`on_step`](Self::on_step) reports each step's tokens one step
+/// late (after the next step's `grow` calls).
 pub trait KvStrategy: Send + 'static {
     /// A fresh strategy for a pool; called once per benchmark point. Read your options from
     /// `options` (each with a default); any option given that you do not read is an error.
@@ -35,8 +35,11 @@ pub trait KvStrategy: Send + 'static {
     /// generated token that went through the model (not the last one sampled).
     fn release(&mut self, seq_id: u64, tokens: &[u32]) -> Result<(), String>;
     fn stats(&self) -> StrategyStats;
-    /// A step ran: the decode tokens it wrote. Where a strategy that evicts by what it has
-    /// seen decides; the decision takes effect in its next [`grow`](Self::grow) answers.
+    /// A step ran: the tokens its growth wrote (each decode token, with its position). Where a
+    /// strategy that evicts by what it has seen decides; the decision takes effect in its next
+    /// [`grow`](Self::grow) answers. Timing: the host plans step N+1 (its `grow` calls) before it
+    /// delivers step N's hook, whether or not it prepares steps ahead, so a strategy sees the
+    /// same calls in the same order either way.
     fn on_step(&mut self, step: &StepInfo) -> Result<(), String> {
         let _ = step;
         Ok(())
@@ -50,6 +53,8 @@ pub trait Strategy: Send {
     fn grow(&mut self, seq_id: u64, target_len: u32) -> RResult<Growth, RString>;
     fn release(&mut self, seq_id: u64, tokens: RSlice<'_, u32>) -> RResult<(), RString>;
     fn on_step(&mut self, step: &StepInfo) -> RResult<(), RString>;
+    /// Every option the strategy read in `new`, with the value it got (given or default).
+    fn options(&self) -> RVec<PluginOption>;
     #[sabi(last_prefix_field)]
     fn stats(&self) -> RResult<StrategyStats, RString>;
 }
@@ -81,11 +86,13 @@ pub fn catch_panic<T>(what: &str, f: impl FnOnce() -> Result<T, String>) -> RRes
 pub struct Guarded<S> {
     inner: S,
     poisoned: Option<String>,
+    options: Vec<PluginOption>,
 }
 
 impl<S: KvStrategy> Guarded<S> {
-    pub fn new(inner: S) -> Self {
-        Guarded { inner, poisoned: None }
+    /// `options`: what the strategy read in `new` (see [`Options::used`]).
+    pub fn new(inner: S, options: Vec<PluginOption>) -> Self {
+        Guarded { inner, poisoned: None, options }
     }
 
     fn call<T>(&mut self, what: &str, f: impl FnOnce(&mut S) -> Result<T, String>) -> RResult<T, RString> {
@@ -117,6 +124,9 @@ impl<S: KvStrategy> Strategy for Guarded<S> {
     fn on_step(&mut self, step: &StepInfo) -> RResult<(), RString> {
         self.call("on_step", |s| s.on_step(step))
     }
+    fn options(&self) -> RVec<PluginOption> {
+        self.options.clone().into()
+    }
     fn stats(&self) -> RResult<StrategyStats, RString> {
         if let Some(p) = &self.poisoned {
             return RResult::RErr(format!("refusing stats: the strategy earlier {p}").into());
@@ -132,10 +142,10 @@ pub fn new_boxed<S: KvStrategy>(pool: PoolInfo, options: RSlice<'_, PluginOption
         let opts = Options::new(options.as_slice());
         let s = S::new(pool, &opts)?;
         opts.check_all_read()?;
-        Ok(s)
+        Ok((s, opts.used()))
     });
     match made {
-        RResult::ROk(s) => RResult::ROk(Strategy_TO::from_value(Guarded::new(s), sabi_trait::TD_Opaque)),
+        RResult::ROk((s, used)) => RResult::ROk(Strategy_TO::from_value(Guarded::new(s, used), sabi_trait::TD_Opaque)),
         RResult::RErr(e) => RResult::RErr(e),
     }
 }

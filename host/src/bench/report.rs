@@ -85,7 +85,10 @@ fn series(points: &[Value], key: &str, scale: f64) -> Vec<Series> {
 }
 
 fn compare_markdown(report: &Value) -> String {
-    let side = |s: &Value| format!("{} {} ({}, sha256 {:.12})", s["name"].as_str().unwrap_or("?"), s["version"].as_str().unwrap_or("?"), s["path"].as_str().unwrap_or("?"), s["sha256"].as_str().unwrap_or("?"));
+    let side = |s: &Value| {
+        let options = s.get("options_given").and_then(Value::as_object).filter(|o| !o.is_empty()).map_or(String::new(), |o| format!(", options {}", Value::Object(o.clone())));
+        format!("{} {} ({}, sha256 {:.12}{options})", s["name"].as_str().unwrap_or("?"), s["version"].as_str().unwrap_or("?"), s["path"].as_str().unwrap_or("?"), s["sha256"].as_str().unwrap_or("?"))
+    };
     format!(
         "## Comparison\n\nA: {}\n\nB: {}\n\n```\n{}```\n\n",
         side(&report["a"]),

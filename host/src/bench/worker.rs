@@ -117,14 +117,16 @@ fn fidelity_reference(plugin: &Plugin) -> Result<Option<Plugin>> {
     Ok(Some(load_plugin(&path)?))
 }
 
-fn option_json(v: &nanohost_strategy_api::OptionValue) -> Value {
+/// Options as a JSON object, each value in its JSON type.
+fn option_map(options: &[nanohost_strategy_api::PluginOption]) -> Map<String, Value> {
     use nanohost_strategy_api::OptionValue::*;
-    match v {
+    let json = |v: &nanohost_strategy_api::OptionValue| match v {
         Int(i) => json!(i),
         Float(f) => json!(f),
         Bool(b) => json!(b),
         Text(t) => json!(t.as_str()),
-    }
+    };
+    options.iter().map(|o| (o.key.to_string(), json(&o.value))).collect()
 }
 
 /// `reference`: the fidelity reference, for points with chunked requests.
@@ -147,6 +149,7 @@ fn run_point(plugin: &Plugin, reference: Option<&Plugin>, loaded: &LoadedModel, 
     let precaptured = graphs.precapture(&loaded.model, pool, point.prompts.len(), max_context)?;
     let precapture_seconds = precapture_start.elapsed().as_secs_f64();
     let policy = plugin.new_policy(pool, &options)?;
+    let effective = policy.options();
     let mut engine = Engine::new(&loaded.model, pool, Box::new(policy), sched, cfg.seed).with_graphs(graphs);
     let graphs_before = graphs.stats();
     let baseline = crate::device::device_memory_in_use(loaded.model.device());
@@ -182,7 +185,8 @@ fn run_point(plugin: &Plugin, reference: Option<&Plugin>, loaded: &LoadedModel, 
         "name": plugin.info.name.as_str(), "version": plugin.info.version.as_str(),
         "sha256": plugin.sha256, "path": plugin.path.display().to_string(),
         "abi": plugin.abi.as_str(),
-        "options": options.iter().map(|o| (o.key.to_string(), option_json(&o.value))).collect::<Map<String, Value>>(),
+        "options": option_map(&effective),
+        "options_given": option_map(&options),
     }));
     let host = engine.policy().host_counters();
     m.insert("tokens_evicted".into(), json!(host.tokens_evicted));

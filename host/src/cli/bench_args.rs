@@ -8,8 +8,8 @@ use std::path::PathBuf;
 #[derive(Args)]
 pub struct BenchArgs {
     /// Workload to run (repeatable): standard, shared-prefix, long-prefix, chunked,
-    /// chunked-reuse, long-chunked, throughput, latency. Default: the config's `workloads` (the
-    /// prototype's four).
+    /// chunked-reuse, long-chunked, conversation, long-context, throughput, latency. Default: the
+    /// config's `workloads` (the prototype's four).
     #[arg(long = "workload", value_name = "NAME")]
     workloads: Vec<String>,
     /// Hugging Face Qwen3 directory (overrides the config's `model_path`).

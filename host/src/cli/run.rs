@@ -40,5 +40,26 @@ pub fn run(a: RunArgs) -> Result<()> {
     if failed > 0 {
         bail!("{failed} of {} plugins failed (see above and {}/run_report.json)", plugins.len(), a.out.display());
     }
+    check_option_scopes(&cfg, &outcomes)
+}
+
+/// Options scoped to a plugin name that no plugin of the run had are a typo: an error, after
+/// the run (the names are only known from the children's results).
+fn check_option_scopes(cfg: &crate::bench::config::BenchConfig, outcomes: &[supervisor::Outcome]) -> Result<()> {
+    let ran: Vec<String> = outcomes
+        .iter()
+        .filter_map(|o| o.results.as_ref())
+        .filter_map(|f| std::fs::read_to_string(f).ok())
+        .filter_map(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .filter_map(|v| v[0]["plugin"]["name"].as_str().map(str::to_string))
+        .collect();
+    let unmatched: Vec<&String> = cfg.plugin_options.keys().filter(|k| *k != "*" && !ran.contains(k)).collect();
+    if !unmatched.is_empty() && !ran.is_empty() {
+        bail!(
+            "options were given for {}, but no plugin of this run has that name (the plugins that ran: {}); the results above ran without them",
+            unmatched.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", "),
+            ran.join(", ")
+        );
+    }
     Ok(())
 }

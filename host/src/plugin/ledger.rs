@@ -311,11 +311,12 @@ impl Ledger {
         }
         if (span.start_pos, span.rotated_pos, span.first_slot) != (old.start_pos, old.rotated_pos, old.first_slot) || span.len <= old.len || span.end_pos() as usize > tokens.len() {
             return Err(format!(
-                "the grown span of sequence {seq} must keep start {} (slot {}) and hold {}..={} tokens; got start {} (slot {}) and {}",
+                "Growth::Grown must answer the last span of sequence {seq} longer: starting where it did (position {}, slot {}) and holding {} to {} tokens (up to position {}); got a span starting at position {} (slot {}) holding {}. To change where a span starts, answer Growth::Replaced",
                 old.start_pos,
                 old.first_slot,
                 old.len + 1,
                 tokens.len() as u32 - old.start_pos,
+                tokens.len(),
                 span.start_pos,
                 span.first_slot,
                 span.len

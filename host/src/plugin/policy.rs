@@ -28,6 +28,11 @@ impl PluginPolicy {
         anyhow!("plugin `{}` returned an invalid plan: {rule}", self.name)
     }
 
+    /// Every option the strategy read, with the value it got (given or its default).
+    pub fn options(&self) -> Vec<nanohost_strategy_api::PluginOption> {
+        self.strategy.options().into()
+    }
+
     pub fn stats(&self) -> Result<StrategyStats> {
         let answer = self.strategy.stats();
         self.call("stats", answer)
