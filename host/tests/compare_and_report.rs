@@ -85,6 +85,26 @@ fn runs_get_charts_and_a_summary_that_report_can_redo() {
     assert!(!empty.status.success() && err.contains("holds neither benchmark_summary.json"), "{err}");
 }
 
+/// One plugin file, two option sets: each side runs with its own, the report names them, and a
+/// smaller window holds less KV.
+#[test]
+fn compare_of_two_option_sets_of_one_plugin() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = config_file(tmp.path(), CONFIG);
+    let plugin = common::built_plugin("nanohost-plugin-streaming", "streaming");
+    let out = tmp.path().join("cmp");
+    let run = nanohost(&["compare", s(&plugin), s(&plugin), "--trials", "1", "--a-option", "window=96", "--b-option", "window=32", "--config", s(&cfg), "--out", s(&out)]);
+    assert!(run.status.success(), "compare failed: {}", String::from_utf8_lossy(&run.stderr));
+    let report = read_json(&out.join("compare.json"));
+    assert_eq!((report["a"]["options_given"]["window"].as_u64(), report["b"]["options_given"]["window"].as_u64()), (Some(96), Some(32)));
+    for p in report["points"].as_array().unwrap() {
+        let kv = &p["metrics"]["peak_kv_bytes"];
+        assert!(kv["b"][0].as_f64().unwrap() < kv["a"][0].as_f64().unwrap(), "{kv}");
+    }
+    let summary = std::fs::read_to_string(out.join("summary.md")).unwrap();
+    assert!(summary.contains(r#"options {"window":96}"#) && summary.contains(r#"options {"window":32}"#), "{summary}");
+}
+
 #[test]
 fn the_plugin_template_builds_and_runs() {
     let tmp = tempfile::tempdir().unwrap();
