@@ -9,9 +9,12 @@
 #    plugins, base and this build, same seed: output_tokens_sha256 per point must match;
 # 3. streaming (sinks 4, window 1020) vs standard, decode ms/step at batch 1 and 16 with prompts
 #    of 512..4096 tokens (flat past the window), and the long-context workload's peak KV;
-# 4. radix vs standard on shared-prefix and conversation, sharing and copying partial blocks
+# 4. radix vs standard (greedy) on the seed workloads and conversation, sharing and copying partial blocks
 #    (copy jobs on CUDA): tokens, reuse.
-# Everything lands in OUT_DIR/abi-1.0/ (JSON per step, summary.txt).
+# STEPS (default 1,2,3,4) picks steps: one device call runs at most 10 minutes, so the record
+# in results/ ran STEPS=1,2 and STEPS=3,4 as two calls on one warm machine.
+# Everything lands in OUT_DIR/abi-1.0.tgz (JSON per step, summary.txt; one file, as the device
+# tool returns few).
 set -uo pipefail
 B=$(cd "$(dirname "$0")" && pwd)
 DEST=${1:-${OUT:-$PWD/gpu-out}}/abi-1.0
@@ -21,12 +24,15 @@ for f in nanohost nanohost-base; do
   chmod +x "$B/$f"
 done
 MODEL=${MODEL:-/tmp/nanohost-qwen3-0.6b}
+STEPS=${STEPS:-1,2,3,4}
+want() { [[ ",$STEPS," == *",$1,"* ]]; }
 log() { echo "== $(date -u +%H:%M:%S) $*" | tee -a "$DEST/summary.txt"; }
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$DEST/gpu.txt"
 [ -f "$MODEL/model.safetensors" ] || "$B/nanohost" init-model --preset qwen3-0.6b --out "$MODEL" >/dev/null
 ms() { python3 -c 'import json,sys
 for r in json.load(open(sys.argv[1]))["results"]: print(sys.argv[2], "batch", r["batch_size"], "prompt", r.get("prompt_len"), "ms/step p50 %.4f" % r["decode_ms_per_step_median"], "p10 %.4f" % r["decode_ms_per_step_p10"], "tokens", r["output_tokens_sha256"][:12])' "$@"; }
 
+if want 1; then
 log "1. decode ms/step, standard, this build (new) vs base, alternated"
 for i in 1 2 3; do
   for side in base new; do
@@ -38,12 +44,16 @@ for i in 1 2 3; do
   done
 done
 
-log "2. seed workloads, four seed plugins: base vs new tokens"
+fi
+if want 2; then
+log "2. seed workloads (32 new tokens each), four seed plugins: base vs new tokens"
+echo '{"max_output_len": 32, "warmup_tokens": 2}' > /tmp/nanohost-seed.json
 for side in base new; do
   bin=$B/nanohost; plugins=$B/plugins
   [ $side = base ] && { bin=$B/nanohost-base; plugins=$B/base-plugins; }
   "$bin" run --model "$MODEL" --plugin "$plugins/libstandard.so" --plugin "$plugins/libcascade.so" \
-    --plugin "$plugins/libchunked.so" --plugin "$plugins/libchunked_reuse.so" --out "$DEST/seed-$side" --timeout 500 >/dev/null 2>>"$DEST/stderr.txt"
+    --plugin "$plugins/libchunked.so" --plugin "$plugins/libchunked_reuse.so" --config /tmp/nanohost-seed.json \
+    --out "$DEST/seed-$side" --timeout 500 >/dev/null 2>>"$DEST/stderr.txt"
 done
 python3 - "$DEST" <<'PY' | tee -a "$DEST/summary.txt"
 import json, os, sys
@@ -59,6 +69,8 @@ for f in sorted(os.listdir(f"{d}/seed-new")):
 print(f"seed workloads: {same} points with identical output_tokens_sha256, {diff} different")
 PY
 
+fi
+if want 3; then
 log "3. streaming vs standard: decode ms/step as the context grows past the window"
 for p in standard streaming; do
   for len in 512 1024 2048 4096; do
@@ -71,8 +83,10 @@ echo '{"workloads": ["long-context"], "batch_sizes": [1, 8], "max_output_len": 6
 "$B/nanohost" run --model "$MODEL" --plugin "$B/plugins/libstandard.so" --plugin "$B/plugins/libstreaming.so" \
   --config /tmp/nanohost-long-context.json --out "$DEST/long-context" --timeout 500 >/dev/null 2>>"$DEST/stderr.txt"
 
+fi
+if want 4; then
 log "4. radix vs standard: shared-prefix and conversation, partial blocks shared and copied"
-echo '{"workloads": ["shared-prefix", "conversation"], "batch_sizes": [4, 16], "temperature": 0}' > /tmp/nanohost-radix.json
+echo '{"workloads": ["standard", "shared-prefix", "chunked", "chunked-reuse", "conversation"], "batch_sizes": [4, 16], "temperature": 0, "max_output_len": 48}' > /tmp/nanohost-radix.json
 "$B/nanohost" run --model "$MODEL" --plugin "$B/plugins/libstandard.so" --plugin "$B/plugins/libradix.so" \
   --config /tmp/nanohost-radix.json --out "$DEST/radix-share" --timeout 500 >/dev/null 2>>"$DEST/stderr.txt"
 "$B/nanohost" run --model "$MODEL" --plugin "$B/plugins/libradix.so" --plugin-option partial=copy \
@@ -87,4 +101,6 @@ for run, plugin in [("long-context", "standard"), ("long-context", "streaming"),
               "decode ms/step p50 %.3f" % r["decode_ms_per_step_p50"], "ttft p50 %.1f" % r["time_to_first_token_ms_p50"],
               "tokens", r["output_tokens_sha256"][:12], "counters", r["strategy_counters"])
 PY
+fi
 log "done"
+(cd "$(dirname "$DEST")" && tar czf abi-1.0.tgz abi-1.0 && rm -rf abi-1.0)

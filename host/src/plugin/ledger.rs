@@ -215,14 +215,10 @@ impl Ledger {
     /// whether a cached entry is one this step computes (another sequence's write).
     fn check_entries(&self, seq: SeqId, tokens: &[u32], spans: &[Span], overlay: &Overlay, computed: impl Fn(usize, u32) -> bool) -> Result<(Writes, usize, bool), String> {
         let (mut writes, mut cached, mut fresh) = (Vec::new(), 0, false);
-        let mut seen = HashSet::new();
         let bs = self.block_size as u32;
         for (c, s) in spans.iter().enumerate() {
             for o in 0..s.len {
                 let slot = s.slot(o, bs);
-                if !seen.insert(slot) {
-                    return Err(format!("slot {slot} appears twice in the context of sequence {seq} (span {c} entry {o})"));
-                }
                 let (token, pos) = (tokens[(s.start_pos + o) as usize], s.rotated_pos + o);
                 if computed(c, o) {
                     self.check_write(seq, slot, token, pos)?;
@@ -237,6 +233,20 @@ impl Ledger {
                     cached += 1;
                     fresh |= self.slot_step[slot as usize] == self.step;
                 }
+            }
+        }
+        // A slot is one entry: cached entries hold distinct positions, so two of them cannot
+        // share a slot and pass; a written slot must be no other entry's (costs the writes, not
+        // the context: this runs for an evicting strategy at every step).
+        let mut written: Vec<u32> = writes.iter().map(|w| w.0).collect();
+        written.sort_unstable();
+        if let Some(w) = written.windows(2).find(|w| w[0] == w[1]) {
+            return Err(format!("slot {} appears twice in the context of sequence {seq}", w[0]));
+        }
+        for &(slot, _, pos) in &writes {
+            let held = self.content(overlay, slot).1;
+            if held != pos && held != EMPTY && is_entry(spans, slot, held, bs) {
+                return Err(format!("slot {slot} appears twice in the context of sequence {seq}: it holds position {held}, kept, and receives position {pos}"));
             }
         }
         Ok((writes, cached, fresh))
@@ -478,6 +488,11 @@ fn share_word(shared: bool) -> &'static str {
     } else {
         "private"
     }
+}
+
+/// Whether an entry of `spans` keeps its keys, rotated for position `pos`, in `slot`.
+fn is_entry(spans: &[Span], slot: u32, pos: u32, block_size: u32) -> bool {
+    spans.iter().any(|s| (s.rotated_pos..s.rotated_pos + s.len).contains(&pos) && s.slot(pos - s.rotated_pos, block_size) == slot)
 }
 
 /// The job computing `writes` (the context's last entries, in order).

@@ -2,13 +2,14 @@
 //! Sinks"): a sequence keeps its first `sinks` tokens (the attention sinks) and its `window`
 //! most recent tokens; everything between is evicted. Each kept token keeps its true position.
 //!
-//! Memory: the sinks live in their own blocks and the window in a ring of exactly `window`
-//! slots over `ceil(window / block_size)` blocks, filled as the sequence grows. Position `p` of
-//! the window lives at ring index `(p - sinks) % window`, so a new token overwrites the slot of
-//! the token it evicts, no block is taken or freed once the ring is full, and a sequence never
-//! holds more than `ceil(sinks / block_size) + ceil(window / block_size)` blocks. The window in
-//! position order is then at most two runs of the ring (before and after its wrap point): two
-//! spans, the first starting wherever the oldest kept token sits.
+//! Memory: a sequence's cache is `sinks + window` slots over its blocks, in order: the sinks in
+//! the first `sinks` slots, then a ring of exactly `window` slots. Position `p` of the window
+//! lives at cache slot `sinks + (p - sinks) % window`, so a new token overwrites the slot of the
+//! token it evicts, no block is taken or freed once the ring is full, and a sequence never holds
+//! more than `ceil((sinks + window) / block_size)` blocks, nor more than standard would for a
+//! context that fits. The window in position order is at most two runs of the ring (before and
+//! after its wrap point): two spans, the first starting wherever the oldest kept token sits,
+//! sharing a block with the sinks' span or with each other where they meet.
 //!
 //! Prefill: a prompt that fits `sinks + window` is computed at once, like standard. A longer one
 //! is computed in pieces of at most `piece` tokens, one piece per step: each piece evicts as
@@ -26,8 +27,7 @@ use nanohost_strategy_api::*;
 use std::collections::HashMap;
 
 struct Seq {
-    sink_blocks: Vec<u32>,
-    ring: Vec<u32>,
+    blocks: Vec<u32>,
     /// One past the last placed position.
     end: u32,
     /// The context last answered.
@@ -44,52 +44,40 @@ pub struct Streaming {
 }
 
 impl Streaming {
-    fn bs(&self) -> u32 {
-        self.pool.block_size
-    }
-
     /// Blocks a sequence holds once it reaches `end` positions.
-    fn blocks_at(&self, end: u32) -> (usize, usize) {
-        let bs = self.bs();
-        (end.min(self.sinks).div_ceil(bs) as usize, end.saturating_sub(self.sinks).min(self.window).div_ceil(bs) as usize)
+    fn blocks_at(&self, end: u32) -> usize {
+        end.min(self.sinks + self.window).div_ceil(self.pool.block_size) as usize
     }
 
-    /// Takes blocks so that `s` can hold `end` positions; `false` (nothing taken) when short.
-    fn reserve(free: &mut Vec<u32>, s: &mut Seq, (sink, ring): (usize, usize)) -> bool {
-        let need = sink.saturating_sub(s.sink_blocks.len()) + ring.saturating_sub(s.ring.len());
-        if need > free.len() {
+    /// Takes blocks so that `s` holds `need`; `false` (nothing taken) when short.
+    fn reserve(free: &mut Vec<u32>, s: &mut Seq, need: usize) -> bool {
+        let more = need.saturating_sub(s.blocks.len());
+        if more > free.len() {
             return false;
         }
-        while s.sink_blocks.len() < sink {
-            s.sink_blocks.push(free.pop().expect("counted"));
-        }
-        while s.ring.len() < ring {
-            s.ring.push(free.pop().expect("counted"));
-        }
+        s.blocks.extend(free.drain(free.len() - more..));
         true
     }
 
-    /// A span over ring indices `first..first + len` (no wrap), for positions from `start`.
-    fn ring_span(&self, s: &Seq, first: u32, len: u32, start: u32) -> Span {
-        let bs = self.bs();
-        let blocks = s.ring[(first / bs) as usize..=((first + len - 1) / bs) as usize].to_vec();
+    /// A span over cache slots `first..first + len` of `s`, for positions from `start`.
+    fn run(&self, s: &Seq, first: u32, len: u32, start: u32) -> Span {
+        let bs = self.pool.block_size;
+        let blocks = s.blocks[(first / bs) as usize..=((first + len - 1) / bs) as usize].to_vec();
         Span::private(blocks, start, len).from_slot(first % bs)
     }
 
     /// The context of `s` holding positions up to `end`: sinks, then the window in position
     /// order (one or two runs of the ring).
     fn context(&self, s: &Seq, end: u32) -> Vec<Span> {
-        let bs = self.bs();
-        let sunk = end.min(self.sinks);
-        let mut spans = vec![Span::private(s.sink_blocks[..sunk.div_ceil(bs) as usize].to_vec(), 0, sunk)];
+        let mut spans = vec![self.run(s, 0, end.min(self.sinks), 0)];
         if end > self.sinks {
             let lo = self.sinks.max(end.saturating_sub(self.window));
             let first = (lo - self.sinks) % self.window;
             let n = end - lo;
             let run = n.min(self.window - first);
-            spans.push(self.ring_span(s, first, run, lo));
+            spans.push(self.run(s, self.sinks + first, run, lo));
             if run < n {
-                spans.push(self.ring_span(s, 0, n - run, lo + run));
+                spans.push(self.run(s, self.sinks, n - run, lo + run));
             }
         }
         spans
@@ -112,10 +100,9 @@ impl KvStrategy for Streaming {
     fn admit(&mut self, r: &Request) -> Result<Admission, String> {
         // The first piece: everything that fits the sinks and the window.
         let end = (r.tokens.len() as u32).min(self.sinks + self.window);
-        let mut s = Seq { sink_blocks: Vec::new(), ring: Vec::new(), end, spans: Vec::new() };
-        let blocks = self.blocks_at(end);
-        if !Self::reserve(&mut self.free, &mut s, blocks) {
-            self.free.extend(s.sink_blocks.iter().chain(&s.ring));
+        let mut s = Seq { blocks: Vec::new(), end, spans: Vec::new() };
+        let need = self.blocks_at(end);
+        if !Self::reserve(&mut self.free, &mut s, need) {
             return Ok(Admission::NoRoom);
         }
         s.spans = self.context(&s, end);
@@ -128,8 +115,8 @@ impl KvStrategy for Streaming {
     fn grow(&mut self, seq: u64, target_len: u32) -> Result<Growth, String> {
         let Some(mut s) = self.seqs.remove(&seq) else { return Err(format!("grow for unknown sequence {seq}")) };
         let end = target_len.min(s.end + self.piece);
-        let blocks = self.blocks_at(end);
-        if !Self::reserve(&mut self.free, &mut s, blocks) {
+        let need = self.blocks_at(end);
+        if !Self::reserve(&mut self.free, &mut s, need) {
             self.seqs.insert(seq, s);
             return Ok(Growth::NoRoom);
         }
@@ -148,7 +135,7 @@ impl KvStrategy for Streaming {
 
     fn release(&mut self, seq: u64, _tokens: &[u32]) -> Result<(), String> {
         let s = self.seqs.remove(&seq).ok_or(format!("release of unknown sequence {seq}"))?;
-        self.free.extend(s.sink_blocks.iter().chain(&s.ring));
+        self.free.extend(s.blocks);
         Ok(())
     }
 

@@ -76,9 +76,10 @@ fn a_block_may_hold_two_spans_of_one_context_but_a_slot_one_entry() {
     let g = grow(&mut l, 1, &tokens, Growth::Replaced(Context { spans: wrapped.into(), copies: Default::default() })).unwrap();
     assert_eq!(g.job.positions, vec![8]);
     assert_eq!(l.tokens_evicted, 1);
-    let twice = vec![span(&[0, 1], 1, 7).from_slot(1), span(&[0], 8, 2).from_slot(1)];
+    // Position 9 into slot 1, which keeps position 1.
+    let twice = vec![span(&[0, 1], 1, 7).from_slot(1), span(&[0], 8, 1), span(&[0], 9, 1).from_slot(1)];
     let err = grow(&mut l, 1, &[tokens.clone(), vec![9]].concat(), Growth::Replaced(Context { spans: twice.into(), copies: Default::default() })).unwrap_err();
-    assert!(err.contains("slot 1 appears twice"), "{err}");
+    assert!(err.contains("slot 1 appears twice in the context of sequence 1: it holds position 1, kept, and receives position 9"), "{err}");
 }
 
 /// Copies move content the ledger knows; a copied entry then counts as cached. Copying into a
