@@ -9,6 +9,7 @@ pub mod compare;
 pub mod config;
 pub mod decode;
 pub mod fidelity;
+pub mod lifetime;
 pub mod metrics;
 pub mod plots;
 pub mod report;

@@ -81,7 +81,7 @@ pub fn summarize(outcomes: &[Outcome], out_dir: &Path) -> Result<usize> {
     }
     let report: Vec<Value> = outcomes
         .iter()
-        .map(|o| json!({"plugin": o.plugin, "ok": o.failure.is_none(), "results": o.results, "failure": o.failure}))
+        .map(|o| json!({"plugin": o.plugin, "ok": o.failure.is_none(), "results": o.results, "failure": o.failure, "interrupted": o.interrupted.map(crate::bench::lifetime::signal_name)}))
         .collect();
     write_atomic(&out_dir.join("run_report.json"), serde_json::to_string_pretty(&report)?.as_bytes())?;
     write_atomic(&out_dir.join("benchmark_summary.json"), serde_json::to_string_pretty(&points)?.as_bytes())?;

@@ -20,6 +20,8 @@ pub struct Outcome {
     pub results: Option<PathBuf>,
     /// Why it failed: exit code or signal, and the tail of its stderr.
     pub failure: Option<String>,
+    /// The run was interrupted (SIGINT or SIGTERM to nanohost) while this plugin ran.
+    pub interrupted: Option<i32>,
 }
 
 #[derive(Default)]
@@ -75,7 +77,9 @@ fn draw(name: &str, p: &Progress, elapsed: Duration, tty: bool) {
 pub fn run_child(plugin: &Path, cfg: &BenchConfig, out_dir: &Path) -> Result<Outcome> {
     let plugin_name = plugin.file_stem().and_then(|s| s.to_str()).unwrap_or("plugin").trim_start_matches("lib").to_string();
     let exe = std::env::current_exe().context("cannot find the nanohost binary to start a worker")?;
-    let mut child: Child = Command::new(exe)
+    let mut cmd = Command::new(exe);
+    super::lifetime::bind_to_parent(&mut cmd);
+    let mut child: Child = cmd
         .arg("worker")
         .arg("--plugin")
         .arg(plugin)
@@ -129,12 +133,20 @@ pub fn run_child(plugin: &Path, cfg: &BenchConfig, out_dir: &Path) -> Result<Out
     let started = Instant::now();
     let timeout = Duration::from_secs(cfg.timeout_seconds);
     let mut last_draw = (usize::MAX, Instant::now());
+    let mut interrupted = None;
     let status = loop {
         if let Some(st) = child.try_wait()? {
             break Ok(st);
         }
+        if let Some(sig) = super::lifetime::interrupted() {
+            super::lifetime::kill_group(child.id());
+            let _ = child.wait();
+            interrupted = Some(sig);
+            break Err(format!("interrupted by {} and killed", super::lifetime::signal_name(sig)));
+        }
         if started.elapsed() >= timeout {
-            let _ = child.kill();
+            // The whole group: the worker and any process its plugin started.
+            super::lifetime::kill_group(child.id());
             let _ = child.wait();
             break Err(format!("timed out after {}s and was killed (config key `timeout_seconds`)", cfg.timeout_seconds));
         }
@@ -147,8 +159,14 @@ pub fn run_child(plugin: &Path, cfg: &BenchConfig, out_dir: &Path) -> Result<Out
         }
         std::thread::sleep(Duration::from_millis(50));
     };
-    let _ = out_thread.join();
-    let tail = err_thread.join().unwrap_or_default();
+    // Whatever else holds the worker's pipes (a process its plugin started outside the group)
+    // keeps the readers waiting: give them a moment, then go on without them.
+    super::lifetime::kill_group(child.id());
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while !(out_thread.is_finished() && err_thread.is_finished()) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let tail = if err_thread.is_finished() { err_thread.join().unwrap_or_default() } else { "(the worker's stderr was still held open by another process)".into() };
     if tty {
         eprintln!();
     }
@@ -163,6 +181,7 @@ pub fn run_child(plugin: &Path, cfg: &BenchConfig, out_dir: &Path) -> Result<Out
         plugin: plugin.to_path_buf(),
         results: if failure.is_none() { results } else { None },
         failure: failure.map(|f| explain(f, &tail)),
+        interrupted,
     })
 }
 

@@ -54,6 +54,7 @@ pub fn run(a: CompareArgs) -> Result<()> {
     let (mut cfg_a, mut cfg_b) = (cfg.clone(), cfg.clone());
     add_plugin_options(&mut cfg_a, &a.a_options)?;
     add_plugin_options(&mut cfg_b, &a.b_options)?;
+    crate::bench::lifetime::catch_interrupts();
     let mut trials = Vec::new();
     for t in 1..=a.trials {
         let a_list = trial(&a.a, "a", t, &cfg_a, &a.out)?;

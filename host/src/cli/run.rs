@@ -30,13 +30,29 @@ pub fn run(a: RunArgs) -> Result<()> {
         );
     }
     std::fs::create_dir_all(&a.out)?;
+    crate::bench::lifetime::catch_interrupts();
     let mut outcomes = Vec::new();
     for p in &plugins {
-        outcomes.push(supervisor::run_child(p, &cfg, &a.out)?);
+        let outcome = supervisor::run_child(p, &cfg, &a.out)?;
+        let stop = outcome.interrupted;
+        outcomes.push(outcome);
+        if stop.is_some() {
+            break;
+        }
     }
     let failed = summary::summarize(&outcomes, &a.out)?;
     report::render(&a.out)?;
     eprintln!("results in {} (summary.md, charts)", a.out.display());
+    if let Some(sig) = outcomes.iter().find_map(|o| o.interrupted) {
+        let done = outcomes.iter().filter(|o| o.results.is_some()).count();
+        eprintln!(
+            "nanohost run: interrupted by {}: its worker was killed; {done} of {} plugins finished, their results are in {} (run_report.json says which)",
+            crate::bench::lifetime::signal_name(sig),
+            plugins.len(),
+            a.out.display()
+        );
+        std::process::exit(128 + sig);
+    }
     if failed > 0 {
         bail!("{failed} of {} plugins failed (see above and {}/run_report.json)", plugins.len(), a.out.display());
     }
