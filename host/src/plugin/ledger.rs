@@ -243,9 +243,9 @@ impl Ledger {
         if let Some(w) = written.windows(2).find(|w| w[0] == w[1]) {
             return Err(format!("slot {} appears twice in the context of sequence {seq}", w[0]));
         }
-        for &(slot, _, pos) in &writes {
-            let held = self.content(overlay, slot).1;
-            if held != pos && held != EMPTY && is_entry(spans, slot, held, bs) {
+        for &(slot, token, pos) in &writes {
+            let (held_token, held) = self.content(overlay, slot);
+            if (held_token, held) != (token, pos) && held != EMPTY && is_entry(spans, slot, held, bs) {
                 return Err(format!("slot {slot} appears twice in the context of sequence {seq}: it holds position {held}, kept, and receives position {pos}"));
             }
         }
@@ -344,6 +344,15 @@ impl Ledger {
         for o in old.len..span.len {
             let (slot, token, pos) = (span.slot(o, bs), tokens[(span.start_pos + o) as usize], span.rotated_pos + o);
             self.check_write(seq, slot, token, pos)?;
+            // A block listed twice can bring the span back onto one of its own entries.
+            let (held_token, held) = (self.slot_token[slot as usize], self.slot_pos[slot as usize]);
+            let kept = |s: &Span| (s.rotated_pos..s.rotated_pos + old.len.min(s.len)).contains(&held) && s.slot(held - s.rotated_pos, bs) == slot;
+            if held != EMPTY && (held_token, held) != (token, pos) && (kept(&span) || is_entry(&live.spans[..i], slot, held, bs)) {
+                return Err(format!("slot {slot} appears twice in the context of sequence {seq}: it holds position {held}, kept, and receives position {pos}"));
+            }
+            if writes.iter().any(|w: &(u32, u32, u32)| w.0 == slot) {
+                return Err(format!("slot {slot} appears twice in the context of sequence {seq}"));
+            }
             writes.push((slot, token, pos));
         }
         let context: Vec<KvSpan> = live.spans[..i].iter().chain(std::iter::once(&span)).map(kv_span).collect();
@@ -424,8 +433,10 @@ impl Ledger {
         for s in &spans {
             for &b in s.blocks.iter().skip(hold_from) {
                 let h = self.holders.entry(b).or_default();
-                if !h.iter().any(|(x, _)| *x == seq) {
-                    h.push((seq, s.shared));
+                // A replaced context may mark a block it kept shared or private anew.
+                match h.iter_mut().find(|(x, _)| *x == seq) {
+                    Some(held) => held.1 = s.shared,
+                    None => h.push((seq, s.shared)),
                 }
             }
         }
@@ -502,3 +513,6 @@ fn tail_job(context: &[KvSpan], writes: &[(u32, u32, u32)]) -> HostJob {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod fuzz;
