@@ -245,7 +245,10 @@ impl Ledger {
         }
         for &(slot, token, pos) in &writes {
             let (held_token, held) = self.content(overlay, slot);
-            if (held_token, held) != (token, pos) && held != EMPTY && is_entry(spans, slot, held, bs) {
+            // Entries of the context at this slot for the position it holds: the write's own
+            // entry among them when that is the position written.
+            let others = entries_at(spans, slot, held, bs) - usize::from(held == pos);
+            if (held_token, held) != (token, pos) && held != EMPTY && others > 0 {
                 return Err(format!("slot {slot} appears twice in the context of sequence {seq}: it holds position {held}, kept, and receives position {pos}"));
             }
         }
@@ -347,7 +350,7 @@ impl Ledger {
             // A block listed twice can bring the span back onto one of its own entries.
             let (held_token, held) = (self.slot_token[slot as usize], self.slot_pos[slot as usize]);
             let kept = |s: &Span| (s.rotated_pos..s.rotated_pos + old.len.min(s.len)).contains(&held) && s.slot(held - s.rotated_pos, bs) == slot;
-            if held != EMPTY && (held_token, held) != (token, pos) && (kept(&span) || is_entry(&live.spans[..i], slot, held, bs)) {
+            if held != EMPTY && (held_token, held) != (token, pos) && (kept(&span) || entries_at(&live.spans[..i], slot, held, bs) > 0) {
                 return Err(format!("slot {slot} appears twice in the context of sequence {seq}: it holds position {held}, kept, and receives position {pos}"));
             }
             if writes.iter().any(|w: &(u32, u32, u32)| w.0 == slot) {
@@ -501,9 +504,9 @@ fn share_word(shared: bool) -> &'static str {
     }
 }
 
-/// Whether an entry of `spans` keeps its keys, rotated for position `pos`, in `slot`.
-fn is_entry(spans: &[Span], slot: u32, pos: u32, block_size: u32) -> bool {
-    spans.iter().any(|s| (s.rotated_pos..s.rotated_pos + s.len).contains(&pos) && s.slot(pos - s.rotated_pos, block_size) == slot)
+/// How many entries of `spans` keep their keys, rotated for position `pos`, in `slot`.
+fn entries_at(spans: &[Span], slot: u32, pos: u32, block_size: u32) -> usize {
+    spans.iter().filter(|s| (s.rotated_pos..s.rotated_pos + s.len).contains(&pos) && s.slot(pos - s.rotated_pos, block_size) == slot).count()
 }
 
 /// The job computing `writes` (the context's last entries, in order).
