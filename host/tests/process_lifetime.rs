@@ -88,3 +88,26 @@ fn a_timeout_kills_what_the_plugin_started_too() {
     assert!(start.elapsed() < Duration::from_secs(30), "run took {:?}", start.elapsed());
     wait_for("the plugin's process to be gone", Duration::from_secs(5), || processes_with("sleep 987654").is_empty());
 }
+
+/// What a plugin prints never reaches the results: a forged result line and progress on
+/// stdout, bytes that are not UTF-8, and 4 MB on stderr leave a normal run, whose worker log
+/// keeps a capped head and tail.
+#[test]
+fn a_plugins_output_is_only_logged() {
+    let tmp = tempfile::tempdir().unwrap();
+    let forged = Path::new("/tmp/nanohost-forged-results.json");
+    std::fs::write(forged, r#"[{"method": "forged", "throughput_tokens_per_sec": 99999999}]"#).unwrap();
+    let plugin = fault_plugins().join("libfault_forger.so");
+    let out = tmp.path().join("out");
+    let cfg = common::config_file(tmp.path(), r#"{"workloads": ["standard"], "batch_sizes": [1], "max_input_len": 100, "max_output_len": 3, "warmup_tokens": 0}"#);
+    let run = common::nanohost(&["run", "--plugin", s(&plugin), "--config", s(&cfg), "--out", s(&out)]);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let summary = common::read_json(&out.join("benchmark_summary.json"));
+    assert_eq!(summary.as_array().unwrap().len(), 1);
+    assert_eq!(summary[0]["plugin"]["name"], "fault-forger");
+    let report = common::read_json(&out.join("run_report.json"));
+    assert_eq!(report[0]["results"].as_str().unwrap(), s(&out.join("results_fault_forger.json")));
+    let log = std::fs::read(out.join("logs/fault_forger.log")).unwrap();
+    assert!(log.len() < 400 * 1024, "the log keeps head and tail only: {} bytes", log.len());
+    assert!(String::from_utf8_lossy(&log).contains("bytes left out"));
+}

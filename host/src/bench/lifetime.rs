@@ -59,6 +59,25 @@ pub fn bind_to_parent(cmd: &mut Command) {
     }
 }
 
+/// Gives the child `fd` (a pipe's write end) as descriptor `target`, open across exec.
+pub fn pass_fd(cmd: &mut Command, fd: std::os::fd::RawFd, target: std::os::fd::RawFd) {
+    // SAFETY: dup2 and fcntl are async-signal-safe.
+    unsafe {
+        cmd.pre_exec(move || {
+            let ok = if fd == target {
+                let flags = libc::fcntl(fd, libc::F_GETFD);
+                libc::fcntl(fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC)
+            } else {
+                libc::dup2(fd, target)
+            };
+            if ok < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
 /// Kills every process of the group `pid` leads (the worker and whatever its plugin started).
 pub fn kill_group(pid: u32) {
     // SAFETY: a plain syscall; a group already gone is not an error worth reporting.

@@ -4,6 +4,7 @@
 pub mod attention;
 #[cfg(feature = "cuda")]
 pub mod chain;
+pub mod channel;
 pub mod chunk_stats;
 pub mod compare;
 pub mod config;

@@ -79,6 +79,9 @@ pub fn run_child(plugin: &Path, cfg: &BenchConfig, out_dir: &Path) -> Result<Out
     let exe = std::env::current_exe().context("cannot find the nanohost binary to start a worker")?;
     let mut cmd = Command::new(exe);
     super::lifetime::bind_to_parent(&mut cmd);
+    let (channel, worker_end) = super::channel::pipe().context("cannot make the worker's channel")?;
+    super::lifetime::pass_fd(&mut cmd, std::os::fd::AsRawFd::as_raw_fd(&worker_end), super::channel::WORKER_FD);
+    cmd.env("NANOHOST_CHANNEL", super::channel::WORKER_FD.to_string());
     let mut child: Child = cmd
         .arg("worker")
         .arg("--plugin")
@@ -93,40 +96,31 @@ pub fn run_child(plugin: &Path, cfg: &BenchConfig, out_dir: &Path) -> Result<Out
         .stderr(Stdio::piped())
         .spawn()
         .context("cannot start a worker process")?;
+    // Only the worker may hold the write end: the channel ends when it does.
+    drop(worker_end);
+    let log_path = out_dir.join("logs").join(format!("{plugin_name}.log"));
 
     let progress = Arc::new(Mutex::new(Progress { point: "loading".into(), ..Default::default() }));
     let result_file: Arc<Mutex<Option<PathBuf>>> = Arc::new(Mutex::new(None));
     let r2 = result_file.clone();
-    let stdout = child.stdout.take().expect("piped");
     let p2 = progress.clone();
     let out_thread = std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
-                if let Some(path) = v.get("result_file").and_then(|p| p.as_str()) {
-                    *r2.lock().unwrap() = Some(PathBuf::from(path));
-                }
-                if let Some(pr) = v.get("progress") {
-                    let mut p = p2.lock().unwrap();
-                    p.done = pr["done"].as_u64().unwrap_or(0) as usize;
-                    p.total = pr["total"].as_u64().unwrap_or(0) as usize;
-                    p.point = pr["point"].as_str().unwrap_or("").to_string();
-                }
+        for line in BufReader::new(channel).lines().map_while(Result::ok) {
+            match super::channel::parse(&line) {
+                Some(super::channel::Message::Results { file }) => *r2.lock().unwrap() = Some(file),
+                Some(super::channel::Message::Progress { done, total, point }) => *p2.lock().unwrap() = Progress { done, total, point },
+                None => {}
             }
         }
     });
-    let mut stderr = child.stderr.take().expect("piped");
+    // The worker's stdout and stderr (the plugin's too): capped in memory and in its log file.
+    let log = std::sync::Arc::new(Mutex::new(CappedLog::default()));
+    let (stdout, stderr) = (child.stdout.take().expect("piped"), child.stderr.take().expect("piped"));
+    let (l1, l2) = (log.clone(), log.clone());
+    let stdout_thread = std::thread::spawn(move || drain(stdout, &l1));
     let err_thread = std::thread::spawn(move || {
-        let mut buf = Vec::new();
-        let _ = stderr.read_to_end(&mut buf);
-        let text = String::from_utf8_lossy(&buf).to_string();
-        let mut tail: VecDeque<&str> = VecDeque::new();
-        for l in text.lines() {
-            tail.push_back(l);
-            if tail.len() > STDERR_TAIL_LINES {
-                tail.pop_front();
-            }
-        }
-        tail.into_iter().collect::<Vec<_>>().join("\n")
+        drain(stderr, &l2);
+        l2.lock().unwrap().tail_lines(STDERR_TAIL_LINES)
     });
 
     let tty = std::io::stderr().is_terminal();
@@ -163,15 +157,22 @@ pub fn run_child(plugin: &Path, cfg: &BenchConfig, out_dir: &Path) -> Result<Out
     // keeps the readers waiting: give them a moment, then go on without them.
     super::lifetime::kill_group(child.id());
     let deadline = Instant::now() + Duration::from_secs(2);
-    while !(out_thread.is_finished() && err_thread.is_finished()) && Instant::now() < deadline {
+    while !(out_thread.is_finished() && err_thread.is_finished() && stdout_thread.is_finished()) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
+    log.lock().unwrap().write_to(&log_path);
     let tail = if err_thread.is_finished() { err_thread.join().unwrap_or_default() } else { "(the worker's stderr was still held open by another process)".into() };
     if tty {
         eprintln!();
     }
-    let results = result_file.lock().unwrap().clone().filter(|p| p.is_file());
+    let named = result_file.lock().unwrap().clone();
+    let (results, bad_results) = match named.map(|f| check_results(&f, out_dir, plugin)) {
+        Some(Ok(f)) => (Some(f), None),
+        Some(Err(why)) => (None, Some(why)),
+        None => (None, None),
+    };
     let failure = match (status, &results) {
+        (Ok(st), _) if st.success() && bad_results.is_some() => bad_results,
         (Ok(st), Some(_)) if st.success() => None,
         (Ok(st), None) if st.success() => Some("exited cleanly but reported no result file".to_string()),
         (Ok(st), _) => Some(describe_exit(st)),
@@ -192,4 +193,86 @@ fn explain(how: String, stderr_tail: &str) -> String {
         None if stderr_tail.trim().is_empty() => how,
         None => format!("{how}; stderr ends with:\n{stderr_tail}"),
     }
+}
+
+/// The head and the tail of a worker's output, whatever its size: `HEAD` bytes kept from the
+/// start, the last `TAIL` bytes kept as it goes.
+#[derive(Default)]
+struct CappedLog {
+    head: Vec<u8>,
+    tail: VecDeque<u8>,
+    dropped: u64,
+}
+
+const HEAD: usize = 64 * 1024;
+const TAIL: usize = 256 * 1024;
+
+impl CappedLog {
+    fn push(&mut self, mut bytes: &[u8]) {
+        if self.head.len() < HEAD {
+            let n = (HEAD - self.head.len()).min(bytes.len());
+            self.head.extend_from_slice(&bytes[..n]);
+            bytes = &bytes[n..];
+        }
+        self.tail.extend(bytes);
+        while self.tail.len() > TAIL {
+            let over = self.tail.len() - TAIL;
+            self.tail.drain(..over);
+            self.dropped += over as u64;
+        }
+    }
+
+    /// The last `n` lines (of the tail, or of the head when that is all there is).
+    fn tail_lines(&self, n: usize) -> String {
+        let bytes: Vec<u8> = if self.tail.is_empty() { self.head.clone() } else { self.tail.iter().copied().collect() };
+        let text = String::from_utf8_lossy(&bytes);
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(n)..].join("\n")
+    }
+
+    fn write_to(&self, path: &Path) {
+        let mut bytes = self.head.clone();
+        if self.dropped > 0 {
+            bytes.extend(format!("\n[... {} bytes left out ...]\n", self.dropped).bytes());
+        }
+        bytes.extend(self.tail.iter());
+        if let Some(dir) = path.parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        let _ = std::fs::write(path, bytes);
+    }
+}
+
+/// Reads `from` to its end into `log`.
+fn drain(mut from: impl Read, log: &Mutex<CappedLog>) {
+    let mut buf = [0u8; 16 * 1024];
+    while let Ok(n) = from.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        log.lock().unwrap().push(&buf[..n]);
+    }
+}
+
+/// The result file a worker named, if it is one: in the output folder it was given, a list of
+/// result records of this plugin file whose token counts add up.
+fn check_results(file: &Path, out_dir: &Path, plugin: &Path) -> Result<PathBuf, String> {
+    let bad = |why: String| Err(format!("reported a result file that is not one ({}): {why}", file.display()));
+    let inside = file.parent().and_then(|d| d.canonicalize().ok()) == out_dir.canonicalize().ok();
+    let named = file.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("results_") && n.ends_with(".json"));
+    if !inside || !named {
+        return bad(format!("not a results_*.json file in {}", out_dir.display()));
+    }
+    let text = std::fs::read_to_string(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+    let Ok(serde_json::Value::Array(records)) = serde_json::from_str::<serde_json::Value>(&text) else { return bad("not a JSON list".into()) };
+    for (i, r) in records.iter().enumerate() {
+        if r["plugin"]["path"].as_str() != Some(&plugin.display().to_string()) {
+            return bad(format!("record {i} is not of {}", plugin.display()));
+        }
+        let (input, output, total) = (r["total_input_tokens"].as_u64(), r["total_output_tokens"].as_u64(), r["total_tokens"].as_u64());
+        if input.zip(output).map(|(i, o)| i + o) != total {
+            return bad(format!("record {i}: total_tokens is not total_input_tokens + total_output_tokens"));
+        }
+    }
+    Ok(file.to_path_buf())
 }

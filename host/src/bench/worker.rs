@@ -15,7 +15,6 @@ use crate::plugin::{load_plugin, Plugin};
 use crate::workload::{self, Point, Prompt};
 use anyhow::{Context, Result};
 use serde_json::{json, Map, Value};
-use std::io::Write;
 use std::path::Path;
 use std::time::Instant;
 
@@ -34,10 +33,7 @@ pub fn method_label(plugin: &Plugin) -> String {
 }
 
 fn progress(done: usize, total: usize, what: &str) {
-    let line = json!({"progress": {"done": done, "total": total, "point": what}});
-    let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{line}");
-    let _ = out.flush();
+    super::channel::send(&super::channel::Message::Progress { done, total, point: what.to_string() });
 }
 
 pub fn model_source(cfg: &BenchConfig) -> Result<ModelSource> {
@@ -85,7 +81,7 @@ pub fn run_worker(plugin_path: &Path, cfg: &BenchConfig, out_dir: &Path) -> Resu
     std::fs::create_dir_all(out_dir).with_context(|| format!("cannot create {}", out_dir.display()))?;
     let path = out_dir.join(result_file_name(&plugin.info.name));
     write_atomic(&path, serde_json::to_string_pretty(&results)?.as_bytes())?;
-    println!("{}", json!({"result_file": path}));
+    super::channel::send(&super::channel::Message::Results { file: path });
     Ok(())
 }
 
