@@ -14,6 +14,7 @@ pub mod lifetime;
 pub mod metrics;
 pub mod plots;
 pub mod report;
+pub mod run_dir;
 pub mod stats;
 pub mod summary;
 pub mod supervisor;

@@ -12,9 +12,13 @@ pub struct RunArgs {
     plugins: Vec<PathBuf>,
     #[command(flatten)]
     bench: BenchArgs,
-    /// Where result files go.
-    #[arg(long, value_name = "DIR", default_value = "results")]
-    out: PathBuf,
+    /// Where result files go. Default: a new folder under runs/ (runs/latest points at it).
+    /// A folder that holds another run is refused unless --overwrite.
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+    /// Write into --out even though it holds another run's results.
+    #[arg(long)]
+    overwrite: bool,
     /// Another directory to discover plugins in (repeatable).
     #[arg(long = "plugin-dir", value_name = "DIR")]
     plugin_dirs: Vec<PathBuf>,
@@ -29,32 +33,34 @@ pub fn run(a: RunArgs) -> Result<()> {
             search_dirs(&a.plugin_dirs).iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(", ")
         );
     }
-    std::fs::create_dir_all(&a.out)?;
+    let dir = crate::bench::run_dir::open(a.out.as_deref(), a.overwrite)?;
+    let out = dir.path.clone();
     crate::bench::lifetime::catch_interrupts();
     let mut outcomes = Vec::new();
     for p in &plugins {
-        let outcome = supervisor::run_child(p, &cfg, &a.out)?;
+        let outcome = supervisor::run_child(p, &cfg, &out)?;
         let stop = outcome.interrupted;
         outcomes.push(outcome);
         if stop.is_some() {
             break;
         }
     }
-    let failed = summary::summarize(&outcomes, &a.out)?;
-    report::render(&a.out)?;
-    eprintln!("results in {} (summary.md, charts)", a.out.display());
+    let failed = summary::summarize(&outcomes, &out)?;
+    report::render(&out)?;
+    eprintln!("results in {} (summary.md, charts)", out.display());
     if let Some(sig) = outcomes.iter().find_map(|o| o.interrupted) {
         let done = outcomes.iter().filter(|o| o.results.is_some()).count();
         eprintln!(
             "nanohost run: interrupted by {}: its worker was killed; {done} of {} plugins finished, their results are in {} (run_report.json says which)",
             crate::bench::lifetime::signal_name(sig),
             plugins.len(),
-            a.out.display()
+            out.display()
         );
+        drop(dir); // the lock: exit skips destructors
         std::process::exit(128 + sig);
     }
     if failed > 0 {
-        bail!("{failed} of {} plugins failed (see above and {}/run_report.json)", plugins.len(), a.out.display());
+        bail!("{failed} of {} plugins failed (see above and {}/run_report.json)", plugins.len(), out.display());
     }
     check_option_scopes(&cfg, &outcomes)
 }
