@@ -24,6 +24,7 @@ fn compare_of_a_plugin_with_a_copy_of_itself() {
     let stdout = String::from_utf8_lossy(&run.stdout);
     assert!(run.status.success(), "compare failed: {}\n{}", stdout, String::from_utf8_lossy(&run.stderr));
     assert!(stdout.contains("A and B generated identical tokens (2 trials"), "{stdout}");
+    assert!(String::from_utf8_lossy(&run.stderr).contains("warning: A and B are the same plugin (same sha256) with the same options"));
 
     let report = read_json(&out.join("compare.json"));
     assert_eq!(report["trials"], 2);

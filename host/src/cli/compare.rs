@@ -54,6 +54,10 @@ pub fn run(a: CompareArgs) -> Result<()> {
     let (mut cfg_a, mut cfg_b) = (cfg.clone(), cfg.clone());
     add_plugin_options(&mut cfg_a, &a.a_options)?;
     add_plugin_options(&mut cfg_b, &a.b_options)?;
+    let same_file = crate::plugin::load::sha256_file(&a.a)? == crate::plugin::load::sha256_file(&a.b)?;
+    if same_file && cfg_a.plugin_options == cfg_b.plugin_options {
+        eprintln!("warning: A and B are the same plugin (same sha256) with the same options: any difference this comparison calls is noise between runs (an A/A test)");
+    }
     crate::bench::lifetime::catch_interrupts();
     let mut trials = Vec::new();
     for t in 1..=a.trials {

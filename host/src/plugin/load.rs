@@ -44,7 +44,7 @@ pub fn load_plugin(path: &Path) -> Result<Plugin, LoadError> {
     let header = lib_header_from_path(path).map_err(|e| LoadError::classify(&p, None, e))?;
     let abi = header.version_strings().version.to_string();
     let module = header.init_root_module::<StrategyModRef>().map_err(|e| LoadError::classify(&p, Some(&abi), e))?;
-    let info = (module.info())();
+    let info = sanitized((module.info())());
     let sha256 = sha256_file(path).map_err(|e| LoadError::NotALibrary { path: p.clone(), detail: e.to_string() })?;
     Ok(Plugin { path: p, info, module, sha256, abi })
 }
@@ -57,5 +57,33 @@ impl Plugin {
             .into_result()
             .map_err(|e| anyhow::anyhow!("plugin `{}` failed to create a strategy: {e}", self.info.name))?;
         Ok(super::PluginPolicy::new(&self.info.name, strategy, info))
+    }
+}
+
+/// A plugin's self-description made safe to print and to put in file names: control
+/// characters (terminal escapes, newlines) dropped, lengths bounded; a name left empty becomes
+/// `unnamed`. The name is also kept to letters, digits, `-`, `_` and `.`, never `..`.
+fn sanitized(info: PluginInfo) -> PluginInfo {
+    let clean = |s: &str, max: usize| s.chars().filter(|c| !c.is_control()).take(max).collect::<String>();
+    let mut name: String = clean(info.name.as_str(), 64).chars().map(|c| if c.is_ascii_alphanumeric() || "-_.".contains(c) { c } else { '_' }).collect();
+    while name.contains("..") {
+        name = name.replace("..", "_");
+    }
+    if name.trim_matches(['_', '.']).is_empty() {
+        name = "unnamed".into();
+    }
+    PluginInfo { name: name.into(), version: clean(info.version.as_str(), 32).into(), description: clean(info.description.as_str(), 200).into() }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn names_are_printable_and_never_paths() {
+        let info = |name: &str, version: &str| super::PluginInfo { name: name.into(), version: version.into(), description: "A\u{1b}[2J\nB".into() };
+        let s = super::sanitized(info("../../etc/x\u{1b}[31m", "1.0\n"));
+        assert_eq!((s.name.as_str(), s.version.as_str(), s.description.as_str()), ("__.._etc_x_31m".replace("..", "_").as_str(), "1.0", "A[2JB"));
+        assert!(!s.name.contains('/') && !s.name.contains(".."));
+        assert_eq!(super::sanitized(info("", "")).name.as_str(), "unnamed");
+        assert_eq!(super::sanitized(info(&"x".repeat(500), "")).name.len(), 64);
     }
 }
