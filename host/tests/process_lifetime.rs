@@ -111,3 +111,22 @@ fn a_plugins_output_is_only_logged() {
     assert!(log.len() < 400 * 1024, "the log keeps head and tail only: {} bytes", log.len());
     assert!(String::from_utf8_lossy(&log).contains("bytes left out"));
 }
+
+/// A plugin that fails at its second point keeps the first: in the results, the summary and
+/// the run report, with the failure saying so.
+#[test]
+fn points_finished_before_a_failure_are_kept() {
+    let tmp = tempfile::tempdir().unwrap();
+    let plugin = fault_plugins().join("libfault_panic_later.so");
+    let out = tmp.path().join("out");
+    let cfg = common::config_file(tmp.path(), r#"{"workloads": ["standard"], "batch_sizes": [1, 2], "max_input_len": 100, "max_output_len": 3, "warmup_tokens": 1}"#);
+    let run = common::nanohost(&["run", "--plugin", s(&plugin), "--config", s(&cfg), "--out", s(&out)]);
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(!run.status.success());
+    assert!(stdout.contains("panicked in admit: the third admission") && stdout.contains("(the 1 points it finished before are kept)"), "{stdout}");
+    let summary = common::read_json(&out.join("benchmark_summary.json"));
+    assert_eq!(summary.as_array().unwrap().len(), 1);
+    assert_eq!(summary[0]["batch_size"], 1);
+    let report = common::read_json(&out.join("run_report.json"));
+    assert_eq!((report[0]["ok"].as_bool(), report[0]["results"].as_str().is_some()), (Some(false), true));
+}

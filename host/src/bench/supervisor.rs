@@ -178,12 +178,10 @@ pub fn run_child(plugin: &Path, cfg: &BenchConfig, out_dir: &Path) -> Result<Out
         (Ok(st), _) => Some(describe_exit(st)),
         (Err(why), _) => Some(why),
     };
-    Ok(Outcome {
-        plugin: plugin.to_path_buf(),
-        results: if failure.is_none() { results } else { None },
-        failure: failure.map(|f| explain(f, &tail)),
-        interrupted,
-    })
+    // Points finished before a failure are kept (the worker writes its file after each one).
+    let kept = results.as_ref().and_then(|f| std::fs::read_to_string(f).ok()).and_then(|t| serde_json::from_str::<Vec<serde_json::Value>>(&t).ok()).map_or(0, |l| l.len());
+    let failure = failure.map(|f| explain(f, &tail)).map(|f| if kept > 0 { format!("{f} (the {kept} points it finished before are kept)") } else { f });
+    Ok(Outcome { plugin: plugin.to_path_buf(), results, failure, interrupted })
 }
 
 /// The child's own last `error:` line says why it failed; without one, show the stderr tail.

@@ -70,18 +70,19 @@ pub fn run_worker(plugin_path: &Path, cfg: &BenchConfig, out_dir: &Path) -> Resu
     let reference = if chunked { fidelity_reference(&plugin)? } else { None };
     // One set of graphs for the pool: what the warm-ups capture, the timed runs replay.
     let graphs = DecodeGraphs::new(&loaded.model, cfg.max_num_seqs, cfg.cuda_graphs);
+    std::fs::create_dir_all(out_dir).with_context(|| format!("cannot create {}", out_dir.display()))?;
+    let path = out_dir.join(result_file_name(&plugin.info.name));
     let mut results = Vec::new();
     for (i, point) in points.iter().enumerate() {
         progress(i, points.len(), &format!("{} batch {}", point.workload, point.batch_size));
         let record = run_point(&plugin, reference.as_ref(), &loaded, &pool, &graphs, cfg, point, &compute.name)
             .with_context(|| format!("{} workload, batch size {}", point.workload, point.batch_size))?;
         results.push(Value::Object(record));
+        // After every point: a plugin that fails, crashes or hangs later keeps these.
+        write_atomic(&path, serde_json::to_string_pretty(&results)?.as_bytes())?;
+        super::channel::send(&super::channel::Message::Results { file: path.clone() });
     }
     progress(points.len(), points.len(), "done");
-    std::fs::create_dir_all(out_dir).with_context(|| format!("cannot create {}", out_dir.display()))?;
-    let path = out_dir.join(result_file_name(&plugin.info.name));
-    write_atomic(&path, serde_json::to_string_pretty(&results)?.as_bytes())?;
-    super::channel::send(&super::channel::Message::Results { file: path });
     Ok(())
 }
 

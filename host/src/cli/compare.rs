@@ -77,9 +77,10 @@ pub fn run(a: CompareArgs) -> Result<()> {
 fn trial(plugin: &Path, side: &str, t: usize, cfg: &crate::bench::config::BenchConfig, out: &Path) -> Result<Vec<Value>> {
     let dir = out.join(format!("trial-{t}")).join(side);
     let outcome = supervisor::run_child(plugin, cfg, &dir)?;
-    let Some(file) = outcome.results else {
-        bail!("trial {t}: {} ({}) failed: {}", side.to_uppercase(), plugin.display(), outcome.failure.unwrap_or_default());
-    };
+    if let Some(why) = outcome.failure {
+        bail!("trial {t}: {} ({}) failed: {why}", side.to_uppercase(), plugin.display());
+    }
+    let Some(file) = outcome.results else { bail!("trial {t}: {} ({}) reported no results", side.to_uppercase(), plugin.display()) };
     let text = std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?;
     serde_json::from_str(&text).with_context(|| format!("{} is not a result list", file.display()))
 }

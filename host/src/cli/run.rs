@@ -49,7 +49,7 @@ pub fn run(a: RunArgs) -> Result<()> {
     report::render(&out)?;
     eprintln!("results in {} (summary.md, charts)", out.display());
     if let Some(sig) = outcomes.iter().find_map(|o| o.interrupted) {
-        let done = outcomes.iter().filter(|o| o.results.is_some()).count();
+        let done = outcomes.iter().filter(|o| o.results.is_some() && o.failure.is_none()).count();
         eprintln!(
             "nanohost run: interrupted by {}: its worker was killed; {done} of {} plugins finished, their results are in {} (run_report.json says which)",
             crate::bench::lifetime::signal_name(sig),
