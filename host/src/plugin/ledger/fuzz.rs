@@ -8,6 +8,8 @@
 //! results/ records a run of a million.
 
 use super::*;
+use crate::engine::kv_policy::HostJob;
+use nanohost_strategy_api::{AttentionMode, ComputeJob, CopyJob, LayerRange};
 use crate::rng::Rng;
 use nanohost_kernels::context_slot;
 use nanohost_strategy_api::{Context, Growth};

@@ -1,4 +1,6 @@
 use super::*;
+use crate::engine::kv_policy::{Grown, Placement};
+use nanohost_strategy_api::{AttentionMode, ComputeJob, CopyJob, LayerRange};
 use nanohost_strategy_api::{Context, Growth};
 
 fn span(blocks: &[u32], start: u32, len: u32) -> Span {
