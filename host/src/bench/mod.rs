@@ -21,3 +21,4 @@ pub mod supervisor;
 pub mod teacher;
 pub mod waves;
 pub mod worker;
+pub mod worker_log;

@@ -3,8 +3,7 @@
 
 use super::config::BenchConfig;
 use anyhow::{Context, Result};
-use std::collections::VecDeque;
-use std::io::{BufRead, BufReader, IsTerminal, Read, Write};
+use std::io::{BufRead, BufReader, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
@@ -114,12 +113,12 @@ pub fn run_child(plugin: &Path, cfg: &BenchConfig, out_dir: &Path) -> Result<Out
         }
     });
     // The worker's stdout and stderr (the plugin's too): capped in memory and in its log file.
-    let log = std::sync::Arc::new(Mutex::new(CappedLog::default()));
+    let log = std::sync::Arc::new(Mutex::new(super::worker_log::CappedLog::default()));
     let (stdout, stderr) = (child.stdout.take().expect("piped"), child.stderr.take().expect("piped"));
     let (l1, l2) = (log.clone(), log.clone());
-    let stdout_thread = std::thread::spawn(move || drain(stdout, &l1));
+    let stdout_thread = std::thread::spawn(move || super::worker_log::drain(stdout, &l1));
     let err_thread = std::thread::spawn(move || {
-        drain(stderr, &l2);
+        super::worker_log::drain(stderr, &l2);
         l2.lock().unwrap().tail_lines(STDERR_TAIL_LINES)
     });
 
@@ -190,65 +189,6 @@ fn explain(how: String, stderr_tail: &str) -> String {
         Some(line) => format!("{how}: {}", line.trim_start_matches("error: ")),
         None if stderr_tail.trim().is_empty() => how,
         None => format!("{how}; stderr ends with:\n{stderr_tail}"),
-    }
-}
-
-/// The head and the tail of a worker's output, whatever its size: `HEAD` bytes kept from the
-/// start, the last `TAIL` bytes kept as it goes.
-#[derive(Default)]
-struct CappedLog {
-    head: Vec<u8>,
-    tail: VecDeque<u8>,
-    dropped: u64,
-}
-
-const HEAD: usize = 64 * 1024;
-const TAIL: usize = 256 * 1024;
-
-impl CappedLog {
-    fn push(&mut self, mut bytes: &[u8]) {
-        if self.head.len() < HEAD {
-            let n = (HEAD - self.head.len()).min(bytes.len());
-            self.head.extend_from_slice(&bytes[..n]);
-            bytes = &bytes[n..];
-        }
-        self.tail.extend(bytes);
-        while self.tail.len() > TAIL {
-            let over = self.tail.len() - TAIL;
-            self.tail.drain(..over);
-            self.dropped += over as u64;
-        }
-    }
-
-    /// The last `n` lines (of the tail, or of the head when that is all there is).
-    fn tail_lines(&self, n: usize) -> String {
-        let bytes: Vec<u8> = if self.tail.is_empty() { self.head.clone() } else { self.tail.iter().copied().collect() };
-        let text = String::from_utf8_lossy(&bytes);
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(n)..].join("\n")
-    }
-
-    fn write_to(&self, path: &Path) {
-        let mut bytes = self.head.clone();
-        if self.dropped > 0 {
-            bytes.extend(format!("\n[... {} bytes left out ...]\n", self.dropped).bytes());
-        }
-        bytes.extend(self.tail.iter());
-        if let Some(dir) = path.parent() {
-            let _ = std::fs::create_dir_all(dir);
-        }
-        let _ = std::fs::write(path, bytes);
-    }
-}
-
-/// Reads `from` to its end into `log`.
-fn drain(mut from: impl Read, log: &Mutex<CappedLog>) {
-    let mut buf = [0u8; 16 * 1024];
-    while let Ok(n) = from.read(&mut buf) {
-        if n == 0 {
-            break;
-        }
-        log.lock().unwrap().push(&buf[..n]);
     }
 }
 
