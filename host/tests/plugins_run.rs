@@ -122,6 +122,8 @@ fn list_reports_abi_status_path_and_sha256() {
     assert!(text.contains("ABI mismatch (plugin 9.0.0, host 1.0.0)"), "{text}");
     assert!(text.contains("not a nanohost plugin"), "{text}");
     assert!(text.lines().any(|l| l.starts_with("fault-panic\t0.0.1\tABI 1.0.0 ok")), "{text}");
+    // A file that aborts while loading is a row of its own; the rest are still listed.
+    assert!(text.lines().any(|l| l.starts_with("-\t-\tcrashes while loading\t") && l.contains("libfault_abort_at_load.so")), "{text}");
 }
 
 #[test]

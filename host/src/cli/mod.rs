@@ -48,6 +48,9 @@ enum Command {
     BenchChain(check::BenchChainArgs),
     #[command(hide = true)]
     Worker(worker::WorkerArgs),
+    /// One plugin file loaded in a process of its own, for `list` (not for direct use).
+    #[command(hide = true)]
+    Inspect(list::InspectArgs),
 }
 
 pub fn main() -> Result<()> {
@@ -64,5 +67,6 @@ pub fn main() -> Result<()> {
         Command::BenchAttention(a) => check::bench_attention(a),
         Command::BenchChain(a) => check::bench_chain(a),
         Command::Worker(a) => worker::run(a),
+        Command::Inspect(a) => list::inspect(a),
     }
 }
