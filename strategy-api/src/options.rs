@@ -41,22 +41,22 @@ pub struct PluginOption {
 /// The options given to one strategy, as it reads them.
 pub struct Options<'a> {
     given: &'a [PluginOption],
-    /// Keys the strategy asked for, in order.
-    asked: RefCell<Vec<&'static str>>,
-    /// Each option read and the value the strategy got (given, or its default): what results
-    /// record as the strategy's options.
+    /// Each option read and the value the strategy got (given, or its default), in the order
+    /// first read: what results record as the strategy's options.
     used: RefCell<Vec<PluginOption>>,
 }
 
 impl<'a> Options<'a> {
     pub fn new(given: &'a [PluginOption]) -> Self {
-        Options { given, asked: RefCell::new(Vec::new()), used: RefCell::new(Vec::new()) }
+        Options { given, used: RefCell::new(Vec::new()) }
     }
 
     fn note(&self, key: &'static str, value: OptionValue) {
         let mut used = self.used.borrow_mut();
-        used.retain(|o| o.key != key);
-        used.push(PluginOption { key: key.into(), value });
+        match used.iter_mut().find(|o| o.key == key) {
+            Some(o) => o.value = value,
+            None => used.push(PluginOption { key: key.into(), value }),
+        }
     }
 
     /// Every option read so far with the value the strategy got.
@@ -65,7 +65,6 @@ impl<'a> Options<'a> {
     }
 
     fn get(&self, key: &'static str) -> Option<&'a OptionValue> {
-        self.asked.borrow_mut().push(key);
         self.given.iter().rev().find(|o| o.key == key).map(|o| &o.value)
     }
 
@@ -110,9 +109,11 @@ impl<'a> Options<'a> {
         v
     }
 
-    /// An error naming every option given that the strategy did not read.
+    /// An error naming every option given that the strategy did not read. (A read that failed
+    /// is not counted: `new` returned that error first.)
     pub fn check_all_read(&self) -> Result<(), String> {
-        let asked = self.asked.borrow();
+        let used = self.used.borrow();
+        let asked: Vec<&str> = used.iter().map(|o| o.key.as_str()).collect();
         let unknown: Vec<&str> = self.given.iter().map(|o| o.key.as_str()).filter(|k| !asked.contains(k)).collect();
         if unknown.is_empty() {
             return Ok(());

@@ -94,7 +94,8 @@ impl KvPool {
         let src: Vec<u32> = copies.iter().flat_map(|c| c.src..c.src + c.len).collect();
         let dst: Vec<u32> = copies.iter().flat_map(|c| c.dst..c.dst + c.len).collect();
         let device = self.k[0].device();
-        let (src, dst) = (Tensor::from_vec(src.clone(), src.len(), device)?, Tensor::from_vec(dst.clone(), dst.len(), device)?);
+        let (n, m) = (src.len(), dst.len());
+        let (src, dst) = (Tensor::from_vec(src, n, device)?, Tensor::from_vec(dst, m, device)?);
         for pool in self.k.iter().chain(&self.v) {
             let rows = pool.flatten(0, 1)?.index_select(&src, 0)?;
             nanohost_kernels::write_kv(pool, &rows, &dst)?;

@@ -167,11 +167,11 @@ impl<'m> Engine<'m> {
         if plan.seqs.iter().any(|&i| running[i].params.temperature != temperature) {
             anyhow::bail!("sequences of one step must share a temperature");
         }
-        let mut sample_rows = rows.clone();
-        if batch.logits_padded {
-            sample_rows.push((SeqId::MAX, 0));
-        }
-        let on_device = sampler::sample(&logits, &sample_rows, temperature, self.seed)?;
+        // A step of prefill pieces alone has no row to sample: its padding row is sampled, and
+        // dropped below.
+        let padding = [(SeqId::MAX, 0)];
+        let sample_rows: &[(SeqId, usize)] = if batch.logits_padded { &padding } else { &rows };
+        let on_device = sampler::sample(&logits, sample_rows, temperature, self.seed)?;
         // The device is busy: plan the next step now where only the tokens can change it.
         let mut ahead = if self.can_prepare_ahead(&plan) { Some(self.prepare_ahead()?) } else { None };
         // Queued behind this step where it can be, unless this step's logits are kept: the

@@ -95,7 +95,7 @@ impl Ledger {
         }
         self.check_span(i, &span)?;
         // Only the blocks added now need the ownership check: the others passed it when added.
-        let added = Span { blocks: span.blocks[old.blocks.len()..].to_vec().into(), ..span.clone() };
+        let added = Span { blocks: span.blocks[old.blocks.len()..].to_vec().into(), first_slot: 0, len: 0, start_pos: span.start_pos, rotated_pos: span.rotated_pos, shared: span.shared, layers: span.layers };
         self.check_ownership(seq, std::slice::from_ref(&added), false)?;
         let bs = self.block_size as u32;
         let mut writes = Vec::with_capacity((span.len - old.len) as usize);
