@@ -25,14 +25,15 @@ impl HostJob {
     }
 }
 
-/// A validated prompt placement.
+/// What the next step computes for one sequence and where its context then lives: an
+/// admission's or a growth's answer, validated.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Placement {
+pub struct SeqStep {
     /// The whole context, in order.
     pub context: Vec<KvSpan>,
     pub jobs: Vec<HostJob>,
-    /// The job whose last row is the prompt's last token (its logits give the first output);
-    /// `None` when the plan places only the prompt's first `placed` tokens (prefill in pieces).
+    /// The job whose last row is the sequence's last token (its logits give the next output);
+    /// `None` while a prompt is placed in pieces and its end is not reached yet.
     pub logits_job: Option<usize>,
     /// One past the last position placed.
     pub placed: usize,
@@ -40,25 +41,17 @@ pub struct Placement {
     pub copies: Vec<CopyJob>,
     /// Some entry claimed cached is computed in this same step by another sequence.
     pub cross_reads: bool,
+}
+
+/// A validated prompt placement.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Placement {
+    pub step: SeqStep,
     /// Prompt tokens already in the pool.
     pub cached_tokens: usize,
     /// The strategy asked for cascade attention: leading blocks this sequence holds in common
     /// with others are attended once for all of them.
     pub cascade: bool,
-}
-
-/// A validated growth of a live context.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Grown {
-    /// The whole context, in order.
-    pub context: Vec<KvSpan>,
-    /// Computes the newly placed positions (the context's last entries).
-    pub job: HostJob,
-    /// One past the last position placed.
-    pub placed: usize,
-    pub copies: Vec<CopyJob>,
-    /// As for [`Placement::cross_reads`].
-    pub cross_reads: bool,
 }
 
 /// Counters the host keeps for every strategy, whatever it reports itself.
@@ -78,7 +71,7 @@ pub trait KvPolicy {
     fn admit(&mut self, seq: SeqId, tokens: &[u32], chunks: &[Chunk]) -> Result<Option<Placement>>;
     /// Grows a context toward holding all of `tokens` (at a decode step the last one is the new
     /// token), or `None` when there is no room.
-    fn grow(&mut self, seq: SeqId, tokens: &[u32]) -> Result<Option<Grown>>;
+    fn grow(&mut self, seq: SeqId, tokens: &[u32]) -> Result<Option<SeqStep>>;
     /// The token `grow` was given last for `seq` was a placeholder; this is the one sampled.
     fn set_last_token(&mut self, seq: SeqId, token: u32) -> Result<()>;
     /// A step ran: the tokens growth placed in it (those of sequences since released are left

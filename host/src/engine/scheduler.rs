@@ -56,15 +56,9 @@ impl Scheduler {
                 break;
             }
             let Some(placement) = policy.admit(seq.id, &seq.tokens, &seq.chunks)? else { break };
-            let to_compute: usize = placement.jobs.iter().map(|j| j.tokens.len()).sum();
+            let to_compute: usize = placement.step.jobs.iter().map(|j| j.tokens.len()).sum();
             let mut seq = self.waiting.pop_front().expect("front exists");
-            seq.context = placement.context;
-            seq.pending = placement.jobs;
-            seq.pending_grown = false;
-            seq.pending_copies = placement.copies;
-            seq.pending_cross_reads = placement.cross_reads;
-            seq.placed = placement.placed;
-            seq.logits_job = placement.logits_job;
+            seq.take_step(placement.step, false);
             seq.cascade = placement.cascade;
             seq.cached_at_admission = placement.cached_tokens;
             batched += to_compute;
@@ -81,15 +75,8 @@ impl Scheduler {
         while i < self.running.len() {
             let seq = &self.running[i];
             match policy.grow(seq.id, &seq.tokens)? {
-                Some(grown) => {
-                    let seq = &mut self.running[i];
-                    seq.logits_job = (grown.placed == seq.len()).then_some(0);
-                    seq.pending = vec![grown.job];
-                    seq.pending_grown = true;
-                    seq.pending_copies = grown.copies;
-                    seq.pending_cross_reads = grown.cross_reads;
-                    seq.placed = grown.placed;
-                    seq.context = grown.context;
+                Some(step) => {
+                    self.running[i].take_step(step, true);
                     i += 1;
                 }
                 // No room: evict the most recently admitted sequence (possibly this one) and retry.

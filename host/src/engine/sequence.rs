@@ -1,6 +1,6 @@
 //! One request as the engine tracks it, from waiting to finished.
 
-use super::kv_policy::HostJob;
+use super::kv_policy::{HostJob, SeqStep};
 use nanohost_kernels::KvSpan;
 use nanohost_strategy_api::{Chunk, CopyJob};
 use std::time::Instant;
@@ -96,6 +96,18 @@ impl Sequence {
 
     pub fn is_empty(&self) -> bool {
         self.tokens.is_empty()
+    }
+
+    /// Takes `step` as what the next step computes; `grown`: it grows a live context (its
+    /// tokens go to the strategy's step hook), rather than placing an admitted one.
+    pub fn take_step(&mut self, step: SeqStep, grown: bool) {
+        self.context = step.context;
+        self.pending = step.jobs;
+        self.logits_job = step.logits_job;
+        self.placed = step.placed;
+        self.pending_copies = step.copies;
+        self.pending_cross_reads = step.cross_reads;
+        self.pending_grown = grown;
     }
 
     /// The tokens whose KV the pool holds (what a strategy's `release` gets).

@@ -2,7 +2,7 @@
 //! failure names the plugin.
 
 use super::ledger::Ledger;
-use crate::engine::kv_policy::{Grown, HostCounters, KvPolicy, Placement};
+use crate::engine::kv_policy::{HostCounters, KvPolicy, Placement, SeqStep};
 use crate::engine::sequence::SeqId;
 use anyhow::{anyhow, Result};
 use nanohost_strategy_api::abi_stable::std_types::{RResult, RString};
@@ -56,7 +56,7 @@ impl KvPolicy for PluginPolicy {
         }
     }
 
-    fn grow(&mut self, seq: SeqId, tokens: &[u32]) -> Result<Option<Grown>> {
+    fn grow(&mut self, seq: SeqId, tokens: &[u32]) -> Result<Option<SeqStep>> {
         let answer = self.strategy.grow(seq, tokens.len() as u32);
         let checked = match self.call("grow", answer)? {
             Growth::NoRoom => return Ok(None),

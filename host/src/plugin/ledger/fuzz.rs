@@ -133,7 +133,7 @@ impl World {
             Ok(checked) => {
                 let placement = self.ledger.apply(checked);
                 self.log.push(format!("admit {id} {tokens:?} spans {spans:?} copies {copies:?}"));
-                self.run(&copies, &placement.jobs);
+                self.run(&copies, &placement.step.jobs);
                 self.seqs.insert(id, Seq { tokens, spans });
                 self.accepted += 1;
             }
@@ -183,7 +183,7 @@ impl World {
             Ok(checked) => {
                 let grown = self.ledger.apply(checked);
                 self.log.push(format!("grow {id} {tokens:?} {answer:?}"));
-                self.run(&grown.copies, std::slice::from_ref(&grown.job));
+                self.run(&grown.copies, &grown.jobs);
                 let s = self.seqs.get_mut(&id).expect("live");
                 s.tokens = tokens[..grown.placed].to_vec();
                 s.spans = spans;

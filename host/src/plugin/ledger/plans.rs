@@ -3,7 +3,7 @@
 
 use super::rules::{entries_at, share_word};
 use super::{kv_span, Checked, Ledger, EMPTY};
-use crate::engine::kv_policy::{Grown, HostJob, Placement};
+use crate::engine::kv_policy::{HostJob, Placement, SeqStep};
 use crate::engine::sequence::SeqId;
 use nanohost_kernels::KvSpan;
 use nanohost_strategy_api::{AttentionMode, ComputeJob, CopyJob, Span};
@@ -53,22 +53,21 @@ impl Ledger {
         };
         let (writes, cached, cross_reads) = self.check_entries(seq, tokens, &spans, &overlay, |c, o| computed.contains(&(c, o)))?;
         let end = spans[last.0].end_pos();
-        let placement = Placement {
+        let step = SeqStep {
             context: spans.iter().map(kv_span).collect(),
             jobs: host_jobs,
             logits_job: (end as usize == tokens.len()).then_some(last_job),
             placed: end as usize,
-            cached_tokens: cached,
-            cascade: mode == AttentionMode::Cascade,
             copies: copies.clone(),
             cross_reads,
         };
+        let placement = Placement { step, cached_tokens: cached, cascade: mode == AttentionMode::Cascade };
         Ok(Checked { answer: placement, seq, copies, writes, spans, end, evicted: (0, Vec::new()), in_place: false, hold_from: 0 })
     }
 
     /// Checks a grown last span: same blocks first, same first slot and positions, private,
     /// longer, within `tokens`. Costs what it adds, not the context (it runs every step).
-    pub fn check_grown(&self, seq: SeqId, tokens: &[u32], span: Span) -> Result<Checked<Grown>, String> {
+    pub fn check_grown(&self, seq: SeqId, tokens: &[u32], span: Span) -> Result<Checked<SeqStep>, String> {
         let live = self.live.get(&seq).ok_or(format!("grow answered for sequence {seq}, which is not live"))?;
         let i = live.spans.len() - 1;
         let old = &live.spans[i];
@@ -119,14 +118,14 @@ impl Ledger {
         // In place (see `apply`): the new last span only.
         let hold_from = live.spans[i].blocks.len();
         let spans = vec![span];
-        let grown = Grown { context, job, placed: end as usize, copies: Vec::new(), cross_reads: false };
+        let grown = SeqStep { context, jobs: vec![job], logits_job: (end as usize == tokens.len()).then_some(0), placed: end as usize, copies: Vec::new(), cross_reads: false };
         Ok(Checked { answer: grown, seq, copies: Vec::new(), writes, spans, end, evicted: (0, Vec::new()), in_place: true, hold_from })
     }
 
     /// Checks a replaced context: every entry before the sequence's old end must hold its token
     /// at its position (it is kept, or copied there), the positions from the old end on are the
     /// context's last entries and are computed.
-    pub fn check_replaced(&self, seq: SeqId, tokens: &[u32], spans: Vec<Span>, copies: Vec<CopyJob>) -> Result<Checked<Grown>, String> {
+    pub fn check_replaced(&self, seq: SeqId, tokens: &[u32], spans: Vec<Span>, copies: Vec<CopyJob>) -> Result<Checked<SeqStep>, String> {
         let live = self.live.get(&seq).ok_or(format!("grow answered for sequence {seq}, which is not live"))?;
         let old_end = live.end;
         self.check_spans(&spans, tokens.len())?;
@@ -148,7 +147,7 @@ impl Ledger {
         let freed = held_before.difference(&held_after).copied().collect();
         let context: Vec<KvSpan> = spans.iter().map(kv_span).collect();
         let job = tail_job(&context, &writes);
-        let grown = Grown { context, job, placed: end as usize, copies: copies.clone(), cross_reads };
+        let grown = SeqStep { context, jobs: vec![job], logits_job: (end as usize == tokens.len()).then_some(0), placed: end as usize, copies: copies.clone(), cross_reads };
         Ok(Checked { answer: grown, seq, copies, writes, spans, end, evicted: (dropped, freed), in_place: false, hold_from: 0 })
     }
 }

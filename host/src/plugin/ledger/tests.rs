@@ -1,5 +1,5 @@
 use super::*;
-use crate::engine::kv_policy::{Grown, Placement};
+use crate::engine::kv_policy::{Placement, SeqStep};
 use nanohost_strategy_api::{AttentionMode, ComputeJob, CopyJob, LayerRange};
 use nanohost_strategy_api::{Context, Growth};
 
@@ -15,7 +15,7 @@ fn admit(l: &mut Ledger, seq: SeqId, tokens: &[u32], spans: Vec<Span>) -> Placem
     l.apply(checked)
 }
 
-fn grow(l: &mut Ledger, seq: SeqId, tokens: &[u32], g: Growth) -> Result<Grown, String> {
+fn grow(l: &mut Ledger, seq: SeqId, tokens: &[u32], g: Growth) -> Result<SeqStep, String> {
     let checked = match g {
         Growth::Grown(s) => l.check_grown(seq, tokens, s),
         Growth::Replaced(c) => l.check_replaced(seq, tokens, c.spans.into(), c.copies.into()),
@@ -34,7 +34,7 @@ fn grown_blocks_are_checked_against_every_holder() {
     let err = grow(&mut l, 2, &[7, 8, 9], Growth::Grown(span(&[1, 1], 0, 3))).unwrap_err();
     assert!(err.contains("block 1 appears twice in the context of sequence 2"), "{err}");
     let g = grow(&mut l, 2, &[7, 8, 9], Growth::Grown(span(&[1, 2], 0, 3))).unwrap();
-    assert_eq!((g.context[0].blocks.clone(), g.placed, g.job.tokens.clone(), g.job.positions.clone()), (vec![1, 2], 3, vec![9], vec![2]));
+    assert_eq!((g.context[0].blocks.clone(), g.placed, g.jobs[0].tokens.clone(), g.jobs[0].positions.clone()), (vec![1, 2], 3, vec![9], vec![2]));
     // Now held: another sequence cannot be given it.
     let err = grow(&mut l, 1, &[5, 6, 4], Growth::Grown(span(&[0, 2], 0, 3))).unwrap_err();
     assert!(err.contains("block 2 is handed to sequence 1 while live sequence 2 holds it"), "{err}");
@@ -48,10 +48,10 @@ fn replaced_contexts_drop_tokens_but_keep_positions() {
     let tokens: Vec<u32> = (100..110).collect();
     // Sinks 0..2 in block 0; window 2..8 from slot 2 of block 0 into blocks 1.
     let p = admit(&mut l, 1, &tokens[..8], vec![span(&[0], 0, 2), span(&[0, 1], 2, 6).from_slot(2)]);
-    assert_eq!(p.placed, 8);
+    assert_eq!(p.step.placed, 8);
     // Position 8 goes into block 2; positions 2..4 (the rest of block 0) drop out.
     let g = grow(&mut l, 1, &tokens[..9], Growth::Replaced(Context { spans: vec![span(&[0], 0, 2), span(&[1, 2], 4, 5)].into(), copies: Default::default() })).unwrap();
-    assert_eq!((g.placed, g.job.tokens.clone(), g.job.positions.clone()), (9, vec![108], vec![8]));
+    assert_eq!((g.placed, g.jobs[0].tokens.clone(), g.jobs[0].positions.clone()), (9, vec![108], vec![8]));
     assert_eq!((l.tokens_evicted, l.blocks_evicted), (2, 0));
     // Dropping the sinks frees block 0.
     grow(&mut l, 1, &tokens[..10], Growth::Replaced(Context { spans: vec![span(&[1, 2], 4, 6)].into(), copies: Default::default() })).unwrap();
@@ -76,7 +76,7 @@ fn a_block_may_hold_two_spans_of_one_context_but_a_slot_one_entry() {
     // Position 8 overwrites slot 0 (position 0 dropped): spans [1..4) of block 0, block 1, then slot 0.
     let wrapped = vec![span(&[0, 1], 1, 7).from_slot(1), span(&[0], 8, 1)];
     let g = grow(&mut l, 1, &tokens, Growth::Replaced(Context { spans: wrapped.into(), copies: Default::default() })).unwrap();
-    assert_eq!(g.job.positions, vec![8]);
+    assert_eq!(g.jobs[0].positions, vec![8]);
     assert_eq!(l.tokens_evicted, 1);
     // Position 9 into slot 1, which keeps position 1.
     let twice = vec![span(&[0, 1], 1, 7).from_slot(1), span(&[0], 8, 1), span(&[0], 9, 1).from_slot(1)];
@@ -101,7 +101,7 @@ fn copies_are_checked_and_recorded() {
     let jobs = [ComputeJob { context: vec![0, 1].into(), len: 1 }];
     let mine = [tokens.clone(), vec![99]].concat();
     let checked = l.check_admission(2, &mine, spans.clone(), &jobs, copies.clone(), AttentionMode::Flat).unwrap();
-    assert_eq!((checked.answer.cached_tokens, checked.answer.placed, checked.answer.copies.len()), (6, 7, 2));
+    assert_eq!((checked.answer.cached_tokens, checked.answer.step.placed, checked.answer.step.copies.len()), (6, 7, 2));
     let bad = vec![CopyJob { src: 20, dst: 12, len: 4 }];
     let err = l.check_admission(2, &mine, spans.clone(), &jobs, bad, AttentionMode::Flat).err().unwrap();
     assert!(err.contains("copy 0 reads slot 20, which holds nothing"), "{err}");
@@ -127,9 +127,9 @@ fn a_prompt_placed_in_pieces_has_no_logits_until_its_end() {
     let mut l = Ledger::new(8, 4);
     let tokens: Vec<u32> = (0..10).collect();
     let p = admit(&mut l, 1, &tokens, vec![span(&[0], 0, 4)]);
-    assert_eq!((p.placed, p.logits_job), (4, None));
+    assert_eq!((p.step.placed, p.step.logits_job), (4, None));
     let g = grow(&mut l, 1, &tokens, Growth::Grown(span(&[0, 1, 2], 0, 10))).unwrap();
-    assert_eq!((g.placed, g.job.positions.len()), (10, 6));
+    assert_eq!((g.placed, g.jobs[0].positions.len()), (10, 6));
 }
 
 /// A sequence that reads, as cached, what another computes in the same step is flagged: the
@@ -149,9 +149,9 @@ fn reading_what_this_step_computes_is_flagged() {
     let spans = vec![Span::shared(vec![0], 0, 4), span(&[1], 4, 1)];
     let jobs = [ComputeJob { context: vec![0, 1].into(), len: 5 }];
     let c = l.check_admission(1, &[1, 2, 3, 4, 5], spans, &jobs, Vec::new(), AttentionMode::Flat).unwrap();
-    assert!(!c.answer.cross_reads);
+    assert!(!c.answer.step.cross_reads);
     l.apply(c);
-    assert!(shared(&l).unwrap().answer.cross_reads);
+    assert!(shared(&l).unwrap().answer.step.cross_reads);
     l.begin_step();
-    assert!(!shared(&l).unwrap().answer.cross_reads);
+    assert!(!shared(&l).unwrap().answer.step.cross_reads);
 }
