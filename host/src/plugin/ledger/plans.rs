@@ -1,8 +1,8 @@
 //! The three kinds of plan a strategy answers, checked without changing anything: an admission,
 //! a grown last span (every decode step: it costs what it adds), and a replaced context.
 
-use super::rules::{entries_at, share_word};
-use super::{kv_span, Checked, Ledger, EMPTY};
+use super::rules::{check_not_kept, check_writes_distinct, entries_at, share_word};
+use super::{kv_span, Checked, Ledger};
 use crate::engine::kv_policy::{HostJob, Placement, SeqStep};
 use crate::engine::sequence::SeqId;
 use nanohost_kernels::KvSpan;
@@ -102,16 +102,12 @@ impl Ledger {
             let (slot, token, pos) = (span.slot(o, bs), tokens[(span.start_pos + o) as usize], span.rotated_pos + o);
             self.check_write(seq, slot, token, pos)?;
             // A block listed twice can bring the span back onto one of its own entries.
-            let (held_token, held) = (self.slot_token[slot as usize], self.slot_pos[slot as usize]);
-            let kept = |s: &Span| (s.rotated_pos..s.rotated_pos + old.len.min(s.len)).contains(&held) && s.slot(held - s.rotated_pos, bs) == slot;
-            if held != EMPTY && (held_token, held) != (token, pos) && (kept(&span) || entries_at(&live.spans[..i], slot, held, bs) > 0) {
-                return Err(format!("slot {slot} appears twice in the context of sequence {seq}: it holds position {held}, kept, and receives position {pos}"));
-            }
-            if writes.iter().any(|w: &(u32, u32, u32)| w.0 == slot) {
-                return Err(format!("slot {slot} appears twice in the context of sequence {seq}"));
-            }
+            let held = (self.slot_token[slot as usize], self.slot_pos[slot as usize]);
+            let in_old_part = (span.rotated_pos..span.rotated_pos + old.len).contains(&held.1) && span.slot(held.1 - span.rotated_pos, bs) == slot;
+            check_not_kept(seq, (slot, token, pos), held, usize::from(in_old_part) + entries_at(&live.spans[..i], slot, held.1, bs))?;
             writes.push((slot, token, pos));
         }
+        check_writes_distinct(seq, &writes)?;
         let context: Vec<KvSpan> = live.spans[..i].iter().chain(std::iter::once(&span)).map(kv_span).collect();
         let job = tail_job(&context, &writes);
         let end = span.end_pos();

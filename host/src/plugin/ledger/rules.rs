@@ -154,19 +154,13 @@ impl Ledger {
         // A slot is one entry: cached entries hold distinct positions, so two of them cannot
         // share a slot and pass; a written slot must be no other entry's (costs the writes, not
         // the context: this runs for an evicting strategy at every step).
-        let mut written: Vec<u32> = writes.iter().map(|w| w.0).collect();
-        written.sort_unstable();
-        if let Some(w) = written.windows(2).find(|w| w[0] == w[1]) {
-            return Err(format!("slot {} appears twice in the context of sequence {seq}", w[0]));
-        }
+        check_writes_distinct(seq, &writes)?;
         for &(slot, token, pos) in &writes {
-            let (held_token, held) = self.content(overlay, slot);
+            let held = self.content(overlay, slot);
             // Entries of the context at this slot for the position it holds: the write's own
             // entry among them when that is the position written.
-            let others = entries_at(spans, slot, held, bs) - usize::from(held == pos);
-            if (held_token, held) != (token, pos) && held != EMPTY && others > 0 {
-                return Err(format!("slot {slot} appears twice in the context of sequence {seq}: it holds position {held}, kept, and receives position {pos}"));
-            }
+            let others = entries_at(spans, slot, held.1, bs) - usize::from(held.1 == pos);
+            check_not_kept(seq, (slot, token, pos), held, others)?;
         }
         Ok((writes, cached, fresh))
     }
@@ -200,4 +194,23 @@ pub(super) fn share_word(shared: bool) -> &'static str {
 /// How many entries of `spans` keep their keys, rotated for position `pos`, in `slot`.
 pub(super) fn entries_at(spans: &[Span], slot: u32, pos: u32, block_size: u32) -> usize {
     spans.iter().filter(|s| (s.rotated_pos..s.rotated_pos + s.len).contains(&pos) && s.slot(pos - s.rotated_pos, block_size) == slot).count()
+}
+
+/// No slot is written twice by one plan.
+pub(super) fn check_writes_distinct(seq: SeqId, writes: &Writes) -> Result<(), String> {
+    let mut written: Vec<u32> = writes.iter().map(|w| w.0).collect();
+    written.sort_unstable();
+    match written.windows(2).find(|w| w[0] == w[1]) {
+        Some(w) => Err(format!("slot {} appears twice in the context of sequence {seq}", w[0])),
+        None => Ok(()),
+    }
+}
+
+/// A written slot is no other entry's: `held` is what it holds now, `kept` how many entries
+/// of the context (other than the write) keep that there.
+pub(super) fn check_not_kept(seq: SeqId, (slot, token, pos): (u32, u32, u32), held: (u32, u32), kept: usize) -> Result<(), String> {
+    if held.1 != EMPTY && held != (token, pos) && kept > 0 {
+        return Err(format!("slot {slot} appears twice in the context of sequence {seq}: it holds position {}, kept, and receives position {pos}", held.1));
+    }
+    Ok(())
 }
