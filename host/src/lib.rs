@@ -11,5 +11,6 @@ pub mod fsutil;
 pub mod model;
 pub mod plugin;
 pub mod rng;
+pub mod train;
 pub mod workload;
 pub mod cli;

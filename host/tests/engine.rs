@@ -117,3 +117,29 @@ fn eos_stops_generation_unless_ignored() {
     assert_eq!(ignored.finish, Some(FinishReason::MaxTokens));
     assert_eq!(ignored.output(), free_run.as_slice());
 }
+
+#[test]
+fn forced_tokens_are_the_output_and_score_as_teacher_forcing_does() {
+    let m = tiny();
+    let prompts = prompts();
+    let forced: Vec<Vec<u32>> = prompts.iter().map(|p| p.iter().rev().take(9).map(|t| t % 256).collect()).collect();
+    // A pool that preempts, so a recomputed sequence keeps its scores.
+    let pool = KvPool::new(m.model.config(), PoolSize::Blocks(8), 16, DType::F32, &Device::Cpu).unwrap();
+    let mut engine = Engine::new(&m.model, &pool, common::standard_policy(&pool), SchedulerConfig::default(), 42);
+    for (p, f) in prompts.iter().zip(&forced) {
+        engine.add_forced_request(p.clone(), f.clone(), GREEDY).unwrap();
+    }
+    let mut done = engine.run_to_completion().unwrap();
+    done.sort_by_key(|s| s.id);
+    let want = nanohost::bench::teacher::teacher_forced_logits(&m.model, &prompts, &forced, 16).unwrap();
+    let want = candle_nn::ops::log_softmax(&want, candle_core::D::Minus1).unwrap();
+    for (i, s) in done.iter().enumerate() {
+        assert_eq!(s.output(), forced[i].as_slice());
+        assert_eq!(s.forced_logprobs.len(), 9);
+        let rows = want.get(i).unwrap().to_vec2::<f32>().unwrap();
+        for (j, lp) in s.forced_logprobs.iter().enumerate() {
+            let expect = rows[j][forced[i][j] as usize];
+            assert!((lp - expect).abs() < 1e-4, "sequence {i} token {j}: {lp} vs {expect}");
+        }
+    }
+}

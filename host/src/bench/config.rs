@@ -49,6 +49,38 @@ pub struct BenchConfig {
     /// Options for the strategies, by plugin name (`"*"`: every plugin), each a JSON object of
     /// option names to numbers, booleans or strings: `{"streaming": {"window": 256}}`.
     pub plugin_options: BTreeMap<String, BTreeMap<String, Value>>,
+    /// The grid of the `retrieval` and `perplexity` workloads.
+    pub quality: QualityConfig,
+    /// Compare every point's greedy output with the standard plugin's on the same prompts
+    /// (`fidelity` in the results); off saves the two greedy runs per point.
+    pub fidelity: bool,
+}
+
+/// What the quality workloads ask. Lengths are in the model's tokens.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QualityConfig {
+    /// Context lengths of the retrieval grid, one point each.
+    pub retrieval_lengths: Vec<usize>,
+    /// Depths of the needle, in percent of the haystack.
+    pub retrieval_depths: Vec<u32>,
+    /// Prompts per (length, depth) cell.
+    pub retrieval_samples: usize,
+    /// Held-out documents, and tokens scored in each.
+    pub perplexity_docs: usize,
+    pub perplexity_tokens: usize,
+}
+
+impl Default for QualityConfig {
+    fn default() -> Self {
+        QualityConfig {
+            retrieval_lengths: vec![512, 1024, 2048, 4096],
+            retrieval_depths: (0..=100).step_by(10).collect(),
+            retrieval_samples: 4,
+            perplexity_docs: 4,
+            perplexity_tokens: 1024,
+        }
+    }
 }
 
 impl Default for BenchConfig {
@@ -74,6 +106,8 @@ impl Default for BenchConfig {
             max_num_batched_tokens: 16_384,
             cuda_graphs: GraphMode::On,
             plugin_options: BTreeMap::new(),
+            quality: QualityConfig::default(),
+            fidelity: true,
         }
     }
 }

@@ -13,6 +13,8 @@ pub mod fidelity;
 pub mod lifetime;
 pub mod metrics;
 pub mod plots;
+pub mod quality;
+pub mod quality_summary;
 pub mod report;
 pub mod run_dir;
 pub mod stats;

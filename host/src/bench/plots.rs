@@ -93,6 +93,74 @@ pub fn ratio_chart(path: &Path, title: &str, rows: &[RatioRow]) -> Result<()> {
     Ok(())
 }
 
+/// A retrieval grid as a heat map: depth (rows) x context length (columns), each cell's exact
+/// match from red (0%) to green (100%), its percentage written in it.
+pub fn heat_map(path: &Path, title: &str, lengths: &[usize], depths: &[u32], accuracy: &dyn Fn(usize, u32) -> Option<f64>) -> Result<()> {
+    let (w, h) = (140 + 90 * lengths.len() as u32, 90 + 30 * depths.len() as u32);
+    let root = SVGBackend::new(path, (w, h)).into_drawing_area();
+    root.fill(&WHITE).map_err(draw_err)?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 18))
+        .margin(10)
+        .x_label_area_size(36)
+        .y_label_area_size(60)
+        .build_cartesian_2d(0.0..lengths.len() as f64, 0.0..depths.len() as f64)
+        .map_err(draw_err)?;
+    chart
+        .configure_mesh()
+        .disable_mesh()
+        .x_desc("context tokens")
+        .y_desc("needle depth")
+        .x_labels(lengths.len() * 2 + 1)
+        .y_labels(depths.len() * 2 + 1)
+        .x_label_formatter(&|x| label_at(*x, lengths.iter().map(|l| l.to_string())))
+        .y_label_formatter(&|y| label_at(*y, depths.iter().map(|d| format!("{d}%"))))
+        .draw()
+        .map_err(draw_err)?;
+    for (i, &l) in lengths.iter().enumerate() {
+        for (j, &d) in depths.iter().enumerate() {
+            let Some(a) = accuracy(l, d) else { continue };
+            let color = RGBColor((255.0 * (1.0 - a)) as u8, (200.0 * a) as u8, 60);
+            let (x, y) = (i as f64, j as f64);
+            chart.draw_series([Rectangle::new([(x, y), (x + 1.0, y + 1.0)], color.filled())]).map_err(draw_err)?;
+            chart.draw_series([Text::new(format!("{:.0}", 100.0 * a), (x + 0.4, y + 0.65), ("sans-serif", 13).into_font().color(&WHITE))]).map_err(draw_err)?;
+        }
+    }
+    root.present().map_err(draw_err)?;
+    Ok(())
+}
+
+/// The label of the category centred at `v` (categories sit on 0.5, 1.5, ...), else nothing.
+fn label_at(v: f64, labels: impl Iterator<Item = String>) -> String {
+    let i = v - 0.5;
+    if (i - i.round()).abs() > 1e-6 || i < 0.0 {
+        return String::new();
+    }
+    labels.into_iter().nth(i.round() as usize).unwrap_or_default()
+}
+
+/// One labelled point per plugin: x and y in percent.
+pub fn scatter(path: &Path, title: &str, x_desc: &str, y_desc: &str, points: &[(String, f64, f64)]) -> Result<()> {
+    let x_lo = points.iter().map(|p| p.1).fold(0.0f64, f64::min) - 5.0;
+    let root = SVGBackend::new(path, (760, 520)).into_drawing_area();
+    root.fill(&WHITE).map_err(draw_err)?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 20))
+        .margin(14)
+        .x_label_area_size(40)
+        .y_label_area_size(60)
+        .build_cartesian_2d(x_lo..105.0, 0.0..105.0)
+        .map_err(draw_err)?;
+    chart.configure_mesh().x_desc(x_desc).y_desc(y_desc).draw().map_err(draw_err)?;
+    for (i, (name, x, y)) in points.iter().enumerate() {
+        let color = Palette99::pick(i).to_rgba();
+        chart.draw_series([Circle::new((*x, *y), 6, color.filled())]).map_err(draw_err)?;
+        chart.draw_series([Text::new(name.clone(), (*x + 1.0, *y - 2.0), ("sans-serif", 14).into_font())]).map_err(draw_err)?;
+    }
+    root.present().map_err(draw_err)?;
+    Ok(())
+}
+
 fn draw_err<E: std::fmt::Display>(e: E) -> anyhow::Error {
     anyhow!("drawing a chart: {e}")
 }

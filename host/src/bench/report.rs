@@ -3,7 +3,7 @@
 
 use super::compare::{self, METRICS};
 use super::plots::{self, RatioRow, Series};
-use super::summary;
+use super::{quality_summary, summary};
 use crate::fsutil::write_atomic;
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
@@ -29,6 +29,7 @@ pub fn render(dir: &Path) -> Result<Vec<String>> {
             md.push_str(&format!("![{title}]({file})\n\n"));
             written.push(file.to_string());
         }
+        written.extend(quality_section(dir, &points, &mut md)?);
     }
     if cmp.is_file() {
         let report: Value = read(&cmp)?;
@@ -56,6 +57,46 @@ pub fn render(dir: &Path) -> Result<Vec<String>> {
     }
     write_atomic(&dir.join("summary.md"), md.as_bytes())?;
     written.push("summary.md".into());
+    Ok(written)
+}
+
+/// Quality kept against memory saved: the table, each plugin's retrieval grid (text and heat
+/// map), and the savings-vs-accuracy scatter. Nothing when no point measured quality.
+fn quality_section(dir: &Path, points: &[Value], md: &mut String) -> Result<Vec<String>> {
+    let table = quality_summary::table(points);
+    if table.is_empty() {
+        return Ok(Vec::new());
+    }
+    md.push_str(&format!("## Quality\n\nRetrieval: exact match of the greedy answer over the grid. Perplexity: teacher-forced through each strategy's own KV. Agreement: greedy tokens equal to standard's on the same prompts. KV saved: peak KV bytes against standard's on the same points.\n\n```\n{table}\n```\n\n"));
+    let mut written = Vec::new();
+    let mut scatter = Vec::new();
+    for (name, q) in quality_summary::collect(points) {
+        if q.cells.is_empty() {
+            continue;
+        }
+        let file = format!("retrieval_{}.svg", name.replace(|c: char| !c.is_ascii_alphanumeric() && c != '-', "_"));
+        let mut lengths: Vec<usize> = q.cells.iter().map(|c| c.context_tokens).collect();
+        let mut depths: Vec<u32> = q.cells.iter().map(|c| c.depth_percent).collect();
+        lengths.sort_unstable();
+        lengths.dedup();
+        depths.sort_unstable();
+        depths.dedup();
+        let cell = |l: usize, d: u32| {
+            let (c, t) = q.cells.iter().filter(|x| x.context_tokens == l && x.depth_percent == d).fold((0, 0), |(c, t), x| (c + x.correct, t + x.total));
+            (t > 0).then(|| c as f64 / t as f64)
+        };
+        plots::heat_map(&dir.join(&file), &format!("{name}: retrieval exact match"), &lengths, &depths, &cell)?;
+        md.push_str(&format!("### {name}\n\n```\n{}```\n\n![{name} retrieval]({file})\n\n", quality_summary::grid_text(&q.cells)));
+        written.push(file);
+        if let Some(a) = q.accuracy() {
+            scatter.push((name.clone(), 100.0 * q.savings.unwrap_or(0.0), 100.0 * a));
+        }
+    }
+    if !scatter.is_empty() {
+        plots::scatter(&dir.join("savings_vs_accuracy.svg"), "KV saved vs retrieval kept", "KV saved vs standard (%)", "retrieval exact match (%)", &scatter)?;
+        md.push_str("![KV saved vs retrieval kept](savings_vs_accuracy.svg)\n\n");
+        written.push("savings_vs_accuracy.svg".into());
+    }
     Ok(written)
 }
 

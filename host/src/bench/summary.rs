@@ -75,6 +75,10 @@ pub fn summarize(outcomes: &[Outcome], out_dir: &Path) -> Result<usize> {
     }
     add_measured_savings(&mut points);
     println!("{}", table(&points));
+    let quality = super::quality_summary::table(&points);
+    if !quality.is_empty() {
+        println!("\n{quality}");
+    }
     let failed: Vec<&Outcome> = outcomes.iter().filter(|o| o.failure.is_some()).collect();
     for o in &failed {
         println!("\nFAILED {}: {}", o.plugin.display(), o.failure.as_deref().unwrap_or(""));

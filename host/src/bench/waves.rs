@@ -3,11 +3,12 @@
 
 use crate::engine::sequence::{SamplingParams, Sequence};
 use crate::engine::Engine;
-use crate::workload::Prompt;
+use crate::workload::{Check, Prompt};
 use anyhow::Result;
 
 /// Runs every wave of `prompts` with `params` (a prompt's own `max_tokens` wins) and calls
-/// `after_wave` with each wave's finished sequences; returns them all, wave by wave. A prompt
+/// `after_wave` with each wave's finished sequences; returns them all, wave by wave, each wave
+/// in prompt order. Forced prompts (perplexity) are teacher-forced. A prompt
 /// that continues an earlier one is that one's whole sequence (prompt and output) followed by
 /// its own tokens.
 pub fn run_waves(engine: &mut Engine, prompts: &[Prompt], params: SamplingParams, mut after_wave: impl FnMut(&Engine, usize, &[Sequence]) -> Result<()>) -> Result<Vec<Sequence>> {
@@ -24,9 +25,16 @@ pub fn run_waves(engine: &mut Engine, prompts: &[Prompt], params: SamplingParams
                     [earlier.tokens.as_slice(), &p.tokens].concat()
                 }
             };
-            seq_of_prompt.insert(i, engine.add_chunked_request(tokens, p.chunks.clone(), params)?);
+            let id = match &p.check {
+                Some(Check::Forced(forced)) => engine.add_forced_request(tokens, forced.clone(), params)?,
+                _ => engine.add_chunked_request(tokens, p.chunks.clone(), params)?,
+            };
+            seq_of_prompt.insert(i, id);
         }
-        let done = engine.run_to_completion()?;
+        let mut done = engine.run_to_completion()?;
+        // In the order they were added (prompt order within the wave), whatever order they
+        // finished in, so two strategies' outputs pair request by request.
+        done.sort_by_key(|s| s.id);
         after_wave(engine, wave, &done)?;
         all.extend(done);
     }

@@ -66,8 +66,7 @@ pub fn run_worker(plugin_path: &Path, cfg: &BenchConfig, out_dir: &Path) -> Resu
         (None, None) => PoolSize::Blocks(default_blocks(cfg, &points)),
     };
     let pool = KvPool::new(loaded.model.config(), size, cfg.block_size, loaded.model.dtype(), &device)?;
-    let chunked = points.iter().any(|p| p.prompts.iter().any(|q| !q.chunks.is_empty()));
-    let reference = if chunked { fidelity_reference(&plugin)? } else { None };
+    let reference = if cfg.fidelity { fidelity_reference(&plugin)? } else { None };
     // One set of graphs for the pool: what the warm-ups capture, the timed runs replay.
     let graphs = DecodeGraphs::new(&loaded.model, cfg.max_num_seqs, cfg.cuda_graphs);
     std::fs::create_dir_all(out_dir).with_context(|| format!("cannot create {}", out_dir.display()))?;
@@ -102,7 +101,7 @@ fn graph_record(graphs: &DecodeGraphs, before: &GraphStats, precaptured: usize, 
     })
 }
 
-/// The reference for the chunked workloads' fidelity check: the standard plugin found beside
+/// The reference for the fidelity check: the standard plugin found beside
 /// this one or in the plugin search path; `None` (and a log line) when there is none.
 fn fidelity_reference(plugin: &Plugin) -> Result<Option<Plugin>> {
     let beside = plugin.path.parent().map(|d| d.join("libstandard.so")).filter(|p| p.is_file());
@@ -126,12 +125,15 @@ fn option_map(options: &[nanohost_strategy_api::PluginOption]) -> Map<String, Va
     options.iter().map(|o| (o.key.to_string(), json(&o.value))).collect()
 }
 
-/// `reference`: the fidelity reference, for points with chunked requests.
+/// `reference`: the fidelity reference (the standard plugin), compared on every point.
 #[allow(clippy::too_many_arguments)]
 fn run_point(plugin: &Plugin, reference: Option<&Plugin>, loaded: &LoadedModel, pool: &KvPool, graphs: &DecodeGraphs, cfg: &BenchConfig, point: &Point, device: &str) -> Result<Map<String, Value>> {
     let options = cfg.options_for(plugin.info.name.as_str())?;
     let sched = SchedulerConfig { max_num_seqs: cfg.max_num_seqs, max_num_batched_tokens: cfg.max_num_batched_tokens };
-    let params = SamplingParams { temperature: cfg.temperature as f32, max_tokens: cfg.max_output_len, ignore_eos: true };
+    // Quality points are scored on greedy answers.
+    let quality = point.prompts.iter().any(|p| p.check.is_some());
+    let temperature = if quality { 0.0 } else { cfg.temperature as f32 };
+    let params = SamplingParams { temperature, max_tokens: cfg.max_output_len, ignore_eos: true };
     // Warm-up on a fresh strategy, as the prototype did, so one-time costs stay out of the timing.
     if cfg.warmup_tokens > 0 {
         let mut warm = Engine::new(&loaded.model, pool, Box::new(plugin.new_policy(pool, &options)?), sched, cfg.seed).with_graphs(graphs);
@@ -191,11 +193,18 @@ fn run_point(plugin: &Plugin, reference: Option<&Plugin>, loaded: &LoadedModel, 
     let counters = engine.policy().counters()?;
     if point.prompts.iter().any(|p| !p.chunks.is_empty()) {
         m.extend(chunk_stats::point(&counters, (engine.peak_reported_blocks * pool.bytes_per_block()) as u64, wave_stats));
-        let fidelity = match reference {
-            Some(r) => super::fidelity::compare_to_reference(plugin, r, loaded, pool, sched, point, cfg.max_output_len)?,
-            None => Value::Null,
-        };
-        m.insert("fidelity".into(), fidelity);
+    }
+    if let Some(q) = super::quality::score(&point.prompts, &seqs, &loaded.tokenizer)? {
+        m.insert("quality".into(), serde_json::to_value(q)?);
+    }
+    // Forced outputs are the same text for every strategy: nothing to compare greedily.
+    let forced = point.prompts.iter().any(|p| matches!(p.check, Some(crate::workload::Check::Forced(_))));
+    let fidelity = match reference {
+        Some(r) if r.sha256 != plugin.sha256 && !forced => Some(super::fidelity::compare_to_reference(plugin, &options, r, loaded, pool, sched, point, cfg.max_output_len)?),
+        _ => None,
+    };
+    if let Some(f) = fidelity {
+        m.insert("fidelity".into(), serde_json::to_value(f)?);
     }
     m.insert("cuda_graphs".into(), graph_record(graphs, &graphs_before, precaptured, precapture_seconds));
     m.insert("programmatic_launch".into(), json!(nanohost_kernels::programmatic_launch(loaded.model.device())));

@@ -9,6 +9,7 @@ mod list;
 mod model_args;
 mod report;
 mod run;
+mod train_preset;
 mod worker;
 
 use anyhow::Result;
@@ -25,6 +26,8 @@ pub struct Cli {
 enum Command {
     /// Write a preset model (config.json, model.safetensors, tokenizer.json) in the Hugging Face layout.
     InitModel(init_model::InitModelArgs),
+    /// Train the embedded `tiny` model from scratch (CPU, deterministic from the recipe's seed).
+    TrainPreset(train_preset::TrainPresetArgs),
     /// Generate text from one prompt: a quick manual check of model and engine.
     Generate(generate::GenerateArgs),
     /// Run strategy plugins on the benchmark workloads, each in its own process.
@@ -58,6 +61,7 @@ pub fn main() -> Result<()> {
     match cli.command {
         Command::InitModel(a) => init_model::run(a),
         Command::Generate(a) => generate::run(a),
+        Command::TrainPreset(a) => train_preset::run(a),
         Command::Run(a) => run::run(a),
         Command::Compare(a) => compare::run(a),
         Command::Report(a) => report::run(a),

@@ -131,6 +131,20 @@ impl<'m> Engine<'m> {
         Ok(id)
     }
 
+    /// A request whose output is `forced` (teacher forcing), each token scored under the logits
+    /// the strategy's KV gives: the sequence grows step by step exactly as in generation.
+    pub fn add_forced_request(&mut self, prompt: Vec<u32>, forced: Vec<u32>, params: SamplingParams) -> Result<SeqId> {
+        let vocab = self.model.config().vocab_size;
+        if let Some(t) = forced.iter().find(|&&t| t as usize >= vocab) {
+            anyhow::bail!("forced token {t} is outside the model's vocabulary of {vocab}");
+        }
+        let params = SamplingParams { max_tokens: forced.len(), ignore_eos: true, ..params };
+        let id = self.add_chunked_request(prompt, Vec::new(), params)?;
+        let seq = self.scheduler.waiting.back_mut().expect("just added");
+        seq.forced = forced;
+        Ok(id)
+    }
+
     /// Runs one scheduled step; `None` when nothing is left to do.
     pub fn step(&mut self) -> Result<Option<StepReport>> {
         let start = Instant::now();
@@ -162,7 +176,10 @@ impl<'m> Engine<'m> {
         };
         let launched = Instant::now();
         let running = &self.scheduler.running;
-        let rows: Vec<(SeqId, usize)> = plan.seqs.iter().filter(|&&i| running[i].logits_job.is_some()).map(|&i| (running[i].id, running[i].output().len())).collect();
+        let row_seqs: Vec<usize> = plan.seqs.iter().copied().filter(|&i| running[i].logits_job.is_some()).collect();
+        let rows: Vec<(SeqId, usize)> = row_seqs.iter().map(|&i| (running[i].id, running[i].output().len())).collect();
+        // Rows whose token is forced (teacher forcing): (row, token).
+        let forced: Vec<(usize, u32)> = row_seqs.iter().enumerate().filter_map(|(r, &i)| running[i].forced.get(running[i].output().len()).map(|&t| (r, t))).collect();
         let temperature = plan.seqs.first().map_or(0.0, |&i| running[i].params.temperature);
         if plan.seqs.iter().any(|&i| running[i].params.temperature != temperature) {
             anyhow::bail!("sequences of one step must share a temperature");
@@ -177,7 +194,7 @@ impl<'m> Engine<'m> {
         // Queued behind this step where it can be, unless this step's logits are kept: the
         // queued step would overwrite the graph's logits buffer before they are read.
         let queued_ahead = match &mut ahead {
-            Some(a) if self.logits.is_none() => self.launch_ahead(a, &rows, &on_device)?,
+            Some(a) if self.logits.is_none() && forced.is_empty() => self.launch_ahead(a, &rows, &on_device)?,
             _ => None,
         };
         let mut tokens = match queued_ahead {
@@ -185,6 +202,16 @@ impl<'m> Engine<'m> {
             None => on_device.to_vec1::<u32>()?,
         };
         tokens.truncate(rows.len());
+        let forced_logprobs = sampler::logprobs(&logits, &forced)?;
+        for &(r, t) in &forced {
+            tokens[r] = t;
+        }
+        // By id: preparing the next step ahead may have reordered the running list.
+        for (&(r, _), lp) in forced.iter().zip(forced_logprobs) {
+            if let Some(seq) = self.scheduler.running.iter_mut().find(|s| s.id == rows[r].0) {
+                seq.forced_logprobs.push(lp);
+            }
+        }
         let sampled = Instant::now();
         let sampled_by_id: HashMap<SeqId, u32> = rows.iter().map(|&(id, _)| id).zip(tokens.iter().copied()).collect();
         match &mut ahead {

@@ -28,4 +28,17 @@ pub fn sample(logits: &Tensor, rows: &[(SeqId, usize)], temperature: f32, seed: 
     Ok(nanohost_kernels::sample_rows_async(logits, &u, temperature)?)
 }
 
+/// Log-probability of `token` in row `row` of `logits`, for each `(row, token)`.
+pub fn logprobs(logits: &Tensor, picks: &[(usize, u32)]) -> Result<Vec<f32>> {
+    if picks.is_empty() {
+        return Ok(Vec::new());
+    }
+    let device = logits.device();
+    let rows = Tensor::from_vec(picks.iter().map(|&(r, _)| r as u32).collect::<Vec<_>>(), picks.len(), device)?;
+    let tokens = Tensor::from_vec(picks.iter().map(|&(_, t)| t).collect::<Vec<_>>(), (picks.len(), 1), device)?;
+    let picked = logits.index_select(&rows, 0)?.to_dtype(candle_core::DType::F32)?;
+    let logp = candle_nn::ops::log_softmax(&picked, candle_core::D::Minus1)?;
+    Ok(logp.gather(&tokens, 1)?.squeeze(1)?.to_vec1::<f32>()?)
+}
+
 pub use nanohost_kernels::argmax;

@@ -63,6 +63,10 @@ pub struct Sequence {
     /// Prompt tokens already in the pool at the last admission.
     pub cached_at_admission: usize,
     pub preemptions: usize,
+    /// Teacher forcing: output `i` is `forced[i]` whatever the logits say, and its
+    /// log-probability under them goes to `forced_logprobs[i]` (the perplexity workload).
+    pub forced: Vec<u32>,
+    pub forced_logprobs: Vec<f32>,
 }
 
 impl Sequence {
@@ -87,6 +91,8 @@ impl Sequence {
             token_times: Vec::new(),
             cached_at_admission: 0,
             preemptions: 0,
+            forced: Vec::new(),
+            forced_logprobs: Vec::new(),
         }
     }
 

@@ -172,6 +172,16 @@ pub fn write_preset(preset: Preset, seed: u64, dir: &Path) -> Result<()> {
     })
 }
 
+/// Writes trained `tiny` weights (f16 on disk) with its config and tokenizer.
+pub fn write_trained(tensors: &std::collections::BTreeMap<String, Tensor>, dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let cfg = Preset::Tiny.config();
+    write_atomic(&dir.join("config.json"), serde_json::to_string_pretty(&cfg.to_hf_json("float16"))?.as_bytes())?;
+    write_atomic(&dir.join("tokenizer.json"), byte_level_tokenizer_json().as_bytes())?;
+    let half: HashMap<String, Tensor> = tensors.iter().map(|(n, t)| Ok((n.clone(), t.to_dtype(DType::F16)?))).collect::<Result<_>>()?;
+    write_atomic_with(&dir.join(SINGLE_FILE), |p| Ok(candle_core::safetensors::save(&half, p)?))
+}
+
 /// Number of parameters of a config (tied embeddings counted once).
 pub fn parameter_count(cfg: &Qwen3Config) -> usize {
     expected_tensors(cfg).iter().map(|(_, s)| s.iter().product::<usize>()).sum()

@@ -62,7 +62,7 @@ pub fn compose(chunks: &[ChunkText], tokenizer: &Tokenizer, wave: usize) -> Resu
         }
         [_] => bail!("a chunked request needs a query after its system prompt"),
     }
-    let mut prompt = Prompt { tokens: Vec::new(), chunks: Vec::with_capacity(chunks.len()), wave, max_tokens: None, continues: None };
+    let mut prompt = Prompt { tokens: Vec::new(), chunks: Vec::with_capacity(chunks.len()), wave, max_tokens: None, continues: None, check: None };
     for c in chunks {
         let enc = tokenizer.encode(c.rendered(), false).map_err(|e| anyhow::anyhow!("{e}")).with_context(|| format!("cannot tokenize a {:?} chunk", c.kind))?;
         let ids = enc.get_ids();

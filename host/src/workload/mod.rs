@@ -4,6 +4,8 @@ pub mod chunks;
 mod chunked;
 mod conversation;
 mod engine_speed;
+pub mod needles;
+mod quality;
 mod shared_prefix;
 mod standard;
 
@@ -24,11 +26,23 @@ pub struct Prompt {
     pub wave: usize,
     pub max_tokens: Option<usize>,
     pub continues: Option<usize>,
+    /// What a quality workload checks in this request's output (`None`: nothing).
+    pub check: Option<Check>,
+}
+
+/// A quality workload's check of one request; a point with checks runs greedily.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Check {
+    /// The output must begin with `answer` (decoded text). `cell` names the request's cell of
+    /// the retrieval grid (context length and needle depth).
+    Answer { answer: String, context_tokens: usize, depth_percent: u32 },
+    /// Teacher forcing: these tokens are the output, each scored (perplexity).
+    Forced(Vec<u32>),
 }
 
 impl Prompt {
     pub fn plain(tokens: Vec<u32>) -> Self {
-        Prompt { tokens, chunks: Vec::new(), wave: 0, max_tokens: None, continues: None }
+        Prompt { tokens, chunks: Vec::new(), wave: 0, max_tokens: None, continues: None, check: None }
     }
 
     /// The most tokens request `i` of `prompts` can reach: its history, its own tokens and its
@@ -55,7 +69,7 @@ pub trait Workload {
     fn points(&self, cfg: &BenchConfig, vocab_size: usize, tokenizer: &Tokenizer) -> Result<Vec<Point>>;
 }
 
-pub const NAMES: [&str; 10] = ["standard", "shared-prefix", "long-prefix", "chunked", "chunked-reuse", "long-chunked", "conversation", "long-context", "throughput", "latency"];
+pub const NAMES: [&str; 12] = ["standard", "shared-prefix", "long-prefix", "chunked", "chunked-reuse", "long-chunked", "conversation", "long-context", "retrieval", "perplexity", "throughput", "latency"];
 
 pub fn by_name(name: &str) -> Result<Box<dyn Workload>> {
     match name {
@@ -67,6 +81,8 @@ pub fn by_name(name: &str) -> Result<Box<dyn Workload>> {
         "long-chunked" => Ok(Box::new(chunked::LongChunked)),
         "conversation" => Ok(Box::new(conversation::Conversation)),
         "long-context" => Ok(Box::new(engine_speed::LongContext)),
+        "retrieval" => Ok(Box::new(quality::Retrieval)),
+        "perplexity" => Ok(Box::new(quality::Perplexity)),
         "throughput" => Ok(Box::new(engine_speed::Throughput)),
         "latency" => Ok(Box::new(engine_speed::Latency)),
         other => bail!("unknown workload \"{other}\"; known workloads: {}", NAMES.join(", ")),

@@ -1,0 +1,131 @@
+//! Memory saved against quality kept, per plugin, on one screen: the quality table (stdout and
+//! `summary.md`), each plugin's retrieval grid (depth x length), and the points behind the
+//! savings-vs-accuracy chart.
+
+use super::quality::{Quality, RetrievalCell};
+use serde_json::Value;
+use std::collections::BTreeMap;
+
+/// What one plugin scored over a run's points.
+#[derive(Clone, Debug, Default)]
+pub struct PluginQuality {
+    pub cells: Vec<RetrievalCell>,
+    /// (forced tokens, summed NLL) over perplexity points.
+    pub nll: (usize, f64),
+    /// (agreeing tokens, compared tokens, identical requests, requests) over points with a
+    /// fidelity check.
+    pub agreement: (f64, usize, usize, usize),
+    /// Peak KV bytes on the quality points.
+    pub peak_kv_bytes: f64,
+    /// Mean of `memory_savings_ratio` over the points that have one.
+    pub savings: Option<f64>,
+}
+
+impl PluginQuality {
+    pub fn accuracy(&self) -> Option<f64> {
+        let (c, t) = self.cells.iter().fold((0, 0), |(c, t), x| (c + x.correct, t + x.total));
+        (t > 0).then(|| c as f64 / t as f64)
+    }
+
+    pub fn perplexity(&self) -> Option<f64> {
+        (self.nll.0 > 0).then(|| (self.nll.1 / self.nll.0 as f64).exp())
+    }
+
+    pub fn agreement(&self) -> Option<f64> {
+        (self.agreement.1 > 0).then(|| self.agreement.0 / self.agreement.1 as f64)
+    }
+}
+
+/// Per plugin name, in name order.
+pub fn collect(points: &[Value]) -> BTreeMap<String, PluginQuality> {
+    let mut by: BTreeMap<String, PluginQuality> = BTreeMap::new();
+    let mut savings: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    for p in points {
+        let name = p["plugin"]["name"].as_str().unwrap_or("?").to_string();
+        let q = by.entry(name.clone()).or_default();
+        if let Some(s) = p["memory_savings_ratio"].as_f64() {
+            savings.entry(name.clone()).or_default().push(s);
+        }
+        if let Some(f) = p.get("fidelity").filter(|f| f.is_object()) {
+            let compared = f["requests"].as_u64().unwrap_or(0) as usize;
+            let tokens = p["output_tokens"].as_u64().unwrap_or(0) as usize;
+            q.agreement.0 += f["greedy_token_agreement"].as_f64().unwrap_or(0.0) * tokens as f64;
+            q.agreement.1 += tokens;
+            q.agreement.2 += f["requests_with_identical_output"].as_u64().unwrap_or(0) as usize;
+            q.agreement.3 += compared;
+        }
+        let Some(quality) = p.get("quality").and_then(|v| serde_json::from_value::<Quality>(v.clone()).ok()) else { continue };
+        q.peak_kv_bytes = q.peak_kv_bytes.max(p["peak_kv_bytes"].as_f64().unwrap_or(0.0));
+        match quality {
+            Quality::Retrieval { cells, .. } => q.cells.extend(cells),
+            Quality::Perplexity { tokens, mean_nll, .. } => {
+                q.nll.0 += tokens;
+                q.nll.1 += mean_nll * tokens as f64;
+            }
+        }
+    }
+    for (name, s) in savings {
+        if let Some(q) = by.get_mut(&name) {
+            q.savings = Some(s.iter().sum::<f64>() / s.len() as f64);
+        }
+    }
+    by
+}
+
+fn pct(x: Option<f64>) -> String {
+    x.map_or("-".into(), |v| format!("{:.1}%", 100.0 * v))
+}
+
+/// The quality table; empty when no point measured quality or fidelity.
+pub fn table(points: &[Value]) -> String {
+    let by = collect(points);
+    if by.values().all(|q| q.cells.is_empty() && q.nll.0 == 0 && q.agreement.1 == 0) {
+        return String::new();
+    }
+    let standard_ppl = by.get("standard").and_then(PluginQuality::perplexity);
+    let header = ["Plugin", "Retrieval", "Perplexity", "vs standard", "Greedy agreement", "Identical requests", "KV saved"].map(String::from);
+    let rows: Vec<[String; 7]> = by
+        .iter()
+        .map(|(name, q)| {
+            let ppl = q.perplexity();
+            let ratio = match (ppl, standard_ppl) {
+                (Some(a), Some(b)) if b > 0.0 => format!("x{:.3}", a / b),
+                _ => "-".into(),
+            };
+            let identical = if q.agreement.3 > 0 { format!("{}/{}", q.agreement.2, q.agreement.3) } else { "-".into() };
+            [name.clone(), pct(q.accuracy()), ppl.map_or("-".into(), |p| format!("{p:.3}")), ratio, pct(q.agreement()), identical, pct(q.savings)]
+        })
+        .collect();
+    let mut widths = header.clone().map(|h| h.len());
+    for r in &rows {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let fmt = |r: &[String; 7]| r.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect::<Vec<_>>().join(" | ");
+    let mut out = vec![fmt(&header), widths.iter().map(|w| "-".repeat(*w)).collect::<Vec<_>>().join("-|-")];
+    out.extend(rows.iter().map(fmt));
+    out.join("\n")
+}
+
+/// A plugin's retrieval grid as text: one row per depth, one column per context length, each
+/// cell the exact-match percentage.
+pub fn grid_text(cells: &[RetrievalCell]) -> String {
+    let mut lengths: Vec<usize> = cells.iter().map(|c| c.context_tokens).collect();
+    let mut depths: Vec<u32> = cells.iter().map(|c| c.depth_percent).collect();
+    lengths.sort_unstable();
+    lengths.dedup();
+    depths.sort_unstable();
+    depths.dedup();
+    let mut out = format!("{:>6} |{}\n", "depth", lengths.iter().map(|l| format!("{l:>7}")).collect::<String>());
+    out.push_str(&format!("{}-+{}\n", "-".repeat(6), "-".repeat(7 * lengths.len())));
+    for d in &depths {
+        out.push_str(&format!("{:>5}% |", d));
+        for l in &lengths {
+            let (c, t) = cells.iter().filter(|x| x.context_tokens == *l && x.depth_percent == *d).fold((0, 0), |(c, t), x| (c + x.correct, t + x.total));
+            out.push_str(&if t == 0 { format!("{:>7}", "-") } else { format!("{:>6.0}%", 100.0 * c as f64 / t as f64) });
+        }
+        out.push('\n');
+    }
+    out
+}

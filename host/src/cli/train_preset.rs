@@ -1,0 +1,58 @@
+//! `nanohost train-preset`: trains the embedded `tiny` model from scratch, reproducibly.
+
+use crate::model::preset::Preset;
+use crate::model::tokenizer::SPECIAL_TOKENS;
+use crate::train::{train, write_log, Recipe, Stage};
+use anyhow::{Context, Result};
+use clap::Args;
+use std::path::PathBuf;
+
+#[derive(Args)]
+pub struct TrainPresetArgs {
+    /// Output directory: model.safetensors, config.json, tokenizer.json and train_log.json.
+    #[arg(long, value_name = "DIR")]
+    out: PathBuf,
+    /// A recipe JSON (seed, stages, learning rate...) instead of the shipped one.
+    #[arg(long, value_name = "FILE")]
+    recipe: Option<PathBuf>,
+    /// Scale every stage's step count (for quick trials of a recipe).
+    #[arg(long, default_value_t = 1.0)]
+    step_scale: f64,
+    /// cpu (deterministic, the default) or cuda[:N] (much faster; not bit-identical to cpu).
+    #[arg(long, default_value = "cpu")]
+    device: String,
+}
+
+/// The recipe of the shipped `tiny` weights.
+pub fn shipped_recipe() -> Recipe {
+    Recipe {
+        seed: 0,
+        stages: vec![Stage { len: 256, steps: 600 }, Stage { len: 512, steps: 300 }, Stage { len: 1024, steps: 150 }, Stage { len: 2048, steps: 100 }],
+        tokens_per_step: 8192,
+        lr: 3e-3,
+        warmup: 50,
+        weight_decay: 0.05,
+        grad_clip: 1.0,
+        eval_every: 100,
+    }
+}
+
+pub fn run(a: TrainPresetArgs) -> Result<()> {
+    let mut recipe = match &a.recipe {
+        Some(p) => serde_json::from_slice(&std::fs::read(p).with_context(|| format!("cannot read recipe {}", p.display()))?)
+            .with_context(|| format!("recipe {} is not a valid recipe JSON", p.display()))?,
+        None => shipped_recipe(),
+    };
+    for s in &mut recipe.stages {
+        s.steps = ((s.steps as f64 * a.step_scale).round() as usize).max(1);
+    }
+    let cfg = Preset::Tiny.config();
+    let trained_vocab = crate::model::tokenizer::BYTE_TOKENS as usize + SPECIAL_TOKENS.len();
+    std::fs::create_dir_all(&a.out).with_context(|| format!("cannot create {}", a.out.display()))?;
+    let compute = crate::device::select(Some(&a.device), Some("f32"))?;
+    let (net, log) = train(&cfg, trained_vocab, &recipe, &compute.device, |line| eprintln!("{line}"))?;
+    write_log(&a.out.join("train_log.json"), &log)?;
+    crate::model::preset::write_trained(&net.export(recipe.seed)?, &a.out)?;
+    println!("trained in {:.0} s; wrote {}", log.seconds, a.out.display());
+    Ok(())
+}
