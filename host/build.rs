@@ -13,9 +13,20 @@ fn main() {
         .output()
         .ok()
         .is_some_and(|o| o.status.success() && !o.stdout.is_empty());
-    let commit = if dirty && commit != "unknown" { format!("{commit}-dirty") } else { commit };
+    let commit = if dirty && commit != "unknown" {
+        format!("{commit}-dirty")
+    } else {
+        commit
+    };
     println!("cargo:rustc-env=NANOHOST_COMMIT={commit}");
-    for p in ["../.git/HEAD", "../.git/refs/heads", "../.git/index", "src", "../kernels/src", "../strategy-api/src"] {
+    for p in [
+        "../.git/HEAD",
+        "../.git/refs/heads",
+        "../.git/index",
+        "src",
+        "../kernels/src",
+        "../strategy-api/src",
+    ] {
         if std::path::Path::new(p).exists() {
             println!("cargo:rerun-if-changed={p}");
         }

@@ -31,7 +31,9 @@ pub fn select(spec: Option<&str>, dtype: Option<&str>) -> Result<Compute> {
         Some("cpu") => cpu(),
         Some(s) if s == "cuda" || s.starts_with("cuda:") => {
             let ordinal = match s.strip_prefix("cuda:") {
-                Some(n) => n.parse::<usize>().with_context(|| format!("device \"{s}\": the GPU index must be a number"))?,
+                Some(n) => n
+                    .parse::<usize>()
+                    .with_context(|| format!("device \"{s}\": the GPU index must be a number"))?,
                 None => 0,
             };
             cuda(ordinal)?
@@ -61,23 +63,35 @@ pub fn select(spec: Option<&str>, dtype: Option<&str>) -> Result<Compute> {
 }
 
 fn cpu() -> Compute {
-    Compute { device: Device::Cpu, dtype: DType::F32, name: "cpu".into() }
+    Compute {
+        device: Device::Cpu,
+        dtype: DType::F32,
+        name: "cpu".into(),
+    }
 }
 
 #[cfg(feature = "cuda")]
 fn cuda(ordinal: usize) -> Result<Compute> {
-    let device = Device::new_cuda(ordinal).with_context(|| format!("cannot open CUDA device {ordinal}"))?;
+    let device =
+        Device::new_cuda(ordinal).with_context(|| format!("cannot open CUDA device {ordinal}"))?;
     let gpu = match &device {
         Device::Cuda(d) => {
             // All work runs on candle's one stream, so per-tensor cross-stream events only cost
             // time (an event record per op, which dominates decode at small batch).
             // SAFETY: no tensor is used on another stream.
             unsafe { d.disable_event_tracking() };
-            d.cuda_stream().context().name().unwrap_or_else(|_| "unknown GPU".into())
+            d.cuda_stream()
+                .context()
+                .name()
+                .unwrap_or_else(|_| "unknown GPU".into())
         }
         _ => unreachable!(),
     };
-    Ok(Compute { device, dtype: DType::BF16, name: format!("cuda:{ordinal} ({gpu})") })
+    Ok(Compute {
+        device,
+        dtype: DType::BF16,
+        name: format!("cuda:{ordinal} ({gpu})"),
+    })
 }
 
 #[cfg(not(feature = "cuda"))]
@@ -89,7 +103,12 @@ fn cuda(_ordinal: usize) -> Result<Compute> {
 pub fn device_memory_in_use(device: &Device) -> Option<u64> {
     match device {
         #[cfg(feature = "cuda")]
-        Device::Cuda(d) => d.cuda_stream().context().mem_get_info().ok().map(|(free, total)| (total - free) as u64),
+        Device::Cuda(d) => d
+            .cuda_stream()
+            .context()
+            .mem_get_info()
+            .ok()
+            .map(|(free, total)| (total - free) as u64),
         _ => None,
     }
 }

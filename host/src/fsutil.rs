@@ -11,12 +11,18 @@ use std::path::{Path, PathBuf};
 /// Creates a fresh temporary file beside `path`: (its name, the open file).
 fn create_temp(path: &Path) -> Result<(PathBuf, std::fs::File)> {
     static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
     let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(format!(".{}-{nanos:08x}-{n}.tmp", std::process::id()));
     let tmp = PathBuf::from(tmp);
-    let file = std::fs::OpenOptions::new().write(true).create_new(true).open(&tmp).with_context(|| format!("cannot create {} (exclusively)", tmp.display()))?;
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&tmp)
+        .with_context(|| format!("cannot create {} (exclusively)", tmp.display()))?;
     Ok((tmp, file))
 }
 
@@ -37,7 +43,10 @@ pub fn write_atomic_with(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -
 
 pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<()> {
     let (tmp, mut file) = create_temp(path)?;
-    let written = file.write_all(contents).and_then(|_| file.sync_data()).with_context(|| format!("cannot write {}", tmp.display()));
+    let written = file
+        .write_all(contents)
+        .and_then(|_| file.sync_data())
+        .with_context(|| format!("cannot write {}", tmp.display()));
     finish(&tmp, path, written)
 }
 

@@ -5,6 +5,7 @@
 //! sampler ([`engine::sampler`]).
 
 pub mod bench;
+pub mod cli;
 pub mod device;
 pub mod engine;
 pub mod fsutil;
@@ -13,4 +14,3 @@ pub mod plugin;
 pub mod rng;
 pub mod train;
 pub mod workload;
-pub mod cli;

@@ -9,7 +9,8 @@ use std::path::Path;
 const CONFIG: &str = r#"{"workloads": ["standard"], "batch_sizes": [1, 2], "max_input_len": 110, "max_output_len": 5, "seed": 3, "warmup_tokens": 1}"#;
 
 fn is_svg(p: &Path) -> bool {
-    std::fs::read_to_string(p).is_ok_and(|t| t.starts_with("<svg") && t.trim_end().ends_with("</svg>"))
+    std::fs::read_to_string(p)
+        .is_ok_and(|t| t.starts_with("<svg") && t.trim_end().ends_with("</svg>"))
 }
 
 #[test]
@@ -20,22 +21,56 @@ fn compare_of_a_plugin_with_a_copy_of_itself() {
     std::fs::create_dir_all(copy.parent().unwrap()).unwrap();
     std::fs::copy(standard_plugin(), &copy).unwrap();
     let out = tmp.path().join("cmp");
-    let run = nanohost(&["compare", s(&standard_plugin()), s(&copy), "--trials", "2", "--config", s(&cfg), "--out", s(&out)]);
+    let run = nanohost(&[
+        "compare",
+        s(&standard_plugin()),
+        s(&copy),
+        "--trials",
+        "2",
+        "--config",
+        s(&cfg),
+        "--out",
+        s(&out),
+    ]);
     let stdout = String::from_utf8_lossy(&run.stdout);
-    assert!(run.status.success(), "compare failed: {}\n{}", stdout, String::from_utf8_lossy(&run.stderr));
-    assert!(stdout.contains("A and B generated identical tokens (2 trials"), "{stdout}");
-    assert!(String::from_utf8_lossy(&run.stderr).contains("warning: A and B are the same plugin (same sha256) with the same options"));
+    assert!(
+        run.status.success(),
+        "compare failed: {}\n{}",
+        stdout,
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(
+        stdout.contains("A and B generated identical tokens (2 trials"),
+        "{stdout}"
+    );
+    assert!(String::from_utf8_lossy(&run.stderr)
+        .contains("warning: A and B are the same plugin (same sha256) with the same options"));
 
     let report = read_json(&out.join("compare.json"));
     assert_eq!(report["trials"], 2);
     assert_eq!(report["identical_tokens"], true);
-    assert_eq!(report["a"]["sha256"], report["b"]["sha256"], "a copy has the same bytes");
+    assert_eq!(
+        report["a"]["sha256"], report["b"]["sha256"],
+        "a copy has the same bytes"
+    );
     assert_ne!(report["a"]["path"], report["b"]["path"]);
     let points = report["points"].as_array().unwrap();
-    assert_eq!(points.iter().map(|p| p["point"].as_str().unwrap()).collect::<Vec<_>>(), ["standard batch 1", "standard batch 2"]);
+    assert_eq!(
+        points
+            .iter()
+            .map(|p| p["point"].as_str().unwrap())
+            .collect::<Vec<_>>(),
+        ["standard batch 1", "standard batch 2"]
+    );
     for p in points {
         assert_eq!(p["identical_tokens"], true);
-        for key in ["throughput_tokens_per_sec", "time_to_first_token_ms_p50", "inter_token_latency_ms_p50", "peak_kv_bytes", "peak_memory_bytes"] {
+        for key in [
+            "throughput_tokens_per_sec",
+            "time_to_first_token_ms_p50",
+            "inter_token_latency_ms_p50",
+            "peak_kv_bytes",
+            "peak_memory_bytes",
+        ] {
             let m = &p["metrics"][key];
             assert_eq!(m["ratios"].as_array().unwrap().len(), 2, "{key}: {m}");
             assert_eq!(m["a"].as_array().unwrap().len(), 2);
@@ -50,12 +85,17 @@ fn compare_of_a_plugin_with_a_copy_of_itself() {
     // Each side of each trial ran in its own process and left its own result file.
     for t in 1..=2 {
         for side in ["a", "b"] {
-            assert!(out.join(format!("trial-{t}/{side}/results_standard.json")).is_file());
+            assert!(out
+                .join(format!("trial-{t}/{side}/results_standard.json"))
+                .is_file());
         }
     }
     assert!(is_svg(&out.join("compare_ratios.svg")));
     let md = std::fs::read_to_string(out.join("summary.md")).unwrap();
-    assert!(md.contains("## Comparison") && md.contains("(compare_ratios.svg)"), "{md}");
+    assert!(
+        md.contains("## Comparison") && md.contains("(compare_ratios.svg)"),
+        "{md}"
+    );
 }
 
 #[test]
@@ -63,27 +103,57 @@ fn runs_get_charts_and_a_summary_that_report_can_redo() {
     let tmp = tempfile::tempdir().unwrap();
     let cfg = config_file(tmp.path(), CONFIG);
     let out = tmp.path().join("run");
-    let run = nanohost(&["run", "--plugin", s(&standard_plugin()), "--config", s(&cfg), "--out", s(&out)]);
-    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let run = nanohost(&[
+        "run",
+        "--plugin",
+        s(&standard_plugin()),
+        "--config",
+        s(&cfg),
+        "--out",
+        s(&out),
+    ]);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
     for f in ["throughput.svg", "peak_kv_memory.svg"] {
         assert!(is_svg(&out.join(f)), "{f}");
     }
     let chart = std::fs::read_to_string(out.join("throughput.svg")).unwrap();
-    assert!(chart.contains("standard / standard"), "the legend names plugin / workload");
+    assert!(
+        chart.contains("standard / standard"),
+        "the legend names plugin / workload"
+    );
     let md = std::fs::read_to_string(out.join("summary.md")).unwrap();
-    assert!(md.contains("(throughput.svg)") && md.contains("(peak_kv_memory.svg)") && md.contains("Standard KV Cache"), "{md}");
+    assert!(
+        md.contains("(throughput.svg)")
+            && md.contains("(peak_kv_memory.svg)")
+            && md.contains("Standard KV Cache"),
+        "{md}"
+    );
 
     for f in ["summary.md", "throughput.svg", "peak_kv_memory.svg"] {
         std::fs::remove_file(out.join(f)).unwrap();
     }
     let again = nanohost(&["report", s(&out)]);
-    assert!(again.status.success(), "{}", String::from_utf8_lossy(&again.stderr));
-    assert!(std::fs::read_to_string(out.join("summary.md")).unwrap() == md, "report re-renders the same summary");
+    assert!(
+        again.status.success(),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    assert!(
+        std::fs::read_to_string(out.join("summary.md")).unwrap() == md,
+        "report re-renders the same summary"
+    );
     assert!(is_svg(&out.join("throughput.svg")));
 
     let empty = nanohost(&["report", s(tmp.path())]);
     let err = String::from_utf8_lossy(&empty.stderr);
-    assert!(!empty.status.success() && err.contains("holds neither benchmark_summary.json"), "{err}");
+    assert!(
+        !empty.status.success() && err.contains("holds neither benchmark_summary.json"),
+        "{err}"
+    );
 }
 
 /// One plugin file, two option sets: each side runs with its own, the report names them, and a
@@ -94,16 +164,47 @@ fn compare_of_two_option_sets_of_one_plugin() {
     let cfg = config_file(tmp.path(), CONFIG);
     let plugin = common::built_plugin("nanohost-plugin-streaming", "streaming");
     let out = tmp.path().join("cmp");
-    let run = nanohost(&["compare", s(&plugin), s(&plugin), "--trials", "1", "--a-option", "window=96", "--b-option", "window=32", "--config", s(&cfg), "--out", s(&out)]);
-    assert!(run.status.success(), "compare failed: {}", String::from_utf8_lossy(&run.stderr));
+    let run = nanohost(&[
+        "compare",
+        s(&plugin),
+        s(&plugin),
+        "--trials",
+        "1",
+        "--a-option",
+        "window=96",
+        "--b-option",
+        "window=32",
+        "--config",
+        s(&cfg),
+        "--out",
+        s(&out),
+    ]);
+    assert!(
+        run.status.success(),
+        "compare failed: {}",
+        String::from_utf8_lossy(&run.stderr)
+    );
     let report = read_json(&out.join("compare.json"));
-    assert_eq!((report["a"]["options_given"]["window"].as_u64(), report["b"]["options_given"]["window"].as_u64()), (Some(96), Some(32)));
+    assert_eq!(
+        (
+            report["a"]["options_given"]["window"].as_u64(),
+            report["b"]["options_given"]["window"].as_u64()
+        ),
+        (Some(96), Some(32))
+    );
     for p in report["points"].as_array().unwrap() {
         let kv = &p["metrics"]["peak_kv_bytes"];
-        assert!(kv["b"][0].as_f64().unwrap() < kv["a"][0].as_f64().unwrap(), "{kv}");
+        assert!(
+            kv["b"][0].as_f64().unwrap() < kv["a"][0].as_f64().unwrap(),
+            "{kv}"
+        );
     }
     let summary = std::fs::read_to_string(out.join("summary.md")).unwrap();
-    assert!(summary.contains(r#"options {"window":96}"#) && summary.contains(r#"options {"window":32}"#), "{summary}");
+    assert!(
+        summary.contains(r#"options {"window":96}"#)
+            && summary.contains(r#"options {"window":32}"#),
+        "{summary}"
+    );
 }
 
 #[test]
@@ -112,8 +213,22 @@ fn the_plugin_template_builds_and_runs() {
     let cfg = config_file(tmp.path(), CONFIG);
     let out = tmp.path().join("run");
     let plugin = template_plugin();
-    let run = nanohost(&["run", "--plugin", s(&plugin), "--config", s(&cfg), "--out", s(&out), "--plugin-option", "my-strategy:min_free=1"]);
-    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let run = nanohost(&[
+        "run",
+        "--plugin",
+        s(&plugin),
+        "--config",
+        s(&cfg),
+        "--out",
+        s(&out),
+        "--plugin-option",
+        "my-strategy:min_free=1",
+    ]);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
     let results = read_json(&out.join("results_my_strategy.json"));
     let points = results.as_array().unwrap();
     assert_eq!(points.len(), 2);
@@ -122,9 +237,17 @@ fn the_plugin_template_builds_and_runs() {
         assert_eq!(p["plugin"]["options"], serde_json::json!({"min_free": 1}));
         assert_eq!(p["method"], "My Strategy");
         // Every block it held was handed out by it: at least the peak.
-        assert!(p["strategy_counters"]["blocks_handed_out"].as_u64().unwrap() >= p["peak_kv_blocks"].as_u64().unwrap());
+        assert!(
+            p["strategy_counters"]["blocks_handed_out"]
+                .as_u64()
+                .unwrap()
+                >= p["peak_kv_blocks"].as_u64().unwrap()
+        );
     }
     let list = nanohost(&["list", "--plugin-dir", s(plugin.parent().unwrap())]);
     let text = String::from_utf8_lossy(&list.stdout);
-    assert!(text.contains("my-strategy") && text.contains("0.1.0"), "{text}");
+    assert!(
+        text.contains("my-strategy") && text.contains("0.1.0"),
+        "{text}"
+    );
 }

@@ -12,7 +12,12 @@ use nanohost::engine::Engine;
 use nanohost::model::{DecodeGraphs, GraphMode, LoadedModel, ModelSource, Preset};
 
 fn tiny() -> LoadedModel {
-    ModelSource::Preset { preset: Preset::Tiny, seed: 0 }.load(&Device::Cpu, DType::F32).unwrap()
+    ModelSource::Preset {
+        preset: Preset::Tiny,
+        seed: 0,
+    }
+    .load(&Device::Cpu, DType::F32)
+    .unwrap()
 }
 
 struct Run {
@@ -27,22 +32,57 @@ struct Run {
 }
 
 /// Three requests of different lengths and output counts (the batch shrinks 3 -> 2 -> 1).
-fn run(m: &LoadedModel, mode: GraphMode, max_batch: usize, temperature: f32) -> (Run, nanohost::model::GraphStats) {
+fn run(
+    m: &LoadedModel,
+    mode: GraphMode,
+    max_batch: usize,
+    temperature: f32,
+) -> (Run, nanohost::model::GraphStats) {
     run_after(m, mode, max_batch, temperature, true, |_, _| {})
 }
 
 /// `run`, with `before` given the graphs and the pool ahead of the first request; with every
 /// step's logits kept where `keep_logits` (which leaves the logits of each step on the device
 /// until read, so no step is queued behind the one before).
-fn run_after(m: &LoadedModel, mode: GraphMode, max_batch: usize, temperature: f32, keep_logits: bool, before: impl FnOnce(&DecodeGraphs, &KvPool)) -> (Run, nanohost::model::GraphStats) {
-    let pool = KvPool::new(m.model.config(), PoolSize::Blocks(64), 16, DType::F32, &Device::Cpu).unwrap();
+fn run_after(
+    m: &LoadedModel,
+    mode: GraphMode,
+    max_batch: usize,
+    temperature: f32,
+    keep_logits: bool,
+    before: impl FnOnce(&DecodeGraphs, &KvPool),
+) -> (Run, nanohost::model::GraphStats) {
+    let pool = KvPool::new(
+        m.model.config(),
+        PoolSize::Blocks(64),
+        16,
+        DType::F32,
+        &Device::Cpu,
+    )
+    .unwrap();
     let graphs = DecodeGraphs::new(&m.model, max_batch, mode);
     before(&graphs, &pool);
-    let mut engine = Engine::new(&m.model, &pool, common::standard_policy(&pool), SchedulerConfig::default(), 7).with_graphs(&graphs);
+    let mut engine = Engine::new(
+        &m.model,
+        &pool,
+        common::standard_policy(&pool),
+        SchedulerConfig::default(),
+        7,
+    )
+    .with_graphs(&graphs);
     engine.logits = keep_logits.then(Vec::new);
     for (len, max_tokens) in [(37u32, 6), (20, 10), (53, 14)] {
         let prompt = (0..len).map(|i| (i * 7919 + len * 31) % 10_000).collect();
-        engine.add_request(prompt, SamplingParams { temperature, max_tokens, ignore_eos: true }).unwrap();
+        engine
+            .add_request(
+                prompt,
+                SamplingParams {
+                    temperature,
+                    max_tokens,
+                    ignore_eos: true,
+                },
+            )
+            .unwrap();
     }
     let done = engine.run_to_completion().unwrap();
     let run = Run {
@@ -61,8 +101,15 @@ fn assert_same(a: &Run, b: &Run) {
     assert_eq!(a.logits.len(), b.logits.len());
     for ((ia, ka, la), (ib, kb, lb)) in a.logits.iter().zip(&b.logits) {
         assert_eq!((ia, ka), (ib, kb));
-        let diff = la.iter().zip(lb).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
-        assert!(diff < 1e-4, "sequence {ia} output {ka}: logits differ by {diff}");
+        let diff = la
+            .iter()
+            .zip(lb)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0f32, f32::max);
+        assert!(
+            diff < 1e-4,
+            "sequence {ia} output {ka}: logits differ by {diff}"
+        );
     }
 }
 
@@ -85,7 +132,10 @@ fn staged_decode_steps_give_the_eager_tokens_and_logits() {
         // each finishing step (outputs of 6, 10 and 14 tokens end at decode steps 5, 9, 13).
         assert_eq!(eager.ahead_steps, 0);
         assert_eq!(staged.ahead_steps, 10);
-        assert_eq!(staged.launched_steps, 0, "a step was queued while the logits were kept");
+        assert_eq!(
+            staged.launched_steps, 0,
+            "a step was queued while the logits were kept"
+        );
         // One shape per bucket (contexts stay within one row-key bucket): what a graph is
         // captured for, so replays outnumber captures.
         assert_eq!(stats.shapes, 3);
@@ -122,7 +172,10 @@ fn precaptured_shapes_are_the_shapes_the_run_meets() {
         assert_eq!(g.stats().shapes, 3);
     });
     assert_same(&eager, &staged);
-    assert_eq!(stats.shapes, 3, "the run met a shape that was not precaptured");
+    assert_eq!(
+        stats.shapes, 3,
+        "the run met a shape that was not precaptured"
+    );
     assert_eq!(stats.replays, 3 + 13);
 }
 
@@ -135,16 +188,43 @@ fn precaptured_shapes_are_the_shapes_the_run_meets() {
 fn preempting_while_planning_ahead_gives_the_eager_tokens() {
     let m = tiny();
     let run = |mode: GraphMode| {
-        let pool = KvPool::new(m.model.config(), PoolSize::Blocks(3), 16, DType::F32, &Device::Cpu).unwrap();
+        let pool = KvPool::new(
+            m.model.config(),
+            PoolSize::Blocks(3),
+            16,
+            DType::F32,
+            &Device::Cpu,
+        )
+        .unwrap();
         let graphs = DecodeGraphs::new(&m.model, 256, mode);
-        let mut engine = Engine::new(&m.model, &pool, common::standard_policy(&pool), SchedulerConfig::default(), 7).with_graphs(&graphs);
+        let mut engine = Engine::new(
+            &m.model,
+            &pool,
+            common::standard_policy(&pool),
+            SchedulerConfig::default(),
+            7,
+        )
+        .with_graphs(&graphs);
         for seed in [3u32, 5] {
             let prompt = (0..10).map(|i| (i * 7919 + seed * 31) % 10_000).collect();
-            engine.add_request(prompt, SamplingParams { temperature: 0.8, max_tokens: 12, ignore_eos: true }).unwrap();
+            engine
+                .add_request(
+                    prompt,
+                    SamplingParams {
+                        temperature: 0.8,
+                        max_tokens: 12,
+                        ignore_eos: true,
+                    },
+                )
+                .unwrap();
         }
         let done = engine.run_to_completion().unwrap();
         let ahead = engine.steps.iter().filter(|s| s.prepared_ahead).count();
-        (done.iter().map(|s| s.output().to_vec()).collect::<Vec<_>>(), engine.preemptions(), ahead)
+        (
+            done.iter().map(|s| s.output().to_vec()).collect::<Vec<_>>(),
+            engine.preemptions(),
+            ahead,
+        )
     };
     let (eager, eager_preempted, eager_ahead) = run(GraphMode::Off);
     let (staged, staged_preempted, staged_ahead) = run(GraphMode::Staged);
@@ -168,6 +248,12 @@ fn batches_over_the_largest_bucket_run_eagerly() {
 #[test]
 fn graphs_are_off_on_the_cpu() {
     let m = tiny();
-    assert_eq!(DecodeGraphs::new(&m.model, 4, GraphMode::On).mode(), GraphMode::Off);
-    assert_eq!(DecodeGraphs::new(&m.model, 4, GraphMode::Staged).mode(), GraphMode::Staged);
+    assert_eq!(
+        DecodeGraphs::new(&m.model, 4, GraphMode::On).mode(),
+        GraphMode::Off
+    );
+    assert_eq!(
+        DecodeGraphs::new(&m.model, 4, GraphMode::Staged).mode(),
+        GraphMode::Staged
+    );
 }

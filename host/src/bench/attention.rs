@@ -26,15 +26,35 @@ pub struct AttentionBench {
 
 /// Normal noise of `shape` with standard deviation `std`, in `dtype`: the benchmarks' stand-in
 /// for activations, weights and cached keys.
-pub(crate) fn noise(shape: impl Into<Shape>, std: f32, device: &Device, dtype: DType) -> Result<Tensor> {
+pub(crate) fn noise(
+    shape: impl Into<Shape>,
+    std: f32,
+    device: &Device,
+    dtype: DType,
+) -> Result<Tensor> {
     Ok(Tensor::randn(0f32, std, shape, device)?.to_dtype(dtype)?)
 }
 
 /// A one-layer pool of the model's KV shape, `blocks` blocks of `block_size`, its keys and
 /// values noise.
-pub(crate) fn noise_pool(cfg: &Qwen3Config, blocks: usize, block_size: usize, dtype: DType, device: &Device) -> Result<KvPool> {
-    let one_layer = Qwen3Config { num_hidden_layers: 1, ..cfg.clone() };
-    let pool = KvPool::new(&one_layer, PoolSize::Blocks(blocks), block_size, dtype, device)?;
+pub(crate) fn noise_pool(
+    cfg: &Qwen3Config,
+    blocks: usize,
+    block_size: usize,
+    dtype: DType,
+    device: &Device,
+) -> Result<KvPool> {
+    let one_layer = Qwen3Config {
+        num_hidden_layers: 1,
+        ..cfg.clone()
+    };
+    let pool = KvPool::new(
+        &one_layer,
+        PoolSize::Blocks(blocks),
+        block_size,
+        dtype,
+        device,
+    )?;
     let (k, v) = pool.layer(0);
     for p in [k, v] {
         p.slice_set(&noise(p.shape(), 1.0, device, dtype)?, 0, 0)?;
@@ -45,37 +65,71 @@ pub(crate) fn noise_pool(cfg: &Qwen3Config, blocks: usize, block_size: usize, dt
 /// One layer's pool and queries at the model's attention shape; microseconds per call of each
 /// mode (after warm-up, device synchronised), the per-step figure (times the model's layers),
 /// and the largest difference between the two outputs.
-pub fn run(b: &AttentionBench, cfg: &Qwen3Config, device: &Device, dtype: DType) -> Result<Vec<Value>> {
+pub fn run(
+    b: &AttentionBench,
+    cfg: &Qwen3Config,
+    device: &Device,
+    dtype: DType,
+) -> Result<Vec<Value>> {
     let bs = b.block_size;
     let mut out = Vec::new();
     for &prefix in &b.prefix_lens {
         for &batch in &b.batch_sizes {
             let mut rng = Rng::derive(b.seed, &format!("attention-bench/{prefix}/{batch}"));
             let shared_blocks = prefix / bs;
-            let own: Vec<usize> = (0..batch).map(|_| prefix - shared_blocks * bs + rng.range_inclusive(b.suffix.0 as u64, b.suffix.1 as u64) as usize).collect();
+            let own: Vec<usize> = (0..batch)
+                .map(|_| {
+                    prefix - shared_blocks * bs
+                        + rng.range_inclusive(b.suffix.0 as u64, b.suffix.1 as u64) as usize
+                })
+                .collect();
             let blocks = shared_blocks + own.iter().map(|n| n.div_ceil(bs)).sum::<usize>();
             let pool = noise_pool(cfg, blocks, bs, dtype, device)?;
             let (k_pool, v_pool) = pool.layer(0);
-            let shared = KvSpan { first: 0, blocks: (0..shared_blocks as u32).collect(), len: shared_blocks * bs, shift: 0 };
+            let shared = KvSpan {
+                first: 0,
+                blocks: (0..shared_blocks as u32).collect(),
+                len: shared_blocks * bs,
+                shift: 0,
+            };
             let mut next = shared_blocks as u32;
             let seqs: Vec<SeqAttention> = own
                 .iter()
                 .enumerate()
                 .map(|(i, &n)| {
-                    let mine = KvSpan { first: 0, blocks: (next..next + n.div_ceil(bs) as u32).collect(), len: n, shift: 0 };
+                    let mine = KvSpan {
+                        first: 0,
+                        blocks: (next..next + n.div_ceil(bs) as u32).collect(),
+                        len: n,
+                        shift: 0,
+                    };
                     next += mine.blocks.len() as u32;
-                    let context = if shared.len > 0 { vec![shared.clone(), mine] } else { vec![mine] };
-                    SeqAttention { q_start: i, q_len: 1, context }
+                    let context = if shared.len > 0 {
+                        vec![shared.clone(), mine]
+                    } else {
+                        vec![mine]
+                    };
+                    SeqAttention {
+                        q_start: i,
+                        q_len: 1,
+                        context,
+                    }
                 })
                 .collect();
             // Every group, whatever its size: this measures where the threshold should be.
             let groups = shared_groups(&seqs, &vec![true; batch], bs, 0);
-            let q = noise((batch, cfg.num_attention_heads, cfg.head_dim), 1.0, device, dtype)?;
+            let q = noise(
+                (batch, cfg.num_attention_heads, cfg.head_dim),
+                1.0,
+                device,
+                dtype,
+            )?;
             let scale = 1.0 / (cfg.head_dim as f32).sqrt();
             // Wall time per call after the device finished, and the host's share: the time to
             // issue the calls (when it is close to the total, the op is bound by launch cost).
             let time = |groups: &[nanohost_kernels::SharedGroup]| -> Result<(f64, f64, Tensor)> {
-                let batch = AttentionBatch::new(&seqs, groups, seqs.len(), bs, pool.num_blocks(), device)?;
+                let batch =
+                    AttentionBatch::new(&seqs, groups, seqs.len(), bs, pool.num_blocks(), device)?;
                 let mut y = paged_attention(&q, k_pool, v_pool, &batch, scale)?;
                 for _ in 0..3 {
                     y = paged_attention(&q, k_pool, v_pool, &batch, scale)?;
@@ -92,7 +146,10 @@ pub fn run(b: &AttentionBench, cfg: &Qwen3Config, device: &Device, dtype: DType)
             };
             let (flat_us, flat_issue_us, flat) = time(&[])?;
             let (cascade_us, cascade_issue_us, cascade) = time(&groups)?;
-            let diff = (flat.to_dtype(DType::F32)? - cascade.to_dtype(DType::F32)?)?.abs()?.max_all()?.to_scalar::<f32>()?;
+            let diff = (flat.to_dtype(DType::F32)? - cascade.to_dtype(DType::F32)?)?
+                .abs()?
+                .max_all()?
+                .to_scalar::<f32>()?;
             let kv_entries: usize = seqs.iter().map(|s| s.kv_len()).sum();
             out.push(json!({
                 "prefix_len": prefix,

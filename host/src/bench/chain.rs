@@ -14,7 +14,11 @@ use crate::model::Qwen3Config;
 use anyhow::Result;
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::Linear;
-use nanohost_kernels::{add_rms_norm, paged_attention, qkv_norm_rope_write, silu_mul, small_matmul, small_matmul_swiglu, tc_matmul, tc_matmul_fits, tc_matmul_swiglu, tc_matmul_swiglu_fits, AttentionBatch, KvSpan, QkvNorms, SeqAttention, SMALL_MATMUL_MAX_ROWS};
+use nanohost_kernels::{
+    add_rms_norm, paged_attention, qkv_norm_rope_write, silu_mul, small_matmul,
+    small_matmul_swiglu, tc_matmul, tc_matmul_fits, tc_matmul_swiglu, tc_matmul_swiglu_fits,
+    AttentionBatch, KvSpan, QkvNorms, SeqAttention, SMALL_MATMUL_MAX_ROWS,
+};
 use serde_json::{json, Value};
 use std::time::Instant;
 
@@ -29,7 +33,11 @@ pub struct ChainBench {
 /// many distinct weights a chain cycles through at most: the LM head is large enough that 4
 /// copies already exceed any L2).
 fn projections(cfg: &Qwen3Config) -> [(&'static str, usize, usize, usize); 5] {
-    let (h, q, kv) = (cfg.hidden_size, cfg.num_attention_heads * cfg.head_dim, cfg.num_key_value_heads * cfg.head_dim);
+    let (h, q, kv) = (
+        cfg.hidden_size,
+        cfg.num_attention_heads * cfg.head_dim,
+        cfg.num_key_value_heads * cfg.head_dim,
+    );
     let all = usize::MAX;
     [
         ("qkv_proj", q + 2 * kv, h, all),
@@ -42,8 +50,15 @@ fn projections(cfg: &Qwen3Config) -> [(&'static str, usize, usize, usize); 5] {
 
 /// Microseconds per op of a chain of `ops` ops that `chain` records (a cuBLAS matmul may be
 /// two kernels), replayed after one eager run.
-fn time_chain(device: &Device, iters: usize, ops: usize, chain: impl Fn() -> Result<()>) -> Result<f64> {
-    let Device::Cuda(dev) = device else { anyhow::bail!("bench-chain needs a CUDA device") };
+fn time_chain(
+    device: &Device,
+    iters: usize,
+    ops: usize,
+    chain: impl Fn() -> Result<()>,
+) -> Result<f64> {
+    let Device::Cuda(dev) = device else {
+        anyhow::bail!("bench-chain needs a CUDA device")
+    };
     let stream = dev.cuda_stream();
     // Once eagerly first, as a decode step's capture does: buffers an op keeps for good (the
     // completion counters) are made outside the graph.
@@ -68,13 +83,23 @@ fn repeat<T>(n: usize, op: impl Fn() -> candle_core::Result<T>) -> Result<()> {
 }
 
 pub fn run(b: &ChainBench, cfg: &Qwen3Config, device: &Device, dtype: DType) -> Result<Vec<Value>> {
-    anyhow::ensure!(b.reps > 0 && b.iters > 0, "bench-chain needs --reps and --iters of at least 1");
+    anyhow::ensure!(
+        b.reps > 0 && b.iters > 0,
+        "bench-chain needs --reps and --iters of at least 1"
+    );
     let randn = |shape: (usize, usize), std: f32| noise(shape, std, device, dtype);
     let eps = cfg.rms_norm_eps as f32;
     let elem = dtype.size_in_bytes();
     let weights: Vec<(&str, Vec<Linear>)> = projections(cfg)
         .into_iter()
-        .map(|(name, n, k, most)| Ok((name, (0..b.reps.min(most)).map(|_| Ok(Linear::new(randn((n, k), 0.02)?, None))).collect::<Result<Vec<_>>>()?)))
+        .map(|(name, n, k, most)| {
+            Ok((
+                name,
+                (0..b.reps.min(most))
+                    .map(|_| Ok(Linear::new(randn((n, k), 0.02)?, None)))
+                    .collect::<Result<Vec<_>>>()?,
+            ))
+        })
         .collect::<Result<_>>()?;
     let mut out = Vec::new();
     let mut row = |chain: &str, rows: usize, ops: usize, bytes: usize, us: f64| {
@@ -83,9 +108,14 @@ pub fn run(b: &ChainBench, cfg: &Qwen3Config, device: &Device, dtype: DType) -> 
     };
     for &rows in &b.rows {
         let tiny = randn((rows, 64), 1.0)?;
-        let us = time_chain(device, b.iters, b.reps, || repeat(b.reps, || silu_mul(&tiny)))?;
+        let us = time_chain(device, b.iters, b.reps, || {
+            repeat(b.reps, || silu_mul(&tiny))
+        })?;
         row("empty (silu_mul of 32 columns)", rows, b.reps, 0, us);
-        let (x, d) = (randn((rows, cfg.hidden_size), 1.0)?, randn((rows, cfg.hidden_size), 1.0)?);
+        let (x, d) = (
+            randn((rows, cfg.hidden_size), 1.0)?,
+            randn((rows, cfg.hidden_size), 1.0)?,
+        );
         let w = randn((1, cfg.hidden_size), 0.1)?.squeeze(0)?;
         let us = time_chain(device, b.iters, b.reps, || {
             let (mut x, mut h) = (x.clone(), d.clone());
@@ -97,40 +127,109 @@ pub fn run(b: &ChainBench, cfg: &Qwen3Config, device: &Device, dtype: DType) -> 
         row("add_rms_norm", rows, b.reps, 0, us);
         let a = AttentionInputs::new(cfg, rows, device, dtype)?;
         let (k, v) = a.pool.layer(0);
-        let norms = QkvNorms { heads: cfg.num_attention_heads, kv_heads: cfg.num_key_value_heads, q_norm: &a.q_norm, k_norm: &a.k_norm, eps };
-        let us = time_chain(device, b.iters, b.reps, || repeat(b.reps, || qkv_norm_rope_write(&a.qkv, &norms, &a.cos_sin, k, v, &a.slots)))?;
+        let norms = QkvNorms {
+            heads: cfg.num_attention_heads,
+            kv_heads: cfg.num_key_value_heads,
+            q_norm: &a.q_norm,
+            k_norm: &a.k_norm,
+            eps,
+        };
+        let us = time_chain(device, b.iters, b.reps, || {
+            repeat(b.reps, || {
+                qkv_norm_rope_write(&a.qkv, &norms, &a.cos_sin, k, v, &a.slots)
+            })
+        })?;
         row("qkv_norm_rope_write", rows, b.reps, 0, us);
         let scale = 1.0 / (cfg.head_dim as f32).sqrt();
-        let us = time_chain(device, b.iters, b.reps, || repeat(b.reps, || paged_attention(&a.q, k, v, &a.batch, scale)))?;
-        row(&format!("paged_attention ({ATTENTION_CONTEXT} keys a row)"), rows, b.reps, 0, us);
+        let us = time_chain(device, b.iters, b.reps, || {
+            repeat(b.reps, || paged_attention(&a.q, k, v, &a.batch, scale))
+        })?;
+        row(
+            &format!("paged_attention ({ATTENTION_CONTEXT} keys a row)"),
+            rows,
+            b.reps,
+            0,
+            us,
+        );
         let gate_up = randn((rows, 2 * cfg.intermediate_size), 1.0)?;
-        let us = time_chain(device, b.iters, b.reps, || repeat(b.reps, || silu_mul(&gate_up)))?;
+        let us = time_chain(device, b.iters, b.reps, || {
+            repeat(b.reps, || silu_mul(&gate_up))
+        })?;
         row("silu_mul", rows, b.reps, 0, us);
         for (name, ws) in &weights {
             let (n, k) = ws[0].weight().dims2()?;
             let x = randn((rows, k), 1.0)?;
             let bytes = n * k * elem;
             if rows <= SMALL_MATMUL_MAX_ROWS && device.is_cuda() {
-                let us = time_chain(device, b.iters, ws.len(), || ws.iter().try_for_each(|w| { small_matmul(&x, w.weight())?; Ok(()) }))?;
-                row(&format!("small_matmul {name} {n}x{k}"), rows, ws.len(), bytes, us);
+                let us = time_chain(device, b.iters, ws.len(), || {
+                    ws.iter().try_for_each(|w| {
+                        small_matmul(&x, w.weight())?;
+                        Ok(())
+                    })
+                })?;
+                row(
+                    &format!("small_matmul {name} {n}x{k}"),
+                    rows,
+                    ws.len(),
+                    bytes,
+                    us,
+                );
             }
             if tc_matmul_fits(device, dtype, rows, n, k) {
-                let us = time_chain(device, b.iters, ws.len(), || ws.iter().try_for_each(|w| { tc_matmul(&x, w.weight())?; Ok(()) }))?;
-                row(&format!("tc_matmul {name} {n}x{k}"), rows, ws.len(), bytes, us);
+                let us = time_chain(device, b.iters, ws.len(), || {
+                    ws.iter().try_for_each(|w| {
+                        tc_matmul(&x, w.weight())?;
+                        Ok(())
+                    })
+                })?;
+                row(
+                    &format!("tc_matmul {name} {n}x{k}"),
+                    rows,
+                    ws.len(),
+                    bytes,
+                    us,
+                );
             }
             if *name == "gate_up_proj" {
                 // The projection and the SwiGLU gate in one kernel (against the rows above plus
                 // silu_mul's).
                 if rows <= SMALL_MATMUL_MAX_ROWS && device.is_cuda() {
-                    let us = time_chain(device, b.iters, ws.len(), || ws.iter().try_for_each(|w| { small_matmul_swiglu(&x, w.weight())?; Ok(()) }))?;
-                    row(&format!("small_matmul_swiglu {name} {n}x{k}"), rows, ws.len(), bytes, us);
+                    let us = time_chain(device, b.iters, ws.len(), || {
+                        ws.iter().try_for_each(|w| {
+                            small_matmul_swiglu(&x, w.weight())?;
+                            Ok(())
+                        })
+                    })?;
+                    row(
+                        &format!("small_matmul_swiglu {name} {n}x{k}"),
+                        rows,
+                        ws.len(),
+                        bytes,
+                        us,
+                    );
                 }
                 if tc_matmul_swiglu_fits(device, dtype, rows, n / 2, k) {
-                    let us = time_chain(device, b.iters, ws.len(), || ws.iter().try_for_each(|w| { tc_matmul_swiglu(&x, w.weight())?; Ok(()) }))?;
-                    row(&format!("tc_matmul_swiglu {name} {n}x{k}"), rows, ws.len(), bytes, us);
+                    let us = time_chain(device, b.iters, ws.len(), || {
+                        ws.iter().try_for_each(|w| {
+                            tc_matmul_swiglu(&x, w.weight())?;
+                            Ok(())
+                        })
+                    })?;
+                    row(
+                        &format!("tc_matmul_swiglu {name} {n}x{k}"),
+                        rows,
+                        ws.len(),
+                        bytes,
+                        us,
+                    );
                 }
             }
-            let us = time_chain(device, b.iters, ws.len(), || ws.iter().try_for_each(|w| { w.forward(&x)?; Ok(()) }))?;
+            let us = time_chain(device, b.iters, ws.len(), || {
+                ws.iter().try_for_each(|w| {
+                    w.forward(&x)?;
+                    Ok(())
+                })
+            })?;
             row(&format!("cublas {name} {n}x{k}"), rows, ws.len(), bytes, us);
         }
     }
@@ -165,12 +264,27 @@ impl AttentionInputs {
         let seqs: Vec<SeqAttention> = (0..rows)
             .map(|r| {
                 let blocks = (r * per_row) as u32..((r + 1) * per_row) as u32;
-                SeqAttention { q_start: r, q_len: 1, context: vec![KvSpan { first: 0, blocks: blocks.collect(), len: ATTENTION_CONTEXT, shift: 0 }] }
+                SeqAttention {
+                    q_start: r,
+                    q_len: 1,
+                    context: vec![KvSpan {
+                        first: 0,
+                        blocks: blocks.collect(),
+                        len: ATTENTION_CONTEXT,
+                        shift: 0,
+                    }],
+                }
             })
             .collect();
         let batch = AttentionBatch::new(&seqs, &[], rows, bs, pool.num_blocks(), device)?;
-        let (hd, heads, kv_heads) = (cfg.head_dim, cfg.num_attention_heads, cfg.num_key_value_heads);
-        let slots: Vec<u32> = (0..rows).map(|r| (r * per_row * bs + ATTENTION_CONTEXT - 1) as u32).collect();
+        let (hd, heads, kv_heads) = (
+            cfg.head_dim,
+            cfg.num_attention_heads,
+            cfg.num_key_value_heads,
+        );
+        let slots: Vec<u32> = (0..rows)
+            .map(|r| (r * per_row * bs + ATTENTION_CONTEXT - 1) as u32)
+            .collect();
         Ok(AttentionInputs {
             batch,
             q: randn(&[rows, heads, hd])?,

@@ -15,7 +15,11 @@ pub const WORKER_FD: i32 = 3;
 #[serde(deny_unknown_fields, rename_all = "snake_case")]
 pub enum Message {
     /// Benchmark points done of the run's `total`, and the one starting.
-    Progress { done: usize, total: usize, point: String },
+    Progress {
+        done: usize,
+        total: usize,
+        point: String,
+    },
     /// The result file the worker wrote, in the output folder it was given.
     Results { file: PathBuf },
 }
@@ -23,7 +27,8 @@ pub enum Message {
 /// The worker's end, opened once from [`WORKER_FD`]; `None` when it was not started by a
 /// supervisor (messages are then dropped).
 fn worker_end() -> &'static std::sync::Mutex<Option<std::fs::File>> {
-    static END: std::sync::OnceLock<std::sync::Mutex<Option<std::fs::File>>> = std::sync::OnceLock::new();
+    static END: std::sync::OnceLock<std::sync::Mutex<Option<std::fs::File>>> =
+        std::sync::OnceLock::new();
     END.get_or_init(|| {
         let open = std::env::var("NANOHOST_CHANNEL").is_ok_and(|v| v == WORKER_FD.to_string());
         // SAFETY: the supervisor put the pipe's write end on this descriptor and set the variable.
@@ -33,7 +38,11 @@ fn worker_end() -> &'static std::sync::Mutex<Option<std::fs::File>> {
 
 /// Sends `m` to the supervisor.
 pub fn send(m: &Message) {
-    if let Some(f) = worker_end().lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+    if let Some(f) = worker_end()
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .as_mut()
+    {
         let line = serde_json::to_string(m).expect("messages serialize");
         let _ = writeln!(f, "{line}").and_then(|_| f.flush());
     }
@@ -47,7 +56,12 @@ pub fn pipe() -> std::io::Result<(std::fs::File, OwnedFd)> {
         return Err(std::io::Error::last_os_error());
     }
     // SAFETY: fresh descriptors this process owns.
-    Ok(unsafe { (std::fs::File::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+    Ok(unsafe {
+        (
+            std::fs::File::from_raw_fd(fds[0]),
+            OwnedFd::from_raw_fd(fds[1]),
+        )
+    })
 }
 
 /// A message line from the channel, checked: `None` for anything malformed or impossible
@@ -55,7 +69,15 @@ pub fn pipe() -> std::io::Result<(std::fs::File, OwnedFd)> {
 pub fn parse(line: &str) -> Option<Message> {
     match serde_json::from_str::<Message>(line).ok()? {
         Message::Progress { done, total, .. } if done > total => None,
-        Message::Progress { done, total, point } => Some(Message::Progress { done, total, point: point.chars().filter(|c| !c.is_control()).take(200).collect() }),
+        Message::Progress { done, total, point } => Some(Message::Progress {
+            done,
+            total,
+            point: point
+                .chars()
+                .filter(|c| !c.is_control())
+                .take(200)
+                .collect(),
+        }),
         m => Some(m),
     }
 }
@@ -66,12 +88,27 @@ mod tests {
 
     #[test]
     fn messages_are_typed_and_checked() {
-        let p = Message::Progress { done: 1, total: 3, point: "standard batch 1".into() };
+        let p = Message::Progress {
+            done: 1,
+            total: 3,
+            point: "standard batch 1".into(),
+        };
         assert_eq!(parse(&serde_json::to_string(&p).unwrap()), Some(p));
-        assert_eq!(parse(r#"{"progress": {"done": 5, "total": 2, "point": "x"}}"#), None);
+        assert_eq!(
+            parse(r#"{"progress": {"done": 5, "total": 2, "point": "x"}}"#),
+            None
+        );
         assert_eq!(parse(r#"{"result_file": "/tmp/forged.json"}"#), None);
         assert_eq!(parse("\u{fffd} not json"), None);
-        let escaped = parse(r#"{"progress": {"done": 0, "total": 1, "point": "a\u001b[2Jb"}}"#).unwrap();
-        assert_eq!(escaped, Message::Progress { done: 0, total: 1, point: "a[2Jb".into() });
+        let escaped =
+            parse(r#"{"progress": {"done": 0, "total": 1, "point": "a\u001b[2Jb"}}"#).unwrap();
+        assert_eq!(
+            escaped,
+            Message::Progress {
+                done: 0,
+                total: 1,
+                point: "a[2Jb".into()
+            }
+        );
     }
 }

@@ -19,7 +19,11 @@ pub const METRICS: [(&str, &str); 5] = [
 const POINT_KEYS: [&str; 1] = ["shared_prefix_len"];
 
 pub fn point_label(v: &Value) -> String {
-    let mut label = format!("{} batch {}", v["workload"].as_str().unwrap_or("?"), v["batch_size"]);
+    let mut label = format!(
+        "{} batch {}",
+        v["workload"].as_str().unwrap_or("?"),
+        v["batch_size"]
+    );
     for k in POINT_KEYS {
         if let Some(x) = v.get(k) {
             label.push_str(&format!(" {k} {x}"));
@@ -31,14 +35,19 @@ pub fn point_label(v: &Value) -> String {
 /// A metric of one record; peak memory is the device's where there is one, else the process's.
 fn metric(v: &Value, key: &str) -> Option<f64> {
     match key {
-        "peak_memory_bytes" => v.get("peak_device_memory_bytes").or_else(|| v.get("peak_process_memory_bytes"))?.as_f64(),
+        "peak_memory_bytes" => v
+            .get("peak_device_memory_bytes")
+            .or_else(|| v.get("peak_process_memory_bytes"))?
+            .as_f64(),
         k => v.get(k)?.as_f64(),
     }
 }
 
 /// `trials[t]` holds A's and B's result lists of trial `t` (same config, same seeds).
 pub fn compare(trials: &[(Vec<Value>, Vec<Value>)], confidence: f64, seed: u64) -> Result<Value> {
-    let Some((first_a, first_b)) = trials.first() else { bail!("no trials to compare") };
+    let Some((first_a, first_b)) = trials.first() else {
+        bail!("no trials to compare")
+    };
     let labels: Vec<String> = first_a.iter().map(point_label).collect();
     for (t, (a, b)) in trials.iter().enumerate() {
         for (side, list) in [("A", a), ("B", b)] {
@@ -51,8 +60,14 @@ pub fn compare(trials: &[(Vec<Value>, Vec<Value>)], confidence: f64, seed: u64) 
     let mut points = Vec::new();
     let mut all_identical = true;
     for (i, label) in labels.iter().enumerate() {
-        let digest = |v: &Value| v.get("output_tokens_sha256").and_then(Value::as_str).map(str::to_string);
-        let identical = trials.iter().all(|(a, b)| digest(&a[i]).is_some() && digest(&a[i]) == digest(&b[i]));
+        let digest = |v: &Value| {
+            v.get("output_tokens_sha256")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        };
+        let identical = trials
+            .iter()
+            .all(|(a, b)| digest(&a[i]).is_some() && digest(&a[i]) == digest(&b[i]));
         all_identical &= identical;
         let mut metrics = serde_json::Map::new();
         for (key, name) in METRICS {
@@ -94,7 +109,9 @@ pub fn table(report: &Value) -> String {
     );
     for p in report["points"].as_array().into_iter().flatten() {
         for (key, _) in METRICS {
-            let Some(m) = p["metrics"].get(key) else { continue };
+            let Some(m) = p["metrics"].get(key) else {
+                continue;
+            };
             let f = |k: &str| m[k].as_f64().unwrap_or(f64::NAN);
             out.push_str(&format!(
                 "{:<34} {:<30} {:>14.3} {:>14.3} {:>8.3} [{:.3}, {:.3}]  {}\n",
@@ -125,5 +142,6 @@ pub fn table(report: &Value) -> String {
 }
 
 fn verdict_text(m: &Value) -> &'static str {
-    serde_json::from_value::<stats::Verdict>(m["verdict"].clone()).map_or("?", stats::Verdict::describe)
+    serde_json::from_value::<stats::Verdict>(m["verdict"].clone())
+        .map_or("?", stats::Verdict::describe)
 }

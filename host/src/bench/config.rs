@@ -129,7 +129,8 @@ impl BenchConfig {
     }
 
     pub fn from_file(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?;
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config file {}", path.display()))?;
         Self::from_json(&text).with_context(|| format!("config file {} is invalid", path.display()))
     }
 
@@ -142,7 +143,15 @@ impl BenchConfig {
                 merged.insert(k, v);
             }
         }
-        merged.into_iter().map(|(k, v)| Ok(PluginOption { key: k.into(), value: option_value(k, v)? })).collect()
+        merged
+            .into_iter()
+            .map(|(k, v)| {
+                Ok(PluginOption {
+                    key: k.into(),
+                    value: option_value(k, v)?,
+                })
+            })
+            .collect()
     }
 
     pub fn validate(&self) -> Result<()> {
@@ -152,7 +161,10 @@ impl BenchConfig {
             }
         }
         if self.batch_sizes.is_empty() || self.batch_sizes.contains(&0) {
-            bail!("key `batch_sizes` must list batch sizes of at least 1, got {:?}", self.batch_sizes);
+            bail!(
+                "key `batch_sizes` must list batch sizes of at least 1, got {:?}",
+                self.batch_sizes
+            );
         }
         if self.max_output_len == 0 {
             bail!("key `max_output_len` must be at least 1");
@@ -161,13 +173,19 @@ impl BenchConfig {
             bail!("key `block_size` must be at least 1");
         }
         if self.temperature < 0.0 || !self.temperature.is_finite() {
-            bail!("key `temperature` must be 0 (greedy) or positive, got {}", self.temperature);
+            bail!(
+                "key `temperature` must be 0 (greedy) or positive, got {}",
+                self.temperature
+            );
         }
         if self.num_blocks.is_some() && self.kv_cache_bytes.is_some() {
             bail!("give the KV pool size as `num_blocks` or as `kv_cache_bytes`, not both");
         }
         if self.workloads.is_empty() {
-            bail!("key `workloads` is empty; known workloads: {}", crate::workload::NAMES.join(", "));
+            bail!(
+                "key `workloads` is empty; known workloads: {}",
+                crate::workload::NAMES.join(", ")
+            );
         }
         for w in &self.workloads {
             crate::workload::by_name(w)?;
@@ -209,31 +227,73 @@ mod tests {
 
     #[test]
     fn prototype_keys_parse_and_bad_keys_are_named() {
-        let c = BenchConfig::from_json(r#"{"batch_sizes": [8], "seed": 1, "max_input_len": 128}"#).unwrap();
-        assert_eq!((c.batch_sizes, c.seed, c.max_input_len, c.max_output_len), (vec![8], 1, 128, 128));
-        let e = BenchConfig::from_json(r#"{"batch_size": [8]}"#).unwrap_err().to_string();
+        let c = BenchConfig::from_json(r#"{"batch_sizes": [8], "seed": 1, "max_input_len": 128}"#)
+            .unwrap();
+        assert_eq!(
+            (c.batch_sizes, c.seed, c.max_input_len, c.max_output_len),
+            (vec![8], 1, 128, 128)
+        );
+        let e = BenchConfig::from_json(r#"{"batch_size": [8]}"#)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("unknown field `batch_size`"), "{e}");
-        let e = BenchConfig::from_json(r#"{"batch_sizes": [1, "two"]}"#).unwrap_err().to_string();
-        assert!(e.contains("batch_sizes[1]") && e.contains("invalid type"), "{e}");
-        let e = BenchConfig::from_json(r#"{"seed": -1}"#).unwrap_err().to_string();
+        let e = BenchConfig::from_json(r#"{"batch_sizes": [1, "two"]}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("batch_sizes[1]") && e.contains("invalid type"),
+            "{e}"
+        );
+        let e = BenchConfig::from_json(r#"{"seed": -1}"#)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("key `seed`"), "{e}");
-        let e = BenchConfig::from_json(r#"{"workloads": ["nope"]}"#).unwrap_err().to_string();
+        let e = BenchConfig::from_json(r#"{"workloads": ["nope"]}"#)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("unknown workload \"nope\""), "{e}");
-        assert_eq!(BenchConfig::from_json(r#"{"cuda_graphs": "staged"}"#).unwrap().cuda_graphs, GraphMode::Staged);
+        assert_eq!(
+            BenchConfig::from_json(r#"{"cuda_graphs": "staged"}"#)
+                .unwrap()
+                .cuda_graphs,
+            GraphMode::Staged
+        );
         assert_eq!(BenchConfig::default().cuda_graphs, GraphMode::On);
-        let e = BenchConfig::from_json(r#"{"cuda_graphs": "yes"}"#).unwrap_err().to_string();
-        assert!(e.contains("key `cuda_graphs`") && e.contains("unknown variant"), "{e}");
+        let e = BenchConfig::from_json(r#"{"cuda_graphs": "yes"}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("key `cuda_graphs`") && e.contains("unknown variant"),
+            "{e}"
+        );
     }
 
     #[test]
     fn plugin_options_merge_by_scope_and_keep_their_types() {
         let c = BenchConfig::from_json(r#"{"plugin_options": {"*": {"window": 8, "x": true}, "streaming": {"window": 64, "mode": "fast", "r": 0.5}}}"#).unwrap();
-        let got: Vec<(String, OptionValue)> = c.options_for("streaming").unwrap().into_iter().map(|o| (o.key.into_string(), o.value)).collect();
-        let want = [("mode", OptionValue::Text("fast".into())), ("r", OptionValue::Float(0.5)), ("window", OptionValue::Int(64)), ("x", OptionValue::Bool(true))];
+        let got: Vec<(String, OptionValue)> = c
+            .options_for("streaming")
+            .unwrap()
+            .into_iter()
+            .map(|o| (o.key.into_string(), o.value))
+            .collect();
+        let want = [
+            ("mode", OptionValue::Text("fast".into())),
+            ("r", OptionValue::Float(0.5)),
+            ("window", OptionValue::Int(64)),
+            ("x", OptionValue::Bool(true)),
+        ];
         assert_eq!(got, want.map(|(k, v)| (k.to_string(), v)));
         assert_eq!(c.options_for("standard").unwrap().len(), 2);
-        let e = format!("{:#}", BenchConfig::from_json(r#"{"plugin_options": {"radix": {"budget": [1]}}}"#).unwrap_err());
-        assert!(e.contains("plugin_options.radix") && e.contains("option `budget`"), "{e}");
+        let e = format!(
+            "{:#}",
+            BenchConfig::from_json(r#"{"plugin_options": {"radix": {"budget": [1]}}}"#)
+                .unwrap_err()
+        );
+        assert!(
+            e.contains("plugin_options.radix") && e.contains("option `budget`"),
+            "{e}"
+        );
         assert_eq!(parse_option_value("12"), Value::from(12));
         assert_eq!(parse_option_value("0.25"), Value::from(0.25));
         assert_eq!(parse_option_value("false"), Value::Bool(false));

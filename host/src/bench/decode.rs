@@ -39,20 +39,54 @@ pub fn run(b: &DecodeBench, loaded: &LoadedModel, plugin: &Plugin) -> Result<Vec
     for &batch in &b.batch_sizes {
         let total = b.shared_prefix + b.prompt_len + b.warmup_steps + b.steps + 1;
         let blocks = batch * total.div_ceil(b.block_size);
-        let pool = KvPool::new(cfg, PoolSize::Blocks(blocks), b.block_size, loaded.model.dtype(), loaded.model.device())?;
-        let sched = SchedulerConfig { max_num_seqs: batch, max_num_batched_tokens: batch * (b.shared_prefix + b.prompt_len) };
+        let pool = KvPool::new(
+            cfg,
+            PoolSize::Blocks(blocks),
+            b.block_size,
+            loaded.model.dtype(),
+            loaded.model.device(),
+        )?;
+        let sched = SchedulerConfig {
+            max_num_seqs: batch,
+            max_num_batched_tokens: batch * (b.shared_prefix + b.prompt_len),
+        };
         let graphs = DecodeGraphs::new(&loaded.model, batch, b.graphs);
-        let mut engine = Engine::new(&loaded.model, &pool, Box::new(plugin.new_policy(&pool, &b.options)?), sched, b.seed).with_graphs(&graphs);
+        let mut engine = Engine::new(
+            &loaded.model,
+            &pool,
+            Box::new(plugin.new_policy(&pool, &b.options)?),
+            sched,
+            b.seed,
+        )
+        .with_graphs(&graphs);
         let mut rng = Rng::derive(b.seed, &format!("decode-bench/{batch}"));
-        let params = SamplingParams { temperature: b.temperature, max_tokens: b.warmup_steps + b.steps + 1, ignore_eos: true };
-        let prefix: Vec<u32> = (0..b.shared_prefix).map(|_| rng.range_inclusive(0, 10_000) as u32).collect();
+        let params = SamplingParams {
+            temperature: b.temperature,
+            max_tokens: b.warmup_steps + b.steps + 1,
+            ignore_eos: true,
+        };
+        let prefix: Vec<u32> = (0..b.shared_prefix)
+            .map(|_| rng.range_inclusive(0, 10_000) as u32)
+            .collect();
         for _ in 0..batch {
-            let prompt = prefix.iter().copied().chain((0..b.prompt_len).map(|_| rng.range_inclusive(0, 10_000) as u32)).collect();
+            let prompt = prefix
+                .iter()
+                .copied()
+                .chain((0..b.prompt_len).map(|_| rng.range_inclusive(0, 10_000) as u32))
+                .collect();
             engine.add_request(prompt, params)?;
         }
         let done = engine.run_to_completion()?;
-        let timed: Vec<_> = engine.steps.iter().filter(|s| !s.prefill).skip(b.warmup_steps).collect();
-        let mut ms: Vec<f64> = timed.iter().map(|s| s.duration.as_secs_f64() * 1e3).collect();
+        let timed: Vec<_> = engine
+            .steps
+            .iter()
+            .filter(|s| !s.prefill)
+            .skip(b.warmup_steps)
+            .collect();
+        let mut ms: Vec<f64> = timed
+            .iter()
+            .map(|s| s.duration.as_secs_f64() * 1e3)
+            .collect();
         // Where a step's time goes, medians in us: host work before the launch (the device
         // idles), launch to sampled tokens (the device's work), and the rest (bookkeeping after).
         let part = |f: &dyn Fn(&crate::engine::StepReport) -> std::time::Duration| {
@@ -66,9 +100,18 @@ pub fn run(b: &DecodeBench, loaded: &LoadedModel, plugin: &Plugin) -> Result<Vec
             "launch_to_sampled_us_median": part(&|s| s.until_sampled),
             "after_sampled_us_median": part(&|s| s.duration.saturating_sub(s.before_launch + s.until_sampled)),
         });
-        let prefill_ms: f64 = engine.steps.iter().filter(|s| s.prefill).map(|s| s.duration.as_secs_f64() * 1e3).sum();
+        let prefill_ms: f64 = engine
+            .steps
+            .iter()
+            .filter(|s| s.prefill)
+            .map(|s| s.duration.as_secs_f64() * 1e3)
+            .sum();
         let median = super::metrics::quantile(&mut ms, 0.5);
-        let cascade_steps = engine.steps.iter().filter(|s| !s.prefill && s.cascade_groups > 0).count();
+        let cascade_steps = engine
+            .steps
+            .iter()
+            .filter(|s| !s.prefill && s.cascade_groups > 0)
+            .count();
         let stats = graphs.stats();
         let per_warm_replay = |seconds: f64| seconds * 1e6 / stats.warm_replays.max(1) as f64;
         out.push(json!({

@@ -25,16 +25,38 @@ pub struct Fidelity {
 }
 
 /// Every request's greedy output and its first generated position's logits.
-fn greedy(plugin: &Plugin, options: &[PluginOption], loaded: &LoadedModel, pool: &KvPool, sched: SchedulerConfig, point: &Point, max_tokens: usize) -> Result<Vec<(Vec<u32>, Vec<f32>)>> {
-    let mut engine = Engine::new(&loaded.model, pool, Box::new(plugin.new_policy(pool, options)?), sched, 0);
+fn greedy(
+    plugin: &Plugin,
+    options: &[PluginOption],
+    loaded: &LoadedModel,
+    pool: &KvPool,
+    sched: SchedulerConfig,
+    point: &Point,
+    max_tokens: usize,
+) -> Result<Vec<(Vec<u32>, Vec<f32>)>> {
+    let mut engine = Engine::new(
+        &loaded.model,
+        pool,
+        Box::new(plugin.new_policy(pool, options)?),
+        sched,
+        0,
+    );
     engine.logits = Some(Vec::new());
-    let params = SamplingParams { temperature: 0.0, max_tokens, ignore_eos: true };
+    let params = SamplingParams {
+        temperature: 0.0,
+        max_tokens,
+        ignore_eos: true,
+    };
     let done = super::waves::run_waves(&mut engine, &point.prompts, params, |_, _, _| Ok(()))?;
     let logits = engine.logits.take().unwrap_or_default();
     Ok(done
         .iter()
         .map(|s| {
-            let first = logits.iter().find(|(id, i, _)| *id == s.id && *i == 0).map(|(_, _, l)| l.clone()).unwrap_or_default();
+            let first = logits
+                .iter()
+                .find(|(id, i, _)| *id == s.id && *i == 0)
+                .map(|(_, _, l)| l.clone())
+                .unwrap_or_default();
             (s.output().to_vec(), first)
         })
         .collect())
@@ -42,7 +64,16 @@ fn greedy(plugin: &Plugin, options: &[PluginOption], loaded: &LoadedModel, pool:
 
 /// `options`: the tested plugin's (the reference runs with none).
 #[allow(clippy::too_many_arguments)]
-pub fn compare_to_reference(tested: &Plugin, options: &[PluginOption], reference: &Plugin, loaded: &LoadedModel, pool: &KvPool, sched: SchedulerConfig, point: &Point, max_tokens: usize) -> Result<Fidelity> {
+pub fn compare_to_reference(
+    tested: &Plugin,
+    options: &[PluginOption],
+    reference: &Plugin,
+    loaded: &LoadedModel,
+    pool: &KvPool,
+    sched: SchedulerConfig,
+    point: &Point,
+    max_tokens: usize,
+) -> Result<Fidelity> {
     let got = greedy(tested, options, loaded, pool, sched, point, max_tokens)?;
     let want = greedy(reference, &[], loaded, pool, sched, point, max_tokens)?;
     let (mut same, mut total, mut identical_requests, mut worst) = (0usize, 0usize, 0usize, 0f32);
@@ -50,11 +81,19 @@ pub fn compare_to_reference(tested: &Plugin, options: &[PluginOption], reference
         same += out_a.iter().zip(out_b).filter(|(a, b)| a == b).count();
         total += out_b.len();
         identical_requests += usize::from(out_a == out_b);
-        worst = first_a.iter().zip(first_b).map(|(a, b)| (a - b).abs()).fold(worst, f32::max);
+        worst = first_a
+            .iter()
+            .zip(first_b)
+            .map(|(a, b)| (a - b).abs())
+            .fold(worst, f32::max);
     }
     Ok(Fidelity {
         reference: reference.info.name.to_string(),
-        greedy_token_agreement: if total == 0 { 1.0 } else { same as f64 / total as f64 },
+        greedy_token_agreement: if total == 0 {
+            1.0
+        } else {
+            same as f64 / total as f64
+        },
         requests_with_identical_output: identical_requests,
         requests: want.len(),
         first_token_max_logit_diff: worst,

@@ -32,7 +32,11 @@ pub fn quantile(xs: &mut [f64], q: f64) -> f64 {
 pub fn peak_rss_bytes() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        })
         .map_or(0, |kb| kb * 1024)
 }
 
@@ -57,8 +61,15 @@ impl RunRecord<'_> {
         let input: usize = self.seqs.iter().map(|s| s.prompt_len).sum();
         let output: usize = self.seqs.iter().map(|s| s.output().len()).sum();
         let reused: usize = self.seqs.iter().map(|s| s.cached_at_admission).sum();
-        let rate = |tokens: usize, d: Duration| if d.is_zero() { 0.0 } else { tokens as f64 / d.as_secs_f64() };
-        let (mut pre_tok, mut pre_t, mut dec_tok, mut dec_t) = (0, Duration::ZERO, 0, Duration::ZERO);
+        let rate = |tokens: usize, d: Duration| {
+            if d.is_zero() {
+                0.0
+            } else {
+                tokens as f64 / d.as_secs_f64()
+            }
+        };
+        let (mut pre_tok, mut pre_t, mut dec_tok, mut dec_t) =
+            (0, Duration::ZERO, 0, Duration::ZERO);
         for s in self.steps {
             if s.prefill {
                 (pre_tok, pre_t) = (pre_tok + s.tokens_computed, pre_t + s.duration);
@@ -67,8 +78,20 @@ impl RunRecord<'_> {
             }
         }
         // From the request's arrival (for requests of later waves) or the timed call's start.
-        let mut ttft: Vec<f64> = self.seqs.iter().filter_map(|s| s.token_times.first().map(|t| ms(*t - s.arrived.max(self.started)))).collect();
-        let mut itl: Vec<f64> = self.seqs.iter().flat_map(|s| s.token_times.windows(2).map(|w| ms(w[1] - w[0]))).collect();
+        let mut ttft: Vec<f64> = self
+            .seqs
+            .iter()
+            .filter_map(|s| {
+                s.token_times
+                    .first()
+                    .map(|t| ms(*t - s.arrived.max(self.started)))
+            })
+            .collect();
+        let mut itl: Vec<f64> = self
+            .seqs
+            .iter()
+            .flat_map(|s| s.token_times.windows(2).map(|w| ms(w[1] - w[0])))
+            .collect();
         let peak_kv = (self.peak_blocks * self.bytes_per_block) as u64;
         let mut m = Map::new();
         let mut put = |k: &str, v: Value| {
@@ -79,8 +102,14 @@ impl RunRecord<'_> {
         put("total_output_tokens", json!(output));
         put("total_tokens", json!(input + output));
         put("time_seconds", json!(secs));
-        put("throughput_tokens_per_sec", json!((input + output) as f64 / secs));
-        put("output_throughput_tokens_per_sec", json!(output as f64 / secs));
+        put(
+            "throughput_tokens_per_sec",
+            json!((input + output) as f64 / secs),
+        );
+        put(
+            "output_throughput_tokens_per_sec",
+            json!(output as f64 / secs),
+        );
         put("memory_used_bytes", json!(peak_kv));
         put("memory_used_formatted", json!(format_bytes(peak_kv)));
         put("output_tokens_generated", json!(output));
@@ -91,21 +120,47 @@ impl RunRecord<'_> {
         put("tokens_reused", json!(reused));
         put("prefill_tokens_per_sec", json!(rate(pre_tok, pre_t)));
         put("decode_tokens_per_sec", json!(rate(dec_tok, dec_t)));
-        let mut decode_ms: Vec<f64> = self.steps.iter().filter(|s| !s.prefill).map(|s| ms(s.duration)).collect();
-        put("decode_ms_per_step_p50", json!(quantile(&mut decode_ms, 0.5)));
-        put("decode_ms_per_step_p90", json!(quantile(&mut decode_ms, 0.9)));
-        put("time_to_first_token_ms_mean", json!(ttft.iter().sum::<f64>() / ttft.len().max(1) as f64));
-        put("time_to_first_token_ms_p50", json!(quantile(&mut ttft, 0.5)));
+        let mut decode_ms: Vec<f64> = self
+            .steps
+            .iter()
+            .filter(|s| !s.prefill)
+            .map(|s| ms(s.duration))
+            .collect();
+        put(
+            "decode_ms_per_step_p50",
+            json!(quantile(&mut decode_ms, 0.5)),
+        );
+        put(
+            "decode_ms_per_step_p90",
+            json!(quantile(&mut decode_ms, 0.9)),
+        );
+        put(
+            "time_to_first_token_ms_mean",
+            json!(ttft.iter().sum::<f64>() / ttft.len().max(1) as f64),
+        );
+        put(
+            "time_to_first_token_ms_p50",
+            json!(quantile(&mut ttft, 0.5)),
+        );
         put("inter_token_latency_ms_p50", json!(quantile(&mut itl, 0.5)));
-        put("inter_token_latency_ms_p99", json!(quantile(&mut itl, 0.99)));
+        put(
+            "inter_token_latency_ms_p99",
+            json!(quantile(&mut itl, 0.99)),
+        );
         put("peak_kv_bytes", json!(peak_kv));
         put("peak_kv_blocks", json!(self.peak_blocks));
-        put("peak_kv_bytes_reported_by_strategy", json!((self.peak_reported_blocks * self.bytes_per_block) as u64));
+        put(
+            "peak_kv_bytes_reported_by_strategy",
+            json!((self.peak_reported_blocks * self.bytes_per_block) as u64),
+        );
         put("peak_process_memory_bytes", json!(peak_rss_bytes()));
         put("preemptions", json!(self.preemptions));
         if let (Some(before), Some(peak)) = (self.device_memory_before, self.peak_device_memory) {
             put("peak_device_memory_bytes", json!(peak));
-            put("device_memory_growth_bytes", json!(peak.saturating_sub(before)));
+            put(
+                "device_memory_growth_bytes",
+                json!(peak.saturating_sub(before)),
+            );
         }
         m
     }

@@ -23,7 +23,10 @@ pub struct PluginQuality {
 
 impl PluginQuality {
     pub fn accuracy(&self) -> Option<f64> {
-        let (c, t) = self.cells.iter().fold((0, 0), |(c, t), x| (c + x.correct, t + x.total));
+        let (c, t) = self
+            .cells
+            .iter()
+            .fold((0, 0), |(c, t), x| (c + x.correct, t + x.total));
         (t > 0).then(|| c as f64 / t as f64)
     }
 
@@ -54,11 +57,20 @@ pub fn collect(points: &[Value]) -> BTreeMap<String, PluginQuality> {
             q.agreement.2 += f["requests_with_identical_output"].as_u64().unwrap_or(0) as usize;
             q.agreement.3 += compared;
         }
-        let Some(quality) = p.get("quality").and_then(|v| serde_json::from_value::<Quality>(v.clone()).ok()) else { continue };
-        q.peak_kv_bytes = q.peak_kv_bytes.max(p["peak_kv_bytes"].as_f64().unwrap_or(0.0));
+        let Some(quality) = p
+            .get("quality")
+            .and_then(|v| serde_json::from_value::<Quality>(v.clone()).ok())
+        else {
+            continue;
+        };
+        q.peak_kv_bytes = q
+            .peak_kv_bytes
+            .max(p["peak_kv_bytes"].as_f64().unwrap_or(0.0));
         match quality {
             Quality::Retrieval { cells, .. } => q.cells.extend(cells),
-            Quality::Perplexity { tokens, mean_nll, .. } => {
+            Quality::Perplexity {
+                tokens, mean_nll, ..
+            } => {
                 q.nll.0 += tokens;
                 q.nll.1 += mean_nll * tokens as f64;
             }
@@ -79,11 +91,23 @@ fn pct(x: Option<f64>) -> String {
 /// The quality table; empty when no point measured quality or fidelity.
 pub fn table(points: &[Value]) -> String {
     let by = collect(points);
-    if by.values().all(|q| q.cells.is_empty() && q.nll.0 == 0 && q.agreement.1 == 0) {
+    if by
+        .values()
+        .all(|q| q.cells.is_empty() && q.nll.0 == 0 && q.agreement.1 == 0)
+    {
         return String::new();
     }
     let standard_ppl = by.get("standard").and_then(PluginQuality::perplexity);
-    let header = ["Plugin", "Retrieval", "Perplexity", "vs standard", "Greedy agreement", "Identical requests", "KV saved"].map(String::from);
+    let header = [
+        "Plugin",
+        "Retrieval",
+        "Perplexity",
+        "vs standard",
+        "Greedy agreement",
+        "Identical requests",
+        "KV saved",
+    ]
+    .map(String::from);
     let rows: Vec<[String; 7]> = by
         .iter()
         .map(|(name, q)| {
@@ -92,8 +116,20 @@ pub fn table(points: &[Value]) -> String {
                 (Some(a), Some(b)) if b > 0.0 => format!("x{:.3}", a / b),
                 _ => "-".into(),
             };
-            let identical = if q.agreement.3 > 0 { format!("{}/{}", q.agreement.2, q.agreement.3) } else { "-".into() };
-            [name.clone(), pct(q.accuracy()), ppl.map_or("-".into(), |p| format!("{p:.3}")), ratio, pct(q.agreement()), identical, pct(q.savings)]
+            let identical = if q.agreement.3 > 0 {
+                format!("{}/{}", q.agreement.2, q.agreement.3)
+            } else {
+                "-".into()
+            };
+            [
+                name.clone(),
+                pct(q.accuracy()),
+                ppl.map_or("-".into(), |p| format!("{p:.3}")),
+                ratio,
+                pct(q.agreement()),
+                identical,
+                pct(q.savings),
+            ]
         })
         .collect();
     let mut widths = header.clone().map(|h| h.len());
@@ -102,8 +138,21 @@ pub fn table(points: &[Value]) -> String {
             *w = (*w).max(c.chars().count());
         }
     }
-    let fmt = |r: &[String; 7]| r.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect::<Vec<_>>().join(" | ");
-    let mut out = vec![fmt(&header), widths.iter().map(|w| "-".repeat(*w)).collect::<Vec<_>>().join("-|-")];
+    let fmt = |r: &[String; 7]| {
+        r.iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect::<Vec<_>>()
+            .join(" | ")
+    };
+    let mut out = vec![
+        fmt(&header),
+        widths
+            .iter()
+            .map(|w| "-".repeat(*w))
+            .collect::<Vec<_>>()
+            .join("-|-"),
+    ];
     out.extend(rows.iter().map(fmt));
     out.join("\n")
 }
@@ -117,15 +166,106 @@ pub fn grid_text(cells: &[RetrievalCell]) -> String {
     lengths.dedup();
     depths.sort_unstable();
     depths.dedup();
-    let mut out = format!("{:>6} |{}\n", "depth", lengths.iter().map(|l| format!("{l:>7}")).collect::<String>());
-    out.push_str(&format!("{}-+{}\n", "-".repeat(6), "-".repeat(7 * lengths.len())));
+    let mut out = format!(
+        "{:>6} |{}\n",
+        "depth",
+        lengths
+            .iter()
+            .map(|l| format!("{l:>7}"))
+            .collect::<String>()
+    );
+    out.push_str(&format!(
+        "{}-+{}\n",
+        "-".repeat(6),
+        "-".repeat(7 * lengths.len())
+    ));
     for d in &depths {
         out.push_str(&format!("{:>5}% |", d));
         for l in &lengths {
-            let (c, t) = cells.iter().filter(|x| x.context_tokens == *l && x.depth_percent == *d).fold((0, 0), |(c, t), x| (c + x.correct, t + x.total));
-            out.push_str(&if t == 0 { format!("{:>7}", "-") } else { format!("{:>6.0}%", 100.0 * c as f64 / t as f64) });
+            let (c, t) = cells
+                .iter()
+                .filter(|x| x.context_tokens == *l && x.depth_percent == *d)
+                .fold((0, 0), |(c, t), x| (c + x.correct, t + x.total));
+            out.push_str(&if t == 0 {
+                format!("{:>7}", "-")
+            } else {
+                format!("{:>6.0}%", 100.0 * c as f64 / t as f64)
+            });
         }
         out.push('\n');
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn retrieval_point(
+        plugin: &str,
+        cells: &[(usize, u32, usize, usize)],
+        peak: u64,
+        savings: Option<f64>,
+    ) -> Value {
+        let cells: Vec<RetrievalCell> = cells
+            .iter()
+            .map(|&(l, d, c, t)| RetrievalCell {
+                context_tokens: l,
+                depth_percent: d,
+                correct: c,
+                total: t,
+            })
+            .collect();
+        let (c, t) = cells
+            .iter()
+            .fold((0, 0), |(c, t), x| (c + x.correct, t + x.total));
+        let q = Quality::Retrieval {
+            accuracy: c as f64 / t as f64,
+            correct: c,
+            total: t,
+            cells,
+        };
+        let mut p = json!({"plugin": {"name": plugin}, "workload": "retrieval", "peak_kv_bytes": peak, "quality": q, "output_tokens": 10});
+        if let Some(s) = savings {
+            p["memory_savings_ratio"] = json!(s);
+            p["fidelity"] = json!({"greedy_token_agreement": 0.5, "requests_with_identical_output": 1, "requests": 2});
+        }
+        p
+    }
+
+    #[test]
+    fn the_table_puts_each_plugins_quality_beside_what_it_saved() {
+        let ppl = |plugin: &str, nll: f64| json!({"plugin": {"name": plugin}, "workload": "perplexity", "peak_kv_bytes": 1, "quality": Quality::Perplexity { tokens: 100, mean_nll: nll, perplexity: nll.exp() }});
+        let points = vec![
+            retrieval_point("standard", &[(512, 0, 4, 4), (512, 100, 4, 4)], 1000, None),
+            retrieval_point(
+                "streaming",
+                &[(512, 0, 1, 4), (512, 100, 4, 4)],
+                400,
+                Some(0.6),
+            ),
+            ppl("standard", 1.0),
+            ppl("streaming", 1.5),
+        ];
+        let by = collect(&points);
+        assert_eq!(by["streaming"].accuracy(), Some(5.0 / 8.0));
+        assert!((by["streaming"].perplexity().unwrap() - 1.5f64.exp()).abs() < 1e-9);
+        assert_eq!(by["streaming"].agreement(), Some(0.5));
+        let t = table(&points);
+        let row = t.lines().find(|l| l.starts_with("streaming")).unwrap();
+        assert!(
+            row.contains("62.5%")
+                && row.contains(&format!("x{:.3}", 0.5f64.exp()))
+                && row.contains("60.0%")
+                && row.contains("1/2"),
+            "{t}"
+        );
+        let grid = grid_text(&by["streaming"].cells);
+        assert!(
+            grid.contains("    0% |    25%") && grid.contains("  100% |   100%"),
+            "{grid}"
+        );
+        assert!(table(&[json!({"plugin": {"name": "standard"}})]).is_empty());
+    }
 }

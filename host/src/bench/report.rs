@@ -20,10 +20,25 @@ pub fn render(dir: &Path) -> Result<Vec<String>> {
     let mut written = Vec::new();
     if run.is_file() {
         let points: Vec<Value> = read(&run)?;
-        md.push_str(&format!("## Run\n\n```\n{}\n```\n\n", summary::table(&points)));
+        md.push_str(&format!(
+            "## Run\n\n```\n{}\n```\n\n",
+            summary::table(&points)
+        ));
         for (file, title, key, scale, unit) in [
-            ("throughput.svg", "Throughput", "throughput_tokens_per_sec", 1.0, "tokens/s (input + output)"),
-            ("peak_kv_memory.svg", "Peak KV memory", "peak_kv_bytes", 1.0 / (1024.0 * 1024.0), "MiB of KV held at peak"),
+            (
+                "throughput.svg",
+                "Throughput",
+                "throughput_tokens_per_sec",
+                1.0,
+                "tokens/s (input + output)",
+            ),
+            (
+                "peak_kv_memory.svg",
+                "Peak KV memory",
+                "peak_kv_bytes",
+                1.0 / (1024.0 * 1024.0),
+                "MiB of KV held at peak",
+            ),
         ] {
             plots::line_chart(&dir.join(file), title, unit, &series(&points, key, scale))?;
             md.push_str(&format!("![{title}]({file})\n\n"));
@@ -44,7 +59,11 @@ pub fn render(dir: &Path) -> Result<Vec<String>> {
                     let f = |k: &str| m[k].as_f64().unwrap_or(f64::NAN);
                     Some(RatioRow {
                         label: format!("{}: {name}", p["point"].as_str().unwrap_or("")),
-                        ratios: m["ratios"].as_array()?.iter().filter_map(Value::as_f64).collect(),
+                        ratios: m["ratios"]
+                            .as_array()?
+                            .iter()
+                            .filter_map(Value::as_f64)
+                            .collect(),
                         median: f("ratio_median"),
                         ci: (f("ci_low"), f("ci_high")),
                     })
@@ -74,7 +93,10 @@ fn quality_section(dir: &Path, points: &[Value], md: &mut String) -> Result<Vec<
         if q.cells.is_empty() {
             continue;
         }
-        let file = format!("retrieval_{}.svg", name.replace(|c: char| !c.is_ascii_alphanumeric() && c != '-', "_"));
+        let file = format!(
+            "retrieval_{}.svg",
+            name.replace(|c: char| !c.is_ascii_alphanumeric() && c != '-', "_")
+        );
         let mut lengths: Vec<usize> = q.cells.iter().map(|c| c.context_tokens).collect();
         let mut depths: Vec<u32> = q.cells.iter().map(|c| c.depth_percent).collect();
         lengths.sort_unstable();
@@ -82,18 +104,37 @@ fn quality_section(dir: &Path, points: &[Value], md: &mut String) -> Result<Vec<
         depths.sort_unstable();
         depths.dedup();
         let cell = |l: usize, d: u32| {
-            let (c, t) = q.cells.iter().filter(|x| x.context_tokens == l && x.depth_percent == d).fold((0, 0), |(c, t), x| (c + x.correct, t + x.total));
+            let (c, t) = q
+                .cells
+                .iter()
+                .filter(|x| x.context_tokens == l && x.depth_percent == d)
+                .fold((0, 0), |(c, t), x| (c + x.correct, t + x.total));
             (t > 0).then(|| c as f64 / t as f64)
         };
-        plots::heat_map(&dir.join(&file), &format!("{name}: retrieval exact match"), &lengths, &depths, &cell)?;
-        md.push_str(&format!("### {name}\n\n```\n{}```\n\n![{name} retrieval]({file})\n\n", quality_summary::grid_text(&q.cells)));
+        plots::heat_map(
+            &dir.join(&file),
+            &format!("{name}: retrieval exact match"),
+            &lengths,
+            &depths,
+            &cell,
+        )?;
+        md.push_str(&format!(
+            "### {name}\n\n```\n{}```\n\n![{name} retrieval]({file})\n\n",
+            quality_summary::grid_text(&q.cells)
+        ));
         written.push(file);
         if let Some(a) = q.accuracy() {
             scatter.push((name.clone(), 100.0 * q.savings.unwrap_or(0.0), 100.0 * a));
         }
     }
     if !scatter.is_empty() {
-        plots::scatter(&dir.join("savings_vs_accuracy.svg"), "KV saved vs retrieval kept", "KV saved vs standard (%)", "retrieval exact match (%)", &scatter)?;
+        plots::scatter(
+            &dir.join("savings_vs_accuracy.svg"),
+            "KV saved vs retrieval kept",
+            "KV saved vs standard (%)",
+            "retrieval exact match (%)",
+            &scatter,
+        )?;
         md.push_str("![KV saved vs retrieval kept](savings_vs_accuracy.svg)\n\n");
         written.push("savings_vs_accuracy.svg".into());
     }
@@ -101,15 +142,19 @@ fn quality_section(dir: &Path, points: &[Value], md: &mut String) -> Result<Vec<
 }
 
 fn read<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    serde_json::from_str(&text).with_context(|| format!("{} is not what nanohost writes there", path.display()))
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    serde_json::from_str(&text)
+        .with_context(|| format!("{} is not what nanohost writes there", path.display()))
 }
 
 /// One line per plugin and workload (and shared prefix length), over batch size.
 fn series(points: &[Value], key: &str, scale: f64) -> Vec<Series> {
     let mut by: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
     for p in points {
-        let (Some(x), Some(y)) = (p["batch_size"].as_f64(), p[key].as_f64()) else { continue };
+        let (Some(x), Some(y)) = (p["batch_size"].as_f64(), p[key].as_f64()) else {
+            continue;
+        };
         let plugin = p["plugin"]["name"].as_str().unwrap_or("?");
         let mut name = format!("{plugin} / {}", p["workload"].as_str().unwrap_or("?"));
         if let Some(n) = p.get("shared_prefix_len") {
@@ -127,8 +172,20 @@ fn series(points: &[Value], key: &str, scale: f64) -> Vec<Series> {
 
 fn compare_markdown(report: &Value) -> String {
     let side = |s: &Value| {
-        let options = s.get("options_given").and_then(Value::as_object).filter(|o| !o.is_empty()).map_or(String::new(), |o| format!(", options {}", Value::Object(o.clone())));
-        format!("{} {} ({}, sha256 {:.12}{options})", s["name"].as_str().unwrap_or("?"), s["version"].as_str().unwrap_or("?"), s["path"].as_str().unwrap_or("?"), s["sha256"].as_str().unwrap_or("?"))
+        let options = s
+            .get("options_given")
+            .and_then(Value::as_object)
+            .filter(|o| !o.is_empty())
+            .map_or(String::new(), |o| {
+                format!(", options {}", Value::Object(o.clone()))
+            });
+        format!(
+            "{} {} ({}, sha256 {:.12}{options})",
+            s["name"].as_str().unwrap_or("?"),
+            s["version"].as_str().unwrap_or("?"),
+            s["path"].as_str().unwrap_or("?"),
+            s["sha256"].as_str().unwrap_or("?")
+        )
     };
     format!(
         "## Comparison\n\nA: {}\n\nB: {}\n\n```\n{}```\n\n",

@@ -25,13 +25,22 @@ impl Drop for RunDir {
 
 /// `runs/<UTC time>-<pid>` under `root`, and `runs/latest` pointing at it.
 fn fresh(root: &Path) -> Result<PathBuf> {
-    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
     let (days, rest) = (secs / 86_400, secs % 86_400);
     let (y, m, d) = civil_from_days(days as i64);
-    let name = format!("{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z-{}", rest / 3600, rest / 60 % 60, rest % 60, std::process::id());
+    let name = format!(
+        "{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z-{}",
+        rest / 3600,
+        rest / 60 % 60,
+        rest % 60,
+        std::process::id()
+    );
     let runs = root.join("runs");
     let path = runs.join(&name);
-    std::fs::create_dir_all(&path).with_context(|| format!("cannot create the run folder {}", path.display()))?;
+    std::fs::create_dir_all(&path)
+        .with_context(|| format!("cannot create the run folder {}", path.display()))?;
     let latest = runs.join("latest");
     let _ = std::fs::remove_file(&latest);
     let _ = std::os::unix::fs::symlink(&name, &latest);
@@ -64,13 +73,18 @@ pub fn open(out: Option<&Path>, overwrite: bool) -> Result<RunDir> {
                     );
                 }
             }
-            std::fs::create_dir_all(dir).with_context(|| format!("cannot create the output folder {}", dir.display()))?;
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create the output folder {}", dir.display()))?;
             dir.to_path_buf()
         }
         None => fresh(Path::new("."))?,
     };
     let lock = path.join(LOCK);
-    match std::fs::OpenOptions::new().write(true).create_new(true).open(&lock) {
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&lock)
+    {
         Ok(mut f) => {
             let _ = writeln!(f, "{}", std::process::id());
         }
@@ -100,11 +114,17 @@ mod tests {
         let dir = tmp.path().join("out");
         let held = open(Some(&dir), false).unwrap();
         let e = open(Some(&dir), false).err().unwrap().to_string();
-        assert!(e.contains("another nanohost run (process") && e.contains("is writing into"), "{e}");
+        assert!(
+            e.contains("another nanohost run (process") && e.contains("is writing into"),
+            "{e}"
+        );
         drop(held);
         std::fs::write(dir.join("run_report.json"), "[]").unwrap();
         let e = open(Some(&dir), false).err().unwrap().to_string();
-        assert!(e.contains("already holds a run (run_report.json)") && e.contains("--overwrite"), "{e}");
+        assert!(
+            e.contains("already holds a run (run_report.json)") && e.contains("--overwrite"),
+            "{e}"
+        );
         assert!(open(Some(&dir), true).is_ok());
     }
 }

@@ -12,7 +12,9 @@ const RESAMPLES: usize = 10_000;
 
 /// The fewest pairs whose interval can exclude 1.0 at `confidence` (see the module doc).
 pub fn min_pairs(confidence: f64) -> usize {
-    (1..64).find(|&n| 2.0 / 2f64.powi(n as i32) <= 1.0 - confidence + 1e-12).unwrap_or(64)
+    (1..64)
+        .find(|&n| 2.0 / 2f64.powi(n as i32) <= 1.0 - confidence + 1e-12)
+        .unwrap_or(64)
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -86,7 +88,15 @@ pub fn paired(a: &[f64], b: &[f64], confidence: f64, seed: u64) -> Paired {
     } else {
         Verdict::NoDifferenceDetected
     };
-    Paired { a_median: median(a), b_median: median(b), ratios, ratio_median, ci_low, ci_high, verdict }
+    Paired {
+        a_median: median(a),
+        b_median: median(b),
+        ratios,
+        ratio_median,
+        ci_low,
+        ci_high,
+        verdict,
+    }
 }
 
 /// Percentile bootstrap of the median: resample with replacement, take the median of each
@@ -114,7 +124,9 @@ mod tests {
     /// Samples with multiplicative noise of about +-3% around `level`.
     fn noisy(level: f64, n: usize, seed: u64) -> Vec<f64> {
         let mut rng = Rng::derive(seed, "noise");
-        (0..n).map(|_| level * (1.0 + 0.06 * (rng.next_f64() - 0.5))).collect()
+        (0..n)
+            .map(|_| level * (1.0 + 0.06 * (rng.next_f64() - 0.5)))
+            .collect()
     }
 
     #[test]
@@ -122,8 +134,17 @@ mod tests {
         let a = noisy(100.0, 12, 1);
         let b = noisy(125.0, 12, 2);
         let p = paired(&a, &b, 0.95, 7);
-        assert!(p.ci_low <= 1.25 && 1.25 <= p.ci_high, "1.25 outside [{}, {}]", p.ci_low, p.ci_high);
-        assert!((p.ratio_median - 1.25).abs() < 0.05, "median ratio {}", p.ratio_median);
+        assert!(
+            p.ci_low <= 1.25 && 1.25 <= p.ci_high,
+            "1.25 outside [{}, {}]",
+            p.ci_low,
+            p.ci_high
+        );
+        assert!(
+            (p.ratio_median - 1.25).abs() < 0.05,
+            "median ratio {}",
+            p.ratio_median
+        );
         assert_eq!(p.verdict, Verdict::BHigher);
         let p = paired(&b, &a, 0.95, 7);
         assert_eq!(p.verdict, Verdict::BLower);
@@ -143,12 +164,24 @@ mod tests {
 
     #[test]
     fn too_few_pairs_are_not_called_and_zeros_are_handled() {
-        assert_eq!((min_pairs(0.95), min_pairs(0.99), min_pairs(0.75)), (6, 8, 3));
+        assert_eq!(
+            (min_pairs(0.95), min_pairs(0.99), min_pairs(0.75)),
+            (6, 8, 3)
+        );
         // Five pairs all on one side is not 95% evidence; six is.
-        assert_eq!(paired(&[1.0; 5], &[2.0; 5], 0.95, 1).verdict, Verdict::TooFewTrials);
-        assert_eq!(paired(&[1.0; 6], &[2.0; 6], 0.95, 1).verdict, Verdict::BHigher);
+        assert_eq!(
+            paired(&[1.0; 5], &[2.0; 5], 0.95, 1).verdict,
+            Verdict::TooFewTrials
+        );
+        assert_eq!(
+            paired(&[1.0; 6], &[2.0; 6], 0.95, 1).verdict,
+            Verdict::BHigher
+        );
         let p = paired(&[0.0; 6], &[0.0; 6], 0.95, 1);
-        assert_eq!((p.ratio_median, p.verdict), (1.0, Verdict::NoDifferenceDetected));
+        assert_eq!(
+            (p.ratio_median, p.verdict),
+            (1.0, Verdict::NoDifferenceDetected)
+        );
         assert_eq!(median(&[3.0, 1.0, 2.0, 10.0]), 2.5);
     }
 }

@@ -23,8 +23,14 @@ pub fn table(points: &[Value]) -> String {
                 method_cell(p),
                 p["batch_size"].to_string(),
                 format!("{:.2}", p["time_seconds"].as_f64().unwrap_or(0.0)),
-                format!("{:.1} tok/s", p["throughput_tokens_per_sec"].as_f64().unwrap_or(0.0)),
-                p["memory_used_formatted"].as_str().unwrap_or("").to_string(),
+                format!(
+                    "{:.1} tok/s",
+                    p["throughput_tokens_per_sec"].as_f64().unwrap_or(0.0)
+                ),
+                p["memory_used_formatted"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string(),
             ]
         })
         .collect();
@@ -35,8 +41,21 @@ pub fn table(points: &[Value]) -> String {
             *w = (*w).max(c.chars().count());
         }
     }
-    let fmt = |r: &[String; 5]| r.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect::<Vec<_>>().join(" | ");
-    let mut out = vec![fmt(&header), widths.iter().map(|w| "-".repeat(*w)).collect::<Vec<_>>().join("-|-")];
+    let fmt = |r: &[String; 5]| {
+        r.iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect::<Vec<_>>()
+            .join(" | ")
+    };
+    let mut out = vec![
+        fmt(&header),
+        widths
+            .iter()
+            .map(|w| "-".repeat(*w))
+            .collect::<Vec<_>>()
+            .join("-|-"),
+    ];
     out.extend(rows.iter().map(fmt));
     out.join("\n")
 }
@@ -45,15 +64,28 @@ pub fn table(points: &[Value]) -> String {
 /// another plugin with a standard point of the same workload, batch, prefix length and seed,
 /// `memory_savings_ratio` = 1 - peak KV bytes / standard's peak KV bytes.
 pub fn add_measured_savings(points: &mut [Value]) {
-    let key = |p: &Value| (p["workload"].clone(), p["batch_size"].clone(), p.get("shared_prefix_len").cloned(), p["seed"].clone());
+    let key = |p: &Value| {
+        (
+            p["workload"].clone(),
+            p["batch_size"].clone(),
+            p.get("shared_prefix_len").cloned(),
+            p["seed"].clone(),
+        )
+    };
     let baseline: Vec<(_, f64)> = points
         .iter()
         .filter(|p| p["plugin"]["name"] == "standard")
         .filter_map(|p| Some((key(p), p["peak_kv_bytes"].as_f64()?)))
         .collect();
-    for p in points.iter_mut().filter(|p| p["plugin"]["name"] != "standard") {
+    for p in points
+        .iter_mut()
+        .filter(|p| p["plugin"]["name"] != "standard")
+    {
         let k = key(p);
-        if let (Some((_, base)), Some(mine)) = (baseline.iter().find(|(bk, _)| *bk == k), p["peak_kv_bytes"].as_f64()) {
+        if let (Some((_, base)), Some(mine)) = (
+            baseline.iter().find(|(bk, _)| *bk == k),
+            p["peak_kv_bytes"].as_f64(),
+        ) {
             if *base > 0.0 {
                 p["memory_savings_ratio"] = json!(1.0 - mine / base);
                 p["memory_savings_baseline"] = json!("standard");
@@ -68,8 +100,10 @@ pub fn summarize(outcomes: &[Outcome], out_dir: &Path) -> Result<usize> {
     let mut points = Vec::new();
     for o in outcomes {
         if let Some(f) = &o.results {
-            let text = std::fs::read_to_string(f).with_context(|| format!("cannot read {}", f.display()))?;
-            let list: Vec<Value> = serde_json::from_str(&text).with_context(|| format!("{} is not a result list", f.display()))?;
+            let text = std::fs::read_to_string(f)
+                .with_context(|| format!("cannot read {}", f.display()))?;
+            let list: Vec<Value> = serde_json::from_str(&text)
+                .with_context(|| format!("{} is not a result list", f.display()))?;
             points.extend(list);
         }
     }
@@ -81,13 +115,23 @@ pub fn summarize(outcomes: &[Outcome], out_dir: &Path) -> Result<usize> {
     }
     let failed: Vec<&Outcome> = outcomes.iter().filter(|o| o.failure.is_some()).collect();
     for o in &failed {
-        println!("\nFAILED {}: {}", o.plugin.display(), o.failure.as_deref().unwrap_or(""));
+        println!(
+            "\nFAILED {}: {}",
+            o.plugin.display(),
+            o.failure.as_deref().unwrap_or("")
+        );
     }
     let report: Vec<Value> = outcomes
         .iter()
         .map(|o| json!({"plugin": o.plugin, "ok": o.failure.is_none(), "results": o.results, "failure": o.failure, "interrupted": o.interrupted.map(crate::bench::lifetime::signal_name)}))
         .collect();
-    write_atomic(&out_dir.join("run_report.json"), serde_json::to_string_pretty(&report)?.as_bytes())?;
-    write_atomic(&out_dir.join("benchmark_summary.json"), serde_json::to_string_pretty(&points)?.as_bytes())?;
+    write_atomic(
+        &out_dir.join("run_report.json"),
+        serde_json::to_string_pretty(&report)?.as_bytes(),
+    )?;
+    write_atomic(
+        &out_dir.join("benchmark_summary.json"),
+        serde_json::to_string_pretty(&points)?.as_bytes(),
+    )?;
     Ok(failed.len())
 }

@@ -74,12 +74,23 @@ fn draw(name: &str, p: &Progress, elapsed: Duration, tty: bool) {
 
 /// Runs one plugin in a child `nanohost worker` and waits for it, at most `timeout`.
 pub fn run_child(plugin: &Path, cfg: &BenchConfig, out_dir: &Path) -> Result<Outcome> {
-    let plugin_name = plugin.file_stem().and_then(|s| s.to_str()).unwrap_or("plugin").trim_start_matches("lib").to_string();
-    let exe = std::env::current_exe().context("cannot find the nanohost binary to start a worker")?;
+    let plugin_name = plugin
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("plugin")
+        .trim_start_matches("lib")
+        .to_string();
+    let exe =
+        std::env::current_exe().context("cannot find the nanohost binary to start a worker")?;
     let mut cmd = Command::new(exe);
     super::lifetime::bind_to_parent(&mut cmd);
-    let (channel, worker_end) = super::channel::pipe().context("cannot make the worker's channel")?;
-    super::lifetime::pass_fd(&mut cmd, std::os::fd::AsRawFd::as_raw_fd(&worker_end), super::channel::WORKER_FD);
+    let (channel, worker_end) =
+        super::channel::pipe().context("cannot make the worker's channel")?;
+    super::lifetime::pass_fd(
+        &mut cmd,
+        std::os::fd::AsRawFd::as_raw_fd(&worker_end),
+        super::channel::WORKER_FD,
+    );
     cmd.env("NANOHOST_CHANNEL", super::channel::WORKER_FD.to_string());
     let mut child: Child = cmd
         .arg("worker")
@@ -89,7 +100,10 @@ pub fn run_child(plugin: &Path, cfg: &BenchConfig, out_dir: &Path) -> Result<Out
         .arg(out_dir)
         .arg("--config-json")
         .arg(serde_json::to_string(cfg)?)
-        .env("NANOHOST_LOG", std::env::var("NANOHOST_LOG").unwrap_or_else(|_| "warn".into()))
+        .env(
+            "NANOHOST_LOG",
+            std::env::var("NANOHOST_LOG").unwrap_or_else(|_| "warn".into()),
+        )
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -99,7 +113,10 @@ pub fn run_child(plugin: &Path, cfg: &BenchConfig, out_dir: &Path) -> Result<Out
     drop(worker_end);
     let log_path = out_dir.join("logs").join(format!("{plugin_name}.log"));
 
-    let progress = Arc::new(Mutex::new(Progress { point: "loading".into(), ..Default::default() }));
+    let progress = Arc::new(Mutex::new(Progress {
+        point: "loading".into(),
+        ..Default::default()
+    }));
     let result_file: Arc<Mutex<Option<PathBuf>>> = Arc::new(Mutex::new(None));
     let r2 = result_file.clone();
     let p2 = progress.clone();
@@ -107,14 +124,19 @@ pub fn run_child(plugin: &Path, cfg: &BenchConfig, out_dir: &Path) -> Result<Out
         for line in BufReader::new(channel).lines().map_while(Result::ok) {
             match super::channel::parse(&line) {
                 Some(super::channel::Message::Results { file }) => *r2.lock().unwrap() = Some(file),
-                Some(super::channel::Message::Progress { done, total, point }) => *p2.lock().unwrap() = Progress { done, total, point },
+                Some(super::channel::Message::Progress { done, total, point }) => {
+                    *p2.lock().unwrap() = Progress { done, total, point }
+                }
                 None => {}
             }
         }
     });
     // The worker's stdout and stderr (the plugin's too): capped in memory and in its log file.
     let log = std::sync::Arc::new(Mutex::new(super::worker_log::CappedLog::default()));
-    let (stdout, stderr) = (child.stdout.take().expect("piped"), child.stderr.take().expect("piped"));
+    let (stdout, stderr) = (
+        child.stdout.take().expect("piped"),
+        child.stderr.take().expect("piped"),
+    );
     let (l1, l2) = (log.clone(), log.clone());
     let stdout_thread = std::thread::spawn(move || super::worker_log::drain(stdout, &l1));
     let err_thread = std::thread::spawn(move || {
@@ -135,17 +157,24 @@ pub fn run_child(plugin: &Path, cfg: &BenchConfig, out_dir: &Path) -> Result<Out
             super::lifetime::kill_group(child.id());
             let _ = child.wait();
             interrupted = Some(sig);
-            break Err(format!("interrupted by {} and killed", super::lifetime::signal_name(sig)));
+            break Err(format!(
+                "interrupted by {} and killed",
+                super::lifetime::signal_name(sig)
+            ));
         }
         if started.elapsed() >= timeout {
             // The whole group: the worker and any process its plugin started.
             super::lifetime::kill_group(child.id());
             let _ = child.wait();
-            break Err(format!("timed out after {}s and was killed (config key `timeout_seconds`)", cfg.timeout_seconds));
+            break Err(format!(
+                "timed out after {}s and was killed (config key `timeout_seconds`)",
+                cfg.timeout_seconds
+            ));
         }
         {
             let p = progress.lock().unwrap();
-            if (tty && last_draw.1.elapsed() > Duration::from_millis(250)) || p.done != last_draw.0 {
+            if (tty && last_draw.1.elapsed() > Duration::from_millis(250)) || p.done != last_draw.0
+            {
                 draw(&plugin_name, &p, started.elapsed(), tty);
                 last_draw = (p.done, Instant::now());
             }
@@ -156,11 +185,17 @@ pub fn run_child(plugin: &Path, cfg: &BenchConfig, out_dir: &Path) -> Result<Out
     // keeps the readers waiting: give them a moment, then go on without them.
     super::lifetime::kill_group(child.id());
     let deadline = Instant::now() + Duration::from_secs(2);
-    while !(out_thread.is_finished() && err_thread.is_finished() && stdout_thread.is_finished()) && Instant::now() < deadline {
+    while !(out_thread.is_finished() && err_thread.is_finished() && stdout_thread.is_finished())
+        && Instant::now() < deadline
+    {
         std::thread::sleep(Duration::from_millis(20));
     }
     log.lock().unwrap().write_to(&log_path);
-    let tail = if err_thread.is_finished() { err_thread.join().unwrap_or_default() } else { "(the worker's stderr was still held open by another process)".into() };
+    let tail = if err_thread.is_finished() {
+        err_thread.join().unwrap_or_default()
+    } else {
+        "(the worker's stderr was still held open by another process)".into()
+    };
     if tty {
         eprintln!();
     }
@@ -173,14 +208,31 @@ pub fn run_child(plugin: &Path, cfg: &BenchConfig, out_dir: &Path) -> Result<Out
     let failure = match (status, &results) {
         (Ok(st), _) if st.success() && bad_results.is_some() => bad_results,
         (Ok(st), Some(_)) if st.success() => None,
-        (Ok(st), None) if st.success() => Some("exited cleanly but reported no result file".to_string()),
+        (Ok(st), None) if st.success() => {
+            Some("exited cleanly but reported no result file".to_string())
+        }
         (Ok(st), _) => Some(describe_exit(st)),
         (Err(why), _) => Some(why),
     };
     // Points finished before a failure are kept (the worker writes its file after each one).
-    let kept = results.as_ref().and_then(|f| std::fs::read_to_string(f).ok()).and_then(|t| serde_json::from_str::<Vec<serde_json::Value>>(&t).ok()).map_or(0, |l| l.len());
-    let failure = failure.map(|f| explain(f, &tail)).map(|f| if kept > 0 { format!("{f} (the {kept} points it finished before are kept)") } else { f });
-    Ok(Outcome { plugin: plugin.to_path_buf(), results, failure, interrupted })
+    let kept = results
+        .as_ref()
+        .and_then(|f| std::fs::read_to_string(f).ok())
+        .and_then(|t| serde_json::from_str::<Vec<serde_json::Value>>(&t).ok())
+        .map_or(0, |l| l.len());
+    let failure = failure.map(|f| explain(f, &tail)).map(|f| {
+        if kept > 0 {
+            format!("{f} (the {kept} points it finished before are kept)")
+        } else {
+            f
+        }
+    });
+    Ok(Outcome {
+        plugin: plugin.to_path_buf(),
+        results,
+        failure,
+        interrupted,
+    })
 }
 
 /// The child's own last `error:` line says why it failed; without one, show the stderr tail.
@@ -195,21 +247,42 @@ fn explain(how: String, stderr_tail: &str) -> String {
 /// The result file a worker named, if it is one: in the output folder it was given, a list of
 /// result records of this plugin file whose token counts add up.
 fn check_results(file: &Path, out_dir: &Path, plugin: &Path) -> Result<PathBuf, String> {
-    let bad = |why: String| Err(format!("reported a result file that is not one ({}): {why}", file.display()));
+    let bad = |why: String| {
+        Err(format!(
+            "reported a result file that is not one ({}): {why}",
+            file.display()
+        ))
+    };
     let inside = file.parent().and_then(|d| d.canonicalize().ok()) == out_dir.canonicalize().ok();
-    let named = file.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("results_") && n.ends_with(".json"));
+    let named = file
+        .file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.starts_with("results_") && n.ends_with(".json"));
     if !inside || !named {
-        return bad(format!("not a results_*.json file in {}", out_dir.display()));
+        return bad(format!(
+            "not a results_*.json file in {}",
+            out_dir.display()
+        ));
     }
-    let text = std::fs::read_to_string(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
-    let Ok(serde_json::Value::Array(records)) = serde_json::from_str::<serde_json::Value>(&text) else { return bad("not a JSON list".into()) };
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+    let Ok(serde_json::Value::Array(records)) = serde_json::from_str::<serde_json::Value>(&text)
+    else {
+        return bad("not a JSON list".into());
+    };
     for (i, r) in records.iter().enumerate() {
         if r["plugin"]["path"].as_str() != Some(&plugin.display().to_string()) {
             return bad(format!("record {i} is not of {}", plugin.display()));
         }
-        let (input, output, total) = (r["total_input_tokens"].as_u64(), r["total_output_tokens"].as_u64(), r["total_tokens"].as_u64());
+        let (input, output, total) = (
+            r["total_input_tokens"].as_u64(),
+            r["total_output_tokens"].as_u64(),
+            r["total_tokens"].as_u64(),
+        );
         if input.zip(output).map(|(i, o)| i + o) != total {
-            return bad(format!("record {i}: total_tokens is not total_input_tokens + total_output_tokens"));
+            return bad(format!(
+                "record {i}: total_tokens is not total_input_tokens + total_output_tokens"
+            ));
         }
     }
     Ok(file.to_path_buf())

@@ -13,19 +13,39 @@ use candle_core::Tensor;
 use nanohost_kernels::KvSpan;
 
 /// `[sequences, continuation + 1, vocab]` f32 logits. Continuations must have equal lengths.
-pub fn teacher_forced_logits(model: &Qwen3, prompts: &[Vec<u32>], continuations: &[Vec<u32>], block_size: usize) -> Result<Tensor> {
+pub fn teacher_forced_logits(
+    model: &Qwen3,
+    prompts: &[Vec<u32>],
+    continuations: &[Vec<u32>],
+    block_size: usize,
+) -> Result<Tensor> {
     let steps = continuations.first().map_or(0, Vec::len);
     if prompts.len() != continuations.len() || continuations.iter().any(|c| c.len() != steps) {
         bail!("teacher forcing needs one continuation per prompt, all of the same length");
     }
-    let per_seq = prompts.iter().map(|p| (p.len() + steps).div_ceil(block_size)).max().unwrap_or(1);
-    let pool = KvPool::new(model.config(), PoolSize::Blocks(per_seq * prompts.len()), block_size, model.dtype(), model.device())?;
+    let per_seq = prompts
+        .iter()
+        .map(|p| (p.len() + steps).div_ceil(block_size))
+        .max()
+        .unwrap_or(1);
+    let pool = KvPool::new(
+        model.config(),
+        PoolSize::Blocks(per_seq * prompts.len()),
+        block_size,
+        model.dtype(),
+        model.device(),
+    )?;
     let mut seqs: Vec<Sequence> = prompts
         .iter()
         .enumerate()
         .map(|(i, p)| {
             let mut s = Sequence::new(i as u64, p.clone(), SamplingParams::default());
-            s.context = vec![KvSpan { first: 0, blocks: ((i * per_seq) as u32..((i + 1) * per_seq) as u32).collect(), len: 0, shift: 0 }];
+            s.context = vec![KvSpan {
+                first: 0,
+                blocks: ((i * per_seq) as u32..((i + 1) * per_seq) as u32).collect(),
+                len: 0,
+                shift: 0,
+            }];
             s
         })
         .collect();
@@ -42,7 +62,11 @@ pub fn teacher_forced_logits(model: &Qwen3, prompts: &[Vec<u32>], continuations:
             s.logits_job = Some(0);
         }
         let batch = PackedBatch::pack(seqs.iter(), block_size, 0)?;
-        per_step.push(model.forward(&batch.as_forward(), &pool)?.to_dtype(candle_core::DType::F32)?);
+        per_step.push(
+            model
+                .forward(&batch.as_forward(), &pool)?
+                .to_dtype(candle_core::DType::F32)?,
+        );
     }
     // [steps + 1, sequences, vocab] -> [sequences, steps + 1, vocab]
     Ok(Tensor::stack(&per_step, 0)?.transpose(0, 1)?.contiguous()?)

@@ -35,7 +35,11 @@ impl CappedLog {
 
     /// The last `n` lines (of the tail, or of the head when that is all there is).
     pub fn tail_lines(&self, n: usize) -> String {
-        let bytes: Vec<u8> = if self.tail.is_empty() { self.head.clone() } else { self.tail.iter().copied().collect() };
+        let bytes: Vec<u8> = if self.tail.is_empty() {
+            self.head.clone()
+        } else {
+            self.tail.iter().copied().collect()
+        };
         let text = String::from_utf8_lossy(&bytes);
         let lines: Vec<&str> = text.lines().collect();
         lines[lines.len().saturating_sub(n)..].join("\n")
@@ -64,4 +68,3 @@ pub fn drain(mut from: impl Read, log: &Mutex<CappedLog>) {
         log.lock().unwrap().push(&buf[..n]);
     }
 }
-

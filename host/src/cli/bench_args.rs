@@ -43,13 +43,23 @@ pub struct BenchArgs {
 pub fn add_plugin_options(cfg: &mut BenchConfig, options: &[String]) -> Result<()> {
     for o in options {
         let Some((scoped, value)) = o.split_once('=') else {
-            anyhow::bail!("--plugin-option `{o}` has no `=`; write it as key=value or plugin:key=value");
+            anyhow::bail!(
+                "--plugin-option `{o}` has no `=`; write it as key=value or plugin:key=value"
+            );
         };
         let (scope, key) = scoped.split_once(':').unwrap_or(("*", scoped));
         if key.is_empty() || scope.is_empty() {
-            anyhow::bail!("--plugin-option `{o}` needs a name before `=` (and a plugin name before `:`)");
+            anyhow::bail!(
+                "--plugin-option `{o}` needs a name before `=` (and a plugin name before `:`)"
+            );
         }
-        cfg.plugin_options.entry(scope.to_string()).or_default().insert(key.to_string(), crate::bench::config::parse_option_value(value));
+        cfg.plugin_options
+            .entry(scope.to_string())
+            .or_default()
+            .insert(
+                key.to_string(),
+                crate::bench::config::parse_option_value(value),
+            );
     }
     Ok(())
 }

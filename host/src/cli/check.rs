@@ -30,12 +30,24 @@ pub fn teacher_force(a: TeacherForceArgs) -> Result<()> {
         prompts: Vec<Vec<u32>>,
         continuations: Vec<Vec<u32>>,
     }
-    let text = std::fs::read_to_string(&a.input).with_context(|| format!("cannot read {}", a.input.display()))?;
-    let input: Input = serde_json::from_str(&text).with_context(|| format!("{} is not a teacher-forcing input", a.input.display()))?;
+    let text = std::fs::read_to_string(&a.input)
+        .with_context(|| format!("cannot read {}", a.input.display()))?;
+    let input: Input = serde_json::from_str(&text)
+        .with_context(|| format!("{} is not a teacher-forcing input", a.input.display()))?;
     let (loaded, _) = a.model.load()?;
-    let logits = teacher_forced_logits(&loaded.model, &input.prompts, &input.continuations, a.block_size)?;
-    let logits = std::collections::HashMap::from([("logits".to_string(), logits.to_device(&candle_core::Device::Cpu)?)]);
-    write_atomic_with(&a.out, |tmp| Ok(candle_core::safetensors::save(&logits, tmp)?))?;
+    let logits = teacher_forced_logits(
+        &loaded.model,
+        &input.prompts,
+        &input.continuations,
+        a.block_size,
+    )?;
+    let logits = std::collections::HashMap::from([(
+        "logits".to_string(),
+        logits.to_device(&candle_core::Device::Cpu)?,
+    )]);
+    write_atomic_with(&a.out, |tmp| {
+        Ok(candle_core::safetensors::save(&logits, tmp)?)
+    })?;
     eprintln!("wrote {}", a.out.display());
     Ok(())
 }
@@ -96,7 +108,12 @@ pub fn bench_decode(a: BenchDecodeArgs) -> Result<()> {
 }
 
 /// Prints the results (with the device and commit) and writes them to `out` if given.
-fn report(head: &mut serde_json::Value, device: &str, rows: Vec<serde_json::Value>, out: Option<&std::path::Path>) -> Result<()> {
+fn report(
+    head: &mut serde_json::Value,
+    device: &str,
+    rows: Vec<serde_json::Value>,
+    out: Option<&std::path::Path>,
+) -> Result<()> {
     head["device"] = device.into();
     head["commit"] = crate::bench::worker::COMMIT.into();
     head["results"] = rows.into();
@@ -129,7 +146,9 @@ pub struct BenchAttentionArgs {
 /// Cascade vs flat paged attention, the op alone at the model's attention shape (only the
 /// model's config is read).
 pub fn bench_attention(a: BenchAttentionArgs) -> Result<()> {
-    let [lo, hi] = a.suffix[..] else { anyhow::bail!("--suffix takes MIN,MAX") };
+    let [lo, hi] = a.suffix[..] else {
+        anyhow::bail!("--suffix takes MIN,MAX")
+    };
     if lo > hi || a.iters == 0 {
         anyhow::bail!("--suffix needs MIN <= MAX and --iters at least 1");
     }
@@ -173,7 +192,11 @@ pub fn bench_chain(a: BenchChainArgs) -> Result<()> {
     let compute = crate::device::select(a.model.device.as_deref(), a.model.dtype.as_deref())?;
     #[cfg(feature = "cuda")]
     {
-        let b = crate::bench::chain::ChainBench { rows: a.rows, reps: a.reps, iters: a.iters };
+        let b = crate::bench::chain::ChainBench {
+            rows: a.rows,
+            reps: a.reps,
+            iters: a.iters,
+        };
         let rows = crate::bench::chain::run(&b, &cfg, &compute.device, compute.dtype)?;
         let mut head = serde_json::json!({ "model": source.describe(), "dtype": format!("{:?}", compute.dtype), "programmatic_launch": nanohost_kernels::programmatic_launch(&compute.device) });
         report(&mut head, &compute.name, rows, a.out.as_deref())

@@ -54,7 +54,8 @@ pub fn run(a: CompareArgs) -> Result<()> {
     let (mut cfg_a, mut cfg_b) = (cfg.clone(), cfg.clone());
     add_plugin_options(&mut cfg_a, &a.a_options)?;
     add_plugin_options(&mut cfg_b, &a.b_options)?;
-    let same_file = crate::plugin::load::sha256_file(&a.a)? == crate::plugin::load::sha256_file(&a.b)?;
+    let same_file =
+        crate::plugin::load::sha256_file(&a.a)? == crate::plugin::load::sha256_file(&a.b)?;
     if same_file && cfg_a.plugin_options == cfg_b.plugin_options {
         eprintln!("warning: A and B are the same plugin (same sha256) with the same options: any difference this comparison calls is noise between runs (an A/A test)");
     }
@@ -66,21 +67,44 @@ pub fn run(a: CompareArgs) -> Result<()> {
         trials.push((a_list, b_list));
     }
     let result = compare::compare(&trials, a.confidence, cfg.seed)?;
-    write_atomic(&a.out.join("compare.json"), serde_json::to_string_pretty(&result)?.as_bytes())?;
+    write_atomic(
+        &a.out.join("compare.json"),
+        serde_json::to_string_pretty(&result)?.as_bytes(),
+    )?;
     println!("{}", compare::table(&result));
     report::render(&a.out)?;
-    eprintln!("comparison in {} (compare.json, summary.md, compare_ratios.svg)", a.out.display());
+    eprintln!(
+        "comparison in {} (compare.json, summary.md, compare_ratios.svg)",
+        a.out.display()
+    );
     Ok(())
 }
 
 /// One side of one trial in its own child process; its result list.
-fn trial(plugin: &Path, side: &str, t: usize, cfg: &crate::bench::config::BenchConfig, out: &Path) -> Result<Vec<Value>> {
+fn trial(
+    plugin: &Path,
+    side: &str,
+    t: usize,
+    cfg: &crate::bench::config::BenchConfig,
+    out: &Path,
+) -> Result<Vec<Value>> {
     let dir = out.join(format!("trial-{t}")).join(side);
     let outcome = supervisor::run_child(plugin, cfg, &dir)?;
     if let Some(why) = outcome.failure {
-        bail!("trial {t}: {} ({}) failed: {why}", side.to_uppercase(), plugin.display());
+        bail!(
+            "trial {t}: {} ({}) failed: {why}",
+            side.to_uppercase(),
+            plugin.display()
+        );
     }
-    let Some(file) = outcome.results else { bail!("trial {t}: {} ({}) reported no results", side.to_uppercase(), plugin.display()) };
-    let text = std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?;
+    let Some(file) = outcome.results else {
+        bail!(
+            "trial {t}: {} ({}) reported no results",
+            side.to_uppercase(),
+            plugin.display()
+        )
+    };
+    let text = std::fs::read_to_string(&file)
+        .with_context(|| format!("cannot read {}", file.display()))?;
     serde_json::from_str(&text).with_context(|| format!("{} is not a result list", file.display()))
 }

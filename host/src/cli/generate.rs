@@ -1,5 +1,10 @@
 use super::model_args::ModelArgs;
-use crate::engine::{kv_pool::{KvPool, PoolSize, DEFAULT_BLOCK_SIZE}, scheduler::SchedulerConfig, sequence::SamplingParams, Engine};
+use crate::engine::{
+    kv_pool::{KvPool, PoolSize, DEFAULT_BLOCK_SIZE},
+    scheduler::SchedulerConfig,
+    sequence::SamplingParams,
+    Engine,
+};
 use anyhow::Result;
 use clap::Args;
 
@@ -27,20 +32,43 @@ pub struct GenerateArgs {
 pub fn run(a: GenerateArgs) -> Result<()> {
     let plugin = crate::plugin::load_plugin(&a.plugin)?;
     let (loaded, compute) = a.model.load()?;
-    let prompt = loaded.tokenizer.encode(a.prompt.as_str(), false).map_err(|e| anyhow::anyhow!("tokenizing the prompt: {e}"))?;
+    let prompt = loaded
+        .tokenizer
+        .encode(a.prompt.as_str(), false)
+        .map_err(|e| anyhow::anyhow!("tokenizing the prompt: {e}"))?;
     let prompt = prompt.get_ids().to_vec();
     let cfg = loaded.model.config();
     let blocks = (prompt.len() + a.max_tokens).div_ceil(DEFAULT_BLOCK_SIZE);
-    let pool = KvPool::new(cfg, PoolSize::Blocks(blocks), DEFAULT_BLOCK_SIZE, loaded.model.dtype(), &compute.device)?;
+    let pool = KvPool::new(
+        cfg,
+        PoolSize::Blocks(blocks),
+        DEFAULT_BLOCK_SIZE,
+        loaded.model.dtype(),
+        &compute.device,
+    )?;
     let policy = Box::new(plugin.new_policy(&pool, &[])?);
     let graphs = crate::model::DecodeGraphs::new(&loaded.model, 1, crate::model::GraphMode::On);
-    let mut engine = Engine::new(&loaded.model, &pool, policy, SchedulerConfig::default(), a.seed).with_graphs(&graphs);
-    let params = SamplingParams { temperature: a.temperature, max_tokens: a.max_tokens, ignore_eos: !a.stop_at_eos };
+    let mut engine = Engine::new(
+        &loaded.model,
+        &pool,
+        policy,
+        SchedulerConfig::default(),
+        a.seed,
+    )
+    .with_graphs(&graphs);
+    let params = SamplingParams {
+        temperature: a.temperature,
+        max_tokens: a.max_tokens,
+        ignore_eos: !a.stop_at_eos,
+    };
     engine.add_request(prompt.clone(), params)?;
     let start = std::time::Instant::now();
     let done = engine.run_to_completion()?;
     let out = done[0].output();
-    let text = loaded.tokenizer.decode(out, false).map_err(|e| anyhow::anyhow!("decoding: {e}"))?;
+    let text = loaded
+        .tokenizer
+        .decode(out, false)
+        .map_err(|e| anyhow::anyhow!("decoding: {e}"))?;
     println!("{}{}", a.prompt, text);
     eprintln!(
         "{} prompt tokens, {} generated in {:.3}s, token ids {:?}",

@@ -10,6 +10,7 @@ pub struct InitModelArgs {
     /// Output directory (created if missing).
     #[arg(long, value_name = "DIR")]
     out: PathBuf,
+    /// Seed of the random weights of `qwen3-0.6b` (`tiny` has one trained set).
     #[arg(long, default_value_t = 0)]
     seed: u64,
 }

@@ -26,8 +26,15 @@ pub struct InspectArgs {
 #[derive(Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 enum Inspected {
-    Loaded { name: String, version: String, abi: String },
-    Refused { status: String, reason: String },
+    Loaded {
+        name: String,
+        version: String,
+        abi: String,
+    },
+    Refused {
+        status: String,
+        reason: String,
+    },
 }
 
 /// How long loading one plugin may take.
@@ -35,8 +42,15 @@ const INSPECT_TIMEOUT: Duration = Duration::from_secs(20);
 
 pub fn inspect(a: InspectArgs) -> Result<()> {
     let row = match load_plugin(&a.plugin) {
-        Ok(p) => Inspected::Loaded { name: p.info.name.to_string(), version: p.info.version.to_string(), abi: p.abi },
-        Err(e) => Inspected::Refused { status: e.status(), reason: e.to_string() },
+        Ok(p) => Inspected::Loaded {
+            name: p.info.name.to_string(),
+            version: p.info.version.to_string(),
+            abi: p.abi,
+        },
+        Err(e) => Inspected::Refused {
+            status: e.status(),
+            reason: e.to_string(),
+        },
     };
     println!("{}", serde_json::to_string(&row)?);
     Ok(())
@@ -47,7 +61,13 @@ fn inspect_in_child(path: &Path) -> Result<(String, String, String, Option<Strin
     let exe = std::env::current_exe()?;
     let mut cmd = std::process::Command::new(exe);
     crate::bench::lifetime::bind_to_parent(&mut cmd);
-    let mut child = cmd.arg("inspect").arg(path).stdin(std::process::Stdio::null()).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::null()).spawn()?;
+    let mut child = cmd
+        .arg("inspect")
+        .arg(path)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
     let started = Instant::now();
     let status = loop {
         if let Some(st) = child.try_wait()? {
@@ -65,19 +85,50 @@ fn inspect_in_child(path: &Path) -> Result<(String, String, String, Option<Strin
         let _ = std::io::Read::read_to_string(&mut so, &mut out);
     }
     let dash = || "-".to_string();
-    Ok(match (status, out.lines().last().and_then(|l| serde_json::from_str::<Inspected>(l).ok())) {
-        (_, Some(Inspected::Loaded { name, version, abi })) => (format!("ABI {abi} ok"), name, version, None),
-        (_, Some(Inspected::Refused { status, reason })) => (status, dash(), dash(), Some(reason)),
-        (None, None) => ("hangs while loading".into(), dash(), dash(), Some(format!("{} did not load within {}s and was killed", path.display(), INSPECT_TIMEOUT.as_secs()))),
-        (Some(st), None) => ("crashes while loading".into(), dash(), dash(), Some(format!("{} ended its loading process ({st}) before answering", path.display()))),
-    })
+    Ok(
+        match (
+            status,
+            out.lines()
+                .last()
+                .and_then(|l| serde_json::from_str::<Inspected>(l).ok()),
+        ) {
+            (_, Some(Inspected::Loaded { name, version, abi })) => {
+                (format!("ABI {abi} ok"), name, version, None)
+            }
+            (_, Some(Inspected::Refused { status, reason })) => {
+                (status, dash(), dash(), Some(reason))
+            }
+            (None, None) => (
+                "hangs while loading".into(),
+                dash(),
+                dash(),
+                Some(format!(
+                    "{} did not load within {}s and was killed",
+                    path.display(),
+                    INSPECT_TIMEOUT.as_secs()
+                )),
+            ),
+            (Some(st), None) => (
+                "crashes while loading".into(),
+                dash(),
+                dash(),
+                Some(format!(
+                    "{} ended its loading process ({st}) before answering",
+                    path.display()
+                )),
+            ),
+        },
+    )
 }
 
 pub fn run(a: ListArgs) -> Result<()> {
     let found = discover(&a.plugin_dirs);
     println!("host strategy ABI {}", nanohost_strategy_api::ABI_VERSION);
     if found.is_empty() {
-        let dirs: Vec<String> = search_dirs(&a.plugin_dirs).iter().map(|d| d.display().to_string()).collect();
+        let dirs: Vec<String> = search_dirs(&a.plugin_dirs)
+            .iter()
+            .map(|d| d.display().to_string())
+            .collect();
         println!("no plugins found in {}", dirs.join(", "));
         return Ok(());
     }

@@ -16,7 +16,11 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "nanohost", version, about = "Benchmark host for KV-cache strategies on Qwen3")]
+#[command(
+    name = "nanohost",
+    version,
+    about = "Benchmark host for KV-cache strategies on Qwen3"
+)]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -1,8 +1,8 @@
 //! Options every command that loads a model shares.
 
+use crate::device::Compute;
 use crate::model::{LoadedModel, ModelSource};
 use anyhow::Result;
-use crate::device::Compute;
 use clap::Args;
 use std::path::PathBuf;
 

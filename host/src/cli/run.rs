@@ -26,7 +26,11 @@ pub struct RunArgs {
 
 pub fn run(a: RunArgs) -> Result<()> {
     let cfg = a.bench.config()?;
-    let plugins = if a.plugins.is_empty() { discover(&a.plugin_dirs) } else { a.plugins.clone() };
+    let plugins = if a.plugins.is_empty() {
+        discover(&a.plugin_dirs)
+    } else {
+        a.plugins.clone()
+    };
     if plugins.is_empty() {
         bail!(
             "no plugins found in {}; build them with `cargo build --release --workspace` or give --plugin PATH",
@@ -49,7 +53,10 @@ pub fn run(a: RunArgs) -> Result<()> {
     report::render(&out)?;
     eprintln!("results in {} (summary.md, charts)", out.display());
     if let Some(sig) = outcomes.iter().find_map(|o| o.interrupted) {
-        let done = outcomes.iter().filter(|o| o.results.is_some() && o.failure.is_none()).count();
+        let done = outcomes
+            .iter()
+            .filter(|o| o.results.is_some() && o.failure.is_none())
+            .count();
         eprintln!(
             "nanohost run: interrupted by {}: its worker was killed; {done} of {} plugins finished, their results are in {} (run_report.json says which)",
             crate::bench::lifetime::signal_name(sig),
@@ -60,14 +67,21 @@ pub fn run(a: RunArgs) -> Result<()> {
         std::process::exit(128 + sig);
     }
     if failed > 0 {
-        bail!("{failed} of {} plugins failed (see above and {}/run_report.json)", plugins.len(), out.display());
+        bail!(
+            "{failed} of {} plugins failed (see above and {}/run_report.json)",
+            plugins.len(),
+            out.display()
+        );
     }
     check_option_scopes(&cfg, &outcomes)
 }
 
 /// Options scoped to a plugin name that no plugin of the run had are a typo: an error, after
 /// the run (the names are only known from the children's results).
-fn check_option_scopes(cfg: &crate::bench::config::BenchConfig, outcomes: &[supervisor::Outcome]) -> Result<()> {
+fn check_option_scopes(
+    cfg: &crate::bench::config::BenchConfig,
+    outcomes: &[supervisor::Outcome],
+) -> Result<()> {
     let ran: Vec<String> = outcomes
         .iter()
         .filter_map(|o| o.results.as_ref())
@@ -75,7 +89,11 @@ fn check_option_scopes(cfg: &crate::bench::config::BenchConfig, outcomes: &[supe
         .filter_map(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
         .filter_map(|v| v[0]["plugin"]["name"].as_str().map(str::to_string))
         .collect();
-    let unmatched: Vec<&String> = cfg.plugin_options.keys().filter(|k| *k != "*" && !ran.contains(k)).collect();
+    let unmatched: Vec<&String> = cfg
+        .plugin_options
+        .keys()
+        .filter(|k| *k != "*" && !ran.contains(k))
+        .collect();
     if !unmatched.is_empty() && !ran.is_empty() {
         bail!(
             "options were given for {}, but no plugin of this run has that name (the plugins that ran: {}); the results above ran without them",

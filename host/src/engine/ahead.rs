@@ -51,12 +51,17 @@ impl Engine<'_> {
     pub(super) fn can_prepare_ahead(&self, plan: &StepPlan) -> bool {
         let max_pos = self.model.config().max_position_embeddings;
         let running = &self.scheduler.running;
-        self.graphs.is_some_and(|g| g.mode() != crate::model::GraphMode::Off)
+        self.graphs
+            .is_some_and(|g| g.mode() != crate::model::GraphMode::Off)
             && !plan.prefill
             && self.scheduler.waiting.is_empty()
             && running.iter().all(|s| s.logits_job.is_some())
             && plan.seqs.len() == running.len()
-            && running.iter().all(|s| s.params.ignore_eos && s.output().len() + 1 < s.params.max_tokens && s.len() + 1 < max_pos)
+            && running.iter().all(|s| {
+                s.params.ignore_eos
+                    && s.output().len() + 1 < s.params.max_tokens
+                    && s.len() + 1 < max_pos
+            })
     }
 
     /// Schedules, packs and stages the next decode step, each running sequence's new token a
@@ -67,13 +72,19 @@ impl Engine<'_> {
         }
         // Sequences are running, so there is a step: were all of them preempted, the scheduler
         // would fail (the pool cannot hold one alone) rather than plan none.
-        let Some((step, _, _)) = self.plan_step()? else { bail!("internal: no step to prepare ahead with sequences running") };
+        let Some((step, _, _)) = self.plan_step()? else {
+            bail!("internal: no step to prepare ahead with sequences running")
+        };
         if step.plan.prefill {
             bail!("internal: a step prepared ahead admitted a request");
         }
         let running = &self.scheduler.running;
         let ids = step.plan.seqs.iter().map(|&i| running[i].id).collect();
-        Ok(Ahead { step, ids, launched: None })
+        Ok(Ahead {
+            step,
+            ids,
+            launched: None,
+        })
     }
 
     /// Queues `ahead` on the device behind the step just sampled (`rows`, its tokens
@@ -82,8 +93,15 @@ impl Engine<'_> {
     /// waiting for the host to read these, fill them in and launch it. That needs `ahead` to
     /// have the same sequences in the same rows (nothing preempted) and a graph ready for its
     /// shape; `None` (nothing queued, nothing read) otherwise.
-    pub(super) fn launch_ahead(&mut self, ahead: &mut Ahead, rows: &[(SeqId, usize)], sampled: &Tensor) -> Result<Option<Vec<u32>>> {
-        let (Some(graphs), Some(staged)) = (self.graphs, &ahead.step.staged) else { return Ok(None) };
+    pub(super) fn launch_ahead(
+        &mut self,
+        ahead: &mut Ahead,
+        rows: &[(SeqId, usize)],
+        sampled: &Tensor,
+    ) -> Result<Option<Vec<u32>>> {
+        let (Some(graphs), Some(staged)) = (self.graphs, &ahead.step.staged) else {
+            return Ok(None);
+        };
         if !launch_ahead_on() {
             return Ok(None);
         }
@@ -99,22 +117,36 @@ impl Engine<'_> {
     /// Writes the tokens `sampled` (by sequence) in the step before `ahead` wherever the
     /// placeholders went: the sequences (running, or waiting if scheduling `ahead` preempted
     /// them), their pending jobs, the packed and staged step, and the policy's record.
-    pub(super) fn fill_ahead(&mut self, ahead: &mut Ahead, sampled: &HashMap<SeqId, u32>) -> Result<()> {
+    pub(super) fn fill_ahead(
+        &mut self,
+        ahead: &mut Ahead,
+        sampled: &HashMap<SeqId, u32>,
+    ) -> Result<()> {
         let sched = &mut self.scheduler;
         let mut filled = 0;
         for seq in sched.running.iter_mut().chain(sched.waiting.iter_mut()) {
-            let Some(&token) = sampled.get(&seq.id) else { continue };
+            let Some(&token) = sampled.get(&seq.id) else {
+                continue;
+            };
             match seq.tokens.last_mut() {
                 Some(t) if *t == PLACEHOLDER => *t = token,
-                _ => bail!("internal: sequence {} has no placeholder token to fill", seq.id),
+                _ => bail!(
+                    "internal: sequence {} has no placeholder token to fill",
+                    seq.id
+                ),
             }
             filled += 1;
         }
         if filled != sampled.len() {
-            bail!("internal: {} sampled sequences left the engine while their next step was prepared", sampled.len() - filled);
+            bail!(
+                "internal: {} sampled sequences left the engine while their next step was prepared",
+                sampled.len() - filled
+            );
         }
         for (row, &id) in ahead.ids.iter().enumerate() {
-            let Some(&token) = sampled.get(&id) else { bail!("internal: sequence {id} is in the prepared step but was not sampled") };
+            let Some(&token) = sampled.get(&id) else {
+                bail!("internal: sequence {id} is in the prepared step but was not sampled")
+            };
             let step = &mut ahead.step;
             let seq = &mut sched.running[step.plan.seqs[row]];
             debug_assert_eq!(seq.id, id);

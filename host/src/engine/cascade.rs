@@ -6,8 +6,8 @@
 //! sequences hold carries the same tokens at the same positions for both, so the strategy does
 //! not have to describe its groups (and cannot describe them wrongly).
 
-use nanohost_kernels::{SeqAttention, SharedGroup};
 use candle_core::Device;
+use nanohost_kernels::{SeqAttention, SharedGroup};
 use std::collections::HashMap;
 
 /// Below this many shared reads saved per step (query rows of a group times its shared entries)
@@ -29,15 +29,32 @@ pub fn min_shared_reads(device: &Device) -> usize {
 /// Groups of two or more cascade sequences, each sharing as many leading full blocks as all its
 /// members have in common with its first member and all of their query rows can see; groups
 /// whose query rows times shared entries fall below `min_shared_reads` are left out.
-pub fn shared_groups(seqs: &[SeqAttention], cascade: &[bool], block_size: usize, min_shared_reads: usize) -> Vec<SharedGroup> {
+pub fn shared_groups(
+    seqs: &[SeqAttention],
+    cascade: &[bool],
+    block_size: usize,
+    min_shared_reads: usize,
+) -> Vec<SharedGroup> {
     // Leading blocks only of sequences in cascade mode: this runs every step, and for a
     // strategy that never asks for cascade there is nothing to compute.
-    let leading: Vec<Vec<u32>> = seqs.iter().zip(cascade).map(|(s, &c)| if c { leading_blocks(s, block_size) } else { Vec::new() }).collect();
+    let leading: Vec<Vec<u32>> = seqs
+        .iter()
+        .zip(cascade)
+        .map(|(s, &c)| {
+            if c {
+                leading_blocks(s, block_size)
+            } else {
+                Vec::new()
+            }
+        })
+        .collect();
     // Candidates by first block, in order of first appearance.
     let mut candidates: Vec<Vec<usize>> = Vec::new();
     let mut by_first: HashMap<u32, usize> = HashMap::new();
     for (i, blocks) in leading.iter().enumerate() {
-        let Some(&first) = blocks.first() else { continue };
+        let Some(&first) = blocks.first() else {
+            continue;
+        };
         let at = *by_first.entry(first).or_insert_with(|| {
             candidates.push(Vec::new());
             candidates.len() - 1
@@ -49,10 +66,25 @@ pub fn shared_groups(seqs: &[SeqAttention], cascade: &[bool], block_size: usize,
         .filter(|members| members.len() > 1)
         .map(|members| {
             let lead = &leading[members[0]];
-            let common = members.iter().map(|&m| lead.iter().zip(&leading[m]).take_while(|(a, b)| a == b).count()).min().unwrap_or(0);
-            SharedGroup { seqs: members, len: common * block_size }
+            let common = members
+                .iter()
+                .map(|&m| {
+                    lead.iter()
+                        .zip(&leading[m])
+                        .take_while(|(a, b)| a == b)
+                        .count()
+                })
+                .min()
+                .unwrap_or(0);
+            SharedGroup {
+                seqs: members,
+                len: common * block_size,
+            }
         })
-        .filter(|g| g.len > 0 && g.seqs.iter().map(|&s| seqs[s].q_len).sum::<usize>() * g.len >= min_shared_reads)
+        .filter(|g| {
+            g.len > 0
+                && g.seqs.iter().map(|&s| seqs[s].q_len).sum::<usize>() * g.len >= min_shared_reads
+        })
         .collect()
 }
 
@@ -80,7 +112,19 @@ mod tests {
     use nanohost_kernels::KvSpan;
 
     fn seq(q_start: usize, q_len: usize, spans: &[(&[u32], usize)]) -> SeqAttention {
-        SeqAttention { q_start, q_len, context: spans.iter().map(|(b, len)| KvSpan { first: 0, blocks: b.to_vec(), len: *len, shift: 0 }).collect() }
+        SeqAttention {
+            q_start,
+            q_len,
+            context: spans
+                .iter()
+                .map(|(b, len)| KvSpan {
+                    first: 0,
+                    blocks: b.to_vec(),
+                    len: *len,
+                    shift: 0,
+                })
+                .collect(),
+        }
     }
 
     #[test]
@@ -94,9 +138,18 @@ mod tests {
             seq(6, 1, &[(&[7, 8, 9], 12), (&[10], 1)]), // not in cascade mode
         ];
         let groups = shared_groups(&seqs, &[true, true, true, true, false], bs, 0);
-        assert_eq!(groups, vec![SharedGroup { seqs: vec![0, 1, 2], len: 8 }]);
+        assert_eq!(
+            groups,
+            vec![SharedGroup {
+                seqs: vec![0, 1, 2],
+                len: 8
+            }]
+        );
         // 5 query rows over 8 shared entries: 40 reads saved; a threshold above that drops it.
-        assert_eq!(shared_groups(&seqs, &[true, true, true, true, false], bs, 40).len(), 1);
+        assert_eq!(
+            shared_groups(&seqs, &[true, true, true, true, false], bs, 40).len(),
+            1
+        );
         assert!(shared_groups(&seqs, &[true, true, true, true, false], bs, 41).is_empty());
     }
 
@@ -104,7 +157,16 @@ mod tests {
     fn rows_that_cannot_see_a_block_leave_it_out() {
         // The second sequence computes the shared blocks' last tokens itself: its first row sees
         // only 6 entries, so one full block is all the group can share.
-        let seqs = [seq(0, 1, &[(&[7, 8], 8), (&[1], 1)]), seq(1, 3, &[(&[7, 8], 8), (&[2], 1)])];
-        assert_eq!(shared_groups(&seqs, &[true, true], 4, 0), vec![SharedGroup { seqs: vec![0, 1], len: 4 }]);
+        let seqs = [
+            seq(0, 1, &[(&[7, 8], 8), (&[1], 1)]),
+            seq(1, 3, &[(&[7, 8], 8), (&[2], 1)]),
+        ];
+        assert_eq!(
+            shared_groups(&seqs, &[true, true], 4, 0),
+            vec![SharedGroup {
+                seqs: vec![0, 1],
+                len: 4
+            }]
+        );
     }
 }

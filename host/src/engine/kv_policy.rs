@@ -21,7 +21,11 @@ pub struct HostJob {
 impl HostJob {
     /// Computes `tokens[from..]`, at positions `from..`, as the tail of `context`.
     pub fn tail(context: &[KvSpan], tokens: &[u32], from: usize) -> Self {
-        HostJob { context: context.to_vec(), tokens: tokens[from..].to_vec(), positions: (from as u32..tokens.len() as u32).collect() }
+        HostJob {
+            context: context.to_vec(),
+            tokens: tokens[from..].to_vec(),
+            positions: (from as u32..tokens.len() as u32).collect(),
+        }
     }
 }
 

@@ -30,7 +30,13 @@ pub struct KvPool {
 }
 
 impl KvPool {
-    pub fn new(cfg: &Qwen3Config, size: PoolSize, block_size: usize, dtype: DType, device: &Device) -> Result<Self> {
+    pub fn new(
+        cfg: &Qwen3Config,
+        size: PoolSize,
+        block_size: usize,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Self> {
         if block_size == 0 {
             bail!("block size must be at least 1 token");
         }
@@ -43,13 +49,24 @@ impl KvPool {
             bail!("the KV pool holds no block: {size:?} is below one block of {bytes_per_block} bytes");
         }
         // One block more than strategies see: the scratch block (see `scratch_slot`).
-        let shape = (num_blocks + 1, block_size, cfg.num_key_value_heads, cfg.head_dim);
+        let shape = (
+            num_blocks + 1,
+            block_size,
+            cfg.num_key_value_heads,
+            cfg.head_dim,
+        );
         let (mut k, mut v) = (Vec::new(), Vec::new());
         for _ in 0..cfg.num_hidden_layers {
             k.push(Tensor::zeros(shape, dtype, device)?);
             v.push(Tensor::zeros(shape, dtype, device)?);
         }
-        Ok(KvPool { k, v, block_size, num_blocks, bytes_per_block })
+        Ok(KvPool {
+            k,
+            v,
+            block_size,
+            num_blocks,
+            bytes_per_block,
+        })
     }
 
     pub fn layer(&self, layer: usize) -> (&Tensor, &Tensor) {
@@ -95,7 +112,10 @@ impl KvPool {
         let dst: Vec<u32> = copies.iter().flat_map(|c| c.dst..c.dst + c.len).collect();
         let device = self.k[0].device();
         let (n, m) = (src.len(), dst.len());
-        let (src, dst) = (Tensor::from_vec(src, n, device)?, Tensor::from_vec(dst, m, device)?);
+        let (src, dst) = (
+            Tensor::from_vec(src, n, device)?,
+            Tensor::from_vec(dst, m, device)?,
+        );
         for pool in self.k.iter().chain(&self.v) {
             let rows = pool.flatten(0, 1)?.index_select(&src, 0)?;
             nanohost_kernels::write_kv(pool, &rows, &dst)?;

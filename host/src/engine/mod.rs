@@ -11,9 +11,9 @@ pub mod sequence;
 
 use crate::model::{DecodeGraphs, Qwen3};
 use anyhow::Result;
-use nanohost_strategy_api::{Appended, Chunk};
 use kv_policy::KvPolicy;
 use kv_pool::KvPool;
+use nanohost_strategy_api::{Appended, Chunk};
 use runner::PackedBatch;
 use scheduler::{Scheduler, SchedulerConfig, StepPlan};
 use sequence::{FinishReason, SamplingParams, SeqId, Sequence};
@@ -83,8 +83,29 @@ pub struct Engine<'m> {
 }
 
 impl<'m> Engine<'m> {
-    pub fn new(model: &'m Qwen3, pool: &'m KvPool, policy: Box<dyn KvPolicy + 'm>, cfg: SchedulerConfig, seed: u64) -> Self {
-        Engine { model, pool, graphs: None, policy, scheduler: Scheduler::new(cfg), seed, next_id: 0, peak_blocks: 0, peak_reported_blocks: 0, peak_device_memory: None, steps: Vec::new(), logits: None, ahead: None, hook: None }
+    pub fn new(
+        model: &'m Qwen3,
+        pool: &'m KvPool,
+        policy: Box<dyn KvPolicy + 'm>,
+        cfg: SchedulerConfig,
+        seed: u64,
+    ) -> Self {
+        Engine {
+            model,
+            pool,
+            graphs: None,
+            policy,
+            scheduler: Scheduler::new(cfg),
+            seed,
+            next_id: 0,
+            peak_blocks: 0,
+            peak_reported_blocks: 0,
+            peak_device_memory: None,
+            steps: Vec::new(),
+            logits: None,
+            ahead: None,
+            hook: None,
+        }
     }
 
     /// Runs decode steps through `graphs` (made for this engine's model and pool; they may be
@@ -108,7 +129,12 @@ impl<'m> Engine<'m> {
 
     /// A request whose prompt is made of typed chunks, which must tile the start of the prompt
     /// in order.
-    pub fn add_chunked_request(&mut self, prompt: Vec<u32>, chunks: Vec<Chunk>, params: SamplingParams) -> Result<SeqId> {
+    pub fn add_chunked_request(
+        &mut self,
+        prompt: Vec<u32>,
+        chunks: Vec<Chunk>,
+        params: SamplingParams,
+    ) -> Result<SeqId> {
         let mut at = 0;
         for c in &chunks {
             if c.start != at || c.len == 0 || (c.start + c.len) as usize > prompt.len() {
@@ -133,12 +159,21 @@ impl<'m> Engine<'m> {
 
     /// A request whose output is `forced` (teacher forcing), each token scored under the logits
     /// the strategy's KV gives: the sequence grows step by step exactly as in generation.
-    pub fn add_forced_request(&mut self, prompt: Vec<u32>, forced: Vec<u32>, params: SamplingParams) -> Result<SeqId> {
+    pub fn add_forced_request(
+        &mut self,
+        prompt: Vec<u32>,
+        forced: Vec<u32>,
+        params: SamplingParams,
+    ) -> Result<SeqId> {
         let vocab = self.model.config().vocab_size;
         if let Some(t) = forced.iter().find(|&&t| t as usize >= vocab) {
             anyhow::bail!("forced token {t} is outside the model's vocabulary of {vocab}");
         }
-        let params = SamplingParams { max_tokens: forced.len(), ignore_eos: true, ..params };
+        let params = SamplingParams {
+            max_tokens: forced.len(),
+            ignore_eos: true,
+            ..params
+        };
         let id = self.add_chunked_request(prompt, Vec::new(), params)?;
         let seq = self.scheduler.waiting.back_mut().expect("just added");
         seq.forced = forced;
@@ -151,7 +186,9 @@ impl<'m> Engine<'m> {
         let (step, prepared_ahead, scheduled, packed, queued) = match self.ahead.take() {
             Some(a) => (a.step, true, start, start, a.launched),
             None => {
-                let Some((step, scheduled, packed)) = self.plan_step()? else { return Ok(None) };
+                let Some((step, scheduled, packed)) = self.plan_step()? else {
+                    return Ok(None);
+                };
                 // The step hook comes after the next step's growth, planned ahead or not, so a
                 // strategy sees the same order of calls either way.
                 if let Some(appended) = self.hook.take() {
@@ -160,7 +197,11 @@ impl<'m> Engine<'m> {
                 (step, false, scheduled, packed, None)
             }
         };
-        let PlannedStep { plan, batch, staged } = step;
+        let PlannedStep {
+            plan,
+            batch,
+            staged,
+        } = step;
         if batch.tokens.contains(&ahead::PLACEHOLDER) {
             anyhow::bail!("internal: a step was launched before its input tokens were sampled");
         }
@@ -176,12 +217,36 @@ impl<'m> Engine<'m> {
         };
         let launched = Instant::now();
         let running = &self.scheduler.running;
-        let row_seqs: Vec<usize> = plan.seqs.iter().copied().filter(|&i| running[i].logits_job.is_some()).collect();
-        let rows: Vec<(SeqId, usize)> = row_seqs.iter().map(|&i| (running[i].id, running[i].output().len())).collect();
+        let row_seqs: Vec<usize> = plan
+            .seqs
+            .iter()
+            .copied()
+            .filter(|&i| running[i].logits_job.is_some())
+            .collect();
+        let rows: Vec<(SeqId, usize)> = row_seqs
+            .iter()
+            .map(|&i| (running[i].id, running[i].output().len()))
+            .collect();
         // Rows whose token is forced (teacher forcing): (row, token).
-        let forced: Vec<(usize, u32)> = row_seqs.iter().enumerate().filter_map(|(r, &i)| running[i].forced.get(running[i].output().len()).map(|&t| (r, t))).collect();
-        let temperature = plan.seqs.first().map_or(0.0, |&i| running[i].params.temperature);
-        if plan.seqs.iter().any(|&i| running[i].params.temperature != temperature) {
+        let forced: Vec<(usize, u32)> = row_seqs
+            .iter()
+            .enumerate()
+            .filter_map(|(r, &i)| {
+                running[i]
+                    .forced
+                    .get(running[i].output().len())
+                    .map(|&t| (r, t))
+            })
+            .collect();
+        let temperature = plan
+            .seqs
+            .first()
+            .map_or(0.0, |&i| running[i].params.temperature);
+        if plan
+            .seqs
+            .iter()
+            .any(|&i| running[i].params.temperature != temperature)
+        {
             anyhow::bail!("sequences of one step must share a temperature");
         }
         // A step of prefill pieces alone has no row to sample: its padding row is sampled, and
@@ -190,11 +255,17 @@ impl<'m> Engine<'m> {
         let sample_rows: &[(SeqId, usize)] = if batch.logits_padded { &padding } else { &rows };
         let on_device = sampler::sample(&logits, sample_rows, temperature, self.seed)?;
         // The device is busy: plan the next step now where only the tokens can change it.
-        let mut ahead = if self.can_prepare_ahead(&plan) { Some(self.prepare_ahead()?) } else { None };
+        let mut ahead = if self.can_prepare_ahead(&plan) {
+            Some(self.prepare_ahead()?)
+        } else {
+            None
+        };
         // Queued behind this step where it can be, unless this step's logits are kept: the
         // queued step would overwrite the graph's logits buffer before they are read.
         let queued_ahead = match &mut ahead {
-            Some(a) if self.logits.is_none() && forced.is_empty() => self.launch_ahead(a, &rows, &on_device)?,
+            Some(a) if self.logits.is_none() && forced.is_empty() => {
+                self.launch_ahead(a, &rows, &on_device)?
+            }
             _ => None,
         };
         let mut tokens = match queued_ahead {
@@ -208,12 +279,21 @@ impl<'m> Engine<'m> {
         }
         // By id: preparing the next step ahead may have reordered the running list.
         for (&(r, _), lp) in forced.iter().zip(forced_logprobs) {
-            if let Some(seq) = self.scheduler.running.iter_mut().find(|s| s.id == rows[r].0) {
+            if let Some(seq) = self
+                .scheduler
+                .running
+                .iter_mut()
+                .find(|s| s.id == rows[r].0)
+            {
                 seq.forced_logprobs.push(lp);
             }
         }
         let sampled = Instant::now();
-        let sampled_by_id: HashMap<SeqId, u32> = rows.iter().map(|&(id, _)| id).zip(tokens.iter().copied()).collect();
+        let sampled_by_id: HashMap<SeqId, u32> = rows
+            .iter()
+            .map(|&(id, _)| id)
+            .zip(tokens.iter().copied())
+            .collect();
         match &mut ahead {
             Some(a) => self.fill_ahead(a, &sampled_by_id)?,
             None => {
@@ -228,7 +308,10 @@ impl<'m> Engine<'m> {
             }
         }
         if let Some(kept) = &mut self.logits {
-            for (&(id, index), row) in rows.iter().zip(logits.to_dtype(candle_core::DType::F32)?.to_vec2::<f32>()?) {
+            for (&(id, index), row) in rows
+                .iter()
+                .zip(logits.to_dtype(candle_core::DType::F32)?.to_vec2::<f32>()?)
+            {
                 kept.push((id, index, row));
             }
         }
@@ -239,7 +322,12 @@ impl<'m> Engine<'m> {
         self.finish_sampled(&sampled_by_id, ahead.is_some())?;
         self.note_peaks(graph)?;
         self.scheduler.retire_finished(self.policy.as_mut())?;
-        let report = StepReport { prefill: plan.prefill, num_seqs: plan.seqs.len(), tokens_computed: batch.tokens.len(), cascade_groups: batch.groups.len(), graph,
+        let report = StepReport {
+            prefill: plan.prefill,
+            num_seqs: plan.seqs.len(),
+            tokens_computed: batch.tokens.len(),
+            cascade_groups: batch.groups.len(),
+            graph,
             duration: start.elapsed(),
             before_launch: launched - start,
             scheduling: scheduled - start,
@@ -261,7 +349,18 @@ impl<'m> Engine<'m> {
             .iter()
             .map(|&i| &running[i])
             .filter(|s| s.pending_grown)
-            .flat_map(|s| s.pending.iter().flat_map(move |j| j.tokens.iter().zip(&j.positions).map(move |(&token, &pos)| Appended { seq_id: s.id, pos, token })))
+            .flat_map(|s| {
+                s.pending.iter().flat_map(move |j| {
+                    j.tokens
+                        .iter()
+                        .zip(&j.positions)
+                        .map(move |(&token, &pos)| Appended {
+                            seq_id: s.id,
+                            pos,
+                            token,
+                        })
+                })
+            })
             .collect()
     }
 
@@ -269,16 +368,30 @@ impl<'m> Engine<'m> {
     /// takes it; with the instants scheduling and packing ended.
     fn plan_step(&mut self) -> Result<Option<(PlannedStep, Instant, Instant)>> {
         self.policy.begin_step();
-        let Some(plan) = self.scheduler.schedule(self.policy.as_mut())? else { return Ok(None) };
+        let Some(plan) = self.scheduler.schedule(self.policy.as_mut())? else {
+            return Ok(None);
+        };
         let scheduled = Instant::now();
         let min_reads = cascade::min_shared_reads(self.model.device());
-        let batch = PackedBatch::pack(plan.seqs.iter().map(|&i| &self.scheduler.running[i]), self.pool.block_size(), min_reads)?;
+        let batch = PackedBatch::pack(
+            plan.seqs.iter().map(|&i| &self.scheduler.running[i]),
+            self.pool.block_size(),
+            min_reads,
+        )?;
         let packed = Instant::now();
         let staged = match self.graphs {
             Some(g) => g.stage(self.model, &batch.as_forward(), self.pool)?,
             None => None,
         };
-        Ok(Some((PlannedStep { plan, batch, staged }, scheduled, packed)))
+        Ok(Some((
+            PlannedStep {
+                plan,
+                batch,
+                staged,
+            },
+            scheduled,
+            packed,
+        )))
     }
 
     /// Each sampled sequence's token time and whether it is finished. By id: preparing the next
@@ -290,7 +403,9 @@ impl<'m> Engine<'m> {
         let max_pos = self.model.config().max_position_embeddings;
         let sched = &mut self.scheduler;
         for seq in sched.running.iter_mut().chain(sched.waiting.iter_mut()) {
-            let Some(&token) = sampled.get(&seq.id) else { continue };
+            let Some(&token) = sampled.get(&seq.id) else {
+                continue;
+            };
             seq.token_times.push(now);
             seq.finish = if seq.output().len() >= seq.params.max_tokens {
                 Some(FinishReason::MaxTokens)
@@ -302,7 +417,10 @@ impl<'m> Engine<'m> {
                 None
             };
             if seq.finish.is_some() && prepared {
-                anyhow::bail!("internal: sequence {} finished after its next step was prepared", seq.id);
+                anyhow::bail!(
+                    "internal: sequence {} finished after its next step was prepared",
+                    seq.id
+                );
             }
         }
         Ok(())
@@ -311,7 +429,9 @@ impl<'m> Engine<'m> {
     /// The run's peaks: blocks the ledger and the strategy count, and device memory.
     fn note_peaks(&mut self, graph: bool) -> Result<()> {
         self.peak_blocks = self.peak_blocks.max(self.policy.live_blocks());
-        self.peak_reported_blocks = self.peak_reported_blocks.max(self.policy.reported_blocks()?);
+        self.peak_reported_blocks = self
+            .peak_reported_blocks
+            .max(self.policy.reported_blocks()?);
         // Asking the driver (cuMemGetInfo) sits between this step's read-back and the next
         // step's launch, so it is asked only where memory can grow: steps that ran eagerly or
         // captured a graph allocate; replaying one allocates nothing, and is looked at one

@@ -26,7 +26,11 @@ pub struct PackedBatch {
 impl PackedBatch {
     /// Every pending job of each sequence; one logits row per sequence (the last row of its
     /// logits job); cascade groups of at least `min_shared_reads` (see `cascade`).
-    pub fn pack<'a>(seqs: impl IntoIterator<Item = &'a Sequence>, block_size: usize, min_shared_reads: usize) -> Result<Self> {
+    pub fn pack<'a>(
+        seqs: impl IntoIterator<Item = &'a Sequence>,
+        block_size: usize,
+        min_shared_reads: usize,
+    ) -> Result<Self> {
         let mut b = PackedBatch::default();
         let mut cascade = Vec::new();
         for seq in seqs {
@@ -35,18 +39,30 @@ impl PackedBatch {
             for (j, job) in seq.pending.iter().enumerate() {
                 let q_start = b.tokens.len();
                 let kv_len: usize = job.context.iter().map(|s| s.len).sum();
-                let first = kv_len
-                    .checked_sub(job.tokens.len())
-                    .with_context(|| format!("sequence {}: job {j} computes more tokens than its context holds", seq.id))?;
+                let first = kv_len.checked_sub(job.tokens.len()).with_context(|| {
+                    format!(
+                        "sequence {}: job {j} computes more tokens than its context holds",
+                        seq.id
+                    )
+                })?;
                 for (i, (&t, &p)) in job.tokens.iter().zip(&job.positions).enumerate() {
                     b.tokens.push(t);
                     b.positions.push(p);
                     b.slots.push(
-                        context_slot(&job.context, first + i, block_size)
-                            .with_context(|| format!("sequence {}: job {j} has no slot for entry {}", seq.id, first + i))?,
+                        context_slot(&job.context, first + i, block_size).with_context(|| {
+                            format!(
+                                "sequence {}: job {j} has no slot for entry {}",
+                                seq.id,
+                                first + i
+                            )
+                        })?,
                     );
                 }
-                b.seqs.push(SeqAttention { q_start, q_len: job.tokens.len(), context: job.context.clone() });
+                b.seqs.push(SeqAttention {
+                    q_start,
+                    q_len: job.tokens.len(),
+                    context: job.context.clone(),
+                });
                 cascade.push(seq.cascade);
                 if Some(j) == seq.logits_job {
                     b.logit_rows.push((b.tokens.len() - 1) as u32);

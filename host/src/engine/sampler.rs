@@ -19,13 +19,28 @@ pub fn uniform(seed: u64, seq: SeqId, index: usize) -> f32 {
 /// temperature (a benchmark point has one). The token ids come back as a `[rows]` u32 tensor
 /// queued on the logits' device, which the host reads (and so waits for) when it has nothing
 /// else left to do.
-pub fn sample(logits: &Tensor, rows: &[(SeqId, usize)], temperature: f32, seed: u64) -> Result<Tensor> {
+pub fn sample(
+    logits: &Tensor,
+    rows: &[(SeqId, usize)],
+    temperature: f32,
+    seed: u64,
+) -> Result<Tensor> {
     if temperature.is_nan() || temperature < 0.0 {
         bail!("temperature must be 0 (greedy) or positive, got {temperature}");
     }
     // Greedy rows draw nothing (deriving a draw hashes a string per row: host time per step).
-    let u: Vec<f32> = if temperature == 0.0 { vec![0.0; rows.len()] } else { rows.iter().map(|&(seq, index)| uniform(seed, seq, index)).collect() };
-    Ok(nanohost_kernels::sample_rows_async(logits, &u, temperature)?)
+    let u: Vec<f32> = if temperature == 0.0 {
+        vec![0.0; rows.len()]
+    } else {
+        rows.iter()
+            .map(|&(seq, index)| uniform(seed, seq, index))
+            .collect()
+    };
+    Ok(nanohost_kernels::sample_rows_async(
+        logits,
+        &u,
+        temperature,
+    )?)
 }
 
 /// Log-probability of `token` in row `row` of `logits`, for each `(row, token)`.
@@ -34,9 +49,19 @@ pub fn logprobs(logits: &Tensor, picks: &[(usize, u32)]) -> Result<Vec<f32>> {
         return Ok(Vec::new());
     }
     let device = logits.device();
-    let rows = Tensor::from_vec(picks.iter().map(|&(r, _)| r as u32).collect::<Vec<_>>(), picks.len(), device)?;
-    let tokens = Tensor::from_vec(picks.iter().map(|&(_, t)| t).collect::<Vec<_>>(), (picks.len(), 1), device)?;
-    let picked = logits.index_select(&rows, 0)?.to_dtype(candle_core::DType::F32)?;
+    let rows = Tensor::from_vec(
+        picks.iter().map(|&(r, _)| r as u32).collect::<Vec<_>>(),
+        picks.len(),
+        device,
+    )?;
+    let tokens = Tensor::from_vec(
+        picks.iter().map(|&(_, t)| t).collect::<Vec<_>>(),
+        (picks.len(), 1),
+        device,
+    )?;
+    let picked = logits
+        .index_select(&rows, 0)?
+        .to_dtype(candle_core::DType::F32)?;
     let logp = candle_nn::ops::log_softmax(&picked, candle_core::D::Minus1)?;
     Ok(logp.gather(&tokens, 1)?.squeeze(1)?.to_vec1::<f32>()?)
 }

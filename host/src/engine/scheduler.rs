@@ -14,7 +14,10 @@ pub struct SchedulerConfig {
 
 impl Default for SchedulerConfig {
     fn default() -> Self {
-        SchedulerConfig { max_num_seqs: 256, max_num_batched_tokens: 16_384 }
+        SchedulerConfig {
+            max_num_seqs: 256,
+            max_num_batched_tokens: 16_384,
+        }
     }
 }
 
@@ -38,7 +41,10 @@ pub struct Scheduler {
 
 impl Scheduler {
     pub fn new(cfg: SchedulerConfig) -> Self {
-        Scheduler { cfg, ..Default::default() }
+        Scheduler {
+            cfg,
+            ..Default::default()
+        }
     }
 
     /// Chooses the next step, asking `policy` for room. Prefill of waiting sequences comes first
@@ -55,7 +61,9 @@ impl Scheduler {
             if batched > 0 && batched + seq.len() > self.cfg.max_num_batched_tokens {
                 break;
             }
-            let Some(placement) = policy.admit(seq.id, &seq.tokens, &seq.chunks)? else { break };
+            let Some(placement) = policy.admit(seq.id, &seq.tokens, &seq.chunks)? else {
+                break;
+            };
             let to_compute: usize = placement.step.jobs.iter().map(|j| j.tokens.len()).sum();
             let mut seq = self.waiting.pop_front().expect("front exists");
             seq.take_step(placement.step, false);
@@ -65,7 +73,10 @@ impl Scheduler {
             self.running.push(seq);
         }
         if batched > 0 {
-            return Ok(Some(StepPlan { prefill: true, seqs: (first_new..self.running.len()).collect() }));
+            return Ok(Some(StepPlan {
+                prefill: true,
+                seqs: (first_new..self.running.len()).collect(),
+            }));
         }
         self.schedule_decode(policy)
     }
@@ -99,8 +110,14 @@ impl Scheduler {
             }
             return Ok(None);
         }
-        let prefill = self.running.iter().any(|s| s.pending.iter().any(|j| j.tokens.len() > 1));
-        Ok(Some(StepPlan { prefill, seqs: (0..self.running.len()).collect() }))
+        let prefill = self
+            .running
+            .iter()
+            .any(|s| s.pending.iter().any(|j| j.tokens.len() > 1));
+        Ok(Some(StepPlan {
+            prefill,
+            seqs: (0..self.running.len()).collect(),
+        }))
     }
 
     fn preempt(&mut self, idx: usize, policy: &mut dyn KvPolicy) -> Result<()> {

@@ -18,7 +18,11 @@ pub struct SamplingParams {
 
 impl Default for SamplingParams {
     fn default() -> Self {
-        SamplingParams { temperature: 0.6, max_tokens: 128, ignore_eos: true }
+        SamplingParams {
+            temperature: 0.6,
+            max_tokens: 128,
+            ignore_eos: true,
+        }
     }
 }
 

@@ -72,12 +72,19 @@ struct RawConfig {
 
 impl Qwen3Config {
     pub fn from_file(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read model config {}", path.display()))?;
-        Self::from_json(&text).with_context(|| format!("model config {} is not a usable Qwen3 config", path.display()))
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read model config {}", path.display()))?;
+        Self::from_json(&text).with_context(|| {
+            format!(
+                "model config {} is not a usable Qwen3 config",
+                path.display()
+            )
+        })
     }
 
     pub fn from_json(text: &str) -> Result<Self> {
-        let raw: RawConfig = serde_json::from_str(text).map_err(|e| anyhow::anyhow!("malformed config.json: {e}"))?;
+        let raw: RawConfig = serde_json::from_str(text)
+            .map_err(|e| anyhow::anyhow!("malformed config.json: {e}"))?;
         raw.validate()
     }
 
@@ -120,7 +127,10 @@ impl Qwen3Config {
 
 impl RawConfig {
     fn validate(self) -> Result<Qwen3Config> {
-        let arch_ok = self.architectures.as_ref().is_some_and(|a| a.iter().any(|a| a == "Qwen3ForCausalLM"));
+        let arch_ok = self
+            .architectures
+            .as_ref()
+            .is_some_and(|a| a.iter().any(|a| a == "Qwen3ForCausalLM"));
         let type_ok = self.model_type.as_deref() == Some("qwen3");
         if !arch_ok && !type_ok {
             bail!(
@@ -141,7 +151,10 @@ impl RawConfig {
             bail!("use_sliding_window is true; sliding-window attention is not implemented");
         }
         if self.rope_scaling.as_ref().is_some_and(|v| !v.is_null()) {
-            bail!("rope_scaling is set ({}); only unscaled RoPE is implemented", self.rope_scaling.unwrap());
+            bail!(
+                "rope_scaling is set ({}); only unscaled RoPE is implemented",
+                self.rope_scaling.unwrap()
+            );
         }
         let rope_theta = match (self.rope_theta, self.rope_parameters) {
             (Some(t), _) => t,
@@ -153,7 +166,9 @@ impl RawConfig {
             }
             (None, None) => bail!("neither rope_theta nor rope_parameters.rope_theta is present"),
         };
-        let head_dim = self.head_dim.unwrap_or(self.hidden_size / self.num_attention_heads.max(1));
+        let head_dim = self
+            .head_dim
+            .unwrap_or(self.hidden_size / self.num_attention_heads.max(1));
         let positive = [
             ("vocab_size", self.vocab_size),
             ("hidden_size", self.hidden_size),
@@ -166,7 +181,10 @@ impl RawConfig {
         if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
             bail!("{name} is 0");
         }
-        if !self.num_attention_heads.is_multiple_of(self.num_key_value_heads) {
+        if !self
+            .num_attention_heads
+            .is_multiple_of(self.num_key_value_heads)
+        {
             bail!(
                 "num_attention_heads ({}) is not a multiple of num_key_value_heads ({})",
                 self.num_attention_heads,

@@ -23,7 +23,9 @@ impl CudaGraph {
     pub fn launch(&self) -> Result<()> {
         self.stream.context().bind_to_thread()?;
         // SAFETY: an instantiated graph of this stream's context.
-        unsafe { sys::cuGraphLaunch(self.exec, self.stream.cu_stream()) }.result().context("CUDA graph replay")
+        unsafe { sys::cuGraphLaunch(self.exec, self.stream.cu_stream()) }
+            .result()
+            .context("CUDA graph replay")
     }
 }
 
@@ -41,15 +43,25 @@ impl Drop for CudaGraph {
 
 /// Records the forward pass of `shape` (inputs already in `inputs`) writing its logits into
 /// `logits`, after an eager run of the same step.
-pub fn capture(model: &Qwen3, inputs: &Tensor, logits: &Tensor, shape: &StepShape, pool: &KvPool) -> Result<CudaGraph> {
-    let candle_core::Device::Cuda(dev) = model.device() else { anyhow::bail!("not a CUDA device") };
+pub fn capture(
+    model: &Qwen3,
+    inputs: &Tensor,
+    logits: &Tensor,
+    shape: &StepShape,
+    pool: &KvPool,
+) -> Result<CudaGraph> {
+    let candle_core::Device::Cuda(dev) = model.device() else {
+        anyhow::bail!("not a CUDA device")
+    };
     // Small parameter uploads of candle's ops come from a cache while capturing; the warm-up
     // run, under the same guard, fills it.
     let _cache = dev.enable_cuda_graph_htod_cache();
     model.forward_prepared_into(inputs, shape, pool, logits)?;
     // Every tensor of the pass is allocated and freed inside the capture; only what the LM head
     // writes into the fixed `logits` buffer outlives it.
-    record(&dev.cuda_stream(), || model.forward_prepared_into(inputs, shape, pool, logits))
+    record(&dev.cuda_stream(), || {
+        model.forward_prepared_into(inputs, shape, pool, logits)
+    })
 }
 
 /// Captures what `work` launches on `stream` into a graph, counts its nodes and edges, and
@@ -64,12 +76,21 @@ pub fn record(stream: &Arc<CudaStream>, work: impl FnOnce() -> Result<()>) -> Re
     recorded?;
     ended.context("ending the CUDA graph capture")?;
     anyhow::ensure!(!graph.is_null(), "the capture recorded nothing");
-    let mut g = CudaGraph { graph, exec: std::ptr::null_mut(), stream: stream.clone(), anatomy: GraphAnatomy::default() };
+    let mut g = CudaGraph {
+        graph,
+        exec: std::ptr::null_mut(),
+        stream: stream.clone(),
+        anatomy: GraphAnatomy::default(),
+    };
     // SAFETY: the graph just captured, owned by `g`.
     g.anatomy = unsafe { anatomy(g.graph)? };
     // SAFETY: a complete graph; the exec handle is owned by `g` from here.
-    unsafe { sys::cuGraphInstantiateWithFlags(&mut g.exec, g.graph, 0) }.result().context("instantiating the CUDA graph")?;
+    unsafe { sys::cuGraphInstantiateWithFlags(&mut g.exec, g.graph, 0) }
+        .result()
+        .context("instantiating the CUDA graph")?;
     // SAFETY: as launch.
-    unsafe { sys::cuGraphUpload(g.exec, stream.cu_stream()) }.result().context("uploading the CUDA graph")?;
+    unsafe { sys::cuGraphUpload(g.exec, stream.cu_stream()) }
+        .result()
+        .context("uploading the CUDA graph")?;
     Ok(g)
 }

@@ -49,7 +49,17 @@ pub struct GraphStats {
 }
 
 /// How decode steps run.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    serde::Serialize,
+    serde::Deserialize,
+    clap::ValueEnum,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum GraphMode {
     /// Every step eagerly, as it comes.
@@ -94,7 +104,9 @@ struct State {
 impl State {
     /// Whether the fixed input buffer exists and has room for a step of `shape`.
     fn inputs_hold(&self, shape: &StepShape) -> bool {
-        self.inputs.as_ref().is_some_and(|t| t.elem_count() >= shape.buffer_len())
+        self.inputs
+            .as_ref()
+            .is_some_and(|t| t.elem_count() >= shape.buffer_len())
     }
 }
 
@@ -108,10 +120,19 @@ impl DecodeGraphs {
     /// not on a CUDA device.
     pub fn new(model: &Qwen3, max_batch: usize, mode: GraphMode) -> Self {
         let mode = match mode {
-            GraphMode::On if !(model.device().is_cuda() && cfg!(feature = "cuda")) => GraphMode::Off,
+            GraphMode::On if !(model.device().is_cuda() && cfg!(feature = "cuda")) => {
+                GraphMode::Off
+            }
             m => m,
         };
-        DecodeGraphs { max_batch, cascade: cascade_graphs_asked(), state: RefCell::new(State { mode, ..State::default() }) }
+        DecodeGraphs {
+            max_batch,
+            cascade: cascade_graphs_asked(),
+            state: RefCell::new(State {
+                mode,
+                ..State::default()
+            }),
+        }
     }
 
     /// Whether decode steps with cascade groups use graphs (see the field's doc).
@@ -127,23 +148,37 @@ impl DecodeGraphs {
 
     pub fn stats(&self) -> GraphStats {
         let st = self.state.borrow();
-        GraphStats { shapes: st.shapes.len(), ..st.stats }
+        GraphStats {
+            shapes: st.shapes.len(),
+            ..st.stats
+        }
     }
 
     /// The host's half of a graph step: the step padded to its bucket and laid out for a graph,
     /// or `None` where it runs eagerly (not a decode step, graphs off, over the largest bucket,
     /// or with cascade groups while cascade graphs are off). Touches no device, so the next step
     /// can be staged while the device still runs this one; [`DecodeGraphs::run_staged`] runs it.
-    pub fn stage(&self, model: &Qwen3, batch: &ForwardBatch, pool: &KvPool) -> Result<Option<StagedStep>> {
+    pub fn stage(
+        &self,
+        model: &Qwen3,
+        batch: &ForwardBatch,
+        pool: &KvPool,
+    ) -> Result<Option<StagedStep>> {
         let n = batch.tokens.len();
         let decode = n > 0
             && batch.seqs.len() == n
-            && batch.seqs.iter().enumerate().all(|(i, s)| s.q_len == 1 && s.q_start == i)
+            && batch
+                .seqs
+                .iter()
+                .enumerate()
+                .all(|(i, s)| s.q_len == 1 && s.q_start == i)
             && batch.logits_every_row();
         if self.mode() == GraphMode::Off || !decode || batch.cross_row_reads {
             return Ok(None);
         }
-        let Some(rows) = bucket(n, self.max_batch).filter(|_| batch.groups.is_empty() || self.cascade) else {
+        let Some(rows) =
+            bucket(n, self.max_batch).filter(|_| batch.groups.is_empty() || self.cascade)
+        else {
             self.state.borrow_mut().stats.eager_decode_steps += 1;
             return Ok(None);
         };
@@ -157,13 +192,30 @@ impl DecodeGraphs {
     /// shape runs once on dummy rows that read and write only the scratch block. Largest first,
     /// so the fixed input buffer is allocated once. Returns the number of shapes run (staged
     /// mode runs them too, which lets the CPU tests check that they are the run's shapes).
-    pub fn precapture(&self, model: &Qwen3, pool: &KvPool, max_rows: usize, max_context: usize) -> Result<usize> {
+    pub fn precapture(
+        &self,
+        model: &Qwen3,
+        pool: &KvPool,
+        max_rows: usize,
+        max_context: usize,
+    ) -> Result<usize> {
         if self.mode() == GraphMode::Off {
             return Ok(0);
         }
-        let Some(top) = bucket(max_rows.min(self.max_batch), self.max_batch) else { return Ok(0) };
-        let row_buckets: Vec<usize> = (1..=top).filter_map(|n| bucket(n, self.max_batch)).collect::<std::collections::BTreeSet<_>>().into_iter().rev().collect();
-        let key_buckets: Vec<usize> = std::iter::successors(Some(nanohost_kernels::row_keys_bucket(max_context)), |&k| (k > 256).then_some(k / 2)).collect();
+        let Some(top) = bucket(max_rows.min(self.max_batch), self.max_batch) else {
+            return Ok(0);
+        };
+        let row_buckets: Vec<usize> = (1..=top)
+            .filter_map(|n| bucket(n, self.max_batch))
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .rev()
+            .collect();
+        let key_buckets: Vec<usize> =
+            std::iter::successors(Some(nanohost_kernels::row_keys_bucket(max_context)), |&k| {
+                (k > 256).then_some(k / 2)
+            })
+            .collect();
         let (bs, scratch) = (pool.block_size(), pool.scratch_slot());
         let block = scratch / bs as u32;
         let mut shapes = 0;
@@ -174,11 +226,34 @@ impl DecodeGraphs {
                 }
                 // `keys` context entries per row, all in the scratch block: the row-key bucket is
                 // exactly `keys` (a power of two >= 256).
-                let context = vec![KvSpan { first: 0, blocks: vec![block; keys.div_ceil(bs)], len: keys, shift: 0 }];
-                let seqs: Vec<SeqAttention> = (0..rows).map(|r| SeqAttention { q_start: r, q_len: 1, context: context.clone() }).collect();
-                let (tokens, positions, slots) = (vec![0u32; rows], vec![(keys - 1) as u32; rows], vec![scratch; rows]);
+                let context = vec![KvSpan {
+                    first: 0,
+                    blocks: vec![block; keys.div_ceil(bs)],
+                    len: keys,
+                    shift: 0,
+                }];
+                let seqs: Vec<SeqAttention> = (0..rows)
+                    .map(|r| SeqAttention {
+                        q_start: r,
+                        q_len: 1,
+                        context: context.clone(),
+                    })
+                    .collect();
+                let (tokens, positions, slots) = (
+                    vec![0u32; rows],
+                    vec![(keys - 1) as u32; rows],
+                    vec![scratch; rows],
+                );
                 let logit_rows: Vec<u32> = (0..rows as u32).collect();
-                let batch = ForwardBatch { tokens: &tokens, positions: &positions, slots: &slots, seqs: &seqs, groups: &[], logit_rows: &logit_rows, cross_row_reads: false };
+                let batch = ForwardBatch {
+                    tokens: &tokens,
+                    positions: &positions,
+                    slots: &slots,
+                    seqs: &seqs,
+                    groups: &[],
+                    logit_rows: &logit_rows,
+                    cross_row_reads: false,
+                };
                 let staged = StagedStep::new(model, &batch, rows, pool)?;
                 self.run_staged(model, &staged, pool, None)?;
                 shapes += 1;
@@ -212,30 +287,53 @@ impl DecodeGraphs {
     /// `tokens`, where given, are the step's input tokens on the device, one per row in order
     /// (what the step before sampled): they are copied over the staged ones, so the step can be
     /// queued before the host has read them.
-    pub fn run_staged(&self, model: &Qwen3, staged: &StagedStep, pool: &KvPool, tokens: Option<&Tensor>) -> Result<Tensor> {
+    pub fn run_staged(
+        &self,
+        model: &Qwen3,
+        staged: &StagedStep,
+        pool: &KvPool,
+        tokens: Option<&Tensor>,
+    ) -> Result<Tensor> {
         let (n, step, prepare) = (staged.n, &staged.step, staged.prepare);
         debug_assert!(n <= staged.rows && staged.rows == step.shape.tokens);
         if let Some(t) = tokens.filter(|t| t.elem_count() != n) {
-            anyhow::bail!("internal: {} device tokens for a step of {n} rows", t.elem_count());
+            anyhow::bail!(
+                "internal: {} device tokens for a step of {n} rows",
+                t.elem_count()
+            );
         }
         let mut st = self.state.borrow_mut();
         if !st.inputs_hold(&step.shape) {
             // A bigger buffer moves: every graph captured on the old one goes.
             #[cfg(feature = "cuda")]
             st.graphs.clear();
-            st.inputs = Some(Tensor::zeros(step.shape.buffer_len() * 3 / 2, candle_core::DType::U32, model.device())?);
+            st.inputs = Some(Tensor::zeros(
+                step.shape.buffer_len() * 3 / 2,
+                candle_core::DType::U32,
+                model.device(),
+            )?);
         }
         if st.logits.is_none() {
-            st.logits = Some(Tensor::zeros((self.max_batch, model.config().vocab_size), model.dtype(), model.device())?);
+            st.logits = Some(Tensor::zeros(
+                (self.max_batch, model.config().vocab_size),
+                model.dtype(),
+                model.device(),
+            )?);
         }
-        let (inputs, logits) = (st.inputs.clone().expect("allocated above"), st.logits.clone().expect("allocated above"));
+        let (inputs, logits) = (
+            st.inputs.clone().expect("allocated above"),
+            st.logits.clone().expect("allocated above"),
+        );
         let upload = std::time::Instant::now();
-        st.stage.stage(&inputs, &step.ints, &step.shape.pieces(), tokens)?; // the tokens lead the buffer
+        st.stage
+            .stage(&inputs, &step.ints, &step.shape.pieces(), tokens)?; // the tokens lead the buffer
         let upload = upload.elapsed();
         let key = step.shape.graph_key();
         st.shapes.insert(key);
         match st.mode {
-            GraphMode::Staged => model.forward_prepared_into(&inputs, &step.shape, pool, &logits)?,
+            GraphMode::Staged => {
+                model.forward_prepared_into(&inputs, &step.shape, pool, &logits)?
+            }
             _ => {
                 #[cfg(feature = "cuda")]
                 let captured_now = !st.graphs.contains_key(&key);

@@ -13,8 +13,8 @@ pub mod tokenizer;
 pub mod weights;
 
 pub use config::Qwen3Config;
-pub use preset::Preset;
 pub use graph_step::StagedStep;
 pub use graphs::{DecodeGraphs, GraphMode, GraphStats};
+pub use preset::Preset;
 pub use qwen3::{ForwardBatch, Qwen3};
 pub use source::{LoadedModel, ModelSource};

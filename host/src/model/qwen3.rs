@@ -15,7 +15,11 @@ use crate::engine::kv_pool::KvPool;
 use anyhow::{Context, Result};
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{ops::rms_norm, Linear};
-use nanohost_kernels::{add_rms_norm, embed_rms_norm_rope, qkv_attention, silu_mul, small_matmul, small_matmul_swiglu, tc_matmul, tc_matmul_fits, tc_matmul_swiglu, tc_matmul_swiglu_fits, AttentionBatch, MetaLayout, QkvNorms, SeqAttention, SharedGroup, SMALL_MATMUL_MAX_ROWS, TC_MATMUL_MAX_ROWS};
+use nanohost_kernels::{
+    add_rms_norm, embed_rms_norm_rope, qkv_attention, silu_mul, small_matmul, small_matmul_swiglu,
+    tc_matmul, tc_matmul_fits, tc_matmul_swiglu, tc_matmul_swiglu_fits, AttentionBatch, MetaLayout,
+    QkvNorms, SeqAttention, SharedGroup, SMALL_MATMUL_MAX_ROWS, TC_MATMUL_MAX_ROWS,
+};
 use std::collections::HashMap;
 
 struct Layer {
@@ -65,7 +69,12 @@ impl ForwardBatch<'_> {
     /// Whether every row wants logits, in row order (decode steps): the final norm's output is
     /// then the logit rows as it is.
     pub fn logits_every_row(&self) -> bool {
-        self.logit_rows.len() == self.tokens.len() && self.logit_rows.iter().enumerate().all(|(i, &r)| r as usize == i)
+        self.logit_rows.len() == self.tokens.len()
+            && self
+                .logit_rows
+                .iter()
+                .enumerate()
+                .all(|(i, &r)| r as usize == i)
     }
 }
 
@@ -80,7 +89,11 @@ pub struct HostStep {
 impl HostStep {
     /// Sets the input token of row `row`: the tokens come first.
     pub fn set_token(&mut self, row: usize, token: u32) {
-        assert!(row < self.shape.tokens, "row {row} of a step of {} tokens", self.shape.tokens);
+        assert!(
+            row < self.shape.tokens,
+            "row {row} of a step of {} tokens",
+            self.shape.tokens
+        );
         self.ints[row] = token;
     }
 }
@@ -106,7 +119,13 @@ impl StepShape {
     /// The shape without what a replay may change (the slots in use): steps with equal keys
     /// can replay one CUDA graph.
     pub fn graph_key(&self) -> StepShape {
-        StepShape { meta: MetaLayout { num_slots: 0, ..self.meta }, ..*self }
+        StepShape {
+            meta: MetaLayout {
+                num_slots: 0,
+                ..self.meta
+            },
+            ..*self
+        }
     }
 
     /// `u32`s the device buffer must hold.
@@ -118,7 +137,17 @@ impl StepShape {
     /// [`MetaLayout::pieces`]).
     pub fn pieces(&self) -> Vec<(std::ops::Range<usize>, usize)> {
         let m = self.meta_start();
-        self.meta.pieces().into_iter().map(|(r, at)| if r.start == 0 { (0..m + r.end, 0) } else { (m + r.start..m + r.end, m + at) }).collect()
+        self.meta
+            .pieces()
+            .into_iter()
+            .map(|(r, at)| {
+                if r.start == 0 {
+                    (0..m + r.end, 0)
+                } else {
+                    (m + r.start..m + r.end, m + at)
+                }
+            })
+            .collect()
     }
 }
 
@@ -142,7 +171,13 @@ struct StepInputs {
 /// once, for tuning on other cards.
 fn small_matmul_rows() -> usize {
     static ROWS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    nanohost_kernels::knob::knob(&ROWS, "NANOHOST_SMALL_MATMUL_ROWS", 2, |&r| r <= SMALL_MATMUL_MAX_ROWS, "a number of rows from 0 to 8")
+    nanohost_kernels::knob::knob(
+        &ROWS,
+        "NANOHOST_SMALL_MATMUL_ROWS",
+        2,
+        |&r| r <= SMALL_MATMUL_MAX_ROWS,
+        "a number of rows from 0 to 8",
+    )
 }
 
 /// Up to how many rows `tc_matmul` replaces cuBLAS where it runs (rows that `small_matmul` does
@@ -152,7 +187,13 @@ fn small_matmul_rows() -> usize {
 /// overrides it, read once, for A/B runs and other cards.
 fn tc_matmul_rows() -> usize {
     static ROWS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    nanohost_kernels::knob::knob(&ROWS, "NANOHOST_TC_MATMUL_ROWS", 16, |&r| r <= TC_MATMUL_MAX_ROWS, "a number of rows from 0 to 64")
+    nanohost_kernels::knob::knob(
+        &ROWS,
+        "NANOHOST_TC_MATMUL_ROWS",
+        16,
+        |&r| r <= TC_MATMUL_MAX_ROWS,
+        "a number of rows from 0 to 64",
+    )
 }
 
 /// Up to how many rows `tc_matmul` takes the projections that narrow (fewer outputs than inputs:
@@ -164,7 +205,13 @@ fn tc_matmul_rows() -> usize {
 /// 64) overrides it, read once.
 fn tc_matmul_narrow_rows() -> usize {
     static ROWS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    nanohost_kernels::knob::knob(&ROWS, "NANOHOST_TC_MATMUL_NARROW_ROWS", 32.max(tc_matmul_rows()), |&r| r <= TC_MATMUL_MAX_ROWS, "a number of rows from 0 to 64")
+    nanohost_kernels::knob::knob(
+        &ROWS,
+        "NANOHOST_TC_MATMUL_NARROW_ROWS",
+        32.max(tc_matmul_rows()),
+        |&r| r <= TC_MATMUL_MAX_ROWS,
+        "a number of rows from 0 to 64",
+    )
 }
 
 /// Whether a decode kernel ends the gate/up projection in its SwiGLU gate: on by default (on an
@@ -178,8 +225,16 @@ fn fused_swiglu() -> bool {
 impl Qwen3 {
     /// Builds the model from tensors named as in Hugging Face checkpoints (see
     /// [`super::weights::expected_tensors`]).
-    pub fn new(cfg: &Qwen3Config, mut w: HashMap<String, Tensor>, device: &Device, dtype: DType) -> Result<Self> {
-        let mut take = |name: String| w.remove(&name).with_context(|| format!("tensor {name} is missing"));
+    pub fn new(
+        cfg: &Qwen3Config,
+        mut w: HashMap<String, Tensor>,
+        device: &Device,
+        dtype: DType,
+    ) -> Result<Self> {
+        let mut take = |name: String| {
+            w.remove(&name)
+                .with_context(|| format!("tensor {name} is missing"))
+        };
         let linear = |t: Tensor| Linear::new(t, None);
         let embed = take("model.embed_tokens.weight".into())?;
         let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
@@ -200,16 +255,38 @@ impl Qwen3 {
                 k_norm: take(format!("{p}.self_attn.k_norm.weight"))?,
                 post_norm: take(format!("{p}.post_attention_layernorm.weight"))?,
                 gate_up_proj: linear(Tensor::cat(
-                    &[take(format!("{p}.mlp.gate_proj.weight"))?, take(format!("{p}.mlp.up_proj.weight"))?],
+                    &[
+                        take(format!("{p}.mlp.gate_proj.weight"))?,
+                        take(format!("{p}.mlp.up_proj.weight"))?,
+                    ],
                     0,
                 )?),
                 down_proj: linear(take(format!("{p}.mlp.down_proj.weight"))?),
             });
         }
         let norm = take("model.norm.weight".into())?;
-        let lm_head = if cfg.tie_word_embeddings { linear(embed.clone()) } else { linear(take("lm_head.weight".into())?) };
-        let rope = Rope::new(cfg.head_dim, cfg.rope_theta, cfg.max_position_embeddings, dtype, device)?;
-        Ok(Qwen3 { cfg: cfg.clone(), embed, lm_head, layers, norm, rope, device: device.clone(), dtype })
+        let lm_head = if cfg.tie_word_embeddings {
+            linear(embed.clone())
+        } else {
+            linear(take("lm_head.weight".into())?)
+        };
+        let rope = Rope::new(
+            cfg.head_dim,
+            cfg.rope_theta,
+            cfg.max_position_embeddings,
+            dtype,
+            device,
+        )?;
+        Ok(Qwen3 {
+            cfg: cfg.clone(),
+            embed,
+            lm_head,
+            layers,
+            norm,
+            rope,
+            device: device.clone(),
+            dtype,
+        })
     }
 
     pub fn config(&self) -> &Qwen3Config {
@@ -239,15 +316,32 @@ impl Qwen3 {
     pub fn prepare(&self, batch: &ForwardBatch, pool: &KvPool, widen: bool) -> Result<HostStep> {
         let n = batch.tokens.len();
         if batch.positions.len() != n || batch.slots.len() != n {
-            anyhow::bail!("forward: {n} tokens but {} positions and {} slots", batch.positions.len(), batch.slots.len());
+            anyhow::bail!(
+                "forward: {n} tokens but {} positions and {} slots",
+                batch.positions.len(),
+                batch.slots.len()
+            );
         }
-        if let Some(p) = batch.positions.iter().find(|&&p| p as usize >= self.rope.max_positions()) {
-            anyhow::bail!("position {p} is beyond max_position_embeddings ({})", self.rope.max_positions());
+        if let Some(p) = batch
+            .positions
+            .iter()
+            .find(|&&p| p as usize >= self.rope.max_positions())
+        {
+            anyhow::bail!(
+                "position {p} is beyond max_position_embeddings ({})",
+                self.rope.max_positions()
+            );
         }
         if let Some(r) = batch.logit_rows.iter().find(|&&r| r as usize >= n) {
             anyhow::bail!("forward: logits asked for row {r} of a batch of {n} rows");
         }
-        let (meta, mut layout) = AttentionBatch::flatten(batch.seqs, batch.groups, n, pool.block_size(), pool.physical_blocks())?;
+        let (meta, mut layout) = AttentionBatch::flatten(
+            batch.seqs,
+            batch.groups,
+            n,
+            pool.block_size(),
+            pool.physical_blocks(),
+        )?;
         layout.cross_row_reads = batch.cross_row_reads;
         if widen {
             layout.widen(layout.graph_slot_capacity())?;
@@ -257,25 +351,50 @@ impl Qwen3 {
             ints.extend_from_slice(part);
         }
         ints.extend(meta);
-        Ok(HostStep { ints, shape: StepShape { tokens: n, logit_rows: batch.logit_rows.len(), every_row: batch.logits_every_row(), meta: layout } })
+        Ok(HostStep {
+            ints,
+            shape: StepShape {
+                tokens: n,
+                logit_rows: batch.logit_rows.len(),
+                every_row: batch.logits_every_row(),
+                meta: layout,
+            },
+        })
     }
 
     /// The forward pass from integer inputs already on the device, laid out as `shape` says
     /// (`ints` holds at least [`StepShape::buffer_len`] values): nothing here reads the host,
     /// so a CUDA graph can capture it.
-    pub fn forward_prepared(&self, ints: &Tensor, shape: &StepShape, pool: &KvPool) -> Result<Tensor> {
+    pub fn forward_prepared(
+        &self,
+        ints: &Tensor,
+        shape: &StepShape,
+        pool: &KvPool,
+    ) -> Result<Tensor> {
         // In the model's dtype: the sampler reads them as they are (an f32 copy of a batch's
         // logits cost 90 us per step at batch 64 on an H200). Through cuBLAS at any batch: a
         // long stream of columns is what its kernels do best (the 311 MB head of Qwen3-0.6B at
         // 4.18 TB/s at batch 1 on an H200, the few-row kernel at 3.77: bench-chain,
         // results/gpu-h200-2026-11-28-chain/).
-        Ok(self.lm_head.forward(&self.last_hidden(ints, shape, pool)?)?)
+        Ok(self
+            .lm_head
+            .forward(&self.last_hidden(ints, shape, pool)?)?)
     }
 
     /// [`Self::forward_prepared`] with the logits written into the first rows of `logits`, a
     /// buffer that outlives a captured graph: the same cuBLAS call, without a copy of them.
-    pub fn forward_prepared_into(&self, ints: &Tensor, shape: &StepShape, pool: &KvPool, logits: &Tensor) -> Result<()> {
-        Ok(nanohost_kernels::matmul_t_into(logits, &self.last_hidden(ints, shape, pool)?, self.lm_head.weight())?)
+    pub fn forward_prepared_into(
+        &self,
+        ints: &Tensor,
+        shape: &StepShape,
+        pool: &KvPool,
+        logits: &Tensor,
+    ) -> Result<()> {
+        Ok(nanohost_kernels::matmul_t_into(
+            logits,
+            &self.last_hidden(ints, shape, pool)?,
+            self.lm_head.weight(),
+        )?)
     }
 
     /// The final norm's output at the rows that want logits.
@@ -287,7 +406,13 @@ impl Qwen3 {
         // One kernel on the GPU (embed_rms_norm_rope); candle's three ops, which the CPU tests
         // pin, on the CPU.
         let (mut x, mut h, cos_sin) = if self.device.is_cuda() {
-            embed_rms_norm_rope(&self.embed, &ints.narrow(0, 0, 2 * n)?, first_norm, self.rope.table(), eps)?
+            embed_rms_norm_rope(
+                &self.embed,
+                &ints.narrow(0, 0, 2 * n)?,
+                first_norm,
+                self.rope.table(),
+                eps,
+            )?
         } else {
             let x = self.embed.index_select(&ints.narrow(0, 0, n)?, 0)?;
             let h = rms_norm(&x, first_norm, eps)?;
@@ -296,7 +421,11 @@ impl Qwen3 {
         let step = StepInputs {
             cos_sin,
             slots: ints.narrow(0, 2 * n, n)?,
-            attention: AttentionBatch::from_meta(ints.narrow(0, meta_start, shape.meta.total_len())?, shape.meta)?.with_rope_theta(self.cfg.rope_theta),
+            attention: AttentionBatch::from_meta(
+                ints.narrow(0, meta_start, shape.meta.total_len())?,
+                shape.meta,
+            )?
+            .with_rope_theta(self.cfg.rope_theta),
         };
         for (l, layer) in self.layers.iter().enumerate() {
             // Each layer ends with its residual add fused into the norm that follows it: the
@@ -305,7 +434,11 @@ impl Qwen3 {
             (x, h) = self.layer_forward(l, layer, &x, &h, next_norm, &step, pool)?;
         }
         drop(x);
-        Ok(if shape.every_row { h } else { h.index_select(&rows, 0)? })
+        Ok(if shape.every_row {
+            h
+        } else {
+            h.index_select(&rows, 0)?
+        })
     }
 
     /// The kernel for `x @ w^T` with `n` outputs: on the GPU, `small_matmul` for a few rows
@@ -314,14 +447,22 @@ impl Qwen3 {
     /// from 2 n rows.
     fn matmul_kernel(&self, x: &Tensor, n: usize, swiglu: bool) -> Result<MatmulKernel> {
         let (rows, k) = x.dims2()?;
-        let fits = if swiglu { tc_matmul_swiglu_fits } else { tc_matmul_fits };
-        Ok(if self.device.is_cuda() && rows <= small_matmul_rows() && k % 8 == 0 {
-            MatmulKernel::FewRows
-        } else if (rows <= tc_matmul_rows() || (n < k && rows <= tc_matmul_narrow_rows())) && fits(&self.device, x.dtype(), rows, n, k) {
-            MatmulKernel::TensorCores
+        let fits = if swiglu {
+            tc_matmul_swiglu_fits
         } else {
-            MatmulKernel::Candle
-        })
+            tc_matmul_fits
+        };
+        Ok(
+            if self.device.is_cuda() && rows <= small_matmul_rows() && k % 8 == 0 {
+                MatmulKernel::FewRows
+            } else if (rows <= tc_matmul_rows() || (n < k && rows <= tc_matmul_narrow_rows()))
+                && fits(&self.device, x.dtype(), rows, n, k)
+            {
+                MatmulKernel::TensorCores
+            } else {
+                MatmulKernel::Candle
+            },
+        )
     }
 
     fn linear(&self, l: &Linear, x: &Tensor) -> Result<Tensor> {
@@ -335,7 +476,11 @@ impl Qwen3 {
     /// The MLP's gate/up projection and its SwiGLU gate: one kernel where a decode kernel takes
     /// the rows (unless [`fused_swiglu`] is off), else the projection and `silu_mul`.
     fn swiglu(&self, l: &Linear, x: &Tensor) -> Result<Tensor> {
-        let kernel = if fused_swiglu() { self.matmul_kernel(x, l.weight().dim(0)? / 2, true)? } else { MatmulKernel::Candle };
+        let kernel = if fused_swiglu() {
+            self.matmul_kernel(x, l.weight().dim(0)? / 2, true)?
+        } else {
+            MatmulKernel::Candle
+        };
         Ok(match kernel {
             MatmulKernel::FewRows => small_matmul_swiglu(x, l.weight())?,
             MatmulKernel::TensorCores => tc_matmul_swiglu(x, l.weight())?,
@@ -346,16 +491,43 @@ impl Qwen3 {
     /// One layer from its input `x` and `h` = its input norm of `x`; returns the layer's output
     /// and `next_norm` of it.
     #[allow(clippy::too_many_arguments)]
-    fn layer_forward(&self, l: usize, layer: &Layer, x: &Tensor, h: &Tensor, next_norm: &Tensor, step: &StepInputs, pool: &KvPool) -> Result<(Tensor, Tensor)> {
+    fn layer_forward(
+        &self,
+        l: usize,
+        layer: &Layer,
+        x: &Tensor,
+        h: &Tensor,
+        next_norm: &Tensor,
+        step: &StepInputs,
+        pool: &KvPool,
+    ) -> Result<(Tensor, Tensor)> {
         let c = &self.cfg;
         let n = x.dim(0)?;
         let eps = c.rms_norm_eps as f32;
         let qkv = self.linear(&layer.qkv_proj, h)?;
         let (k_pool, v_pool) = pool.layer(l);
-        let norms = QkvNorms { heads: c.num_attention_heads, kv_heads: c.num_key_value_heads, q_norm: &layer.q_norm, k_norm: &layer.k_norm, eps };
+        let norms = QkvNorms {
+            heads: c.num_attention_heads,
+            kv_heads: c.num_key_value_heads,
+            q_norm: &layer.q_norm,
+            k_norm: &layer.k_norm,
+            eps,
+        };
         let scale = 1.0 / (c.head_dim as f32).sqrt();
-        let attn = qkv_attention(&qkv, &norms, &step.cos_sin, k_pool, v_pool, &step.slots, &step.attention, scale)?;
-        let attn = self.linear(&layer.o_proj, &attn.reshape((n, c.num_attention_heads * c.head_dim))?)?;
+        let attn = qkv_attention(
+            &qkv,
+            &norms,
+            &step.cos_sin,
+            k_pool,
+            v_pool,
+            &step.slots,
+            &step.attention,
+            scale,
+        )?;
+        let attn = self.linear(
+            &layer.o_proj,
+            &attn.reshape((n, c.num_attention_heads * c.head_dim))?,
+        )?;
         let (x, h) = add_rms_norm(x, &attn, &layer.post_norm, eps)?;
         let mlp = self.linear(&layer.down_proj, &self.swiglu(&layer.gate_up_proj, &h)?)?;
         Ok(add_rms_norm(&x, &mlp, next_norm, eps)?)

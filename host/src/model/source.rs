@@ -26,14 +26,22 @@ impl ModelSource {
         match (model, preset) {
             (Some(_), Some(_)) => bail!("give either --model DIR or --preset NAME, not both"),
             (Some(dir), None) => Ok(ModelSource::Dir(expand_home(dir))),
-            (None, Some(name)) => Ok(ModelSource::Preset { preset: Preset::from_name(name)?, seed }),
+            (None, Some(name)) => Ok(ModelSource::Preset {
+                preset: Preset::from_name(name)?,
+                seed,
+            }),
             (None, None) => {
                 let default = expand_home(PathBuf::from(DEFAULT_MODEL_DIR));
                 if default.join("config.json").is_file() {
                     Ok(ModelSource::Dir(default))
                 } else {
-                    tracing::info!("no checkpoint at {DEFAULT_MODEL_DIR}; using the embedded `tiny` preset (seed {seed})");
-                    Ok(ModelSource::Preset { preset: Preset::Tiny, seed })
+                    tracing::info!(
+                        "no checkpoint at {DEFAULT_MODEL_DIR}; using the embedded `tiny` preset"
+                    );
+                    Ok(ModelSource::Preset {
+                        preset: Preset::Tiny,
+                        seed,
+                    })
                 }
             }
         }
@@ -43,6 +51,10 @@ impl ModelSource {
     pub fn describe(&self) -> String {
         match self {
             ModelSource::Dir(d) => d.display().to_string(),
+            ModelSource::Preset {
+                preset: Preset::Tiny,
+                ..
+            } => "preset:tiny".to_string(),
             ModelSource::Preset { preset, seed } => format!("preset:{}:seed{seed}", preset.name()),
         }
     }
@@ -59,19 +71,28 @@ impl ModelSource {
         let (config, weights, tokenizer) = match self {
             ModelSource::Dir(dir) => {
                 if !dir.is_dir() {
-                    bail!("model directory {} does not exist (give --model DIR or --preset tiny)", dir.display());
+                    bail!(
+                        "model directory {} does not exist (give --model DIR or --preset tiny)",
+                        dir.display()
+                    );
                 }
                 let config = Qwen3Config::from_file(&dir.join("config.json"))?;
                 let tokenizer = load_tokenizer(&dir.join("tokenizer.json"))?;
                 let weights = load_weights(dir, &config, device, dtype)?;
                 (config, weights, tokenizer)
             }
-            ModelSource::Preset { preset, seed } => {
-                (preset.config(), preset_weights(*preset, *seed, device, dtype)?, byte_level_tokenizer()?)
-            }
+            ModelSource::Preset { preset, seed } => (
+                preset.config(),
+                preset_weights(*preset, *seed, device, dtype)?,
+                byte_level_tokenizer()?,
+            ),
         };
         let model = Qwen3::new(&config, weights, device, dtype)?;
-        Ok(LoadedModel { model, tokenizer, name: self.describe() })
+        Ok(LoadedModel {
+            model,
+            tokenizer,
+            name: self.describe(),
+        })
     }
 }
 

@@ -14,7 +14,9 @@ pub const IM_END_ID: u32 = BYTE_TOKENS + 2;
 /// GPT-2's reversible map from bytes to printable characters, which the ByteLevel pre-tokenizer
 /// applies before the model sees the text.
 fn byte_char(b: u8) -> char {
-    let printable = |b: u8| (b'!'..=b'~').contains(&b) || (0xA1..=0xAC).contains(&b) || (0xAE..=0xFF).contains(&b);
+    let printable = |b: u8| {
+        (b'!'..=b'~').contains(&b) || (0xA1..=0xAC).contains(&b) || (0xAE..=0xFF).contains(&b)
+    };
     if printable(b) {
         return char::from(b);
     }
@@ -24,8 +26,9 @@ fn byte_char(b: u8) -> char {
 
 /// The tokenizer.json text of the byte-level tokenizer.
 pub fn byte_level_tokenizer_json() -> String {
-    let vocab: serde_json::Map<String, serde_json::Value> =
-        (0..=255u8).map(|b| (byte_char(b).to_string(), serde_json::json!(b as u32))).collect();
+    let vocab: serde_json::Map<String, serde_json::Value> = (0..=255u8)
+        .map(|b| (byte_char(b).to_string(), serde_json::json!(b as u32)))
+        .collect();
     let added: Vec<serde_json::Value> = SPECIAL_TOKENS
         .iter()
         .enumerate()
@@ -58,10 +61,18 @@ pub fn byte_level_tokenizer() -> Result<Tokenizer> {
 
 pub fn load_tokenizer(path: &Path) -> Result<Tokenizer> {
     if !path.is_file() {
-        anyhow::bail!("tokenizer file {} is missing; a model directory needs tokenizer.json", path.display());
+        anyhow::bail!(
+            "tokenizer file {} is missing; a model directory needs tokenizer.json",
+            path.display()
+        );
     }
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-    Tokenizer::from_bytes(&bytes).map_err(|e| anyhow::anyhow!("tokenizer file {} is not a valid tokenizer.json: {e}", path.display()))
+    Tokenizer::from_bytes(&bytes).map_err(|e| {
+        anyhow::anyhow!(
+            "tokenizer file {} is not a valid tokenizer.json: {e}",
+            path.display()
+        )
+    })
 }
 
 #[cfg(test)]
@@ -75,7 +86,14 @@ mod tests {
         let ids = tok.encode(text, false).unwrap().get_ids().to_vec();
         assert_eq!(ids.len(), text.len(), "one token per byte");
         assert_eq!(tok.decode(&ids, false).unwrap(), text);
-        let ids = tok.encode("<|im_start|>hi<|im_end|>", false).unwrap().get_ids().to_vec();
-        assert_eq!(ids, vec![BYTE_TOKENS + 1, b'h' as u32, b'i' as u32, IM_END_ID]);
+        let ids = tok
+            .encode("<|im_start|>hi<|im_end|>", false)
+            .unwrap()
+            .get_ids()
+            .to_vec();
+        assert_eq!(
+            ids,
+            vec![BYTE_TOKENS + 1, b'h' as u32, b'i' as u32, IM_END_ID]
+        );
     }
 }

@@ -18,7 +18,10 @@ pub const INDEX_FILE: &str = "model.safetensors.index.json";
 pub fn expected_tensors(cfg: &Qwen3Config) -> Vec<(String, Vec<usize>)> {
     let (h, i, hd) = (cfg.hidden_size, cfg.intermediate_size, cfg.head_dim);
     let (q, kv) = (cfg.num_attention_heads * hd, cfg.num_key_value_heads * hd);
-    let mut out = vec![("model.embed_tokens.weight".to_string(), vec![cfg.vocab_size, h])];
+    let mut out = vec![(
+        "model.embed_tokens.weight".to_string(),
+        vec![cfg.vocab_size, h],
+    )];
     for l in 0..cfg.num_hidden_layers {
         let p = format!("model.layers.{l}");
         out.extend([
@@ -50,10 +53,19 @@ fn tensor_files(dir: &Path) -> Result<(Vec<PathBuf>, HashMap<String, PathBuf>)> 
         struct Index {
             weight_map: BTreeMap<String, String>,
         }
-        let text = std::fs::read_to_string(&index).with_context(|| format!("cannot read {}", index.display()))?;
-        let idx: Index = serde_json::from_str(&text)
-            .map_err(|e| anyhow::anyhow!("{} is malformed (expected {{\"weight_map\": {{name: file}}}}): {e}", index.display()))?;
-        let map: HashMap<String, PathBuf> = idx.weight_map.into_iter().map(|(k, f)| (k, dir.join(f))).collect();
+        let text = std::fs::read_to_string(&index)
+            .with_context(|| format!("cannot read {}", index.display()))?;
+        let idx: Index = serde_json::from_str(&text).map_err(|e| {
+            anyhow::anyhow!(
+                "{} is malformed (expected {{\"weight_map\": {{name: file}}}}): {e}",
+                index.display()
+            )
+        })?;
+        let map: HashMap<String, PathBuf> = idx
+            .weight_map
+            .into_iter()
+            .map(|(k, f)| (k, dir.join(f)))
+            .collect();
         let mut files: Vec<PathBuf> = map.values().cloned().collect();
         files.sort();
         files.dedup();
@@ -79,28 +91,45 @@ fn candle_dtype(d: StDtype) -> Option<DType> {
 }
 
 /// Loads every expected tensor from `dir`, converted to `dtype` on `device`.
-pub fn load_weights(dir: &Path, cfg: &Qwen3Config, device: &Device, dtype: DType) -> Result<HashMap<String, Tensor>> {
+pub fn load_weights(
+    dir: &Path,
+    cfg: &Qwen3Config,
+    device: &Device,
+    dtype: DType,
+) -> Result<HashMap<String, Tensor>> {
     let (files, index) = tensor_files(dir)?;
     let mut maps = Vec::new();
     for f in &files {
-        let file = std::fs::File::open(f).with_context(|| format!("weights file {} is missing or unreadable", f.display()))?;
+        let file = std::fs::File::open(f)
+            .with_context(|| format!("weights file {} is missing or unreadable", f.display()))?;
         // SAFETY: read-only map of a file we do not modify; a concurrent writer is outside our contract.
-        let mmap = unsafe { memmap2::Mmap::map(&file) }.with_context(|| format!("cannot map {}", f.display()))?;
-        SafeTensors::deserialize(&mmap)
-            .map_err(|e| anyhow::anyhow!("weights file {} is corrupt or truncated: {e}", f.display()))?;
+        let mmap = unsafe { memmap2::Mmap::map(&file) }
+            .with_context(|| format!("cannot map {}", f.display()))?;
+        SafeTensors::deserialize(&mmap).map_err(|e| {
+            anyhow::anyhow!("weights file {} is corrupt or truncated: {e}", f.display())
+        })?;
         maps.push(mmap);
     }
-    let parsed: Vec<SafeTensors> = maps.iter().map(|m| SafeTensors::deserialize(m).expect("checked above")).collect();
+    let parsed: Vec<SafeTensors> = maps
+        .iter()
+        .map(|m| SafeTensors::deserialize(m).expect("checked above"))
+        .collect();
     let mut out = HashMap::new();
     for (name, shape) in expected_tensors(cfg) {
         let file_idx = match index.get(&name) {
             Some(f) => files.iter().position(|x| x == f).expect("indexed file"),
             None if index.is_empty() => 0,
-            None => bail!("tensor {name} is missing from {} (expected shape {shape:?})", dir.join(INDEX_FILE).display()),
+            None => bail!(
+                "tensor {name} is missing from {} (expected shape {shape:?})",
+                dir.join(INDEX_FILE).display()
+            ),
         };
-        let view = parsed[file_idx]
-            .tensor(&name)
-            .map_err(|_| anyhow::anyhow!("tensor {name} is missing from {} (expected shape {shape:?})", files[file_idx].display()))?;
+        let view = parsed[file_idx].tensor(&name).map_err(|_| {
+            anyhow::anyhow!(
+                "tensor {name} is missing from {} (expected shape {shape:?})",
+                files[file_idx].display()
+            )
+        })?;
         if view.shape() != shape.as_slice() {
             bail!(
                 "tensor {name} in {} has shape {:?}, expected {shape:?} from config.json",
@@ -109,9 +138,15 @@ pub fn load_weights(dir: &Path, cfg: &Qwen3Config, device: &Device, dtype: DType
             );
         }
         let Some(src) = candle_dtype(view.dtype()) else {
-            bail!("tensor {name} in {} is {:?}; supported on disk: bf16, f16, f32", files[file_idx].display(), view.dtype());
+            bail!(
+                "tensor {name} in {} is {:?}; supported on disk: bf16, f16, f32",
+                files[file_idx].display(),
+                view.dtype()
+            );
         };
-        let t = Tensor::from_raw_buffer(view.data(), src, &shape, &Device::Cpu)?.to_dtype(dtype)?.to_device(device)?;
+        let t = Tensor::from_raw_buffer(view.data(), src, &shape, &Device::Cpu)?
+            .to_dtype(dtype)?
+            .to_device(device)?;
         out.insert(name, t);
     }
     Ok(out)

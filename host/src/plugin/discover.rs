@@ -11,7 +11,10 @@ fn is_shared_library(p: &Path) -> bool {
 /// Directories searched, in order.
 pub fn search_dirs(extra: &[PathBuf]) -> Vec<PathBuf> {
     let mut dirs = vec![PathBuf::from("plugins")];
-    if let Some(exe_dir) = std::env::current_exe().ok().and_then(|e| e.parent().map(Path::to_path_buf)) {
+    if let Some(exe_dir) = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(Path::to_path_buf))
+    {
         dirs.push(exe_dir);
     }
     dirs.extend(extra.iter().cloned());
@@ -24,8 +27,14 @@ pub fn discover(extra: &[PathBuf]) -> Vec<PathBuf> {
     let mut seen = Vec::new();
     let mut out = Vec::new();
     for dir in search_dirs(extra) {
-        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
-        let mut files: Vec<PathBuf> = entries.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| is_shared_library(p)).collect();
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        let mut files: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok())
+            .map(|e| e.path())
+            .filter(|p| is_shared_library(p))
+            .collect();
         files.sort();
         for f in files {
             let key = std::fs::canonicalize(&f).unwrap_or_else(|_| f.clone());

@@ -60,7 +60,12 @@ pub struct Checked<T> {
 }
 
 fn kv_span(s: &Span) -> KvSpan {
-    KvSpan { blocks: s.blocks.to_vec(), first: s.first_slot as usize, len: s.len as usize, shift: s.start_pos as i32 - s.rotated_pos as i32 }
+    KvSpan {
+        blocks: s.blocks.to_vec(),
+        first: s.first_slot as usize,
+        len: s.len as usize,
+        shift: s.start_pos as i32 - s.rotated_pos as i32,
+    }
 }
 
 /// The plan's copies, as (slot -> (token, position)) they leave in the pool.
@@ -98,11 +103,22 @@ impl Ledger {
 
     /// Records a checked plan and returns what the engine runs.
     pub fn apply<T>(&mut self, checked: Checked<T>) -> T {
-        let Checked { answer, seq, copies, writes, mut spans, end, evicted: (dropped, freed), in_place, hold_from } = checked;
+        let Checked {
+            answer,
+            seq,
+            copies,
+            writes,
+            mut spans,
+            end,
+            evicted: (dropped, freed),
+            in_place,
+            hold_from,
+        } = checked;
         for c in &copies {
             for k in 0..c.len as usize {
                 let (src, dst) = (c.src as usize + k, c.dst as usize + k);
-                (self.slot_token[dst], self.slot_pos[dst]) = (self.slot_token[src], self.slot_pos[src]);
+                (self.slot_token[dst], self.slot_pos[dst]) =
+                    (self.slot_token[src], self.slot_pos[src]);
             }
         }
         for (slot, token, pos) in writes {
@@ -128,7 +144,8 @@ impl Ledger {
         match self.live.get_mut(&seq) {
             Some(live) if in_place => {
                 // The grown path: this runs for every sequence at every decode step.
-                *live.spans.last_mut().expect("a context has spans") = spans.pop().expect("a context has spans");
+                *live.spans.last_mut().expect("a context has spans") =
+                    spans.pop().expect("a context has spans");
                 live.end = end;
             }
             _ => {
@@ -151,7 +168,9 @@ impl Ledger {
     /// its token was sampled (the engine prepares the next step while the device runs this
     /// one), which the growth recorded with a placeholder.
     pub fn set_last_token(&mut self, seq: SeqId, token: u32) -> Result<(), String> {
-        let Some(span) = self.live.get(&seq).and_then(|l| l.spans.last()) else { return Err(format!("sequence {seq} is not live")) };
+        let Some(span) = self.live.get(&seq).and_then(|l| l.spans.last()) else {
+            return Err(format!("sequence {seq} is not live"));
+        };
         let slot = span.slot(span.len - 1, self.block_size as u32);
         self.slot_token[slot as usize] = token;
         Ok(())
@@ -177,9 +196,6 @@ impl Ledger {
         Ok(())
     }
 }
-
-
-
 
 #[cfg(test)]
 mod tests;

@@ -9,14 +9,30 @@ use std::path::{Path, PathBuf};
 
 #[derive(Debug)]
 pub enum LoadError {
-    Missing { path: PathBuf, hint: String },
-    NotALibrary { path: PathBuf, detail: String },
-    NotAPlugin { path: PathBuf },
+    Missing {
+        path: PathBuf,
+        hint: String,
+    },
+    NotALibrary {
+        path: PathBuf,
+        detail: String,
+    },
+    NotAPlugin {
+        path: PathBuf,
+    },
     /// The plugin's ABI version is not one this host loads (abi_stable's version check).
-    AbiMismatch { path: PathBuf, plugin_version: String, host_version: String },
+    AbiMismatch {
+        path: PathBuf,
+        plugin_version: String,
+        host_version: String,
+    },
     /// The versions may load together, but the layouts do not (abi_stable's layout check):
     /// `reason` is abi_stable's, shortened to its findings.
-    Incompatible { path: PathBuf, plugin_version: String, reason: String },
+    Incompatible {
+        path: PathBuf,
+        plugin_version: String,
+        reason: String,
+    },
 }
 
 impl std::fmt::Display for LoadError {
@@ -52,9 +68,17 @@ impl LoadError {
     pub fn status(&self) -> String {
         match self {
             LoadError::Missing { .. } => "missing".into(),
-            LoadError::NotALibrary { .. } | LoadError::NotAPlugin { .. } => "not a nanohost plugin".into(),
-            LoadError::AbiMismatch { plugin_version, host_version, .. } => format!("ABI mismatch (plugin {plugin_version}, host {host_version})"),
-            LoadError::Incompatible { plugin_version, .. } => format!("ABI mismatch (plugin {plugin_version}, host {ABI_VERSION}: layout)"),
+            LoadError::NotALibrary { .. } | LoadError::NotAPlugin { .. } => {
+                "not a nanohost plugin".into()
+            }
+            LoadError::AbiMismatch {
+                plugin_version,
+                host_version,
+                ..
+            } => format!("ABI mismatch (plugin {plugin_version}, host {host_version})"),
+            LoadError::Incompatible { plugin_version, .. } => {
+                format!("ABI mismatch (plugin {plugin_version}, host {ABI_VERSION}: layout)")
+            }
         }
     }
 
@@ -64,12 +88,25 @@ impl LoadError {
         let path = path.to_path_buf();
         let plugin_version = plugin_version.unwrap_or("?").to_string();
         match e {
-            LibraryError::OpenError { err, .. } => LoadError::NotALibrary { path, detail: err.to_string() },
+            LibraryError::OpenError { err, .. } => LoadError::NotALibrary {
+                path,
+                detail: err.to_string(),
+            },
             LibraryError::GetSymbolError { .. } => LoadError::NotAPlugin { path },
-            LibraryError::IncompatibleVersionNumber { expected_version, actual_version, .. } => {
-                LoadError::AbiMismatch { path, plugin_version: actual_version.to_string(), host_version: expected_version.to_string() }
-            }
-            other => LoadError::Incompatible { path, plugin_version, reason: findings(&other.to_string()) },
+            LibraryError::IncompatibleVersionNumber {
+                expected_version,
+                actual_version,
+                ..
+            } => LoadError::AbiMismatch {
+                path,
+                plugin_version: actual_version.to_string(),
+                host_version: expected_version.to_string(),
+            },
+            other => LoadError::Incompatible {
+                path,
+                plugin_version,
+                reason: findings(&other.to_string()),
+            },
         }
     }
 }
@@ -80,19 +117,31 @@ impl LoadError {
 pub fn findings(report: &str) -> String {
     let lines: Vec<&str> = report.lines().collect();
     let value_after = |from: usize, label: &str| -> String {
-        lines[from..].iter().position(|l| l.trim() == label).and_then(|j| lines.get(from + j + 1)).map_or("?".into(), |l| l.trim().to_string())
+        lines[from..]
+            .iter()
+            .position(|l| l.trim() == label)
+            .and_then(|j| lines.get(from + j + 1))
+            .map_or("?".into(), |l| l.trim().to_string())
     };
     let mut found: Vec<String> = Vec::new();
     for (i, l) in lines.iter().enumerate() {
         if let Some(what) = l.trim().strip_prefix("Error:") {
-            let item = format!("{} (this host expects {}, the plugin has {})", what.trim(), value_after(i, "Expected:"), value_after(i, "Found:"));
+            let item = format!(
+                "{} (this host expects {}, the plugin has {})",
+                what.trim(),
+                value_after(i, "Expected:"),
+                value_after(i, "Found:")
+            );
             if !found.contains(&item) {
                 found.push(item);
             }
         }
     }
     if found.is_empty() {
-        return lines.iter().find(|l| !l.trim().is_empty()).map_or(String::new(), |l| l.trim().to_string());
+        return lines
+            .iter()
+            .find(|l| !l.trim().is_empty())
+            .map_or(String::new(), |l| l.trim().to_string());
     }
     found.join("; ")
 }
@@ -102,7 +151,10 @@ mod tests {
     #[test]
     fn findings_are_one_line() {
         let report = "Compared <this>:\n    big layout\nTo <other>:\n    other\n1 error(s)inside:\n    <other>\n\n\nError:too many fields\nExpected:\n    3\nFound:\n    2\n";
-        assert_eq!(super::findings(report), "too many fields (this host expects 3, the plugin has 2)");
+        assert_eq!(
+            super::findings(report),
+            "too many fields (this host expects 3, the plugin has 2)"
+        );
         assert_eq!(super::findings("\nsomething odd\nmore"), "something odd");
     }
 }

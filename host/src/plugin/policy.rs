@@ -6,7 +6,9 @@ use crate::engine::kv_policy::{HostCounters, KvPolicy, Placement, SeqStep};
 use crate::engine::sequence::SeqId;
 use anyhow::{anyhow, Result};
 use nanohost_strategy_api::abi_stable::std_types::{RResult, RString};
-use nanohost_strategy_api::{Admission, Appended, Chunk, Growth, PoolInfo, Request, StepInfo, StrategyBox, StrategyStats};
+use nanohost_strategy_api::{
+    Admission, Appended, Chunk, Growth, PoolInfo, Request, StepInfo, StrategyBox, StrategyStats,
+};
 
 pub struct PluginPolicy {
     name: String,
@@ -17,11 +19,17 @@ pub struct PluginPolicy {
 
 impl PluginPolicy {
     pub fn new(name: &str, strategy: StrategyBox, pool: PoolInfo) -> Self {
-        PluginPolicy { name: name.to_string(), strategy, ledger: Ledger::new(pool.num_blocks as usize, pool.block_size as usize), steps: 0 }
+        PluginPolicy {
+            name: name.to_string(),
+            strategy,
+            ledger: Ledger::new(pool.num_blocks as usize, pool.block_size as usize),
+            steps: 0,
+        }
     }
 
     fn call<T>(&self, what: &str, r: RResult<T, RString>) -> Result<T> {
-        r.into_result().map_err(|e| anyhow!("plugin `{}` failed in {what}: {e}", self.name))
+        r.into_result()
+            .map_err(|e| anyhow!("plugin `{}` failed in {what}: {e}", self.name))
     }
 
     fn broke(&self, rule: String) -> anyhow::Error {
@@ -45,12 +53,26 @@ impl KvPolicy for PluginPolicy {
     }
 
     fn admit(&mut self, seq: SeqId, tokens: &[u32], chunks: &[Chunk]) -> Result<Option<Placement>> {
-        let request = Request { seq_id: seq, tokens: tokens.to_vec().into(), chunks: chunks.to_vec().into() };
+        let request = Request {
+            seq_id: seq,
+            tokens: tokens.to_vec().into(),
+            chunks: chunks.to_vec().into(),
+        };
         let answer = self.strategy.admit(&request);
         match self.call("admit", answer)? {
             Admission::NoRoom => Ok(None),
             Admission::Admitted(plan) => {
-                let checked = self.ledger.check_admission(seq, tokens, plan.spans.into(), &plan.jobs, plan.copies.into(), plan.mode).map_err(|e| self.broke(e))?;
+                let checked = self
+                    .ledger
+                    .check_admission(
+                        seq,
+                        tokens,
+                        plan.spans.into(),
+                        &plan.jobs,
+                        plan.copies.into(),
+                        plan.mode,
+                    )
+                    .map_err(|e| self.broke(e))?;
                 Ok(Some(self.ledger.apply(checked)))
             }
         }
@@ -61,19 +83,31 @@ impl KvPolicy for PluginPolicy {
         let checked = match self.call("grow", answer)? {
             Growth::NoRoom => return Ok(None),
             Growth::Grown(span) => self.ledger.check_grown(seq, tokens, span),
-            Growth::Replaced(ctx) => self.ledger.check_replaced(seq, tokens, ctx.spans.into(), ctx.copies.into()),
+            Growth::Replaced(ctx) => {
+                self.ledger
+                    .check_replaced(seq, tokens, ctx.spans.into(), ctx.copies.into())
+            }
         };
         let checked = checked.map_err(|e| self.broke(e))?;
         Ok(Some(self.ledger.apply(checked)))
     }
 
     fn set_last_token(&mut self, seq: SeqId, token: u32) -> Result<()> {
-        self.ledger.set_last_token(seq, token).map_err(|e| anyhow!("host bookkeeping: {e}"))
+        self.ledger
+            .set_last_token(seq, token)
+            .map_err(|e| anyhow!("host bookkeeping: {e}"))
     }
 
     fn on_step(&mut self, appended: &[Appended]) -> Result<()> {
-        let appended: Vec<Appended> = appended.iter().filter(|a| self.ledger.is_live(a.seq_id)).copied().collect();
-        let info = StepInfo { step: self.steps, appended: appended.into() };
+        let appended: Vec<Appended> = appended
+            .iter()
+            .filter(|a| self.ledger.is_live(a.seq_id))
+            .copied()
+            .collect();
+        let info = StepInfo {
+            step: self.steps,
+            appended: appended.into(),
+        };
         self.steps += 1;
         let answer = self.strategy.on_step(&info);
         self.call("on_step", answer)
@@ -82,11 +116,16 @@ impl KvPolicy for PluginPolicy {
     fn release(&mut self, seq: SeqId, tokens: &[u32]) -> Result<()> {
         let answer = self.strategy.release(seq, tokens.into());
         self.call("release", answer)?;
-        self.ledger.release(seq).map_err(|e| anyhow!("host bookkeeping: {e}"))
+        self.ledger
+            .release(seq)
+            .map_err(|e| anyhow!("host bookkeeping: {e}"))
     }
 
     fn host_counters(&self) -> HostCounters {
-        HostCounters { tokens_evicted: self.ledger.tokens_evicted, blocks_evicted: self.ledger.blocks_evicted }
+        HostCounters {
+            tokens_evicted: self.ledger.tokens_evicted,
+            blocks_evicted: self.ledger.blocks_evicted,
+        }
     }
 
     fn live_blocks(&self) -> usize {
@@ -98,6 +137,11 @@ impl KvPolicy for PluginPolicy {
     }
 
     fn counters(&self) -> Result<Vec<(String, u64)>> {
-        Ok(self.stats()?.counters.iter().map(|c| (c.name.to_string(), c.value)).collect())
+        Ok(self
+            .stats()?
+            .counters
+            .iter()
+            .map(|c| (c.name.to_string(), c.value))
+            .collect())
     }
 }

@@ -6,7 +6,9 @@
 //! can predict them.
 
 use crate::rng::Rng;
-use crate::workload::needles::{distinct_keys, excerpt, passkey_sentence, query, random_value, record, train_text, PASSKEY_QUESTION};
+use crate::workload::needles::{
+    excerpt, passkey_sentence, query, random_value, record, train_text, KEY_LEN, PASSKEY_QUESTION,
+};
 
 /// One document: `tokens` has `len + 1` entries (inputs are the first `len`, targets the last
 /// `len`), `weights` one per target.
@@ -29,15 +31,24 @@ pub enum Kind {
     Text,
 }
 
+/// The shipped mix, in twentieths (key-value, pass key, copy, text): lookup dominates, since it
+/// is what the model must reach 99% on.
+pub const MIX: [usize; 4] = [10, 2, 5, 3];
+
 impl Kind {
-    /// The mix: lookup dominates, since it is what the model must reach 99% on.
-    pub fn draw(rng: &mut Rng) -> Kind {
-        match rng.index(20) {
-            0..=9 => Kind::KeyValue,
-            10..=11 => Kind::Passkey,
-            12..=16 => Kind::Copy,
-            _ => Kind::Text,
+    /// A kind drawn with weights `mix` (key-value, pass key, copy, text).
+    pub fn draw(rng: &mut Rng, mix: &[usize; 4]) -> Kind {
+        let mut r = rng.index(mix.iter().sum::<usize>().max(1));
+        for (kind, &w) in [Kind::KeyValue, Kind::Passkey, Kind::Copy, Kind::Text]
+            .into_iter()
+            .zip(mix)
+        {
+            if r < w {
+                return kind;
+            }
+            r -= w;
         }
+        Kind::Text
     }
 }
 
@@ -51,7 +62,12 @@ struct Builder {
 
 impl Builder {
     fn new(len: usize) -> Self {
-        Builder { tokens: Vec::with_capacity(len + 1), weights: Vec::with_capacity(len + 1), answers: Vec::new(), cap: len + 1 }
+        Builder {
+            tokens: Vec::with_capacity(len + 1),
+            weights: Vec::with_capacity(len + 1),
+            answers: Vec::new(),
+            cap: len + 1,
+        }
     }
 
     fn room(&self) -> usize {
@@ -82,7 +98,12 @@ impl Builder {
         assert_eq!(self.tokens.len(), self.cap, "document not filled");
         // weights[i] belongs to the target tokens[i + 1].
         self.weights.remove(0);
-        Doc { kind, tokens: self.tokens, weights: self.weights, answers: self.answers }
+        Doc {
+            kind,
+            tokens: self.tokens,
+            weights: self.weights,
+            answers: self.answers,
+        }
     }
 }
 
@@ -107,7 +128,7 @@ fn key_value(b: &mut Builder, rng: &mut Rng) {
     let record_len = record("abcd", "0123").len();
     let share = 0.6 + 0.25 * rng.next_f64();
     let n = ((b.cap as f64 * share) as usize / record_len).max(1);
-    let keys = distinct_keys(rng, n);
+    let keys = confusable_keys(rng, n);
     let values: Vec<String> = (0..n).map(|_| random_value(rng)).collect();
     for (k, v) in keys.iter().zip(&values) {
         b.push(&record(k, v), NOISE);
@@ -120,6 +141,32 @@ fn key_value(b: &mut Builder, rng: &mut Rng) {
     }
 }
 
+/// `n` distinct keys over a random alphabet of 3 to 26 letters: with few letters many keys share
+/// their last letters, so even a short document needs the whole key matched, as the retrieval
+/// workload's long haystacks do.
+fn confusable_keys(rng: &mut Rng, n: usize) -> Vec<String> {
+    let mut letters: Vec<u8> = (b'a'..=b'z').collect();
+    for i in (1..letters.len()).rev() {
+        letters.swap(i, rng.index(i + 1));
+    }
+    let min = (1..=26)
+        .find(|m: &usize| m.pow(KEY_LEN as u32) >= 2 * n)
+        .unwrap_or(26)
+        .max(3);
+    let m = min + rng.index(27 - min);
+    let mut seen = std::collections::HashSet::new();
+    let mut keys = Vec::with_capacity(n);
+    while keys.len() < n {
+        let k: String = (0..KEY_LEN)
+            .map(|_| letters[rng.index(m)] as char)
+            .collect();
+        if seen.insert(k.clone()) {
+            keys.push(k);
+        }
+    }
+    keys
+}
+
 /// Book text with the pass-key sentence at a random depth, the question at the end.
 fn passkey(b: &mut Builder, rng: &mut Rng) {
     let value = format!("{}{}", random_value(rng), rng.index(10));
@@ -128,7 +175,10 @@ fn passkey(b: &mut Builder, rng: &mut Rng) {
     let filler_len = b.cap.saturating_sub(sentence.len() + tail);
     let filler = excerpt(rng, train_text(), filler_len);
     let depth = rng.index(filler.len().max(1));
-    let depth = (0..=depth).rev().find(|&i| filler.is_char_boundary(i)).unwrap_or(0);
+    let depth = (0..=depth)
+        .rev()
+        .find(|&i| filler.is_char_boundary(i))
+        .unwrap_or(0);
     b.push(&filler[..depth], 1.0);
     b.push(&sentence, NOISE);
     b.push(&filler[depth..], 1.0);
@@ -139,12 +189,15 @@ fn passkey(b: &mut Builder, rng: &mut Rng) {
     }
 }
 
-/// Random spans of letters and digits, each followed by `"\n>> "` and itself, until full.
+/// Random spans of printable ASCII, each followed by `"\n>> "` and itself, until full. 94
+/// symbols and spans of 8 to 48: most characters occur once in a span, so the token before
+/// each one finds it.
 fn copy(b: &mut Builder, rng: &mut Rng) {
-    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789 ";
     while b.room() > 0 {
-        let n = 8 + rng.index(120);
-        let span: String = (0..n).map(|_| ALPHABET[rng.index(ALPHABET.len())] as char).collect();
+        let n = 8 + rng.index(41);
+        let span: String = (0..n)
+            .map(|_| (b'!' + rng.index(94) as u8) as char)
+            .collect();
         b.push(&span, NOISE);
         b.push("\n>> ", NOISE);
         b.answer(&span);
@@ -162,17 +215,25 @@ mod tests {
         for kind in [Kind::KeyValue, Kind::Passkey, Kind::Copy, Kind::Text] {
             for len in [64, 300, 1024] {
                 let d = document(kind, &mut rng, len);
-                assert_eq!((d.tokens.len(), d.weights.len()), (len + 1, len), "{kind:?}");
+                assert_eq!(
+                    (d.tokens.len(), d.weights.len()),
+                    (len + 1, len),
+                    "{kind:?}"
+                );
                 for a in &d.answers {
-                    assert!(a.end <= len && d.weights[a.clone()].iter().all(|&w| w == 1.0), "{kind:?} {a:?}");
+                    assert!(
+                        a.end <= len && d.weights[a.clone()].iter().all(|&w| w == 1.0),
+                        "{kind:?} {a:?}"
+                    );
                 }
                 if kind == Kind::KeyValue {
                     assert!(!d.answers.is_empty());
                     // The answer is the value of the record with the queried key.
-                    let text = String::from_utf8(d.tokens.iter().map(|&t| t as u8).collect()).unwrap();
+                    let text =
+                        String::from_utf8(d.tokens.iter().map(|&t| t as u8).collect()).unwrap();
                     let a = &d.answers[0];
                     let value = &text[a.start + 1..a.end + 1];
-                    let key = &text[a.start + 1 - 6..a.start + 1 - 2];
+                    let key = &text[a.start + 1 - 4..a.start + 1];
                     assert!(text.contains(&record(key, value)), "{key} {value}");
                 }
             }

@@ -32,6 +32,18 @@ pub struct Recipe {
     pub grad_clip: f64,
     /// Evaluate every this many steps (and at the end).
     pub eval_every: usize,
+    /// Train another shape than `tiny`'s (for trials): layers, hidden size, MLP size.
+    #[serde(default)]
+    pub shape: Option<(usize, usize, usize)>,
+    #[serde(default)]
+    pub rope_theta: Option<f64>,
+    /// Document mix in relative weights (key-value, pass key, copy, text).
+    #[serde(default = "default_mix")]
+    pub mix: [usize; 4],
+}
+
+fn default_mix() -> [usize; 4] {
+    data::MIX
 }
 
 impl Recipe {
@@ -85,14 +97,31 @@ pub struct TrainLog {
 
 fn batch_tensors(docs: &[Doc], len: usize, dev: &Device) -> Result<(Tensor, Tensor, Tensor)> {
     let b = docs.len();
-    let inputs: Vec<u32> = docs.iter().flat_map(|d| d.tokens[..len].iter().copied()).collect();
-    let targets: Vec<u32> = docs.iter().flat_map(|d| d.tokens[1..].iter().copied()).collect();
-    let weights: Vec<f32> = docs.iter().flat_map(|d| d.weights.iter().copied()).collect();
-    Ok((Tensor::from_vec(inputs, (b, len), dev)?, Tensor::from_vec(targets, b * len, dev)?, Tensor::from_vec(weights, b * len, dev)?))
+    let inputs: Vec<u32> = docs
+        .iter()
+        .flat_map(|d| d.tokens[..len].iter().copied())
+        .collect();
+    let targets: Vec<u32> = docs
+        .iter()
+        .flat_map(|d| d.tokens[1..].iter().copied())
+        .collect();
+    let weights: Vec<f32> = docs
+        .iter()
+        .flat_map(|d| d.weights.iter().copied())
+        .collect();
+    Ok((
+        Tensor::from_vec(inputs, (b, len), dev)?,
+        Tensor::from_vec(targets, b * len, dev)?,
+        Tensor::from_vec(weights, b * len, dev)?,
+    ))
 }
 
 /// Weighted mean negative log-likelihood, and the argmax of each row.
-fn loss_and_argmax(logits: &Tensor, targets: &Tensor, weights: &Tensor) -> Result<(Tensor, Vec<u32>)> {
+fn loss_and_argmax(
+    logits: &Tensor,
+    targets: &Tensor,
+    weights: &Tensor,
+) -> Result<(Tensor, Vec<u32>)> {
     let v = logits.dim(D::Minus1)?;
     let logits = logits.reshape(((), v))?;
     let max = logits.max_keepdim(D::Minus1)?.detach();
@@ -112,7 +141,8 @@ pub fn evaluate(net: &Net, seed: u64, len: usize, n: usize, step: usize) -> Resu
     let (mut right, mut total, mut loss_sum) = (0usize, 0usize, 0f64);
     for _ in 0..n {
         let doc = document(Kind::KeyValue, &mut rng, len);
-        let (inputs, targets, weights) = batch_tensors(std::slice::from_ref(&doc), len, &net.device)?;
+        let (inputs, targets, weights) =
+            batch_tensors(std::slice::from_ref(&doc), len, &net.device)?;
         let (loss, argmax) = loss_and_argmax(&net.forward(&inputs)?, &targets, &weights)?;
         loss_sum += loss.to_scalar::<f32>()? as f64;
         for a in &doc.answers {
@@ -120,20 +150,52 @@ pub fn evaluate(net: &Net, seed: u64, len: usize, n: usize, step: usize) -> Resu
             right += a.clone().all(|i| argmax[i] == doc.tokens[i + 1]) as usize;
         }
     }
-    Ok(EvalPoint { step, len, queries: total, exact: right as f64 / total.max(1) as f64, loss: loss_sum / n as f64 })
+    Ok(EvalPoint {
+        step,
+        len,
+        queries: total,
+        exact: right as f64 / total.max(1) as f64,
+        loss: loss_sum / n as f64,
+    })
 }
 
 /// Trains from scratch; `progress` gets each logged line.
-pub fn train(cfg: &crate::model::config::Qwen3Config, trained_vocab: usize, recipe: &Recipe, device: &Device, mut progress: impl FnMut(&str)) -> Result<(Net, TrainLog)> {
+pub fn train(
+    cfg: &crate::model::config::Qwen3Config,
+    trained_vocab: usize,
+    recipe: &Recipe,
+    device: &Device,
+    mut progress: impl FnMut(&str),
+) -> Result<(Net, TrainLog)> {
     let started = std::time::Instant::now();
     keep_freed_memory();
     let net = Net::init(cfg, trained_vocab, recipe.seed, recipe.max_len(), device)?;
-    let (decayed, plain): (Vec<_>, Vec<_>) = net.vars.iter().partition(|(name, _)| !name.ends_with("norm.weight"));
-    let params = |weight_decay| ParamsAdamW { lr: recipe.lr, beta1: 0.9, beta2: 0.95, eps: 1e-8, weight_decay };
-    let mut opt_decay = AdamW::new(decayed.into_iter().map(|(_, v)| v.clone()).collect(), params(recipe.weight_decay))?;
-    let mut opt_plain = AdamW::new(plain.into_iter().map(|(_, v)| v.clone()).collect(), params(0.0))?;
+    let (decayed, plain): (Vec<_>, Vec<_>) = net
+        .vars
+        .iter()
+        .partition(|(name, _)| !name.ends_with("norm.weight"));
+    let params = |weight_decay| ParamsAdamW {
+        lr: recipe.lr,
+        beta1: 0.9,
+        beta2: 0.95,
+        eps: 1e-8,
+        weight_decay,
+    };
+    let mut opt_decay = AdamW::new(
+        decayed.into_iter().map(|(_, v)| v.clone()).collect(),
+        params(recipe.weight_decay),
+    )?;
+    let mut opt_plain = AdamW::new(
+        plain.into_iter().map(|(_, v)| v.clone()).collect(),
+        params(0.0),
+    )?;
     let mut rng = crate::rng::Rng::derive(recipe.seed, "training documents");
-    let mut log = TrainLog { recipe: recipe.clone(), losses: Vec::new(), evals: Vec::new(), seconds: 0.0 };
+    let mut log = TrainLog {
+        recipe: recipe.clone(),
+        losses: Vec::new(),
+        evals: Vec::new(),
+        seconds: 0.0,
+    };
     let total = recipe.total_steps();
     let mut window = Vec::new();
     // Answer tokens predicted right in the training batches since the last log line, by kind.
@@ -141,14 +203,19 @@ pub fn train(cfg: &crate::model::config::Qwen3Config, trained_vocab: usize, reci
     for step in 0..total {
         let len = recipe.stage_len(step);
         let b = (recipe.tokens_per_step / len).max(1);
-        let docs: Vec<Doc> = (0..b).map(|_| document(Kind::draw(&mut rng), &mut rng, len)).collect();
+        let docs: Vec<Doc> = (0..b)
+            .map(|_| document(Kind::draw(&mut rng, &recipe.mix), &mut rng, len))
+            .collect();
         let (inputs, targets, weights) = batch_tensors(&docs, len, &net.device)?;
         let (loss, argmax) = loss_and_argmax(&net.forward(&inputs)?, &targets, &weights)?;
         for (d, doc) in docs.iter().enumerate() {
             let k = doc.kind as usize;
             for a in &doc.answers {
                 answer_hits[k].1 += a.len();
-                answer_hits[k].0 += a.clone().filter(|&i| argmax[d * len + i] == doc.tokens[i + 1]).count();
+                answer_hits[k].0 += a
+                    .clone()
+                    .filter(|&i| argmax[d * len + i] == doc.tokens[i + 1])
+                    .count();
             }
         }
         let mut grads = loss.backward()?;
@@ -163,7 +230,9 @@ pub fn train(cfg: &crate::model::config::Qwen3Config, trained_vocab: usize, reci
             let mean = window.iter().sum::<f64>() / window.len() as f64;
             window.clear();
             log.losses.push((step + 1, mean));
-            let rate = |k: Kind| answer_hits[k as usize].0 as f64 / answer_hits[k as usize].1.max(1) as f64;
+            let rate = |k: Kind| {
+                answer_hits[k as usize].0 as f64 / answer_hits[k as usize].1.max(1) as f64
+            };
             progress(&format!(
                 "step {}/{total} len {len} loss {mean:.4} lr {lr:.2e} {:.0}s | answer tokens right: kv {:.3} passkey {:.3} copy {:.3}",
                 step + 1,
@@ -177,7 +246,10 @@ pub fn train(cfg: &crate::model::config::Qwen3Config, trained_vocab: usize, reci
         if (step + 1) % recipe.eval_every == 0 || step + 1 == total {
             for eval_len in [len.min(512), len] {
                 let e = evaluate(&net, recipe.seed, eval_len, 4, step + 1)?;
-                progress(&format!("  eval len {} exact {:.3} ({} queries) loss {:.4}", e.len, e.exact, e.queries, e.loss));
+                progress(&format!(
+                    "  eval len {} exact {:.3} ({} queries) loss {:.4}",
+                    e.len, e.exact, e.queries, e.loss
+                ));
                 log.evals.push(e);
                 if eval_len == len {
                     break;
@@ -206,7 +278,11 @@ fn clip(net: &Net, grads: &mut candle_core::backprop::GradStore, max_norm: f64) 
     let mut sq = 0f64;
     for var in net.vars.values() {
         if let Some(g) = grads.get(var.as_tensor()) {
-            sq += g.sqr()?.sum_all()?.to_dtype(DType::F32)?.to_scalar::<f32>()? as f64;
+            sq += g
+                .sqr()?
+                .sum_all()?
+                .to_dtype(DType::F32)?
+                .to_scalar::<f32>()? as f64;
         }
     }
     let norm = sq.sqrt();
@@ -221,5 +297,70 @@ fn clip(net: &Net, grads: &mut candle_core::backprop::GradStore, max_norm: f64) 
 }
 
 pub fn write_log(path: &std::path::Path, log: &TrainLog) -> Result<()> {
-    crate::fsutil::write_atomic(path, serde_json::to_string_pretty(log)?.as_bytes()).with_context(|| format!("writing {}", path.display()))
+    crate::fsutil::write_atomic(path, serde_json::to_string_pretty(log)?.as_bytes())
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::preset::Preset;
+
+    #[test]
+    fn training_is_deterministic_and_lowers_the_loss() {
+        let recipe = Recipe {
+            seed: 3,
+            stages: vec![Stage { len: 48, steps: 12 }],
+            tokens_per_step: 192,
+            lr: 3e-3,
+            warmup: 2,
+            weight_decay: 0.05,
+            grad_clip: 1.0,
+            eval_every: 1000,
+            shape: None,
+            rope_theta: None,
+            mix: data::MIX,
+        };
+        let run = || {
+            let (net, log) =
+                train(&Preset::Tiny.config(), 259, &recipe, &Device::Cpu, |_| {}).unwrap();
+            (net.export(3).unwrap(), log)
+        };
+        let (a, log) = run();
+        let (b, _) = run();
+        for (name, t) in &a {
+            let same = t
+                .eq(&b[name])
+                .unwrap()
+                .to_dtype(DType::F32)
+                .unwrap()
+                .mean_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            assert_eq!(same, 1.0, "{name} differs between two runs of one recipe");
+        }
+        assert!(log.evals.len() == 1 && log.losses.len() == 1);
+        let first = evaluate_loss_at_init(&recipe);
+        assert!(
+            log.losses[0].1 < first,
+            "{} vs {first} at init",
+            log.losses[0].1
+        );
+    }
+
+    /// The weighted loss of fresh weights on the first training batch.
+    fn evaluate_loss_at_init(recipe: &Recipe) -> f64 {
+        let net = Net::init(&Preset::Tiny.config(), 259, recipe.seed, 64, &Device::Cpu).unwrap();
+        let mut rng = crate::rng::Rng::derive(recipe.seed, "training documents");
+        let docs: Vec<Doc> = (0..4)
+            .map(|_| document(Kind::draw(&mut rng, &recipe.mix), &mut rng, 48))
+            .collect();
+        let (i, t, w) = batch_tensors(&docs, 48, &Device::Cpu).unwrap();
+        loss_and_argmax(&net.forward(&i).unwrap(), &t, &w)
+            .unwrap()
+            .0
+            .to_scalar::<f32>()
+            .unwrap() as f64
+    }
 }

@@ -33,15 +33,26 @@ pub const EMBED: &str = "model.embed_tokens.weight";
 /// see different inputs.
 const UNTRAINED_ROW_STD: f32 = 0.02;
 
+/// Initial q/k norm weight: scores of aligned unit-RMS heads reach about 23 instead of 5.7.
+const QK_NORM_INIT: f32 = 2.0;
+
 fn uniform(rng: &mut Rng, len: usize, std: f32) -> Vec<f32> {
     let half_width = std * 3f32.sqrt();
-    (0..len).map(|_| ((rng.next_f64() as f32) * 2.0 - 1.0) * half_width).collect()
+    (0..len)
+        .map(|_| ((rng.next_f64() as f32) * 2.0 - 1.0) * half_width)
+        .collect()
 }
 
 impl Net {
     /// Fresh weights from `seed`: norms at 1, matrices uniform with std 0.02, output
     /// projections scaled down by the depth (GPT-2's residual scaling).
-    pub fn init(cfg: &Qwen3Config, trained_vocab: usize, seed: u64, max_len: usize, dev: &Device) -> Result<Self> {
+    pub fn init(
+        cfg: &Qwen3Config,
+        trained_vocab: usize,
+        seed: u64,
+        max_len: usize,
+        dev: &Device,
+    ) -> Result<Self> {
         let mut vars = BTreeMap::new();
         let depth_scale = 1.0 / (2.0 * cfg.num_hidden_layers as f32).sqrt();
         for (name, mut shape) in expected_tensors(cfg) {
@@ -49,20 +60,58 @@ impl Net {
                 shape[0] = trained_vocab;
             }
             let len: usize = shape.iter().product();
-            let values = if name.ends_with("norm.weight") {
+            let values = if name.ends_with("q_norm.weight") || name.ends_with("k_norm.weight") {
+                // q and k are RMS-normalised per head, so a score is at most head_dim times the
+                // product of these weights over sqrt(head_dim): at 1 (5.7 for head_dim 32) no
+                // head can attend sharply, and induction waits for the weights to grow.
+                vec![QK_NORM_INIT; len]
+            } else if name.ends_with("norm.weight") {
                 vec![1f32; len]
+            } else if name == EMBED {
+                // Every row shares one direction as large as its own random part: the residual
+                // stream then has a component independent of the token, which q and k (Qwen3 has
+                // no projection biases) need to form purely positional heads (attend to the
+                // previous token), the first half of the induction circuit that lookup needs.
+                let h = shape[1];
+                let shared = uniform(
+                    &mut Rng::derive(seed, "shared embedding direction"),
+                    h,
+                    0.02,
+                );
+                let mut v = uniform(&mut Rng::derive(seed, &name), len, 0.02);
+                v.iter_mut()
+                    .enumerate()
+                    .for_each(|(i, x)| *x += shared[i % h]);
+                v
             } else {
-                let std = if name.ends_with("o_proj.weight") || name.ends_with("down_proj.weight") { 0.02 * depth_scale } else { 0.02 };
+                let std = if name.ends_with("o_proj.weight") || name.ends_with("down_proj.weight") {
+                    0.02 * depth_scale
+                } else {
+                    0.02
+                };
                 uniform(&mut Rng::derive(seed, &name), len, std)
             };
-            vars.insert(name, Var::from_tensor(&Tensor::from_vec(values, shape, dev)?)?);
+            vars.insert(
+                name,
+                Var::from_tensor(&Tensor::from_vec(values, shape, dev)?)?,
+            );
         }
         let (cos, sin) = rope_tables(cfg, max_len, dev)?;
-        Ok(Net { cfg: cfg.clone(), trained_vocab, vars, device: dev.clone(), cos, sin })
+        Ok(Net {
+            cfg: cfg.clone(),
+            trained_vocab,
+            vars,
+            device: dev.clone(),
+            cos,
+            sin,
+        })
     }
 
     fn w(&self, name: &str) -> &Tensor {
-        self.vars.get(name).unwrap_or_else(|| panic!("no weight {name}")).as_tensor()
+        self.vars
+            .get(name)
+            .unwrap_or_else(|| panic!("no weight {name}"))
+            .as_tensor()
     }
 
     /// Logits over the trained vocabulary, `[B, T, trained_vocab]`.
@@ -79,10 +128,29 @@ impl Net {
             let w = |n: &str| self.w(&format!("{p}.{n}"));
             let h = rms_norm(&x, w("input_layernorm.weight"), eps)?;
             let heads = |proj: &str, n: usize| -> Result<Tensor> {
-                Ok(h.matmul(&w(proj).t()?)?.reshape((b, t, n, hd))?.transpose(1, 2)?.contiguous()?)
+                Ok(h.matmul(&w(proj).t()?)?
+                    .reshape((b, t, n, hd))?
+                    .transpose(1, 2)?
+                    .contiguous()?)
             };
-            let q = rope(&rms_norm(&heads("self_attn.q_proj.weight", nh)?, w("self_attn.q_norm.weight"), eps)?, &cos, &sin)?;
-            let k = rope(&rms_norm(&heads("self_attn.k_proj.weight", nkv)?, w("self_attn.k_norm.weight"), eps)?, &cos, &sin)?;
+            let q = rope(
+                &rms_norm(
+                    &heads("self_attn.q_proj.weight", nh)?,
+                    w("self_attn.q_norm.weight"),
+                    eps,
+                )?,
+                &cos,
+                &sin,
+            )?;
+            let k = rope(
+                &rms_norm(
+                    &heads("self_attn.k_proj.weight", nkv)?,
+                    w("self_attn.k_norm.weight"),
+                    eps,
+                )?,
+                &cos,
+                &sin,
+            )?;
             let v = heads("self_attn.v_proj.weight", nkv)?;
             let (k, v) = (repeat_kv(&k, nh / nkv)?, repeat_kv(&v, nh / nkv)?);
             let scores = (q.matmul(&k.t()?)? * (1.0 / (hd as f64).sqrt()))?.broadcast_add(&mask)?;
@@ -96,7 +164,8 @@ impl Net {
             x = (x + act.matmul(&w("mlp.down_proj.weight").t()?)?)?;
         }
         let x = rms_norm(&x, self.w("model.norm.weight"), eps)?;
-        Ok(x.matmul(&self.w(EMBED).t()?)?.reshape((b, t, self.trained_vocab))?)
+        Ok(x.matmul(&self.w(EMBED).t()?)?
+            .reshape((b, t, self.trained_vocab))?)
     }
 
     /// Every tensor of the full model, the embedding padded to the config's vocabulary with
@@ -108,7 +177,15 @@ impl Net {
             let t = if name == EMBED {
                 let h = self.cfg.hidden_size;
                 let rest = self.cfg.vocab_size - self.trained_vocab;
-                let pad = Tensor::from_vec(uniform(&mut Rng::derive(seed, "untrained embedding rows"), rest * h, UNTRAINED_ROW_STD), (rest, h), &Device::Cpu)?;
+                let pad = Tensor::from_vec(
+                    uniform(
+                        &mut Rng::derive(seed, "untrained embedding rows"),
+                        rest * h,
+                        UNTRAINED_ROW_STD,
+                    ),
+                    (rest, h),
+                    &Device::Cpu,
+                )?;
                 Tensor::cat(&[&t, &pad], 0)?
             } else {
                 t
@@ -138,13 +215,18 @@ fn repeat_kv(x: &Tensor, rep: usize) -> Result<Tensor> {
         return Ok(x.clone());
     }
     let (b, kv, t, hd) = x.dims4()?;
-    Ok(x.unsqueeze(2)?.broadcast_as((b, kv, rep, t, hd))?.reshape((b, kv * rep, t, hd))?)
+    Ok(x.unsqueeze(2)?
+        .broadcast_as((b, kv, rep, t, hd))?
+        .reshape((b, kv * rep, t, hd))?)
 }
 
 /// Half-rotation RoPE (Qwen3, Llama): `x * cos + rotate_half(x) * sin`, on `[B, n, T, hd]`.
 fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
     let hd = x.dim(D::Minus1)?;
-    let (x1, x2) = (x.narrow(D::Minus1, 0, hd / 2)?, x.narrow(D::Minus1, hd / 2, hd / 2)?);
+    let (x1, x2) = (
+        x.narrow(D::Minus1, 0, hd / 2)?,
+        x.narrow(D::Minus1, hd / 2, hd / 2)?,
+    );
     let rotated = Tensor::cat(&[&x2.neg()?, &x1], D::Minus1)?;
     Ok((x.broadcast_mul(cos)? + rotated.broadcast_mul(sin)?)?)
 }
@@ -152,14 +234,75 @@ fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
 /// cos and sin `[T, hd]` (each frequency twice, for the two halves), from the same table
 /// [`crate::model::rope::Rope`] computes for inference.
 fn rope_tables(cfg: &Qwen3Config, max_len: usize, dev: &Device) -> Result<(Tensor, Tensor)> {
-    let table = crate::model::rope::Rope::new(cfg.head_dim, cfg.rope_theta, max_len, DType::F32, dev)?;
+    let table =
+        crate::model::rope::Rope::new(cfg.head_dim, cfg.rope_theta, max_len, DType::F32, dev)?;
     let half = cfg.head_dim / 2;
     let t = table.table();
     let (cos, sin) = (t.narrow(1, 0, half)?, t.narrow(1, half, half)?);
-    Ok((Tensor::cat(&[&cos, &cos], 1)?, Tensor::cat(&[&sin, &sin], 1)?))
+    Ok((
+        Tensor::cat(&[&cos, &cos], 1)?,
+        Tensor::cat(&[&sin, &sin], 1)?,
+    ))
 }
 
 fn causal_mask(t: usize, dev: &Device) -> Result<Tensor> {
-    let m: Vec<f32> = (0..t * t).map(|i| if i % t > i / t { f32::NEG_INFINITY } else { 0.0 }).collect();
+    let m: Vec<f32> = (0..t * t)
+        .map(|i| {
+            if i % t > i / t {
+                f32::NEG_INFINITY
+            } else {
+                0.0
+            }
+        })
+        .collect();
     Ok(Tensor::from_vec(m, (t, t), dev)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::preset::Preset;
+
+    /// The training forward is the inference model: same logits on the same weights.
+    #[test]
+    fn training_forward_matches_the_inference_model() {
+        let cfg = Preset::Tiny.config();
+        let net = Net::init(&cfg, 259, 7, 64, &Device::Cpu).unwrap();
+        // Perturb the norms too, so their use is checked.
+        for (name, var) in &net.vars {
+            if name.ends_with("norm.weight") {
+                let n = var.as_tensor().dim(0).unwrap();
+                let bump =
+                    Tensor::from_vec(uniform(&mut Rng::derive(3, name), n, 0.3), n, &Device::Cpu)
+                        .unwrap();
+                var.set(&(var.as_tensor() + bump).unwrap()).unwrap();
+            }
+        }
+        let weights: std::collections::HashMap<String, Tensor> =
+            net.export(1).unwrap().into_iter().collect();
+        let model = crate::model::Qwen3::new(&cfg, weights, &Device::Cpu, DType::F32).unwrap();
+        let prompt: Vec<u32> = (0..40u32).map(|i| (i * 37 + 11) % 259).collect();
+        let want = crate::bench::teacher::teacher_forced_logits(
+            &model,
+            &[prompt[..30].to_vec()],
+            &[prompt[30..].to_vec()],
+            16,
+        )
+        .unwrap();
+        let got = net
+            .forward(&Tensor::from_vec(prompt.clone(), (1, 40), &Device::Cpu).unwrap())
+            .unwrap();
+        // Inference returns the logits at the last prompt position and after each forced token.
+        let got = got.narrow(1, 29, 11).unwrap().squeeze(0).unwrap();
+        let want = want.squeeze(0).unwrap().narrow(1, 0, 259).unwrap();
+        let diff = (got - want)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(diff < 1e-3, "max logit difference {diff}");
+    }
 }

@@ -11,13 +11,18 @@ use serde_json::json;
 use std::collections::HashSet;
 use tokenizers::Tokenizer;
 
-const CHUNKED_SYSTEM: &str = "You are a helpful AI assistant. Answer questions accurately and concisely.";
+const CHUNKED_SYSTEM: &str =
+    "You are a helpful AI assistant. Answer questions accurately and concisely.";
 const CHUNKED_CONTEXTS: [&str; 3] = [
     "Context A: The Earth is the third planet from the Sun and the only known planet to harbor life.",
     "Context B: Python is a high-level programming language known for its simplicity and readability.",
     "Context C: Machine learning is a subset of artificial intelligence that enables systems to learn from data.",
 ];
-const REUSE_SYSTEMS: [&str; 3] = ["You are a helpful AI assistant.", "You are an expert in science and technology.", "You are a creative writing assistant."];
+const REUSE_SYSTEMS: [&str; 3] = [
+    "You are a helpful AI assistant.",
+    "You are an expert in science and technology.",
+    "You are a creative writing assistant.",
+];
 const REUSE_CONTEXTS: [&str; 5] = [
     "The solar system consists of the Sun and eight planets.",
     "Machine learning models can be trained on various datasets.",
@@ -28,16 +33,33 @@ const REUSE_CONTEXTS: [&str; 5] = [
 pub const REUSE_BATCHES: usize = 5;
 
 fn words(rng: &mut Rng, prefix: &str, n: usize, max: u64) -> String {
-    (0..n).map(|_| format!("{prefix}{}", rng.range_inclusive(0, max))).collect::<Vec<_>>().join(" ")
+    (0..n)
+        .map(|_| format!("{prefix}{}", rng.range_inclusive(0, max)))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn unique_chunks(prompts: &[Prompt]) -> usize {
-    prompts.iter().flat_map(|p| p.chunks.iter().map(|c| c.hash)).collect::<HashSet<_>>().len()
+    prompts
+        .iter()
+        .flat_map(|p| p.chunks.iter().map(|c| c.hash))
+        .collect::<HashSet<_>>()
+        .len()
 }
 
-fn point(workload: &str, batch_size: usize, prompts: Vec<Prompt>, mut extra: serde_json::Map<String, serde_json::Value>) -> Point {
+fn point(
+    workload: &str,
+    batch_size: usize,
+    prompts: Vec<Prompt>,
+    mut extra: serde_json::Map<String, serde_json::Value>,
+) -> Point {
     extra.insert("num_unique_chunks".into(), json!(unique_chunks(&prompts)));
-    Point { workload: workload.into(), batch_size, prompts, extra }
+    Point {
+        workload: workload.into(),
+        batch_size,
+        prompts,
+        extra,
+    }
 }
 
 /// The prototype's: one system prompt, the first k of three contexts (k uniform in 0..=2), and
@@ -49,7 +71,12 @@ impl Workload for Chunked {
         "chunked"
     }
 
-    fn points(&self, cfg: &BenchConfig, _vocab: usize, tokenizer: &Tokenizer) -> Result<Vec<Point>> {
+    fn points(
+        &self,
+        cfg: &BenchConfig,
+        _vocab: usize,
+        tokenizer: &Tokenizer,
+    ) -> Result<Vec<Point>> {
         let mut points = Vec::new();
         for &b in &cfg.batch_sizes {
             let mut rng = Rng::derive(cfg.seed, &format!("chunked/batch{b}"));
@@ -59,7 +86,10 @@ impl Workload for Chunked {
                 let n = rng.range_inclusive(20, 50) as usize;
                 let mut chunks = vec![ChunkText::system(CHUNKED_SYSTEM)];
                 chunks.extend(CHUNKED_CONTEXTS[..k].iter().map(|c| ChunkText::context(*c)));
-                chunks.push(ChunkText::query(format!("Question {i}: {}", words(&mut rng, "word", n, 1000))));
+                chunks.push(ChunkText::query(format!(
+                    "Question {i}: {}",
+                    words(&mut rng, "word", n, 1000)
+                )));
                 prompts.push(compose(&chunks, tokenizer, 0)?);
             }
             points.push(point("chunked", b, prompts, Default::default()));
@@ -78,23 +108,40 @@ impl Workload for ChunkedReuse {
         "chunked-reuse"
     }
 
-    fn points(&self, cfg: &BenchConfig, _vocab: usize, tokenizer: &Tokenizer) -> Result<Vec<Point>> {
+    fn points(
+        &self,
+        cfg: &BenchConfig,
+        _vocab: usize,
+        tokenizer: &Tokenizer,
+    ) -> Result<Vec<Point>> {
         let mut points = Vec::new();
         for &b in &cfg.batch_sizes {
             let mut rng = Rng::derive(cfg.seed, &format!("chunked-reuse/batch{b}"));
             let mut prompts = Vec::with_capacity(REUSE_BATCHES * b);
             for wave in 0..REUSE_BATCHES {
                 for i in 0..b {
-                    let mut chunks = vec![ChunkText::system(REUSE_SYSTEMS[rng.index(REUSE_SYSTEMS.len())])];
+                    let mut chunks = vec![ChunkText::system(
+                        REUSE_SYSTEMS[rng.index(REUSE_SYSTEMS.len())],
+                    )];
                     for _ in 0..rng.range_inclusive(0, 3) {
-                        chunks.push(ChunkText::context(REUSE_CONTEXTS[rng.index(REUSE_CONTEXTS.len())]));
+                        chunks.push(ChunkText::context(
+                            REUSE_CONTEXTS[rng.index(REUSE_CONTEXTS.len())],
+                        ));
                     }
-                    chunks.push(ChunkText::query(format!("Batch {wave}, Query {i}: What is {}?", words(&mut rng, "topic", 5, 100))));
+                    chunks.push(ChunkText::query(format!(
+                        "Batch {wave}, Query {i}: What is {}?",
+                        words(&mut rng, "topic", 5, 100)
+                    )));
                     prompts.push(compose(&chunks, tokenizer, wave)?);
                 }
             }
             let extra = json!({"num_batches": REUSE_BATCHES, "total_sequences": REUSE_BATCHES * b});
-            points.push(point("chunked-reuse", b, prompts, extra.as_object().expect("object").clone()));
+            points.push(point(
+                "chunked-reuse",
+                b,
+                prompts,
+                extra.as_object().expect("object").clone(),
+            ));
         }
         Ok(points)
     }
@@ -114,9 +161,16 @@ impl Workload for LongChunked {
         "long-chunked"
     }
 
-    fn points(&self, cfg: &BenchConfig, _vocab: usize, tokenizer: &Tokenizer) -> Result<Vec<Point>> {
+    fn points(
+        &self,
+        cfg: &BenchConfig,
+        _vocab: usize,
+        tokenizer: &Tokenizer,
+    ) -> Result<Vec<Point>> {
         let mut rng = Rng::derive(cfg.seed, "long-chunked/contexts");
-        let contexts: Vec<String> = (0..LONG_CONTEXTS).map(|c| long_text(&mut rng, c, tokenizer)).collect::<Result<_>>()?;
+        let contexts: Vec<String> = (0..LONG_CONTEXTS)
+            .map(|c| long_text(&mut rng, c, tokenizer))
+            .collect::<Result<_>>()?;
         let mut points = Vec::new();
         for &b in &cfg.batch_sizes {
             let mut rng = Rng::derive(cfg.seed, &format!("long-chunked/batch{b}"));
@@ -129,8 +183,15 @@ impl Workload for LongChunked {
                 picked.truncate(LONG_CONTEXTS_PER_REQUEST);
                 picked.sort_unstable();
                 let mut chunks = vec![ChunkText::system(CHUNKED_SYSTEM)];
-                chunks.extend(picked.iter().map(|&c| ChunkText::context(contexts[c].clone())));
-                chunks.push(ChunkText::query(format!("Question {i}: what do these documents say about {}?", words(&mut rng, "topic", 3, 100))));
+                chunks.extend(
+                    picked
+                        .iter()
+                        .map(|&c| ChunkText::context(contexts[c].clone())),
+                );
+                chunks.push(ChunkText::query(format!(
+                    "Question {i}: what do these documents say about {}?",
+                    words(&mut rng, "topic", 3, 100)
+                )));
                 prompts.push(compose(&chunks, tokenizer, 0)?);
             }
             points.push(point("long-chunked", b, prompts, Default::default()));
@@ -143,12 +204,21 @@ impl Workload for LongChunked {
 fn long_text(rng: &mut Rng, index: usize, tokenizer: &Tokenizer) -> Result<String> {
     let mut text = format!("Document {index}:");
     loop {
-        let n = tokenizer.encode(text.as_str(), false).map_err(|e| anyhow::anyhow!("{e}"))?.get_ids().len();
+        let n = tokenizer
+            .encode(text.as_str(), false)
+            .map_err(|e| anyhow::anyhow!("{e}"))?
+            .get_ids()
+            .len();
         if n >= LONG_CONTEXT_TOKENS {
             return Ok(text);
         }
         text.push(' ');
-        text.push_str(&words(rng, "fact", 8.min(1 + (LONG_CONTEXT_TOKENS - n) / 4), 5000));
+        text.push_str(&words(
+            rng,
+            "fact",
+            8.min(1 + (LONG_CONTEXT_TOKENS - n) / 4),
+            5000,
+        ));
     }
 }
 
@@ -157,8 +227,16 @@ mod tests {
     use super::*;
 
     fn points(w: &dyn Workload, batch_sizes: Vec<usize>) -> Vec<Point> {
-        let cfg = BenchConfig { batch_sizes, ..BenchConfig::default() };
-        w.points(&cfg, 10_240, &crate::model::tokenizer::byte_level_tokenizer().unwrap()).unwrap()
+        let cfg = BenchConfig {
+            batch_sizes,
+            ..BenchConfig::default()
+        };
+        w.points(
+            &cfg,
+            10_240,
+            &crate::model::tokenizer::byte_level_tokenizer().unwrap(),
+        )
+        .unwrap()
     }
 
     #[test]
@@ -167,7 +245,10 @@ mod tests {
         assert_eq!(p.prompts.len(), 6);
         let tok = crate::model::tokenizer::byte_level_tokenizer().unwrap();
         for (i, q) in p.prompts.iter().enumerate() {
-            assert!((2..=4).contains(&q.chunks.len()), "system, 0..=2 contexts, query");
+            assert!(
+                (2..=4).contains(&q.chunks.len()),
+                "system, 0..=2 contexts, query"
+            );
             let text = tok.decode(&q.tokens, false).unwrap();
             assert!(text.starts_with("<|im_start|>system\nYou are a helpful AI assistant."));
             assert!(text.contains(&format!("Question {i}: word")));
@@ -181,12 +262,23 @@ mod tests {
     fn chunked_reuse_has_five_waves_and_long_chunked_long_contexts() {
         let p = &points(&ChunkedReuse, vec![3])[0];
         assert_eq!(p.prompts.len(), 15);
-        assert_eq!(p.prompts.iter().map(|q| q.wave).collect::<Vec<_>>(), (0..5).flat_map(|w| [w; 3]).collect::<Vec<_>>());
-        assert_eq!((p.extra["num_batches"].clone(), p.extra["total_sequences"].clone()), (json!(5), json!(15)));
+        assert_eq!(
+            p.prompts.iter().map(|q| q.wave).collect::<Vec<_>>(),
+            (0..5).flat_map(|w| [w; 3]).collect::<Vec<_>>()
+        );
+        assert_eq!(
+            (
+                p.extra["num_batches"].clone(),
+                p.extra["total_sequences"].clone()
+            ),
+            (json!(5), json!(15))
+        );
         let p = &points(&LongChunked, vec![4])[0];
         for q in &p.prompts {
             assert_eq!(q.chunks.len(), 2 + LONG_CONTEXTS_PER_REQUEST);
-            assert!(q.chunks[1..5].iter().all(|c| c.len as usize >= LONG_CONTEXT_TOKENS));
+            assert!(q.chunks[1..5]
+                .iter()
+                .all(|c| c.len as usize >= LONG_CONTEXT_TOKENS));
         }
     }
 }

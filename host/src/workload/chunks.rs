@@ -18,13 +18,22 @@ pub struct ChunkText {
 
 impl ChunkText {
     pub fn system(text: impl Into<String>) -> Self {
-        ChunkText { kind: ChunkKind::SystemPrompt, text: text.into() }
+        ChunkText {
+            kind: ChunkKind::SystemPrompt,
+            text: text.into(),
+        }
     }
     pub fn context(text: impl Into<String>) -> Self {
-        ChunkText { kind: ChunkKind::Context, text: text.into() }
+        ChunkText {
+            kind: ChunkKind::Context,
+            text: text.into(),
+        }
     }
     pub fn query(text: impl Into<String>) -> Self {
-        ChunkText { kind: ChunkKind::Query, text: text.into() }
+        ChunkText {
+            kind: ChunkKind::Query,
+            text: text.into(),
+        }
     }
 
     /// SHA-256 of a type tag and the text.
@@ -34,13 +43,20 @@ impl ChunkText {
             ChunkKind::Context => b"context\0",
             ChunkKind::Query => b"query\0",
         };
-        Sha256::new().chain_update(tag).chain_update(self.text.as_bytes()).finalize().into()
+        Sha256::new()
+            .chain_update(tag)
+            .chain_update(self.text.as_bytes())
+            .finalize()
+            .into()
     }
 
     /// The text with its share of the chat markup.
     fn rendered(&self) -> String {
         match self.kind {
-            ChunkKind::SystemPrompt => format!("<|im_start|>system\n{}<|im_end|>\n<|im_start|>user\n", self.text),
+            ChunkKind::SystemPrompt => format!(
+                "<|im_start|>system\n{}<|im_end|>\n<|im_start|>user\n",
+                self.text
+            ),
             ChunkKind::Context => format!("{}\n\n", self.text),
             ChunkKind::Query => format!("{}<|im_end|>\n<|im_start|>assistant\n", self.text),
         }
@@ -62,14 +78,29 @@ pub fn compose(chunks: &[ChunkText], tokenizer: &Tokenizer, wave: usize) -> Resu
         }
         [_] => bail!("a chunked request needs a query after its system prompt"),
     }
-    let mut prompt = Prompt { tokens: Vec::new(), chunks: Vec::with_capacity(chunks.len()), wave, max_tokens: None, continues: None, check: None };
+    let mut prompt = Prompt {
+        tokens: Vec::new(),
+        chunks: Vec::with_capacity(chunks.len()),
+        wave,
+        max_tokens: None,
+        continues: None,
+        check: None,
+    };
     for c in chunks {
-        let enc = tokenizer.encode(c.rendered(), false).map_err(|e| anyhow::anyhow!("{e}")).with_context(|| format!("cannot tokenize a {:?} chunk", c.kind))?;
+        let enc = tokenizer
+            .encode(c.rendered(), false)
+            .map_err(|e| anyhow::anyhow!("{e}"))
+            .with_context(|| format!("cannot tokenize a {:?} chunk", c.kind))?;
         let ids = enc.get_ids();
         if ids.is_empty() {
             bail!("a {:?} chunk tokenizes to nothing", c.kind);
         }
-        prompt.chunks.push(Chunk { kind: c.kind, start: prompt.tokens.len() as u32, len: ids.len() as u32, hash: c.hash() });
+        prompt.chunks.push(Chunk {
+            kind: c.kind,
+            start: prompt.tokens.len() as u32,
+            len: ids.len() as u32,
+            hash: c.hash(),
+        });
         prompt.tokens.extend_from_slice(ids);
     }
     Ok(prompt)
@@ -85,9 +116,25 @@ mod tests {
 
     #[test]
     fn chunks_tile_the_prompt_and_hash_type_and_text() {
-        let p = compose(&[ChunkText::system("Be brief."), ChunkText::context("Earth is round."), ChunkText::query("Why?")], &tok(), 2).unwrap();
+        let p = compose(
+            &[
+                ChunkText::system("Be brief."),
+                ChunkText::context("Earth is round."),
+                ChunkText::query("Why?"),
+            ],
+            &tok(),
+            2,
+        )
+        .unwrap();
         assert_eq!(p.wave, 2);
-        assert_eq!(p.chunks.iter().map(|c| c.kind).collect::<Vec<_>>(), [ChunkKind::SystemPrompt, ChunkKind::Context, ChunkKind::Query]);
+        assert_eq!(
+            p.chunks.iter().map(|c| c.kind).collect::<Vec<_>>(),
+            [
+                ChunkKind::SystemPrompt,
+                ChunkKind::Context,
+                ChunkKind::Query
+            ]
+        );
         let mut at = 0;
         for c in &p.chunks {
             assert_eq!(c.start, at);
@@ -98,12 +145,19 @@ mod tests {
         assert_eq!(p.chunks[1].len as usize, "Earth is round.\n\n".len());
         // Same text, other type: another address.
         assert_ne!(ChunkText::context("x").hash(), ChunkText::query("x").hash());
-        assert_eq!(ChunkText::context("x").hash(), ChunkText::context("x").hash());
+        assert_eq!(
+            ChunkText::context("x").hash(),
+            ChunkText::context("x").hash()
+        );
     }
 
     #[test]
     fn every_other_composition_is_refused_by_name() {
-        let (s, c, q) = (ChunkText::system("s"), ChunkText::context("c"), ChunkText::query("q"));
+        let (s, c, q) = (
+            ChunkText::system("s"),
+            ChunkText::context("c"),
+            ChunkText::query("q"),
+        );
         let err = |chunks: &[ChunkText]| compose(chunks, &tok(), 0).unwrap_err().to_string();
         assert!(err(&[]).contains("has no chunks"));
         assert!(err(&[c.clone(), q.clone()]).contains("starts with a Context"));
@@ -111,7 +165,10 @@ mod tests {
         assert!(err(std::slice::from_ref(&s)).contains("ends with a SystemPrompt"));
         assert!(err(&[s.clone(), s.clone(), q.clone()]).contains("found a SystemPrompt"));
         assert!(err(&[s.clone(), q.clone(), c.clone(), q.clone()]).contains("found a Query"));
-        assert!(compose(&[s.clone(), q.clone()], &tok(), 0).is_ok(), "zero contexts is fine");
+        assert!(
+            compose(&[s.clone(), q.clone()], &tok(), 0).is_ok(),
+            "zero contexts is fine"
+        );
         assert!(compose(&[s, c.clone(), c, q], &tok(), 0).is_ok());
     }
 }

@@ -22,7 +22,12 @@ impl Workload for Conversation {
         "conversation"
     }
 
-    fn points(&self, cfg: &BenchConfig, vocab_size: usize, _tokenizer: &Tokenizer) -> Result<Vec<Point>> {
+    fn points(
+        &self,
+        cfg: &BenchConfig,
+        vocab_size: usize,
+        _tokenizer: &Tokenizer,
+    ) -> Result<Vec<Point>> {
         check_vocab(vocab_size, "conversation")?;
         let reply = REPLY_TOKENS.min(cfg.max_output_len);
         Ok(cfg
@@ -33,15 +38,29 @@ impl Workload for Conversation {
                 let mut prompts = Vec::with_capacity(b * TURNS);
                 for turn in 0..TURNS {
                     for session in 0..b {
-                        let system = if turn == 0 { rng.range_inclusive(32, 64) as usize } else { 0 };
+                        let system = if turn == 0 {
+                            rng.range_inclusive(32, 64) as usize
+                        } else {
+                            0
+                        };
                         let user = rng.range_inclusive(16, 48) as usize;
                         let continues = (turn > 0).then(|| (turn - 1) * b + session);
-                        prompts.push(Prompt { wave: turn, max_tokens: Some(reply), continues, ..Prompt::plain(random_ids(&mut rng, system + user)) });
+                        prompts.push(Prompt {
+                            wave: turn,
+                            max_tokens: Some(reply),
+                            continues,
+                            ..Prompt::plain(random_ids(&mut rng, system + user))
+                        });
                     }
                 }
                 let mut extra = serde_json::Map::new();
                 extra.insert("turns".into(), json!(TURNS));
-                Point { workload: "conversation".into(), batch_size: b, prompts, extra }
+                Point {
+                    workload: "conversation".into(),
+                    batch_size: b,
+                    prompts,
+                    extra,
+                }
             })
             .collect())
     }

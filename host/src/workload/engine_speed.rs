@@ -24,7 +24,12 @@ impl Workload for Throughput {
 
     /// One point of 256 requests (the config's batch sizes do not apply; `max_num_seqs` bounds
     /// how many run at once).
-    fn points(&self, cfg: &BenchConfig, vocab: usize, _tokenizer: &Tokenizer) -> Result<Vec<Point>> {
+    fn points(
+        &self,
+        cfg: &BenchConfig,
+        vocab: usize,
+        _tokenizer: &Tokenizer,
+    ) -> Result<Vec<Point>> {
         check_vocab(vocab, "throughput")?;
         let mut rng = Rng::derive(cfg.seed, "throughput");
         let prompts = (0..THROUGHPUT_REQUESTS)
@@ -32,10 +37,18 @@ impl Workload for Throughput {
                 let (lo, hi) = THROUGHPUT_LENGTHS;
                 let len = rng.range_inclusive(lo, hi) as usize;
                 let out = rng.range_inclusive(lo, hi) as usize;
-                Prompt { max_tokens: Some(out), ..Prompt::plain(random_ids(&mut rng, len)) }
+                Prompt {
+                    max_tokens: Some(out),
+                    ..Prompt::plain(random_ids(&mut rng, len))
+                }
             })
             .collect();
-        Ok(vec![Point { workload: "throughput".into(), batch_size: THROUGHPUT_REQUESTS, prompts, extra: Default::default() }])
+        Ok(vec![Point {
+            workload: "throughput".into(),
+            batch_size: THROUGHPUT_REQUESTS,
+            prompts,
+            extra: Default::default(),
+        }])
     }
 }
 
@@ -50,16 +63,28 @@ impl Workload for LongContext {
         "long-context"
     }
 
-    fn points(&self, cfg: &BenchConfig, vocab: usize, _tokenizer: &Tokenizer) -> Result<Vec<Point>> {
+    fn points(
+        &self,
+        cfg: &BenchConfig,
+        vocab: usize,
+        _tokenizer: &Tokenizer,
+    ) -> Result<Vec<Point>> {
         check_vocab(vocab, "long-context")?;
         Ok(cfg
             .batch_sizes
             .iter()
             .map(|&b| {
                 let mut rng = Rng::derive(cfg.seed, &format!("long-context/batch{b}"));
-                let prompts = (0..b).map(|_| Prompt::plain(random_ids(&mut rng, LONG_CONTEXT))).collect();
+                let prompts = (0..b)
+                    .map(|_| Prompt::plain(random_ids(&mut rng, LONG_CONTEXT)))
+                    .collect();
                 let extra = json!({"prompt_len": LONG_CONTEXT});
-                Point { workload: "long-context".into(), batch_size: b, prompts, extra: extra.as_object().expect("object").clone() }
+                Point {
+                    workload: "long-context".into(),
+                    batch_size: b,
+                    prompts,
+                    extra: extra.as_object().expect("object").clone(),
+                }
             })
             .collect())
     }
@@ -77,15 +102,30 @@ impl Workload for Latency {
     }
 
     /// Batch 1, 4 and 64 whatever the config says: the sizes the targets are stated for.
-    fn points(&self, cfg: &BenchConfig, vocab: usize, _tokenizer: &Tokenizer) -> Result<Vec<Point>> {
+    fn points(
+        &self,
+        cfg: &BenchConfig,
+        vocab: usize,
+        _tokenizer: &Tokenizer,
+    ) -> Result<Vec<Point>> {
         check_vocab(vocab, "latency")?;
         Ok(LATENCY_BATCHES
             .iter()
             .map(|&b| {
                 let mut rng = Rng::derive(cfg.seed, &format!("latency/batch{b}"));
-                let prompts = (0..b).map(|_| Prompt { max_tokens: Some(LATENCY_NEW_TOKENS), ..Prompt::plain(random_ids(&mut rng, LATENCY_PROMPT)) }).collect();
+                let prompts = (0..b)
+                    .map(|_| Prompt {
+                        max_tokens: Some(LATENCY_NEW_TOKENS),
+                        ..Prompt::plain(random_ids(&mut rng, LATENCY_PROMPT))
+                    })
+                    .collect();
                 let extra = json!({"prompt_len": LATENCY_PROMPT, "new_tokens": LATENCY_NEW_TOKENS});
-                Point { workload: "latency".into(), batch_size: b, prompts, extra: extra.as_object().expect("object").clone() }
+                Point {
+                    workload: "latency".into(),
+                    batch_size: b,
+                    prompts,
+                    extra: extra.as_object().expect("object").clone(),
+                }
             })
             .collect())
     }
@@ -101,10 +141,24 @@ mod tests {
         let tok = crate::model::tokenizer::byte_level_tokenizer().unwrap();
         let t = &Throughput.points(&cfg, 151_936, &tok).unwrap()[0];
         assert_eq!(t.prompts.len(), 256);
-        assert!(t.prompts.iter().all(|p| (100..=1024).contains(&p.tokens.len()) && (100..=1024).contains(&p.max_tokens.unwrap())));
+        assert!(t
+            .prompts
+            .iter()
+            .all(|p| (100..=1024).contains(&p.tokens.len())
+                && (100..=1024).contains(&p.max_tokens.unwrap())));
         let l = Latency.points(&cfg, 151_936, &tok).unwrap();
-        assert_eq!(l.iter().map(|p| p.batch_size).collect::<Vec<_>>(), [1, 4, 64]);
-        assert!(l.iter().flat_map(|p| &p.prompts).all(|p| p.tokens.len() == 256 && p.max_tokens == Some(128)));
-        assert!(Latency.points(&cfg, 10_000, &tok).unwrap_err().to_string().contains("vocabulary"));
+        assert_eq!(
+            l.iter().map(|p| p.batch_size).collect::<Vec<_>>(),
+            [1, 4, 64]
+        );
+        assert!(l
+            .iter()
+            .flat_map(|p| &p.prompts)
+            .all(|p| p.tokens.len() == 256 && p.max_tokens == Some(128)));
+        assert!(Latency
+            .points(&cfg, 10_000, &tok)
+            .unwrap_err()
+            .to_string()
+            .contains("vocabulary"));
     }
 }

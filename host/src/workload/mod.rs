@@ -1,7 +1,7 @@
 //! Workloads: the prompts of each benchmark point, independent of the strategy that runs them.
 
-pub mod chunks;
 mod chunked;
+pub mod chunks;
 mod conversation;
 mod engine_speed;
 pub mod needles;
@@ -35,21 +35,35 @@ pub struct Prompt {
 pub enum Check {
     /// The output must begin with `answer` (decoded text). `cell` names the request's cell of
     /// the retrieval grid (context length and needle depth).
-    Answer { answer: String, context_tokens: usize, depth_percent: u32 },
+    Answer {
+        answer: String,
+        context_tokens: usize,
+        depth_percent: u32,
+    },
     /// Teacher forcing: these tokens are the output, each scored (perplexity).
     Forced(Vec<u32>),
 }
 
 impl Prompt {
     pub fn plain(tokens: Vec<u32>) -> Self {
-        Prompt { tokens, chunks: Vec::new(), wave: 0, max_tokens: None, continues: None, check: None }
+        Prompt {
+            tokens,
+            chunks: Vec::new(),
+            wave: 0,
+            max_tokens: None,
+            continues: None,
+            check: None,
+        }
     }
 
     /// The most tokens request `i` of `prompts` can reach: its history, its own tokens and its
     /// output (`max_output` where it sets none).
     pub fn full_len(prompts: &[Prompt], i: usize, max_output: usize) -> usize {
         let p = &prompts[i];
-        p.tokens.len() + p.max_tokens.unwrap_or(max_output) + p.continues.map_or(0, |j| Self::full_len(prompts, j, max_output))
+        p.tokens.len()
+            + p.max_tokens.unwrap_or(max_output)
+            + p.continues
+                .map_or(0, |j| Self::full_len(prompts, j, max_output))
     }
 }
 
@@ -66,10 +80,28 @@ pub struct Point {
 pub trait Workload {
     fn name(&self) -> &'static str;
     /// Every point, deterministic from the config's seed.
-    fn points(&self, cfg: &BenchConfig, vocab_size: usize, tokenizer: &Tokenizer) -> Result<Vec<Point>>;
+    fn points(
+        &self,
+        cfg: &BenchConfig,
+        vocab_size: usize,
+        tokenizer: &Tokenizer,
+    ) -> Result<Vec<Point>>;
 }
 
-pub const NAMES: [&str; 12] = ["standard", "shared-prefix", "long-prefix", "chunked", "chunked-reuse", "long-chunked", "conversation", "long-context", "retrieval", "perplexity", "throughput", "latency"];
+pub const NAMES: [&str; 12] = [
+    "standard",
+    "shared-prefix",
+    "long-prefix",
+    "chunked",
+    "chunked-reuse",
+    "long-chunked",
+    "conversation",
+    "long-context",
+    "retrieval",
+    "perplexity",
+    "throughput",
+    "latency",
+];
 
 pub fn by_name(name: &str) -> Result<Box<dyn Workload>> {
     match name {
@@ -85,6 +117,9 @@ pub fn by_name(name: &str) -> Result<Box<dyn Workload>> {
         "perplexity" => Ok(Box::new(quality::Perplexity)),
         "throughput" => Ok(Box::new(engine_speed::Throughput)),
         "latency" => Ok(Box::new(engine_speed::Latency)),
-        other => bail!("unknown workload \"{other}\"; known workloads: {}", NAMES.join(", ")),
+        other => bail!(
+            "unknown workload \"{other}\"; known workloads: {}",
+            NAMES.join(", ")
+        ),
     }
 }

@@ -1,7 +1,8 @@
 //! The text of the quality tasks, shared by the embedded model's training and the `retrieval`
 //! and `perplexity` workloads, so the model is asked exactly what it was taught.
 //!
-//! - Key-value records `"qzbt: 4821\n"`, and a query `"? qzbt: "` whose answer is the value.
+//! - Key-value records `"qzbt4821\n"` (see [`record`]), and a query `"? qzbt"` whose answer is the
+//!   value.
 //! - A pass key hidden in the book's text, asked for at the end.
 //! - The book: Jules Verne's *Around the World in 80 Days* (Project Gutenberg, public domain),
 //!   the copy the `esaxx-rs` crate (a dependency of `tokenizers`) ships. Its first 90% trains
@@ -21,9 +22,17 @@ pub const VALUE_LEN: usize = 4;
 pub fn book() -> &'static str {
     static BODY: OnceLock<String> = OnceLock::new();
     BODY.get_or_init(|| {
-        let text = BOOK_FILE.trim_start_matches('\u{feff}').replace("\r\n", "\n");
-        let start = text.find("*** START OF").and_then(|i| text[i..].find('\n').map(|j| i + j + 1)).unwrap_or(0);
-        let end = text.find("End of Project Gutenberg").or_else(|| text.find("*** END OF")).unwrap_or(text.len());
+        let text = BOOK_FILE
+            .trim_start_matches('\u{feff}')
+            .replace("\r\n", "\n");
+        let start = text
+            .find("*** START OF")
+            .and_then(|i| text[i..].find('\n').map(|j| i + j + 1))
+            .unwrap_or(0);
+        let end = text
+            .find("End of Project Gutenberg")
+            .or_else(|| text.find("*** END OF"))
+            .unwrap_or(text.len());
         text[start..end].trim().to_string()
     })
 }
@@ -46,11 +55,15 @@ pub fn heldout_text() -> &'static str {
 }
 
 pub fn random_key(rng: &mut Rng) -> String {
-    (0..KEY_LEN).map(|_| (b'a' + rng.index(26) as u8) as char).collect()
+    (0..KEY_LEN)
+        .map(|_| (b'a' + rng.index(26) as u8) as char)
+        .collect()
 }
 
 pub fn random_value(rng: &mut Rng) -> String {
-    (0..VALUE_LEN).map(|_| (b'0' + rng.index(10) as u8) as char).collect()
+    (0..VALUE_LEN)
+        .map(|_| (b'0' + rng.index(10) as u8) as char)
+        .collect()
 }
 
 /// `n` distinct random keys.
@@ -66,13 +79,18 @@ pub fn distinct_keys(rng: &mut Rng, n: usize) -> Vec<String> {
     keys
 }
 
+/// A record: the key's letters then the value's digits, adjacent (`"qzbt4821\n"`). The token
+/// before the value is the key's last letter in the record and in the query alike, so the first
+/// step of a lookup is the simplest in-context copy (a matching token, then what followed it);
+/// a separator such as `": "` would hide the key three tokens back, which a small model trained
+/// on two CPU cores does not learn to reach in time.
 pub fn record(key: &str, value: &str) -> String {
-    format!("{key}: {value}\n")
+    format!("{key}{value}\n")
 }
 
 /// The lookup of `key`; the expected continuation is its value.
 pub fn query(key: &str) -> String {
-    format!("? {key}: ")
+    format!("? {key}")
 }
 
 /// The pass key's sentence, hidden in text.
@@ -109,7 +127,11 @@ mod tests {
 
     #[test]
     fn the_book_splits_into_train_and_heldout_text() {
-        assert!(book().len() > 300_000 && !book().contains('\r') && !book().contains("Gutenberg"), "{}", &book()[..80]);
+        assert!(
+            book().len() > 300_000 && !book().contains('\r') && !book().contains("Gutenberg"),
+            "{}",
+            &book()[..80]
+        );
         assert_eq!(train_text().len() + heldout_text().len(), book().len());
         assert!(heldout_text().len() > 30_000 && train_text().ends_with('\n'));
     }
@@ -118,9 +140,12 @@ mod tests {
     fn keys_are_distinct_and_records_parse() {
         let mut rng = Rng::new(1);
         let keys = distinct_keys(&mut rng, 300);
-        assert_eq!(keys.iter().collect::<std::collections::HashSet<_>>().len(), 300);
+        assert_eq!(
+            keys.iter().collect::<std::collections::HashSet<_>>().len(),
+            300
+        );
         let v = random_value(&mut rng);
-        assert_eq!(record(&keys[0], &v), format!("{}: {v}\n", keys[0]));
-        assert!(record(&keys[0], &v).contains(query(&keys[0]).trim_start_matches("? ")));
+        assert_eq!(record(&keys[0], &v), format!("{}{v}\n", keys[0]));
+        assert!(record(&keys[0], &v).starts_with(query(&keys[0]).trim_start_matches("? ")));
     }
 }

@@ -24,11 +24,21 @@ pub const MIN_SUFFIX: usize = 50;
 
 impl SharedPrefix {
     pub fn prototype() -> Self {
-        SharedPrefix { name: "shared-prefix", prefix_lens: &PREFIX_LENS, min_suffix: MIN_SUFFIX, max_suffix: None }
+        SharedPrefix {
+            name: "shared-prefix",
+            prefix_lens: &PREFIX_LENS,
+            min_suffix: MIN_SUFFIX,
+            max_suffix: None,
+        }
     }
 
     pub fn long() -> Self {
-        SharedPrefix { name: "long-prefix", prefix_lens: &[2048], min_suffix: 64, max_suffix: Some(256) }
+        SharedPrefix {
+            name: "long-prefix",
+            prefix_lens: &[2048],
+            min_suffix: 64,
+            max_suffix: Some(256),
+        }
     }
 }
 
@@ -37,7 +47,12 @@ impl Workload for SharedPrefix {
         self.name
     }
 
-    fn points(&self, cfg: &BenchConfig, vocab_size: usize, _tokenizer: &Tokenizer) -> Result<Vec<Point>> {
+    fn points(
+        &self,
+        cfg: &BenchConfig,
+        vocab_size: usize,
+        _tokenizer: &Tokenizer,
+    ) -> Result<Vec<Point>> {
         let longest = self.prefix_lens[self.prefix_lens.len() - 1];
         if self.max_suffix.is_none() && cfg.max_input_len < longest + self.min_suffix {
             bail!(
@@ -57,7 +72,8 @@ impl Workload for SharedPrefix {
                 let max_suffix = self.max_suffix.unwrap_or_else(|| cfg.max_input_len - p);
                 let prompts: Vec<Prompt> = (0..b)
                     .map(|_| {
-                        let len = rng.range_inclusive(self.min_suffix as u64, max_suffix as u64) as usize;
+                        let len =
+                            rng.range_inclusive(self.min_suffix as u64, max_suffix as u64) as usize;
                         let mut tokens = prefix.clone();
                         tokens.extend(super::standard::random_ids(&mut rng, len));
                         Prompt::plain(tokens)
@@ -70,8 +86,16 @@ impl Workload for SharedPrefix {
                 let mut extra = serde_json::Map::new();
                 extra.insert("shared_prefix_len".into(), json!(p));
                 extra.insert("unique_input_tokens".into(), json!(unique));
-                extra.insert("memory_savings_ratio_analytic".into(), json!(1.0 - unique as f64 / total as f64));
-                points.push(Point { workload: self.name.into(), batch_size: b, prompts, extra });
+                extra.insert(
+                    "memory_savings_ratio_analytic".into(),
+                    json!(1.0 - unique as f64 / total as f64),
+                );
+                points.push(Point {
+                    workload: self.name.into(),
+                    batch_size: b,
+                    prompts,
+                    extra,
+                });
             }
         }
         Ok(points)
@@ -86,7 +110,9 @@ mod tests {
     fn nine_points_whose_sequences_share_exactly_the_prefix() {
         let cfg = BenchConfig::default();
         let tok = crate::model::tokenizer::byte_level_tokenizer().unwrap();
-        let points = SharedPrefix::prototype().points(&cfg, 10_240, &tok).unwrap();
+        let points = SharedPrefix::prototype()
+            .points(&cfg, 10_240, &tok)
+            .unwrap();
         assert_eq!(points.len(), 9);
         for pt in &points {
             let p = pt.extra["shared_prefix_len"].as_u64().unwrap() as usize;
@@ -97,14 +123,26 @@ mod tests {
                 assert!((p + MIN_SUFFIX..=cfg.max_input_len).contains(&q.tokens.len()));
             }
             let total: usize = pt.prompts.iter().map(|q| q.tokens.len()).sum();
-            assert_eq!(pt.extra["unique_input_tokens"].as_u64().unwrap() as usize, total - p * (pt.batch_size - 1));
+            assert_eq!(
+                pt.extra["unique_input_tokens"].as_u64().unwrap() as usize,
+                total - p * (pt.batch_size - 1)
+            );
         }
-        let small = BenchConfig { max_input_len: 200, ..BenchConfig::default() };
-        let e = SharedPrefix::prototype().points(&small, 10_240, &tok).unwrap_err().to_string();
+        let small = BenchConfig {
+            max_input_len: 200,
+            ..BenchConfig::default()
+        };
+        let e = SharedPrefix::prototype()
+            .points(&small, 10_240, &tok)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("max_input_len >= 250"), "{e}");
         // The long-prefix workload ignores max_input_len: 2048 + 64..=256 tokens.
         let long = SharedPrefix::long().points(&small, 10_240, &tok).unwrap();
         assert_eq!(long.len(), small.batch_sizes.len());
-        assert!(long.iter().flat_map(|p| &p.prompts).all(|q| (2048 + 64..=2048 + 256).contains(&q.tokens.len())));
+        assert!(long
+            .iter()
+            .flat_map(|p| &p.prompts)
+            .all(|q| (2048 + 64..=2048 + 256).contains(&q.tokens.len())));
     }
 }

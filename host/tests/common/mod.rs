@@ -16,13 +16,19 @@ pub fn tiny_dir() -> (tempfile::TempDir, PathBuf) {
 
 pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }
 
 /// The standard strategy, run in-process through the same ABI wrapper and plan checks a loaded
 /// plugin gets.
 pub fn standard_policy(pool: &KvPool) -> Box<PluginPolicy> {
-    let strategy = nanohost_strategy_api::new_boxed::<standard::Standard>(pool.info(), Default::default()).into_result().unwrap();
+    let strategy =
+        nanohost_strategy_api::new_boxed::<standard::Standard>(pool.info(), Default::default())
+            .into_result()
+            .unwrap();
     Box::new(PluginPolicy::new("standard", strategy, pool.info()))
 }
 
@@ -33,18 +39,34 @@ pub fn loaded_plugin(package: &str, lib: &str) -> nanohost::plugin::Plugin {
 }
 
 /// A fresh strategy of `plugin` with `options`, or the error creating it gave.
-pub fn policy_with(plugin: &nanohost::plugin::Plugin, pool: &KvPool, options: &[nanohost_strategy_api::PluginOption]) -> Result<Box<PluginPolicy>, String> {
-    plugin.new_policy(pool, options).map(Box::new).map_err(|e| e.to_string())
+pub fn policy_with(
+    plugin: &nanohost::plugin::Plugin,
+    pool: &KvPool,
+    options: &[nanohost_strategy_api::PluginOption],
+) -> Result<Box<PluginPolicy>, String> {
+    plugin
+        .new_policy(pool, options)
+        .map(Box::new)
+        .map_err(|e| e.to_string())
 }
 
 /// `key=value` options, typed as the command line types them.
 pub fn options(pairs: &[(&str, i64)]) -> Vec<nanohost_strategy_api::PluginOption> {
-    pairs.iter().map(|&(k, v)| nanohost_strategy_api::PluginOption { key: k.into(), value: nanohost_strategy_api::OptionValue::Int(v) }).collect()
+    pairs
+        .iter()
+        .map(|&(k, v)| nanohost_strategy_api::PluginOption {
+            key: k.into(),
+            value: nanohost_strategy_api::OptionValue::Int(v),
+        })
+        .collect()
 }
 
 /// The build output directory holding the `nanohost` binary under test.
 pub fn build_dir() -> PathBuf {
-    std::path::Path::new(env!("CARGO_BIN_EXE_nanohost")).parent().unwrap().to_path_buf()
+    std::path::Path::new(env!("CARGO_BIN_EXE_nanohost"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 /// Path of a workspace plugin's library, built first (same profile as the tests): `cargo test`
@@ -54,7 +76,10 @@ pub fn built_plugin(package: &str, lib: &str) -> PathBuf {
     let mut built = BUILT.lock().unwrap();
     if !built.iter().any(|p| p == package) {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let st = std::process::Command::new(cargo).args(["build", "-p", package]).status().unwrap();
+        let st = std::process::Command::new(cargo)
+            .args(["build", "-p", package])
+            .status()
+            .unwrap();
         assert!(st.success(), "building {package} failed");
         built.push(package.to_string());
     }
@@ -74,7 +99,9 @@ fn build_outside_workspace(manifest: &str, name: &str) -> PathBuf {
         return dir.clone();
     }
     let target = build_dir().parent().unwrap().join(name);
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap();
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let st = std::process::Command::new(cargo)
         .args(["build", "--manifest-path"])
@@ -101,8 +128,12 @@ pub fn template_plugin() -> PathBuf {
     static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     BUILT
         .get_or_init(|| {
-            let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
-            let outside = std::env::temp_dir().join(format!("nanohost-template-{}", std::process::id())).join("my-strategy");
+            let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .parent()
+                .unwrap();
+            let outside = std::env::temp_dir()
+                .join(format!("nanohost-template-{}", std::process::id()))
+                .join("my-strategy");
             std::fs::create_dir_all(outside.join("src")).unwrap();
             let template = root.join("examples/plugin-template");
             for f in ["src/lib.rs", "Cargo.lock"] {
@@ -110,13 +141,32 @@ pub fn template_plugin() -> PathBuf {
             }
             let manifest = std::fs::read_to_string(template.join("Cargo.toml")).unwrap();
             let dep = "nanohost-strategy-api = { path = \"../../strategy-api\" }";
-            assert!(manifest.contains(dep), "the template's Cargo.toml changed its dependency line");
-            let manifest = manifest.replace(dep, &format!("nanohost-strategy-api = {{ path = {:?} }}", root.join("strategy-api").display().to_string()));
+            assert!(
+                manifest.contains(dep),
+                "the template's Cargo.toml changed its dependency line"
+            );
+            let manifest = manifest.replace(
+                dep,
+                &format!(
+                    "nanohost-strategy-api = {{ path = {:?} }}",
+                    root.join("strategy-api").display().to_string()
+                ),
+            );
             std::fs::write(outside.join("Cargo.toml"), manifest).unwrap();
             let target = build_dir().parent().unwrap().join("plugin-template");
             let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-            let st = std::process::Command::new(cargo).args(["build", "--manifest-path"]).arg(outside.join("Cargo.toml")).arg("--target-dir").arg(&target).status().unwrap();
-            assert!(st.success(), "building the template copied to {} failed", outside.display());
+            let st = std::process::Command::new(cargo)
+                .args(["build", "--manifest-path"])
+                .arg(outside.join("Cargo.toml"))
+                .arg("--target-dir")
+                .arg(&target)
+                .status()
+                .unwrap();
+            assert!(
+                st.success(),
+                "building the template copied to {} failed",
+                outside.display()
+            );
             let _ = std::fs::remove_dir_all(outside.parent().unwrap());
             target.join("debug/libmy_strategy.so")
         })
@@ -125,8 +175,14 @@ pub fn template_plugin() -> PathBuf {
 
 /// Runs the nanohost binary from the repository root.
 pub fn nanohost(args: &[&str]) -> std::process::Output {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
-    std::process::Command::new(env!("CARGO_BIN_EXE_nanohost")).current_dir(root).args(args).output().unwrap()
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap();
+    std::process::Command::new(env!("CARGO_BIN_EXE_nanohost"))
+        .current_dir(root)
+        .args(args)
+        .output()
+        .unwrap()
 }
 
 /// A path as the `&str` the binary's arguments want.
@@ -135,7 +191,10 @@ pub fn s(p: &std::path::Path) -> &str {
 }
 
 pub fn read_json(p: &std::path::Path) -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))).unwrap()
+    serde_json::from_str(
+        &std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display())),
+    )
+    .unwrap()
 }
 
 /// `json` written to `dir/config.json`, for `--config`.

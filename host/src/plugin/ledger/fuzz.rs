@@ -11,9 +11,9 @@
 
 use super::*;
 use crate::engine::kv_policy::HostJob;
-use nanohost_strategy_api::{AttentionMode, ComputeJob, CopyJob, LayerRange};
 use crate::rng::Rng;
 use nanohost_kernels::context_slot;
+use nanohost_strategy_api::{AttentionMode, ComputeJob, CopyJob, LayerRange};
 use nanohost_strategy_api::{Context, Growth};
 
 struct Seq {
@@ -43,15 +43,22 @@ impl World {
     fn span(&self, rng: &mut Rng, start: u32, len: u32) -> Span {
         let odd_slot = u32::from(rng.range_inclusive(0, 20) == 0);
         let first = pick(rng, self.block_size + odd_slot);
-        let blocks = (first + len).div_ceil(self.block_size) + u32::from(rng.range_inclusive(0, 20) == 0);
+        let blocks =
+            (first + len).div_ceil(self.block_size) + u32::from(rng.range_inclusive(0, 20) == 0);
         let ids: Vec<u32> = (0..blocks)
             .map(|_| {
                 let outside = u32::from(rng.range_inclusive(0, 30) == 0);
                 pick(rng, self.num_blocks + outside)
             })
             .collect();
-        let rotated = if rng.range_inclusive(0, 10) == 0 { pick(rng, start + 3) } else { start };
-        let mut s = Span::private(ids, start, len).from_slot(first).rotated_for(rotated);
+        let rotated = if rng.range_inclusive(0, 10) == 0 {
+            pick(rng, start + 3)
+        } else {
+            start
+        };
+        let mut s = Span::private(ids, start, len)
+            .from_slot(first)
+            .rotated_for(rotated);
         s.shared = rng.range_inclusive(0, 2) == 0;
         if rng.range_inclusive(0, 40) == 0 {
             s.layers = LayerRange { first: 0, end: 1 };
@@ -74,12 +81,25 @@ impl World {
 
     fn copies(&self, rng: &mut Rng) -> Vec<CopyJob> {
         let slots = self.num_blocks * self.block_size;
-        (0..pick(rng, 3) * u32::from(rng.range_inclusive(0, 3) == 0)).map(|_| CopyJob { src: pick(rng, slots), dst: pick(rng, slots), len: 1 + pick(rng, 3) }).collect()
+        (0..pick(rng, 3) * u32::from(rng.range_inclusive(0, 3) == 0))
+            .map(|_| CopyJob {
+                src: pick(rng, slots),
+                dst: pick(rng, slots),
+                len: 1 + pick(rng, 3),
+            })
+            .collect()
     }
 
     /// What the engine writes for an accepted plan: copies, then each job's computed entries.
     fn run(&mut self, copies: &[CopyJob], jobs: &[HostJob]) {
-        let gathered: Vec<Vec<Option<(u32, u32)>>> = copies.iter().map(|c| (c.src..c.src + c.len).map(|s| self.shadow[s as usize]).collect()).collect();
+        let gathered: Vec<Vec<Option<(u32, u32)>>> = copies
+            .iter()
+            .map(|c| {
+                (c.src..c.src + c.len)
+                    .map(|s| self.shadow[s as usize])
+                    .collect()
+            })
+            .collect();
         for (c, values) in copies.iter().zip(gathered) {
             for (k, v) in values.into_iter().enumerate() {
                 self.shadow[c.dst as usize + k] = v;
@@ -88,7 +108,12 @@ impl World {
         for job in jobs {
             let kv: usize = job.context.iter().map(|s| s.len).sum();
             for (i, (&t, &p)) in job.tokens.iter().zip(&job.positions).enumerate() {
-                let slot = context_slot(&job.context, kv - job.tokens.len() + i, self.block_size as usize).expect("an accepted job has its slots");
+                let slot = context_slot(
+                    &job.context,
+                    kv - job.tokens.len() + i,
+                    self.block_size as usize,
+                )
+                .expect("an accepted job has its slots");
                 self.shadow[slot as usize] = Some((t, p));
             }
         }
@@ -102,8 +127,16 @@ impl World {
             for span in &s.spans {
                 for o in 0..span.len {
                     let slot = span.slot(o, self.block_size);
-                    let want = (s.tokens[(span.start_pos + o) as usize], span.rotated_pos + o);
-                    assert_eq!(self.shadow[slot as usize], Some(want), "sequence {id}, span {span:?}, entry {o}; accepted plans:\n{}", self.log.join("\n"));
+                    let want = (
+                        s.tokens[(span.start_pos + o) as usize],
+                        span.rotated_pos + o,
+                    );
+                    assert_eq!(
+                        self.shadow[slot as usize],
+                        Some(want),
+                        "sequence {id}, span {span:?}, entry {o}; accepted plans:\n{}",
+                        self.log.join("\n")
+                    );
                 }
                 if !span.shared {
                     for &b in span.blocks.iter() {
@@ -127,14 +160,29 @@ impl World {
         let spans = self.context(rng, len);
         let n = spans.len() as u32;
         let entries: u32 = spans.iter().map(|s| s.len).sum();
-        let jobs = vec![ComputeJob { context: (0..n).filter(|_| rng.range_inclusive(0, 8) != 0).collect::<Vec<_>>().into(), len: 1 + pick(rng, entries) }];
+        let jobs = vec![ComputeJob {
+            context: (0..n)
+                .filter(|_| rng.range_inclusive(0, 8) != 0)
+                .collect::<Vec<_>>()
+                .into(),
+            len: 1 + pick(rng, entries),
+        }];
         let copies = self.copies(rng);
         let id = self.next_id;
         self.next_id += 1;
-        match self.ledger.check_admission(id, &tokens, spans.clone(), &jobs, copies.clone(), AttentionMode::Flat) {
+        match self.ledger.check_admission(
+            id,
+            &tokens,
+            spans.clone(),
+            &jobs,
+            copies.clone(),
+            AttentionMode::Flat,
+        ) {
             Ok(checked) => {
                 let placement = self.ledger.apply(checked);
-                self.log.push(format!("admit {id} {tokens:?} spans {spans:?} copies {copies:?}"));
+                self.log.push(format!(
+                    "admit {id} {tokens:?} spans {spans:?} copies {copies:?}"
+                ));
                 self.run(&copies, &placement.step.jobs);
                 self.seqs.insert(id, Seq { tokens, spans });
                 self.accepted += 1;
@@ -144,7 +192,9 @@ impl World {
     }
 
     fn grow(&mut self, rng: &mut Rng) {
-        let Some(&id) = self.seqs.keys().nth(rng.index(self.seqs.len().max(1))) else { return };
+        let Some(&id) = self.seqs.keys().nth(rng.index(self.seqs.len().max(1))) else {
+            return;
+        };
         let s = &self.seqs[&id];
         let end = s.spans.last().map_or(0, Span::end_pos);
         let mut tokens = s.tokens.clone();
@@ -164,8 +214,16 @@ impl World {
             (Growth::Grown(last), spans)
         } else {
             // Keep a random subset of the spans, then new spans up to a new end.
-            let mut spans: Vec<Span> = s.spans.iter().filter(|_| rng.range_inclusive(0, 3) != 0).cloned().collect();
-            let from = spans.last().map_or(0, Span::end_pos).max(end.saturating_sub(pick(rng, 2)));
+            let mut spans: Vec<Span> = s
+                .spans
+                .iter()
+                .filter(|_| rng.range_inclusive(0, 3) != 0)
+                .cloned()
+                .collect();
+            let from = spans
+                .last()
+                .map_or(0, Span::end_pos)
+                .max(end.saturating_sub(pick(rng, 2)));
             let new_end = (end + 1 + pick(rng, 2)).min(target);
             if new_end > from {
                 spans.extend(self.context(rng, new_end - from).into_iter().map(|mut sp| {
@@ -174,11 +232,20 @@ impl World {
                     sp
                 }));
             }
-            (Growth::Replaced(Context { spans: spans.clone().into(), copies: self.copies(rng).into() }), spans)
+            (
+                Growth::Replaced(Context {
+                    spans: spans.clone().into(),
+                    copies: self.copies(rng).into(),
+                }),
+                spans,
+            )
         };
         let checked = match &answer {
             Growth::Grown(span) => self.ledger.check_grown(id, &tokens, span.clone()),
-            Growth::Replaced(c) => self.ledger.check_replaced(id, &tokens, c.spans.to_vec(), c.copies.to_vec()),
+            Growth::Replaced(c) => {
+                self.ledger
+                    .check_replaced(id, &tokens, c.spans.to_vec(), c.copies.to_vec())
+            }
             Growth::NoRoom => unreachable!(),
         };
         match checked {
@@ -198,7 +265,10 @@ impl World {
 
 #[test]
 fn random_plans_never_panic_and_accepted_ones_keep_the_pool_invariant() {
-    let cases: u64 = std::env::var("NANOHOST_LEDGER_FUZZ_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(2_000);
+    let cases: u64 = std::env::var("NANOHOST_LEDGER_FUZZ_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2_000);
     let mut rng = Rng::derive(7, "ledger-fuzz");
     let (mut accepted, mut refused) = (0, 0);
     for _ in 0..cases {
@@ -234,5 +304,8 @@ fn random_plans_never_panic_and_accepted_ones_keep_the_pool_invariant() {
     }
     eprintln!("ledger fuzz: {cases} scenarios, {accepted} plans accepted, {refused} refused");
     // The generator must reach both sides of the rules, or the test shows nothing.
-    assert!(accepted * 20 > accepted + refused && refused * 20 > accepted + refused, "{accepted} accepted, {refused} refused");
+    assert!(
+        accepted * 20 > accepted + refused && refused * 20 > accepted + refused,
+        "{accepted} accepted, {refused} refused"
+    );
 }

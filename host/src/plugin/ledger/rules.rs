@@ -13,7 +13,10 @@ impl Ledger {
             return Err(format!("span {i} is empty"));
         }
         if s.first_slot as usize >= self.block_size {
-            return Err(format!("span {i} starts at slot {} of its first block; blocks hold {} slots (0..{})", s.first_slot, self.block_size, self.block_size));
+            return Err(format!(
+                "span {i} starts at slot {} of its first block; blocks hold {} slots (0..{})",
+                s.first_slot, self.block_size, self.block_size
+            ));
         }
         let need = (s.first_slot + s.len).div_ceil(self.block_size as u32) as usize;
         if s.blocks.len() != need {
@@ -26,7 +29,10 @@ impl Ledger {
             ));
         }
         if let Some(b) = s.blocks.iter().find(|&&b| b as usize >= self.num_blocks) {
-            return Err(format!("span {i} uses block {b}, outside the pool of {} blocks (ids 0..{})", self.num_blocks, self.num_blocks));
+            return Err(format!(
+                "span {i} uses block {b}, outside the pool of {} blocks (ids 0..{})",
+                self.num_blocks, self.num_blocks
+            ));
         }
         if s.layers != LayerRange::ALL {
             return Err(format!(
@@ -48,7 +54,9 @@ impl Ledger {
             end = s.end_pos();
         }
         if end as usize > limit {
-            return Err(format!("the spans reach position {end} but the sequence has {limit} tokens"));
+            return Err(format!(
+                "the spans reach position {end} but the sequence has {limit} tokens"
+            ));
         }
         if spans.is_empty() {
             return Err("the plan has no spans".into());
@@ -60,13 +68,20 @@ impl Ledger {
     /// shared. Within `seq`'s context a block may appear in several spans (a window that wraps
     /// around its blocks), marked alike. `added_only`: only these blocks are new to `seq`, which
     /// holds the others already (so they are not checked again).
-    pub(super) fn check_ownership(&self, seq: SeqId, spans: &[Span], replacing: bool) -> Result<(), String> {
+    pub(super) fn check_ownership(
+        &self,
+        seq: SeqId,
+        spans: &[Span],
+        replacing: bool,
+    ) -> Result<(), String> {
         let mut mine: HashMap<u32, bool> = HashMap::new();
         for s in spans {
             for &b in s.blocks.iter() {
                 if let Some(&was) = mine.get(&b) {
                     if was != s.shared {
-                        return Err(format!("block {b} is both shared and private in the context of sequence {seq}"));
+                        return Err(format!(
+                            "block {b} is both shared and private in the context of sequence {seq}"
+                        ));
                     }
                     continue;
                 }
@@ -76,7 +91,9 @@ impl Ledger {
                         if replacing {
                             continue;
                         }
-                        return Err(format!("block {b} appears twice in the context of sequence {seq}"));
+                        return Err(format!(
+                            "block {b} appears twice in the context of sequence {seq}"
+                        ));
                     }
                     if !(s.shared && other_shared) {
                         return Err(format!(
@@ -98,7 +115,10 @@ impl Ledger {
         let mut overlay = Overlay::new();
         let mut sources = HashSet::new();
         for (i, c) in copies.iter().enumerate() {
-            if c.len == 0 || c.src as u64 + c.len as u64 > slots || c.dst as u64 + c.len as u64 > slots {
+            if c.len == 0
+                || c.src as u64 + c.len as u64 > slots
+                || c.dst as u64 + c.len as u64 > slots
+            {
                 return Err(format!("copy {i} moves slots {}.. to {}.. ({} slots): outside the pool's {slots} slots, or empty", c.src, c.dst, c.len));
             }
             sources.extend(c.src..c.src + c.len);
@@ -114,7 +134,9 @@ impl Ledger {
                     return Err(format!("copy {i} reads slot {src}, which this step computes (copies run before it): copy it at a later step, or share it"));
                 }
                 if sources.contains(&dst) || overlay.insert(dst, content).is_some() {
-                    return Err(format!("copy {i} writes slot {dst}, which this plan also copies from or to"));
+                    return Err(format!(
+                        "copy {i} writes slot {dst}, which this plan also copies from or to"
+                    ));
                 }
                 self.check_write(seq, dst, content.0, content.1)?;
             }
@@ -123,13 +145,23 @@ impl Ledger {
     }
 
     pub(super) fn content(&self, overlay: &Overlay, slot: u32) -> (u32, u32) {
-        overlay.get(&slot).copied().unwrap_or((self.slot_token[slot as usize], self.slot_pos[slot as usize]))
+        overlay
+            .get(&slot)
+            .copied()
+            .unwrap_or((self.slot_token[slot as usize], self.slot_pos[slot as usize]))
     }
 
     /// Each entry of `spans` either computed (`computed(span, offset)`), then recorded as a
     /// write, or verified to be in the pool already. Returns the writes, the cached count, and
     /// whether a cached entry is one this step computes (another sequence's write).
-    pub(super) fn check_entries(&self, seq: SeqId, tokens: &[u32], spans: &[Span], overlay: &Overlay, computed: impl Fn(usize, u32) -> bool) -> Result<(Writes, usize, bool), String> {
+    pub(super) fn check_entries(
+        &self,
+        seq: SeqId,
+        tokens: &[u32],
+        spans: &[Span],
+        overlay: &Overlay,
+        computed: impl Fn(usize, u32) -> bool,
+    ) -> Result<(Writes, usize, bool), String> {
         let (mut writes, mut cached, mut fresh) = (Vec::new(), 0, false);
         let bs = self.block_size as u32;
         for (c, s) in spans.iter().enumerate() {
@@ -141,7 +173,11 @@ impl Ledger {
                     writes.push((slot, token, pos));
                 } else if self.content(overlay, slot) != (token, pos) {
                     let (t, p) = self.content(overlay, slot);
-                    let holds = if t == EMPTY { "nothing".into() } else { format!("token {t} at position {p}") };
+                    let holds = if t == EMPTY {
+                        "nothing".into()
+                    } else {
+                        format!("token {t} at position {p}")
+                    };
                     return Err(format!(
                         "span {c} entry {o} is claimed cached, but its slot {slot} holds {holds} where the sequence needs token {token} at position {pos}"
                     ));
@@ -166,7 +202,13 @@ impl Ledger {
     }
 
     /// A slot another live sequence relies on may only be rewritten with the same content.
-    pub(super) fn check_write(&self, seq: SeqId, slot: u32, token: u32, pos: u32) -> Result<(), String> {
+    pub(super) fn check_write(
+        &self,
+        seq: SeqId,
+        slot: u32,
+        token: u32,
+        pos: u32,
+    ) -> Result<(), String> {
         let block = slot / self.block_size as u32;
         let same = (self.slot_token[slot as usize], self.slot_pos[slot as usize]) == (token, pos);
         let empty = self.slot_token[slot as usize] == EMPTY;
@@ -193,7 +235,13 @@ pub(super) fn share_word(shared: bool) -> &'static str {
 
 /// How many entries of `spans` keep their keys, rotated for position `pos`, in `slot`.
 pub(super) fn entries_at(spans: &[Span], slot: u32, pos: u32, block_size: u32) -> usize {
-    spans.iter().filter(|s| (s.rotated_pos..s.rotated_pos + s.len).contains(&pos) && s.slot(pos - s.rotated_pos, block_size) == slot).count()
+    spans
+        .iter()
+        .filter(|s| {
+            (s.rotated_pos..s.rotated_pos + s.len).contains(&pos)
+                && s.slot(pos - s.rotated_pos, block_size) == slot
+        })
+        .count()
 }
 
 /// No slot is written twice by one plan.
@@ -201,14 +249,22 @@ pub(super) fn check_writes_distinct(seq: SeqId, writes: &Writes) -> Result<(), S
     let mut written: Vec<u32> = writes.iter().map(|w| w.0).collect();
     written.sort_unstable();
     match written.windows(2).find(|w| w[0] == w[1]) {
-        Some(w) => Err(format!("slot {} appears twice in the context of sequence {seq}", w[0])),
+        Some(w) => Err(format!(
+            "slot {} appears twice in the context of sequence {seq}",
+            w[0]
+        )),
         None => Ok(()),
     }
 }
 
 /// A written slot is no other entry's: `held` is what it holds now, `kept` how many entries
 /// of the context (other than the write) keep that there.
-pub(super) fn check_not_kept(seq: SeqId, (slot, token, pos): (u32, u32, u32), held: (u32, u32), kept: usize) -> Result<(), String> {
+pub(super) fn check_not_kept(
+    seq: SeqId,
+    (slot, token, pos): (u32, u32, u32),
+    held: (u32, u32),
+    kept: usize,
+) -> Result<(), String> {
     if held.1 != EMPTY && held != (token, pos) && kept > 0 {
         return Err(format!("slot {slot} appears twice in the context of sequence {seq}: it holds position {}, kept, and receives position {pos}", held.1));
     }
