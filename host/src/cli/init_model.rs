@@ -18,12 +18,10 @@ pub struct InitModelArgs {
 pub fn run(a: InitModelArgs) -> Result<()> {
     let preset = Preset::from_name(&a.preset)?;
     write_preset(preset, a.seed, &a.out)?;
-    println!(
-        "wrote preset {} (seed {}, {} parameters) to {}",
-        preset.name(),
-        a.seed,
-        parameter_count(&preset.config()),
-        a.out.display()
-    );
+    let weights = match preset {
+        Preset::Tiny => "trained weights".to_string(),
+        Preset::Qwen3_0_6B => format!("seed {}", a.seed),
+    };
+    println!("wrote preset {} ({weights}, {} parameters) to {}", preset.name(), parameter_count(&preset.config()), a.out.display());
     Ok(())
 }
