@@ -64,11 +64,13 @@ pub fn table(points: &[Value]) -> String {
 /// another plugin with a standard point of the same workload, batch, prefix length and seed,
 /// `memory_savings_ratio` = 1 - peak KV bytes / standard's peak KV bytes.
 pub fn add_measured_savings(points: &mut [Value]) {
+    // Context length too: the retrieval workload's points share a batch size.
     let key = |p: &Value| {
         (
             p["workload"].clone(),
             p["batch_size"].clone(),
             p.get("shared_prefix_len").cloned(),
+            p.get("context_tokens").cloned(),
             p["seed"].clone(),
         )
     };
