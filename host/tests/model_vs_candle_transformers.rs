@@ -278,8 +278,17 @@ fn bf16_and_f16_checkpoints_load_and_agree_with_f32() {
             .to_scalar::<f32>()
             .unwrap();
         // The trained model's logits span tens of units: drift is judged against that range.
-        let scale = reference.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
-        assert!(diff < 0.03 * scale, "{dtype:?} checkpoint drifted by {diff} (logits up to {scale})");
+        let scale = reference
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(
+            diff < 0.03 * scale,
+            "{dtype:?} checkpoint drifted by {diff} (logits up to {scale})"
+        );
         // `tiny` ships in f16, so only bf16 rounds its weights.
         if dtype == DType::BF16 {
             assert!(diff > 0.0, "{dtype:?} checkpoint was not actually rounded");

@@ -106,8 +106,7 @@ pub fn table(points: &[Value]) -> String {
         "Greedy agreement",
         "Identical requests",
         "KV saved",
-    ]
-    .map(String::from);
+    ];
     let rows: Vec<[String; 7]> = by
         .iter()
         .map(|(name, q)| {
@@ -132,29 +131,7 @@ pub fn table(points: &[Value]) -> String {
             ]
         })
         .collect();
-    let mut widths = header.clone().map(|h| h.len());
-    for r in &rows {
-        for (w, c) in widths.iter_mut().zip(r) {
-            *w = (*w).max(c.chars().count());
-        }
-    }
-    let fmt = |r: &[String; 7]| {
-        r.iter()
-            .zip(&widths)
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect::<Vec<_>>()
-            .join(" | ")
-    };
-    let mut out = vec![
-        fmt(&header),
-        widths
-            .iter()
-            .map(|w| "-".repeat(*w))
-            .collect::<Vec<_>>()
-            .join("-|-"),
-    ];
-    out.extend(rows.iter().map(fmt));
-    out.join("\n")
+    super::summary::text_table(header, &rows)
 }
 
 /// A plugin's retrieval grid as text: one row per depth, one column per context length, each

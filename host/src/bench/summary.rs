@@ -34,14 +34,21 @@ pub fn table(points: &[Value]) -> String {
             ]
         })
         .collect();
-    let header = ["Method", "Batch", "Time (s)", "Throughput", "Memory"].map(String::from);
-    let mut widths = header.clone().map(|h| h.len());
-    for r in &rows {
+    text_table(
+        ["Method", "Batch", "Time (s)", "Throughput", "Memory"],
+        &rows,
+    )
+}
+
+/// A plain-text table: the header, a rule, then the rows, each column as wide as its widest cell.
+pub fn text_table<const N: usize>(header: [&str; N], rows: &[[String; N]]) -> String {
+    let mut widths = header.map(|h| h.chars().count());
+    for r in rows {
         for (w, c) in widths.iter_mut().zip(r) {
             *w = (*w).max(c.chars().count());
         }
     }
-    let fmt = |r: &[String; 5]| {
+    let fmt = |r: &[String; N]| {
         r.iter()
             .zip(&widths)
             .map(|(c, w)| format!("{c:<w$}"))
@@ -49,7 +56,7 @@ pub fn table(points: &[Value]) -> String {
             .join(" | ")
     };
     let mut out = vec![
-        fmt(&header),
+        fmt(&header.map(String::from)),
         widths
             .iter()
             .map(|w| "-".repeat(*w))

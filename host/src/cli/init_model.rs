@@ -22,6 +22,11 @@ pub fn run(a: InitModelArgs) -> Result<()> {
         Preset::Tiny => "trained weights".to_string(),
         Preset::Qwen3_0_6B => format!("seed {}", a.seed),
     };
-    println!("wrote preset {} ({weights}, {} parameters) to {}", preset.name(), parameter_count(&preset.config()), a.out.display());
+    println!(
+        "wrote preset {} ({weights}, {} parameters) to {}",
+        preset.name(),
+        parameter_count(&preset.config()),
+        a.out.display()
+    );
     Ok(())
 }
