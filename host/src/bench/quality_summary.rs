@@ -137,12 +137,7 @@ pub fn table(points: &[Value]) -> String {
 /// A plugin's retrieval grid as text: one row per depth, one column per context length, each
 /// cell the exact-match percentage.
 pub fn grid_text(cells: &[RetrievalCell]) -> String {
-    let mut lengths: Vec<usize> = cells.iter().map(|c| c.context_tokens).collect();
-    let mut depths: Vec<u32> = cells.iter().map(|c| c.depth_percent).collect();
-    lengths.sort_unstable();
-    lengths.dedup();
-    depths.sort_unstable();
-    depths.dedup();
+    let (lengths, depths) = grid_axes(cells);
     let mut out = format!(
         "{:>6} |{}\n",
         "depth",
@@ -156,22 +151,37 @@ pub fn grid_text(cells: &[RetrievalCell]) -> String {
         "-".repeat(6),
         "-".repeat(7 * lengths.len())
     ));
-    for d in &depths {
+    for &d in &depths {
         out.push_str(&format!("{:>5}% |", d));
-        for l in &lengths {
-            let (c, t) = cells
-                .iter()
-                .filter(|x| x.context_tokens == *l && x.depth_percent == *d)
-                .fold((0, 0), |(c, t), x| (c + x.correct, t + x.total));
-            out.push_str(&if t == 0 {
-                format!("{:>7}", "-")
-            } else {
-                format!("{:>6.0}%", 100.0 * c as f64 / t as f64)
+        for &l in &lengths {
+            out.push_str(&match cell_accuracy(cells, l, d) {
+                None => format!("{:>7}", "-"),
+                Some(a) => format!("{:>6.0}%", 100.0 * a),
             });
         }
         out.push('\n');
     }
     out
+}
+
+/// The context lengths and depths the cells cover, each sorted once.
+pub fn grid_axes(cells: &[RetrievalCell]) -> (Vec<usize>, Vec<u32>) {
+    let mut lengths: Vec<usize> = cells.iter().map(|c| c.context_tokens).collect();
+    let mut depths: Vec<u32> = cells.iter().map(|c| c.depth_percent).collect();
+    lengths.sort_unstable();
+    lengths.dedup();
+    depths.sort_unstable();
+    depths.dedup();
+    (lengths, depths)
+}
+
+/// Exact match over the cells at one length and depth; `None` where there are none.
+pub fn cell_accuracy(cells: &[RetrievalCell], len: usize, depth: u32) -> Option<f64> {
+    let (c, t) = cells
+        .iter()
+        .filter(|x| x.context_tokens == len && x.depth_percent == depth)
+        .fold((0, 0), |(c, t), x| (c + x.correct, t + x.total));
+    (t > 0).then(|| c as f64 / t as f64)
 }
 
 #[cfg(test)]

@@ -97,20 +97,8 @@ fn quality_section(dir: &Path, points: &[Value], md: &mut String) -> Result<Vec<
             "retrieval_{}.svg",
             name.replace(|c: char| !c.is_ascii_alphanumeric() && c != '-', "_")
         );
-        let mut lengths: Vec<usize> = q.cells.iter().map(|c| c.context_tokens).collect();
-        let mut depths: Vec<u32> = q.cells.iter().map(|c| c.depth_percent).collect();
-        lengths.sort_unstable();
-        lengths.dedup();
-        depths.sort_unstable();
-        depths.dedup();
-        let cell = |l: usize, d: u32| {
-            let (c, t) = q
-                .cells
-                .iter()
-                .filter(|x| x.context_tokens == l && x.depth_percent == d)
-                .fold((0, 0), |(c, t), x| (c + x.correct, t + x.total));
-            (t > 0).then(|| c as f64 / t as f64)
-        };
+        let (lengths, depths) = quality_summary::grid_axes(&q.cells);
+        let cell = |l: usize, d: u32| quality_summary::cell_accuracy(&q.cells, l, d);
         plots::heat_map(
             &dir.join(&file),
             &format!("{name}: retrieval exact match"),
