@@ -14,7 +14,9 @@
 set -u
 _root=${NANOHOST_CUDA_HOME:-$HOME/.cache/nanohost-cuda}
 _venv=$_root/venv
-_nvcc=$(find "$_venv" -path '*nvidia/cu13/bin/nvcc' 2>/dev/null | head -1)
+# `|| true`: sourced from a `set -euo pipefail` script, a find of a venv not made yet would
+# otherwise end that script silently.
+_nvcc=$({ find "$_venv" -path '*nvidia/cu13/bin/nvcc' 2>/dev/null || true; } | head -1)
 if [ -z "$_nvcc" ]; then
   echo "cuda-build-env: installing CUDA 13.0 nvcc wheels into $_venv" >&2
   python3 -m venv "$_venv" >&2 && "$_venv/bin/pip" install -q \
@@ -25,7 +27,7 @@ fi
 _cuda=$(dirname "$(dirname "$_nvcc")")
 _stubs=$_root/stubs
 if [ ! -e "$_stubs/libcuda.so" ]; then
-  _cudarc=$(ls -d "$HOME"/.cargo/registry/src/*/cudarc-0.19.* 2>/dev/null | sort -V | tail -1)
+  _cudarc=$({ ls -d "$HOME"/.cargo/registry/src/*/cudarc-0.19.* 2>/dev/null || true; } | sort -V | tail -1)
   if [ -z "$_cudarc" ]; then echo "cuda-build-env: run 'cargo fetch' first (needs cudarc 0.19 sources)" >&2; return 1 2>/dev/null || exit 1; fi
   mkdir -p "$_stubs"
   # module:library:soname-version, as cudarc's sys modules name them

@@ -85,11 +85,23 @@ pub fn run(a: TrainPresetArgs) -> Result<()> {
     std::fs::create_dir_all(&a.out)
         .with_context(|| format!("cannot create {}", a.out.display()))?;
     let compute = crate::device::select(Some(&a.device), Some("f32"))?;
-    let (net, log) = train(&cfg, trained_vocab, &recipe, &compute.device, |line| {
-        eprintln!("{line}")
-    })?;
-    write_log(&a.out.join("train_log.json"), &log)?;
-    crate::model::preset::write_trained(&cfg, &net.export(recipe.seed)?, &a.out)?;
+    let save = |net: &crate::train::net::Net, log: &crate::train::TrainLog| -> Result<()> {
+        crate::model::preset::write_trained(&cfg, &net.export(recipe.seed)?, &a.out)?;
+        write_log(&a.out.join("train_log.json"), log)
+    };
+    let (net, log) = train(
+        &cfg,
+        trained_vocab,
+        &recipe,
+        &compute.device,
+        |line| eprintln!("{line}"),
+        |net, log| {
+            save(net, log)?;
+            eprintln!("  checkpoint: {}", a.out.display());
+            Ok(())
+        },
+    )?;
+    save(&net, &log)?;
     println!("trained in {:.0} s; wrote {}", log.seconds, a.out.display());
     Ok(())
 }

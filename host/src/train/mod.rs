@@ -159,13 +159,15 @@ pub fn evaluate(net: &Net, seed: u64, len: usize, n: usize, step: usize) -> Resu
     })
 }
 
-/// Trains from scratch; `progress` gets each logged line.
+/// Trains from scratch; `progress` gets each logged line, and `checkpoint` the model and its
+/// log after each evaluation, so a run killed half-way keeps its last evaluated weights.
 pub fn train(
     cfg: &crate::model::config::Qwen3Config,
     trained_vocab: usize,
     recipe: &Recipe,
     device: &Device,
     mut progress: impl FnMut(&str),
+    mut checkpoint: impl FnMut(&Net, &TrainLog) -> Result<()>,
 ) -> Result<(Net, TrainLog)> {
     let started = std::time::Instant::now();
     keep_freed_memory();
@@ -255,6 +257,10 @@ pub fn train(
                     break;
                 }
             }
+            if step + 1 < total {
+                log.seconds = started.elapsed().as_secs_f64();
+                checkpoint(&net, &log)?;
+            }
         }
     }
     log.seconds = started.elapsed().as_secs_f64();
@@ -323,7 +329,7 @@ mod tests {
         };
         let run = || {
             let (net, log) =
-                train(&Preset::Tiny.config(), 259, &recipe, &Device::Cpu, |_| {}).unwrap();
+                train(&Preset::Tiny.config(), 259, &recipe, &Device::Cpu, |_| {}, |_, _| Ok(())).unwrap();
             (net.export(3).unwrap(), log)
         };
         let (a, log) = run();
