@@ -99,6 +99,20 @@ fn cuda(_ordinal: usize) -> Result<Compute> {
     bail!("this nanohost was built without CUDA; rebuild with `--features cuda` (README: Building for CUDA)")
 }
 
+/// The device's memory as the driver reports it, `None` on the CPU.
+pub fn device_memory_total(device: &Device) -> Option<u64> {
+    match device {
+        #[cfg(feature = "cuda")]
+        Device::Cuda(d) => d
+            .cuda_stream()
+            .context()
+            .mem_get_info()
+            .ok()
+            .map(|(_, total)| total as u64),
+        _ => None,
+    }
+}
+
 /// Bytes in use on the device as the driver reports them (all processes), `None` on the CPU.
 pub fn device_memory_in_use(device: &Device) -> Option<u64> {
     match device {

@@ -85,7 +85,13 @@ fn standard_run_writes_results_that_follow_from_the_workload() {
         assert_eq!(r["model"], "preset:tiny");
         assert_eq!(r["device"], "cpu");
     }
-    let summary = read_json(&out.join("benchmark_summary.json"));
+    // The summary is the result file's points, each plugin labelled and the baseline marked.
+    let mut summary = read_json(&out.join("benchmark_summary.json"));
+    for p in summary.as_array_mut().unwrap() {
+        let plugin = p["plugin"].as_object_mut().unwrap();
+        assert_eq!(plugin.remove("label").unwrap(), "standard");
+        assert_eq!(plugin.remove("baseline").unwrap(), true);
+    }
     assert_eq!(summary.as_array().unwrap(), results);
     assert!(!std::fs::read_dir(&out).unwrap().any(|e| e
         .unwrap()

@@ -334,7 +334,8 @@ fn tiles(seqs: &[SeqAttention], row_skip: &[u32]) -> (Vec<u32>, Vec<u32>) {
     let mut tiled = Vec::new();
     for (i, s) in seqs.iter().enumerate() {
         let rows = s.q_start..s.q_start + s.q_len;
-        if s.q_len >= TILED_MIN_ROWS && s.context.iter().all(|span| span.shift == 0) && rows.clone().all(|r| row_skip[r] == 0) {
+        // Shifted spans too: the tile re-rotates their keys in shared memory.
+        if s.q_len >= TILED_MIN_ROWS && rows.clone().all(|r| row_skip[r] == 0) {
             tiled.extend([i as u32, s.q_start as u32, s.q_len as u32]);
         }
     }
@@ -374,16 +375,16 @@ mod tests {
         assert!(AttentionBatch::flatten(&overfull, &[], 1, 4, 16).is_err());
     }
 
-    /// Prefills of at least TILED_MIN_ROWS rows are tiled unless shifted; the other rows, and
+    /// Prefills of at least TILED_MIN_ROWS rows are tiled, shifted or not; the other rows, and
     /// only they, go to the per-row kernel, and only they size the row-key bucket.
     #[test]
-    fn long_unshifted_prefills_are_tiled_and_the_rest_listed() {
+    fn long_prefills_are_tiled_and_the_rest_listed() {
         let seqs = [seq(0, 1, 300, 0), seq(1, 20, 600, 0), seq(21, 16, 16, 5), seq(37, 15, 15, 0), seq(52, 16, 40, 0)];
         let (meta, l) = AttentionBatch::flatten(&seqs, &[], 68, 16, 64).unwrap();
         let o = l.offsets();
-        assert_eq!((l.num_tiled, l.max_tiled_rows, l.row_list), (2, 20, 1 + 16 + 15));
-        assert_eq!(&meta[o.tiled..o.row_list], &[1, 1, 20, 4, 52, 16]);
-        let listed: Vec<u32> = std::iter::once(0).chain(21..52).collect();
+        assert_eq!((l.num_tiled, l.max_tiled_rows, l.row_list), (3, 20, 1 + 15));
+        assert_eq!(&meta[o.tiled..o.row_list], &[1, 1, 20, 2, 21, 16, 4, 52, 16]);
+        let listed: Vec<u32> = std::iter::once(0).chain(37..52).collect();
         assert_eq!(&meta[o.row_list..o.slots], listed.as_slice());
         assert_eq!(l.max_row_keys, 300usize.next_power_of_two());
         // Decode only: nothing tiled, no list, the per-row kernel takes every row.

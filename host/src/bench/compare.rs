@@ -1,5 +1,5 @@
 //! A/B comparison of two plugin builds from their per-trial result lists: per point and metric,
-//! each side's median, the paired ratios B/A with their median and bootstrap interval, the
+//! each side's median, the paired ratios B/A with their median and distribution-free interval, the
 //! verdict, and whether the two generated the same tokens.
 
 use super::stats::{self, Paired};
@@ -44,7 +44,7 @@ fn metric(v: &Value, key: &str) -> Option<f64> {
 }
 
 /// `trials[t]` holds A's and B's result lists of trial `t` (same config, same seeds).
-pub fn compare(trials: &[(Vec<Value>, Vec<Value>)], confidence: f64, seed: u64) -> Result<Value> {
+pub fn compare(trials: &[(Vec<Value>, Vec<Value>)], confidence: f64) -> Result<Value> {
     let Some((first_a, first_b)) = trials.first() else {
         bail!("no trials to compare")
     };
@@ -81,7 +81,7 @@ pub fn compare(trials: &[(Vec<Value>, Vec<Value>)], confidence: f64, seed: u64) 
             if xa.is_empty() {
                 continue;
             }
-            let p: Paired = stats::paired(&xa, &xb, confidence, seed ^ (i as u64) << 8);
+            let p: Paired = stats::paired(&xa, &xb, confidence);
             let mut m = serde_json::to_value(&p)?;
             m["label"] = json!(name);
             m["a"] = json!(xa);

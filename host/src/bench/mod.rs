@@ -13,6 +13,7 @@ pub mod fidelity;
 pub mod lifetime;
 pub mod metrics;
 pub mod plots;
+pub mod preflight;
 pub mod quality;
 pub mod quality_summary;
 pub mod report;

@@ -44,7 +44,7 @@ pub fn collect(points: &[Value]) -> BTreeMap<String, PluginQuality> {
     let mut by: BTreeMap<String, PluginQuality> = BTreeMap::new();
     let mut savings: BTreeMap<String, Vec<f64>> = BTreeMap::new();
     for p in points {
-        let name = p["plugin"]["name"].as_str().unwrap_or("?").to_string();
+        let name = super::summary::label(p);
         let q = by.entry(name.clone()).or_default();
         if let Some(s) = p["memory_savings_ratio"].as_f64() {
             savings.entry(name.clone()).or_default().push(s);
@@ -97,7 +97,11 @@ pub fn table(points: &[Value]) -> String {
     {
         return String::new();
     }
-    let standard_ppl = by.get("standard").and_then(PluginQuality::perplexity);
+    let standard_ppl = points
+        .iter()
+        .find(|p| p["plugin"]["baseline"] == true)
+        .and_then(|p| by.get(&super::summary::label(p)))
+        .and_then(PluginQuality::perplexity);
     let header = [
         "Plugin",
         "Retrieval",
@@ -213,7 +217,7 @@ mod tests {
             total: t,
             cells,
         };
-        let mut p = json!({"plugin": {"name": plugin}, "workload": "retrieval", "peak_kv_bytes": peak, "quality": q, "output_tokens": 10});
+        let mut p = json!({"plugin": {"name": plugin, "baseline": plugin == "standard"}, "workload": "retrieval", "peak_kv_bytes": peak, "quality": q, "output_tokens": 10});
         if let Some(s) = savings {
             p["memory_savings_ratio"] = json!(s);
             p["fidelity"] = json!({"greedy_token_agreement": 0.5, "requests_with_identical_output": 1, "requests": 2});
@@ -223,7 +227,7 @@ mod tests {
 
     #[test]
     fn the_table_puts_each_plugins_quality_beside_what_it_saved() {
-        let ppl = |plugin: &str, nll: f64| json!({"plugin": {"name": plugin}, "workload": "perplexity", "peak_kv_bytes": 1, "quality": Quality::Perplexity { tokens: 100, mean_nll: nll, perplexity: nll.exp() }});
+        let ppl = |plugin: &str, nll: f64| json!({"plugin": {"name": plugin, "baseline": plugin == "standard"}, "workload": "perplexity", "peak_kv_bytes": 1, "quality": Quality::Perplexity { tokens: 100, mean_nll: nll, perplexity: nll.exp() }});
         let points = vec![
             retrieval_point("standard", &[(512, 0, 4, 4), (512, 100, 4, 4)], 1000, None),
             retrieval_point(

@@ -19,7 +19,8 @@ pub fn render(dir: &Path) -> Result<Vec<String>> {
     let mut md = String::from("# nanohost results\n\n");
     let mut written = Vec::new();
     if run.is_file() {
-        let points: Vec<Value> = read(&run)?;
+        let mut points: Vec<Value> = read(&run)?;
+        summary::label_plugins(&mut points);
         md.push_str(&format!(
             "## Run\n\n```\n{}\n```\n\n",
             summary::table(&points)
@@ -143,7 +144,7 @@ fn series(points: &[Value], key: &str, scale: f64) -> Vec<Series> {
         let (Some(x), Some(y)) = (p["batch_size"].as_f64(), p[key].as_f64()) else {
             continue;
         };
-        let plugin = p["plugin"]["name"].as_str().unwrap_or("?");
+        let plugin = summary::label(p);
         let mut name = format!("{plugin} / {}", p["workload"].as_str().unwrap_or("?"));
         if let Some(n) = p.get("shared_prefix_len") {
             name.push_str(&format!(" (prefix {n})"));

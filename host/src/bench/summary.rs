@@ -67,9 +67,81 @@ pub fn text_table<const N: usize>(header: [&str; N], rows: &[[String; N]]) -> St
     out.join("\n")
 }
 
-/// Measured savings against the standard strategy on the same prompts: for every point of
-/// another plugin with a standard point of the same workload, batch, prefix length and seed,
-/// `memory_savings_ratio` = 1 - peak KV bytes / standard's peak KV bytes.
+/// The file of the standard plugin that ships with nanohost: the baseline is known by its file,
+/// never by the name a plugin gives itself.
+pub const BASELINE_FILE: &str = "libstandard.so";
+
+/// The baseline's sha256: the first `libstandard.so` of the points (a run has one unless it was
+/// given two builds of it; the first given is the baseline then).
+pub fn baseline_sha(points: &[Value]) -> Option<String> {
+    points
+        .iter()
+        .find(|p| {
+            p["plugin"]["path"]
+                .as_str()
+                .and_then(|f| Path::new(f).file_name())
+                .is_some_and(|n| n == BASELINE_FILE)
+        })
+        .and_then(|p| p["plugin"]["sha256"].as_str().map(str::to_string))
+}
+
+fn is_baseline(p: &Value, sha: &Option<String>) -> bool {
+    sha.is_some() && p["plugin"]["sha256"].as_str() == sha.as_deref()
+}
+
+/// Names each point's plugin for tables and charts (`plugin.label`): its name, or, where two
+/// files of the run give one name, `name [file sha256-prefix]`. The baseline is marked
+/// (`plugin.baseline`).
+pub fn label_plugins(points: &mut [Value]) {
+    let sha = baseline_sha(points);
+    let files_of = |name: &str, points: &[Value]| {
+        let mut shas: Vec<&str> = points
+            .iter()
+            .filter(|p| p["plugin"]["name"] == name)
+            .filter_map(|p| p["plugin"]["sha256"].as_str())
+            .collect();
+        shas.sort();
+        shas.dedup();
+        shas.len()
+    };
+    let labels: Vec<String> = points
+        .iter()
+        .map(|p| {
+            let name = p["plugin"]["name"].as_str().unwrap_or("?");
+            match files_of(name, points) > 1 {
+                false => name.to_string(),
+                true => {
+                    let file = p["plugin"]["path"]
+                        .as_str()
+                        .and_then(|f| Path::new(f).file_name())
+                        .map_or("?".into(), |f| f.to_string_lossy().into_owned());
+                    let hash = p["plugin"]["sha256"].as_str().unwrap_or("");
+                    format!("{name} [{file} {}]", &hash[..hash.len().min(8)])
+                }
+            }
+        })
+        .collect();
+    for (p, l) in points.iter_mut().zip(labels) {
+        let base = is_baseline(p, &sha);
+        if let Some(plugin) = p.get_mut("plugin").and_then(Value::as_object_mut) {
+            plugin.insert("label".into(), json!(l));
+            plugin.insert("baseline".into(), json!(base));
+        }
+    }
+}
+
+/// The plugin's label (see [`label_plugins`]), its name for points labelled before labels.
+pub fn label(p: &Value) -> String {
+    p["plugin"]["label"]
+        .as_str()
+        .or(p["plugin"]["name"].as_str())
+        .unwrap_or("?")
+        .to_string()
+}
+
+/// Measured savings against the baseline on the same prompts: for every point of another
+/// plugin with a baseline point of the same workload, batch, prefix length and seed,
+/// `memory_savings_ratio` = 1 - peak KV bytes / the baseline's peak KV bytes.
 pub fn add_measured_savings(points: &mut [Value]) {
     // Context length too: the retrieval workload's points share a batch size.
     let key = |p: &Value| {
@@ -81,23 +153,24 @@ pub fn add_measured_savings(points: &mut [Value]) {
             p["seed"].clone(),
         )
     };
-    let baseline: Vec<(_, f64)> = points
+    let sha = baseline_sha(points);
+    let baseline: Vec<(_, f64, String)> = points
         .iter()
-        .filter(|p| p["plugin"]["name"] == "standard")
-        .filter_map(|p| Some((key(p), p["peak_kv_bytes"].as_f64()?)))
+        .filter(|p| is_baseline(p, &sha))
+        .filter_map(|p| {
+            let path = p["plugin"]["path"].as_str().unwrap_or("?").to_string();
+            Some((key(p), p["peak_kv_bytes"].as_f64()?, path))
+        })
         .collect();
-    for p in points
-        .iter_mut()
-        .filter(|p| p["plugin"]["name"] != "standard")
-    {
+    for p in points.iter_mut().filter(|p| !is_baseline(p, &sha)) {
         let k = key(p);
-        if let (Some((_, base)), Some(mine)) = (
-            baseline.iter().find(|(bk, _)| *bk == k),
+        if let (Some((_, base, path)), Some(mine)) = (
+            baseline.iter().find(|(bk, _, _)| *bk == k),
             p["peak_kv_bytes"].as_f64(),
         ) {
             if *base > 0.0 {
                 p["memory_savings_ratio"] = json!(1.0 - mine / base);
-                p["memory_savings_baseline"] = json!("standard");
+                p["memory_savings_baseline"] = json!(path);
             }
         }
     }
@@ -116,11 +189,28 @@ pub fn summarize(outcomes: &[Outcome], out_dir: &Path) -> Result<usize> {
             points.extend(list);
         }
     }
+    label_plugins(&mut points);
     add_measured_savings(&mut points);
     println!("{}", table(&points));
     let quality = super::quality_summary::table(&points);
     if !quality.is_empty() {
         println!("\n{quality}");
+    }
+    let mut warnings: Vec<String> = points
+        .iter()
+        .flat_map(|p| {
+            let who = label(p);
+            p["warnings"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|w| w.as_str())
+                .map(move |w| format!("warning: {who}: {w}"))
+        })
+        .collect();
+    warnings.dedup();
+    for w in &warnings {
+        println!("{w}");
     }
     let failed: Vec<&Outcome> = outcomes.iter().filter(|o| o.failure.is_some()).collect();
     for o in &failed {

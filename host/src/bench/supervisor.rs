@@ -2,6 +2,7 @@
 //! of how each child ended. A crashing or hanging plugin costs only its own results.
 
 use super::config::BenchConfig;
+use super::preflight::PlannedPlugin;
 use anyhow::{Context, Result};
 use std::io::{BufRead, BufReader, IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -30,14 +31,30 @@ struct Progress {
     point: String,
 }
 
-fn describe_exit(status: ExitStatus) -> String {
+/// Processes of this cgroup the kernel's OOM killer has killed (cgroup v2 `memory.events`), so a
+/// worker's SIGKILL can be told apart: `None` where the count cannot be read.
+fn oom_kills() -> Option<u64> {
+    let cgroup = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    let path = cgroup.lines().find_map(|l| l.strip_prefix("0::"))?;
+    let events =
+        std::fs::read_to_string(format!("/sys/fs/cgroup{}/memory.events", path.trim())).ok()?;
+    events
+        .lines()
+        .find_map(|l| l.strip_prefix("oom_kill "))
+        .and_then(|n| n.trim().parse().ok())
+}
+
+/// `oom_before`: [`oom_kills`] when the worker started.
+fn describe_exit(status: ExitStatus, oom_before: Option<u64>) -> String {
     #[cfg(unix)]
     {
         use std::os::unix::process::ExitStatusExt;
         if let Some(sig) = status.signal() {
+            let oom = oom_before.zip(oom_kills()).is_some_and(|(a, b)| b > a);
             let name = match sig {
+                9 if oom => return "killed by the kernel's out-of-memory killer (SIGKILL): the run needed more memory than the host had; lower batch_sizes or max_input_len, or set kv_cache_bytes".into(),
                 6 => " (SIGABRT: the plugin aborted)",
-                9 => " (SIGKILL)",
+                9 => " (SIGKILL, sent from outside nanohost; or the out-of-memory killer)",
                 11 => " (SIGSEGV: the plugin crashed on a bad memory access)",
                 7 => " (SIGBUS)",
                 _ => "",
@@ -72,13 +89,22 @@ fn draw(name: &str, p: &Progress, elapsed: Duration, tty: bool) {
     let _ = err.flush();
 }
 
-/// Runs one plugin in a child `nanohost worker` and waits for it, at most `timeout`.
-pub fn run_child(plugin: &Path, cfg: &BenchConfig, out_dir: &Path) -> Result<Outcome> {
-    let plugin_name = plugin
-        .file_stem()
-        .and_then(|s| s.to_str())
-        .unwrap_or("plugin")
-        .trim_start_matches("lib")
+/// Runs one plugin in a child `nanohost worker` and waits for it, at most `timeout`. A plugin
+/// the preflight refused is reported without starting one.
+pub fn run_child(planned: &PlannedPlugin, cfg: &BenchConfig, out_dir: &Path) -> Result<Outcome> {
+    let plugin = planned.path.as_path();
+    if let Some(why) = &planned.refused {
+        return Ok(Outcome {
+            plugin: plugin.to_path_buf(),
+            results: None,
+            failure: Some(why.clone()),
+            interrupted: None,
+        });
+    }
+    let plugin_name = planned
+        .results_file
+        .trim_start_matches("results_")
+        .trim_end_matches(".json")
         .to_string();
     let exe =
         std::env::current_exe().context("cannot find the nanohost binary to start a worker")?;
@@ -92,6 +118,7 @@ pub fn run_child(plugin: &Path, cfg: &BenchConfig, out_dir: &Path) -> Result<Out
         super::channel::WORKER_FD,
     );
     cmd.env("NANOHOST_CHANNEL", super::channel::WORKER_FD.to_string());
+    let oom_before = oom_kills();
     let mut child: Child = cmd
         .arg("worker")
         .arg("--plugin")
@@ -100,6 +127,8 @@ pub fn run_child(plugin: &Path, cfg: &BenchConfig, out_dir: &Path) -> Result<Out
         .arg(out_dir)
         .arg("--config-json")
         .arg(serde_json::to_string(cfg)?)
+        .arg("--results")
+        .arg(&planned.results_file)
         .env(
             "NANOHOST_LOG",
             std::env::var("NANOHOST_LOG").unwrap_or_else(|_| "warn".into()),
@@ -191,6 +220,12 @@ pub fn run_child(plugin: &Path, cfg: &BenchConfig, out_dir: &Path) -> Result<Out
         std::thread::sleep(Duration::from_millis(20));
     }
     log.lock().unwrap().write_to(&log_path);
+    // Rust's allocation failure (`memory allocation of N bytes failed`, then an abort), wherever
+    // in the output: a backtrace may follow it.
+    let out_of_memory = log
+        .lock()
+        .unwrap()
+        .last_line_starting("memory allocation of");
     let tail = if err_thread.is_finished() {
         err_thread.join().unwrap_or_default()
     } else {
@@ -200,7 +235,8 @@ pub fn run_child(plugin: &Path, cfg: &BenchConfig, out_dir: &Path) -> Result<Out
         eprintln!();
     }
     let named = result_file.lock().unwrap().clone();
-    let (results, bad_results) = match named.map(|f| check_results(&f, out_dir, plugin)) {
+    let expected = out_dir.join(&planned.results_file);
+    let (results, bad_results) = match named.map(|f| check_results(&f, &expected, plugin)) {
         Some(Ok(f)) => (Some(f), None),
         Some(Err(why)) => (None, Some(why)),
         None => (None, None),
@@ -211,7 +247,7 @@ pub fn run_child(plugin: &Path, cfg: &BenchConfig, out_dir: &Path) -> Result<Out
         (Ok(st), None) if st.success() => {
             Some("exited cleanly but reported no result file".to_string())
         }
-        (Ok(st), _) => Some(describe_exit(st)),
+        (Ok(st), _) => Some(describe_exit(st, oom_before)),
         (Err(why), _) => Some(why),
     };
     // Points finished before a failure are kept (the worker writes its file after each one).
@@ -220,7 +256,11 @@ pub fn run_child(plugin: &Path, cfg: &BenchConfig, out_dir: &Path) -> Result<Out
         .and_then(|f| std::fs::read_to_string(f).ok())
         .and_then(|t| serde_json::from_str::<Vec<serde_json::Value>>(&t).ok())
         .map_or(0, |l| l.len());
-    let failure = failure.map(|f| explain(f, &tail)).map(|f| {
+    let failure = failure.map(|f| match &out_of_memory {
+        Some(line) => format!("ran out of memory ({line}): {f}"),
+        None => explain(f, &tail),
+    });
+    let failure = failure.map(|f| {
         if kept > 0 {
             format!("{f} (the {kept} points it finished before are kept)")
         } else {
@@ -244,25 +284,17 @@ fn explain(how: String, stderr_tail: &str) -> String {
     }
 }
 
-/// The result file a worker named, if it is one: in the output folder it was given, a list of
-/// result records of this plugin file whose token counts add up.
-fn check_results(file: &Path, out_dir: &Path, plugin: &Path) -> Result<PathBuf, String> {
+/// The result file a worker named, if it is one: the file the supervisor named for it, a list
+/// of result records of this plugin file whose token counts add up.
+fn check_results(file: &Path, expected: &Path, plugin: &Path) -> Result<PathBuf, String> {
     let bad = |why: String| {
         Err(format!(
             "reported a result file that is not one ({}): {why}",
             file.display()
         ))
     };
-    let inside = file.parent().and_then(|d| d.canonicalize().ok()) == out_dir.canonicalize().ok();
-    let named = file
-        .file_name()
-        .and_then(|n| n.to_str())
-        .is_some_and(|n| n.starts_with("results_") && n.ends_with(".json"));
-    if !inside || !named {
-        return bad(format!(
-            "not a results_*.json file in {}",
-            out_dir.display()
-        ));
+    if file != expected {
+        return bad(format!("not {}, the file it was given", expected.display()));
     }
     let text = std::fs::read_to_string(file)
         .map_err(|e| format!("cannot read {}: {e}", file.display()))?;

@@ -21,11 +21,6 @@ use std::time::Instant;
 /// The commit the binary was built from.
 pub const COMMIT: &str = env!("NANOHOST_COMMIT");
 
-/// `results_<plugin>.json`, the prototype's file names (`chunked-reuse` -> `results_chunked_reuse.json`).
-pub fn result_file_name(plugin_name: &str) -> String {
-    format!("results_{}.json", plugin_name.replace(['-', ' ', '/'], "_"))
-}
-
 /// The prototype's method label: the plugin description up to its first colon.
 pub fn method_label(plugin: &Plugin) -> String {
     let d = plugin.info.description.as_str();
@@ -53,22 +48,14 @@ pub fn model_source(cfg: &BenchConfig) -> Result<ModelSource> {
     )
 }
 
-/// Enough blocks that the largest point never preempts: every sequence at full length.
-fn default_blocks(cfg: &BenchConfig, points: &[Point]) -> usize {
-    points
-        .iter()
-        .map(|p| {
-            (0..p.prompts.len())
-                .map(|i| {
-                    Prompt::full_len(&p.prompts, i, cfg.max_output_len).div_ceil(cfg.block_size)
-                })
-                .sum::<usize>()
-        })
-        .max()
-        .unwrap_or(1)
-}
-
-pub fn run_worker(plugin_path: &Path, cfg: &BenchConfig, out_dir: &Path) -> Result<()> {
+/// Runs every point of `cfg` with the plugin at `plugin_path`, writing `out_dir/results_file`
+/// after each point.
+pub fn run_worker(
+    plugin_path: &Path,
+    cfg: &BenchConfig,
+    out_dir: &Path,
+    results_file: &str,
+) -> Result<()> {
     let plugin = load_plugin(plugin_path)?;
     let compute = crate::device::select(cfg.device.as_deref(), cfg.dtype.as_deref())?;
     let device = compute.device.clone();
@@ -79,10 +66,22 @@ pub fn run_worker(plugin_path: &Path, cfg: &BenchConfig, out_dir: &Path) -> Resu
     for name in &cfg.workloads {
         points.extend(workload::by_name(name)?.points(cfg, vocab, &loaded.tokenizer)?);
     }
+    // The parent checked host memory; device memory only the worker can see.
+    if let Some(used) = crate::device::device_memory_in_use(&device) {
+        let total = crate::device::device_memory_total(&device).unwrap_or(u64::MAX);
+        let mut need = super::preflight::estimate(
+            cfg,
+            loaded.model.config(),
+            compute.dtype.size_in_bytes(),
+            &points,
+        );
+        need.weights = 0; // already loaded, so already in `used`
+        super::preflight::check_fits(&need, total.saturating_sub(used), &compute.name)?;
+    }
     let size = match (cfg.num_blocks, cfg.kv_cache_bytes) {
         (Some(n), _) => PoolSize::Blocks(n),
         (None, Some(b)) => PoolSize::Bytes(b),
-        (None, None) => PoolSize::Blocks(default_blocks(cfg, &points)),
+        (None, None) => PoolSize::Blocks(super::preflight::default_blocks(cfg, &points)),
     };
     let pool = KvPool::new(
         loaded.model.config(),
@@ -100,7 +99,7 @@ pub fn run_worker(plugin_path: &Path, cfg: &BenchConfig, out_dir: &Path) -> Resu
     let graphs = DecodeGraphs::new(&loaded.model, cfg.max_num_seqs, cfg.cuda_graphs);
     std::fs::create_dir_all(out_dir)
         .with_context(|| format!("cannot create {}", out_dir.display()))?;
-    let path = out_dir.join(result_file_name(&plugin.info.name));
+    let path = out_dir.join(results_file);
     let mut results = Vec::new();
     for (i, point) in points.iter().enumerate() {
         progress(
@@ -300,6 +299,13 @@ fn run_point(
             "options_given": option_map(&options),
         }),
     );
+    let mut warnings = loaded.warnings.clone();
+    if engine.first_logits_finite == Some(false) {
+        warnings.push("the first step's logits hold NaN or infinite values: the outputs (and fidelity) of this point are meaningless".into());
+    }
+    if !warnings.is_empty() {
+        m.insert("warnings".into(), json!(warnings));
+    }
     let host = engine.policy().host_counters();
     m.insert("tokens_evicted".into(), json!(host.tokens_evicted));
     m.insert("blocks_evicted".into(), json!(host.blocks_evicted));

@@ -45,6 +45,19 @@ impl CappedLog {
         lines[lines.len().saturating_sub(n)..].join("\n")
     }
 
+    /// The last line, head or tail, that starts with `prefix`.
+    pub fn last_line_starting(&self, prefix: &str) -> Option<String> {
+        let tail: Vec<u8> = self.tail.iter().copied().collect();
+        let found = [&tail[..], &self.head[..]].into_iter().find_map(|part| {
+            String::from_utf8_lossy(part)
+                .lines()
+                .rev()
+                .find(|l| l.starts_with(prefix))
+                .map(str::to_string)
+        });
+        found
+    }
+
     pub fn write_to(&self, path: &Path) {
         let mut bytes = self.head.clone();
         if self.dropped > 0 {

@@ -1,5 +1,6 @@
-//! `nanohost compare A B`: trials alternate A, B, A, B, each side in its own process on the same
-//! config and seeds; the comparison goes to stdout, `compare.json`, `summary.md` and a chart.
+//! `nanohost compare A B`: trial pairs, A first in odd trials and B first in even ones, each side
+//! in its own process on the same config and seeds; the comparison goes to stdout, `compare.json`,
+//! `summary.md` and a chart.
 
 use super::bench_args::{add_plugin_options, BenchArgs};
 use crate::bench::{compare, report, supervisor};
@@ -17,11 +18,11 @@ pub struct CompareArgs {
     /// Plugin B (the candidate); ratios are B/A.
     #[arg(value_name = "B")]
     b: PathBuf,
-    /// Trial pairs (A then B). A difference is called only from 6 pairs at 95% (8 at 99%):
-    /// fewer cannot reach the level.
+    /// Trial pairs (A then B in odd trials, B then A in even ones). A difference is called only
+    /// from 6 pairs at 95% (8 at 99%): fewer cannot reach the level.
     #[arg(long, default_value_t = 6)]
     trials: usize,
-    /// Confidence of the bootstrap intervals.
+    /// Confidence of the intervals.
     #[arg(long, default_value_t = 0.95)]
     confidence: f64,
     #[command(flatten)]
@@ -45,12 +46,16 @@ pub fn run(a: CompareArgs) -> Result<()> {
     if !(0.5..1.0).contains(&a.confidence) {
         bail!("--confidence must be in [0.5, 1), e.g. 0.95");
     }
-    for p in [&a.a, &a.b] {
-        if !p.is_file() {
-            bail!("plugin {} does not exist", p.display());
+    let cfg = a.bench.config()?;
+    let planned = crate::bench::preflight::plan_plugins(&[a.a.clone()])
+        .into_iter()
+        .chain(crate::bench::preflight::plan_plugins(&[a.b.clone()]));
+    for p in planned {
+        if let Some(why) = p.refused {
+            bail!("{why}");
         }
     }
-    let cfg = a.bench.config()?;
+    crate::bench::preflight::check_model_and_memory(&cfg)?;
     let (mut cfg_a, mut cfg_b) = (cfg.clone(), cfg.clone());
     add_plugin_options(&mut cfg_a, &a.a_options)?;
     add_plugin_options(&mut cfg_b, &a.b_options)?;
@@ -62,11 +67,21 @@ pub fn run(a: CompareArgs) -> Result<()> {
     crate::bench::lifetime::catch_interrupts();
     let mut trials = Vec::new();
     for t in 1..=a.trials {
-        let a_list = trial(&a.a, "a", t, &cfg_a, &a.out)?;
-        let b_list = trial(&a.b, "b", t, &cfg_b, &a.out)?;
+        // Counterbalanced: A first in odd trials, B first in even ones, so whatever favours the
+        // first (or second) process of a trial (caches, clocks) falls on both sides alike.
+        let (a_list, b_list) = match t % 2 {
+            1 => {
+                let a_list = trial(&a.a, "a", t, &cfg_a, &a.out)?;
+                (a_list, trial(&a.b, "b", t, &cfg_b, &a.out)?)
+            }
+            _ => {
+                let b_list = trial(&a.b, "b", t, &cfg_b, &a.out)?;
+                (trial(&a.a, "a", t, &cfg_a, &a.out)?, b_list)
+            }
+        };
         trials.push((a_list, b_list));
     }
-    let result = compare::compare(&trials, a.confidence, cfg.seed)?;
+    let result = compare::compare(&trials, a.confidence)?;
     write_atomic(
         &a.out.join("compare.json"),
         serde_json::to_string_pretty(&result)?.as_bytes(),
@@ -89,7 +104,8 @@ fn trial(
     out: &Path,
 ) -> Result<Vec<Value>> {
     let dir = out.join(format!("trial-{t}")).join(side);
-    let outcome = supervisor::run_child(plugin, cfg, &dir)?;
+    let planned = crate::bench::preflight::plan_plugins(&[plugin.to_path_buf()]);
+    let outcome = supervisor::run_child(&planned[0], cfg, &dir)?;
     if let Some(why) = outcome.failure {
         bail!(
             "trial {t}: {} ({}) failed: {why}",

@@ -37,7 +37,7 @@ enum Command {
     /// Run strategy plugins on the benchmark workloads, each in its own process.
     Run(run::RunArgs),
     /// A/B comparison of two plugin files: trials alternate A and B, each in its own process,
-    /// on identical prompts and seeds; medians, paired ratios B/A with bootstrap intervals, and
+    /// on identical prompts and seeds; medians, paired ratios B/A with distribution-free intervals, and
     /// whether the generated tokens are identical.
     Compare(compare::CompareArgs),
     /// Re-render summary.md and the SVG charts of a run or comparison folder from its JSON.

@@ -37,6 +37,8 @@ pub fn run(a: RunArgs) -> Result<()> {
             search_dirs(&a.plugin_dirs).iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(", ")
         );
     }
+    crate::bench::preflight::check_model_and_memory(&cfg)?;
+    let plugins = crate::bench::preflight::plan_plugins(&plugins);
     let dir = crate::bench::run_dir::open(a.out.as_deref(), a.overwrite)?;
     let out = dir.path.clone();
     crate::bench::lifetime::catch_interrupts();

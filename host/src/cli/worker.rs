@@ -12,6 +12,9 @@ pub struct WorkerArgs {
     out: PathBuf,
     #[arg(long)]
     config_json: String,
+    /// The result file's name in --out, chosen by the supervisor.
+    #[arg(long)]
+    results: String,
 }
 
 pub fn run(a: WorkerArgs) -> Result<()> {
@@ -19,5 +22,5 @@ pub fn run(a: WorkerArgs) -> Result<()> {
     // of the supervisor's report.
     std::panic::set_hook(Box::new(|info| eprintln!("panic: {info}")));
     let cfg = BenchConfig::from_json(&a.config_json)?;
-    crate::bench::worker::run_worker(&a.plugin, &cfg, &a.out)
+    crate::bench::worker::run_worker(&a.plugin, &cfg, &a.out, &a.results)
 }

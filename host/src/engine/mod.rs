@@ -75,6 +75,9 @@ pub struct Engine<'m> {
     /// When set, every sampled row's logits are kept as (sequence, output index, logits): for
     /// fidelity checks between strategies, not for benchmarks (it copies logits to the host).
     pub logits: Option<Vec<(SeqId, usize, Vec<f32>)>>,
+    /// Whether the first sampled step's logits were all finite (`None` until one ran): one
+    /// sum, once, so NaN weights or a broken kernel show as a warning, not as silent token 0s.
+    pub first_logits_finite: Option<bool>,
     /// The next decode step, planned (and maybe queued) while the device ran the last one.
     ahead: Option<ahead::Ahead>,
     /// The last step's grown tokens, for the strategy's step hook once the next step is
@@ -103,6 +106,7 @@ impl<'m> Engine<'m> {
             peak_device_memory: None,
             steps: Vec::new(),
             logits: None,
+            first_logits_finite: None,
             ahead: None,
             hook: None,
         }
@@ -254,6 +258,10 @@ impl<'m> Engine<'m> {
         let padding = [(SeqId::MAX, 0)];
         let sample_rows: &[(SeqId, usize)] = if batch.logits_padded { &padding } else { &rows };
         let on_device = sampler::sample(&logits, sample_rows, temperature, self.seed)?;
+        if self.first_logits_finite.is_none() && !batch.logits_padded {
+            let sum = logits.to_dtype(candle_core::DType::F32)?.sum_all()?;
+            self.first_logits_finite = Some(sum.to_scalar::<f32>()?.is_finite());
+        }
         // The device is busy: plan the next step now where only the tokens can change it.
         let mut ahead = if self.can_prepare_ahead(&plan) {
             Some(self.prepare_ahead()?)

@@ -67,15 +67,26 @@ impl ModelSource {
         }
     }
 
+    /// What a worker would load, checked without loading the weights: the directory, its
+    /// config.json, tokenizer.json and every tensor's name, shape and dtype. The parent runs this
+    /// before starting any worker, so a bad model is one error, not one per plugin.
+    pub fn preflight(&self) -> Result<(Qwen3Config, Tokenizer)> {
+        match self {
+            ModelSource::Dir(dir) => {
+                missing_dir(dir)?;
+                let config = Qwen3Config::from_file(&dir.join("config.json"))?;
+                let tokenizer = load_tokenizer(&dir.join("tokenizer.json"))?;
+                super::weights::check_weights(dir, &config)?;
+                Ok((config, tokenizer))
+            }
+            ModelSource::Preset { preset, .. } => Ok((preset.config(), byte_level_tokenizer()?)),
+        }
+    }
+
     pub fn load(&self, device: &Device, dtype: DType) -> Result<LoadedModel> {
         let (config, weights, tokenizer) = match self {
             ModelSource::Dir(dir) => {
-                if !dir.is_dir() {
-                    bail!(
-                        "model directory {} does not exist (give --model DIR or --preset tiny)",
-                        dir.display()
-                    );
-                }
+                missing_dir(dir)?;
                 let config = Qwen3Config::from_file(&dir.join("config.json"))?;
                 let tokenizer = load_tokenizer(&dir.join("tokenizer.json"))?;
                 let weights = load_weights(dir, &config, device, dtype)?;
@@ -87,11 +98,16 @@ impl ModelSource {
                 byte_level_tokenizer()?,
             ),
         };
+        let warnings = non_finite(&weights)?
+            .into_iter()
+            .map(|name| format!("tensor {name} of {} holds NaN or infinite values: every output of this model is meaningless", self.describe()))
+            .collect();
         let model = Qwen3::new(&config, weights, device, dtype)?;
         Ok(LoadedModel {
             model,
             tokenizer,
             name: self.describe(),
+            warnings,
         })
     }
 }
@@ -100,6 +116,34 @@ pub struct LoadedModel {
     pub model: Qwen3,
     pub tokenizer: Tokenizer,
     pub name: String,
+    /// What is wrong with the weights but does not stop a run (non-finite values).
+    pub warnings: Vec<String>,
+}
+
+fn missing_dir(dir: &std::path::Path) -> Result<()> {
+    if !dir.is_dir() {
+        bail!(
+            "model directory {} does not exist (give --model DIR or --preset tiny)",
+            dir.display()
+        );
+    }
+    Ok(())
+}
+
+/// The tensors holding a NaN or an infinity, sorted: one sum each, on the weights' device (a
+/// non-finite value anywhere makes the sum non-finite; finite weights cannot overflow an f32 sum).
+fn non_finite(
+    weights: &std::collections::HashMap<String, candle_core::Tensor>,
+) -> Result<Vec<String>> {
+    let mut bad = Vec::new();
+    for (name, t) in weights {
+        let sum = t.to_dtype(DType::F32)?.sum_all()?.to_scalar::<f32>()?;
+        if !sum.is_finite() {
+            bad.push(name.clone());
+        }
+    }
+    bad.sort();
+    Ok(bad)
 }
 
 fn expand_home(p: PathBuf) -> PathBuf {

@@ -97,6 +97,30 @@ pub fn load_weights(
     device: &Device,
     dtype: DType,
 ) -> Result<HashMap<String, Tensor>> {
+    let mut out = HashMap::new();
+    visit_checked(dir, cfg, |name, shape, view, src| {
+        let t = Tensor::from_raw_buffer(view.data(), src, shape, &Device::Cpu)?
+            .to_dtype(dtype)?
+            .to_device(device)?;
+        out.insert(name.to_string(), t);
+        Ok(())
+    })?;
+    Ok(out)
+}
+
+/// Checks that `dir` holds every expected tensor, readable, of its shape and a supported dtype,
+/// without loading any: the parent's preflight, before a worker starts.
+pub fn check_weights(dir: &Path, cfg: &Qwen3Config) -> Result<()> {
+    visit_checked(dir, cfg, |_, _, _, _| Ok(()))
+}
+
+/// Calls `f` with each expected tensor's view once its file parses and its name, shape and
+/// dtype are what `cfg` says; the first problem is an error naming the tensor and the file.
+fn visit_checked(
+    dir: &Path,
+    cfg: &Qwen3Config,
+    mut f: impl FnMut(&str, &[usize], &safetensors::tensor::TensorView<'_>, DType) -> Result<()>,
+) -> Result<()> {
     let (files, index) = tensor_files(dir)?;
     let mut maps = Vec::new();
     for f in &files {
@@ -114,7 +138,6 @@ pub fn load_weights(
         .iter()
         .map(|m| SafeTensors::deserialize(m).expect("checked above"))
         .collect();
-    let mut out = HashMap::new();
     for (name, shape) in expected_tensors(cfg) {
         let file_idx = match index.get(&name) {
             Some(f) => files.iter().position(|x| x == f).expect("indexed file"),
@@ -144,10 +167,7 @@ pub fn load_weights(
                 view.dtype()
             );
         };
-        let t = Tensor::from_raw_buffer(view.data(), src, &shape, &Device::Cpu)?
-            .to_dtype(dtype)?
-            .to_device(device)?;
-        out.insert(name, t);
+        f(&name, &shape, &view, src)?;
     }
-    Ok(out)
+    Ok(())
 }

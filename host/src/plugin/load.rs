@@ -25,7 +25,7 @@ pub fn sha256_file(path: &Path) -> Result<String> {
         .collect())
 }
 
-fn missing_hint(path: &Path) -> String {
+pub fn missing_hint(path: &Path) -> String {
     match std::fs::read_link(path) {
         Ok(target) => format!(
             " (it links to {}, which is not built yet: run `cargo build --release --workspace` in the repository root)",

@@ -328,8 +328,15 @@ mod tests {
             mix: data::MIX,
         };
         let run = || {
-            let (net, log) =
-                train(&Preset::Tiny.config(), 259, &recipe, &Device::Cpu, |_| {}, |_, _| Ok(())).unwrap();
+            let (net, log) = train(
+                &Preset::Tiny.config(),
+                259,
+                &recipe,
+                &Device::Cpu,
+                |_| {},
+                |_, _| Ok(()),
+            )
+            .unwrap();
             (net.export(3).unwrap(), log)
         };
         let (a, log) = run();

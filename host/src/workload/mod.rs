@@ -88,6 +88,10 @@ pub trait Workload {
     ) -> Result<Vec<Point>>;
 }
 
+/// The longest prompt of the workloads that set their own lengths (`long-context`): with
+/// `max_input_len` and the quality lengths, what bounds a request before its prompt is built.
+pub const LONGEST_FIXED_PROMPT: usize = engine_speed::LONG_CONTEXT;
+
 pub const NAMES: [&str; 12] = [
     "standard",
     "shared-prefix",

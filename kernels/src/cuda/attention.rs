@@ -163,8 +163,16 @@ pub(crate) fn paged_attention(op: &PagedAttention, q: &CudaStorage, ql: &Layout,
                     let cfg = LaunchConfig { grid_dim: (lay.num_tiled as u32, (lay.max_tiled_rows as u32).div_ceil(per_tile), kv_heads as u32), block_dim: (128, 1, 1), shared_mem_bytes: smem as u32 };
                     let tiled = sec(o.tiled, o.row_list);
                     let mut b = Launch::new(&stream, &tiles);
-                    b.arg(&q).arg(&k).arg(&v).arg(&out).arg(&row_visible).arg(&seq_start).arg(&slots).arg(&tiled);
-                    candle_core::builder_arg!(b, heads as u32, kv_heads as u32, head_dim as u32, group as u32, op.softmax_scale);
+                    b.arg(&q).arg(&k).arg(&v).arg(&out).arg(&row_visible).arg(&seq_start).arg(&slots);
+                    // Per-slot shifts (reused chunks), or a null pointer when no span is shifted.
+                    let shifts = meta.slice(m0 + o.shifts..);
+                    if lay.shifted {
+                        b.arg(&shifts);
+                    } else {
+                        b.arg(&null);
+                    }
+                    b.arg(&tiled);
+                    candle_core::builder_arg!(b, heads as u32, kv_heads as u32, head_dim as u32, group as u32, op.softmax_scale, op.rope_theta);
                     // SAFETY: the tiled sequences and their rows were validated with the batch.
                     unsafe { b.launch(cfg) }?;
                 }

@@ -85,6 +85,46 @@ __device__ inline void warp_pv(const T* Pw, const T* Vs, float* Ow, int D, int /
   }
 }
 
+// The rotation by `shift` positions at each of the D / 2 frequencies, as the per-row kernel and
+// the model's tables compute it: f32 frequencies, angle in f64.
+__device__ inline void rope_table(int32_t shift, double theta, int D, float* cs, float* sn, int tid) {
+  for (int f = tid; f < D / 2; f += blockDim.x) {
+    const float inv_freq = (float)(1.0 / pow(theta, (double)(2 * f) / D));
+    double s, c;
+    sincos((double)shift * (double)inv_freq, &s, &c);
+    cs[f] = (float)c;
+    sn[f] = (float)s;
+  }
+}
+
+// Rotates each key of the tile by its shift (NeoX pairs: element f with f + D/2), in place in
+// shared memory, in f32 and rounded back to T. Keys of the cached shift use the table; a key of
+// another shift (a tile that straddles two chunks) computes its own.
+template <typename T>
+__device__ inline void rotate_tile(T* Ks, const int32_t* tile_shift, int32_t cached, const float* cs, const float* sn,
+                                   double theta, int D, int ld, int tid) {
+  const int half = D / 2;
+  for (int e = tid; e < KEY_TILE * half; e += blockDim.x) {
+    const int j = e / half, f = e - j * half;
+    const int32_t sh = tile_shift[j];
+    if (sh == 0) continue;
+    float c, s;
+    if (sh == cached) {
+      c = cs[f];
+      s = sn[f];
+    } else {
+      const float inv_freq = (float)(1.0 / pow(theta, (double)(2 * f) / D));
+      double sd, cd;
+      sincos((double)sh * (double)inv_freq, &sd, &cd);
+      c = (float)cd;
+      s = (float)sd;
+    }
+    const float a = to_f(Ks[j * ld + f]), b = to_f(Ks[j * ld + f + half]);
+    Ks[j * ld + f] = from_f<T>(a * c - b * s);
+    Ks[j * ld + f + half] = from_f<T>(b * c + a * s);
+  }
+}
+
 // One block attends QV_TILE query vectors over keys [k0, k1) of `slots` (tensor cores for
 // 16-bit storage, CUDA cores for f32): the shared pass of cascade attention and the tiled
 // prefill share it. Query vector i (< nq) is qv_at(i); it sees the keys before visible_of(i)
@@ -93,10 +133,12 @@ __device__ inline void warp_pv(const T* Pw, const T* Vs, float* Ow, int D, int /
 // Dynamic shared memory, in bytes (the host computes the same sum): Q [QV_TILE][row_ld], K and
 // V [KEY_TILE][row_ld], P [QV_TILE][P_LD] in T; S [QV_TILE][S_LD], O [QV_TILE][out_ld] and the
 // per-row rescale factors [QV_TILE] in f32.
+// `shifts` (parallel to `slots`, or null): key i was stored rotated for another position, and is
+// rotated by shifts[i] positions as it lands in shared memory (see rotate_tile).
 template <typename T, typename QvAt, typename VisibleOf, typename Sink>
-__device__ void attend_tile(const T* k, const T* v, const uint32_t* slots, uint32_t k0, uint32_t k1, uint32_t nq,
-                            uint32_t kvh, uint32_t kv_heads, uint32_t head_dim, float scale, QvAt qv_at,
-                            VisibleOf visible_of, Sink sink) {
+__device__ void attend_tile(const T* k, const T* v, const uint32_t* slots, const uint32_t* shifts, double theta,
+                            uint32_t k0, uint32_t k1, uint32_t nq, uint32_t kvh, uint32_t kv_heads,
+                            uint32_t head_dim, float scale, QvAt qv_at, VisibleOf visible_of, Sink sink) {
   const int D = head_dim, tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int ld = row_ld(D), ol = out_ld(D);
   extern __shared__ __align__(128) unsigned char smem[];
@@ -124,6 +166,11 @@ __device__ void attend_tile(const T* k, const T* v, const uint32_t* slots, uint3
   }
   for (int e = tid; e < QV_TILE * D; e += blockDim.x) Os[(e >> dshift) * ol + (e & (D - 1))] = 0.f;
   __shared__ uint32_t tile_slots[KEY_TILE];
+  __shared__ int32_t tile_shift[KEY_TILE];
+  // cos and sin of the rotation by `cached_shift` positions, one pair per frequency.
+  __shared__ float rot_cs[128], rot_sn[128];
+  __shared__ int32_t cached_shift;
+  if (tid == 0) cached_shift = 0;
   T* Pw = Ps + warp * QV_PER_WARP * P_LD;
   float* Sw = Ss + warp * QV_PER_WARP * S_LD;
   float* Ow = Os + warp * QV_PER_WARP * ol;
@@ -139,8 +186,18 @@ __device__ void attend_tile(const T* k, const T* v, const uint32_t* slots, uint3
   for (uint32_t kt = k0; kt < k1; kt += KEY_TILE) {
     __syncthreads();  // the previous tile is consumed (and Q, O are initialised)
     const uint32_t nk = min((uint32_t)KEY_TILE, k1 - kt);
-    if (tid < KEY_TILE) tile_slots[tid] = tid < (int)nk ? slots[kt + tid] : 0xffffffffu;
+    if (tid < KEY_TILE) {
+      tile_slots[tid] = tid < (int)nk ? slots[kt + tid] : 0xffffffffu;
+      if (shifts) tile_shift[tid] = tid < (int)nk ? (int32_t)shifts[kt + tid] : 0;
+    }
     __syncthreads();
+    // The tile's first shift, if new, gets its cos/sin table (a chunk's keys share one shift,
+    // so a table serves many tiles).
+    if (shifts && tile_shift[0] != 0 && tile_shift[0] != cached_shift) {
+      rope_table(tile_shift[0], theta, D, rot_cs, rot_sn, tid);
+      __syncthreads();
+      if (tid == 0) cached_shift = tile_shift[0];
+    }
 #pragma unroll 4
     for (int e = tid; e < KEY_TILE * vpr; e += blockDim.x) {
       const uint32_t j = e >> vshift, col = (e & (vpr - 1)) * VEC;
@@ -154,6 +211,10 @@ __device__ void attend_tile(const T* k, const T* v, const uint32_t* slots, uint3
       *reinterpret_cast<V16*>(Vs + j * ld + col) = vx;
     }
     __syncthreads();
+    if (shifts) {
+      rotate_tile(Ks, tile_shift, cached_shift, rot_cs, rot_sn, theta, D, ld, tid);
+      __syncthreads();
+    }
     warp_scores(Qw, Ks, Sw, D, lane);
     __syncwarp();
     float* srow = Sw + mine * S_LD;
@@ -222,7 +283,7 @@ __device__ void cascade_shared(const T* q, const T* k, const T* v, float* part_o
   const uint32_t k0 = c * chunk, k1 = min(k0 + chunk, group_len[g]);
   auto head_of = [&](uint32_t i) { return (size_t)group_rows[r0 + (q0 + i) / gqa] * heads + kvh * gqa + (q0 + i) % gqa; };
   attend_tile<T>(
-      k, v, all_slots + seq_start[group_seq[g]], k0, k1, nq, kvh, kv_heads, head_dim, scale,
+      k, v, all_slots + seq_start[group_seq[g]], nullptr, 0.0, k0, k1, nq, kvh, kv_heads, head_dim, scale,
       [&](uint32_t i) { return q + head_of(i) * head_dim; }, [](uint32_t) { return 0xffffffffu; },
       [&](uint32_t i, const float* o, float m, float l, int lane) {
         const size_t part = head_of(i) * parts + c;
@@ -233,20 +294,23 @@ __device__ void cascade_shared(const T* q, const T* k, const T* v, float* part_o
 
 // Prefill attention, tiled: one block per (tiled sequence, tile of QV_TILE / gqa of its rows,
 // KV head). tiled[3 t..3 t + 3) = (sequence, first row, rows) of sequences the host chose
-// (enough rows, no shifted span, no cascade group; see layout.rs): each key is read once per
-// tile of rows instead of once per row, and scores run on tensor cores. Row r sees the first
-// row_visible[r] keys (causal), so a tile attends keys up to its last row's.
+// (enough rows, no cascade group; see layout.rs): each key is read once per tile of rows
+// instead of once per row, and scores run on tensor cores. Row r sees the first
+// row_visible[r] keys (causal), so a tile attends keys up to its last row's. Keys of shifted
+// spans (reused chunks; `all_shifts` non-null) are re-rotated in shared memory.
 template <typename T>
 __device__ void prefill_tiles(const T* q, const T* k, const T* v, T* out, const uint32_t* row_visible,
-                              const uint32_t* seq_start, const uint32_t* all_slots, const uint32_t* tiled,
-                              uint32_t heads, uint32_t kv_heads, uint32_t head_dim, uint32_t gqa, float scale) {
+                              const uint32_t* seq_start, const uint32_t* all_slots, const uint32_t* all_shifts,
+                              const uint32_t* tiled, uint32_t heads, uint32_t kv_heads, uint32_t head_dim,
+                              uint32_t gqa, float scale, double theta) {
   const uint32_t seq = tiled[3 * blockIdx.x], first = tiled[3 * blockIdx.x + 1], n = tiled[3 * blockIdx.x + 2];
   const uint32_t tile_rows = QV_TILE / gqa, r0 = first + blockIdx.y * tile_rows, kvh = blockIdx.z;
   if (r0 >= first + n) return;
   const uint32_t rows = min(tile_rows, first + n - r0), nq = rows * gqa;
   auto head_of = [&](uint32_t i) { return ((size_t)r0 + i / gqa) * heads + kvh * gqa + i % gqa; };
   attend_tile<T>(
-      k, v, all_slots + seq_start[seq], 0, row_visible[r0 + rows - 1], nq, kvh, kv_heads, head_dim, scale,
+      k, v, all_slots + seq_start[seq], all_shifts ? all_shifts + seq_start[seq] : nullptr, theta, 0,
+      row_visible[r0 + rows - 1], nq, kvh, kv_heads, head_dim, scale,
       [&](uint32_t i) { return q + head_of(i) * head_dim; }, [&](uint32_t i) { return row_visible[r0 + i / gqa]; },
       [&](uint32_t i, const float* o, float, float l, int lane) {
         T* dst = out + head_of(i) * head_dim;
@@ -291,11 +355,11 @@ __device__ void prefill_tiles(const T* q, const T* k, const T* v, T* out, const 
   }                                                                                                   \
   extern "C" __global__ void prefill_tiles_##NAME(                                                    \
       const T* q, const T* k, const T* v, T* out, const uint32_t* row_visible,                        \
-      const uint32_t* seq_start, const uint32_t* slots, const uint32_t* tiled, uint32_t heads,        \
-      uint32_t kv_heads, uint32_t head_dim, uint32_t gqa, float scale) {                              \
+      const uint32_t* seq_start, const uint32_t* slots, const uint32_t* shifts, const uint32_t* tiled, \
+      uint32_t heads, uint32_t kv_heads, uint32_t head_dim, uint32_t gqa, float scale, double theta) { \
     pdl_enter();                                                                                      \
-    prefill_tiles<T>(q, k, v, out, row_visible, seq_start, slots, tiled, heads, kv_heads, head_dim,   \
-                     gqa, scale);                                                                     \
+    prefill_tiles<T>(q, k, v, out, row_visible, seq_start, slots, shifts, tiled, heads, kv_heads,     \
+                     head_dim, gqa, scale, theta);                                                    \
   }                                                                                                   \
   extern "C" __global__ void cascade_shared_##NAME(                                                   \
       const T* q, const T* k, const T* v, float* part_o, float* part_ml, const uint32_t* seq_start,   \
