@@ -47,9 +47,11 @@ pub fn run(a: CompareArgs) -> Result<()> {
         bail!("--confidence must be in [0.5, 1), e.g. 0.95");
     }
     let cfg = a.bench.config()?;
-    let planned = crate::bench::preflight::plan_plugins(&[a.a.clone()])
+    let planned = crate::bench::preflight::plan_plugins(std::slice::from_ref(&a.a))
         .into_iter()
-        .chain(crate::bench::preflight::plan_plugins(&[a.b.clone()]));
+        .chain(crate::bench::preflight::plan_plugins(std::slice::from_ref(
+            &a.b,
+        )));
     for p in planned {
         if let Some(why) = p.refused {
             bail!("{why}");

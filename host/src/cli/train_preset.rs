@@ -21,6 +21,10 @@ pub struct TrainPresetArgs {
     /// cpu (deterministic, the default) or cuda[:N] (much faster; not bit-identical to cpu).
     #[arg(long, default_value = "cpu")]
     device: String,
+    /// Continue from a trained model (a train-preset output directory) instead of fresh
+    /// weights: the recipe's schedule runs again from there, with a fresh optimizer.
+    #[arg(long, value_name = "DIR")]
+    init: Option<PathBuf>,
 }
 
 /// The recipe of the shipped `tiny` weights.
@@ -89,11 +93,35 @@ pub fn run(a: TrainPresetArgs) -> Result<()> {
         crate::model::preset::write_trained(&cfg, &net.export(recipe.seed)?, &a.out)?;
         write_log(&a.out.join("train_log.json"), log)
     };
+    let init_weights = match &a.init {
+        Some(dir) => {
+            let file = dir.join(crate::model::weights::SINGLE_FILE);
+            let weights = crate::model::weights::load_weights(
+                dir,
+                &cfg,
+                &candle_core::Device::Cpu,
+                candle_core::DType::F32,
+            )
+            .with_context(|| {
+                format!(
+                    "--init {}: not a trained model of this recipe's shape",
+                    dir.display()
+                )
+            })?;
+            let init = crate::train::Init {
+                path: dir.display().to_string(),
+                sha256: crate::plugin::load::sha256_file(&file)?,
+            };
+            Some((weights, init))
+        }
+        None => None,
+    };
     let (net, log) = train(
         &cfg,
         trained_vocab,
         &recipe,
         &compute.device,
+        init_weights.as_ref().map(|(w, i)| (w, i.clone())),
         |line| eprintln!("{line}"),
         |net, log| {
             save(net, log)?;

@@ -87,9 +87,20 @@ pub struct EvalPoint {
     pub loss: f64,
 }
 
+/// Where a continued training's first weights came from.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Init {
+    pub path: String,
+    /// Of the model.safetensors the weights were read from.
+    pub sha256: String,
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct TrainLog {
     pub recipe: Recipe,
+    /// Set when training continued from a trained model instead of fresh weights.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init: Option<Init>,
     pub losses: Vec<(usize, f64)>,
     pub evals: Vec<EvalPoint>,
     pub seconds: f64,
@@ -161,17 +172,29 @@ pub fn evaluate(net: &Net, seed: u64, len: usize, n: usize, step: usize) -> Resu
 
 /// Trains from scratch; `progress` gets each logged line, and `checkpoint` the model and its
 /// log after each evaluation, so a run killed half-way keeps its last evaluated weights.
+/// `init`: weights to start from (a trained model, with where they came from for the log),
+/// instead of fresh ones from the recipe's seed.
 pub fn train(
     cfg: &crate::model::config::Qwen3Config,
     trained_vocab: usize,
     recipe: &Recipe,
     device: &Device,
+    init: Option<(&std::collections::HashMap<String, Tensor>, Init)>,
     mut progress: impl FnMut(&str),
     mut checkpoint: impl FnMut(&Net, &TrainLog) -> Result<()>,
 ) -> Result<(Net, TrainLog)> {
     let started = std::time::Instant::now();
     keep_freed_memory();
-    let net = Net::init(cfg, trained_vocab, recipe.seed, recipe.max_len(), device)?;
+    let (net, init) = match init {
+        Some((weights, from)) => (
+            Net::from_weights(cfg, trained_vocab, weights, recipe.max_len(), device)?,
+            Some(from),
+        ),
+        None => (
+            Net::init(cfg, trained_vocab, recipe.seed, recipe.max_len(), device)?,
+            None,
+        ),
+    };
     let (decayed, plain): (Vec<_>, Vec<_>) = net
         .vars
         .iter()
@@ -194,6 +217,7 @@ pub fn train(
     let mut rng = crate::rng::Rng::derive(recipe.seed, "training documents");
     let mut log = TrainLog {
         recipe: recipe.clone(),
+        init,
         losses: Vec::new(),
         evals: Vec::new(),
         seconds: 0.0,
@@ -333,6 +357,7 @@ mod tests {
                 259,
                 &recipe,
                 &Device::Cpu,
+                None,
                 |_| {},
                 |_, _| Ok(()),
             )
@@ -354,6 +379,29 @@ mod tests {
             assert_eq!(same, 1.0, "{name} differs between two runs of one recipe");
         }
         assert!(log.evals.len() == 1 && log.losses.len() == 1);
+        // Continuing (`--init`) starts from exactly the weights given: loaded and exported
+        // again, every tensor is the same; a missing tensor is named.
+        let cfg = Preset::Tiny.config();
+        let mut weights: std::collections::HashMap<String, Tensor> =
+            a.clone().into_iter().collect();
+        let again = Net::from_weights(&cfg, 259, &weights, 64, &Device::Cpu)
+            .unwrap()
+            .export(3)
+            .unwrap();
+        for (name, t) in &a {
+            let diff = (t - &again[name])
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap();
+            assert_eq!(diff.to_scalar::<f32>().unwrap(), 0.0, "{name}");
+        }
+        weights.remove("model.norm.weight");
+        let err = Net::from_weights(&cfg, 259, &weights, 64, &Device::Cpu)
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("model.norm.weight"), "{err}");
         let first = evaluate_loss_at_init(&recipe);
         assert!(
             log.losses[0].1 < first,

@@ -107,6 +107,45 @@ impl Net {
         })
     }
 
+    /// The weights of a trained model (`tensors`, by Hugging Face name, as [`Net::export`] or a
+    /// checkpoint gives them), to train further: every tensor of `cfg`'s shapes, the embedding cut
+    /// back to the `trained_vocab` rows that training sees.
+    pub fn from_weights(
+        cfg: &Qwen3Config,
+        trained_vocab: usize,
+        tensors: &std::collections::HashMap<String, Tensor>,
+        max_len: usize,
+        dev: &Device,
+    ) -> Result<Self> {
+        let mut vars = BTreeMap::new();
+        for (name, shape) in expected_tensors(cfg) {
+            let t = tensors
+                .get(&name)
+                .ok_or_else(|| anyhow::anyhow!("the initial weights lack {name}"))?;
+            if t.dims() != shape.as_slice() {
+                anyhow::bail!(
+                    "initial weight {name} has shape {:?}, the recipe's model {shape:?}",
+                    t.dims()
+                );
+            }
+            let t = match name == EMBED {
+                true => t.narrow(0, 0, trained_vocab)?,
+                false => t.clone(),
+            };
+            let t = t.to_dtype(DType::F32)?.to_device(dev)?;
+            vars.insert(name, Var::from_tensor(&t)?);
+        }
+        let (cos, sin) = rope_tables(cfg, max_len, dev)?;
+        Ok(Net {
+            cfg: cfg.clone(),
+            trained_vocab,
+            vars,
+            device: dev.clone(),
+            cos,
+            sin,
+        })
+    }
+
     fn w(&self, name: &str) -> &Tensor {
         self.vars
             .get(name)
