@@ -12,8 +12,9 @@ pub struct BenchArgs {
     /// config's `workloads` (the prototype's four).
     #[arg(long = "workload", value_name = "NAME")]
     workloads: Vec<String>,
-    /// Hugging Face Qwen3 directory (overrides the config's `model_path`).
-    #[arg(long, value_name = "DIR")]
+    /// Hugging Face Qwen3 directory, or a repo id (Qwen/Qwen3-0.6B) found offline in the Hugging
+    /// Face cache (overrides the config's `model_path`).
+    #[arg(long, value_name = "DIR|ORG/NAME")]
     model: Option<PathBuf>,
     /// Generated preset instead of a directory: tiny | qwen3-0.6b.
     #[arg(long, value_name = "NAME")]
@@ -37,6 +38,21 @@ pub struct BenchArgs {
     /// true/false or text. Adds to (and overrides) the config's `plugin_options`.
     #[arg(long = "plugin-option", value_name = "[PLUGIN:]KEY=VALUE")]
     plugin_options: Vec<String>,
+    /// Batch sizes, comma-separated (overrides the config's `batch_sizes`).
+    #[arg(long, value_delimiter = ',', value_name = "N,N,...")]
+    batch_sizes: Vec<usize>,
+    /// Overrides the config's `seed` (prompts and sampling).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Overrides the config's `max_input_len`.
+    #[arg(long)]
+    max_input_len: Option<usize>,
+    /// Overrides the config's `max_output_len`.
+    #[arg(long)]
+    max_output_len: Option<usize>,
+    /// Overrides the config's `temperature` (0: greedy).
+    #[arg(long)]
+    temperature: Option<f64>,
 }
 
 /// Adds `[PLUGIN:]key=value` options to a config's `plugin_options`.
@@ -92,9 +108,19 @@ impl BenchArgs {
         if let Some(t) = self.timeout {
             cfg.timeout_seconds = t;
         }
+        if !self.batch_sizes.is_empty() {
+            cfg.batch_sizes = self.batch_sizes.clone();
+        }
+        cfg.seed = self.seed.unwrap_or(cfg.seed);
+        cfg.max_input_len = self.max_input_len.unwrap_or(cfg.max_input_len);
+        cfg.max_output_len = self.max_output_len.unwrap_or(cfg.max_output_len);
+        cfg.temperature = self.temperature.unwrap_or(cfg.temperature);
         add_plugin_options(&mut cfg, &self.plugin_options)?;
         cfg.validate()?;
-        crate::bench::worker::model_source(&cfg)?;
+        // Resolved once here (a repo id to its snapshot), so every worker loads the same files.
+        if let crate::model::ModelSource::Dir(dir) = crate::bench::worker::model_source(&cfg)? {
+            cfg.model_path = Some(dir.display().to_string());
+        }
         Ok(cfg)
     }
 }

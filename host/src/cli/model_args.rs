@@ -8,9 +8,11 @@ use std::path::PathBuf;
 
 #[derive(Args, Clone, Debug)]
 pub struct ModelArgs {
-    /// Hugging Face Qwen3 directory (config.json, model.safetensors[.index.json], tokenizer.json).
-    /// Default: ~/huggingface/Qwen3-0.6B/ if present, else the embedded `tiny` preset.
-    #[arg(long, value_name = "DIR")]
+    /// Hugging Face Qwen3 directory (config.json, model.safetensors[.index.json], tokenizer.json),
+    /// or a repo id (Qwen/Qwen3-0.6B) found offline in the Hugging Face cache ($HF_HUB_CACHE,
+    /// $HF_HOME/hub or ~/.cache/huggingface/hub). Default: ~/huggingface/Qwen3-0.6B/, then
+    /// Qwen/Qwen3-0.6B in that cache, else the embedded `tiny` preset.
+    #[arg(long, value_name = "DIR|ORG/NAME")]
     pub model: Option<PathBuf>,
     /// Use a generated preset instead of a directory: tiny | qwen3-0.6b.
     #[arg(long, value_name = "NAME")]

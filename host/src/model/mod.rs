@@ -5,6 +5,7 @@ pub mod config;
 pub mod cuda_graph;
 pub mod graph_step;
 pub mod graphs;
+pub mod hub_cache;
 pub mod preset;
 pub mod qwen3;
 pub mod rope;

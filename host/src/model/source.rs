@@ -12,6 +12,8 @@ use tokenizers::Tokenizer;
 
 /// The prototype's default checkpoint location.
 pub const DEFAULT_MODEL_DIR: &str = "~/huggingface/Qwen3-0.6B/";
+/// Looked up in the Hugging Face cache when the default directory is absent.
+pub const DEFAULT_REPO_ID: &str = "Qwen/Qwen3-0.6B";
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum ModelSource {
@@ -20,11 +22,16 @@ pub enum ModelSource {
 }
 
 impl ModelSource {
-    /// `--model` wins, then `--preset`, then the default directory if it holds a checkpoint,
-    /// else the embedded `tiny` preset (said in one log line).
+    /// `--model` wins (a directory, or a repo id such as `Qwen/Qwen3-0.6B` found in the Hugging
+    /// Face cache), then `--preset`, then the default directory if it holds a checkpoint, then
+    /// Qwen/Qwen3-0.6B in the Hugging Face cache, else the embedded `tiny` preset (said in one
+    /// log line).
     pub fn resolve(model: Option<PathBuf>, preset: Option<&str>, seed: u64) -> Result<Self> {
         match (model, preset) {
             (Some(_), Some(_)) => bail!("give either --model DIR or --preset NAME, not both"),
+            (Some(id), None) if super::hub_cache::looks_like_repo_id(&id) => Ok(ModelSource::Dir(
+                super::hub_cache::resolve(&id.to_string_lossy())?,
+            )),
             (Some(dir), None) => Ok(ModelSource::Dir(expand_home(dir))),
             (None, Some(name)) => Ok(ModelSource::Preset {
                 preset: Preset::from_name(name)?,
@@ -34,6 +41,8 @@ impl ModelSource {
                 let default = expand_home(PathBuf::from(DEFAULT_MODEL_DIR));
                 if default.join("config.json").is_file() {
                     Ok(ModelSource::Dir(default))
+                } else if let Ok(cached) = super::hub_cache::resolve(DEFAULT_REPO_ID) {
+                    Ok(ModelSource::Dir(cached))
                 } else {
                     tracing::info!(
                         "no checkpoint at {DEFAULT_MODEL_DIR}; using the embedded `tiny` preset"
