@@ -129,7 +129,8 @@ fn runs_get_charts_and_a_summary_that_report_can_redo() {
     assert!(
         md.contains("(throughput.svg)")
             && md.contains("(peak_kv_memory.svg)")
-            && md.contains("Standard KV Cache"),
+            && md.contains("| b1 ")
+            && md.contains("| standard "),
         "{md}"
     );
 

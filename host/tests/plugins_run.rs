@@ -31,9 +31,10 @@ fn standard_run_writes_results_that_follow_from_the_workload() {
     );
     let stdout = String::from_utf8_lossy(&run.stdout);
     assert!(
-        stdout.contains("Method")
-            && stdout.contains("Standard KV Cache")
-            && stdout.contains("tok/s"),
+        stdout.starts_with("standard\n")
+            && stdout.contains("| Out tok/s")
+            && stdout.contains("| b3 ")
+            && stdout.lines().all(|l| l.chars().count() <= 100),
         "{stdout}"
     );
 

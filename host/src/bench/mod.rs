@@ -18,6 +18,7 @@ pub mod quality;
 pub mod quality_summary;
 pub mod report;
 pub mod run_dir;
+pub mod run_table;
 pub mod stats;
 pub mod summary;
 pub mod supervisor;

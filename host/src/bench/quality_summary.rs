@@ -244,7 +244,7 @@ mod tests {
         assert!((by["streaming"].perplexity().unwrap() - 1.5f64.exp()).abs() < 1e-9);
         assert_eq!(by["streaming"].agreement(), Some(0.5));
         let t = table(&points);
-        let row = t.lines().find(|l| l.starts_with("streaming")).unwrap();
+        let row = t.lines().find(|l| l.starts_with("| streaming")).unwrap();
         assert!(
             row.contains("62.5%")
                 && row.contains(&format!("x{:.3}", 0.5f64.exp()))

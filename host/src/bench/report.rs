@@ -11,7 +11,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 /// Writes the charts and `summary.md` for what `dir` holds; returns the files written.
-pub fn render(dir: &Path) -> Result<Vec<String>> {
+/// `wide`: every column of the run table.
+pub fn render(dir: &Path, wide: bool) -> Result<Vec<String>> {
     let (run, cmp) = (dir.join("benchmark_summary.json"), dir.join("compare.json"));
     if !run.is_file() && !cmp.is_file() {
         bail!("{} holds neither benchmark_summary.json (from `nanohost run`) nor compare.json (from `nanohost compare`)", dir.display());
@@ -23,7 +24,7 @@ pub fn render(dir: &Path) -> Result<Vec<String>> {
         summary::label_plugins(&mut points);
         md.push_str(&format!(
             "## Run\n\n```\n{}\n```\n\n",
-            summary::table(&points)
+            super::run_table::table(&points, wide)
         ));
         for (file, title, key, scale, unit) in [
             (

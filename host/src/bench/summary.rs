@@ -6,65 +6,15 @@ use anyhow::{Context, Result};
 use serde_json::{json, Value};
 use std::path::Path;
 
-/// The prototype's Method column: cascade points carry their prefix length.
-fn method_cell(p: &Value) -> String {
-    let m = p["method"].as_str().unwrap_or("?").to_string();
-    match p.get("shared_prefix_len").and_then(Value::as_u64) {
-        Some(n) => format!("{m} ({n} tok)"),
-        None => m,
-    }
-}
-
-pub fn table(points: &[Value]) -> String {
-    let rows: Vec<[String; 5]> = points
-        .iter()
-        .map(|p| {
-            [
-                method_cell(p),
-                p["batch_size"].to_string(),
-                format!("{:.2}", p["time_seconds"].as_f64().unwrap_or(0.0)),
-                format!(
-                    "{:.1} tok/s",
-                    p["throughput_tokens_per_sec"].as_f64().unwrap_or(0.0)
-                ),
-                p["memory_used_formatted"]
-                    .as_str()
-                    .unwrap_or("")
-                    .to_string(),
-            ]
-        })
-        .collect();
-    text_table(
-        ["Method", "Batch", "Time (s)", "Throughput", "Memory"],
-        &rows,
-    )
-}
-
-/// A plain-text table: the header, a rule, then the rows, each column as wide as its widest cell.
+/// A plain-text table (markdown pipes): the header, a rule, then the rows.
 pub fn text_table<const N: usize>(header: [&str; N], rows: &[[String; N]]) -> String {
-    let mut widths = header.map(|h| h.chars().count());
+    let mut t = comfy_table::Table::new();
+    t.load_preset(comfy_table::presets::ASCII_MARKDOWN);
+    t.set_header(header);
     for r in rows {
-        for (w, c) in widths.iter_mut().zip(r) {
-            *w = (*w).max(c.chars().count());
-        }
+        t.add_row(r.iter());
     }
-    let fmt = |r: &[String; N]| {
-        r.iter()
-            .zip(&widths)
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect::<Vec<_>>()
-            .join(" | ")
-    };
-    let mut out = vec![
-        fmt(&header.map(String::from)),
-        widths
-            .iter()
-            .map(|w| "-".repeat(*w))
-            .collect::<Vec<_>>()
-            .join("-|-"),
-    ];
-    out.extend(rows.iter().map(fmt));
-    out.join("\n")
+    t.to_string()
 }
 
 /// The file of the standard plugin that ships with nanohost: the baseline is known by its file,
@@ -178,7 +128,8 @@ pub fn add_measured_savings(points: &mut [Value]) {
 
 /// Reads every successful result file, prints the table and failures, writes the run report
 /// and then `benchmark_summary.json`. Returns the number of failed plugins.
-pub fn summarize(outcomes: &[Outcome], out_dir: &Path) -> Result<usize> {
+/// `wide`: every column of the run table (see [`super::run_table`]).
+pub fn summarize(outcomes: &[Outcome], out_dir: &Path, wide: bool) -> Result<usize> {
     let mut points = Vec::new();
     for o in outcomes {
         if let Some(f) = &o.results {
@@ -191,7 +142,7 @@ pub fn summarize(outcomes: &[Outcome], out_dir: &Path) -> Result<usize> {
     }
     label_plugins(&mut points);
     add_measured_savings(&mut points);
-    println!("{}", table(&points));
+    println!("{}", super::run_table::table(&points, wide));
     let quality = super::quality_summary::table(&points);
     if !quality.is_empty() {
         println!("\n{quality}");

@@ -89,7 +89,7 @@ pub fn run(a: CompareArgs) -> Result<()> {
         serde_json::to_string_pretty(&result)?.as_bytes(),
     )?;
     println!("{}", compare::table(&result));
-    report::render(&a.out)?;
+    report::render(&a.out, false)?;
     eprintln!(
         "comparison in {} (compare.json, summary.md, compare_ratios.svg)",
         a.out.display()

@@ -10,10 +10,13 @@ pub struct ReportArgs {
     /// A folder written by `nanohost run` or `nanohost compare`.
     #[arg(value_name = "DIR")]
     dir: PathBuf,
+    /// Every column of the run table (default: the columns that fit 100 characters).
+    #[arg(long)]
+    wide: bool,
 }
 
 pub fn run(a: ReportArgs) -> Result<()> {
-    for f in crate::bench::report::render(&a.dir)? {
+    for f in crate::bench::report::render(&a.dir, a.wide)? {
         println!("{}", a.dir.join(f).display());
     }
     Ok(())

@@ -19,6 +19,9 @@ pub struct RunArgs {
     /// Write into --out even though it holds another run's results.
     #[arg(long)]
     overwrite: bool,
+    /// Every column of the summary table (default: the columns that fit 100 characters).
+    #[arg(long)]
+    wide: bool,
     /// Another directory to discover plugins in (repeatable).
     #[arg(long = "plugin-dir", value_name = "DIR")]
     plugin_dirs: Vec<PathBuf>,
@@ -51,8 +54,8 @@ pub fn run(a: RunArgs) -> Result<()> {
             break;
         }
     }
-    let failed = summary::summarize(&outcomes, &out)?;
-    report::render(&out)?;
+    let failed = summary::summarize(&outcomes, &out, a.wide)?;
+    report::render(&out, a.wide)?;
     eprintln!("results in {} (summary.md, charts)", out.display());
     if let Some(sig) = outcomes.iter().find_map(|o| o.interrupted) {
         let done = outcomes
