@@ -23,6 +23,7 @@ fn standard_run_writes_results_that_follow_from_the_workload() {
         s(&cfg_path),
         "--out",
         s(&out),
+        "--csv",
     ]);
     assert!(
         run.status.success(),
@@ -85,6 +86,23 @@ fn standard_run_writes_results_that_follow_from_the_workload() {
         assert_eq!(r["plugin"]["sha256"].as_str().unwrap().len(), 64);
         assert_eq!(r["model"], "preset:tiny");
         assert_eq!(r["device"], "cpu");
+    }
+    // The CSV: a header, then one row per point, each key in its column.
+    let csv = std::fs::read_to_string(out.join("benchmark_summary.csv")).unwrap();
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines.len(), 3, "{csv}");
+    let header: Vec<&str> = lines[0].split(',').collect();
+    let col = header
+        .iter()
+        .position(|h| *h == "total_input_tokens")
+        .unwrap();
+    assert_eq!(header[0], "plugin.name");
+    for (line, r) in lines[1..].iter().zip(results) {
+        let cells: Vec<&str> = line.split(',').collect();
+        assert_eq!(
+            (cells[0], cells[col]),
+            ("standard", r["total_input_tokens"].to_string().as_str())
+        );
     }
     // The summary is the result file's points, each plugin labelled and the baseline marked.
     let mut summary = read_json(&out.join("benchmark_summary.json"));

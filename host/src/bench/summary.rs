@@ -128,8 +128,54 @@ pub fn add_measured_savings(points: &mut [Value]) {
 
 /// Reads every successful result file, prints the table and failures, writes the run report
 /// and then `benchmark_summary.json`. Returns the number of failed plugins.
+/// Every point as one CSV row: each top-level number, text or boolean key, and the plugin's
+/// name, label, path and sha256, in sorted columns (a key a point lacks is empty).
+pub fn csv(points: &[Value]) -> String {
+    let plugin_keys = ["name", "label", "path", "sha256"];
+    let mut keys: std::collections::BTreeSet<&str> = std::collections::BTreeSet::new();
+    for p in points {
+        for (k, v) in p.as_object().into_iter().flatten() {
+            if !(v.is_object() || v.is_array() || v.is_null()) {
+                keys.insert(k);
+            }
+        }
+    }
+    let quote = |s: String| match s.contains([',', '"', '\n']) {
+        true => format!("\"{}\"", s.replace('"', "\"\"")),
+        false => s,
+    };
+    let cell = |v: &Value| match v {
+        Value::String(s) => quote(s.clone()),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    };
+    let mut out = plugin_keys
+        .iter()
+        .map(|k| format!("plugin.{k}"))
+        .chain(keys.iter().map(|k| k.to_string()))
+        .collect::<Vec<_>>()
+        .join(",");
+    out.push('\n');
+    for p in points {
+        let row: Vec<String> = plugin_keys
+            .iter()
+            .map(|k| cell(&p["plugin"][*k]))
+            .chain(keys.iter().map(|k| cell(&p[*k])))
+            .collect();
+        out.push_str(&row.join(","));
+        out.push('\n');
+    }
+    out
+}
+
 /// `wide`: every column of the run table (see [`super::run_table`]).
-pub fn summarize(outcomes: &[Outcome], out_dir: &Path, wide: bool) -> Result<usize> {
+/// `csv`: also `benchmark_summary.csv` (see [`csv`]).
+pub fn summarize(
+    outcomes: &[Outcome],
+    out_dir: &Path,
+    wide: bool,
+    with_csv: bool,
+) -> Result<usize> {
     let mut points = Vec::new();
     for o in outcomes {
         if let Some(f) = &o.results {
@@ -179,6 +225,12 @@ pub fn summarize(outcomes: &[Outcome], out_dir: &Path, wide: bool) -> Result<usi
         &out_dir.join("run_report.json"),
         serde_json::to_string_pretty(&report)?.as_bytes(),
     )?;
+    if with_csv {
+        write_atomic(
+            &out_dir.join("benchmark_summary.csv"),
+            csv(&points).as_bytes(),
+        )?;
+    }
     write_atomic(
         &out_dir.join("benchmark_summary.json"),
         serde_json::to_string_pretty(&points)?.as_bytes(),

@@ -131,7 +131,9 @@ pub fn run_child(planned: &PlannedPlugin, cfg: &BenchConfig, out_dir: &Path) -> 
         .arg(&planned.results_file)
         .env(
             "NANOHOST_LOG",
-            std::env::var("NANOHOST_LOG").unwrap_or_else(|_| "warn".into()),
+            std::env::var("NANOHOST_LOG")
+                .or_else(|_| std::env::var("RUST_LOG"))
+                .unwrap_or_else(|_| "warn".into()),
         )
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

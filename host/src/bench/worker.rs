@@ -365,5 +365,13 @@ fn run_point(
     m.insert("temperature".into(), json!(cfg.temperature));
     m.insert("seed".into(), json!(cfg.seed));
     m.insert("commit".into(), json!(COMMIT));
+    // Tuning switches change what is measured: every one in effect goes with the numbers.
+    let tuning: std::collections::BTreeMap<String, String> = std::env::vars()
+        .filter(|(k, _)| {
+            k.starts_with("NANOHOST_")
+                && !["NANOHOST_CHANNEL", "NANOHOST_LOG"].contains(&k.as_str())
+        })
+        .collect();
+    m.insert("environment".into(), json!(tuning));
     Ok(m)
 }

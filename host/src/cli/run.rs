@@ -22,6 +22,9 @@ pub struct RunArgs {
     /// Every column of the summary table (default: the columns that fit 100 characters).
     #[arg(long)]
     wide: bool,
+    /// Also write benchmark_summary.csv: one row per point, every scalar result key a column.
+    #[arg(long)]
+    csv: bool,
     /// Another directory to discover plugins in (repeatable).
     #[arg(long = "plugin-dir", value_name = "DIR")]
     plugin_dirs: Vec<PathBuf>,
@@ -54,7 +57,7 @@ pub fn run(a: RunArgs) -> Result<()> {
             break;
         }
     }
-    let failed = summary::summarize(&outcomes, &out, a.wide)?;
+    let failed = summary::summarize(&outcomes, &out, a.wide, a.csv)?;
     report::render(&out, a.wide)?;
     eprintln!("results in {} (summary.md, charts)", out.display());
     if let Some(sig) = outcomes.iter().find_map(|o| o.interrupted) {
