@@ -122,8 +122,8 @@ fn runs_get_charts_and_a_summary_that_report_can_redo() {
     }
     let chart = std::fs::read_to_string(out.join("throughput.svg")).unwrap();
     assert!(
-        chart.contains("standard / standard"),
-        "the legend names plugin / workload"
+        chart.contains("ratio to standard") && chart.contains(">standard<"),
+        "one panel per workload, the legend names the plugin: {chart}"
     );
     let md = std::fs::read_to_string(out.join("summary.md")).unwrap();
     assert!(

@@ -12,6 +12,7 @@ pub mod decode;
 pub mod fidelity;
 pub mod lifetime;
 pub mod metrics;
+pub mod panels;
 pub mod plots;
 pub mod preflight;
 pub mod quality;

@@ -42,7 +42,21 @@ pub fn render(dir: &Path, wide: bool) -> Result<Vec<String>> {
                 "MiB of KV held at peak",
             ),
         ] {
-            plots::line_chart(&dir.join(file), title, unit, &series(&points, key, scale))?;
+            // Ratios to the standard plugin, a panel per workload; absolute lines over batch
+            // size when the run has no standard plugin to divide by.
+            let (plugins, panels) = super::panels::ratio_panels(&points, key);
+            match panels.is_empty() {
+                false => super::panels::bar_panels(
+                    &dir.join(file),
+                    &format!("{title}, ratio to standard on the same prompts"),
+                    "x standard",
+                    &plugins,
+                    &panels,
+                )?,
+                true => {
+                    plots::line_chart(&dir.join(file), title, unit, &series(&points, key, scale))?
+                }
+            }
             md.push_str(&format!("![{title}]({file})\n\n"));
             written.push(file.to_string());
         }

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 pub const NARROW_WIDTH: u16 = 100;
 
 /// Where a point sits within its workload: batch size, then prefix or context length.
-fn point_key(p: &Value) -> (u64, u64, String) {
+pub fn point_key(p: &Value) -> (u64, u64, String) {
     let b = p["batch_size"].as_u64().unwrap_or(0);
     let (n, what) = match (
         p["shared_prefix_len"].as_u64(),
