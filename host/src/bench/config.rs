@@ -54,6 +54,49 @@ pub struct BenchConfig {
     /// Compare every point's greedy output with the standard plugin's on the same prompts
     /// (`fidelity` in the results); off saves the two greedy runs per point.
     pub fidelity: bool,
+    /// Arrivals of a `trace:FILE` workload: requests per second (Poisson, seeded) or "inf"
+    /// (all at once); absent, the trace's own arrival times.
+    pub request_rate: Option<RequestRate>,
+}
+
+/// `request_rate`: a number of requests per second, or "inf".
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum RequestRate {
+    PerSecond(f64),
+    #[serde(with = "inf")]
+    Inf,
+}
+
+mod inf {
+    pub fn serialize<S: serde::Serializer>(s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str("inf")
+    }
+
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<(), D::Error> {
+        match <String as serde::Deserialize>::deserialize(d)?.as_str() {
+            "inf" => Ok(()),
+            other => Err(serde::de::Error::custom(format!(
+                "expected a number of requests per second or \"inf\", got \"{other}\""
+            ))),
+        }
+    }
+}
+
+impl std::str::FromStr for RequestRate {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "inf" => Ok(RequestRate::Inf),
+            n => n
+                .parse::<f64>()
+                .ok()
+                .filter(|r| r.is_finite() && *r > 0.0)
+                .map(RequestRate::PerSecond)
+                .ok_or_else(|| format!("expected requests per second (> 0) or inf, got {n}")),
+        }
+    }
 }
 
 /// What the quality workloads ask. Lengths are in the model's tokens.
@@ -108,6 +151,7 @@ impl Default for BenchConfig {
             plugin_options: BTreeMap::new(),
             quality: QualityConfig::default(),
             fidelity: true,
+            request_rate: None,
         }
     }
 }
@@ -180,6 +224,11 @@ impl BenchConfig {
         }
         if self.num_blocks.is_some() && self.kv_cache_bytes.is_some() {
             bail!("give the KV pool size as `num_blocks` or as `kv_cache_bytes`, not both");
+        }
+        if let Some(RequestRate::PerSecond(r)) = self.request_rate {
+            if !(r.is_finite() && r > 0.0) {
+                bail!("key `request_rate` must be a positive number of requests per second or \"inf\", got {r}");
+            }
         }
         if self.workloads.is_empty() {
             bail!(

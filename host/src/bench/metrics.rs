@@ -92,6 +92,26 @@ impl RunRecord<'_> {
             .iter()
             .flat_map(|s| s.token_times.windows(2).map(|w| ms(w[1] - w[0])))
             .collect();
+        // vLLM's serving metrics, each over requests: time per output token after the first,
+        // and end-to-end latency from arrival to the last token.
+        let mut tpot: Vec<f64> = self
+            .seqs
+            .iter()
+            .filter(|s| s.token_times.len() > 1)
+            .map(|s| {
+                let n = s.token_times.len();
+                ms(s.token_times[n - 1] - s.token_times[0]) / (n - 1) as f64
+            })
+            .collect();
+        let mut e2el: Vec<f64> = self
+            .seqs
+            .iter()
+            .filter_map(|s| {
+                s.token_times
+                    .last()
+                    .map(|t| ms(*t - s.arrived.max(self.started)))
+            })
+            .collect();
         let peak_kv = (self.peak_blocks * self.bytes_per_block) as u64;
         let mut m = Map::new();
         let mut put = |k: &str, v: Value| {
@@ -147,6 +167,18 @@ impl RunRecord<'_> {
             "inter_token_latency_ms_p99",
             json!(quantile(&mut itl, 0.99)),
         );
+        put("request_throughput", json!(self.seqs.len() as f64 / secs));
+        for (name, xs) in [
+            ("ttft", &mut ttft),
+            ("tpot", &mut tpot),
+            ("itl", &mut itl),
+            ("e2el", &mut e2el),
+        ] {
+            let mean = xs.iter().sum::<f64>() / xs.len().max(1) as f64;
+            put(&format!("mean_{name}_ms"), json!(mean));
+            put(&format!("median_{name}_ms"), json!(quantile(xs, 0.5)));
+            put(&format!("p99_{name}_ms"), json!(quantile(xs, 0.99)));
+        }
         put("peak_kv_bytes", json!(peak_kv));
         put("peak_kv_blocks", json!(self.peak_blocks));
         put(

@@ -17,6 +17,11 @@ pub fn run_waves(
     params: SamplingParams,
     mut after_wave: impl FnMut(&Engine, usize, &[Sequence]) -> Result<()>,
 ) -> Result<Vec<Sequence>> {
+    if prompts.iter().any(|p| p.arrival.is_some()) {
+        let done = run_arrivals(engine, prompts, params)?;
+        after_wave(engine, 0, &done)?;
+        return Ok(done);
+    }
     let mut all: Vec<Sequence> = Vec::new();
     let mut seq_of_prompt = std::collections::HashMap::new();
     for wave in 0..=prompts.iter().map(|p| p.wave).max().unwrap_or(0) {
@@ -55,4 +60,47 @@ pub fn run_waves(
         all.extend(done);
     }
     Ok(all)
+}
+
+/// Requests with arrival times (a trace): each added when its time comes, counted from this
+/// call, the engine stepping in between and waiting when it has nothing to do; a request's
+/// time to first token and latency count from its arrival. Returns them in prompt order.
+fn run_arrivals(
+    engine: &mut Engine,
+    prompts: &[Prompt],
+    params: SamplingParams,
+) -> Result<Vec<Sequence>> {
+    let mut order: Vec<usize> = (0..prompts.len()).collect();
+    order.sort_by(|&a, &b| {
+        let at = |i: usize| prompts[i].arrival.unwrap_or(0.0);
+        at(a).total_cmp(&at(b))
+    });
+    let start = std::time::Instant::now();
+    let mut next = 0;
+    let mut ids = vec![0; prompts.len()];
+    loop {
+        let now = start.elapsed().as_secs_f64();
+        while let Some(&i) = order
+            .get(next)
+            .filter(|&&i| prompts[i].arrival.unwrap_or(0.0) <= now)
+        {
+            let p = &prompts[i];
+            let params = SamplingParams {
+                max_tokens: p.max_tokens.unwrap_or(params.max_tokens),
+                ..params
+            };
+            ids[i] = engine.add_chunked_request(p.tokens.clone(), p.chunks.clone(), params)?;
+            next += 1;
+        }
+        if engine.step()?.is_none() {
+            let Some(&i) = order.get(next) else { break };
+            let wait = prompts[i].arrival.unwrap_or(0.0) - start.elapsed().as_secs_f64();
+            if wait > 0.0 {
+                std::thread::sleep(std::time::Duration::from_secs_f64(wait));
+            }
+        }
+    }
+    let mut done = engine.run_to_completion()?;
+    done.sort_by_key(|s| ids.iter().position(|&id| id == s.id));
+    Ok(done)
 }

@@ -8,8 +8,9 @@ use std::path::PathBuf;
 #[derive(Args)]
 pub struct BenchArgs {
     /// Workload to run (repeatable): standard, shared-prefix, long-prefix, chunked,
-    /// chunked-reuse, long-chunked, conversation, long-context, throughput, latency. Default: the
-    /// config's `workloads` (the prototype's four).
+    /// chunked-reuse, long-chunked, conversation, long-context, retrieval, perplexity,
+    /// throughput, latency, or trace:FILE (JSONL or ShareGPT). Default: the config's `workloads`
+    /// (the prototype's four).
     #[arg(long = "workload", value_name = "NAME")]
     workloads: Vec<String>,
     /// Hugging Face Qwen3 directory, or a repo id (Qwen/Qwen3-0.6B) found offline in the Hugging
@@ -53,6 +54,10 @@ pub struct BenchArgs {
     /// Overrides the config's `temperature` (0: greedy).
     #[arg(long)]
     temperature: Option<f64>,
+    /// Arrivals of `trace:FILE` workloads: requests per second (Poisson, seeded by `seed`) or
+    /// inf (all at once). Default: the trace's own arrival times.
+    #[arg(long, value_name = "R|inf")]
+    request_rate: Option<crate::bench::config::RequestRate>,
 }
 
 /// Adds `[PLUGIN:]key=value` options to a config's `plugin_options`.
@@ -115,6 +120,7 @@ impl BenchArgs {
         cfg.max_input_len = self.max_input_len.unwrap_or(cfg.max_input_len);
         cfg.max_output_len = self.max_output_len.unwrap_or(cfg.max_output_len);
         cfg.temperature = self.temperature.unwrap_or(cfg.temperature);
+        cfg.request_rate = self.request_rate.or(cfg.request_rate);
         add_plugin_options(&mut cfg, &self.plugin_options)?;
         cfg.validate()?;
         // Resolved once here (a repo id to its snapshot), so every worker loads the same files.

@@ -85,6 +85,7 @@ pub fn compose(chunks: &[ChunkText], tokenizer: &Tokenizer, wave: usize) -> Resu
         max_tokens: None,
         continues: None,
         check: None,
+        arrival: None,
     };
     for c in chunks {
         let enc = tokenizer

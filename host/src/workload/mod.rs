@@ -8,6 +8,7 @@ pub mod needles;
 mod quality;
 mod shared_prefix;
 mod standard;
+mod trace;
 
 use crate::bench::config::BenchConfig;
 use anyhow::{bail, Result};
@@ -28,6 +29,9 @@ pub struct Prompt {
     pub continues: Option<usize>,
     /// What a quality workload checks in this request's output (`None`: nothing).
     pub check: Option<Check>,
+    /// When the request arrives, in seconds from the start of the timed call (`trace`
+    /// workloads); `None`: at the start (or with its wave).
+    pub arrival: Option<f64>,
 }
 
 /// A quality workload's check of one request; a point with checks runs greedily.
@@ -53,6 +57,7 @@ impl Prompt {
             max_tokens: None,
             continues: None,
             check: None,
+            arrival: None,
         }
     }
 
@@ -121,8 +126,11 @@ pub fn by_name(name: &str) -> Result<Box<dyn Workload>> {
         "perplexity" => Ok(Box::new(quality::Perplexity)),
         "throughput" => Ok(Box::new(engine_speed::Throughput)),
         "latency" => Ok(Box::new(engine_speed::Latency)),
+        other if other.starts_with("trace:") => Ok(Box::new(trace::Trace {
+            path: other["trace:".len()..].into(),
+        })),
         other => bail!(
-            "unknown workload \"{other}\"; known workloads: {}",
+            "unknown workload \"{other}\"; known workloads: {}, and trace:FILE (a JSONL or ShareGPT file)",
             NAMES.join(", ")
         ),
     }
