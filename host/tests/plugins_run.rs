@@ -550,3 +550,33 @@ fn plugin_options_round_trip_into_results() {
         "{text}"
     );
 }
+
+#[test]
+fn list_searches_the_plugin_path_first_and_shows_the_order() {
+    let faults = fault_plugins();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_nanohost"))
+        .args(["list"])
+        .env(
+            "NANOHOST_PLUGIN_PATH",
+            format!("/nonexistent:{}", faults.display()),
+        )
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let path_line = text
+        .lines()
+        .find(|l| l.starts_with("plugin search path: "))
+        .unwrap();
+    assert!(
+        path_line.starts_with(&format!(
+            "plugin search path: /nonexistent, {}, plugins, ",
+            faults.display()
+        )),
+        "{path_line}"
+    );
+    assert!(path_line.ends_with("share/nanohost/plugins"), "{path_line}");
+    assert!(
+        text.lines().any(|l| l.starts_with("fault-panic\t")),
+        "{text}"
+    );
+}

@@ -124,6 +124,11 @@ fn inspect_in_child(path: &Path) -> Result<(String, String, String, Option<Strin
 pub fn run(a: ListArgs) -> Result<()> {
     let found = discover(&a.plugin_dirs);
     println!("host strategy ABI {}", nanohost_strategy_api::ABI_VERSION);
+    let dirs: Vec<String> = search_dirs(&a.plugin_dirs)
+        .iter()
+        .map(|d| d.display().to_string())
+        .collect();
+    println!("plugin search path: {}", dirs.join(", "));
     if found.is_empty() {
         let dirs: Vec<String> = search_dirs(&a.plugin_dirs)
             .iter()

@@ -1,5 +1,11 @@
-//! Finding plugin files: `plugins/` under the working directory, then the build output beside
-//! the running binary, then any `--plugin-dir`.
+//! Finding plugin files. The search path, in order (the first file of a name found wins):
+//! 1. each `--plugin-dir`;
+//! 2. each directory of `$NANOHOST_PLUGIN_PATH` (`:`-separated);
+//! 3. `plugins/` under the working directory (a checkout of this repository);
+//! 4. the running binary's directory (cargo's build output holds the plugins beside it);
+//! 5. `plugins/` beside the binary, and `../share/nanohost/plugins` from it (where an install
+//!    puts them: `cargo install --path host` writes `~/.cargo/bin/nanohost`, so
+//!    `~/.cargo/share/nanohost/plugins`).
 
 use std::path::{Path, PathBuf};
 
@@ -8,16 +14,21 @@ fn is_shared_library(p: &Path) -> bool {
     name.ends_with(".so") || name.ends_with(".dylib") || name.ends_with(".dll")
 }
 
-/// Directories searched, in order.
+/// Directories searched, in order (see the module doc).
 pub fn search_dirs(extra: &[PathBuf]) -> Vec<PathBuf> {
-    let mut dirs = vec![PathBuf::from("plugins")];
+    let mut dirs: Vec<PathBuf> = extra.to_vec();
+    if let Some(path) = std::env::var_os("NANOHOST_PLUGIN_PATH") {
+        dirs.extend(std::env::split_paths(&path).filter(|d| !d.as_os_str().is_empty()));
+    }
+    dirs.push(PathBuf::from("plugins"));
     if let Some(exe_dir) = std::env::current_exe()
         .ok()
         .and_then(|e| e.parent().map(Path::to_path_buf))
     {
-        dirs.push(exe_dir);
+        dirs.push(exe_dir.join("plugins"));
+        dirs.push(exe_dir.join("../share/nanohost/plugins"));
+        dirs.insert(dirs.len() - 2, exe_dir);
     }
-    dirs.extend(extra.iter().cloned());
     dirs
 }
 
