@@ -222,6 +222,11 @@ pub fn run_child(planned: &PlannedPlugin, cfg: &BenchConfig, out_dir: &Path) -> 
         std::thread::sleep(Duration::from_millis(20));
     }
     log.lock().unwrap().write_to(&log_path);
+    // The worker's own warnings (a graph that could not be captured, no fidelity reference...)
+    // matter on success too: shown, not only kept in its log.
+    for w in log.lock().unwrap().lines_with(" WARN ", 8) {
+        eprintln!("warning: {plugin_name}: {}", w.trim());
+    }
     // Rust's allocation failure (`memory allocation of N bytes failed`, then an abort), wherever
     // in the output: a backtrace may follow it.
     let out_of_memory = log

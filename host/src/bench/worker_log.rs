@@ -45,6 +45,23 @@ impl CappedLog {
         lines[lines.len().saturating_sub(n)..].join("\n")
     }
 
+    /// The lines holding `needle`, head then tail, at most `max` (the log's own order).
+    pub fn lines_with(&self, needle: &str, max: usize) -> Vec<String> {
+        let tail: Vec<u8> = self.tail.iter().copied().collect();
+        let mut found = Vec::new();
+        for part in [&self.head[..], &tail[..]] {
+            let text = String::from_utf8_lossy(part);
+            found.extend(
+                text.lines()
+                    .filter(|l| l.contains(needle))
+                    .map(str::to_string),
+            );
+        }
+        found.dedup();
+        found.truncate(max);
+        found
+    }
+
     /// The last line, head or tail, that starts with `prefix`.
     pub fn last_line_starting(&self, prefix: &str) -> Option<String> {
         let tail: Vec<u8> = self.tail.iter().copied().collect();
