@@ -67,6 +67,11 @@ pub fn ratio_panels(points: &[Value], key: &str) -> (Vec<String>, Vec<Panel>) {
                     .collect()
             })
             .collect();
+        // Short names under the bars: "b4 prefix 100" -> "b4/p100".
+        let groups = groups
+            .iter()
+            .map(|g| g.replace(" prefix ", "/p").replace(" ctx ", "/c"))
+            .collect();
         panels.push(Panel {
             title: workload,
             groups,
@@ -90,10 +95,11 @@ pub fn bar_panels(
 ) -> Result<()> {
     let cols = panels.len().clamp(1, 3);
     let rows = panels.len().div_ceil(cols).max(1);
-    let (w, h) = (420 * cols as u32, 90 + 300 * rows as u32);
+    let top_h = 44 + 20 * plugins.len().div_ceil(4).max(1) as u32;
+    let (w, h) = (420 * cols as u32, top_h + 300 * rows as u32);
     let root = SVGBackend::new(path, (w, h)).into_drawing_area();
     root.fill(&WHITE).map_err(draw_err)?;
-    let (top, body) = root.split_vertically(90);
+    let (top, body) = root.split_vertically(top_h);
     top.draw(&Text::new(title.to_string(), (12, 8), ("sans-serif", 20)))
         .map_err(draw_err)?;
     // The legend: one swatch per plugin, in a row above every panel.
