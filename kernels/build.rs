@@ -22,10 +22,21 @@ fn main() {
         .unwrap_or_else(|| PathBuf::from("nvcc"));
     let out = PathBuf::from(std::env::var("OUT_DIR").unwrap()).join("nanohost.ptx");
     let status = Command::new(&nvcc)
-        .args(["--ptx", &format!("-arch=sm_{cap}"), "-O3", "-lineinfo", "-o"])
+        .args([
+            "--ptx",
+            &format!("-arch=sm_{cap}"),
+            "-O3",
+            "-lineinfo",
+            "-o",
+        ])
         .arg(&out)
         .arg("src/cuda/nanohost.cu")
         .status()
-        .unwrap_or_else(|e| panic!("cannot run {} ({e}); see scripts/cuda-build-env.sh", nvcc.display()));
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot run {} ({e}); see scripts/cuda-build-env.sh",
+                nvcc.display()
+            )
+        });
     assert!(status.success(), "nvcc failed on src/cuda/nanohost.cu");
 }

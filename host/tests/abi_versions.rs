@@ -58,7 +58,7 @@ fn api_copy(dir: &Path, version: &str, minor_additions: bool) -> PathBuf {
     let mut module = std::fs::read_to_string(src.join("src/module.rs")).unwrap();
     let mut strategy = std::fs::read_to_string(src.join("src/strategy.rs")).unwrap();
     if minor_additions {
-        let field = "pub new_strategy: extern \"C\" fn(PoolInfo, RSlice<'_, PluginOption>) -> RResult<StrategyBox, RString>,";
+        let field = "    pub new_strategy:\n        extern \"C\" fn(PoolInfo, RSlice<'_, PluginOption>) -> RResult<StrategyBox, RString>,";
         module = patch(
             &module,
             field,
@@ -66,8 +66,8 @@ fn api_copy(dir: &Path, version: &str, minor_additions: bool) -> PathBuf {
         );
         module = patch(
             &module,
-            "new_strategy: __nanohost_new_strategy }",
-            "new_strategy: __nanohost_new_strategy, describe: __nanohost_describe }",
+            "new_strategy: __nanohost_new_strategy,",
+            "new_strategy: __nanohost_new_strategy, describe: __nanohost_describe,",
         );
         module = patch(&module, "#[$crate::abi_stable::export_root_module]", "extern \"C\" fn __nanohost_describe() -> $crate::abi_stable::std_types::RString { \"1.1\".into() }\n\n        #[$crate::abi_stable::export_root_module]");
         let last = "    fn stats(&self) -> RResult<StrategyStats, RString>;\n";

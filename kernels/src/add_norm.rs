@@ -7,12 +7,32 @@ use candle_core::{backend::BackendStorage, CpuStorage, CustomOp3, Layout, Result
 
 /// `(x + delta, rms_norm(x + delta) * weight)` for `[tokens, hidden]` rows. The sum is rounded
 /// to the storage type before it is normed, so the result equals a separate add then norm.
-pub fn add_rms_norm(x: &Tensor, delta: &Tensor, weight: &Tensor, eps: f32) -> Result<(Tensor, Tensor)> {
+pub fn add_rms_norm(
+    x: &Tensor,
+    delta: &Tensor,
+    weight: &Tensor,
+    eps: f32,
+) -> Result<(Tensor, Tensor)> {
     let (tokens, hidden) = x.dims2()?;
-    if delta.dims() != x.dims() || weight.dims() != [hidden] || x.dtype() != delta.dtype() || x.dtype() != weight.dtype() {
-        candle_core::bail!("add_rms_norm: x {:?} {:?}, delta {:?} {:?}, weight {:?} do not fit", x.dims(), x.dtype(), delta.dims(), delta.dtype(), weight.dims());
+    if delta.dims() != x.dims()
+        || weight.dims() != [hidden]
+        || x.dtype() != delta.dtype()
+        || x.dtype() != weight.dtype()
+    {
+        candle_core::bail!(
+            "add_rms_norm: x {:?} {:?}, delta {:?} {:?}, weight {:?} do not fit",
+            x.dims(),
+            x.dtype(),
+            delta.dims(),
+            delta.dtype(),
+            weight.dims()
+        );
     }
-    let both = x.contiguous()?.apply_op3_no_bwd(&delta.contiguous()?, &weight.contiguous()?, &AddRmsNorm { eps })?;
+    let both = x.contiguous()?.apply_op3_no_bwd(
+        &delta.contiguous()?,
+        &weight.contiguous()?,
+        &AddRmsNorm { eps },
+    )?;
     Ok((both.narrow(0, 0, tokens)?, both.narrow(0, tokens, tokens)?))
 }
 
@@ -28,7 +48,11 @@ impl AddRmsNorm {
         let (sums, normed) = out.split_at_mut(x.len());
         for t in 0..tokens {
             let row = t * hidden..(t + 1) * hidden;
-            for ((s, a), b) in sums[row.clone()].iter_mut().zip(&x[row.clone()]).zip(&d[row.clone()]) {
+            for ((s, a), b) in sums[row.clone()]
+                .iter_mut()
+                .zip(&x[row.clone()])
+                .zip(&d[row.clone()])
+            {
                 *s = T::from_f32(a.to_f32() + b.to_f32());
             }
             rms_norm_row(&sums[row.clone()], w, self.eps, &mut normed[row]);
@@ -51,14 +75,28 @@ impl CustomOp3 for AddRmsNorm {
         "add-rms-norm"
     }
 
-    fn cpu_fwd(&self, x: &CpuStorage, xl: &Layout, d: &CpuStorage, dl: &Layout, w: &CpuStorage, wl: &Layout) -> Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(
+        &self,
+        x: &CpuStorage,
+        xl: &Layout,
+        d: &CpuStorage,
+        dl: &Layout,
+        w: &CpuStorage,
+        wl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
         let (tokens, hidden) = xl.shape().dims2()?;
         let r = |l: &Layout| l.contiguous_offsets().expect("made contiguous");
         let ((x0, x1), (d0, d1), (w0, w1)) = (r(xl), r(dl), r(wl));
         let out = match (x, d, w) {
-            (CpuStorage::F32(x), CpuStorage::F32(d), CpuStorage::F32(w)) => CpuStorage::F32(self.run(&x[x0..x1], &d[d0..d1], &w[w0..w1])),
-            (CpuStorage::BF16(x), CpuStorage::BF16(d), CpuStorage::BF16(w)) => CpuStorage::BF16(self.run(&x[x0..x1], &d[d0..d1], &w[w0..w1])),
-            (CpuStorage::F16(x), CpuStorage::F16(d), CpuStorage::F16(w)) => CpuStorage::F16(self.run(&x[x0..x1], &d[d0..d1], &w[w0..w1])),
+            (CpuStorage::F32(x), CpuStorage::F32(d), CpuStorage::F32(w)) => {
+                CpuStorage::F32(self.run(&x[x0..x1], &d[d0..d1], &w[w0..w1]))
+            }
+            (CpuStorage::BF16(x), CpuStorage::BF16(d), CpuStorage::BF16(w)) => {
+                CpuStorage::BF16(self.run(&x[x0..x1], &d[d0..d1], &w[w0..w1]))
+            }
+            (CpuStorage::F16(x), CpuStorage::F16(d), CpuStorage::F16(w)) => {
+                CpuStorage::F16(self.run(&x[x0..x1], &d[d0..d1], &w[w0..w1]))
+            }
             (x, _, _) => return Err(unsupported("add_rms_norm", x.dtype())),
         };
         Ok((out, Shape::from((2 * tokens, hidden))))

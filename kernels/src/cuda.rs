@@ -5,11 +5,11 @@ use crate::elem::contiguous_range;
 use candle_core::backend::BackendStorage;
 use candle_core::cuda_backend::cudarc::driver::sys::{CUdevice_attribute, CUfunction_attribute};
 use candle_core::cuda_backend::cudarc::driver::{CudaFunction, LaunchConfig, PushKernelArg};
+use candle_core::cuda_backend::{CudaStorageSlice, WrapErr};
+use candle_core::{CudaDevice, CudaStorage, DType, Layout, Result, Shape, Storage, Tensor};
 use launch::Launch;
 use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
-use candle_core::cuda_backend::{CudaStorageSlice, WrapErr};
-use candle_core::{CudaDevice, CudaStorage, DType, Layout, Result, Shape, Storage, Tensor};
 
 mod capture_links;
 mod launch;
@@ -19,7 +19,10 @@ mod launch;
 ///
 /// # Safety
 /// As `CudaDevice::alloc`: the buffer is uninitialised.
-unsafe fn alloc_out<T: candle_core::cuda_backend::cudarc::driver::DeviceRepr>(dev: &CudaDevice, n: usize) -> Result<candle_core::cuda_backend::cudarc::driver::CudaSlice<T>> {
+unsafe fn alloc_out<T: candle_core::cuda_backend::cudarc::driver::DeviceRepr>(
+    dev: &CudaDevice,
+    n: usize,
+) -> Result<candle_core::cuda_backend::cudarc::driver::CudaSlice<T>> {
     capture_links::hoisted_alloc(&dev.cuda_stream(), || dev.alloc::<T>(n))
 }
 
@@ -72,8 +75,14 @@ pub(crate) fn blocks_per_sm(name: &str, func: &CudaFunction, block: u32) -> Resu
     if let Some(&b) = cache.lock().expect("occupancy cache").get(name) {
         return Ok(b);
     }
-    let b = (func.occupancy_max_active_blocks_per_multiprocessor(block, 0, None).w()? as usize).max(1);
-    cache.lock().expect("occupancy cache").insert(name.to_string(), b);
+    let b = (func
+        .occupancy_max_active_blocks_per_multiprocessor(block, 0, None)
+        .w()? as usize)
+        .max(1);
+    cache
+        .lock()
+        .expect("occupancy cache")
+        .insert(name.to_string(), b);
     Ok(b)
 }
 
@@ -90,20 +99,37 @@ fn kernel(dev: &CudaDevice, name: &str, dynamic_smem: usize) -> Result<CudaFunct
             return Ok(f.clone());
         }
     }
-    let f = dev.get_or_load_custom_func(name, MODULE, PTX)?.into_cuda_function();
+    let f = dev
+        .get_or_load_custom_func(name, MODULE, PTX)?
+        .into_cuda_function();
     if dynamic_smem > 48 * 1024 {
-        let max = dev.cuda_stream().context().attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN).w()? as usize;
+        let max = dev
+            .cuda_stream()
+            .context()
+            .attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN)
+            .w()? as usize;
         if dynamic_smem > max {
             candle_core::bail!("{name} needs {dynamic_smem} bytes of shared memory per block; this GPU allows {max}");
         }
-        f.set_attribute(CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, dynamic_smem as i32).w()?;
+        f.set_attribute(
+            CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+            dynamic_smem as i32,
+        )
+        .w()?;
     }
     if name.starts_with("paged_attention") || name.starts_with("tc_matmul") {
         // Their cp.async copies land in shared memory: ask for the largest carveout so that
         // as many blocks fit as it allows, whatever the driver would pick by default.
-        f.set_attribute(CUfunction_attribute::CU_FUNC_ATTRIBUTE_PREFERRED_SHARED_MEMORY_CARVEOUT, 100).w()?;
+        f.set_attribute(
+            CUfunction_attribute::CU_FUNC_ATTRIBUTE_PREFERRED_SHARED_MEMORY_CARVEOUT,
+            100,
+        )
+        .w()?;
     }
-    cache.lock().expect("kernel cache").insert(key, (f.clone(), dynamic_smem));
+    cache
+        .lock()
+        .expect("kernel cache")
+        .insert(key, (f.clone(), dynamic_smem));
     Ok(f)
 }
 
@@ -113,11 +139,22 @@ fn sm_count(dev: &CudaDevice) -> Result<usize> {
     if let Some(&n) = SMS.get() {
         return Ok(n);
     }
-    let n = dev.cuda_stream().context().attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT).w()? as usize;
+    let n = dev
+        .cuda_stream()
+        .context()
+        .attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)
+        .w()? as usize;
     Ok(*SMS.get_or_init(|| n))
 }
 
-pub(crate) fn write_kv(pool: &mut CudaStorage, pl: &Layout, src: &CudaStorage, sl: &Layout, slots: &CudaStorage, il: &Layout) -> Result<()> {
+pub(crate) fn write_kv(
+    pool: &mut CudaStorage,
+    pl: &Layout,
+    src: &CudaStorage,
+    sl: &Layout,
+    slots: &CudaStorage,
+    il: &Layout,
+) -> Result<()> {
     let dev = pool.device().clone();
     let dims = pl.dims();
     let row = dims[2] * dims[3];
@@ -131,7 +168,11 @@ pub(crate) fn write_kv(pool: &mut CudaStorage, pl: &Layout, src: &CudaStorage, s
     }
     let func = kernel(&dev, &format!("write_kv_{}", suffix(pool.dtype())?), 0)?;
     let stream = dev.cuda_stream();
-    let cfg = LaunchConfig { grid_dim: (tokens as u32, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
+    let cfg = LaunchConfig {
+        grid_dim: (tokens as u32, 1, 1),
+        block_dim: (256, 1, 1),
+        shared_mem_bytes: 0,
+    };
     let slots = slots.as_cuda_slice::<u32>()?.slice(i0..i1);
     macro_rules! launch {
         ($t:ty, $_wrap:ident) => {{
@@ -148,7 +189,13 @@ pub(crate) fn write_kv(pool: &mut CudaStorage, pl: &Layout, src: &CudaStorage, s
     Ok(())
 }
 
-pub(crate) fn sample_rows(logits: &CudaStorage, ll: &Layout, u: &CudaStorage, ul: &Layout, inv_temp: f32) -> Result<(CudaStorage, Shape)> {
+pub(crate) fn sample_rows(
+    logits: &CudaStorage,
+    ll: &Layout,
+    u: &CudaStorage,
+    ul: &Layout,
+    inv_temp: f32,
+) -> Result<(CudaStorage, Shape)> {
     let dev = logits.device().clone();
     let (rows, vocab) = ll.shape().dims2()?;
     let (l0, l1) = contiguous_range(ll, "logits")?;
@@ -164,18 +211,42 @@ pub(crate) fn sample_rows(logits: &CudaStorage, ll: &Layout, u: &CudaStorage, ul
     // (results/gpu-h200-2026-11-28-timeline/).
     let resident = blocks_per_sm(&name, &func, 256)? * sm_count(&dev)?;
     // A batch of more rows than there are completion counters samples one block per row.
-    let parts = if rows > attention::completion_capacity(&dev)? { 1 } else { (resident / rows).min(vocab / 1024).clamp(1, 64) };
-    let done = if parts > 1 { attention::completion_counters(&dev, rows)? } else { 0u64 };
+    let parts = if rows > attention::completion_capacity(&dev)? {
+        1
+    } else {
+        (resident / rows).min(vocab / 1024).clamp(1, 64)
+    };
+    let done = if parts > 1 {
+        attention::completion_counters(&dev, rows)?
+    } else {
+        0u64
+    };
     let out = unsafe { alloc_out::<u32>(&dev, rows)? };
     // SAFETY: each block writes its own partial before the row's last block reads them all.
-    let (part_max, part_arg, part_sum) = unsafe { (alloc_out::<f32>(&dev, rows * parts)?, alloc_out::<u32>(&dev, rows * parts)?, alloc_out::<f64>(&dev, rows * parts)?) };
+    let (part_max, part_arg, part_sum) = unsafe {
+        (
+            alloc_out::<f32>(&dev, rows * parts)?,
+            alloc_out::<u32>(&dev, rows * parts)?,
+            alloc_out::<f64>(&dev, rows * parts)?,
+        )
+    };
     let u = u.as_cuda_slice::<f32>()?.slice(u0..u1);
-    let cfg = LaunchConfig { grid_dim: (parts as u32, rows as u32, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
+    let cfg = LaunchConfig {
+        grid_dim: (parts as u32, rows as u32, 1),
+        block_dim: (256, 1, 1),
+        shared_mem_bytes: 0,
+    };
     macro_rules! launch {
         ($t:ty, $_wrap:ident) => {{
             let x = logits.as_cuda_slice::<$t>()?.slice(l0..l1);
             let mut b = Launch::new(&stream, &func);
-            b.arg(&x).arg(&u).arg(&out).arg(&part_max).arg(&part_arg).arg(&part_sum).arg(&done);
+            b.arg(&x)
+                .arg(&u)
+                .arg(&out)
+                .arg(&part_max)
+                .arg(&part_arg)
+                .arg(&part_sum)
+                .arg(&done);
             candle_core::builder_arg!(b, vocab as u32, inv_temp);
             // SAFETY: `parts` blocks per row of a contiguous [rows, vocab] tensor; `rows`
             // counters exist when parts > 1.
@@ -183,7 +254,13 @@ pub(crate) fn sample_rows(logits: &CudaStorage, ll: &Layout, u: &CudaStorage, ul
         }};
     }
     per_float_dtype!(logits.dtype(), "sample_rows", launch);
-    Ok((CudaStorage { slice: CudaStorageSlice::U32(out), device: dev }, Shape::from(rows)))
+    Ok((
+        CudaStorage {
+            slice: CudaStorageSlice::U32(out),
+            device: dev,
+        },
+        Shape::from(rows),
+    ))
 }
 
 pub(crate) fn rms_norm_rope(
@@ -199,15 +276,25 @@ pub(crate) fn rms_norm_rope(
     let (tokens, width) = xl.shape().dims2()?;
     let head_dim = width / op.heads;
     if ![64, 128, 256].contains(&head_dim) {
-        candle_core::bail!("rms_norm_rope (cuda): head_dim {head_dim} is not built; 64, 128 and 256 are");
+        candle_core::bail!(
+            "rms_norm_rope (cuda): head_dim {head_dim} is not built; 64, 128 and 256 are"
+        );
     }
     let (x0, x_stride) = crate::norm_rope::rows_of(xl);
     let (w0, w1) = contiguous_range(wl, "the norm weight")?;
     let (c0, c1) = contiguous_range(csl, "cos_sin")?;
-    let func = kernel(&dev, &format!("rms_norm_rope_{}_p{}", suffix(x.dtype())?, head_dim / 32), 0)?;
+    let func = kernel(
+        &dev,
+        &format!("rms_norm_rope_{}_p{}", suffix(x.dtype())?, head_dim / 32),
+        0,
+    )?;
     let stream = dev.cuda_stream();
     let warps = 4u32;
-    let cfg = LaunchConfig { grid_dim: (tokens as u32, (op.heads as u32).div_ceil(warps), 1), block_dim: (32 * warps, 1, 1), shared_mem_bytes: 0 };
+    let cfg = LaunchConfig {
+        grid_dim: (tokens as u32, (op.heads as u32).div_ceil(warps), 1),
+        block_dim: (32 * warps, 1, 1),
+        shared_mem_bytes: 0,
+    };
     macro_rules! launch {
         ($t:ty, $wrap:ident) => {{
             let xs = x.as_cuda_slice::<$t>()?.slice(x0..);
@@ -217,14 +304,24 @@ pub(crate) fn rms_norm_rope(
             let out = unsafe { alloc_out::<$t>(&dev, tokens * width)? };
             let mut b = Launch::new(&stream, &func);
             b.arg(&xs).arg(&ws).arg(&css).arg(&out);
-            candle_core::builder_arg!(b, tokens as u32, op.heads as u32, head_dim as u32, x_stride as u32, op.eps);
+            candle_core::builder_arg!(
+                b,
+                tokens as u32,
+                op.heads as u32,
+                head_dim as u32,
+                x_stride as u32,
+                op.eps
+            );
             // SAFETY: shapes checked by rms_norm_rope.
             unsafe { b.launch(cfg) }?;
             CudaStorageSlice::$wrap(out)
         }};
     }
     let slice = per_float_dtype!(x.dtype(), "rms_norm_rope", launch);
-    Ok((CudaStorage { slice, device: dev }, Shape::from((tokens, width))))
+    Ok((
+        CudaStorage { slice, device: dev },
+        Shape::from((tokens, width)),
+    ))
 }
 
 pub(crate) fn silu_mul(x: &CudaStorage, l: &Layout) -> Result<(CudaStorage, Shape)> {
@@ -235,13 +332,19 @@ pub(crate) fn silu_mul(x: &CudaStorage, l: &Layout) -> Result<(CudaStorage, Shap
     let func = kernel(&dev, &format!("silu_mul_{}", suffix(x.dtype())?), 0)?;
     let stream = dev.cuda_stream();
     if tokens * width >= 1 << 32 {
-        candle_core::bail!("silu_mul (cuda): {tokens} x {width} outputs are more than a launch indexes (2^32)");
+        candle_core::bail!(
+            "silu_mul (cuda): {tokens} x {width} outputs are more than a launch indexes (2^32)"
+        );
     }
     // 16-byte vectors of outputs where the rows allow (norm.cuh).
     let v = 16 / x.dtype().size_in_bytes();
     let vec = width % v == 0 && a % v == 0;
     let n = (tokens * width / if vec { v } else { 1 }) as u32;
-    let cfg = LaunchConfig { grid_dim: (n.div_ceil(256).min(65_535), 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
+    let cfg = LaunchConfig {
+        grid_dim: (n.div_ceil(256).min(65_535), 1, 1),
+        block_dim: (256, 1, 1),
+        shared_mem_bytes: 0,
+    };
     macro_rules! launch {
         ($t:ty, $wrap:ident) => {{
             let xs = x.as_cuda_slice::<$t>()?.slice(a..b);
@@ -256,7 +359,10 @@ pub(crate) fn silu_mul(x: &CudaStorage, l: &Layout) -> Result<(CudaStorage, Shap
         }};
     }
     let slice = per_float_dtype!(x.dtype(), "silu_mul", launch);
-    Ok((CudaStorage { slice, device: dev }, Shape::from((tokens, width))))
+    Ok((
+        CudaStorage { slice, device: dev },
+        Shape::from((tokens, width)),
+    ))
 }
 
 /// Threads a block for norm.cuh's `norm_row` (add_rms_norm, embed_rms_norm_rope): two 16-byte
@@ -270,17 +376,37 @@ fn norm_row_threads(op: &str, dtype: DType, hidden: usize, offsets: usize) -> Re
     Ok((hidden.div_ceil(2 * v) as u32).next_multiple_of(32))
 }
 
-pub(crate) fn add_rms_norm(op: &crate::add_norm::AddRmsNorm, x: &CudaStorage, xl: &Layout, d: &CudaStorage, dl: &Layout, w: &CudaStorage, wl: &Layout) -> Result<(CudaStorage, Shape)> {
+pub(crate) fn add_rms_norm(
+    op: &crate::add_norm::AddRmsNorm,
+    x: &CudaStorage,
+    xl: &Layout,
+    d: &CudaStorage,
+    dl: &Layout,
+    w: &CudaStorage,
+    wl: &Layout,
+) -> Result<(CudaStorage, Shape)> {
     let dev = x.device().clone();
     let (tokens, hidden) = xl.shape().dims2()?;
-    let ((x0, x1), (d0, d1), (w0, w1)) = (contiguous_range(xl, "x")?, contiguous_range(dl, "delta")?, contiguous_range(wl, "the norm weight")?);
+    let ((x0, x1), (d0, d1), (w0, w1)) = (
+        contiguous_range(xl, "x")?,
+        contiguous_range(dl, "delta")?,
+        contiguous_range(wl, "the norm weight")?,
+    );
     let threads = norm_row_threads("add_rms_norm", x.dtype(), hidden, x0 | d0 | w0)?;
     let func = kernel(&dev, &format!("add_rms_norm_{}", suffix(x.dtype())?), 0)?;
     let stream = dev.cuda_stream();
-    let cfg = LaunchConfig { grid_dim: (tokens as u32, 1, 1), block_dim: (threads, 1, 1), shared_mem_bytes: 0 };
+    let cfg = LaunchConfig {
+        grid_dim: (tokens as u32, 1, 1),
+        block_dim: (threads, 1, 1),
+        shared_mem_bytes: 0,
+    };
     macro_rules! launch {
         ($t:ty, $wrap:ident) => {{
-            let (xs, ds, ws) = (x.as_cuda_slice::<$t>()?.slice(x0..x1), d.as_cuda_slice::<$t>()?.slice(d0..d1), w.as_cuda_slice::<$t>()?.slice(w0..w1));
+            let (xs, ds, ws) = (
+                x.as_cuda_slice::<$t>()?.slice(x0..x1),
+                d.as_cuda_slice::<$t>()?.slice(d0..d1),
+                w.as_cuda_slice::<$t>()?.slice(w0..w1),
+            );
             // SAFETY: every element is written by the kernel (one block per row, both halves).
             let out = unsafe { alloc_out::<$t>(&dev, 2 * tokens * hidden)? };
             let mut b = Launch::new(&stream, &func);
@@ -292,7 +418,10 @@ pub(crate) fn add_rms_norm(op: &crate::add_norm::AddRmsNorm, x: &CudaStorage, xl
         }};
     }
     let slice = per_float_dtype!(x.dtype(), "add_rms_norm", launch);
-    Ok((CudaStorage { slice, device: dev }, Shape::from((2 * tokens, hidden))))
+    Ok((
+        CudaStorage { slice, device: dev },
+        Shape::from((2 * tokens, hidden)),
+    ))
 }
 
 pub(crate) fn embed_rms_norm_rope(
@@ -308,22 +437,45 @@ pub(crate) fn embed_rms_norm_rope(
     let (vocab, hidden) = el.shape().dims2()?;
     let (positions, head_dim) = op.rope.dims2()?;
     let tokens = il.shape().dims1()? / 2;
-    let ((e0, e1), (i0, i1), (w0, w1)) = (contiguous_range(el, "the embedding")?, contiguous_range(il, "ids and positions")?, contiguous_range(wl, "the norm weight")?);
+    let ((e0, e1), (i0, i1), (w0, w1)) = (
+        contiguous_range(el, "the embedding")?,
+        contiguous_range(il, "ids and positions")?,
+        contiguous_range(wl, "the norm weight")?,
+    );
     let threads = norm_row_threads("embed_rms_norm_rope", e.dtype(), hidden, e0 | w0)?;
-    let func = kernel(&dev, &format!("embed_rms_norm_rope_{}", suffix(e.dtype())?), 0)?;
+    let func = kernel(
+        &dev,
+        &format!("embed_rms_norm_rope_{}", suffix(e.dtype())?),
+        0,
+    )?;
     let stream = dev.cuda_stream();
-    let cfg = LaunchConfig { grid_dim: (tokens as u32, 1, 1), block_dim: (threads, 1, 1), shared_mem_bytes: 0 };
+    let cfg = LaunchConfig {
+        grid_dim: (tokens as u32, 1, 1),
+        block_dim: (threads, 1, 1),
+        shared_mem_bytes: 0,
+    };
     let ids = i.as_cuda_slice::<u32>()?.slice(i0..i1);
     macro_rules! launch {
         ($t:ty, $wrap:ident) => {{
-            let (es, ws) = (e.as_cuda_slice::<$t>()?.slice(e0..e1), w.as_cuda_slice::<$t>()?.slice(w0..w1));
+            let (es, ws) = (
+                e.as_cuda_slice::<$t>()?.slice(e0..e1),
+                w.as_cuda_slice::<$t>()?.slice(w0..w1),
+            );
             let (table, _) = raw_ptr::<$t>(&op.rope, "the RoPE table")?;
             // SAFETY: every element is written by the kernel (one block per token: its two rows
             // and its RoPE row).
             let out = unsafe { alloc_out::<$t>(&dev, tokens * (2 * hidden + head_dim))? };
             let mut b = Launch::new(&stream, &func);
             b.arg(&es).arg(&ids).arg(&ws).arg(&table).arg(&out);
-            candle_core::builder_arg!(b, tokens as u32, hidden as u32, vocab as u32, head_dim as u32, positions as u32, op.eps);
+            candle_core::builder_arg!(
+                b,
+                tokens as u32,
+                hidden as u32,
+                vocab as u32,
+                head_dim as u32,
+                positions as u32,
+                op.eps
+            );
             // SAFETY: contiguous inputs of the sizes passed; ids and positions past the tables
             // read as zeros in the kernel.
             unsafe { b.launch(cfg) }?;
@@ -331,15 +483,25 @@ pub(crate) fn embed_rms_norm_rope(
         }};
     }
     let slice = per_float_dtype!(e.dtype(), "embed_rms_norm_rope", launch);
-    Ok((CudaStorage { slice, device: dev }, Shape::from(tokens * (2 * hidden + head_dim))))
+    Ok((
+        CudaStorage { slice, device: dev },
+        Shape::from(tokens * (2 * hidden + head_dim)),
+    ))
 }
 
 /// The device pointer of a tensor's storage at its layout's start, for the pools the fused QKV
 /// op writes while candle holds only its three arguments.
-fn raw_ptr<T: candle_core::cuda_backend::CudaDType + candle_core::cuda_backend::cudarc::driver::DeviceRepr>(t: &Tensor, what: &str) -> Result<(u64, usize)> {
+fn raw_ptr<
+    T: candle_core::cuda_backend::CudaDType + candle_core::cuda_backend::cudarc::driver::DeviceRepr,
+>(
+    t: &Tensor,
+    what: &str,
+) -> Result<(u64, usize)> {
     use candle_core::cuda_backend::cudarc::driver::DevicePtr;
     let (s, l) = t.storage_and_layout();
-    let Storage::Cuda(c) = &*s else { candle_core::bail!("{what} is not on the GPU") };
+    let Storage::Cuda(c) = &*s else {
+        candle_core::bail!("{what} is not on the GPU")
+    };
     let (a, b) = contiguous_range(l, what)?;
     let slice = c.as_cuda_slice::<T>()?;
     let stream = c.device().cuda_stream();
@@ -347,25 +509,50 @@ fn raw_ptr<T: candle_core::cuda_backend::CudaDType + candle_core::cuda_backend::
     Ok((ptr + (a * std::mem::size_of::<T>()) as u64, b - a))
 }
 
-pub(crate) fn qkv_norm_rope_write(op: &crate::qkv_write::QkvNormRopeWrite, qkv: &CudaStorage, ql: &Layout, cs: &CudaStorage, csl: &Layout, slots: &CudaStorage, sl: &Layout) -> Result<(CudaStorage, Shape)> {
+pub(crate) fn qkv_norm_rope_write(
+    op: &crate::qkv_write::QkvNormRopeWrite,
+    qkv: &CudaStorage,
+    ql: &Layout,
+    cs: &CudaStorage,
+    csl: &Layout,
+    slots: &CudaStorage,
+    sl: &Layout,
+) -> Result<(CudaStorage, Shape)> {
     let dev = qkv.device().clone();
     let (tokens, _) = ql.shape().dims2()?;
     let head_dim = op.q_norm.dims1()?;
     if ![64, 128, 256].contains(&head_dim) {
-        candle_core::bail!("qkv_norm_rope_write (cuda): head_dim {head_dim} is not built; 64, 128 and 256 are");
+        candle_core::bail!(
+            "qkv_norm_rope_write (cuda): head_dim {head_dim} is not built; 64, 128 and 256 are"
+        );
     }
     let (q0, q1) = contiguous_range(ql, "qkv")?;
     let (c0, c1) = contiguous_range(csl, "cos_sin")?;
     let (s0, s1) = contiguous_range(sl, "the slots")?;
-    let func = kernel(&dev, &format!("qkv_norm_rope_write_{}_p{}", suffix(qkv.dtype())?, head_dim / 32), 0)?;
+    let func = kernel(
+        &dev,
+        &format!(
+            "qkv_norm_rope_write_{}_p{}",
+            suffix(qkv.dtype())?,
+            head_dim / 32
+        ),
+        0,
+    )?;
     let stream = dev.cuda_stream();
     let warps = 4u32;
     let heads_all = (op.heads + 2 * op.kv_heads) as u32;
-    let cfg = LaunchConfig { grid_dim: (tokens as u32, heads_all.div_ceil(warps), 1), block_dim: (32 * warps, 1, 1), shared_mem_bytes: 0 };
+    let cfg = LaunchConfig {
+        grid_dim: (tokens as u32, heads_all.div_ceil(warps), 1),
+        block_dim: (32 * warps, 1, 1),
+        shared_mem_bytes: 0,
+    };
     let slot_ids = slots.as_cuda_slice::<u32>()?.slice(s0..s1);
     macro_rules! launch {
         ($t:ty, $wrap:ident) => {{
-            let (qs, css) = (qkv.as_cuda_slice::<$t>()?.slice(q0..q1), cs.as_cuda_slice::<$t>()?.slice(c0..c1));
+            let (qs, css) = (
+                qkv.as_cuda_slice::<$t>()?.slice(q0..q1),
+                cs.as_cuda_slice::<$t>()?.slice(c0..c1),
+            );
             let (qw, _) = raw_ptr::<$t>(&op.q_norm, "the q norm weight")?;
             let (kw, _) = raw_ptr::<$t>(&op.k_norm, "the k norm weight")?;
             let (kp, k_len) = raw_ptr::<$t>(&op.k_pool, "the K pool")?;
@@ -374,8 +561,23 @@ pub(crate) fn qkv_norm_rope_write(op: &crate::qkv_write::QkvNormRopeWrite, qkv: 
             // SAFETY: every element is written by the kernel (one warp per q head).
             let out = unsafe { alloc_out::<$t>(&dev, tokens * op.heads * head_dim)? };
             let mut b = Launch::new(&stream, &func);
-            b.arg(&qs).arg(&qw).arg(&kw).arg(&css).arg(&out).arg(&kp).arg(&vp).arg(&slot_ids);
-            candle_core::builder_arg!(b, tokens as u32, op.heads as u32, op.kv_heads as u32, head_dim as u32, capacity, op.eps);
+            b.arg(&qs)
+                .arg(&qw)
+                .arg(&kw)
+                .arg(&css)
+                .arg(&out)
+                .arg(&kp)
+                .arg(&vp)
+                .arg(&slot_ids);
+            candle_core::builder_arg!(
+                b,
+                tokens as u32,
+                op.heads as u32,
+                op.kv_heads as u32,
+                head_dim as u32,
+                capacity,
+                op.eps
+            );
             // SAFETY: shapes checked by qkv_norm_rope_write; slots at or beyond the pool's
             // capacity are skipped by the kernel; the pools are written only by this stream.
             unsafe { b.launch(cfg) }?;
@@ -383,5 +585,8 @@ pub(crate) fn qkv_norm_rope_write(op: &crate::qkv_write::QkvNormRopeWrite, qkv: 
         }};
     }
     let slice = per_float_dtype!(qkv.dtype(), "qkv_norm_rope_write", launch);
-    Ok((CudaStorage { slice, device: dev }, Shape::from((tokens, op.heads * head_dim))))
+    Ok((
+        CudaStorage { slice, device: dev },
+        Shape::from((tokens, op.heads * head_dim)),
+    ))
 }

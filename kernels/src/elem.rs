@@ -37,11 +37,17 @@ impl Elem for f16 {
 
 /// Fails with a message naming the op when a storage holds a type the ops do not handle.
 pub(crate) fn unsupported(op: &str, dtype: DType) -> candle_core::Error {
-    candle_core::Error::Msg(format!("{op}: dtype {dtype:?} is not supported (use f32, bf16 or f16)"))
+    candle_core::Error::Msg(format!(
+        "{op}: dtype {dtype:?} is not supported (use f32, bf16 or f16)"
+    ))
 }
 
 /// The start and end offsets of a contiguous layout, or an error saying `what` (named with its
 /// op) must be contiguous.
-pub(crate) fn contiguous_range(l: &candle_core::Layout, what: &str) -> candle_core::Result<(usize, usize)> {
-    l.contiguous_offsets().ok_or_else(|| candle_core::Error::Msg(format!("{what} must be contiguous")))
+pub(crate) fn contiguous_range(
+    l: &candle_core::Layout,
+    what: &str,
+) -> candle_core::Result<(usize, usize)> {
+    l.contiguous_offsets()
+        .ok_or_else(|| candle_core::Error::Msg(format!("{what} must be contiguous")))
 }

@@ -8,7 +8,13 @@ use std::sync::OnceLock;
 
 /// The value of `name` (cached in `cell`): `default` when unset; when set, a value that parses
 /// and that `valid` accepts, else `default` after a warning naming `takes`.
-pub fn knob<T: Copy + FromStr + Send + Sync>(cell: &'static OnceLock<T>, name: &str, default: T, valid: impl Fn(&T) -> bool, takes: &str) -> T {
+pub fn knob<T: Copy + FromStr + Send + Sync>(
+    cell: &'static OnceLock<T>,
+    name: &str,
+    default: T,
+    valid: impl Fn(&T) -> bool,
+    takes: &str,
+) -> T {
     *cell.get_or_init(|| match std::env::var(name) {
         Err(_) => default,
         Ok(v) => match v.trim().parse::<T>() {
@@ -53,19 +59,46 @@ mod tests {
         let split = |v: &usize| [1, 2, 4, 8].contains(v);
         static UNSET: OnceLock<usize> = OnceLock::new();
         with_env("NANOHOST_TEST_KNOB_UNSET", None);
-        assert_eq!(knob(&UNSET, "NANOHOST_TEST_KNOB_UNSET", 8, split, "1, 2, 4 or 8"), 8);
+        assert_eq!(
+            knob(&UNSET, "NANOHOST_TEST_KNOB_UNSET", 8, split, "1, 2, 4 or 8"),
+            8
+        );
         static SET: OnceLock<usize> = OnceLock::new();
         with_env("NANOHOST_TEST_KNOB_SET", Some(" 2 "));
-        assert_eq!(knob(&SET, "NANOHOST_TEST_KNOB_SET", 8, split, "1, 2, 4 or 8"), 2);
+        assert_eq!(
+            knob(&SET, "NANOHOST_TEST_KNOB_SET", 8, split, "1, 2, 4 or 8"),
+            2
+        );
         static NOT_ALLOWED: OnceLock<usize> = OnceLock::new();
         with_env("NANOHOST_TEST_KNOB_NOT_ALLOWED", Some("3"));
-        assert_eq!(knob(&NOT_ALLOWED, "NANOHOST_TEST_KNOB_NOT_ALLOWED", 8, split, "1, 2, 4 or 8"), 8);
+        assert_eq!(
+            knob(
+                &NOT_ALLOWED,
+                "NANOHOST_TEST_KNOB_NOT_ALLOWED",
+                8,
+                split,
+                "1, 2, 4 or 8"
+            ),
+            8
+        );
         static GARBAGE: OnceLock<usize> = OnceLock::new();
         with_env("NANOHOST_TEST_KNOB_GARBAGE", Some("two"));
-        assert_eq!(knob(&GARBAGE, "NANOHOST_TEST_KNOB_GARBAGE", 8, split, "1, 2, 4 or 8"), 8);
+        assert_eq!(
+            knob(
+                &GARBAGE,
+                "NANOHOST_TEST_KNOB_GARBAGE",
+                8,
+                split,
+                "1, 2, 4 or 8"
+            ),
+            8
+        );
         // Read once: a later change is not seen.
         with_env("NANOHOST_TEST_KNOB_SET", Some("4"));
-        assert_eq!(knob(&SET, "NANOHOST_TEST_KNOB_SET", 8, split, "1, 2, 4 or 8"), 2);
+        assert_eq!(
+            knob(&SET, "NANOHOST_TEST_KNOB_SET", 8, split, "1, 2, 4 or 8"),
+            2
+        );
     }
 
     #[test]

@@ -24,12 +24,22 @@ pub fn write_kv(pool: &Tensor, src: &Tensor, slots: &Tensor) -> Result<()> {
         );
     }
     if pool.dtype() != src.dtype() {
-        candle_core::bail!("write_kv: pool is {:?} but the new rows are {:?}", pool.dtype(), src.dtype());
+        candle_core::bail!(
+            "write_kv: pool is {:?} but the new rows are {:?}",
+            pool.dtype(),
+            src.dtype()
+        );
     }
     pool.inplace_op3(&src, &slots.contiguous()?, &WriteKv)
 }
 
-fn write_rows<T: Elem>(pool: &mut [T], src: &[T], (s0, stride): (usize, usize), slots: &[u32], row: usize) -> Result<()> {
+fn write_rows<T: Elem>(
+    pool: &mut [T],
+    src: &[T],
+    (s0, stride): (usize, usize),
+    slots: &[u32],
+    row: usize,
+) -> Result<()> {
     let capacity = pool.len() / row;
     for (t, &slot) in slots.iter().enumerate() {
         let slot = slot as usize;
@@ -46,7 +56,15 @@ impl InplaceOp3 for WriteKv {
         "write-kv"
     }
 
-    fn cpu_fwd(&self, pool: &mut CpuStorage, pool_l: &Layout, src: &CpuStorage, src_l: &Layout, slots: &CpuStorage, slots_l: &Layout) -> Result<()> {
+    fn cpu_fwd(
+        &self,
+        pool: &mut CpuStorage,
+        pool_l: &Layout,
+        src: &CpuStorage,
+        src_l: &Layout,
+        slots: &CpuStorage,
+        slots_l: &Layout,
+    ) -> Result<()> {
         let (p0, p1) = crate::elem::contiguous_range(pool_l, "write_kv: the pool")?;
         let rows = crate::norm_rope::rows_of(src_l);
         let (i0, i1) = crate::elem::contiguous_range(slots_l, "write_kv: the slots")?;
@@ -54,9 +72,15 @@ impl InplaceOp3 for WriteKv {
         let dims = pool_l.dims();
         let row = dims[2] * dims[3];
         match (pool, src) {
-            (CpuStorage::F32(p), CpuStorage::F32(s)) => write_rows(&mut p[p0..p1], s, rows, slots, row),
-            (CpuStorage::BF16(p), CpuStorage::BF16(s)) => write_rows(&mut p[p0..p1], s, rows, slots, row),
-            (CpuStorage::F16(p), CpuStorage::F16(s)) => write_rows(&mut p[p0..p1], s, rows, slots, row),
+            (CpuStorage::F32(p), CpuStorage::F32(s)) => {
+                write_rows(&mut p[p0..p1], s, rows, slots, row)
+            }
+            (CpuStorage::BF16(p), CpuStorage::BF16(s)) => {
+                write_rows(&mut p[p0..p1], s, rows, slots, row)
+            }
+            (CpuStorage::F16(p), CpuStorage::F16(s)) => {
+                write_rows(&mut p[p0..p1], s, rows, slots, row)
+            }
             (p, _) => Err(unsupported("write_kv", p.dtype())),
         }
     }

@@ -40,7 +40,12 @@ impl SeqAttention {
     }
 
     /// Checks the description against the pool before any memory is touched.
-    pub(crate) fn validate(&self, block_size: usize, num_blocks: usize, num_q_rows: usize) -> Result<(), String> {
+    pub(crate) fn validate(
+        &self,
+        block_size: usize,
+        num_blocks: usize,
+        num_q_rows: usize,
+    ) -> Result<(), String> {
         if self.q_start + self.q_len > num_q_rows {
             return Err(format!(
                 "query rows {}..{} exceed the {num_q_rows} packed rows",
@@ -49,10 +54,16 @@ impl SeqAttention {
             ));
         }
         if self.q_len > self.kv_len() {
-            return Err(format!("{} query rows but only {} context entries", self.q_len, self.kv_len()));
+            return Err(format!(
+                "{} query rows but only {} context entries",
+                self.q_len,
+                self.kv_len()
+            ));
         }
         for span in &self.context {
-            if span.first >= block_size.max(1) || span.first + span.len > span.blocks.len() * block_size {
+            if span.first >= block_size.max(1)
+                || span.first + span.len > span.blocks.len() * block_size
+            {
                 return Err(format!(
                     "span of {} tokens from slot {} does not fit its {} blocks of {block_size}",
                     span.len,
@@ -61,7 +72,9 @@ impl SeqAttention {
                 ));
             }
             if let Some(b) = span.blocks.iter().find(|&&b| b as usize >= num_blocks) {
-                return Err(format!("block {b} is outside the pool of {num_blocks} blocks"));
+                return Err(format!(
+                    "block {b} is outside the pool of {num_blocks} blocks"
+                ));
             }
         }
         Ok(())
@@ -189,7 +202,10 @@ impl MetaLayout {
     /// (shifts right after the used slots); [`MetaLayout::pieces`] says where its parts go.
     pub fn widen(&mut self, slot_capacity: usize) -> candle_core::Result<()> {
         if slot_capacity < self.num_slots {
-            candle_core::bail!("attention batch: room for {slot_capacity} slots cannot hold {}", self.num_slots);
+            candle_core::bail!(
+                "attention batch: room for {slot_capacity} slots cannot hold {}",
+                self.num_slots
+            );
         }
         self.slot_capacity = slot_capacity;
         Ok(())
@@ -225,13 +241,34 @@ impl MetaLayout {
         let row_list = tiled + 3 * self.num_tiled;
         let slots = row_list + self.row_list;
         let shifts = slots + self.slot_capacity;
-        Offsets { row_seq: 0, row_visible: r, row_skip: 2 * r, seq_start, group_row_start, group_seq, group_len, items, group_rows, tiled, row_list, slots, shifts }
+        Offsets {
+            row_seq: 0,
+            row_visible: r,
+            row_skip: 2 * r,
+            seq_start,
+            group_row_start,
+            group_seq,
+            group_len,
+            items,
+            group_rows,
+            tiled,
+            row_list,
+            slots,
+            shifts,
+        }
     }
 }
 
 impl AttentionBatch {
     /// Checks every sequence and group against the pool, then flattens and uploads.
-    pub fn new(seqs: &[SeqAttention], groups: &[SharedGroup], rows: usize, block_size: usize, num_blocks: usize, device: &candle_core::Device) -> candle_core::Result<Self> {
+    pub fn new(
+        seqs: &[SeqAttention],
+        groups: &[SharedGroup],
+        rows: usize,
+        block_size: usize,
+        num_blocks: usize,
+        device: &candle_core::Device,
+    ) -> candle_core::Result<Self> {
         let (meta, layout) = Self::flatten(seqs, groups, rows, block_size, num_blocks)?;
         let len = meta.len();
         Self::from_meta(candle_core::Tensor::from_vec(meta, len, device)?, layout)
@@ -241,9 +278,15 @@ impl AttentionBatch {
     /// device, e.g. as a view into one upload of all of a step's integer inputs.
     pub fn from_meta(meta: candle_core::Tensor, layout: MetaLayout) -> candle_core::Result<Self> {
         if meta.dtype() != candle_core::DType::U32 || meta.dims1()? < layout.total_len() {
-            candle_core::bail!("attention batch: metadata must be u32 and hold every section of its layout");
+            candle_core::bail!(
+                "attention batch: metadata must be u32 and hold every section of its layout"
+            );
         }
-        Ok(AttentionBatch { meta, layout, rope_theta: None })
+        Ok(AttentionBatch {
+            meta,
+            layout,
+            rope_theta: None,
+        })
     }
 
     /// The model's RoPE base, with which shifted spans' keys are re-rotated.
@@ -258,19 +301,35 @@ impl AttentionBatch {
 
     /// Checks every sequence and group against the pool and flattens the description (layout
     /// above).
-    pub fn flatten(seqs: &[SeqAttention], groups: &[SharedGroup], rows: usize, block_size: usize, num_blocks: usize) -> candle_core::Result<(Vec<u32>, MetaLayout)> {
+    pub fn flatten(
+        seqs: &[SeqAttention],
+        groups: &[SharedGroup],
+        rows: usize,
+        block_size: usize,
+        num_blocks: usize,
+    ) -> candle_core::Result<(Vec<u32>, MetaLayout)> {
         let mut row_seq = vec![u32::MAX; rows];
         let mut row_visible = vec![0u32; rows];
         let mut seq_start = Vec::with_capacity(seqs.len() + 1);
-        let shifted = seqs.iter().any(|s| s.context.iter().any(|span| span.shift != 0));
+        let shifted = seqs
+            .iter()
+            .any(|s| s.context.iter().any(|span| span.shift != 0));
         let total: usize = seqs.iter().map(SeqAttention::kv_len).sum();
-        let (mut slots, mut shifts) = (Vec::with_capacity(total), Vec::with_capacity(if shifted { total } else { 0 }));
+        let (mut slots, mut shifts) = (
+            Vec::with_capacity(total),
+            Vec::with_capacity(if shifted { total } else { 0 }),
+        );
         for (i, s) in seqs.iter().enumerate() {
-            s.validate(block_size, num_blocks, rows).map_err(|e| candle_core::Error::Msg(format!("attention batch: sequence {i}: {e}")))?;
+            s.validate(block_size, num_blocks, rows).map_err(|e| {
+                candle_core::Error::Msg(format!("attention batch: sequence {i}: {e}"))
+            })?;
             let past = s.kv_len() - s.q_len;
             for r in 0..s.q_len {
                 if row_seq[s.q_start + r] != u32::MAX {
-                    candle_core::bail!("attention batch: query row {} belongs to two sequences", s.q_start + r);
+                    candle_core::bail!(
+                        "attention batch: query row {} belongs to two sequences",
+                        s.q_start + r
+                    );
                 }
                 row_seq[s.q_start + r] = i as u32;
                 row_visible[s.q_start + r] = (past + r + 1) as u32;
@@ -280,26 +339,43 @@ impl AttentionBatch {
             for span in &s.context {
                 // A span may hold more blocks than its entries need (room reserved ahead).
                 let end = span.first + span.len;
-                for (k, &b) in span.blocks.iter().take(end.div_ceil(block_size)).enumerate() {
+                for (k, &b) in span
+                    .blocks
+                    .iter()
+                    .take(end.div_ceil(block_size))
+                    .enumerate()
+                {
                     let base = b * block_size as u32;
                     let from = span.first.saturating_sub(k * block_size).min(block_size);
-                    slots.extend(base + from as u32..base + (end - k * block_size).min(block_size) as u32);
+                    slots.extend(
+                        base + from as u32..base + (end - k * block_size).min(block_size) as u32,
+                    );
                 }
             }
             if shifted {
-                shifts.extend(s.context.iter().flat_map(|span| std::iter::repeat_n(span.shift as u32, span.len)));
+                shifts.extend(
+                    s.context
+                        .iter()
+                        .flat_map(|span| std::iter::repeat_n(span.shift as u32, span.len)),
+                );
             }
         }
         seq_start.push(slots.len() as u32);
         if let Some(r) = row_seq.iter().position(|&s| s == u32::MAX) {
             candle_core::bail!("attention batch: query row {r} belongs to no sequence");
         }
-        let shared = crate::cascade::GroupTables::build(groups, seqs, &seq_start, &slots, &shifts, rows)
-            .map_err(|e| candle_core::Error::Msg(format!("attention batch: {e}")))?;
+        let shared =
+            crate::cascade::GroupTables::build(groups, seqs, &seq_start, &slots, &shifts, rows)
+                .map_err(|e| candle_core::Error::Msg(format!("attention batch: {e}")))?;
         let (tiled, row_list) = tiles(seqs, &shared.row_skip);
         // Over the rows the per-row kernel runs: all of them, or the listed ones.
         let own_keys = |r: usize| (row_visible[r] - shared.row_skip[r]) as usize;
-        let max_row_keys = if tiled.is_empty() { (0..rows).map(own_keys).max() } else { row_list.iter().map(|&r| own_keys(r as usize)).max() }.unwrap_or(0);
+        let max_row_keys = if tiled.is_empty() {
+            (0..rows).map(own_keys).max()
+        } else {
+            row_list.iter().map(|&r| own_keys(r as usize)).max()
+        }
+        .unwrap_or(0);
         let layout = MetaLayout {
             rows,
             num_seqs: seqs.len(),
@@ -320,7 +396,20 @@ impl AttentionBatch {
         };
         let mut meta = row_seq;
         meta.reserve(layout.total_len() - meta.len());
-        for part in [row_visible, shared.row_skip, seq_start, shared.group_row_start, shared.group_seq, shared.group_len, shared.items, shared.group_rows, tiled, row_list, slots, shifts] {
+        for part in [
+            row_visible,
+            shared.row_skip,
+            seq_start,
+            shared.group_row_start,
+            shared.group_seq,
+            shared.group_len,
+            shared.items,
+            shared.group_rows,
+            tiled,
+            row_list,
+            slots,
+            shifts,
+        ] {
             meta.extend(part);
         }
         debug_assert_eq!(meta.len(), layout.total_len());
@@ -346,7 +435,9 @@ fn tiles(seqs: &[SeqAttention], row_skip: &[u32]) -> (Vec<u32>, Vec<u32>) {
     for t in tiled.chunks(3) {
         is_tiled[t[1] as usize..(t[1] + t[2]) as usize].fill(true);
     }
-    let row_list = (0..row_skip.len() as u32).filter(|&r| !is_tiled[r as usize]).collect();
+    let row_list = (0..row_skip.len() as u32)
+        .filter(|&r| !is_tiled[r as usize])
+        .collect();
     (tiled, row_list)
 }
 
@@ -356,22 +447,60 @@ mod tests {
 
     fn seq(q_start: usize, q_len: usize, kv_len: usize, shift: i32) -> SeqAttention {
         let blocks = (0..kv_len.div_ceil(16) as u32).collect();
-        SeqAttention { q_start, q_len, context: vec![KvSpan { blocks, first: 0, len: kv_len, shift }] }
+        SeqAttention {
+            q_start,
+            q_len,
+            context: vec![KvSpan {
+                blocks,
+                first: 0,
+                len: kv_len,
+                shift,
+            }],
+        }
     }
 
     /// A span starting inside a block lists its slots from there, across blocks in order, and
     /// context_slot agrees with the flattened list.
     #[test]
     fn spans_from_inside_a_block() {
-        let context = vec![KvSpan { blocks: vec![5], first: 0, len: 2, shift: 0 }, KvSpan { blocks: vec![7, 2, 9], first: 3, len: 7, shift: 0 }];
-        let seqs = [SeqAttention { q_start: 0, q_len: 1, context: context.clone() }];
+        let context = vec![
+            KvSpan {
+                blocks: vec![5],
+                first: 0,
+                len: 2,
+                shift: 0,
+            },
+            KvSpan {
+                blocks: vec![7, 2, 9],
+                first: 3,
+                len: 7,
+                shift: 0,
+            },
+        ];
+        let seqs = [SeqAttention {
+            q_start: 0,
+            q_len: 1,
+            context: context.clone(),
+        }];
         let (meta, l) = AttentionBatch::flatten(&seqs, &[], 1, 4, 16).unwrap();
         let want = [20, 21, 31, 8, 9, 10, 11, 36, 37];
-        assert_eq!(&meta[l.offsets().slots..l.offsets().slots + l.num_slots], &want);
+        assert_eq!(
+            &meta[l.offsets().slots..l.offsets().slots + l.num_slots],
+            &want
+        );
         for (i, &w) in want.iter().enumerate() {
             assert_eq!(context_slot(&context, i, 4), Some(w));
         }
-        let overfull = [SeqAttention { q_start: 0, q_len: 1, context: vec![KvSpan { blocks: vec![1], first: 3, len: 2, shift: 0 }] }];
+        let overfull = [SeqAttention {
+            q_start: 0,
+            q_len: 1,
+            context: vec![KvSpan {
+                blocks: vec![1],
+                first: 3,
+                len: 2,
+                shift: 0,
+            }],
+        }];
         assert!(AttentionBatch::flatten(&overfull, &[], 1, 4, 16).is_err());
     }
 
@@ -379,16 +508,26 @@ mod tests {
     /// only they, go to the per-row kernel, and only they size the row-key bucket.
     #[test]
     fn long_prefills_are_tiled_and_the_rest_listed() {
-        let seqs = [seq(0, 1, 300, 0), seq(1, 20, 600, 0), seq(21, 16, 16, 5), seq(37, 15, 15, 0), seq(52, 16, 40, 0)];
+        let seqs = [
+            seq(0, 1, 300, 0),
+            seq(1, 20, 600, 0),
+            seq(21, 16, 16, 5),
+            seq(37, 15, 15, 0),
+            seq(52, 16, 40, 0),
+        ];
         let (meta, l) = AttentionBatch::flatten(&seqs, &[], 68, 16, 64).unwrap();
         let o = l.offsets();
         assert_eq!((l.num_tiled, l.max_tiled_rows, l.row_list), (3, 20, 1 + 15));
-        assert_eq!(&meta[o.tiled..o.row_list], &[1, 1, 20, 2, 21, 16, 4, 52, 16]);
+        assert_eq!(
+            &meta[o.tiled..o.row_list],
+            &[1, 1, 20, 2, 21, 16, 4, 52, 16]
+        );
         let listed: Vec<u32> = std::iter::once(0).chain(37..52).collect();
         assert_eq!(&meta[o.row_list..o.slots], listed.as_slice());
         assert_eq!(l.max_row_keys, 300usize.next_power_of_two());
         // Decode only: nothing tiled, no list, the per-row kernel takes every row.
-        let (_, d) = AttentionBatch::flatten(&[seq(0, 1, 40, 0), seq(1, 1, 9, 0)], &[], 2, 16, 64).unwrap();
+        let (_, d) =
+            AttentionBatch::flatten(&[seq(0, 1, 40, 0), seq(1, 1, 9, 0)], &[], 2, 16, 64).unwrap();
         assert_eq!((d.num_tiled, d.row_list), (0, 0));
     }
 }

@@ -35,22 +35,26 @@ mod stage;
 mod tc_matmul;
 
 pub use add_norm::{add_rms_norm, AddRmsNorm};
-pub use embed_norm::{embed_rms_norm_rope, EmbedRmsNormRope};
 pub use cascade::{SharedGroup, SHARED_CHUNK};
+pub use embed_norm::{embed_rms_norm_rope, EmbedRmsNormRope};
 pub use graph_anatomy::GraphAnatomy;
 pub use kv_write::{write_kv, WriteKv};
-pub use layout::{context_slot, row_keys_bucket, AttentionBatch, KvSpan, MetaLayout, SeqAttention, TILED_MIN_ROWS};
+pub use layout::{
+    context_slot, row_keys_bucket, AttentionBatch, KvSpan, MetaLayout, SeqAttention, TILED_MIN_ROWS,
+};
 pub use matmul_into::matmul_t_into;
 pub use norm_rope::{rms_norm_rope, RmsNormRope};
 pub use paged_attention::{paged_attention, PagedAttention};
 pub use qkv_attention::{qkv_attention, qkv_attention_fuses};
-pub use qkv_write::{qkv_norm_rope_write, QkvNorms, QkvNormRopeWrite};
+pub use qkv_write::{qkv_norm_rope_write, QkvNormRopeWrite, QkvNorms};
 pub use rope_shift::{rerotate_keys, Rotation};
 pub use sample::{argmax, inverse_cdf, sample_rows, sample_rows_async, SampleRows};
 pub use silu_mul::{silu_mul, SiluMul};
 pub use small_matmul::{small_matmul, small_matmul_swiglu, SmallMatmul, SMALL_MATMUL_MAX_ROWS};
-pub use tc_matmul::{tc_matmul, tc_matmul_fits, tc_matmul_swiglu, tc_matmul_swiglu_fits, TC_MATMUL_MAX_ROWS};
 pub use stage::StepStage;
+pub use tc_matmul::{
+    tc_matmul, tc_matmul_fits, tc_matmul_swiglu, tc_matmul_swiglu_fits, TC_MATMUL_MAX_ROWS,
+};
 
 /// Whether kernels on `device` are launched with programmatic dependent launch (CUDA, sm_90 and
 /// later, unless `NANOHOST_PDL=0`): each may start while the one before it finishes.

@@ -3,9 +3,9 @@
 //! there cost a pass over `[rows, vocab]` (37 us at batch 64 for Qwen3-0.6B on an H200, in a
 //! replayed step: results/gpu-h200-2026-11-28-timeline/).
 
-use candle_core::{Result, Tensor};
 #[cfg(feature = "cuda")]
 use candle_core::{CpuStorage, InplaceOp3, Layout};
+use candle_core::{Result, Tensor};
 
 /// Writes `x` `[rows, k]` times `w` `[n, k]` transposed into the first `rows` rows of `out`
 /// (contiguous, `[at least rows, n]`, the dtype of `x` and `w`). On the GPU this is the cuBLAS
@@ -15,7 +15,13 @@ pub fn matmul_t_into(out: &Tensor, x: &Tensor, w: &Tensor) -> Result<()> {
     let (rows, k) = x.dims2()?;
     let (n, wk) = w.dims2()?;
     let (out_rows, out_n) = out.dims2()?;
-    if wk != k || out_n != n || rows > out_rows || !out.is_contiguous() || x.dtype() != w.dtype() || out.dtype() != x.dtype() {
+    if wk != k
+        || out_n != n
+        || rows > out_rows
+        || !out.is_contiguous()
+        || x.dtype() != w.dtype()
+        || out.dtype() != x.dtype()
+    {
         candle_core::bail!(
             "matmul_t_into: x {:?} {:?} times w {:?} {:?} transposed does not fit the first rows of out {:?} {:?} (contiguous, same dtype)",
             x.dims(),
@@ -31,7 +37,9 @@ pub fn matmul_t_into(out: &Tensor, x: &Tensor, w: &Tensor) -> Result<()> {
     }
     match out.device() {
         #[cfg(feature = "cuda")]
-        candle_core::Device::Cuda(_) => out.inplace_op3(&x.contiguous()?, &w.contiguous()?, &MatmulTInto),
+        candle_core::Device::Cuda(_) => {
+            out.inplace_op3(&x.contiguous()?, &w.contiguous()?, &MatmulTInto)
+        }
         // Elsewhere candle's own matmul, copied: the values the model's LM head gives.
         _ => out.slice_set(&x.matmul(&w.t()?)?, 0, 0),
     }
@@ -47,11 +55,29 @@ impl InplaceOp3 for MatmulTInto {
         "matmul-t-into"
     }
 
-    fn cpu_fwd(&self, _: &mut CpuStorage, _: &Layout, _: &CpuStorage, _: &Layout, _: &CpuStorage, _: &Layout) -> Result<()> {
-        candle_core::bail!("matmul_t_into: on the CPU it is candle's matmul and a copy, not this op")
+    fn cpu_fwd(
+        &self,
+        _: &mut CpuStorage,
+        _: &Layout,
+        _: &CpuStorage,
+        _: &Layout,
+        _: &CpuStorage,
+        _: &Layout,
+    ) -> Result<()> {
+        candle_core::bail!(
+            "matmul_t_into: on the CPU it is candle's matmul and a copy, not this op"
+        )
     }
 
-    fn cuda_fwd(&self, o: &mut candle_core::CudaStorage, ol: &Layout, x: &candle_core::CudaStorage, xl: &Layout, w: &candle_core::CudaStorage, wl: &Layout) -> Result<()> {
+    fn cuda_fwd(
+        &self,
+        o: &mut candle_core::CudaStorage,
+        ol: &Layout,
+        x: &candle_core::CudaStorage,
+        xl: &Layout,
+        w: &candle_core::CudaStorage,
+        wl: &Layout,
+    ) -> Result<()> {
         crate::cuda::matmul_t_into(o, ol, x, xl, w, wl)
     }
 }

@@ -9,16 +9,31 @@ use candle_core::{backend::BackendStorage, CpuStorage, CustomOp3, Layout, Result
 /// cos rows then the sin rows of each token's position (`head_dim / 2` each). Returns
 /// `[tokens, heads, head_dim]`: `rope(rms_norm(x) * weight)`, rotating the two halves of each
 /// head (candle's non-interleaved `rope`), all in f32.
-pub fn rms_norm_rope(x: &Tensor, heads: usize, weight: &Tensor, cos_sin: &Tensor, eps: f32) -> Result<Tensor> {
+pub fn rms_norm_rope(
+    x: &Tensor,
+    heads: usize,
+    weight: &Tensor,
+    cos_sin: &Tensor,
+    eps: f32,
+) -> Result<Tensor> {
     let (tokens, width) = x.dims2()?;
     let head_dim = weight.dims1()?;
     if width != heads * head_dim || cos_sin.dims() != [tokens, head_dim] || head_dim % 2 != 0 {
-        candle_core::bail!("rms_norm_rope: x {:?}, {heads} heads, weight {:?}, cos_sin {:?} do not fit", x.dims(), weight.dims(), cos_sin.dims());
+        candle_core::bail!(
+            "rms_norm_rope: x {:?}, {heads} heads, weight {:?}, cos_sin {:?} do not fit",
+            x.dims(),
+            weight.dims(),
+            cos_sin.dims()
+        );
     }
     if x.stride()[1] != 1 {
         candle_core::bail!("rms_norm_rope: rows of x must be contiguous");
     }
-    let out = x.apply_op3_no_bwd(&weight.contiguous()?, &cos_sin.contiguous()?, &RmsNormRope { heads, eps })?;
+    let out = x.apply_op3_no_bwd(
+        &weight.contiguous()?,
+        &cos_sin.contiguous()?,
+        &RmsNormRope { heads, eps },
+    )?;
     out.reshape((tokens, heads, head_dim))
 }
 
@@ -33,7 +48,14 @@ pub(crate) fn rows_of(l: &Layout) -> (usize, usize) {
 }
 
 impl RmsNormRope {
-    fn run<T: Elem>(&self, x: &[T], (x0, xs): (usize, usize), w: &[T], cs: &[T], tokens: usize) -> Vec<T> {
+    fn run<T: Elem>(
+        &self,
+        x: &[T],
+        (x0, xs): (usize, usize),
+        w: &[T],
+        cs: &[T],
+        tokens: usize,
+    ) -> Vec<T> {
         let d = w.len();
         let half = d / 2;
         let mut out = vec![T::from_f32(0.0); tokens * self.heads * d];
@@ -64,15 +86,29 @@ impl CustomOp3 for RmsNormRope {
         "rms-norm-rope"
     }
 
-    fn cpu_fwd(&self, x: &CpuStorage, xl: &Layout, w: &CpuStorage, wl: &Layout, cs: &CpuStorage, csl: &Layout) -> Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(
+        &self,
+        x: &CpuStorage,
+        xl: &Layout,
+        w: &CpuStorage,
+        wl: &Layout,
+        cs: &CpuStorage,
+        csl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
         let tokens = xl.dims()[0];
         let shape = Shape::from((tokens, xl.dims()[1]));
         let (w0, w1) = wl.contiguous_offsets().expect("made contiguous");
         let (c0, c1) = csl.contiguous_offsets().expect("made contiguous");
         let out = match (x, w, cs) {
-            (CpuStorage::F32(x), CpuStorage::F32(w), CpuStorage::F32(c)) => CpuStorage::F32(self.run(x, rows_of(xl), &w[w0..w1], &c[c0..c1], tokens)),
-            (CpuStorage::BF16(x), CpuStorage::BF16(w), CpuStorage::BF16(c)) => CpuStorage::BF16(self.run(x, rows_of(xl), &w[w0..w1], &c[c0..c1], tokens)),
-            (CpuStorage::F16(x), CpuStorage::F16(w), CpuStorage::F16(c)) => CpuStorage::F16(self.run(x, rows_of(xl), &w[w0..w1], &c[c0..c1], tokens)),
+            (CpuStorage::F32(x), CpuStorage::F32(w), CpuStorage::F32(c)) => {
+                CpuStorage::F32(self.run(x, rows_of(xl), &w[w0..w1], &c[c0..c1], tokens))
+            }
+            (CpuStorage::BF16(x), CpuStorage::BF16(w), CpuStorage::BF16(c)) => {
+                CpuStorage::BF16(self.run(x, rows_of(xl), &w[w0..w1], &c[c0..c1], tokens))
+            }
+            (CpuStorage::F16(x), CpuStorage::F16(w), CpuStorage::F16(c)) => {
+                CpuStorage::F16(self.run(x, rows_of(xl), &w[w0..w1], &c[c0..c1], tokens))
+            }
             (x, _, _) => return Err(unsupported("rms_norm_rope", x.dtype())),
         };
         Ok((out, shape))

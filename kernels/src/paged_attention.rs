@@ -3,7 +3,9 @@
 use crate::elem::{unsupported, Elem};
 use crate::layout::{AttentionBatch, MetaLayout};
 use crate::rope_shift::Rotation;
-use candle_core::{backend::BackendStorage, CpuStorage, CustomOp3, Layout, Result, Shape, Storage, Tensor};
+use candle_core::{
+    backend::BackendStorage, CpuStorage, CustomOp3, Layout, Result, Shape, Storage, Tensor,
+};
 use rayon::prelude::*;
 
 /// Query rows `[rows, heads, head_dim]` attend over the K/V pools
@@ -18,8 +20,21 @@ pub struct PagedAttention {
     pub(crate) rope_theta: f64,
 }
 
-pub fn paged_attention(q: &Tensor, k_pool: &Tensor, v_pool: &Tensor, batch: &AttentionBatch, softmax_scale: f32) -> Result<Tensor> {
-    let op = PagedAttention::new("paged_attention", q.dims3()?, k_pool, v_pool, batch, softmax_scale)?;
+pub fn paged_attention(
+    q: &Tensor,
+    k_pool: &Tensor,
+    v_pool: &Tensor,
+    batch: &AttentionBatch,
+    softmax_scale: f32,
+) -> Result<Tensor> {
+    let op = PagedAttention::new(
+        "paged_attention",
+        q.dims3()?,
+        k_pool,
+        v_pool,
+        batch,
+        softmax_scale,
+    )?;
     q.contiguous()?.apply_op3_no_bwd(k_pool, v_pool, &op)
 }
 
@@ -57,7 +72,11 @@ impl<'a> Sections<'a> {
             group_len: &m[o.group_len..o.items],
             group_rows: &m[o.group_rows..o.tiled],
             slots: &m[o.slots..o.shifts],
-            shifts: if l.shifted { &m[o.shifts..o.shifts + l.slot_capacity] } else { &[] },
+            shifts: if l.shifted {
+                &m[o.shifts..o.shifts + l.slot_capacity]
+            } else {
+                &[]
+            },
         }
     }
 }
@@ -73,7 +92,11 @@ pub(crate) struct Partial {
 
 impl Partial {
     pub fn new(head_dim: usize) -> Self {
-        Partial { max: f32::NEG_INFINITY, sum: 0.0, acc: vec![0.0; head_dim] }
+        Partial {
+            max: f32::NEG_INFINITY,
+            sum: 0.0,
+            acc: vec![0.0; head_dim],
+        }
     }
 
     /// Adds one key (scored against `q`, already scaled) and its value.
@@ -113,9 +136,21 @@ impl Partial {
 impl PagedAttention {
     /// The op for queries of shape `(rows, heads, head_dim)` over these pools and `batch`, after
     /// checking that they fit (`op` names the caller in the error).
-    pub(crate) fn new(op: &str, (rows, heads, head_dim): (usize, usize, usize), k_pool: &Tensor, v_pool: &Tensor, batch: &AttentionBatch, softmax_scale: f32) -> Result<Self> {
+    pub(crate) fn new(
+        op: &str,
+        (rows, heads, head_dim): (usize, usize, usize),
+        k_pool: &Tensor,
+        v_pool: &Tensor,
+        batch: &AttentionBatch,
+        softmax_scale: f32,
+    ) -> Result<Self> {
         let (_, _, kv_heads, kv_dim) = k_pool.dims4()?;
-        if k_pool.dims() != v_pool.dims() || kv_dim != head_dim || kv_heads == 0 || heads % kv_heads != 0 || rows != batch.layout.rows {
+        if k_pool.dims() != v_pool.dims()
+            || kv_dim != head_dim
+            || kv_heads == 0
+            || heads % kv_heads != 0
+            || rows != batch.layout.rows
+        {
             candle_core::bail!(
                 "{op}: queries {:?} do not fit pools K {:?} / V {:?} and a batch of {} rows",
                 [rows, heads, head_dim],
@@ -128,48 +163,67 @@ impl PagedAttention {
             (true, None) => candle_core::bail!("{op}: the batch has shifted spans but no RoPE base to re-rotate them with (AttentionBatch::with_rope_theta)"),
             (_, theta) => theta.unwrap_or(0.0),
         };
-        Ok(PagedAttention { meta: batch.meta.clone(), layout: batch.layout, softmax_scale, rope_theta })
+        Ok(PagedAttention {
+            meta: batch.meta.clone(),
+            layout: batch.layout,
+            softmax_scale,
+            rope_theta,
+        })
     }
 
     fn run<T: Elem>(&self, q: &[T], k: &[T], v: &[T], meta: &Sections, d: &Dims) -> Vec<T> {
-        let shared = if self.layout.num_groups > 0 { crate::cascade::shared_partials(q, k, v, meta, d, self.softmax_scale) } else { Vec::new() };
+        let shared = if self.layout.num_groups > 0 {
+            crate::cascade::shared_partials(q, k, v, meta, d, self.softmax_scale)
+        } else {
+            Vec::new()
+        };
         let row = d.heads * d.head_dim;
         let group = d.heads / d.kv_heads;
         let kv_row = d.kv_heads * d.head_dim;
         let mut out = vec![T::from_f32(0.0); q.len()];
-        out.par_chunks_mut(row).enumerate().for_each(|(r, out_row)| {
-            let s = meta.row_seq[r] as usize;
-            let first = meta.seq_start[s] as usize + meta.row_skip[r] as usize;
-            let own = &meta.slots[first..meta.seq_start[s] as usize + meta.row_visible[r] as usize];
-            let shifts = meta.shifts.get(first..first + own.len());
-            let mut qf = vec![0f32; d.head_dim];
-            let mut rotated = vec![0f32; d.head_dim];
-            let mut rotation: Option<(u32, Rotation)> = None;
-            for h in 0..d.heads {
-                for (x, q) in qf.iter_mut().zip(&q[(r * d.heads + h) * d.head_dim..][..d.head_dim]) {
-                    *x = q.to_f32() * self.softmax_scale;
-                }
-                let mut state = Partial::new(d.head_dim);
-                for (j, &slot) in own.iter().enumerate() {
-                    let base = slot as usize * kv_row + (h / group) * d.head_dim;
-                    let (key, value) = (&k[base..base + d.head_dim], &v[base..base + d.head_dim]);
-                    match shifts.map_or(0, |s| s[j]) {
-                        0 => state.push(&qf, key, value),
-                        shift => {
-                            if rotation.as_ref().is_none_or(|(at, _)| *at != shift) {
-                                rotation = Some((shift, Rotation::new(shift as i32, d.head_dim, self.rope_theta)));
+        out.par_chunks_mut(row)
+            .enumerate()
+            .for_each(|(r, out_row)| {
+                let s = meta.row_seq[r] as usize;
+                let first = meta.seq_start[s] as usize + meta.row_skip[r] as usize;
+                let own =
+                    &meta.slots[first..meta.seq_start[s] as usize + meta.row_visible[r] as usize];
+                let shifts = meta.shifts.get(first..first + own.len());
+                let mut qf = vec![0f32; d.head_dim];
+                let mut rotated = vec![0f32; d.head_dim];
+                let mut rotation: Option<(u32, Rotation)> = None;
+                for h in 0..d.heads {
+                    for (x, q) in qf
+                        .iter_mut()
+                        .zip(&q[(r * d.heads + h) * d.head_dim..][..d.head_dim])
+                    {
+                        *x = q.to_f32() * self.softmax_scale;
+                    }
+                    let mut state = Partial::new(d.head_dim);
+                    for (j, &slot) in own.iter().enumerate() {
+                        let base = slot as usize * kv_row + (h / group) * d.head_dim;
+                        let (key, value) =
+                            (&k[base..base + d.head_dim], &v[base..base + d.head_dim]);
+                        match shifts.map_or(0, |s| s[j]) {
+                            0 => state.push(&qf, key, value),
+                            shift => {
+                                if rotation.as_ref().is_none_or(|(at, _)| *at != shift) {
+                                    rotation = Some((
+                                        shift,
+                                        Rotation::new(shift as i32, d.head_dim, self.rope_theta),
+                                    ));
+                                }
+                                rotation.as_ref().expect("set").1.apply(key, &mut rotated);
+                                state.push(&qf, &rotated, value);
                             }
-                            rotation.as_ref().expect("set").1.apply(key, &mut rotated);
-                            state.push(&qf, &rotated, value);
                         }
                     }
+                    if let Some(Some(part)) = shared.get(r * d.heads + h) {
+                        state.merge(part);
+                    }
+                    state.write(&mut out_row[h * d.head_dim..(h + 1) * d.head_dim]);
                 }
-                if let Some(Some(part)) = shared.get(r * d.heads + h) {
-                    state.merge(part);
-                }
-                state.write(&mut out_row[h * d.head_dim..(h + 1) * d.head_dim]);
-            }
-        });
+            });
         out
     }
 }
@@ -184,21 +238,56 @@ impl CustomOp3 for PagedAttention {
         "paged-attention"
     }
 
-    fn cpu_fwd(&self, q: &CpuStorage, ql: &Layout, k: &CpuStorage, kl: &Layout, v: &CpuStorage, vl: &Layout) -> Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(
+        &self,
+        q: &CpuStorage,
+        ql: &Layout,
+        k: &CpuStorage,
+        kl: &Layout,
+        v: &CpuStorage,
+        vl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
         let (qd, kd) = (ql.dims(), kl.dims());
-        let d = Dims { heads: qd[1], kv_heads: kd[2], head_dim: qd[2] };
+        let d = Dims {
+            heads: qd[1],
+            kv_heads: kd[2],
+            head_dim: qd[2],
+        };
         let (meta_storage, meta_layout) = self.meta.storage_and_layout();
-        let Storage::Cpu(meta_storage) = &*meta_storage else { candle_core::bail!("paged_attention: metadata is not on the CPU") };
-        let meta = Sections::split(contiguous(meta_storage.as_slice::<u32>()?, meta_layout, "metadata")?, &self.layout);
+        let Storage::Cpu(meta_storage) = &*meta_storage else {
+            candle_core::bail!("paged_attention: metadata is not on the CPU")
+        };
+        let meta = Sections::split(
+            contiguous(meta_storage.as_slice::<u32>()?, meta_layout, "metadata")?,
+            &self.layout,
+        );
         let out = match (q, k, v) {
             (CpuStorage::F32(q), CpuStorage::F32(k), CpuStorage::F32(v)) => {
-                CpuStorage::F32(self.run(contiguous(q, ql, "q")?, contiguous(k, kl, "the K pool")?, contiguous(v, vl, "the V pool")?, &meta, &d))
+                CpuStorage::F32(self.run(
+                    contiguous(q, ql, "q")?,
+                    contiguous(k, kl, "the K pool")?,
+                    contiguous(v, vl, "the V pool")?,
+                    &meta,
+                    &d,
+                ))
             }
             (CpuStorage::BF16(q), CpuStorage::BF16(k), CpuStorage::BF16(v)) => {
-                CpuStorage::BF16(self.run(contiguous(q, ql, "q")?, contiguous(k, kl, "the K pool")?, contiguous(v, vl, "the V pool")?, &meta, &d))
+                CpuStorage::BF16(self.run(
+                    contiguous(q, ql, "q")?,
+                    contiguous(k, kl, "the K pool")?,
+                    contiguous(v, vl, "the V pool")?,
+                    &meta,
+                    &d,
+                ))
             }
             (CpuStorage::F16(q), CpuStorage::F16(k), CpuStorage::F16(v)) => {
-                CpuStorage::F16(self.run(contiguous(q, ql, "q")?, contiguous(k, kl, "the K pool")?, contiguous(v, vl, "the V pool")?, &meta, &d))
+                CpuStorage::F16(self.run(
+                    contiguous(q, ql, "q")?,
+                    contiguous(k, kl, "the K pool")?,
+                    contiguous(v, vl, "the V pool")?,
+                    &meta,
+                    &d,
+                ))
             }
             (q, _, _) => return Err(unsupported("paged_attention", q.dtype())),
         };

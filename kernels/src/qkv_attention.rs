@@ -5,7 +5,9 @@
 //! saves a launch, and q's trip through memory, per layer: the step at batch 64 is a chain of
 //! about 250 short kernels, each boundary a microsecond or more.
 
-use crate::{paged_attention, qkv_norm_rope_write, AttentionBatch, MetaLayout, PagedAttention, QkvNorms};
+use crate::{
+    paged_attention, qkv_norm_rope_write, AttentionBatch, MetaLayout, PagedAttention, QkvNorms,
+};
 use candle_core::{CustomOp3, Layout, Result, Shape, Tensor};
 use std::sync::OnceLock;
 
@@ -26,7 +28,11 @@ pub fn qkv_attention_fuses(qkv: &Tensor, head_dim: usize, batch: &AttentionBatch
 
 /// The kernel's side of [`qkv_attention_fuses`], which its launch checks again.
 pub(crate) fn fuses(l: &MetaLayout, head_dim: usize) -> bool {
-    [64, 128, 256].contains(&head_dim) && l.rows == l.num_seqs && l.num_groups == 0 && l.num_tiled == 0 && !l.cross_row_reads
+    [64, 128, 256].contains(&head_dim)
+        && l.rows == l.num_seqs
+        && l.num_groups == 0
+        && l.num_tiled == 0
+        && !l.cross_row_reads
 }
 
 /// `qkv` `[tokens, (heads + 2 kv_heads) head_dim]` as [`qkv_norm_rope_write`] takes it (token
@@ -34,16 +40,40 @@ pub(crate) fn fuses(l: &MetaLayout, head_dim: usize) -> bool {
 /// queries as [`paged_attention`] does: the result, `[tokens, heads, head_dim]`, and the pools
 /// are those of the two ops in turn, bit for bit.
 #[allow(clippy::too_many_arguments)]
-pub fn qkv_attention(qkv: &Tensor, n: &QkvNorms, cos_sin: &Tensor, k_pool: &Tensor, v_pool: &Tensor, slots: &Tensor, batch: &AttentionBatch, softmax_scale: f32) -> Result<Tensor> {
+pub fn qkv_attention(
+    qkv: &Tensor,
+    n: &QkvNorms,
+    cos_sin: &Tensor,
+    k_pool: &Tensor,
+    v_pool: &Tensor,
+    slots: &Tensor,
+    batch: &AttentionBatch,
+    softmax_scale: f32,
+) -> Result<Tensor> {
     let head_dim = n.q_norm.dims1()?;
     if !qkv_attention_fuses(qkv, head_dim, batch) {
         let q = qkv_norm_rope_write(qkv, n, cos_sin, k_pool, v_pool, slots)?;
         return paged_attention(&q, k_pool, v_pool, batch, softmax_scale);
     }
     let (tokens, _) = n.check_qkv("qkv_attention", qkv, k_pool, v_pool)?;
-    crate::qkv_write::check_kernel_inputs("qkv_attention", tokens, head_dim, qkv, cos_sin, slots, k_pool)?;
+    crate::qkv_write::check_kernel_inputs(
+        "qkv_attention",
+        tokens,
+        head_dim,
+        qkv,
+        cos_sin,
+        slots,
+        k_pool,
+    )?;
     let op = QkvAttention {
-        attention: PagedAttention::new("qkv_attention", (tokens, n.heads, head_dim), k_pool, v_pool, batch, softmax_scale)?,
+        attention: PagedAttention::new(
+            "qkv_attention",
+            (tokens, n.heads, head_dim),
+            k_pool,
+            v_pool,
+            batch,
+            softmax_scale,
+        )?,
         heads: n.heads,
         eps: n.eps,
         q_norm: n.q_norm.contiguous()?,
@@ -72,8 +102,18 @@ impl CustomOp3 for QkvAttention {
         "qkv-attention"
     }
 
-    fn cpu_fwd(&self, _: &candle_core::CpuStorage, _: &Layout, _: &candle_core::CpuStorage, _: &Layout, _: &candle_core::CpuStorage, _: &Layout) -> Result<(candle_core::CpuStorage, Shape)> {
-        candle_core::bail!("qkv_attention: the CPU composes qkv_norm_rope_write and paged_attention instead")
+    fn cpu_fwd(
+        &self,
+        _: &candle_core::CpuStorage,
+        _: &Layout,
+        _: &candle_core::CpuStorage,
+        _: &Layout,
+        _: &candle_core::CpuStorage,
+        _: &Layout,
+    ) -> Result<(candle_core::CpuStorage, Shape)> {
+        candle_core::bail!(
+            "qkv_attention: the CPU composes qkv_norm_rope_write and paged_attention instead"
+        )
     }
 
     #[cfg(feature = "cuda")]
@@ -86,7 +126,14 @@ impl CustomOp3 for QkvAttention {
         v: &candle_core::CudaStorage,
         vl: &Layout,
     ) -> Result<(candle_core::CudaStorage, Shape)> {
-        let input = crate::cuda::QkvInput { heads: self.heads, q_norm: &self.q_norm, k_norm: &self.k_norm, cos_sin: &self.cos_sin, slots: &self.slots, eps: self.eps };
+        let input = crate::cuda::QkvInput {
+            heads: self.heads,
+            q_norm: &self.q_norm,
+            k_norm: &self.k_norm,
+            cos_sin: &self.cos_sin,
+            slots: &self.slots,
+            eps: self.eps,
+        };
         crate::cuda::paged_attention(&self.attention, qkv, ql, k, kl, v, vl, Some(&input))
     }
 }

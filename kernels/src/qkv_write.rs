@@ -19,30 +19,83 @@ pub struct QkvNorms<'a> {
 /// and `v_pool`, and returns `rope(rms_norm(q))` as `[tokens, heads, head_dim]`. The CPU
 /// composes [`crate::rms_norm_rope`] and [`crate::write_kv`] (the oracle the CUDA kernel is
 /// tested against); CUDA runs one kernel.
-pub fn qkv_norm_rope_write(qkv: &Tensor, n: &QkvNorms, cos_sin: &Tensor, k_pool: &Tensor, v_pool: &Tensor, slots: &Tensor) -> Result<Tensor> {
+pub fn qkv_norm_rope_write(
+    qkv: &Tensor,
+    n: &QkvNorms,
+    cos_sin: &Tensor,
+    k_pool: &Tensor,
+    v_pool: &Tensor,
+    slots: &Tensor,
+) -> Result<Tensor> {
     let (tokens, head_dim) = n.check_qkv("qkv_norm_rope_write", qkv, k_pool, v_pool)?;
     let (q_width, kv_width) = (n.heads * head_dim, n.kv_heads * head_dim);
     if !qkv.device().is_cuda() {
-        let q = crate::rms_norm_rope(&qkv.narrow(1, 0, q_width)?, n.heads, n.q_norm, cos_sin, n.eps)?;
-        let k = crate::rms_norm_rope(&qkv.narrow(1, q_width, kv_width)?, n.kv_heads, n.k_norm, cos_sin, n.eps)?;
+        let q = crate::rms_norm_rope(
+            &qkv.narrow(1, 0, q_width)?,
+            n.heads,
+            n.q_norm,
+            cos_sin,
+            n.eps,
+        )?;
+        let k = crate::rms_norm_rope(
+            &qkv.narrow(1, q_width, kv_width)?,
+            n.kv_heads,
+            n.k_norm,
+            cos_sin,
+            n.eps,
+        )?;
         crate::write_kv(k_pool, &k, slots)?;
         crate::write_kv(v_pool, &qkv.narrow(1, q_width + kv_width, kv_width)?, slots)?;
         return Ok(q);
     }
-    check_kernel_inputs("qkv_norm_rope_write", tokens, head_dim, qkv, cos_sin, slots, k_pool)?;
-    let op = QkvNormRopeWrite { heads: n.heads, kv_heads: n.kv_heads, eps: n.eps, q_norm: n.q_norm.contiguous()?, k_norm: n.k_norm.contiguous()?, k_pool: k_pool.clone(), v_pool: v_pool.clone() };
-    let q = qkv.contiguous()?.apply_op3_no_bwd(&cos_sin.contiguous()?, &slots.contiguous()?, &op)?;
+    check_kernel_inputs(
+        "qkv_norm_rope_write",
+        tokens,
+        head_dim,
+        qkv,
+        cos_sin,
+        slots,
+        k_pool,
+    )?;
+    let op = QkvNormRopeWrite {
+        heads: n.heads,
+        kv_heads: n.kv_heads,
+        eps: n.eps,
+        q_norm: n.q_norm.contiguous()?,
+        k_norm: n.k_norm.contiguous()?,
+        k_pool: k_pool.clone(),
+        v_pool: v_pool.clone(),
+    };
+    let q =
+        qkv.contiguous()?
+            .apply_op3_no_bwd(&cos_sin.contiguous()?, &slots.contiguous()?, &op)?;
     q.reshape((tokens, n.heads, head_dim))
 }
 
 impl QkvNorms<'_> {
     /// That `qkv`'s rows split into these heads (the norms' length each) and that the pools
     /// hold the KV heads: `(tokens, head_dim)`. `op` names the caller in the error.
-    pub(crate) fn check_qkv(&self, op: &str, qkv: &Tensor, k_pool: &Tensor, v_pool: &Tensor) -> Result<(usize, usize)> {
+    pub(crate) fn check_qkv(
+        &self,
+        op: &str,
+        qkv: &Tensor,
+        k_pool: &Tensor,
+        v_pool: &Tensor,
+    ) -> Result<(usize, usize)> {
         let (tokens, width) = qkv.dims2()?;
         let head_dim = self.q_norm.dims1()?;
-        if width != (self.heads + 2 * self.kv_heads) * head_dim || self.k_norm.dims1()? != head_dim || k_pool.dims4()?.2 != self.kv_heads || k_pool.dims() != v_pool.dims() {
-            candle_core::bail!("{op}: qkv {:?} does not fit {} + 2 x {} heads of {head_dim} and pools {:?}", qkv.dims(), self.heads, self.kv_heads, k_pool.dims());
+        if width != (self.heads + 2 * self.kv_heads) * head_dim
+            || self.k_norm.dims1()? != head_dim
+            || k_pool.dims4()?.2 != self.kv_heads
+            || k_pool.dims() != v_pool.dims()
+        {
+            candle_core::bail!(
+                "{op}: qkv {:?} does not fit {} + 2 x {} heads of {head_dim} and pools {:?}",
+                qkv.dims(),
+                self.heads,
+                self.kv_heads,
+                k_pool.dims()
+            );
         }
         Ok((tokens, head_dim))
     }
@@ -50,9 +103,24 @@ impl QkvNorms<'_> {
 
 /// What the CUDA kernels that write the step's keys read besides `qkv`: a cos|sin row and a
 /// slot per token, and pools of qkv's dtype (the CPU's composition checks its own).
-pub(crate) fn check_kernel_inputs(op: &str, tokens: usize, head_dim: usize, qkv: &Tensor, cos_sin: &Tensor, slots: &Tensor, k_pool: &Tensor) -> Result<()> {
-    if cos_sin.dims() != [tokens, head_dim] || slots.dims1()? != tokens || k_pool.dtype() != qkv.dtype() {
-        candle_core::bail!("{op}: cos_sin {:?} and {} slots for {tokens} tokens", cos_sin.dims(), slots.dims1()?);
+pub(crate) fn check_kernel_inputs(
+    op: &str,
+    tokens: usize,
+    head_dim: usize,
+    qkv: &Tensor,
+    cos_sin: &Tensor,
+    slots: &Tensor,
+    k_pool: &Tensor,
+) -> Result<()> {
+    if cos_sin.dims() != [tokens, head_dim]
+        || slots.dims1()? != tokens
+        || k_pool.dtype() != qkv.dtype()
+    {
+        candle_core::bail!(
+            "{op}: cos_sin {:?} and {} slots for {tokens} tokens",
+            cos_sin.dims(),
+            slots.dims1()?
+        );
     }
     Ok(())
 }
@@ -75,8 +143,18 @@ impl CustomOp3 for QkvNormRopeWrite {
         "qkv-norm-rope-write"
     }
 
-    fn cpu_fwd(&self, _: &candle_core::CpuStorage, _: &Layout, _: &candle_core::CpuStorage, _: &Layout, _: &candle_core::CpuStorage, _: &Layout) -> Result<(candle_core::CpuStorage, Shape)> {
-        candle_core::bail!("qkv_norm_rope_write: the CPU composes rms_norm_rope and write_kv instead")
+    fn cpu_fwd(
+        &self,
+        _: &candle_core::CpuStorage,
+        _: &Layout,
+        _: &candle_core::CpuStorage,
+        _: &Layout,
+        _: &candle_core::CpuStorage,
+        _: &Layout,
+    ) -> Result<(candle_core::CpuStorage, Shape)> {
+        candle_core::bail!(
+            "qkv_norm_rope_write: the CPU composes rms_norm_rope and write_kv instead"
+        )
     }
 
     #[cfg(feature = "cuda")]

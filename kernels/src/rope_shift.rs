@@ -16,7 +16,10 @@ pub struct Rotation {
 impl Rotation {
     /// Frequencies as the model's tables use them: `1 / theta^(2i / head_dim)`.
     pub fn new(shift: i32, head_dim: usize, theta: f64) -> Self {
-        let (mut cos, mut sin) = (Vec::with_capacity(head_dim / 2), Vec::with_capacity(head_dim / 2));
+        let (mut cos, mut sin) = (
+            Vec::with_capacity(head_dim / 2),
+            Vec::with_capacity(head_dim / 2),
+        );
         for i in (0..head_dim).step_by(2) {
             let inv_freq = (1.0 / theta.powf(i as f64 / head_dim as f64)) as f32;
             let angle = shift as f64 * inv_freq as f64;

@@ -47,11 +47,22 @@ pub fn sample_rows(logits: &Tensor, uniforms: &[f32], temperature: f32) -> Resul
 pub fn sample_rows_async(logits: &Tensor, uniforms: &[f32], temperature: f32) -> Result<Tensor> {
     let (rows, _) = logits.dims2()?;
     if uniforms.len() != rows {
-        candle_core::bail!("sample_rows: {rows} rows but {} uniform draws", uniforms.len());
+        candle_core::bail!(
+            "sample_rows: {rows} rows but {} uniform draws",
+            uniforms.len()
+        );
     }
-    let inv_temp = if temperature > 0.0 { 1.0 / temperature } else { 0.0 };
+    let inv_temp = if temperature > 0.0 {
+        1.0 / temperature
+    } else {
+        0.0
+    };
     let u = Tensor::from_slice(uniforms, rows, logits.device())?;
-    let logits = if logits.device().is_cuda() { logits.contiguous()? } else { logits.to_dtype(candle_core::DType::F32)?.contiguous()? };
+    let logits = if logits.device().is_cuda() {
+        logits.contiguous()?
+    } else {
+        logits.to_dtype(candle_core::DType::F32)?.contiguous()?
+    };
     logits.apply_op2_no_bwd(&u, &SampleRows { inv_temp })
 }
 
@@ -60,7 +71,13 @@ impl CustomOp2 for SampleRows {
         "sample-rows"
     }
 
-    fn cpu_fwd(&self, logits: &CpuStorage, ll: &Layout, u: &CpuStorage, ul: &Layout) -> Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(
+        &self,
+        logits: &CpuStorage,
+        ll: &Layout,
+        u: &CpuStorage,
+        ul: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
         let (rows, vocab) = ll.shape().dims2()?;
         let (l0, l1) = crate::elem::contiguous_range(ll, "sample_rows: logits")?;
         let (u0, _) = crate::elem::contiguous_range(ul, "sample_rows: draws")?;
@@ -69,14 +86,24 @@ impl CustomOp2 for SampleRows {
         let out = (0..rows)
             .map(|r| {
                 let row = &x[r * vocab..(r + 1) * vocab];
-                if self.inv_temp == 0.0 { argmax(row) } else { inverse_cdf(row, self.inv_temp, u[r]) }
+                if self.inv_temp == 0.0 {
+                    argmax(row)
+                } else {
+                    inverse_cdf(row, self.inv_temp, u[r])
+                }
             })
             .collect();
         Ok((CpuStorage::U32(out), Shape::from(rows)))
     }
 
     #[cfg(feature = "cuda")]
-    fn cuda_fwd(&self, logits: &candle_core::CudaStorage, ll: &Layout, u: &candle_core::CudaStorage, ul: &Layout) -> Result<(candle_core::CudaStorage, Shape)> {
+    fn cuda_fwd(
+        &self,
+        logits: &candle_core::CudaStorage,
+        ll: &Layout,
+        u: &candle_core::CudaStorage,
+        ul: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
         crate::cuda::sample_rows(logits, ll, u, ul, self.inv_temp)
     }
 }

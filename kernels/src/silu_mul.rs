@@ -25,7 +25,11 @@ fn run<T: Elem>(x: &[T], tokens: usize, width: usize) -> Vec<T> {
     for t in 0..tokens {
         let row = &x[t * 2 * width..(t + 1) * 2 * width];
         let (gate, up) = row.split_at(width);
-        out.extend(gate.iter().zip(up).map(|(g, u)| T::from_f32(silu_times(g.to_f32(), u.to_f32()))));
+        out.extend(
+            gate.iter()
+                .zip(up)
+                .map(|(g, u)| T::from_f32(silu_times(g.to_f32(), u.to_f32()))),
+        );
     }
     out
 }
@@ -49,7 +53,11 @@ impl CustomOp1 for SiluMul {
     }
 
     #[cfg(feature = "cuda")]
-    fn cuda_fwd(&self, x: &candle_core::CudaStorage, l: &Layout) -> Result<(candle_core::CudaStorage, Shape)> {
+    fn cuda_fwd(
+        &self,
+        x: &candle_core::CudaStorage,
+        l: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
         crate::cuda::silu_mul(x, l)
     }
 }

@@ -36,18 +36,40 @@ impl StepStage {
     /// front, queued after the work queued before on dst's device; the tokens come back through
     /// [`StepStage::tokens`]. The rest of `dst` is left as it is, or (on the GPU, between pieces)
     /// filled with what an earlier step staged there.
-    pub fn stage(&mut self, dst: &Tensor, ints: &[u32], pieces: &[(Range<usize>, usize)], tokens: Option<&Tensor>) -> Result<()> {
+    pub fn stage(
+        &mut self,
+        dst: &Tensor,
+        ints: &[u32],
+        pieces: &[(Range<usize>, usize)],
+        tokens: Option<&Tensor>,
+    ) -> Result<()> {
         if tokens.is_some() && self.pending.is_some() {
-            candle_core::bail!("stage: the tokens staged before were not read yet (StepStage::tokens)");
+            candle_core::bail!(
+                "stage: the tokens staged before were not read yet (StepStage::tokens)"
+            );
         }
         if dst.dtype() != DType::U32 || !dst.is_contiguous() {
-            candle_core::bail!("stage: the step buffer must be a contiguous u32 tensor, got {:?}", dst.dtype());
+            candle_core::bail!(
+                "stage: the step buffer must be a contiguous u32 tensor, got {:?}",
+                dst.dtype()
+            );
         }
-        if let Some((r, at)) = pieces.iter().find(|(r, at)| r.end > ints.len() || r.start > r.end || at + r.len() > dst.elem_count()) {
-            candle_core::bail!("stage: {r:?} of {} values at {at} do not fit a buffer of {}", ints.len(), dst.elem_count());
+        if let Some((r, at)) = pieces.iter().find(|(r, at)| {
+            r.end > ints.len() || r.start > r.end || at + r.len() > dst.elem_count()
+        }) {
+            candle_core::bail!(
+                "stage: {r:?} of {} values at {at} do not fit a buffer of {}",
+                ints.len(),
+                dst.elem_count()
+            );
         }
         if let Some(t) = tokens {
-            if t.dtype() != DType::U32 || t.rank() != 1 || !t.is_contiguous() || t.elem_count() > dst.elem_count() || !t.device().same_device(dst.device()) {
+            if t.dtype() != DType::U32
+                || t.rank() != 1
+                || !t.is_contiguous()
+                || t.elem_count() > dst.elem_count()
+                || !t.device().same_device(dst.device())
+            {
                 candle_core::bail!("stage: {:?} tokens ({:?}) do not fit the front of a u32 buffer of {} on the same device", t.dims(), t.dtype(), dst.elem_count());
             }
         }
@@ -57,12 +79,23 @@ impl StepStage {
                 let n = self.cuda.stage(dst, ints, pieces, tokens)?;
                 if tokens.is_some() {
                     // No tokens, no kernel to wait for (and perhaps none launched at all).
-                    self.pending = Some(if n == 0 { Pending::Host(Vec::new()) } else { Pending::Device(n) });
+                    self.pending = Some(if n == 0 {
+                        Pending::Host(Vec::new())
+                    } else {
+                        Pending::Device(n)
+                    });
                 }
             }
             _ => {
-                let front = tokens.map(|t| t.to_vec1::<u32>()).transpose()?.unwrap_or_default();
-                dst.inplace_op1(&HostWrite { ints, pieces, front: &front })?;
+                let front = tokens
+                    .map(|t| t.to_vec1::<u32>())
+                    .transpose()?
+                    .unwrap_or_default();
+                dst.inplace_op1(&HostWrite {
+                    ints,
+                    pieces,
+                    front: &front,
+                })?;
                 if tokens.is_some() {
                     self.pending = Some(Pending::Host(front));
                 }
@@ -96,7 +129,9 @@ impl InplaceOp1 for HostWrite<'_> {
     }
 
     fn cpu_fwd(&self, s: &mut CpuStorage, l: &Layout) -> Result<()> {
-        let CpuStorage::U32(v) = s else { candle_core::bail!("stage: not a u32 tensor") };
+        let CpuStorage::U32(v) = s else {
+            candle_core::bail!("stage: not a u32 tensor")
+        };
         let v = &mut v[l.start_offset()..];
         for (r, at) in self.pieces {
             v[*at..at + r.len()].copy_from_slice(&self.ints[r.clone()]);
@@ -116,16 +151,28 @@ mod tests {
         let dst = Tensor::zeros(8, DType::U32, &Device::Cpu).unwrap();
         let mut stage = StepStage::default();
         let ints = [1u32, 2, 3, 4, 5];
-        stage.stage(&dst, &ints, &[(0..3, 0), (3..5, 6)], None).unwrap();
+        stage
+            .stage(&dst, &ints, &[(0..3, 0), (3..5, 6)], None)
+            .unwrap();
         assert_eq!(dst.to_vec1::<u32>().unwrap(), [1, 2, 3, 0, 0, 0, 4, 5]);
-        assert!(stage.tokens().unwrap_err().to_string().contains("no tokens"));
+        assert!(stage
+            .tokens()
+            .unwrap_err()
+            .to_string()
+            .contains("no tokens"));
         let tokens = Tensor::new(&[7u32, 8], &Device::Cpu).unwrap();
-        stage.stage(&dst, &ints, &[(0..3, 0)], Some(&tokens)).unwrap();
+        stage
+            .stage(&dst, &ints, &[(0..3, 0)], Some(&tokens))
+            .unwrap();
         assert_eq!(dst.to_vec1::<u32>().unwrap(), [7, 8, 3, 0, 0, 0, 4, 5]);
         let again = stage.stage(&dst, &ints, &[], Some(&tokens));
         assert!(again.unwrap_err().to_string().contains("not read yet"));
         assert_eq!(stage.tokens().unwrap(), [7, 8]);
-        assert!(stage.stage(&dst, &ints, &[(2..5, 6)], None).unwrap_err().to_string().contains("do not fit"));
+        assert!(stage
+            .stage(&dst, &ints, &[(2..5, 6)], None)
+            .unwrap_err()
+            .to_string()
+            .contains("do not fit"));
         let floats = Tensor::new(&[1f32], &Device::Cpu).unwrap();
         assert!(stage.stage(&dst, &ints, &[], Some(&floats)).is_err());
     }

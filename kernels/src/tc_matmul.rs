@@ -21,7 +21,13 @@ pub fn tc_matmul_fits(device: &Device, dtype: DType, rows: usize, n: usize, k: u
 
 /// Whether [`tc_matmul_swiglu`] takes `x` `[rows, k]` by the gate/up pair `w` `[2 n, k]`: as
 /// [`tc_matmul_fits`], with `n` a multiple of 32.
-pub fn tc_matmul_swiglu_fits(device: &Device, dtype: DType, rows: usize, n: usize, k: usize) -> bool {
+pub fn tc_matmul_swiglu_fits(
+    device: &Device,
+    dtype: DType,
+    rows: usize,
+    n: usize,
+    k: usize,
+) -> bool {
     fits(device, dtype, rows, n, k, true)
 }
 
@@ -54,7 +60,11 @@ fn tc_matmul_op(x: &Tensor, w: &Tensor, swiglu: bool) -> Result<Tensor> {
     let (wn, wk) = w.dims2()?;
     let n = if swiglu { wn / 2 } else { wn };
     let halves = !swiglu || wn % 2 == 0;
-    if wk != k || x.dtype() != w.dtype() || !halves || !fits(x.device(), x.dtype(), rows, n, k, swiglu) {
+    if wk != k
+        || x.dtype() != w.dtype()
+        || !halves
+        || !fits(x.device(), x.dtype(), rows, n, k, swiglu)
+    {
         candle_core::bail!(
             "tc_matmul: x {:?} {:?} and w {:?} {:?} on {:?} do not fit (a GPU of compute capability 9+, bf16 or f16, 1-{TC_MATMUL_MAX_ROWS} rows, n and k multiples of 64; gate/up halves of 32s for swiglu)",
             x.dims(),
@@ -66,7 +76,8 @@ fn tc_matmul_op(x: &Tensor, w: &Tensor, swiglu: bool) -> Result<Tensor> {
     }
     #[cfg(feature = "cuda")]
     {
-        x.contiguous()?.apply_op2_no_bwd(&w.contiguous()?, &TcMatmul { swiglu })
+        x.contiguous()?
+            .apply_op2_no_bwd(&w.contiguous()?, &TcMatmul { swiglu })
     }
     #[cfg(not(feature = "cuda"))]
     unreachable!("tc_matmul_fits is false without the cuda feature")
@@ -84,11 +95,23 @@ impl candle_core::CustomOp2 for TcMatmul {
         "tc-matmul"
     }
 
-    fn cpu_fwd(&self, _: &candle_core::CpuStorage, _: &candle_core::Layout, _: &candle_core::CpuStorage, _: &candle_core::Layout) -> Result<(candle_core::CpuStorage, candle_core::Shape)> {
+    fn cpu_fwd(
+        &self,
+        _: &candle_core::CpuStorage,
+        _: &candle_core::Layout,
+        _: &candle_core::CpuStorage,
+        _: &candle_core::Layout,
+    ) -> Result<(candle_core::CpuStorage, candle_core::Shape)> {
         candle_core::bail!("tc_matmul runs on CUDA devices only (tc_matmul_fits)")
     }
 
-    fn cuda_fwd(&self, x: &candle_core::CudaStorage, xl: &candle_core::Layout, w: &candle_core::CudaStorage, wl: &candle_core::Layout) -> Result<(candle_core::CudaStorage, candle_core::Shape)> {
+    fn cuda_fwd(
+        &self,
+        x: &candle_core::CudaStorage,
+        xl: &candle_core::Layout,
+        w: &candle_core::CudaStorage,
+        wl: &candle_core::Layout,
+    ) -> Result<(candle_core::CudaStorage, candle_core::Shape)> {
         crate::cuda::tc_matmul(x, xl, w, wl, self.swiglu)
     }
 }

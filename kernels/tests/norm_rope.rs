@@ -14,11 +14,35 @@ fn fused_norm_rope_matches_the_composed_ops() {
     let angles = Tensor::randn(0f32, 2.0, (tokens, d / 2), &dev).unwrap();
     let (cos, sin) = (angles.cos().unwrap(), angles.sin().unwrap());
     let got = rms_norm_rope(&x, heads, &w, &Tensor::cat(&[&cos, &sin], 1).unwrap(), 1e-6).unwrap();
-    let normed = candle_nn::ops::rms_norm(&x.contiguous().unwrap().reshape((tokens, heads, d)).unwrap(), &w, 1e-6).unwrap();
-    let want = candle_nn::rotary_emb::rope_thd(&normed.unsqueeze(0).unwrap(), &cos, &sin).unwrap().squeeze(0).unwrap();
-    let diff = (got - want).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+    let normed = candle_nn::ops::rms_norm(
+        &x.contiguous().unwrap().reshape((tokens, heads, d)).unwrap(),
+        &w,
+        1e-6,
+    )
+    .unwrap();
+    let want = candle_nn::rotary_emb::rope_thd(&normed.unsqueeze(0).unwrap(), &cos, &sin)
+        .unwrap()
+        .squeeze(0)
+        .unwrap();
+    let diff = (got - want)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
     assert!(diff < 1e-5, "fused op differs by {diff}");
-    let bf = rms_norm_rope(&x.to_dtype(DType::BF16).unwrap(), heads, &w.to_dtype(DType::BF16).unwrap(), &Tensor::cat(&[&cos, &sin], 1).unwrap().to_dtype(DType::BF16).unwrap(), 1e-6);
+    let bf = rms_norm_rope(
+        &x.to_dtype(DType::BF16).unwrap(),
+        heads,
+        &w.to_dtype(DType::BF16).unwrap(),
+        &Tensor::cat(&[&cos, &sin], 1)
+            .unwrap()
+            .to_dtype(DType::BF16)
+            .unwrap(),
+        1e-6,
+    );
     assert!(bf.is_ok());
 }
 
@@ -27,6 +51,13 @@ fn silu_mul_is_the_swiglu_gate() {
     let x = Tensor::randn(0f32, 2.0, (4, 2 * 6), &Device::Cpu).unwrap();
     let (g, u) = (x.narrow(1, 0, 6).unwrap(), x.narrow(1, 6, 6).unwrap());
     let want = (candle_nn::ops::silu(&g).unwrap() * u).unwrap();
-    let diff = (nanohost_kernels::silu_mul(&x).unwrap() - want).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+    let diff = (nanohost_kernels::silu_mul(&x).unwrap() - want)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
     assert!(diff < 1e-5, "{diff}");
 }

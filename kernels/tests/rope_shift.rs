@@ -4,24 +4,45 @@
 mod common;
 use candle_core::{DType, Device, Tensor};
 use common::max_diff;
-use nanohost_kernels::{context_slot, paged_attention, rerotate_keys, rms_norm_rope, write_kv, AttentionBatch, KvSpan, SeqAttention};
+use nanohost_kernels::{
+    context_slot, paged_attention, rerotate_keys, rms_norm_rope, write_kv, AttentionBatch, KvSpan,
+    SeqAttention,
+};
 
 const THETA: f64 = 1_000_000.0;
 
 /// `[positions, head_dim]` cos then sin rows, built as the model builds its tables.
 fn cos_sin(positions: &[u32], head_dim: usize) -> Tensor {
     let dev = Device::Cpu;
-    let inv: Vec<f32> = (0..head_dim).step_by(2).map(|i| 1f32 / THETA.powf(i as f64 / head_dim as f64) as f32).collect();
+    let inv: Vec<f32> = (0..head_dim)
+        .step_by(2)
+        .map(|i| 1f32 / THETA.powf(i as f64 / head_dim as f64) as f32)
+        .collect();
     let half = inv.len();
-    let t = Tensor::new(positions.iter().map(|&p| p as f32).collect::<Vec<_>>().as_slice(), &dev).unwrap().reshape((positions.len(), 1)).unwrap();
-    let freqs = t.matmul(&Tensor::from_vec(inv, (1, half), &dev).unwrap()).unwrap();
+    let t = Tensor::new(
+        positions
+            .iter()
+            .map(|&p| p as f32)
+            .collect::<Vec<_>>()
+            .as_slice(),
+        &dev,
+    )
+    .unwrap()
+    .reshape((positions.len(), 1))
+    .unwrap();
+    let freqs = t
+        .matmul(&Tensor::from_vec(inv, (1, half), &dev).unwrap())
+        .unwrap();
     Tensor::cat(&[freqs.cos().unwrap(), freqs.sin().unwrap()], 1).unwrap()
 }
 
 /// Raw keys `[n, heads * head_dim]` normed and rotated for `positions`: `[n, heads, head_dim]`.
 fn keys_at(raw: &Tensor, heads: usize, head_dim: usize, positions: &[u32]) -> Tensor {
     let w = Tensor::ones(head_dim, DType::F32, &Device::Cpu).unwrap();
-    rms_norm_rope(raw, heads, &w, &cos_sin(positions, head_dim), 1e-6).unwrap().reshape((positions.len(), heads, head_dim)).unwrap()
+    rms_norm_rope(raw, heads, &w, &cos_sin(positions, head_dim), 1e-6)
+        .unwrap()
+        .reshape((positions.len(), heads, head_dim))
+        .unwrap()
 }
 
 #[test]
@@ -37,9 +58,18 @@ fn a_rerotated_key_equals_the_key_computed_at_the_target_position() {
         // The tables themselves are f32: an angle of P radians is known to about P x 2^-24, so
         // both sides carry that much error at the largest position they use.
         let largest = at.iter().chain(&target).copied().max().unwrap() as f32;
-        let magnitude = stored.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        let magnitude = stored
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
         let tol = 4.0 * f32::EPSILON * largest * magnitude + 1e-5;
-        assert!(diff < tol, "stored at {from}, shifted by {shift}: differs by {diff} (tolerance {tol})");
+        assert!(
+            diff < tol,
+            "stored at {from}, shifted by {shift}: differs by {diff} (tolerance {tol})"
+        );
     }
 }
 
@@ -61,19 +91,37 @@ fn attention_over_a_shifted_span_equals_keys_computed_where_it_sits() {
         let kp = Tensor::zeros((16, bs, kv_heads, d), DType::F32, &dev).unwrap();
         let vp = kp.zeros_like().unwrap();
         let n: usize = spans.iter().map(|s| s.len).sum();
-        let slots: Vec<u32> = (0..n).map(|j| context_slot(spans, j, bs).unwrap()).collect();
+        let slots: Vec<u32> = (0..n)
+            .map(|j| context_slot(spans, j, bs).unwrap())
+            .collect();
         let slots = Tensor::new(slots.as_slice(), &dev).unwrap();
         write_kv(&kp, k, &slots).unwrap();
         write_kv(&vp, &v.narrow(0, 0, n).unwrap(), &slots).unwrap();
         (kp, vp)
     };
     let q = Tensor::randn(0f32, 1.0, (3, heads, d), &dev).unwrap();
-    let first = KvSpan { first: 0, blocks: vec![9, 2, 5], len: a, shift: 0 };
-    let chunk = |shift| KvSpan { first: 0, blocks: vec![0, 7, 3, 11], len: b, shift };
+    let first = KvSpan {
+        first: 0,
+        blocks: vec![9, 2, 5],
+        len: a,
+        shift: 0,
+    };
+    let chunk = |shift| KvSpan {
+        first: 0,
+        blocks: vec![0, 7, 3, 11],
+        len: b,
+        shift,
+    };
     let run = |spans: Vec<KvSpan>, k: &Tensor| {
         let (kp, vp) = pool(k, &spans);
-        let seqs = [SeqAttention { q_start: 0, q_len: 3, context: spans }];
-        let batch = AttentionBatch::new(&seqs, &[], 3, bs, 16, &dev).unwrap().with_rope_theta(THETA);
+        let seqs = [SeqAttention {
+            q_start: 0,
+            q_len: 3,
+            context: spans,
+        }];
+        let batch = AttentionBatch::new(&seqs, &[], 3, bs, 16, &dev)
+            .unwrap()
+            .with_rope_theta(THETA);
         paged_attention(&q, &kp, &vp, &batch, 0.2).unwrap()
     };
     let want = run(vec![first.clone(), chunk(0)], &k_in_place);
@@ -81,12 +129,19 @@ fn attention_over_a_shifted_span_equals_keys_computed_where_it_sits() {
     let unshifted = run(vec![first.clone(), chunk(0)], &k_stored);
     let diff = max_diff(&got, &want);
     assert!(diff < 1e-4, "shifted span attended differs by {diff}");
-    assert!(max_diff(&unshifted, &want) > 1e-2, "the test must see the shift: without it the output differs");
+    assert!(
+        max_diff(&unshifted, &want) > 1e-2,
+        "the test must see the shift: without it the output differs"
+    );
     // The same batch widened to room for more slots (as a CUDA graph's fixed buffer holds it):
     // the compact metadata goes in pieces, the rest of the buffer is poison that must not be read.
     let spans = vec![first.clone(), chunk(a as i32 - 500)];
     let (kp, vp) = pool(&k_stored, &spans);
-    let seqs = [SeqAttention { q_start: 0, q_len: 3, context: spans }];
+    let seqs = [SeqAttention {
+        q_start: 0,
+        q_len: 3,
+        context: spans,
+    }];
     let (compact, mut layout) = AttentionBatch::flatten(&seqs, &[], 3, bs, 16).unwrap();
     layout.widen(a + b + 77).unwrap();
     assert!(layout.widen(a + b - 1).is_err());
@@ -94,13 +149,28 @@ fn attention_over_a_shifted_span_equals_keys_computed_where_it_sits() {
     for (range, at) in layout.pieces() {
         buffer[at..at + range.len()].copy_from_slice(&compact[range]);
     }
-    assert_eq!(layout.pieces().len(), 2, "a shifted batch has its shifts placed apart");
+    assert_eq!(
+        layout.pieces().len(),
+        2,
+        "a shifted batch has its shifts placed apart"
+    );
     let len = buffer.len();
-    let widened = AttentionBatch::from_meta(Tensor::from_vec(buffer, len, &dev).unwrap(), layout).unwrap().with_rope_theta(THETA);
-    assert_eq!(max_diff(&paged_attention(&q, &kp, &vp, &widened, 0.2).unwrap(), &got), 0.0);
-    let seqs = [SeqAttention { q_start: 0, q_len: 1, context: vec![chunk(-3)] }];
+    let widened = AttentionBatch::from_meta(Tensor::from_vec(buffer, len, &dev).unwrap(), layout)
+        .unwrap()
+        .with_rope_theta(THETA);
+    assert_eq!(
+        max_diff(&paged_attention(&q, &kp, &vp, &widened, 0.2).unwrap(), &got),
+        0.0
+    );
+    let seqs = [SeqAttention {
+        q_start: 0,
+        q_len: 1,
+        context: vec![chunk(-3)],
+    }];
     let (kp, vp) = pool(&k_stored.narrow(0, 0, b).unwrap(), &[chunk(-3)]);
     let no_theta = AttentionBatch::new(&seqs, &[], 1, bs, 16, &dev).unwrap();
-    let err = paged_attention(&q.narrow(0, 0, 1).unwrap(), &kp, &vp, &no_theta, 0.2).unwrap_err().to_string();
+    let err = paged_attention(&q.narrow(0, 0, 1).unwrap(), &kp, &vp, &no_theta, 0.2)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("no RoPE base"), "{err}");
 }

@@ -5,7 +5,11 @@ use nanohost_kernels::{argmax, sample_rows};
 
 #[test]
 fn greedy_rows_take_the_first_maximum() {
-    let logits = Tensor::new(&[[0.1f32, 3.0, 3.0, -1.0], [5.0, 1.0, 2.0, 4.9]], &Device::Cpu).unwrap();
+    let logits = Tensor::new(
+        &[[0.1f32, 3.0, 3.0, -1.0], [5.0, 1.0, 2.0, 4.9]],
+        &Device::Cpu,
+    )
+    .unwrap();
     assert_eq!(sample_rows(&logits, &[0.3, 0.9], 0.0).unwrap(), vec![1, 0]);
     assert_eq!(argmax(&[0.1, 3.0, 3.0]), 1);
 }

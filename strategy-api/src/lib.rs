@@ -114,7 +114,9 @@ mod strategy;
 pub use module::{StrategyMod, StrategyModRef, ABI_VERSION};
 pub use options::{OptionValue, Options, PluginOption};
 pub use plan::{
-    Admission, Appended, AttentionMode, Chunk, ChunkKind, ComputeJob, Context, CopyJob, Counter, Growth, LayerRange, Plan,
-    PluginInfo, PoolInfo, Request, Span, StepInfo, StrategyStats,
+    Admission, Appended, AttentionMode, Chunk, ChunkKind, ComputeJob, Context, CopyJob, Counter,
+    Growth, LayerRange, Plan, PluginInfo, PoolInfo, Request, Span, StepInfo, StrategyStats,
 };
-pub use strategy::{catch_panic, new_boxed, Guarded, KvStrategy, Strategy, StrategyBox, Strategy_TO};
+pub use strategy::{
+    catch_panic, new_boxed, Guarded, KvStrategy, Strategy, StrategyBox, Strategy_TO,
+};

@@ -48,14 +48,20 @@ pub struct Options<'a> {
 
 impl<'a> Options<'a> {
     pub fn new(given: &'a [PluginOption]) -> Self {
-        Options { given, used: RefCell::new(Vec::new()) }
+        Options {
+            given,
+            used: RefCell::new(Vec::new()),
+        }
     }
 
     fn note(&self, key: &'static str, value: OptionValue) {
         let mut used = self.used.borrow_mut();
         match used.iter_mut().find(|o| o.key == key) {
             Some(o) => o.value = value,
-            None => used.push(PluginOption { key: key.into(), value }),
+            None => used.push(PluginOption {
+                key: key.into(),
+                value,
+            }),
         }
     }
 
@@ -65,14 +71,23 @@ impl<'a> Options<'a> {
     }
 
     fn get(&self, key: &'static str) -> Option<&'a OptionValue> {
-        self.given.iter().rev().find(|o| o.key == key).map(|o| &o.value)
+        self.given
+            .iter()
+            .rev()
+            .find(|o| o.key == key)
+            .map(|o| &o.value)
     }
 
     /// A non-negative integer option, `default` when not given.
     pub fn u32(&self, key: &'static str, default: u32) -> Result<u32, String> {
         let v = match self.get(key) {
             None => default,
-            Some(OptionValue::Int(v)) => u32::try_from(*v).map_err(|_| format!("option `{key}` must be an integer in 0..={}, got {v}", u32::MAX))?,
+            Some(OptionValue::Int(v)) => u32::try_from(*v).map_err(|_| {
+                format!(
+                    "option `{key}` must be an integer in 0..={}, got {v}",
+                    u32::MAX
+                )
+            })?,
             Some(other) => return Err(format!("option `{key}` must be an integer, got `{other}`")),
         };
         self.note(key, OptionValue::Int(v.into()));
@@ -96,7 +111,11 @@ impl<'a> Options<'a> {
         let v = match self.get(key) {
             None => default,
             Some(OptionValue::Bool(v)) => *v,
-            Some(other) => return Err(format!("option `{key}` must be true or false, got `{other}`")),
+            Some(other) => {
+                return Err(format!(
+                    "option `{key}` must be true or false, got `{other}`"
+                ))
+            }
         };
         self.note(key, OptionValue::Bool(v));
         Ok(v)
@@ -104,7 +123,9 @@ impl<'a> Options<'a> {
 
     /// A text option (any value, as written), `default` when not given.
     pub fn text(&self, key: &'static str, default: &str) -> String {
-        let v = self.get(key).map_or_else(|| default.to_string(), |v| v.to_string());
+        let v = self
+            .get(key)
+            .map_or_else(|| default.to_string(), |v| v.to_string());
         self.note(key, OptionValue::Text(v.as_str().into()));
         v
     }
@@ -114,12 +135,25 @@ impl<'a> Options<'a> {
     pub fn check_all_read(&self) -> Result<(), String> {
         let used = self.used.borrow();
         let asked: Vec<&str> = used.iter().map(|o| o.key.as_str()).collect();
-        let unknown: Vec<&str> = self.given.iter().map(|o| o.key.as_str()).filter(|k| !asked.contains(k)).collect();
+        let unknown: Vec<&str> = self
+            .given
+            .iter()
+            .map(|o| o.key.as_str())
+            .filter(|k| !asked.contains(k))
+            .collect();
         if unknown.is_empty() {
             return Ok(());
         }
-        let takes = if asked.is_empty() { "it takes no options".to_string() } else { format!("it takes: {}", asked.join(", ")) };
-        Err(format!("unknown option{} `{}`; {takes}", if unknown.len() > 1 { "s" } else { "" }, unknown.join("`, `")))
+        let takes = if asked.is_empty() {
+            "it takes no options".to_string()
+        } else {
+            format!("it takes: {}", asked.join(", "))
+        };
+        Err(format!(
+            "unknown option{} `{}`; {takes}",
+            if unknown.len() > 1 { "s" } else { "" },
+            unknown.join("`, `")
+        ))
     }
 }
 
@@ -128,23 +162,53 @@ mod tests {
     use super::*;
 
     fn opt(key: &str, value: OptionValue) -> PluginOption {
-        PluginOption { key: key.into(), value }
+        PluginOption {
+            key: key.into(),
+            value,
+        }
     }
 
     #[test]
     fn typed_reads_defaults_and_unknown_keys() {
-        let given = [opt("window", OptionValue::Int(64)), opt("ratio", OptionValue::Int(2)), opt("windw", OptionValue::Int(3))];
+        let given = [
+            opt("window", OptionValue::Int(64)),
+            opt("ratio", OptionValue::Int(2)),
+            opt("windw", OptionValue::Int(3)),
+        ];
         let o = Options::new(&given);
         assert_eq!(o.u32("window", 1020), Ok(64));
         assert_eq!(o.u32("sinks", 4), Ok(4));
         assert_eq!(o.f64("ratio", 0.5), Ok(2.0));
-        assert_eq!(o.check_all_read(), Err("unknown option `windw`; it takes: window, sinks, ratio".into()));
-        let used: Vec<(String, OptionValue)> = o.used().into_iter().map(|o| (o.key.into_string(), o.value)).collect();
-        assert_eq!(used, [("window".into(), OptionValue::Int(64)), ("sinks".into(), OptionValue::Int(4)), ("ratio".into(), OptionValue::Float(2.0))]);
+        assert_eq!(
+            o.check_all_read(),
+            Err("unknown option `windw`; it takes: window, sinks, ratio".into())
+        );
+        let used: Vec<(String, OptionValue)> = o
+            .used()
+            .into_iter()
+            .map(|o| (o.key.into_string(), o.value))
+            .collect();
+        assert_eq!(
+            used,
+            [
+                ("window".into(), OptionValue::Int(64)),
+                ("sinks".into(), OptionValue::Int(4)),
+                ("ratio".into(), OptionValue::Float(2.0))
+            ]
+        );
         let bad = [opt("window", OptionValue::Text("big".into()))];
-        assert_eq!(Options::new(&bad).u32("window", 1), Err("option `window` must be an integer, got `big`".into()));
+        assert_eq!(
+            Options::new(&bad).u32("window", 1),
+            Err("option `window` must be an integer, got `big`".into())
+        );
         let neg = [opt("window", OptionValue::Int(-1))];
-        assert!(Options::new(&neg).u32("window", 1).unwrap_err().contains("0..="));
-        assert_eq!(Options::new(&given[..1]).check_all_read(), Err("unknown option `window`; it takes no options".into()));
+        assert!(Options::new(&neg)
+            .u32("window", 1)
+            .unwrap_err()
+            .contains("0..="));
+        assert_eq!(
+            Options::new(&given[..1]).check_all_read(),
+            Err("unknown option `window`; it takes no options".into())
+        );
     }
 }

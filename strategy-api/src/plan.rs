@@ -61,7 +61,10 @@ pub struct LayerRange {
 }
 
 impl LayerRange {
-    pub const ALL: LayerRange = LayerRange { first: 0, end: u32::MAX };
+    pub const ALL: LayerRange = LayerRange {
+        first: 0,
+        end: u32::MAX,
+    };
 }
 
 /// An ordered run of a sequence's context: `len` tokens at positions `start_pos..start_pos +
@@ -90,12 +93,23 @@ impl Span {
     /// A private span of `len` tokens from position `start_pos`, from the first slot of
     /// `blocks[0]`, keys rotated where they sit, in every layer.
     pub fn private(blocks: impl Into<RVec<u32>>, start_pos: u32, len: u32) -> Span {
-        Span { blocks: blocks.into(), first_slot: 0, len, start_pos, rotated_pos: start_pos, shared: false, layers: LayerRange::ALL }
+        Span {
+            blocks: blocks.into(),
+            first_slot: 0,
+            len,
+            start_pos,
+            rotated_pos: start_pos,
+            shared: false,
+            layers: LayerRange::ALL,
+        }
     }
 
     /// The same, marked shared.
     pub fn shared(blocks: impl Into<RVec<u32>>, start_pos: u32, len: u32) -> Span {
-        Span { shared: true, ..Span::private(blocks, start_pos, len) }
+        Span {
+            shared: true,
+            ..Span::private(blocks, start_pos, len)
+        }
     }
 
     /// The span with its first token at slot `first_slot` of its first block.
@@ -105,7 +119,10 @@ impl Span {
 
     /// The span with keys that were rotated for `rotated_pos` (computed elsewhere).
     pub fn rotated_for(self, rotated_pos: u32) -> Span {
-        Span { rotated_pos, ..self }
+        Span {
+            rotated_pos,
+            ..self
+        }
     }
 
     /// One past the position of its last token.
@@ -177,8 +194,17 @@ pub struct Plan {
 
 impl Plan {
     /// A plan with no copies.
-    pub fn new(spans: impl Into<RVec<Span>>, jobs: impl Into<RVec<ComputeJob>>, mode: AttentionMode) -> Plan {
-        Plan { spans: spans.into(), jobs: jobs.into(), copies: RVec::new(), mode }
+    pub fn new(
+        spans: impl Into<RVec<Span>>,
+        jobs: impl Into<RVec<ComputeJob>>,
+        mode: AttentionMode,
+    ) -> Plan {
+        Plan {
+            spans: spans.into(),
+            jobs: jobs.into(),
+            copies: RVec::new(),
+            mode,
+        }
     }
 }
 

@@ -62,7 +62,10 @@ pub trait Strategy: Send {
 pub type StrategyBox = Strategy_TO<'static, RBox<()>>;
 
 /// Runs `f`; the outer `Err` is a caught panic, described.
-fn run_guarded<T>(what: &str, f: impl FnOnce() -> Result<T, String>) -> Result<Result<T, String>, String> {
+fn run_guarded<T>(
+    what: &str,
+    f: impl FnOnce() -> Result<T, String>,
+) -> Result<Result<T, String>, String> {
     catch_unwind(AssertUnwindSafe(f)).map_err(|payload| {
         let msg = payload
             .downcast_ref::<&str>()
@@ -92,10 +95,18 @@ pub struct Guarded<S> {
 impl<S: KvStrategy> Guarded<S> {
     /// `options`: what the strategy read in `new` (see [`Options::used`]).
     pub fn new(inner: S, options: Vec<PluginOption>) -> Self {
-        Guarded { inner, poisoned: None, options }
+        Guarded {
+            inner,
+            poisoned: None,
+            options,
+        }
     }
 
-    fn call<T>(&mut self, what: &str, f: impl FnOnce(&mut S) -> Result<T, String>) -> RResult<T, RString> {
+    fn call<T>(
+        &mut self,
+        what: &str,
+        f: impl FnOnce(&mut S) -> Result<T, String>,
+    ) -> RResult<T, RString> {
         if let Some(p) = &self.poisoned {
             return RResult::RErr(format!("refusing {what}: the strategy earlier {p}").into());
         }
@@ -137,7 +148,10 @@ impl<S: KvStrategy> Strategy for Guarded<S> {
 
 /// Creates and boxes a strategy for the ABI (what [`export_strategy!`](crate::export_strategy)
 /// calls): `S::new` with the options, then an error for any option it did not read.
-pub fn new_boxed<S: KvStrategy>(pool: PoolInfo, options: RSlice<'_, PluginOption>) -> RResult<StrategyBox, RString> {
+pub fn new_boxed<S: KvStrategy>(
+    pool: PoolInfo,
+    options: RSlice<'_, PluginOption>,
+) -> RResult<StrategyBox, RString> {
     let made = catch_panic("new", || {
         let opts = Options::new(options.as_slice());
         let s = S::new(pool, &opts)?;
@@ -145,7 +159,10 @@ pub fn new_boxed<S: KvStrategy>(pool: PoolInfo, options: RSlice<'_, PluginOption
         Ok((s, opts.used()))
     });
     match made {
-        RResult::ROk((s, used)) => RResult::ROk(Strategy_TO::from_value(Guarded::new(s, used), sabi_trait::TD_Opaque)),
+        RResult::ROk((s, used)) => RResult::ROk(Strategy_TO::from_value(
+            Guarded::new(s, used),
+            sabi_trait::TD_Opaque,
+        )),
         RResult::RErr(e) => RResult::RErr(e),
     }
 }

@@ -13,9 +13,14 @@ use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
 
 /// The u32 metadata tensor's device slice.
-fn with_u32<R>(t: &Tensor, f: impl FnOnce(&candle_core::cuda_backend::cudarc::driver::CudaSlice<u32>, usize) -> Result<R>) -> Result<R> {
+fn with_u32<R>(
+    t: &Tensor,
+    f: impl FnOnce(&candle_core::cuda_backend::cudarc::driver::CudaSlice<u32>, usize) -> Result<R>,
+) -> Result<R> {
     let (s, l) = t.storage_and_layout();
-    let Storage::Cuda(c) = &*s else { candle_core::bail!("metadata is not on the GPU") };
+    let Storage::Cuda(c) = &*s else {
+        candle_core::bail!("metadata is not on the GPU")
+    };
     f(c.as_cuda_slice::<u32>()?, l.start_offset())
 }
 
@@ -51,7 +56,10 @@ pub(super) fn completion_counters(dev: &CudaDevice, needed: usize) -> Result<u64
     use candle_core::cuda_backend::cudarc::driver::DevicePtr;
     static COUNTERS: OnceLock<Mutex<HashMap<usize, (u64, usize)>>> = OnceLock::new();
     let ordinal = dev.cuda_stream().context().ordinal();
-    let mut map = COUNTERS.get_or_init(Default::default).lock().expect("completion counters");
+    let mut map = COUNTERS
+        .get_or_init(Default::default)
+        .lock()
+        .expect("completion counters");
     let (ptr, len) = match map.get(&ordinal) {
         Some(&counters) => counters,
         None => {
@@ -96,7 +104,16 @@ fn kv_splits(blocks: usize, max_row_keys: usize, sms: usize) -> usize {
 /// `[rows, (heads + 2 kv_heads) head_dim]`, from which the kernel makes them and writes the
 /// step's keys and values (paged_attention.cuh: FusedInput).
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn paged_attention(op: &PagedAttention, q: &CudaStorage, ql: &Layout, k: &CudaStorage, kl: &Layout, v: &CudaStorage, vl: &Layout, fused: Option<&QkvInput>) -> Result<(CudaStorage, Shape)> {
+pub(crate) fn paged_attention(
+    op: &PagedAttention,
+    q: &CudaStorage,
+    ql: &Layout,
+    k: &CudaStorage,
+    kl: &Layout,
+    v: &CudaStorage,
+    vl: &Layout,
+    fused: Option<&QkvInput>,
+) -> Result<(CudaStorage, Shape)> {
     let dev: &CudaDevice = q.device();
     let (qd, kd) = (ql.dims(), kl.dims());
     let (rows, heads, head_dim, kv_heads) = match fused {
@@ -107,7 +124,9 @@ pub(crate) fn paged_attention(op: &PagedAttention, q: &CudaStorage, ql: &Layout,
         candle_core::bail!("paged_attention (cuda): the fused input side needs one query row per sequence, no shared group, and head_dim 64, 128 or 256");
     }
     if ![32, 64, 128, 256].contains(&head_dim) {
-        candle_core::bail!("paged_attention (cuda): head_dim {head_dim} is not built; 32, 64, 128 and 256 are");
+        candle_core::bail!(
+            "paged_attention (cuda): head_dim {head_dim} is not built; 32, 64, 128 and 256 are"
+        );
     }
     let group = heads / kv_heads;
     if ![1, 2, 4, 8].contains(&group) {
@@ -117,8 +136,16 @@ pub(crate) fn paged_attention(op: &PagedAttention, q: &CudaStorage, ql: &Layout,
     let o = lay.offsets();
     let sfx = super::suffix(q.dtype())?;
     // The per-row kernel's rows: all, or those the tiled prefill does not take (row_list).
-    let per_row = if lay.num_tiled > 0 { lay.row_list } else { rows };
-    let splits = if per_row == 0 { 1 } else { kv_splits(per_row * kv_heads, lay.max_row_keys, sm_count(dev)?) };
+    let per_row = if lay.num_tiled > 0 {
+        lay.row_list
+    } else {
+        rows
+    };
+    let splits = if per_row == 0 {
+        1
+    } else {
+        kv_splits(per_row * kv_heads, lay.max_row_keys, sm_count(dev)?)
+    };
     // Partial softmaxes per (row, query head): the shared pass's chunks, then the splits.
     // Only rows in a group read chunks and only a split pass writes splits; a batch with neither
     // (most decode steps) passes null pointers and allocates nothing.
@@ -126,7 +153,12 @@ pub(crate) fn paged_attention(op: &PagedAttention, q: &CudaStorage, ql: &Layout,
     let partials = if lay.num_groups > 0 || splits > 1 {
         let n = rows * heads * parts;
         // SAFETY: every partial that is read was written before (shared pass, then split pass).
-        Some(unsafe { (alloc_out::<f32>(dev, n * head_dim)?, alloc_out::<f32>(dev, n * 2)?) })
+        Some(unsafe {
+            (
+                alloc_out::<f32>(dev, n * head_dim)?,
+                alloc_out::<f32>(dev, n * 2)?,
+            )
+        })
     } else {
         None
     };
@@ -134,36 +166,71 @@ pub(crate) fn paged_attention(op: &PagedAttention, q: &CudaStorage, ql: &Layout,
     // One block per (query row, KV head, split) serves the whole GQA group: K and V are read once.
     // Batches with shifted spans get the variant that re-rotates keys (and holds its cache).
     let shifted = if lay.shifted { "_shifted" } else { "" };
-    let func = kernel(dev, &format!("paged_attention_{sfx}_g{group}_p{}{shifted}", head_dim / 32), 0)?;
-    let counters = if splits > 1 { completion_counters(dev, per_row * kv_heads)? } else { 0u64 };
+    let func = kernel(
+        dev,
+        &format!("paged_attention_{sfx}_g{group}_p{}{shifted}", head_dim / 32),
+        0,
+    )?;
+    let counters = if splits > 1 {
+        completion_counters(dev, per_row * kv_heads)?
+    } else {
+        0u64
+    };
     let stream = dev.cuda_stream();
     let (q0, q1) = contiguous_range(ql, "q")?;
     let (k0, k1) = contiguous_range(kl, "the K pool")?;
     let (v0, v1) = contiguous_range(vl, "the V pool")?;
-    let cfg = LaunchConfig { grid_dim: (per_row as u32, kv_heads as u32, splits as u32), block_dim: (128, 1, 1), shared_mem_bytes: 0 };
+    let cfg = LaunchConfig {
+        grid_dim: (per_row as u32, kv_heads as u32, splits as u32),
+        block_dim: (128, 1, 1),
+        shared_mem_bytes: 0,
+    };
     let chunk = crate::SHARED_CHUNK as u32;
     macro_rules! launch {
         ($t:ty, $wrap:ident) => {{
-            let (q, k, v) = (q.as_cuda_slice::<$t>()?.slice(q0..q1), k.as_cuda_slice::<$t>()?.slice(k0..k1), v.as_cuda_slice::<$t>()?.slice(v0..v1));
+            let (q, k, v) = (
+                q.as_cuda_slice::<$t>()?.slice(q0..q1),
+                k.as_cuda_slice::<$t>()?.slice(k0..k1),
+                v.as_cuda_slice::<$t>()?.slice(v0..v1),
+            );
             // SAFETY: every element is written by the kernel.
             let out = unsafe { alloc_out::<$t>(dev, rows * heads * head_dim)? };
             with_u32(&op.meta, |meta, m0| {
                 let sec = |a: usize, b: usize| meta.slice(m0 + a..m0 + b);
-                let (seq_start, slots) = (sec(o.seq_start, o.group_row_start), meta.slice(m0 + o.slots..));
+                let (seq_start, slots) = (
+                    sec(o.seq_start, o.group_row_start),
+                    meta.slice(m0 + o.slots..),
+                );
                 let row_skip = sec(o.row_skip, o.seq_start);
                 let elem = std::mem::size_of::<$t>();
                 // Shared memory of attend_tile (cascade's shared pass, tiled prefill), with
                 // padded row strides as in tiled_attention.cuh (row_ld, out_ld, P_LD, S_LD).
-                let (row_ld, out_ld, p_ld, s_ld) = (head_dim + 8, head_dim + 4, KEY_TILE + 8, KEY_TILE + 4);
-                let smem = (QV_TILE * row_ld + 2 * KEY_TILE * row_ld + QV_TILE * p_ld) * elem + (QV_TILE * s_ld + QV_TILE * out_ld + QV_TILE) * 4;
+                let (row_ld, out_ld, p_ld, s_ld) =
+                    (head_dim + 8, head_dim + 4, KEY_TILE + 8, KEY_TILE + 4);
+                let smem = (QV_TILE * row_ld + 2 * KEY_TILE * row_ld + QV_TILE * p_ld) * elem
+                    + (QV_TILE * s_ld + QV_TILE * out_ld + QV_TILE) * 4;
                 let row_visible = sec(o.row_visible, o.row_skip);
                 if lay.num_tiled > 0 {
                     let tiles = kernel(dev, &format!("prefill_tiles_{sfx}"), smem)?;
                     let per_tile = (QV_TILE / group) as u32;
-                    let cfg = LaunchConfig { grid_dim: (lay.num_tiled as u32, (lay.max_tiled_rows as u32).div_ceil(per_tile), kv_heads as u32), block_dim: (128, 1, 1), shared_mem_bytes: smem as u32 };
+                    let cfg = LaunchConfig {
+                        grid_dim: (
+                            lay.num_tiled as u32,
+                            (lay.max_tiled_rows as u32).div_ceil(per_tile),
+                            kv_heads as u32,
+                        ),
+                        block_dim: (128, 1, 1),
+                        shared_mem_bytes: smem as u32,
+                    };
                     let tiled = sec(o.tiled, o.row_list);
                     let mut b = Launch::new(&stream, &tiles);
-                    b.arg(&q).arg(&k).arg(&v).arg(&out).arg(&row_visible).arg(&seq_start).arg(&slots);
+                    b.arg(&q)
+                        .arg(&k)
+                        .arg(&v)
+                        .arg(&out)
+                        .arg(&row_visible)
+                        .arg(&seq_start)
+                        .arg(&slots);
                     // Per-slot shifts (reused chunks), or a null pointer when no span is shifted.
                     let shifts = meta.slice(m0 + o.shifts..);
                     if lay.shifted {
@@ -172,19 +239,56 @@ pub(crate) fn paged_attention(op: &PagedAttention, q: &CudaStorage, ql: &Layout,
                         b.arg(&null);
                     }
                     b.arg(&tiled);
-                    candle_core::builder_arg!(b, heads as u32, kv_heads as u32, head_dim as u32, group as u32, op.softmax_scale, op.rope_theta);
+                    candle_core::builder_arg!(
+                        b,
+                        heads as u32,
+                        kv_heads as u32,
+                        head_dim as u32,
+                        group as u32,
+                        op.softmax_scale,
+                        op.rope_theta
+                    );
                     // SAFETY: the tiled sequences and their rows were validated with the batch.
                     unsafe { b.launch(cfg) }?;
                 }
                 if let (true, Some((part_o, part_ml))) = (lay.num_groups > 0, &partials) {
                     let shared = kernel(dev, &format!("cascade_shared_{sfx}"), smem)?;
                     let tiles = (lay.max_group_rows * group).div_ceil(QV_TILE) as u32;
-                    let cfg = LaunchConfig { grid_dim: (lay.num_items as u32, kv_heads as u32, tiles), block_dim: (128, 1, 1), shared_mem_bytes: smem as u32 };
-                    let (grs, gseq, glen, items, grows) =
-                        (sec(o.group_row_start, o.group_seq), sec(o.group_seq, o.group_len), sec(o.group_len, o.items), sec(o.items, o.group_rows), sec(o.group_rows, o.slots));
+                    let cfg = LaunchConfig {
+                        grid_dim: (lay.num_items as u32, kv_heads as u32, tiles),
+                        block_dim: (128, 1, 1),
+                        shared_mem_bytes: smem as u32,
+                    };
+                    let (grs, gseq, glen, items, grows) = (
+                        sec(o.group_row_start, o.group_seq),
+                        sec(o.group_seq, o.group_len),
+                        sec(o.group_len, o.items),
+                        sec(o.items, o.group_rows),
+                        sec(o.group_rows, o.slots),
+                    );
                     let mut b = Launch::new(&stream, &shared);
-                    b.arg(&q).arg(&k).arg(&v).arg(part_o).arg(part_ml).arg(&seq_start).arg(&slots).arg(&grs).arg(&gseq).arg(&glen).arg(&items).arg(&grows);
-                    candle_core::builder_arg!(b, parts as u32, chunk, heads as u32, kv_heads as u32, head_dim as u32, group as u32, op.softmax_scale);
+                    b.arg(&q)
+                        .arg(&k)
+                        .arg(&v)
+                        .arg(part_o)
+                        .arg(part_ml)
+                        .arg(&seq_start)
+                        .arg(&slots)
+                        .arg(&grs)
+                        .arg(&gseq)
+                        .arg(&glen)
+                        .arg(&items)
+                        .arg(&grows);
+                    candle_core::builder_arg!(
+                        b,
+                        parts as u32,
+                        chunk,
+                        heads as u32,
+                        kv_heads as u32,
+                        head_dim as u32,
+                        group as u32,
+                        op.softmax_scale
+                    );
                     // SAFETY: the groups were validated against the sequences and the pool.
                     unsafe { b.launch(cfg) }?;
                 }
@@ -201,7 +305,11 @@ pub(crate) fn paged_attention(op: &PagedAttention, q: &CudaStorage, ql: &Layout,
                 } else {
                     b.arg(&null);
                 }
-                b.arg(&row_seq).arg(&row_visible).arg(&row_skip).arg(&seq_start).arg(&slots);
+                b.arg(&row_seq)
+                    .arg(&row_visible)
+                    .arg(&row_skip)
+                    .arg(&seq_start)
+                    .arg(&slots);
                 // Per-slot shifts, or a null pointer when no span is shifted.
                 let shifts = meta.slice(m0 + o.shifts..);
                 if lay.shifted {
@@ -214,12 +322,28 @@ pub(crate) fn paged_attention(op: &PagedAttention, q: &CudaStorage, ql: &Layout,
                     None => b.arg(&null).arg(&null),
                 };
                 b.arg(&counters);
-                candle_core::builder_arg!(b, lay.max_chunks as u32, splits as u32, chunk, heads as u32, kv_heads as u32, head_dim as u32, op.softmax_scale, op.rope_theta);
+                candle_core::builder_arg!(
+                    b,
+                    lay.max_chunks as u32,
+                    splits as u32,
+                    chunk,
+                    heads as u32,
+                    kv_heads as u32,
+                    head_dim as u32,
+                    op.softmax_scale,
+                    op.rope_theta
+                );
                 let fused_ptrs = match fused {
                     Some(f) => {
                         let capacity = (k1 - k0) / (kv_heads * head_dim);
-                        let (qw, kw) = (raw_ptr::<$t>(f.q_norm, "the q norm weight")?.0, raw_ptr::<$t>(f.k_norm, "the k norm weight")?.0);
-                        let (cs, new_slots) = (raw_ptr::<$t>(f.cos_sin, "cos_sin")?.0, raw_ptr::<u32>(f.slots, "the new slots")?.0);
+                        let (qw, kw) = (
+                            raw_ptr::<$t>(f.q_norm, "the q norm weight")?.0,
+                            raw_ptr::<$t>(f.k_norm, "the k norm weight")?.0,
+                        );
+                        let (cs, new_slots) = (
+                            raw_ptr::<$t>(f.cos_sin, "cos_sin")?.0,
+                            raw_ptr::<u32>(f.slots, "the new slots")?.0,
+                        );
                         b.arg(&q);
                         Some((qw, kw, cs, new_slots, capacity as u32, f.eps))
                     }
@@ -228,7 +352,8 @@ pub(crate) fn paged_attention(op: &PagedAttention, q: &CudaStorage, ql: &Layout,
                         None
                     }
                 };
-                let (qw, kw, cs, new_slots, capacity, eps) = fused_ptrs.unwrap_or((0, 0, 0, 0, 0, 0.0));
+                let (qw, kw, cs, new_slots, capacity, eps) =
+                    fused_ptrs.unwrap_or((0, 0, 0, 0, 0, 0.0));
                 candle_core::builder_arg!(b, qw, kw, cs, new_slots, capacity, eps);
                 // SAFETY: shapes checked above; the metadata was validated against the pool.
                 unsafe { b.launch(cfg) }?;
@@ -238,5 +363,11 @@ pub(crate) fn paged_attention(op: &PagedAttention, q: &CudaStorage, ql: &Layout,
         }};
     }
     let slice = per_float_dtype!(q.dtype(), "paged_attention", launch);
-    Ok((CudaStorage { slice, device: dev.clone() }, Shape::from((rows, heads, head_dim))))
+    Ok((
+        CudaStorage {
+            slice,
+            device: dev.clone(),
+        },
+        Shape::from((rows, heads, head_dim)),
+    ))
 }

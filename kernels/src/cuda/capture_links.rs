@@ -24,7 +24,9 @@
 //! its buffer and after its allocation; the graph allocator places buffers by the final
 //! topology, so an allocation reuses only memory freed before it in that topology.
 
-use candle_core::cuda_backend::cudarc::driver::sys::{self, CUgraphDependencyType, CUgraphNodeType, CUstreamCaptureStatus};
+use candle_core::cuda_backend::cudarc::driver::sys::{
+    self, CUgraphDependencyType, CUgraphNodeType, CUstreamCaptureStatus,
+};
 use candle_core::cuda_backend::cudarc::driver::CudaStream;
 use candle_core::cuda_backend::WrapErr;
 use candle_core::Result;
@@ -60,38 +62,86 @@ fn programmatic() -> sys::CUgraphEdgeData {
 
 /// The capture's id and current dependencies, or `None` when `stream` is not capturing.
 fn capture_deps(stream: &CudaStream) -> Result<Option<(CaptureId, Deps)>> {
-    let (mut status, mut id, mut graph) = (CUstreamCaptureStatus::CU_STREAM_CAPTURE_STATUS_NONE, 0u64, std::ptr::null_mut());
+    let (mut status, mut id, mut graph) = (
+        CUstreamCaptureStatus::CU_STREAM_CAPTURE_STATUS_NONE,
+        0u64,
+        std::ptr::null_mut(),
+    );
     let (mut deps, mut data, mut n) = (std::ptr::null(), std::ptr::null(), 0usize);
     // SAFETY: out-pointers to locals; the returned arrays are copied before any other call.
     unsafe {
-        sys::cuStreamGetCaptureInfo_v3(stream.cu_stream(), &mut status, &mut id, &mut graph, &mut deps, &mut data, &mut n).result().w()?;
+        sys::cuStreamGetCaptureInfo_v3(
+            stream.cu_stream(),
+            &mut status,
+            &mut id,
+            &mut graph,
+            &mut deps,
+            &mut data,
+            &mut n,
+        )
+        .result()
+        .w()?;
         if status != CUstreamCaptureStatus::CU_STREAM_CAPTURE_STATUS_ACTIVE {
             return Ok(None);
         }
-        Ok(Some((id, (0..n).map(|i| (*deps.add(i), if data.is_null() { plain() } else { *data.add(i) })).collect())))
+        Ok(Some((
+            id,
+            (0..n)
+                .map(|i| {
+                    (
+                        *deps.add(i),
+                        if data.is_null() {
+                            plain()
+                        } else {
+                            *data.add(i)
+                        },
+                    )
+                })
+                .collect(),
+        )))
     }
 }
 
 fn set_capture_deps(stream: &CudaStream, deps: &Deps) -> Result<()> {
     let mut nodes: Vec<sys::CUgraphNode> = deps.iter().map(|d| d.0).collect();
     let data: Vec<sys::CUgraphEdgeData> = deps.iter().map(|d| d.1).collect();
-    let set = sys::CUstreamUpdateCaptureDependencies_flags::CU_STREAM_SET_CAPTURE_DEPENDENCIES as u32;
+    let set =
+        sys::CUstreamUpdateCaptureDependencies_flags::CU_STREAM_SET_CAPTURE_DEPENDENCIES as u32;
     // SAFETY: nodes of the graph being captured on `stream`.
-    unsafe { sys::cuStreamUpdateCaptureDependencies_v2(stream.cu_stream(), nodes.as_mut_ptr(), data.as_ptr(), nodes.len(), set) }.result().w()
+    unsafe {
+        sys::cuStreamUpdateCaptureDependencies_v2(
+            stream.cu_stream(),
+            nodes.as_mut_ptr(),
+            data.as_ptr(),
+            nodes.len(),
+            set,
+        )
+    }
+    .result()
+    .w()
 }
 
 fn predecessors(node: sys::CUgraphNode) -> Result<Deps> {
     let mut n = 0usize;
     // SAFETY: count first, then that many entries.
     unsafe {
-        sys::cuGraphNodeGetDependencies_v2(node, std::ptr::null_mut(), std::ptr::null_mut(), &mut n).result().w()?;
+        sys::cuGraphNodeGetDependencies_v2(
+            node,
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            &mut n,
+        )
+        .result()
+        .w()?;
         // A root (the capture's first allocation): asking again with empty arrays is an invalid
         // argument to the driver (an H200, CUDA 13.0).
         if n == 0 {
             return Ok(Vec::new());
         }
         let (mut nodes, mut data) = (vec![std::ptr::null_mut(); n], vec![plain(); n]);
-        sys::cuGraphNodeGetDependencies_v2(node, nodes.as_mut_ptr(), data.as_mut_ptr(), &mut n).result().w()?;
+        sys::cuGraphNodeGetDependencies_v2(node, nodes.as_mut_ptr(), data.as_mut_ptr(), &mut n)
+            .result()
+            .w()?;
         Ok(nodes.into_iter().zip(data).take(n).collect())
     }
 }
@@ -104,14 +154,19 @@ pub(crate) fn capturing(stream: &CudaStream) -> Result<bool> {
 /// The kernel the capture's dependencies lead back to through memory nodes only, one at a time
 /// (the frees and allocations candle recorded since that kernel).
 fn last_kernel(deps: &Deps) -> Result<Option<sys::CUgraphNode>> {
-    let [(mut node, _)] = deps[..] else { return Ok(None) };
+    let [(mut node, _)] = deps[..] else {
+        return Ok(None);
+    };
     loop {
         let mut t = CUgraphNodeType::CU_GRAPH_NODE_TYPE_EMPTY;
         // SAFETY: a node of the graph being captured.
-        unsafe { sys::cuGraphNodeGetType(node, &mut t) }.result().w()?;
+        unsafe { sys::cuGraphNodeGetType(node, &mut t) }
+            .result()
+            .w()?;
         match t {
             CUgraphNodeType::CU_GRAPH_NODE_TYPE_KERNEL => return Ok(Some(node)),
-            CUgraphNodeType::CU_GRAPH_NODE_TYPE_MEM_ALLOC | CUgraphNodeType::CU_GRAPH_NODE_TYPE_MEM_FREE => match predecessors(node)?[..] {
+            CUgraphNodeType::CU_GRAPH_NODE_TYPE_MEM_ALLOC
+            | CUgraphNodeType::CU_GRAPH_NODE_TYPE_MEM_FREE => match predecessors(node)?[..] {
                 [(p, _)] => node = p,
                 _ => return Ok(None),
             },
@@ -135,7 +190,9 @@ fn capture_deps_or_forget(stream: &CudaStream) -> Result<Option<(CaptureId, Deps
 /// dependencies recorded before B: for a kernel of this crate, remembered at its launch; for
 /// another (candle's, cuBLAS'), B's own predecessors).
 fn after_last_kernel(id: CaptureId, deps: &Deps) -> Result<Option<(sys::CUgraphNode, Deps)>> {
-    let Some(b) = last_kernel(deps)? else { return Ok(None) };
+    let Some(b) = last_kernel(deps)? else {
+        return Ok(None);
+    };
     let before_b = match LAST.with(|l| l.borrow().clone()) {
         Some((capture, ours, before)) if capture == id && ours == b => before,
         _ => predecessors(b)?,
@@ -147,18 +204,29 @@ fn after_last_kernel(id: CaptureId, deps: &Deps) -> Result<Option<(sys::CUgraphN
 /// with programmatic launches on, its allocation nodes follow the memory nodes recorded after A
 /// (the kernel before the last one, B) instead of B: they never wait for B, and they may reuse
 /// what was freed after A. Elsewhere it just runs `alloc`.
-pub(crate) fn hoisted_alloc<R>(stream: &CudaStream, alloc: impl FnOnce() -> Result<R>) -> Result<R> {
+pub(crate) fn hoisted_alloc<R>(
+    stream: &CudaStream,
+    alloc: impl FnOnce() -> Result<R>,
+) -> Result<R> {
     if !super::launch::pdl_enabled(stream) {
         return alloc();
     }
-    let Some((id, deps)) = capture_deps_or_forget(stream)? else { return alloc() };
-    let Some((_, before_b)) = after_last_kernel(id, &deps)? else { return alloc() };
+    let Some((id, deps)) = capture_deps_or_forget(stream)? else {
+        return alloc();
+    };
+    let Some((_, before_b)) = after_last_kernel(id, &deps)? else {
+        return alloc();
+    };
     let base: Deps = before_b.iter().map(|(n, _)| (*n, plain())).collect();
     set_capture_deps(stream, &base)?;
     let out = alloc();
     let after = capture_deps(stream)?.map(|(_, d)| d).unwrap_or_default();
     // Nothing was recorded (no allocation): `after` is `base` again.
-    let new: Vec<sys::CUgraphNode> = after.iter().map(|d| d.0).filter(|n| !base.iter().any(|b| b.0 == *n)).collect();
+    let new: Vec<sys::CUgraphNode> = after
+        .iter()
+        .map(|d| d.0)
+        .filter(|n| !base.iter().any(|b| b.0 == *n))
+        .collect();
     HOISTED.with(|h| {
         let mut h = h.borrow_mut();
         if h.0 != id {
@@ -177,8 +245,14 @@ pub(crate) fn hoisted_alloc<R>(stream: &CudaStream, alloc: impl FnOnce() -> Resu
 /// up in turn. Otherwise C keeps the recorded order, plus its hoisted allocations.
 pub(crate) fn link_before_launch(stream: &CudaStream) -> Result<()> {
     let (hoisted_in, hoisted) = HOISTED.with(|h| std::mem::take(&mut *h.borrow_mut()));
-    let Some((id, deps)) = capture_deps_or_forget(stream)? else { return Ok(()) };
-    let hoisted: Deps = if hoisted_in == id { hoisted.into_iter().map(|n| (n, plain())).collect() } else { Vec::new() };
+    let Some((id, deps)) = capture_deps_or_forget(stream)? else {
+        return Ok(());
+    };
+    let hoisted: Deps = if hoisted_in == id {
+        hoisted.into_iter().map(|n| (n, plain())).collect()
+    } else {
+        Vec::new()
+    };
     let linked = match after_last_kernel(id, &deps)? {
         Some((b, before_b)) => {
             let mut linked: Deps = vec![(b, programmatic())];
@@ -200,8 +274,12 @@ pub(crate) fn link_before_launch(stream: &CudaStream) -> Result<()> {
 
 /// After a launch of this crate's kernel while capturing: remembers it as the last kernel.
 pub(crate) fn remember_launch(stream: &CudaStream) -> Result<()> {
-    let Some((id, before)) = PENDING.with(|p| p.borrow_mut().take()) else { return Ok(()) };
-    let Some((now_id, now)) = capture_deps(stream)? else { return Ok(()) };
+    let Some((id, before)) = PENDING.with(|p| p.borrow_mut().take()) else {
+        return Ok(());
+    };
+    let Some((now_id, now)) = capture_deps(stream)? else {
+        return Ok(());
+    };
     if let ([(node, _)], true) = (&now[..], now_id == id) {
         LAST.with(|l| *l.borrow_mut() = Some((id, *node, before)));
     }

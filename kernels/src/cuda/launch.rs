@@ -13,8 +13,13 @@
 //! PTX built for them, or with `NANOHOST_PDL=0` (read once; for A/B runs), kernels are launched
 //! without the attribute and `griddepcontrol` compiles to nothing.
 
-use candle_core::cuda_backend::cudarc::driver::sys::{self, CUdevice_attribute, CUlaunchAttributeID};
-use candle_core::cuda_backend::cudarc::driver::{CudaFunction, CudaSlice, CudaStream, CudaView, CudaViewMut, DevicePtr, LaunchConfig, PushKernelArg};
+use candle_core::cuda_backend::cudarc::driver::sys::{
+    self, CUdevice_attribute, CUlaunchAttributeID,
+};
+use candle_core::cuda_backend::cudarc::driver::{
+    CudaFunction, CudaSlice, CudaStream, CudaView, CudaViewMut, DevicePtr, LaunchConfig,
+    PushKernelArg,
+};
 use candle_core::cuda_backend::WrapErr;
 use std::ffi::c_void;
 use std::sync::OnceLock;
@@ -28,7 +33,10 @@ pub(crate) fn sm90(stream: &CudaStream) -> bool {
     static ON: OnceLock<bool> = OnceLock::new();
     *ON.get_or_init(|| {
         let built = PTX_COMPUTE_CAP.parse::<u32>().is_ok_and(|cap| cap >= 90);
-        let major = stream.context().attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR).unwrap_or(0);
+        let major = stream
+            .context()
+            .attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR)
+            .unwrap_or(0);
         built && major >= 9
     })
 }
@@ -51,7 +59,12 @@ pub(crate) struct Launch<'a> {
 
 impl<'a> Launch<'a> {
     pub(crate) fn new(stream: &'a CudaStream, func: &'a CudaFunction) -> Self {
-        Launch { stream, func, slots: Vec::with_capacity(32), cluster: None }
+        Launch {
+            stream,
+            func,
+            slots: Vec::with_capacity(32),
+            cluster: None,
+        }
     }
 
     /// Groups the grid's blocks into clusters of `x` along x (sm_90 and later: the blocks of a
@@ -74,12 +87,17 @@ impl<'a> Launch<'a> {
     /// As cudarc's `LaunchArgs::launch`: the arguments must match the kernel's parameters, and
     /// the kernel must stay inside the buffers it is given.
     pub(crate) unsafe fn launch(&mut self, cfg: LaunchConfig) -> candle_core::Result<()> {
-        let mut params: Vec<*mut c_void> = self.slots.iter_mut().map(|s| s as *mut u64 as *mut c_void).collect();
+        let mut params: Vec<*mut c_void> = self
+            .slots
+            .iter_mut()
+            .map(|s| s as *mut u64 as *mut c_void)
+            .collect();
         let pdl = pdl_enabled(self.stream);
         let mut attrs: [sys::CUlaunchAttribute; 2] = std::mem::zeroed();
         let mut count = 0;
         if pdl {
-            attrs[count].id = CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION;
+            attrs[count].id =
+                CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION;
             attrs[count].value.programmaticStreamSerializationAllowed = 1;
             count += 1;
         }
@@ -99,14 +117,25 @@ impl<'a> Launch<'a> {
             blockDimZ: cfg.block_dim.2,
             sharedMemBytes: cfg.shared_mem_bytes,
             hStream: self.stream.cu_stream(),
-            attrs: if count > 0 { attrs.as_mut_ptr() } else { std::ptr::null_mut() },
+            attrs: if count > 0 {
+                attrs.as_mut_ptr()
+            } else {
+                std::ptr::null_mut()
+            },
             numAttrs: count as u32,
         };
         self.stream.context().bind_to_thread().w()?;
         if pdl {
             super::capture_links::link_before_launch(self.stream)?;
         }
-        sys::cuLaunchKernelEx(&config, self.func.cu_function(), params.as_mut_ptr(), std::ptr::null_mut()).result().w()?;
+        sys::cuLaunchKernelEx(
+            &config,
+            self.func.cu_function(),
+            params.as_mut_ptr(),
+            std::ptr::null_mut(),
+        )
+        .result()
+        .w()?;
         if pdl {
             super::capture_links::remember_launch(self.stream)?;
         }

@@ -25,12 +25,25 @@ impl MatmulArgs {
     /// `op` names the kernel in errors.
     pub fn new(op: &str, xl: &Layout, wl: &Layout, swiglu: bool) -> Result<Self> {
         let (rows, k) = xl.shape().dims2()?;
-        let n = if swiglu { wl.dims()[0] / 2 } else { wl.dims()[0] };
-        let ((x0, x1), (w0, w1)) = (contiguous_range(xl, "x")?, contiguous_range(wl, "the weight")?);
+        let n = if swiglu {
+            wl.dims()[0] / 2
+        } else {
+            wl.dims()[0]
+        };
+        let ((x0, x1), (w0, w1)) = (
+            contiguous_range(xl, "x")?,
+            contiguous_range(wl, "the weight")?,
+        );
         if x0 % 8 != 0 || w0 % 8 != 0 {
             candle_core::bail!("{op} (cuda): x and the weight must start 16-byte aligned");
         }
-        Ok(MatmulArgs { rows, n, k, x: x0..x1, w: w0..w1 })
+        Ok(MatmulArgs {
+            rows,
+            n,
+            k,
+            x: x0..x1,
+            w: w0..w1,
+        })
     }
 
     /// Launches `func` with `cfg` (its blocks in clusters of `cluster` along x, where given) on
@@ -39,13 +52,23 @@ impl MatmulArgs {
     /// # Safety
     /// `func` is one of the two kernels, `cfg` a grid it accepts for these shapes, and it writes
     /// every output element.
-    pub unsafe fn launch(&self, x: &CudaStorage, w: &CudaStorage, func: &CudaFunction, cfg: LaunchConfig, cluster: Option<u32>) -> Result<(CudaStorage, Shape)> {
+    pub unsafe fn launch(
+        &self,
+        x: &CudaStorage,
+        w: &CudaStorage,
+        func: &CudaFunction,
+        cfg: LaunchConfig,
+        cluster: Option<u32>,
+    ) -> Result<(CudaStorage, Shape)> {
         let dev = x.device().clone();
         let stream = dev.cuda_stream();
         let (rows, n, k) = (self.rows, self.n, self.k);
         macro_rules! launch {
             ($t:ty, $wrap:ident) => {{
-                let (xs, ws) = (x.as_cuda_slice::<$t>()?.slice(self.x.clone()), w.as_cuda_slice::<$t>()?.slice(self.w.clone()));
+                let (xs, ws) = (
+                    x.as_cuda_slice::<$t>()?.slice(self.x.clone()),
+                    w.as_cuda_slice::<$t>()?.slice(self.w.clone()),
+                );
                 // SAFETY: the kernel writes every element (the caller's contract).
                 let out = unsafe { alloc_out::<$t>(&dev, rows * n)? };
                 let mut b = Launch::new(&stream, func);

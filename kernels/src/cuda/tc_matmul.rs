@@ -23,9 +23,22 @@ const MAX_SLICE: usize = 512;
 /// them to stream the weight at once, and a longer sum across the cluster at the end.
 pub(crate) fn tc_matmul_split(k: usize) -> Option<usize> {
     static SLICE: OnceLock<usize> = OnceLock::new();
-    let slice = crate::knob::knob(&SLICE, "NANOHOST_TC_MATMUL_SLICE", 256, |v| [128, 256, 512].contains(v), "128, 256 or 512");
+    let slice = crate::knob::knob(
+        &SLICE,
+        "NANOHOST_TC_MATMUL_SLICE",
+        256,
+        |v| [128, 256, 512].contains(v),
+        "128, 256 or 512",
+    );
     let whole = |c: usize| k.is_multiple_of(COLS * c);
-    [1, 2, 4, 8].into_iter().find(|&c| whole(c) && k / c <= slice).or_else(|| [8, 4, 2, 1].into_iter().find(|&c| whole(c) && k / c <= MAX_SLICE))
+    [1, 2, 4, 8]
+        .into_iter()
+        .find(|&c| whole(c) && k / c <= slice)
+        .or_else(|| {
+            [8, 4, 2, 1]
+                .into_iter()
+                .find(|&c| whole(c) && k / c <= MAX_SLICE)
+        })
 }
 
 /// Floats in a row of a block's partial tile (tc_matmul.cuh: TC_PART_STRIDE).
@@ -51,7 +64,14 @@ fn outputs_per_cluster(swiglu: bool) -> usize {
 
 /// Whether the kernel takes these shapes on `dev` (tc_matmul.rs at the crate root says which);
 /// `n` counts outputs.
-pub(crate) fn tc_matmul_fits(dev: &CudaDevice, dtype: DType, rows: usize, n: usize, k: usize, swiglu: bool) -> bool {
+pub(crate) fn tc_matmul_fits(
+    dev: &CudaDevice,
+    dtype: DType,
+    rows: usize,
+    n: usize,
+    k: usize,
+    swiglu: bool,
+) -> bool {
     matches!(dtype, DType::BF16 | DType::F16)
         && (1..=crate::TC_MATMUL_MAX_ROWS).contains(&rows)
         && n.is_multiple_of(outputs_per_cluster(swiglu))
@@ -60,18 +80,36 @@ pub(crate) fn tc_matmul_fits(dev: &CudaDevice, dtype: DType, rows: usize, n: usi
         && sm90(&dev.cuda_stream())
 }
 
-pub(crate) fn tc_matmul(x: &CudaStorage, xl: &Layout, w: &CudaStorage, wl: &Layout, swiglu: bool) -> Result<(CudaStorage, Shape)> {
+pub(crate) fn tc_matmul(
+    x: &CudaStorage,
+    xl: &Layout,
+    w: &CudaStorage,
+    wl: &Layout,
+    swiglu: bool,
+) -> Result<(CudaStorage, Shape)> {
     let dev = x.device().clone();
     let args = MatmulArgs::new("tc_matmul", xl, wl, swiglu)?;
     let (rows, n, k) = (args.rows, args.n, args.k);
-    let Some(split) = tc_matmul_split(k) else { candle_core::bail!("tc_matmul (cuda): k = {k} is not a multiple of 64 with a slice of at most {MAX_SLICE}") };
+    let Some(split) = tc_matmul_split(k) else {
+        candle_core::bail!(
+            "tc_matmul (cuda): k = {k} is not a multiple of 64 with a slice of at most {MAX_SLICE}"
+        )
+    };
     let (tiles, slice) = (rows.div_ceil(8).next_power_of_two(), k / split);
     let wk = warps_k(tiles);
-    let name = format!("tc_matmul{}_{}_t{tiles}", if swiglu { "_glu" } else { "" }, suffix(x.dtype())?);
+    let name = format!(
+        "tc_matmul{}_{}_t{tiles}",
+        if swiglu { "_glu" } else { "" },
+        suffix(x.dtype())?
+    );
     let operands = (COLS + 8 * tiles) * (slice + PAD) * x.dtype().size_in_bytes();
     let smem = operands.max(wk * 8 * tiles * PART_STRIDE * std::mem::size_of::<f32>());
     let func = kernel(&dev, &name, smem)?;
-    let cfg = LaunchConfig { grid_dim: (split as u32, (n / outputs_per_cluster(swiglu)) as u32, 1), block_dim: (128 * wk as u32, 1, 1), shared_mem_bytes: smem as u32 };
+    let cfg = LaunchConfig {
+        grid_dim: (split as u32, (n / outputs_per_cluster(swiglu)) as u32, 1),
+        block_dim: (128 * wk as u32, 1, 1),
+        shared_mem_bytes: smem as u32,
+    };
     // SAFETY: shapes checked by tc_matmul_fits: n % 64 == 0 (32 under swiglu), k % (64 split)
     // == 0, rows <= 8 tiles, the block 128 wk threads as the kernel of `tiles` tiles is built,
     // and the grid's x is the cluster; each cluster writes its outputs of every row.

@@ -6,30 +6,54 @@ use nanohost_kernels::silu_mul;
 
 /// `chain` on `x`, run once eagerly, then captured into a graph whose replay writes the chain's
 /// result into `out` (made outside the capture): (the eager result, out, the graph).
-fn capture_chain(cuda: &candle_core::CudaDevice, x: &Tensor, chain: &dyn Fn(&Tensor) -> Tensor) -> (Tensor, Tensor, candle_core::cuda_backend::cudarc::driver::CudaGraph) {
+fn capture_chain(
+    cuda: &candle_core::CudaDevice,
+    x: &Tensor,
+    chain: &dyn Fn(&Tensor) -> Tensor,
+) -> (
+    Tensor,
+    Tensor,
+    candle_core::cuda_backend::cudarc::driver::CudaGraph,
+) {
     use candle_core::cuda_backend::cudarc::driver::sys;
     let eager = chain(x);
     let out = eager.zeros_like().unwrap();
     let stream = cuda.cuda_stream();
     stream.synchronize().unwrap();
-    stream.begin_capture(sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL).unwrap();
+    stream
+        .begin_capture(sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
+        .unwrap();
     let recorded = chain(x);
     out.slice_set(&recorded, 0, 0).unwrap();
     drop(recorded);
-    let graph = stream.end_capture(sys::CUgraphInstantiate_flags(0)).unwrap().expect("a graph");
+    let graph = stream
+        .end_capture(sys::CUgraphInstantiate_flags(0))
+        .unwrap()
+        .expect("a graph");
     (eager, out, graph)
 }
 
 /// Replays `graph` twice, the second time after `x` is rewritten with `other`: each replay's
 /// `out` is exactly what `chain` computes eagerly on `x` then.
-fn assert_replays_like_eager(cuda: &candle_core::CudaDevice, graph: &candle_core::cuda_backend::cudarc::driver::CudaGraph, x: &Tensor, other: &Tensor, out: &Tensor, chain: &dyn Fn(&Tensor) -> Tensor) {
+fn assert_replays_like_eager(
+    cuda: &candle_core::CudaDevice,
+    graph: &candle_core::cuda_backend::cudarc::driver::CudaGraph,
+    x: &Tensor,
+    other: &Tensor,
+    out: &Tensor,
+    chain: &dyn Fn(&Tensor) -> Tensor,
+) {
     for round in 0..2 {
         if round == 1 {
             x.slice_set(other, 0, 0).unwrap();
         }
         graph.launch().unwrap();
         cuda.cuda_stream().synchronize().unwrap();
-        assert_eq!(max_diff(&chain(x), out), 0.0, "replay {round} differs from the eager chain");
+        assert_eq!(
+            max_diff(&chain(x), out),
+            0.0,
+            "replay {round} differs from the eager chain"
+        );
     }
 }
 
@@ -41,13 +65,31 @@ fn captured_tc_matmul_replays_like_eager() {
     if !tc_matmul_runs(&dev) {
         return;
     }
-    let Device::Cuda(cuda) = &dev else { unreachable!() };
+    let Device::Cuda(cuda) = &dev else {
+        unreachable!()
+    };
     let bf = |t: Tensor| t.to_dtype(DType::BF16).unwrap().to_device(&dev).unwrap();
-    let (w_up, w_down) = (bf(Tensor::randn(0f32, 0.05, (4096, 1024), &Device::Cpu).unwrap()), bf(Tensor::randn(0f32, 0.05, (1024, 2048), &Device::Cpu).unwrap()));
-    let chain = |x: &Tensor| nanohost_kernels::tc_matmul(&silu_mul(&nanohost_kernels::tc_matmul(x, &w_up).unwrap()).unwrap(), &w_down).unwrap();
+    let (w_up, w_down) = (
+        bf(Tensor::randn(0f32, 0.05, (4096, 1024), &Device::Cpu).unwrap()),
+        bf(Tensor::randn(0f32, 0.05, (1024, 2048), &Device::Cpu).unwrap()),
+    );
+    let chain = |x: &Tensor| {
+        nanohost_kernels::tc_matmul(
+            &silu_mul(&nanohost_kernels::tc_matmul(x, &w_up).unwrap()).unwrap(),
+            &w_down,
+        )
+        .unwrap()
+    };
     let x = bf(Tensor::randn(0f32, 1.0, (20, 1024), &Device::Cpu).unwrap());
     let (_, out, graph) = capture_chain(cuda, &x, &chain);
-    assert_replays_like_eager(cuda, &graph, &x, &bf(Tensor::randn(0f32, 1.0, (20, 1024), &Device::Cpu).unwrap()), &out, &chain);
+    assert_replays_like_eager(
+        cuda,
+        &graph,
+        &x,
+        &bf(Tensor::randn(0f32, 1.0, (20, 1024), &Device::Cpu).unwrap()),
+        &out,
+        &chain,
+    );
 }
 
 /// Programmatic edges in a captured graph (launch.rs, capture_links.rs): a chain of nanohost ops,
@@ -59,7 +101,9 @@ fn captured_tc_matmul_replays_like_eager() {
 #[test]
 fn captured_chain_is_linked_programmatically_and_replays_like_eager() {
     let dev = gpu();
-    let Device::Cuda(cuda) = &dev else { unreachable!() };
+    let Device::Cuda(cuda) = &dev else {
+        unreachable!()
+    };
     let bf = |t: Tensor| t.to_dtype(DType::BF16).unwrap().to_device(&dev).unwrap();
     let (w_up, w_down, norm) = (
         bf(Tensor::randn(0f32, 0.05, (4096, 1024), &Device::Cpu).unwrap()),
@@ -78,13 +122,25 @@ fn captured_chain_is_linked_programmatically_and_replays_like_eager() {
     x.slice_set(&input, 0, 0).unwrap();
     let (eager, out, graph) = capture_chain(cuda, &x, &chain);
     // SAFETY: the graph is alive.
-    let programmatic = unsafe { nanohost_kernels::graph_anatomy::anatomy(graph.cu_graph()) }.unwrap().programmatic_edges;
+    let programmatic = unsafe { nanohost_kernels::graph_anatomy::anatomy(graph.cu_graph()) }
+        .unwrap()
+        .programmatic_edges;
     if nanohost_kernels::programmatic_launch(&dev) {
-        assert!(programmatic >= 4, "5 chained nanohost kernels, {programmatic} programmatic edges");
+        assert!(
+            programmatic >= 4,
+            "5 chained nanohost kernels, {programmatic} programmatic edges"
+        );
     } else {
         assert_eq!(programmatic, 0);
     }
-    assert_replays_like_eager(cuda, &graph, &x, &bf(Tensor::randn(0f32, 1.0, (1, 1024), &Device::Cpu).unwrap()), &out, &chain);
+    assert_replays_like_eager(
+        cuda,
+        &graph,
+        &x,
+        &bf(Tensor::randn(0f32, 1.0, (1, 1024), &Device::Cpu).unwrap()),
+        &out,
+        &chain,
+    );
     assert_eq!(max_diff(&eager, &chain(&input)), 0.0);
 }
 
@@ -99,28 +155,56 @@ fn tokens_move_on_the_device_and_come_back_while_later_work_is_queued() {
     let mut stage = nanohost_kernels::StepStage::default();
     let inputs = Tensor::zeros(8, DType::U32, &dev).unwrap();
     let ints = [1u32, 2, 3, 4, 5, 6];
-    stage.stage(&inputs, &ints, &[(0..4, 0), (4..6, 6)], None).unwrap();
+    stage
+        .stage(&inputs, &ints, &[(0..4, 0), (4..6, 6)], None)
+        .unwrap();
     assert_eq!(inputs.to_vec1::<u32>().unwrap(), [1, 2, 3, 4, 0, 0, 5, 6]);
     let sampled = Tensor::new(&[7u32, 8, 9], &dev).unwrap();
-    stage.stage(&inputs, &[10, 20, 30, 40], &[(0..4, 0)], Some(&sampled)).unwrap();
+    stage
+        .stage(&inputs, &[10, 20, 30, 40], &[(0..4, 0)], Some(&sampled))
+        .unwrap();
     let a = Tensor::ones((2048, 2048), DType::F32, &dev).unwrap();
     let later = a.matmul(&a).unwrap();
     assert_eq!(stage.tokens().unwrap(), [7, 8, 9]);
-    assert!(stage.tokens().is_err(), "a second read with no tokens staged");
+    assert!(
+        stage.tokens().is_err(),
+        "a second read with no tokens staged"
+    );
     // Between the pieces, what the first image held there (the other image, the step before's,
     // is the one the second kernel read: 0 there).
     assert_eq!(inputs.to_vec1::<u32>().unwrap(), [7, 8, 9, 40, 0, 0, 5, 6]);
-    assert_eq!(later.get(0).unwrap().get(0).unwrap().to_scalar::<f32>().unwrap(), 2048.0);
+    assert_eq!(
+        later
+            .get(0)
+            .unwrap()
+            .get(0)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap(),
+        2048.0
+    );
     // Longer steps grow the page-locked buffers; images alternate, each step complete.
     let big = Tensor::zeros(20_000, DType::U32, &dev).unwrap();
     for round in 0..3u32 {
         let ints: Vec<u32> = (0..20_000).map(|i| i * 3 + round).collect();
         let long = Tensor::arange(round, round + 1000, &dev).unwrap();
-        stage.stage(&big, &ints, &[(0..20_000, 0)], Some(&long)).unwrap();
-        assert_eq!(stage.tokens().unwrap(), (round..round + 1000).collect::<Vec<u32>>());
+        stage
+            .stage(&big, &ints, &[(0..20_000, 0)], Some(&long))
+            .unwrap();
+        assert_eq!(
+            stage.tokens().unwrap(),
+            (round..round + 1000).collect::<Vec<u32>>()
+        );
         let got = big.to_vec1::<u32>().unwrap();
-        assert_eq!(&got[..1000], (round..round + 1000).collect::<Vec<u32>>().as_slice());
+        assert_eq!(
+            &got[..1000],
+            (round..round + 1000).collect::<Vec<u32>>().as_slice()
+        );
         assert_eq!(&got[1000..], &ints[1000..]);
     }
-    assert!(stage.stage(&inputs, &ints, &[(0..6, 4)], None).unwrap_err().to_string().contains("do not fit"));
+    assert!(stage
+        .stage(&inputs, &ints, &[(0..6, 4)], None)
+        .unwrap_err()
+        .to_string()
+        .contains("do not fit"));
 }

@@ -20,5 +20,12 @@ fn gpu() -> Device {
 
 /// The largest magnitude in `t` (the scale tolerances are taken against).
 fn max_abs(t: &Tensor) -> f32 {
-    t.to_dtype(DType::F32).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap()
+    t.to_dtype(DType::F32)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
 }

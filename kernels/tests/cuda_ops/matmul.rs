@@ -9,7 +9,14 @@ fn small_matmul_matches_cpu() {
     // k = 2,056, whose share is not a whole number of passes; f32 (shorter passes) splits k =
     // 1,024 too. None for bf16 at k = 1,024, and the LM head's 151,936 columns walk many column
     // groups per block of the persistent grid.
-    for (rows, n, k) in [(1, 1000, 1024), (3, 4096, 1024), (8, 1024, 3072), (4, 1024, 2048), (2, 1024, 2056), (5, 151_936, 1024)] {
+    for (rows, n, k) in [
+        (1, 1000, 1024),
+        (3, 4096, 1024),
+        (8, 1024, 3072),
+        (4, 1024, 2048),
+        (2, 1024, 2056),
+        (5, 151_936, 1024),
+    ] {
         let x = Tensor::randn(0f32, 1.0, (rows, k), &Device::Cpu).unwrap();
         let w = Tensor::randn(0f32, 0.05, (n, k), &Device::Cpu).unwrap();
         // bf16: the f32 sums differ in order only, then round to bf16; outputs reach about 8,
@@ -17,7 +24,11 @@ fn small_matmul_matches_cpu() {
         for (dtype, tol) in [(DType::F32, 1e-4), (DType::BF16, 7e-2)] {
             let (x, w) = (x.to_dtype(dtype).unwrap(), w.to_dtype(dtype).unwrap());
             let cpu = nanohost_kernels::small_matmul(&x, &w).unwrap();
-            let gpu = nanohost_kernels::small_matmul(&x.to_device(&gpu()).unwrap(), &w.to_device(&gpu()).unwrap()).unwrap();
+            let gpu = nanohost_kernels::small_matmul(
+                &x.to_device(&gpu()).unwrap(),
+                &w.to_device(&gpu()).unwrap(),
+            )
+            .unwrap();
             let d = max_diff(&cpu, &gpu);
             assert!(d <= tol, "{dtype:?} {rows}x{k} . {n}x{k}: differs by {d}");
         }
@@ -42,14 +53,28 @@ fn tc_matmul_matches_cpu() {
     if !tc_matmul_runs(&dev) {
         return;
     }
-    for (rows, n, k) in [(1, 128, 1024), (3, 4096, 1024), (8, 1024, 2048), (9, 1024, 3072), (17, 6144, 1024), (33, 192, 64), (50, 1024, 2048), (64, 1024, 3072), (64, 4096, 1024)] {
+    for (rows, n, k) in [
+        (1, 128, 1024),
+        (3, 4096, 1024),
+        (8, 1024, 2048),
+        (9, 1024, 3072),
+        (17, 6144, 1024),
+        (33, 192, 64),
+        (50, 1024, 2048),
+        (64, 1024, 3072),
+        (64, 4096, 1024),
+    ] {
         let x = Tensor::randn(0f32, 1.0, (rows, k), &Device::Cpu).unwrap();
         let w = Tensor::randn(0f32, 0.05, (n, k), &Device::Cpu).unwrap();
         for dtype in [DType::BF16, DType::F16] {
             let (x, w) = (x.to_dtype(dtype).unwrap(), w.to_dtype(dtype).unwrap());
             let f32_of = |t: &Tensor| t.to_dtype(DType::F32).unwrap();
             let want = f32_of(&x).matmul(&f32_of(&w).t().unwrap()).unwrap();
-            let got = nanohost_kernels::tc_matmul(&x.to_device(&dev).unwrap(), &w.to_device(&dev).unwrap()).unwrap();
+            let got = nanohost_kernels::tc_matmul(
+                &x.to_device(&dev).unwrap(),
+                &w.to_device(&dev).unwrap(),
+            )
+            .unwrap();
             assert_eq!(got.dims(), &[rows, n]);
             // f32 sums in another order, then one rounding to the storage type: outputs reach
             // about 12, where half a bf16 unit in the last place is 0.03.
@@ -59,7 +84,10 @@ fn tc_matmul_matches_cpu() {
     }
     let x = Tensor::zeros((65, 64), DType::BF16, &dev).unwrap();
     let w = Tensor::zeros((64, 64), DType::BF16, &dev).unwrap();
-    assert!(nanohost_kernels::tc_matmul(&x, &w).unwrap_err().to_string().contains("do not fit"));
+    assert!(nanohost_kernels::tc_matmul(&x, &w)
+        .unwrap_err()
+        .to_string()
+        .contains("do not fit"));
 }
 
 #[test]
@@ -79,21 +107,45 @@ fn matmuls_ending_in_swiglu_match_cpu() {
         // sums in another order, then one rounding to the storage type (bf16: 2^-8 relative).
         for (dtype, rel) in [(DType::F32, 1e-5), (DType::BF16, 1.0 / 128.0)] {
             let (x, w) = (x.to_dtype(dtype).unwrap(), w.to_dtype(dtype).unwrap());
-            let got = nanohost_kernels::small_matmul_swiglu(&x.to_device(&dev).unwrap(), &w.to_device(&dev).unwrap()).unwrap();
+            let got = nanohost_kernels::small_matmul_swiglu(
+                &x.to_device(&dev).unwrap(),
+                &w.to_device(&dev).unwrap(),
+            )
+            .unwrap();
             let want = swiglu_f32(&x, &w);
             let (d, top) = (max_diff(&want, &got), max_abs(&want));
             assert!(d <= rel * top.max(1.0), "small_matmul_swiglu {dtype:?} {rows}x{k} . {}x{k}: differs by {d} (largest output {top})", 2 * n);
         }
     }
     if nanohost_kernels::tc_matmul_swiglu_fits(&dev, DType::BF16, 3, 3072, 1024) {
-        for (rows, n, k) in [(3, 3072, 1024), (16, 32, 1024), (64, 3072, 1024), (40, 96, 2048), (24, 1024, 3072)] {
-            let x = Tensor::randn(0f32, 1.0, (rows, k), &Device::Cpu).unwrap().to_dtype(DType::BF16).unwrap();
-            let w = Tensor::randn(0f32, 0.05, (2 * n, k), &Device::Cpu).unwrap().to_dtype(DType::BF16).unwrap();
-            let got = nanohost_kernels::tc_matmul_swiglu(&x.to_device(&dev).unwrap(), &w.to_device(&dev).unwrap()).unwrap();
+        for (rows, n, k) in [
+            (3, 3072, 1024),
+            (16, 32, 1024),
+            (64, 3072, 1024),
+            (40, 96, 2048),
+            (24, 1024, 3072),
+        ] {
+            let x = Tensor::randn(0f32, 1.0, (rows, k), &Device::Cpu)
+                .unwrap()
+                .to_dtype(DType::BF16)
+                .unwrap();
+            let w = Tensor::randn(0f32, 0.05, (2 * n, k), &Device::Cpu)
+                .unwrap()
+                .to_dtype(DType::BF16)
+                .unwrap();
+            let got = nanohost_kernels::tc_matmul_swiglu(
+                &x.to_device(&dev).unwrap(),
+                &w.to_device(&dev).unwrap(),
+            )
+            .unwrap();
             assert_eq!(got.dims(), &[rows, n]);
             let want = swiglu_f32(&x, &w);
             let (d, top) = (max_diff(&want, &got), max_abs(&want));
-            assert!(d <= top.max(1.0) / 128.0, "tc_matmul_swiglu {rows}x{k} . {}x{k}: differs by {d} (largest output {top})", 2 * n);
+            assert!(
+                d <= top.max(1.0) / 128.0,
+                "tc_matmul_swiglu {rows}x{k} . {}x{k}: differs by {d} (largest output {top})",
+                2 * n
+            );
         }
     }
 }
@@ -104,13 +156,38 @@ fn matmul_t_into_is_candles_matmul_written_in_place() {
     // so the same values, bit for bit; rows past the product's keep what they held.
     let dev = gpu();
     for rows in [1usize, 5, 64] {
-        let x = Tensor::randn(0f32, 1.0, (rows, 1024), &Device::Cpu).unwrap().to_dtype(DType::BF16).unwrap().to_device(&dev).unwrap();
-        let w = Tensor::randn(0f32, 0.05, (3000, 1024), &Device::Cpu).unwrap().to_dtype(DType::BF16).unwrap().to_device(&dev).unwrap();
+        let x = Tensor::randn(0f32, 1.0, (rows, 1024), &Device::Cpu)
+            .unwrap()
+            .to_dtype(DType::BF16)
+            .unwrap()
+            .to_device(&dev)
+            .unwrap();
+        let w = Tensor::randn(0f32, 0.05, (3000, 1024), &Device::Cpu)
+            .unwrap()
+            .to_dtype(DType::BF16)
+            .unwrap()
+            .to_device(&dev)
+            .unwrap();
         let out = Tensor::ones((80, 3000), DType::BF16, &dev).unwrap();
         nanohost_kernels::matmul_t_into(&out, &x, &w).unwrap();
         let want = x.matmul(&w.t().unwrap()).unwrap();
-        assert_eq!(max_diff(&want, &out.narrow(0, 0, rows).unwrap()), 0.0, "{rows} rows");
-        let rest = out.narrow(0, rows, 80 - rows).unwrap().to_dtype(DType::F32).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
-        assert!(rest.iter().all(|&v| v == 1.0), "{rows} rows: the rows after them were written");
+        assert_eq!(
+            max_diff(&want, &out.narrow(0, 0, rows).unwrap()),
+            0.0,
+            "{rows} rows"
+        );
+        let rest = out
+            .narrow(0, rows, 80 - rows)
+            .unwrap()
+            .to_dtype(DType::F32)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        assert!(
+            rest.iter().all(|&v| v == 1.0),
+            "{rows} rows: the rows after them were written"
+        );
     }
 }

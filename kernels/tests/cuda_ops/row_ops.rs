@@ -10,15 +10,47 @@ fn norm_rope_and_strided_kv_write_match_cpu() {
     let (cpu, gpu) = (Device::Cpu, gpu());
     let (tokens, heads, kv_heads, d) = (37, 16, 8, 128);
     for dtype in [DType::F32, DType::BF16] {
-        let proj = Tensor::randn(0f32, 1.0, (tokens, (heads + 2 * kv_heads) * d), &cpu).unwrap().to_dtype(dtype).unwrap();
-        let w = Tensor::randn(1f32, 0.1, d, &cpu).unwrap().to_dtype(dtype).unwrap();
-        let cs = Tensor::randn(0f32, 1.0, (tokens, d), &cpu).unwrap().to_dtype(dtype).unwrap();
+        let proj = Tensor::randn(0f32, 1.0, (tokens, (heads + 2 * kv_heads) * d), &cpu)
+            .unwrap()
+            .to_dtype(dtype)
+            .unwrap();
+        let w = Tensor::randn(1f32, 0.1, d, &cpu)
+            .unwrap()
+            .to_dtype(dtype)
+            .unwrap();
+        let cs = Tensor::randn(0f32, 1.0, (tokens, d), &cpu)
+            .unwrap()
+            .to_dtype(dtype)
+            .unwrap();
         let run = |dev: &Device| {
-            let (p, w, cs) = (proj.to_device(dev).unwrap(), w.to_device(dev).unwrap(), cs.to_device(dev).unwrap());
-            let k = rms_norm_rope(&p.narrow(1, heads * d, kv_heads * d).unwrap(), kv_heads, &w, &cs, 1e-6).unwrap();
+            let (p, w, cs) = (
+                proj.to_device(dev).unwrap(),
+                w.to_device(dev).unwrap(),
+                cs.to_device(dev).unwrap(),
+            );
+            let k = rms_norm_rope(
+                &p.narrow(1, heads * d, kv_heads * d).unwrap(),
+                kv_heads,
+                &w,
+                &cs,
+                1e-6,
+            )
+            .unwrap();
             let pool = Tensor::zeros((8, 16, kv_heads, d), dtype, dev).unwrap();
-            let slots = Tensor::new((0..tokens as u32).map(|t| t * 3 % 128).collect::<Vec<_>>().as_slice(), dev).unwrap();
-            write_kv(&pool, &p.narrow(1, (heads + kv_heads) * d, kv_heads * d).unwrap(), &slots).unwrap();
+            let slots = Tensor::new(
+                (0..tokens as u32)
+                    .map(|t| t * 3 % 128)
+                    .collect::<Vec<_>>()
+                    .as_slice(),
+                dev,
+            )
+            .unwrap();
+            write_kv(
+                &pool,
+                &p.narrow(1, (heads + kv_heads) * d, kv_heads * d).unwrap(),
+                &slots,
+            )
+            .unwrap();
             (k, pool)
         };
         let (k_cpu, pool_cpu) = run(&cpu);
@@ -26,10 +58,21 @@ fn norm_rope_and_strided_kv_write_match_cpu() {
         // bf16: one rounding of values up to about 10 (normed, times a random cos/sin) is 2^-8
         // relative; a sum in another order may round to the neighbour (0.03125 seen at 4-8).
         let top = max_abs(&k_cpu);
-        let tol = if dtype == DType::F32 { 1e-5 } else { top.max(1.0) / 128.0 };
+        let tol = if dtype == DType::F32 {
+            1e-5
+        } else {
+            top.max(1.0) / 128.0
+        };
         let d1 = max_diff(&k_cpu, &k_gpu);
-        assert!(d1 <= tol, "{dtype:?} norm+rope differs by {d1} (largest output {top})");
-        assert_eq!(max_diff(&pool_cpu, &pool_gpu), 0.0, "{dtype:?} strided write_kv differs");
+        assert!(
+            d1 <= tol,
+            "{dtype:?} norm+rope differs by {d1} (largest output {top})"
+        );
+        assert_eq!(
+            max_diff(&pool_cpu, &pool_gpu),
+            0.0,
+            "{dtype:?} strided write_kv differs"
+        );
     }
 }
 
@@ -40,7 +83,10 @@ fn silu_mul_matches_cpu() {
         let x = Tensor::randn(0f32, 2.0, (5, 2 * width), &Device::Cpu).unwrap();
         for (dtype, tol) in [(DType::F32, 1e-5), (DType::BF16, 2e-2)] {
             let x = x.to_dtype(dtype).unwrap();
-            let d = max_diff(&silu_mul(&x).unwrap(), &silu_mul(&x.to_device(&gpu()).unwrap()).unwrap());
+            let d = max_diff(
+                &silu_mul(&x).unwrap(),
+                &silu_mul(&x.to_device(&gpu()).unwrap()).unwrap(),
+            );
             assert!(d <= tol, "{dtype:?} width {width}: silu_mul differs by {d}");
         }
     }
@@ -51,24 +97,83 @@ fn fused_qkv_norm_rope_write_matches_the_cpu_composition() {
     let (cpu, gpu) = (Device::Cpu, gpu());
     let (tokens, heads, kv_heads, d) = (37, 16, 8, 128);
     for dtype in [DType::F32, DType::BF16] {
-        let qkv = Tensor::randn(0f32, 1.0, (tokens, (heads + 2 * kv_heads) * d), &cpu).unwrap().to_dtype(dtype).unwrap();
-        let qw = Tensor::randn(1f32, 0.1, d, &cpu).unwrap().to_dtype(dtype).unwrap();
-        let kw = Tensor::randn(1f32, 0.1, d, &cpu).unwrap().to_dtype(dtype).unwrap();
-        let cs = Tensor::randn(0f32, 1.0, (tokens, d), &cpu).unwrap().to_dtype(dtype).unwrap();
+        let qkv = Tensor::randn(0f32, 1.0, (tokens, (heads + 2 * kv_heads) * d), &cpu)
+            .unwrap()
+            .to_dtype(dtype)
+            .unwrap();
+        let qw = Tensor::randn(1f32, 0.1, d, &cpu)
+            .unwrap()
+            .to_dtype(dtype)
+            .unwrap();
+        let kw = Tensor::randn(1f32, 0.1, d, &cpu)
+            .unwrap()
+            .to_dtype(dtype)
+            .unwrap();
+        let cs = Tensor::randn(0f32, 1.0, (tokens, d), &cpu)
+            .unwrap()
+            .to_dtype(dtype)
+            .unwrap();
         // The last token's slot is past the pool: skipped, as write_kv skips it.
-        let slots: Vec<u32> = (0..tokens as u32).map(|t| if t + 1 == tokens as u32 { 10_000 } else { t * 3 % 128 }).collect();
+        let slots: Vec<u32> = (0..tokens as u32)
+            .map(|t| {
+                if t + 1 == tokens as u32 {
+                    10_000
+                } else {
+                    t * 3 % 128
+                }
+            })
+            .collect();
         let run = |dev: &Device| {
-            let (qkv, qw, kw, cs) = (qkv.to_device(dev).unwrap(), qw.to_device(dev).unwrap(), kw.to_device(dev).unwrap(), cs.to_device(dev).unwrap());
+            let (qkv, qw, kw, cs) = (
+                qkv.to_device(dev).unwrap(),
+                qw.to_device(dev).unwrap(),
+                kw.to_device(dev).unwrap(),
+                cs.to_device(dev).unwrap(),
+            );
             // Poisoned pools: the writes must land exactly where the composition puts them.
-            let kp = Tensor::full(7f32, (8, 16, kv_heads, d), dev).unwrap().to_dtype(dtype).unwrap();
-            let vp = Tensor::full(-3f32, (8, 16, kv_heads, d), dev).unwrap().to_dtype(dtype).unwrap();
-            let n = nanohost_kernels::QkvNorms { heads, kv_heads, q_norm: &qw, k_norm: &kw, eps: 1e-6 };
+            let kp = Tensor::full(7f32, (8, 16, kv_heads, d), dev)
+                .unwrap()
+                .to_dtype(dtype)
+                .unwrap();
+            let vp = Tensor::full(-3f32, (8, 16, kv_heads, d), dev)
+                .unwrap()
+                .to_dtype(dtype)
+                .unwrap();
+            let n = nanohost_kernels::QkvNorms {
+                heads,
+                kv_heads,
+                q_norm: &qw,
+                k_norm: &kw,
+                eps: 1e-6,
+            };
             let st = Tensor::new(slots.as_slice(), dev).unwrap();
-            let st = if dev.is_cpu() { st.narrow(0, 0, tokens - 1).unwrap() } else { st };
+            let st = if dev.is_cpu() {
+                st.narrow(0, 0, tokens - 1).unwrap()
+            } else {
+                st
+            };
             let q = if dev.is_cpu() {
                 // The CPU composition would refuse the out-of-pool slot: compose over the rest.
-                let q = nanohost_kernels::qkv_norm_rope_write(&qkv.narrow(0, 0, tokens - 1).unwrap(), &n, &cs.narrow(0, 0, tokens - 1).unwrap(), &kp, &vp, &st).unwrap();
-                let last = rms_norm_rope(&qkv.narrow(0, tokens - 1, 1).unwrap().narrow(1, 0, heads * d).unwrap(), heads, &qw, &cs.narrow(0, tokens - 1, 1).unwrap(), 1e-6).unwrap();
+                let q = nanohost_kernels::qkv_norm_rope_write(
+                    &qkv.narrow(0, 0, tokens - 1).unwrap(),
+                    &n,
+                    &cs.narrow(0, 0, tokens - 1).unwrap(),
+                    &kp,
+                    &vp,
+                    &st,
+                )
+                .unwrap();
+                let last = rms_norm_rope(
+                    &qkv.narrow(0, tokens - 1, 1)
+                        .unwrap()
+                        .narrow(1, 0, heads * d)
+                        .unwrap(),
+                    heads,
+                    &qw,
+                    &cs.narrow(0, tokens - 1, 1).unwrap(),
+                    1e-6,
+                )
+                .unwrap();
                 Tensor::cat(&[q, last], 0).unwrap()
             } else {
                 nanohost_kernels::qkv_norm_rope_write(&qkv, &n, &cs, &kp, &vp, &st).unwrap()
@@ -104,13 +209,24 @@ fn fused_add_rms_norm_matches_cpu_at(hidden: usize) {
     let w = Tensor::randn(1f32, 0.1, hidden, &cpu).unwrap();
     // bf16: up to two units in the last place at the outputs' magnitude (about 4).
     for (dtype, tol) in [(DType::F32, 1e-5), (DType::BF16, 6e-2)] {
-        let (x, dx, w) = (x.to_dtype(dtype).unwrap(), dx.to_dtype(dtype).unwrap(), w.to_dtype(dtype).unwrap());
+        let (x, dx, w) = (
+            x.to_dtype(dtype).unwrap(),
+            dx.to_dtype(dtype).unwrap(),
+            w.to_dtype(dtype).unwrap(),
+        );
         let (s_cpu, h_cpu) = nanohost_kernels::add_rms_norm(&x, &dx, &w, 1e-6).unwrap();
         let g = |t: &Tensor| t.to_device(&gpu()).unwrap();
         let (s_gpu, h_gpu) = nanohost_kernels::add_rms_norm(&g(&x), &g(&dx), &g(&w), 1e-6).unwrap();
-        assert_eq!(max_diff(&s_cpu, &s_gpu), 0.0, "{dtype:?} hidden {hidden}: sums differ");
+        assert_eq!(
+            max_diff(&s_cpu, &s_gpu),
+            0.0,
+            "{dtype:?} hidden {hidden}: sums differ"
+        );
         let d = max_diff(&h_cpu, &h_gpu);
-        assert!(d <= tol, "{dtype:?} hidden {hidden}: normed rows differ by {d}");
+        assert!(
+            d <= tol,
+            "{dtype:?} hidden {hidden}: normed rows differ by {d}"
+        );
     }
 }
 
@@ -125,10 +241,22 @@ fn embed_rms_norm_rope_matches_cpu() {
     let table = Tensor::randn(0f32, 1.0, (positions, head_dim), &cpu).unwrap();
     let ids_pos = Tensor::new(&[0u32, 999, 5, 5, 123, 299, 0, 17, 250, 1], &cpu).unwrap();
     for (dtype, tol) in [(DType::F32, 1e-5), (DType::BF16, 6e-2)] {
-        let (embed, w, table) = (embed.to_dtype(dtype).unwrap(), w.to_dtype(dtype).unwrap(), table.to_dtype(dtype).unwrap());
-        let (x, h, cs) = nanohost_kernels::embed_rms_norm_rope(&embed, &ids_pos, &w, &table, 1e-6).unwrap();
+        let (embed, w, table) = (
+            embed.to_dtype(dtype).unwrap(),
+            w.to_dtype(dtype).unwrap(),
+            table.to_dtype(dtype).unwrap(),
+        );
+        let (x, h, cs) =
+            nanohost_kernels::embed_rms_norm_rope(&embed, &ids_pos, &w, &table, 1e-6).unwrap();
         let g = |t: &Tensor| t.to_device(&gpu()).unwrap();
-        let (xg, hg, csg) = nanohost_kernels::embed_rms_norm_rope(&g(&embed), &g(&ids_pos), &g(&w), &g(&table), 1e-6).unwrap();
+        let (xg, hg, csg) = nanohost_kernels::embed_rms_norm_rope(
+            &g(&embed),
+            &g(&ids_pos),
+            &g(&w),
+            &g(&table),
+            1e-6,
+        )
+        .unwrap();
         assert_eq!(max_diff(&x, &xg), 0.0, "{dtype:?}: embedding rows differ");
         assert_eq!(max_diff(&cs, &csg), 0.0, "{dtype:?}: RoPE rows differ");
         let d = max_diff(&h, &hg);

@@ -83,7 +83,9 @@ impl KvStrategy for Cascade {
             .iter()
             .enumerate()
             .take_while(|(i, h)| {
-                self.by_hash.get(h).is_some_and(|b| self.shared[b].tokens == r.tokens[i * bs..(i + 1) * bs])
+                self.by_hash
+                    .get(h)
+                    .is_some_and(|b| self.shared[b].tokens == r.tokens[i * bs..(i + 1) * bs])
             })
             .count();
         let private = (len - k * bs).div_ceil(bs);
@@ -101,14 +103,27 @@ impl KvStrategy for Cascade {
                 let b = self.take(1)[0];
                 // A different block with this hash (tokens differ) keeps its entry.
                 self.by_hash.entry(h).or_insert(b);
-                self.shared.insert(b, SharedBlock { hash: h, tokens: r.tokens[i * bs..(i + 1) * bs].to_vec(), refs: 1 });
+                self.shared.insert(
+                    b,
+                    SharedBlock {
+                        hash: h,
+                        tokens: r.tokens[i * bs..(i + 1) * bs].to_vec(),
+                        refs: 1,
+                    },
+                );
                 self.new_shared_blocks += 1;
                 b
             };
             shared.push(block);
         }
         let private = self.take(private);
-        self.seqs.insert(r.seq_id, Seq { shared: shared.clone(), private });
+        self.seqs.insert(
+            r.seq_id,
+            Seq {
+                shared: shared.clone(),
+                private,
+            },
+        );
         let mut spans = Vec::new();
         if k > 0 {
             spans.push(Span::shared(shared, 0, (k * bs) as u32));
@@ -116,24 +131,42 @@ impl KvStrategy for Cascade {
         spans.push(self.private_span(r.seq_id, len as u32));
         let cached = (hits * bs) as u32;
         let context: Vec<u32> = (0..spans.len() as u32).collect();
-        let jobs = vec![ComputeJob { context: context.into(), len: len as u32 - cached }];
-        Ok(Admission::Admitted(Plan::new(spans, jobs, AttentionMode::Cascade)))
+        let jobs = vec![ComputeJob {
+            context: context.into(),
+            len: len as u32 - cached,
+        }];
+        Ok(Admission::Admitted(Plan::new(
+            spans,
+            jobs,
+            AttentionMode::Cascade,
+        )))
     }
 
     fn grow(&mut self, seq: u64, new_len: u32) -> Result<Growth, String> {
         let bs = self.bs();
-        let Some(s) = self.seqs.get(&seq) else { return Err(format!("grow for unknown sequence {seq}")) };
-        let need = (new_len as usize - s.shared.len() * bs).div_ceil(bs).saturating_sub(s.private.len());
+        let Some(s) = self.seqs.get(&seq) else {
+            return Err(format!("grow for unknown sequence {seq}"));
+        };
+        let need = (new_len as usize - s.shared.len() * bs)
+            .div_ceil(bs)
+            .saturating_sub(s.private.len());
         if need > self.free.len() {
             return Ok(Growth::NoRoom);
         }
         let extra = self.take(need);
-        self.seqs.get_mut(&seq).expect("checked").private.extend(extra);
+        self.seqs
+            .get_mut(&seq)
+            .expect("checked")
+            .private
+            .extend(extra);
         Ok(Growth::Grown(self.private_span(seq, new_len)))
     }
 
     fn release(&mut self, seq: u64, _tokens: &[u32]) -> Result<(), String> {
-        let s = self.seqs.remove(&seq).ok_or(format!("release of unknown sequence {seq}"))?;
+        let s = self
+            .seqs
+            .remove(&seq)
+            .ok_or(format!("release of unknown sequence {seq}"))?;
         self.free.extend(s.private);
         for b in s.shared {
             let e = self.shared.get_mut(&b).expect("held");
@@ -151,10 +184,17 @@ impl KvStrategy for Cascade {
     }
 
     fn stats(&self) -> StrategyStats {
-        let counter = |name: &str, value: u64| Counter { name: name.into(), value };
+        let counter = |name: &str, value: u64| Counter {
+            name: name.into(),
+            value,
+        };
         StrategyStats {
             blocks_in_use: self.pool.num_blocks - self.free.len() as u32,
-            counters: vec![counter("prefix_hit_blocks", self.hit_blocks), counter("shared_blocks_computed", self.new_shared_blocks)].into(),
+            counters: vec![
+                counter("prefix_hit_blocks", self.hit_blocks),
+                counter("shared_blocks_computed", self.new_shared_blocks),
+            ]
+            .into(),
         }
     }
 }

@@ -63,7 +63,10 @@ pub struct ChunkStore<const RETAIN: bool> {
 /// A chunk of this request that will be stored (or is), and how.
 enum Placed {
     Hit([u8; 32]),
-    Miss { hash: [u8; 32], attended: Option<[u8; 32]> },
+    Miss {
+        hash: [u8; 32],
+        attended: Option<[u8; 32]>,
+    },
     /// The same chunk a second time in one request: a block may appear only once in a context,
     /// so this copy is computed in place in blocks of the request's own.
     Repeat,
@@ -82,7 +85,12 @@ impl<const RETAIN: bool> ChunkStore<RETAIN> {
     /// one in use or one in `keep`. `false` if even that is not enough.
     fn make_room(&mut self, need: usize, keep: &[[u8; 32]]) -> bool {
         while self.free.len() < need {
-            let victim = self.chunks.iter().filter(|(h, c)| c.users == 0 && !keep.contains(h)).min_by_key(|(_, c)| c.last_used).map(|(h, _)| *h);
+            let victim = self
+                .chunks
+                .iter()
+                .filter(|(h, c)| c.users == 0 && !keep.contains(h))
+                .min_by_key(|(_, c)| c.last_used)
+                .map(|(h, _)| *h);
             let Some(h) = victim else { return false };
             let c = self.chunks.remove(&h).expect("found");
             self.free.extend(c.blocks);
@@ -92,7 +100,11 @@ impl<const RETAIN: bool> ChunkStore<RETAIN> {
     }
 
     fn private_span(&self, seq: &Seq, len: u32) -> Span {
-        Span::private(seq.private.clone(), seq.private_start, len - seq.private_start)
+        Span::private(
+            seq.private.clone(),
+            seq.private_start,
+            len - seq.private_start,
+        )
     }
 
     fn admit_plain(&mut self, r: &Request) -> Result<Admission, String> {
@@ -101,16 +113,35 @@ impl<const RETAIN: bool> ChunkStore<RETAIN> {
         if !self.make_room(need, &[]) {
             return Ok(Admission::NoRoom);
         }
-        let seq = Seq { chunks: Vec::new(), repeats: Vec::new(), private: self.take(need), private_start: 0 };
+        let seq = Seq {
+            chunks: Vec::new(),
+            repeats: Vec::new(),
+            private: self.take(need),
+            private_start: 0,
+        };
         let span = self.private_span(&seq, len);
         self.seqs.insert(r.seq_id, seq);
-        Ok(Admission::Admitted(Plan::new(vec![span], vec![ComputeJob { context: vec![0].into(), len }], AttentionMode::Flat)))
+        Ok(Admission::Admitted(Plan::new(
+            vec![span],
+            vec![ComputeJob {
+                context: vec![0].into(),
+                len,
+            }],
+            AttentionMode::Flat,
+        )))
     }
 }
 
 impl<const RETAIN: bool> KvStrategy for ChunkStore<RETAIN> {
     fn new(pool: PoolInfo, _options: &Options) -> Result<Self, String> {
-        Ok(ChunkStore { pool, free: (0..pool.num_blocks).rev().collect(), chunks: HashMap::new(), seqs: HashMap::new(), clock: 0, n: Counters::default() })
+        Ok(ChunkStore {
+            pool,
+            free: (0..pool.num_blocks).rev().collect(),
+            chunks: HashMap::new(),
+            seqs: HashMap::new(),
+            clock: 0,
+            n: Counters::default(),
+        })
     }
 
     fn admit(&mut self, r: &Request) -> Result<Admission, String> {
@@ -120,9 +151,16 @@ impl<const RETAIN: bool> KvStrategy for ChunkStore<RETAIN> {
         let tokens = &r.tokens[..];
         // Stored chunks: everything before the query. The query and anything after it (the
         // generated tokens of a request recomputed after preemption) are private.
-        let stored: Vec<&Chunk> = r.chunks.iter().filter(|c| c.kind != ChunkKind::Query).collect();
+        let stored: Vec<&Chunk> = r
+            .chunks
+            .iter()
+            .filter(|c| c.kind != ChunkKind::Query)
+            .collect();
         let private_start = stored.last().map_or(0, |c| c.start + c.len);
-        let system = stored.first().filter(|c| c.kind == ChunkKind::SystemPrompt).map(|c| c.hash);
+        let system = stored
+            .first()
+            .filter(|c| c.kind == ChunkKind::SystemPrompt)
+            .map(|c| c.hash);
         let mut placed = Vec::with_capacity(stored.len());
         let mut new_blocks = 0;
         for c in &stored {
@@ -144,15 +182,33 @@ impl<const RETAIN: bool> KvStrategy for ChunkStore<RETAIN> {
             }
         }
         let private_blocks = self.blocks_for(tokens.len() as u32 - private_start);
-        let hits: Vec<[u8; 32]> = placed.iter().filter_map(|p| if let Placed::Hit(h) = p { Some(*h) } else { None }).collect();
+        let hits: Vec<[u8; 32]> = placed
+            .iter()
+            .filter_map(|p| {
+                if let Placed::Hit(h) = p {
+                    Some(*h)
+                } else {
+                    None
+                }
+            })
+            .collect();
         if !self.make_room(new_blocks + private_blocks, &hits) {
             return Ok(Admission::NoRoom);
         }
         self.clock += 1;
-        let (mut spans, mut jobs, mut order, mut repeats) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let (mut spans, mut jobs, mut order, mut repeats) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for (i, (c, p)) in stored.iter().zip(placed).enumerate() {
             // A system prompt alone; a context after the system prompt (span 0) only.
-            let job = ComputeJob { context: if c.kind == ChunkKind::Context && system.is_some() { vec![0, i as u32] } else { vec![i as u32] }.into(), len: c.len };
+            let job = ComputeJob {
+                context: if c.kind == ChunkKind::Context && system.is_some() {
+                    vec![0, i as u32]
+                } else {
+                    vec![i as u32]
+                }
+                .into(),
+                len: c.len,
+            };
             let hash = match p {
                 Placed::Repeat => {
                     self.n.misses += 1;
@@ -165,7 +221,14 @@ impl<const RETAIN: bool> KvStrategy for ChunkStore<RETAIN> {
                 Placed::Hit(h) => {
                     let s = &self.chunks[&h];
                     // Exact: computed here, after this system prompt, with nothing between.
-                    let exact = s.rotated_pos == c.start && s.attended == (if c.kind == ChunkKind::Context { system } else { None }) && i <= 1;
+                    let exact = s.rotated_pos == c.start
+                        && s.attended
+                            == (if c.kind == ChunkKind::Context {
+                                system
+                            } else {
+                                None
+                            })
+                        && i <= 1;
                     self.n.hits += 1;
                     self.n.hit_tokens += c.len as u64;
                     if exact {
@@ -179,7 +242,17 @@ impl<const RETAIN: bool> KvStrategy for ChunkStore<RETAIN> {
                     self.n.misses += 1;
                     let blocks = self.take(self.blocks_for(c.len));
                     let tokens = tokens[c.start as usize..(c.start + c.len) as usize].to_vec();
-                    self.chunks.insert(hash, Stored { tokens, blocks, rotated_pos: c.start, attended, users: 0, last_used: 0 });
+                    self.chunks.insert(
+                        hash,
+                        Stored {
+                            tokens,
+                            blocks,
+                            rotated_pos: c.start,
+                            attended,
+                            users: 0,
+                            last_used: 0,
+                        },
+                    );
                     jobs.push(job);
                     hash
                 }
@@ -190,17 +263,33 @@ impl<const RETAIN: bool> KvStrategy for ChunkStore<RETAIN> {
             spans.push(Span::shared(s.blocks.clone(), c.start, c.len).rotated_for(s.rotated_pos));
             order.push(hash);
         }
-        let seq = Seq { chunks: order, repeats, private: self.take(private_blocks), private_start };
+        let seq = Seq {
+            chunks: order,
+            repeats,
+            private: self.take(private_blocks),
+            private_start,
+        };
         spans.push(self.private_span(&seq, tokens.len() as u32));
         // The query (and any tail) attends to everything before it.
-        jobs.push(ComputeJob { context: (0..spans.len() as u32).collect::<Vec<_>>().into(), len: tokens.len() as u32 - private_start });
+        jobs.push(ComputeJob {
+            context: (0..spans.len() as u32).collect::<Vec<_>>().into(),
+            len: tokens.len() as u32 - private_start,
+        });
         self.seqs.insert(r.seq_id, seq);
-        Ok(Admission::Admitted(Plan::new(spans, jobs, AttentionMode::Flat)))
+        Ok(Admission::Admitted(Plan::new(
+            spans,
+            jobs,
+            AttentionMode::Flat,
+        )))
     }
 
     fn grow(&mut self, seq: u64, new_len: u32) -> Result<Growth, String> {
-        let Some(s) = self.seqs.get(&seq) else { return Err(format!("grow for unknown sequence {seq}")) };
-        let need = self.blocks_for(new_len - s.private_start).saturating_sub(s.private.len());
+        let Some(s) = self.seqs.get(&seq) else {
+            return Err(format!("grow for unknown sequence {seq}"));
+        };
+        let need = self
+            .blocks_for(new_len - s.private_start)
+            .saturating_sub(s.private.len());
         let keep = s.chunks.clone();
         if !self.make_room(need, &keep) {
             return Ok(Growth::NoRoom);
@@ -213,7 +302,10 @@ impl<const RETAIN: bool> KvStrategy for ChunkStore<RETAIN> {
     }
 
     fn release(&mut self, seq: u64, _tokens: &[u32]) -> Result<(), String> {
-        let s = self.seqs.remove(&seq).ok_or(format!("release of unknown sequence {seq}"))?;
+        let s = self
+            .seqs
+            .remove(&seq)
+            .ok_or(format!("release of unknown sequence {seq}"))?;
         self.free.extend(s.private);
         self.free.extend(s.repeats);
         for h in s.chunks {
@@ -240,7 +332,14 @@ impl<const RETAIN: bool> KvStrategy for ChunkStore<RETAIN> {
         ];
         StrategyStats {
             blocks_in_use: self.pool.num_blocks - self.free.len() as u32,
-            counters: counters.iter().map(|(name, value)| Counter { name: (*name).into(), value: *value }).collect::<Vec<_>>().into(),
+            counters: counters
+                .iter()
+                .map(|(name, value)| Counter {
+                    name: (*name).into(),
+                    value: *value,
+                })
+                .collect::<Vec<_>>()
+                .into(),
         }
     }
 }
@@ -252,25 +351,66 @@ mod tests {
     fn request(seq_id: u64, system: u32, sys_len: u32, query_len: u32) -> Request {
         let mut tokens: Vec<u32> = (0..sys_len).map(|i| system * 100 + i).collect();
         tokens.extend((0..query_len).map(|i| 9000 + seq_id as u32 * 10 + i));
-        let chunk = |kind, start, len, tag: u8| Chunk { kind, start, len, hash: [tag; 32] };
-        let chunks = vec![chunk(ChunkKind::SystemPrompt, 0, sys_len, system as u8), chunk(ChunkKind::Query, sys_len, query_len, 200 + seq_id as u8)];
-        Request { seq_id, tokens: tokens.into(), chunks: chunks.into() }
+        let chunk = |kind, start, len, tag: u8| Chunk {
+            kind,
+            start,
+            len,
+            hash: [tag; 32],
+        };
+        let chunks = vec![
+            chunk(ChunkKind::SystemPrompt, 0, sys_len, system as u8),
+            chunk(ChunkKind::Query, sys_len, query_len, 200 + seq_id as u8),
+        ];
+        Request {
+            seq_id,
+            tokens: tokens.into(),
+            chunks: chunks.into(),
+        }
     }
 
     #[test]
     fn a_chunk_in_use_is_never_evicted() {
-        let mut s = ChunkStore::<true>::new(PoolInfo { num_blocks: 4, block_size: 4, bytes_per_block: 1, bytes_per_token: 1, num_layers: 1 }, &Options::new(&[])).unwrap();
+        let mut s = ChunkStore::<true>::new(
+            PoolInfo {
+                num_blocks: 4,
+                block_size: 4,
+                bytes_per_block: 1,
+                bytes_per_token: 1,
+                num_layers: 1,
+            },
+            &Options::new(&[]),
+        )
+        .unwrap();
         // System prompt 1 (one block) + a private block.
-        assert!(matches!(s.admit(&request(1, 1, 4, 2)).unwrap(), Admission::Admitted(_)));
+        assert!(matches!(
+            s.admit(&request(1, 1, 4, 2)).unwrap(),
+            Admission::Admitted(_)
+        ));
         // System prompt 2 needs two blocks + two private: only two are free and prompt 1 is in use.
-        assert!(matches!(s.admit(&request(2, 2, 8, 5)).unwrap(), Admission::NoRoom));
+        assert!(matches!(
+            s.admit(&request(2, 2, 8, 5)).unwrap(),
+            Admission::NoRoom
+        ));
         assert_eq!(s.n.evictions, 0);
         s.release(1, &[]).unwrap();
         // Retained but unused now: evicted to make room (three blocks free, four needed).
-        assert!(matches!(s.admit(&request(2, 2, 8, 5)).unwrap(), Admission::Admitted(_)));
+        assert!(matches!(
+            s.admit(&request(2, 2, 8, 5)).unwrap(),
+            Admission::Admitted(_)
+        ));
         assert_eq!((s.n.evictions, s.chunks.len()), (1, 1));
         // And the plain store (no retention) frees a chunk with its last user.
-        let mut plain = ChunkStore::<false>::new(PoolInfo { num_blocks: 4, block_size: 4, bytes_per_block: 1, bytes_per_token: 1, num_layers: 1 }, &Options::new(&[])).unwrap();
+        let mut plain = ChunkStore::<false>::new(
+            PoolInfo {
+                num_blocks: 4,
+                block_size: 4,
+                bytes_per_block: 1,
+                bytes_per_token: 1,
+                num_layers: 1,
+            },
+            &Options::new(&[]),
+        )
+        .unwrap();
         plain.admit(&request(1, 1, 4, 2)).unwrap();
         plain.release(1, &[]).unwrap();
         assert_eq!((plain.chunks.len(), plain.free.len()), (0, 4));

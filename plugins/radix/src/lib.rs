@@ -79,17 +79,34 @@ impl Radix {
 
     /// The longest run of `tokens` (up to `limit`) the tree holds from `pos`, starting at one
     /// of `candidates`: its end and the (node, tokens taken) path.
-    fn best_match(&self, candidates: &[usize], pos: u32, tokens: &[u32], limit: u32) -> (u32, Vec<(usize, u32)>) {
+    fn best_match(
+        &self,
+        candidates: &[usize],
+        pos: u32,
+        tokens: &[u32],
+        limit: u32,
+    ) -> (u32, Vec<(usize, u32)>) {
         let mut best = (pos, Vec::new());
         for &c in candidates {
             let n = self.node(c);
             let room = (limit - pos) as usize;
-            let taken = n.tokens.iter().take(room).zip(&tokens[pos as usize..]).take_while(|(a, b)| a == b).count() as u32;
+            let taken = n
+                .tokens
+                .iter()
+                .take(room)
+                .zip(&tokens[pos as usize..])
+                .take_while(|(a, b)| a == b)
+                .count() as u32;
             if taken == 0 {
                 continue;
             }
             let (mut end, mut path) = (pos + taken, vec![(c, taken)]);
-            let next: Vec<usize> = n.children.iter().copied().filter(|&k| self.node(k).attach == taken).collect();
+            let next: Vec<usize> = n
+                .children
+                .iter()
+                .copied()
+                .filter(|&k| self.node(k).attach == taken)
+                .collect();
             if !next.is_empty() && end < limit {
                 let (e, rest) = self.best_match(&next, end, tokens, limit);
                 (end, path) = (e, [path, rest].concat());
@@ -113,7 +130,14 @@ impl Radix {
     }
 
     fn evict_one(&mut self) -> bool {
-        let victim = self.nodes.iter().enumerate().filter_map(|(i, n)| n.as_ref().map(|n| (i, n))).filter(|(_, n)| n.refs == 0 && n.children.is_empty()).min_by_key(|(_, n)| n.last_used).map(|(i, _)| i);
+        let victim = self
+            .nodes
+            .iter()
+            .enumerate()
+            .filter_map(|(i, n)| n.as_ref().map(|n| (i, n)))
+            .filter(|(_, n)| n.refs == 0 && n.children.is_empty())
+            .min_by_key(|(_, n)| n.last_used)
+            .map(|(i, _)| i);
         let Some(v) = victim else { return false };
         let node = self.nodes[v].take().expect("found");
         match node.parent {
@@ -125,9 +149,25 @@ impl Radix {
         true
     }
 
-    fn add_node(&mut self, parent: Option<usize>, attach: u32, start: u32, tokens: Vec<u32>) -> usize {
+    fn add_node(
+        &mut self,
+        parent: Option<usize>,
+        attach: u32,
+        start: u32,
+        tokens: Vec<u32>,
+    ) -> usize {
         let block = self.free.pop().expect("room made");
-        let node = Node { block, start, tokens, parent, attach, children: Vec::new(), refs: 1, last_used: self.clock, epoch: self.epoch };
+        let node = Node {
+            block,
+            start,
+            tokens,
+            parent,
+            attach,
+            children: Vec::new(),
+            refs: 1,
+            last_used: self.clock,
+            epoch: self.epoch,
+        };
         let id = match self.nodes.iter().position(Option::is_none) {
             Some(i) => {
                 self.nodes[i] = Some(node);
@@ -147,7 +187,14 @@ impl Radix {
 
     /// The sequence's own span, holding positions `own_start..end`.
     fn own_span(&self, s: &Seq) -> Span {
-        Span::shared(s.own.iter().map(|&i| self.node(i).block).collect::<Vec<_>>(), s.own_start, s.end - s.own_start)
+        Span::shared(
+            s.own
+                .iter()
+                .map(|&i| self.node(i).block)
+                .collect::<Vec<_>>(),
+            s.own_start,
+            s.end - s.own_start,
+        )
     }
 
     fn blocks_held(&self) -> usize {
@@ -164,10 +211,25 @@ impl KvStrategy for Radix {
         let copy_partial = match options.text("partial", "share").as_str() {
             "share" => false,
             "copy" => true,
-            other => return Err(format!("option `partial` must be share or copy, got `{other}`")),
+            other => {
+                return Err(format!(
+                    "option `partial` must be share or copy, got `{other}`"
+                ))
+            }
         };
         let free = (0..pool.num_blocks).rev().collect();
-        Ok(Radix { pool, budget, copy_partial, free, nodes: Vec::new(), roots: Vec::new(), seqs: HashMap::new(), clock: 0, epoch: 0, n: Counters::default() })
+        Ok(Radix {
+            pool,
+            budget,
+            copy_partial,
+            free,
+            nodes: Vec::new(),
+            roots: Vec::new(),
+            seqs: HashMap::new(),
+            clock: 0,
+            epoch: 0,
+            n: Counters::default(),
+        })
     }
 
     fn admit(&mut self, r: &Request) -> Result<Admission, String> {
@@ -208,14 +270,23 @@ impl KvStrategy for Radix {
         let mut own = Vec::with_capacity(need);
         for k in 0..need as u32 {
             let from = own_start + k * bs;
-            let node = self.add_node(parent, attach, from, r.tokens[from as usize..(from + bs).min(len) as usize].to_vec());
+            let node = self.add_node(
+                parent,
+                attach,
+                from,
+                r.tokens[from as usize..(from + bs).min(len) as usize].to_vec(),
+            );
             own.push(node);
             (parent, attach) = (Some(node), bs);
         }
         let mut copies = Vec::new();
         if let Some((c, taken)) = copy {
             let src = self.node(c).block * bs;
-            copies.push(CopyJob { src, dst: self.node(own[0]).block * bs, len: taken });
+            copies.push(CopyJob {
+                src,
+                dst: self.node(own[0]).block * bs,
+                len: taken,
+            });
             self.node_mut(c).refs -= 1;
             self.n.copied_tokens += taken as u64;
             reused = own_start + taken;
@@ -233,18 +304,38 @@ impl KvStrategy for Radix {
                 _ => spans.push(Span::shared(vec![n.block], n.start, taken)),
             }
         }
-        let s = Seq { path, own, own_start, end: len };
+        let s = Seq {
+            path,
+            own,
+            own_start,
+            end: len,
+        };
         spans.push(self.own_span(&s));
         self.seqs.insert(r.seq_id, s);
         let context = (0..spans.len() as u32).collect::<Vec<_>>();
-        let plan = Plan { spans: spans.into(), jobs: vec![ComputeJob { context: context.into(), len: len - reused }].into(), copies: copies.into(), mode: AttentionMode::Flat };
+        let plan = Plan {
+            spans: spans.into(),
+            jobs: vec![ComputeJob {
+                context: context.into(),
+                len: len - reused,
+            }]
+            .into(),
+            copies: copies.into(),
+            mode: AttentionMode::Flat,
+        };
         Ok(Admission::Admitted(plan))
     }
 
     fn grow(&mut self, seq: u64, target_len: u32) -> Result<Growth, String> {
         let bs = self.pool.block_size;
-        let Some(s) = self.seqs.get(&seq) else { return Err(format!("grow for unknown sequence {seq}")) };
-        let (held, last, own_start) = (s.own.len() as u32, *s.own.last().expect("a sequence owns a block"), s.own_start);
+        let Some(s) = self.seqs.get(&seq) else {
+            return Err(format!("grow for unknown sequence {seq}"));
+        };
+        let (held, last, own_start) = (
+            s.own.len() as u32,
+            *s.own.last().expect("a sequence owns a block"),
+            s.own_start,
+        );
         let need = (target_len - own_start).div_ceil(bs).saturating_sub(held) as usize;
         if need > 0 {
             if !self.make_room(need) {
@@ -267,8 +358,15 @@ impl KvStrategy for Radix {
         self.epoch += 1;
         // Decode tokens become matchable in the sequence's own blocks.
         for a in step.appended.iter() {
-            let Some(s) = self.seqs.get(&a.seq_id) else { continue };
-            let Some(&node) = s.own.get(((a.pos - s.own_start) / self.pool.block_size) as usize) else { continue };
+            let Some(s) = self.seqs.get(&a.seq_id) else {
+                continue;
+            };
+            let Some(&node) = s
+                .own
+                .get(((a.pos - s.own_start) / self.pool.block_size) as usize)
+            else {
+                continue;
+            };
             let n = self.node_mut(node);
             if n.start + n.tokens.len() as u32 == a.pos {
                 n.tokens.push(a.token);
@@ -278,7 +376,10 @@ impl KvStrategy for Radix {
     }
 
     fn release(&mut self, seq: u64, tokens: &[u32]) -> Result<(), String> {
-        let s = self.seqs.remove(&seq).ok_or(format!("release of unknown sequence {seq}"))?;
+        let s = self
+            .seqs
+            .remove(&seq)
+            .ok_or(format!("release of unknown sequence {seq}"))?;
         self.clock += 1;
         let bs = self.pool.block_size as usize;
         for &(i, _) in &s.path {
@@ -299,7 +400,10 @@ impl KvStrategy for Radix {
 
     fn stats(&self) -> StrategyStats {
         let cached = self.nodes.iter().flatten().filter(|n| n.refs == 0).count() as u64;
-        let counter = |name: &str, value: u64| Counter { name: name.into(), value };
+        let counter = |name: &str, value: u64| Counter {
+            name: name.into(),
+            value,
+        };
         StrategyStats {
             blocks_in_use: self.blocks_held() as u32,
             counters: vec![

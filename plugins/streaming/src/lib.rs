@@ -46,7 +46,8 @@ pub struct Streaming {
 impl Streaming {
     /// Blocks a sequence holds once it reaches `end` positions.
     fn blocks_at(&self, end: u32) -> usize {
-        end.min(self.sinks + self.window).div_ceil(self.pool.block_size) as usize
+        end.min(self.sinks + self.window)
+            .div_ceil(self.pool.block_size) as usize
     }
 
     /// Takes blocks so that `s` holds `need`; `false` (nothing taken) when short.
@@ -94,26 +95,46 @@ impl KvStrategy for Streaming {
         }
         // Blocks are taken as a sequence grows (at most `blocks_at(u32::MAX)` of them), so a
         // pool sized for short prompts serves any window.
-        Ok(Streaming { pool, sinks, window, piece, free: (0..pool.num_blocks).rev().collect(), seqs: HashMap::new() })
+        Ok(Streaming {
+            pool,
+            sinks,
+            window,
+            piece,
+            free: (0..pool.num_blocks).rev().collect(),
+            seqs: HashMap::new(),
+        })
     }
 
     fn admit(&mut self, r: &Request) -> Result<Admission, String> {
         // The first piece: everything that fits the sinks and the window.
         let end = (r.tokens.len() as u32).min(self.sinks + self.window);
-        let mut s = Seq { blocks: Vec::new(), end, spans: Vec::new() };
+        let mut s = Seq {
+            blocks: Vec::new(),
+            end,
+            spans: Vec::new(),
+        };
         let need = self.blocks_at(end);
         if !Self::reserve(&mut self.free, &mut s, need) {
             return Ok(Admission::NoRoom);
         }
         s.spans = self.context(&s, end);
         let n = s.spans.len() as u32;
-        let plan = Plan::new(s.spans.clone(), vec![ComputeJob { context: (0..n).collect::<Vec<_>>().into(), len: end }], AttentionMode::Flat);
+        let plan = Plan::new(
+            s.spans.clone(),
+            vec![ComputeJob {
+                context: (0..n).collect::<Vec<_>>().into(),
+                len: end,
+            }],
+            AttentionMode::Flat,
+        );
         self.seqs.insert(r.seq_id, s);
         Ok(Admission::Admitted(plan))
     }
 
     fn grow(&mut self, seq: u64, target_len: u32) -> Result<Growth, String> {
-        let Some(mut s) = self.seqs.remove(&seq) else { return Err(format!("grow for unknown sequence {seq}")) };
+        let Some(mut s) = self.seqs.remove(&seq) else {
+            return Err(format!("grow for unknown sequence {seq}"));
+        };
         let end = target_len.min(s.end + self.piece);
         let need = self.blocks_at(end);
         if !Self::reserve(&mut self.free, &mut s, need) {
@@ -124,9 +145,17 @@ impl KvStrategy for Streaming {
         let (old, last) = (&s.spans, spans.len() - 1);
         let grown = spans.len() == old.len()
             && spans[..last] == old[..last]
-            && (spans[last].start_pos, spans[last].first_slot) == (old[last].start_pos, old[last].first_slot)
+            && (spans[last].start_pos, spans[last].first_slot)
+                == (old[last].start_pos, old[last].first_slot)
             && spans[last].blocks.starts_with(&old[last].blocks);
-        let answer = if grown { Growth::Grown(spans[last].clone()) } else { Growth::Replaced(Context { spans: spans.clone().into(), copies: Default::default() }) };
+        let answer = if grown {
+            Growth::Grown(spans[last].clone())
+        } else {
+            Growth::Replaced(Context {
+                spans: spans.clone().into(),
+                copies: Default::default(),
+            })
+        };
         s.spans = spans;
         s.end = end;
         self.seqs.insert(seq, s);
@@ -134,13 +163,19 @@ impl KvStrategy for Streaming {
     }
 
     fn release(&mut self, seq: u64, _tokens: &[u32]) -> Result<(), String> {
-        let s = self.seqs.remove(&seq).ok_or(format!("release of unknown sequence {seq}"))?;
+        let s = self
+            .seqs
+            .remove(&seq)
+            .ok_or(format!("release of unknown sequence {seq}"))?;
         self.free.extend(s.blocks);
         Ok(())
     }
 
     fn stats(&self) -> StrategyStats {
-        StrategyStats { blocks_in_use: self.pool.num_blocks - self.free.len() as u32, counters: Default::default() }
+        StrategyStats {
+            blocks_in_use: self.pool.num_blocks - self.free.len() as u32,
+            counters: Default::default(),
+        }
     }
 }
 
