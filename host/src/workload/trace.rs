@@ -82,7 +82,7 @@ fn jsonl(text: &str, tokenizer: &Tokenizer, vocab: usize) -> Result<Vec<Request>
                 i + 1
             ),
         };
-        if l.arrival_time.is_some_and(|t| !(t >= 0.0)) {
+        if l.arrival_time.is_some_and(|t| t.is_nan() || t < 0.0) {
             bail!(
                 "line {}: arrival_time must be a number of seconds, at least 0",
                 i + 1
