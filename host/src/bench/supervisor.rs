@@ -4,7 +4,7 @@
 use super::config::BenchConfig;
 use super::preflight::PlannedPlugin;
 use anyhow::{Context, Result};
-use std::io::{BufRead, BufReader, IsTerminal, Write};
+use std::io::{BufRead, BufReader, IsTerminal};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
@@ -68,25 +68,50 @@ fn describe_exit(status: ExitStatus, oom_before: Option<u64>) -> String {
     }
 }
 
-fn draw(name: &str, p: &Progress, elapsed: Duration, tty: bool) {
-    let width = 24;
-    let filled = (width * p.done).checked_div(p.total).unwrap_or(0);
-    let line = format!(
-        "[{}{}] {}/{} {name}: {} ({:.1}s)",
-        "=".repeat(filled),
-        " ".repeat(width - filled),
-        p.done,
-        p.total,
-        p.point,
-        elapsed.as_secs_f64()
-    );
-    let mut err = std::io::stderr().lock();
-    if tty {
-        let _ = write!(err, "\r\x1b[2K{line}");
-    } else {
-        let _ = writeln!(err, "{line}");
+/// Progress: an indicatif bar on a terminal; otherwise a plain line each time a point ends.
+enum View {
+    Bar(indicatif::ProgressBar),
+    Lines,
+}
+
+impl View {
+    fn new(name: &str, tty: bool) -> View {
+        if !tty {
+            return View::Lines;
+        }
+        let bar = indicatif::ProgressBar::new(0);
+        let style = indicatif::ProgressStyle::with_template(
+            "{prefix} [{bar:24}] {pos}/{len} {msg} ({elapsed})",
+        )
+        .expect("a valid template")
+        .progress_chars("=> ");
+        bar.set_style(style);
+        bar.set_prefix(name.to_string());
+        View::Bar(bar)
     }
-    let _ = err.flush();
+
+    fn show(&self, name: &str, p: &Progress, elapsed: Duration) {
+        match self {
+            View::Bar(bar) => {
+                bar.set_length(p.total as u64);
+                bar.set_position(p.done as u64);
+                bar.set_message(p.point.clone());
+            }
+            View::Lines => eprintln!(
+                "[{}/{}] {name}: {} ({:.1}s)",
+                p.done,
+                p.total,
+                p.point,
+                elapsed.as_secs_f64()
+            ),
+        }
+    }
+
+    fn finish(&self) {
+        if let View::Bar(bar) = self {
+            bar.finish();
+        }
+    }
 }
 
 /// Runs one plugin in a child `nanohost worker` and waits for it, at most `timeout`. A plugin
@@ -176,6 +201,7 @@ pub fn run_child(planned: &PlannedPlugin, cfg: &BenchConfig, out_dir: &Path) -> 
     });
 
     let tty = std::io::stderr().is_terminal();
+    let view = View::new(&plugin_name, tty);
     let started = Instant::now();
     let timeout = Duration::from_secs(cfg.timeout_seconds);
     let mut last_draw = (usize::MAX, Instant::now());
@@ -206,12 +232,13 @@ pub fn run_child(planned: &PlannedPlugin, cfg: &BenchConfig, out_dir: &Path) -> 
             let p = progress.lock().unwrap();
             if (tty && last_draw.1.elapsed() > Duration::from_millis(250)) || p.done != last_draw.0
             {
-                draw(&plugin_name, &p, started.elapsed(), tty);
+                view.show(&plugin_name, &p, started.elapsed());
                 last_draw = (p.done, Instant::now());
             }
         }
         std::thread::sleep(Duration::from_millis(50));
     };
+    view.finish();
     // Whatever else holds the worker's pipes (a process its plugin started outside the group)
     // keeps the readers waiting: give them a moment, then go on without them.
     super::lifetime::kill_group(child.id());
@@ -238,9 +265,6 @@ pub fn run_child(planned: &PlannedPlugin, cfg: &BenchConfig, out_dir: &Path) -> 
     } else {
         "(the worker's stderr was still held open by another process)".into()
     };
-    if tty {
-        eprintln!();
-    }
     let named = result_file.lock().unwrap().clone();
     let expected = out_dir.join(&planned.results_file);
     let (results, bad_results) = match named.map(|f| check_results(&f, &expected, plugin)) {
