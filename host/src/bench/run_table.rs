@@ -1,7 +1,9 @@
 //! The run's table, on stdout and in `summary.md`: one table per workload, rows grouped by batch
 //! size and point (prefix or context length), one row per plugin, each measure beside its ratio
-//! to the baseline (the standard plugin) on the same prompts. So "which strategy saves the most
-//! KV on shared-prefix at batch 4, at what fidelity and time to first token" is one glance.
+//! to the baseline (the standard plugin) on the same prompts. Peak KV is what live sequences
+//! held, `+N` what the strategy kept besides (a prefix or chunk cache). So "which strategy saves the most
+//! KV on shared-prefix at batch 4, at what fidelity (Agree: greedy tokens equal to standard's)
+//! and time to first token" is one glance.
 
 use super::summary::label;
 use comfy_table::{presets, CellAlignment, Table};
@@ -56,6 +58,23 @@ fn with_ratio(
     }
 }
 
+/// What a strategy kept beyond its live sequences at its peak (a prefix or chunk cache), as
+/// ` +2.0M`; empty when it kept nothing more.
+fn kept(p: &Value) -> String {
+    match (
+        f(p, "peak_kv_bytes"),
+        f(p, "peak_kv_bytes_reported_by_strategy"),
+    ) {
+        (Some(live), Some(held)) if held > live => {
+            format!(
+                " +{}",
+                bytes(held - live).replace(' ', "").trim_end_matches('B')
+            )
+        }
+        _ => String::new(),
+    }
+}
+
 fn pct(x: Option<f64>) -> String {
     x.map_or("-".into(), |v| format!("{:.0}%", 100.0 * v))
 }
@@ -83,16 +102,16 @@ pub fn table(points: &[Value], wide: bool) -> String {
         let mut header = vec![
             "Point",
             "Plugin",
-            "Time s",
             "Out tok/s",
             "TTFT ms",
             "Peak KV",
             "Saved",
             "Reused",
-            "Fidelity",
+            "Agree",
         ];
         if wide {
             header.extend([
+                "Time s",
                 "KV held (live+kept)",
                 "TTFT mean ms",
                 "ITL p50 ms",
@@ -118,12 +137,6 @@ pub fn table(points: &[Value], wide: bool) -> String {
                     point.clone()
                 },
                 label(p),
-                with_ratio(
-                    f(p, "time_seconds"),
-                    bv(&|b| f(b, "time_seconds")),
-                    is_base || !wide,
-                    |v| format!("{v:.2}"),
-                ),
                 with_ratio(output_tok_s(p), bv(&output_tok_s), is_base, |v| {
                     format!("{v:.0}")
                 }),
@@ -138,7 +151,7 @@ pub fn table(points: &[Value], wide: bool) -> String {
                     bv(&|b| f(b, "peak_kv_bytes")),
                     is_base || !wide,
                     bytes,
-                ),
+                ) + &kept(p),
                 pct(f(p, "memory_savings_ratio")),
                 p["tokens_reused"]
                     .as_u64()
@@ -147,6 +160,12 @@ pub fn table(points: &[Value], wide: bool) -> String {
             ];
             if wide {
                 row.extend([
+                    with_ratio(
+                        f(p, "time_seconds"),
+                        bv(&|b| f(b, "time_seconds")),
+                        is_base,
+                        |v| format!("{v:.2}"),
+                    ),
                     f(p, "peak_kv_bytes_reported_by_strategy").map_or("-".into(), bytes),
                     f(p, "time_to_first_token_ms_mean").map_or("-".into(), |v| format!("{v:.1}")),
                     f(p, "inter_token_latency_ms_p50").map_or("-".into(), |v| format!("{v:.2}")),
@@ -190,7 +209,8 @@ mod tests {
     ) -> Value {
         json!({"plugin": {"name": plugin, "label": plugin, "baseline": base}, "workload": "shared-prefix",
                "batch_size": b, "shared_prefix_len": prefix, "time_seconds": secs, "total_output_tokens": 100,
-               "time_to_first_token_ms_p50": ttft, "peak_kv_bytes": kv, "tokens_reused": if base { 0 } else { 300 },
+               "time_to_first_token_ms_p50": ttft, "peak_kv_bytes": kv,
+               "peak_kv_bytes_reported_by_strategy": if base { kv } else { 3e6 }, "tokens_reused": if base { 0 } else { 300 },
                "memory_savings_ratio": if base { Value::Null } else { json!(1.0 - kv / 4e6) },
                "fidelity": if base { Value::Null } else { json!({"greedy_token_agreement": 1.0}) }})
     }
@@ -229,7 +249,14 @@ mod tests {
             "{t}"
         );
         // Output tok/s doubles, TTFT halves, 75% of the KV saved, every token agreed.
-        for want in ["200 ×2.00", "20.0 ×0.50", "1.0 MB", "75%", "300", "100%"] {
+        for want in [
+            "200 ×2.00",
+            "20.0 ×0.50",
+            "1.0 MB +2.0M",
+            "75%",
+            "300",
+            "100%",
+        ] {
             assert!(rows[2].contains(want), "{want} not in {}", rows[2]);
         }
         let wide = table(&points, true);
