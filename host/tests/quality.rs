@@ -104,8 +104,13 @@ fn the_model_reads_its_context_and_exact_strategies_score_identically() {
             unreachable!()
         };
         assert_eq!((*total, cells.len()), (22, 11), "11 depths x 2 samples");
-        // Four random digits: a model that did not read the context would get 1 in 10,000.
+        // Four random digits: a model that did not read the context would get 1 in 10,000. At
+        // 1,024 tokens the shipped model finds every needle (issue 24 asks 99%); at 2,048 it
+        // loses the earliest ones.
         assert!(retrieval_accuracy(&q) >= 0.5, "{q:?}");
+        if point.extra["context_tokens"] == 1024 {
+            assert!(retrieval_accuracy(&q) >= 0.99, "{q:?}");
+        }
         for (name, plugin) in [("cascade", &cascade), ("radix", &radix)] {
             let (got, q2) = run(&m, &point, &|pool| policy_with(plugin, pool, &[]).unwrap());
             assert_eq!(got, want, "{name} must answer as standard does");
@@ -166,8 +171,10 @@ fn streaming_loses_the_needles_outside_its_window_that_standard_finds() {
         outside.0 * 2 <= outside.2 && outside.1 * 10 >= outside.2 * 7,
         "outside: {outside:?}"
     );
-    // Inside, streaming keeps what standard answers (give or take one request).
+    // Inside, streaming keeps what standard answers (give or take one request), and above 95%:
+    // StreamingLLM's result, on a model that finds every needle at this length.
     assert!(inside.0 + 1 >= inside.1, "inside: {inside:?}");
+    assert!(inside.0 * 100 > inside.2 * 95, "inside: {inside:?}");
 }
 
 #[test]
@@ -202,7 +209,7 @@ fn perplexity_is_teacher_forced_through_the_strategys_kv() {
         unreachable!()
     };
     assert_eq!(tokens, 2 * 384);
-    // A model that learned some of the book's English (8.8 per byte measured): far below the
+    // A model that learned some of the book's English (7.5 per byte measured): far below the
     // uniform guess over its 259 byte tokens.
     assert!((1.0..16.0).contains(&perplexity), "{perplexity}");
     let (_, r) = run(&m, point, &|pool| policy_with(&radix, pool, &[]).unwrap());

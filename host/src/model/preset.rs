@@ -1,7 +1,7 @@
 //! Models that need no download:
-//! - `tiny`, the embedded default: a 4-layer Qwen3 trained by `nanohost train-preset` to read
+//! - `tiny`, the embedded default: a 2-layer Qwen3 trained by `nanohost train-preset` to read
 //!   its context (key-value lookup, pass keys, copying) and on a public-domain book; its weights
-//!   ship in the binary (`host/presets/tiny/`, f16, about 4 MB);
+//!   ship in the binary (`host/presets/tiny/`, f16, 3.2 MB);
 //! - `qwen3-0.6b`: the published shape (596,049,920 parameters) with random weights from a
 //!   seed, for speed on the GPU. Values depend only on (seed, tensor name), so the in-memory
 //!   model and one written by `nanohost init-model` are the same, and any tool reading the
