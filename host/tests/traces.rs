@@ -104,6 +104,36 @@ fn a_jsonl_trace_keeps_its_arrivals_and_bad_traces_are_named() {
         (vec![5, 6, 7, 8], Some(3), None)
     );
     assert_eq!((p[1].max_tokens, p[1].arrival), (Some(2), Some(0.5)));
+    // Absolute times (as logs hold them) count from the first request; a trace longer than the
+    // run's timeout is refused, not waited on.
+    std::fs::write(
+        &trace,
+        "{\"prompt\": \"a\", \"arrival_time\": 1000}\n{\"prompt\": \"b\", \"arrival_time\": 1000.5}\n",
+    )
+    .unwrap();
+    let points = nanohost::workload::by_name(&name)
+        .unwrap()
+        .points(&c, 10240, &tok)
+        .unwrap();
+    let at: Vec<Option<f64>> = points[0].prompts.iter().map(|p| p.arrival).collect();
+    assert_eq!(at, [Some(0.0), Some(0.5)]);
+    c.timeout_seconds = 10;
+    std::fs::write(
+        &trace,
+        "{\"prompt\": \"a\"}\n{\"prompt\": \"b\", \"arrival_time\": 20}\n",
+    )
+    .unwrap();
+    let err = nanohost::workload::by_name(&name)
+        .unwrap()
+        .points(&c, 10240, &tok)
+        .err()
+        .unwrap();
+    assert!(
+        err.to_string()
+            .contains("arrives 20 s after the first, past timeout_seconds (10)"),
+        "{err}"
+    );
+    c.timeout_seconds = 1800;
     c.request_rate = Some(nanohost::bench::config::RequestRate::Inf);
     let points = nanohost::workload::by_name(&name)
         .unwrap()
@@ -122,6 +152,10 @@ fn a_jsonl_trace_keeps_its_arrivals_and_bad_traces_are_named() {
         (
             "{\"prompt\": \"a\", \"arrival\": 1}\n",
             "unknown field `arrival`",
+        ),
+        (
+            "{\"prompt\": \"a\", \"max_tokens\": 0}\n",
+            "max_tokens must be at least 1",
         ),
         ("plain text\n", "neither JSONL"),
         ("[{\"x\": 1}]", "not ShareGPT JSON"),

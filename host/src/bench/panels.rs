@@ -95,16 +95,27 @@ pub fn bar_panels(
 ) -> Result<()> {
     let cols = panels.len().clamp(1, 3);
     let rows = panels.len().div_ceil(cols).max(1);
-    let top_h = 44 + 20 * plugins.len().div_ceil(4).max(1) as u32;
-    let (w, h) = (420 * cols as u32, top_h + 300 * rows as u32);
-    let root = SVGBackend::new(path, (w, h)).into_drawing_area();
+    // At least two panels wide, so the title and the legend fit however few panels there are.
+    let w = 420 * cols.max(2) as i32;
+    // The legend: one swatch per plugin, as many to a row as fit (about 7 px a character).
+    let mut at = Vec::new();
+    let (mut x, mut y) = (12, 40);
+    for name in plugins {
+        let width = 34 + 7 * name.chars().count() as i32;
+        if x > 12 && x + width > w - 12 {
+            (x, y) = (12, y + 20);
+        }
+        at.push((x, y));
+        x += width;
+    }
+    let top_h = (y + 24) as u32;
+    let h = top_h + 300 * rows as u32;
+    let root = SVGBackend::new(path, (w as u32, h)).into_drawing_area();
     root.fill(&WHITE).map_err(draw_err)?;
     let (top, body) = root.split_vertically(top_h);
     top.draw(&Text::new(title.to_string(), (12, 8), ("sans-serif", 20)))
         .map_err(draw_err)?;
-    // The legend: one swatch per plugin, in a row above every panel.
-    for (i, name) in plugins.iter().enumerate() {
-        let (x, y) = (12 + (i as i32 % 4) * 200, 40 + (i as i32 / 4) * 20);
+    for (i, (name, &(x, y))) in plugins.iter().zip(&at).enumerate() {
         let color = Palette99::pick(i).to_rgba();
         top.draw(&Rectangle::new([(x, y), (x + 14, y + 12)], color.filled()))
             .map_err(draw_err)?;

@@ -40,7 +40,8 @@ fn is_baseline(p: &Value, sha: &Option<String>) -> bool {
 }
 
 /// Names each point's plugin for tables and charts (`plugin.label`): its name, or, where two
-/// files of the run give one name, `name [file sha256-prefix]`. The baseline is marked
+/// files of the run give one name, `name [file stem]` (`name [sha256 prefix]` where the stems
+/// match too). The baseline is marked
 /// (`plugin.baseline`).
 pub fn label_plugins(points: &mut [Value]) {
     let sha = baseline_sha(points);
@@ -54,19 +55,32 @@ pub fn label_plugins(points: &mut [Value]) {
         shas.dedup();
         shas.len()
     };
+    let stem = |p: &Value| {
+        p["plugin"]["path"]
+            .as_str()
+            .and_then(|f| Path::new(f).file_stem())
+            .map_or("?".into(), |f| {
+                f.to_string_lossy().trim_start_matches("lib").to_string()
+            })
+    };
     let labels: Vec<String> = points
         .iter()
         .map(|p| {
             let name = p["plugin"]["name"].as_str().unwrap_or("?");
-            match files_of(name, points) > 1 {
-                false => name.to_string(),
+            if files_of(name, points) < 2 {
+                return name.to_string();
+            }
+            // Told apart by the file's stem, or by its hash where the stems are the same too.
+            let same_stem = points.iter().any(|q| {
+                q["plugin"]["name"] == name
+                    && q["plugin"]["sha256"] != p["plugin"]["sha256"]
+                    && stem(q) == stem(p)
+            });
+            match same_stem {
+                false => format!("{name} [{}]", stem(p)),
                 true => {
-                    let file = p["plugin"]["path"]
-                        .as_str()
-                        .and_then(|f| Path::new(f).file_name())
-                        .map_or("?".into(), |f| f.to_string_lossy().into_owned());
                     let hash = p["plugin"]["sha256"].as_str().unwrap_or("");
-                    format!("{name} [{file} {}]", &hash[..hash.len().min(8)])
+                    format!("{name} [{}]", &hash[..hash.len().min(8)])
                 }
             }
         })

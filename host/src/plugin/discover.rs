@@ -1,4 +1,5 @@
-//! Finding plugin files. The search path, in order (the first file of a name found wins):
+//! Finding plugin files. The search path, in order (each file once: a link and its target are
+//! one):
 //! 1. each `--plugin-dir`;
 //! 2. each directory of `$NANOHOST_PLUGIN_PATH` (`:`-separated);
 //! 3. `plugins/` under the working directory (a checkout of this repository);

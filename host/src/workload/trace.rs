@@ -11,7 +11,8 @@
 //!
 //! Arrivals: `request_rate` R draws Poisson arrivals (exponential gaps of mean 1/R seconds,
 //! seeded); `"inf"` sends everything at once; absent, a JSONL trace's own `arrival_time`s are
-//! used (all at once where it has none). One point holds the whole trace.
+//! used, counted from its first request (all at once where it has none). One point holds the
+//! whole trace; it must arrive within `timeout_seconds`.
 
 use super::{Point, Prompt, Workload};
 use crate::bench::config::{BenchConfig, RequestRate};
@@ -88,6 +89,9 @@ fn jsonl(text: &str, tokenizer: &Tokenizer, vocab: usize) -> Result<Vec<Request>
                 i + 1
             );
         }
+        if l.max_tokens == Some(0) {
+            bail!("line {}: max_tokens must be at least 1", i + 1);
+        }
         out.push((tokens, l.max_tokens, l.arrival_time));
     }
     Ok(out)
@@ -152,6 +156,25 @@ impl Workload for Trace {
                 }
             })
             .collect();
+        // A trace's own times count from its first request (logs hold absolute times), and the
+        // last must come before the run's timeout, or the run would only wait to be killed.
+        // (A request without a time arrives at the start.)
+        let first = prompts
+            .iter()
+            .map(|p| p.arrival.unwrap_or(0.0))
+            .fold(f64::INFINITY, f64::min);
+        let mut prompts = prompts;
+        for p in &mut prompts {
+            p.arrival = p.arrival.map(|t| t - first.min(t));
+        }
+        let last = prompts.iter().filter_map(|p| p.arrival).fold(0.0, f64::max);
+        if last >= cfg.timeout_seconds as f64 {
+            bail!(
+                "trace {}: its last request arrives {last:.0} s after the first, past timeout_seconds ({}); raise --request-rate or --timeout",
+                self.path.display(),
+                cfg.timeout_seconds
+            );
+        }
         let name = self
             .path
             .file_name()
