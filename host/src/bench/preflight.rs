@@ -50,6 +50,12 @@ fn stem(path: &Path) -> String {
 /// Why `path` cannot be loaded as a plugin, as far as the parent can tell without loading it.
 fn refuse(path: &Path) -> Option<String> {
     use std::io::Read;
+    if path.is_dir() {
+        return Some(format!(
+            "{} is a directory, not a plugin file; give the .so itself, or --plugin-dir for a folder of them",
+            path.display()
+        ));
+    }
     if !path.is_file() {
         return Some(
             crate::plugin::load_error::LoadError::Missing {
@@ -310,7 +316,15 @@ mod tests {
         let same = write("c/libcopy.so", b"\x7fELF one");
         let other = write("libchunked_reuse.so", b"\x7fELF three");
         let text = write("libtext.so", b"not a library");
-        let planned = plan_plugins(&[a, b, same, other, text, dir.path().join("libnope.so")]);
+        let planned = plan_plugins(&[
+            a,
+            b,
+            same,
+            other,
+            text,
+            dir.path().join("libnope.so"),
+            dir.path().join("a"),
+        ]);
         let names: Vec<&str> = planned.iter().map(|p| p.results_file.as_str()).collect();
         let sha = |i: usize| planned[i].sha256[..12].to_string();
         assert_eq!(
@@ -321,6 +335,7 @@ mod tests {
                 "results_chunked_reuse.json",
                 "results_text.json",
                 "results_nope.json",
+                "results_a.json",
             ]
         );
         assert!(planned[..3].iter().all(|p| p.refused.is_none()));
@@ -330,5 +345,10 @@ mod tests {
             .unwrap()
             .contains("no ELF header"));
         assert!(planned[4].refused.as_ref().unwrap().contains("libnope.so"));
+        assert!(planned[5]
+            .refused
+            .as_ref()
+            .unwrap()
+            .contains("is a directory"));
     }
 }
