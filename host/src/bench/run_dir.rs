@@ -7,8 +7,23 @@ use anyhow::{bail, Context, Result};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-/// Files that say a folder holds a run.
-const RUN_FILES: [&str; 2] = ["run_report.json", "benchmark_summary.json"];
+/// Files that say a folder holds a run (or a comparison).
+const RUN_FILES: [&str; 3] = ["run_report.json", "benchmark_summary.json", "compare.json"];
+
+/// Whether `name`, in a run folder, is something a run or a comparison writes: what
+/// `--overwrite` clears so that no earlier result is read as part of the new run.
+fn written_by_a_run(name: &str, is_dir: bool) -> bool {
+    match is_dir {
+        true => name == "logs" || name.starts_with("trial-"),
+        false => {
+            RUN_FILES.contains(&name)
+                || name == "benchmark_summary.csv"
+                || name == "summary.md"
+                || (name.starts_with("results_") && name.ends_with(".json"))
+                || name.ends_with(".svg")
+        }
+    }
+}
 const LOCK: &str = ".nanohost-run.lock";
 
 /// The output folder of a run, held (locked) while it lives.
@@ -99,6 +114,18 @@ pub fn open(out: Option<&Path>, overwrite: bool) -> Result<RunDir> {
         }
         Err(e) => return Err(e).with_context(|| format!("cannot write in {}", path.display())),
     }
+    // With --overwrite, the earlier run's outputs go (only the files a run writes).
+    if overwrite {
+        for e in std::fs::read_dir(&path).into_iter().flatten().flatten() {
+            let (name, is_dir) = (e.file_name(), e.path().is_dir());
+            if written_by_a_run(&name.to_string_lossy(), is_dir) {
+                let _ = match is_dir {
+                    true => std::fs::remove_dir_all(e.path()),
+                    false => std::fs::remove_file(e.path()),
+                };
+            }
+        }
+    }
     Ok(RunDir { path, lock })
 }
 
@@ -125,6 +152,18 @@ mod tests {
             e.contains("already holds a run (run_report.json)") && e.contains("--overwrite"),
             "{e}"
         );
+        std::fs::write(dir.join("results_old.json"), "[]").unwrap();
+        std::fs::write(dir.join("notes.txt"), "mine").unwrap();
+        std::fs::create_dir_all(dir.join("logs")).unwrap();
         assert!(open(Some(&dir), true).is_ok());
+        // The earlier run's outputs are gone; what the user put there stays.
+        let left: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(left, ["notes.txt"]);
+        std::fs::write(dir.join("compare.json"), "{}").unwrap();
+        let e = open(Some(&dir), false).err().unwrap().to_string();
+        assert!(e.contains("already holds a run (compare.json)"), "{e}");
     }
 }

@@ -34,9 +34,14 @@ pub struct CompareArgs {
     /// An option for B's strategy only (repeatable, `key=value`).
     #[arg(long = "b-option", value_name = "KEY=VALUE")]
     b_options: Vec<String>,
-    /// Where the trials' result files and the comparison go.
-    #[arg(long, value_name = "DIR", default_value = "results/compare")]
-    out: PathBuf,
+    /// Where the trials' result files and the comparison go. Default: a new folder under runs/
+    /// (runs/latest points at it). A folder that holds another run or comparison is refused
+    /// unless --overwrite.
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+    /// Write into --out even though it holds another run's or comparison's results.
+    #[arg(long)]
+    overwrite: bool,
 }
 
 pub fn run(a: CompareArgs) -> Result<()> {
@@ -66,6 +71,8 @@ pub fn run(a: CompareArgs) -> Result<()> {
     if same_file && cfg_a.plugin_options == cfg_b.plugin_options {
         eprintln!("warning: A and B are the same plugin (same sha256) with the same options: any difference this comparison calls is noise between runs (an A/A test)");
     }
+    let dir = crate::bench::run_dir::open(a.out.as_deref(), a.overwrite)?;
+    let out = dir.path.clone();
     crate::bench::lifetime::catch_interrupts();
     let mut trials = Vec::new();
     for t in 1..=a.trials {
@@ -73,26 +80,26 @@ pub fn run(a: CompareArgs) -> Result<()> {
         // first (or second) process of a trial (caches, clocks) falls on both sides alike.
         let (a_list, b_list) = match t % 2 {
             1 => {
-                let a_list = trial(&a.a, "a", t, &cfg_a, &a.out)?;
-                (a_list, trial(&a.b, "b", t, &cfg_b, &a.out)?)
+                let a_list = trial(&a.a, "a", t, &cfg_a, &out)?;
+                (a_list, trial(&a.b, "b", t, &cfg_b, &out)?)
             }
             _ => {
-                let b_list = trial(&a.b, "b", t, &cfg_b, &a.out)?;
-                (trial(&a.a, "a", t, &cfg_a, &a.out)?, b_list)
+                let b_list = trial(&a.b, "b", t, &cfg_b, &out)?;
+                (trial(&a.a, "a", t, &cfg_a, &out)?, b_list)
             }
         };
         trials.push((a_list, b_list));
     }
     let result = compare::compare(&trials, a.confidence)?;
     write_atomic(
-        &a.out.join("compare.json"),
+        &out.join("compare.json"),
         serde_json::to_string_pretty(&result)?.as_bytes(),
     )?;
     println!("{}", compare::table(&result));
-    report::render(&a.out, false)?;
+    report::render(&out, false)?;
     eprintln!(
         "comparison in {} (compare.json, summary.md, compare_ratios.svg)",
-        a.out.display()
+        out.display()
     );
     Ok(())
 }
