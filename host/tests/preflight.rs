@@ -188,6 +188,8 @@ fn a_worker_out_of_memory_is_reported_as_out_of_memory() {
     let o = run(tmp.path(), SMALL, &["--plugin", s(&huge), "--out", s(&out)]);
     assert!(!o.status.success());
     let report = read_json(&out.join("run_report.json"));
+    // Nothing measured: no summary or chart that would read as a result.
+    assert!(!out.join("summary.md").exists() && !out.join("throughput.svg").exists());
     let failure = report[0]["failure"].as_str().unwrap();
     assert!(
         failure.contains("ran out of memory (memory allocation of 70368744177664 bytes failed)"),

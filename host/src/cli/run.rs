@@ -58,8 +58,17 @@ pub fn run(a: RunArgs) -> Result<()> {
         }
     }
     let failed = summary::summarize(&outcomes, &out, a.wide, a.csv)?;
-    report::render(&out, a.wide)?;
-    eprintln!("results in {} (summary.md, charts)", out.display());
+    // Charts and summary.md only when some plugin measured something: an empty report would
+    // read as a result.
+    if outcomes.iter().any(|o| o.results.is_some()) {
+        report::render(&out, a.wide)?;
+        eprintln!("results in {} (summary.md, charts)", out.display());
+    } else {
+        eprintln!(
+            "no plugin produced results; why is in {}/run_report.json",
+            out.display()
+        );
+    }
     if let Some(sig) = outcomes.iter().find_map(|o| o.interrupted) {
         let done = outcomes
             .iter()
