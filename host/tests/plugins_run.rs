@@ -97,6 +97,8 @@ fn standard_run_writes_results_that_follow_from_the_workload() {
         .position(|h| *h == "total_input_tokens")
         .unwrap();
     assert_eq!(header[0], "plugin.name");
+    // One level of nesting is flattened: a.b columns.
+    assert!(header.contains(&"cuda_graphs.mode"), "{}", lines[0]);
     for (line, r) in lines[1..].iter().zip(results) {
         let cells: Vec<&str> = line.split(',').collect();
         assert_eq!(

@@ -142,15 +142,25 @@ pub fn add_measured_savings(points: &mut [Value]) {
 
 /// Reads every successful result file, prints the table and failures, writes the run report
 /// and then `benchmark_summary.json`. Returns the number of failed plugins.
-/// Every point as one CSV row: each top-level number, text or boolean key, and the plugin's
-/// name, label, path and sha256, in sorted columns (a key a point lacks is empty).
+/// Every point as one CSV row: each scalar key, top-level or one object deep (`fidelity.*`,
+/// `strategy_counters.*`, `quality.accuracy`...), in sorted columns after the plugin's name,
+/// label, path and sha256; a key a point lacks is an empty cell.
 pub fn csv(points: &[Value]) -> String {
-    let plugin_keys = ["name", "label", "path", "sha256"];
-    let mut keys: std::collections::BTreeSet<&str> = std::collections::BTreeSet::new();
+    let scalar = |v: &Value| !(v.is_object() || v.is_array() || v.is_null());
+    // Column name -> path of up to two keys.
+    let mut keys: std::collections::BTreeSet<(String, Option<String>)> = Default::default();
     for p in points {
         for (k, v) in p.as_object().into_iter().flatten() {
-            if !(v.is_object() || v.is_array() || v.is_null()) {
-                keys.insert(k);
+            match v.as_object() {
+                Some(inner) if k != "plugin" => {
+                    for (k2, v2) in inner.iter().filter(|(_, v2)| scalar(v2)) {
+                        keys.insert((k.clone(), Some(k2.clone())));
+                    }
+                }
+                _ if scalar(v) => {
+                    keys.insert((k.clone(), None));
+                }
+                _ => {}
             }
         }
     }
@@ -163,10 +173,14 @@ pub fn csv(points: &[Value]) -> String {
         Value::Null => String::new(),
         other => other.to_string(),
     };
+    let plugin_keys = ["name", "label", "path", "sha256"];
     let mut out = plugin_keys
         .iter()
         .map(|k| format!("plugin.{k}"))
-        .chain(keys.iter().map(|k| k.to_string()))
+        .chain(keys.iter().map(|(a, b)| match b {
+            Some(b) => format!("{a}.{b}"),
+            None => a.clone(),
+        }))
         .collect::<Vec<_>>()
         .join(",");
     out.push('\n');
@@ -174,7 +188,10 @@ pub fn csv(points: &[Value]) -> String {
         let row: Vec<String> = plugin_keys
             .iter()
             .map(|k| cell(&p["plugin"][*k]))
-            .chain(keys.iter().map(|k| cell(&p[*k])))
+            .chain(keys.iter().map(|(a, b)| match b {
+                Some(b) => cell(&p[a.as_str()][b.as_str()]),
+                None => cell(&p[a.as_str()]),
+            }))
             .collect();
         out.push_str(&row.join(","));
         out.push('\n');

@@ -22,7 +22,8 @@ pub struct RunArgs {
     /// Every column of the summary table (default: the columns that fit 100 characters).
     #[arg(long)]
     wide: bool,
-    /// Also write benchmark_summary.csv: one row per point, every scalar result key a column.
+    /// Also write benchmark_summary.csv: one row per point, every scalar result key a column
+    /// (keys one object deep as `a.b`).
     #[arg(long)]
     csv: bool,
     /// Another directory to discover plugins in (repeatable).
