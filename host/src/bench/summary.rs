@@ -153,7 +153,7 @@ pub fn csv(points: &[Value]) -> String {
         for (k, v) in p.as_object().into_iter().flatten() {
             match v.as_object() {
                 Some(inner) if k != "plugin" => {
-                    for (k2, v2) in inner.iter().filter(|(_, v2)| scalar(v2)) {
+                    for (k2, _) in inner.iter().filter(|(_, v2)| scalar(v2)) {
                         keys.insert((k.clone(), Some(k2.clone())));
                     }
                 }
