@@ -47,7 +47,17 @@ fn greedy(
         max_tokens,
         ignore_eos: true,
     };
-    let done = super::waves::run_waves(&mut engine, &point.prompts, params, |_, _, _| Ok(()))?;
+    // Outputs do not depend on when requests arrive: a trace's arrival times would only make
+    // both greedy runs wait as long as the timed one did.
+    let prompts: Vec<_> = point
+        .prompts
+        .iter()
+        .map(|p| crate::workload::Prompt {
+            arrival: None,
+            ..p.clone()
+        })
+        .collect();
+    let done = super::waves::run_waves(&mut engine, &prompts, params, |_, _, _| Ok(()))?;
     let logits = engine.logits.take().unwrap_or_default();
     Ok(done
         .iter()
