@@ -97,6 +97,7 @@ impl View {
                 bar.set_position(p.done as u64);
                 bar.set_message(p.point.clone());
             }
+            View::Lines if p.total == 0 => eprintln!("{name}: {}", p.point),
             View::Lines => eprintln!(
                 "[{}/{}] {name}: {} ({:.1}s)",
                 p.done,

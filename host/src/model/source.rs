@@ -44,9 +44,13 @@ impl ModelSource {
                 } else if let Ok(cached) = super::hub_cache::resolve(DEFAULT_REPO_ID) {
                     Ok(ModelSource::Dir(cached))
                 } else {
-                    tracing::info!(
-                        "no checkpoint at {DEFAULT_MODEL_DIR}; using the embedded `tiny` preset"
-                    );
+                    // Said once, however often a command resolves the model.
+                    static SAID: std::sync::Once = std::sync::Once::new();
+                    SAID.call_once(|| {
+                        tracing::info!(
+                            "no checkpoint at {DEFAULT_MODEL_DIR}; using the embedded `tiny` preset"
+                        )
+                    });
                     Ok(ModelSource::Preset {
                         preset: Preset::Tiny,
                         seed,
