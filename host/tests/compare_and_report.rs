@@ -65,7 +65,7 @@ fn compare_of_a_plugin_with_a_copy_of_itself() {
     for p in points {
         assert_eq!(p["identical_tokens"], true);
         for key in [
-            "throughput_tokens_per_sec",
+            "output_throughput_tokens_per_sec",
             "time_to_first_token_ms_p50",
             "inter_token_latency_ms_p50",
             "peak_kv_bytes",

@@ -8,7 +8,10 @@ use serde_json::{json, Value};
 
 /// The metrics compared: result key (or derived name) and how the table names it.
 pub const METRICS: [(&str, &str); 5] = [
-    ("throughput_tokens_per_sec", "throughput (tok/s)"),
+    (
+        "output_throughput_tokens_per_sec",
+        "output throughput (tok/s)",
+    ),
     ("time_to_first_token_ms_p50", "time to first token p50 (ms)"),
     ("inter_token_latency_ms_p50", "inter-token latency p50 (ms)"),
     ("peak_kv_bytes", "peak KV (bytes)"),

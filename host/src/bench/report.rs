@@ -29,10 +29,10 @@ pub fn render(dir: &Path, wide: bool) -> Result<Vec<String>> {
         for (file, title, key, scale, unit) in [
             (
                 "throughput.svg",
-                "Throughput",
-                "throughput_tokens_per_sec",
+                "Output throughput",
+                "output_throughput_tokens_per_sec",
                 1.0,
-                "tokens/s (input + output)",
+                "output tokens/s",
             ),
             (
                 "peak_kv_memory.svg",
