@@ -7,7 +7,6 @@ use super::summary::label;
 use anyhow::{anyhow, Result};
 use plotters::prelude::*;
 use serde_json::Value;
-use std::collections::BTreeMap;
 use std::path::Path;
 
 /// One workload's bars: `groups` on the x axis, `values[plugin][group]`.
@@ -27,15 +26,10 @@ pub fn ratio_panels(points: &[Value], key: &str) -> (Vec<String>, Vec<Panel>) {
     plugins.sort();
     plugins.dedup();
     let plugins: Vec<String> = plugins.into_iter().map(|(_, l)| l).collect();
-    let mut by_workload: BTreeMap<String, Vec<&Value>> = BTreeMap::new();
-    for p in points.iter().filter(|p| p[key].is_number()) {
-        by_workload
-            .entry(p["workload"].as_str().unwrap_or("?").to_string())
-            .or_default()
-            .push(p);
-    }
     let mut panels = Vec::new();
-    for (workload, pts) in by_workload {
+    for (workload, pts) in
+        super::run_table::by_workload(points.iter().filter(|p| p[key].is_number()))
+    {
         let mut keys: Vec<(u64, u64, String)> = pts.iter().map(|p| point_key(p)).collect();
         keys.sort();
         keys.dedup();
@@ -194,12 +188,13 @@ mod tests {
         ];
         let (plugins, panels) = ratio_panels(&points, "peak_kv_bytes");
         assert_eq!(plugins, ["standard", "cascade", "chunked"]);
-        assert_eq!(panels[0].title, "chunked");
+        // Panels in the order the workloads come, not alphabetical.
+        assert_eq!(panels[1].title, "chunked");
         assert_eq!(
-            panels[0].values,
+            panels[1].values,
             vec![vec![Some(1.0)], vec![None], vec![Some(1.5)]]
         );
-        assert_eq!(panels[1].values[1], vec![Some(0.25)]);
+        assert_eq!(panels[0].values[1], vec![Some(0.25)]);
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("kv.svg");
         bar_panels(

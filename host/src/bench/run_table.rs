@@ -8,7 +8,6 @@
 use super::summary::label;
 use comfy_table::{presets, CellAlignment, Table};
 use serde_json::Value;
-use std::collections::BTreeMap;
 
 /// The narrow table's columns fit this many characters with plugin labels of up to about 16;
 /// `--wide` shows every column.
@@ -79,15 +78,24 @@ fn pct(x: Option<f64>) -> String {
     x.map_or("-".into(), |v| format!("{:.0}%", 100.0 * v))
 }
 
+/// `points` by workload, in the order the workloads first appear (the config's order).
+pub fn by_workload<'a>(points: impl Iterator<Item = &'a Value>) -> Vec<(String, Vec<&'a Value>)> {
+    let mut out: Vec<(String, Vec<&Value>)> = Vec::new();
+    for p in points {
+        let w = p["workload"].as_str().unwrap_or("?");
+        match out.iter_mut().find(|(name, _)| name == w) {
+            Some((_, pts)) => pts.push(p),
+            None => out.push((w.to_string(), vec![p])),
+        }
+    }
+    out
+}
+
 /// The run table (see the module doc); empty when no point has a time.
 pub fn table(points: &[Value], wide: bool) -> String {
-    let mut by_workload: BTreeMap<String, Vec<&Value>> = BTreeMap::new();
-    for p in points.iter().filter(|p| p.get("time_seconds").is_some()) {
-        let w = p["workload"].as_str().unwrap_or("?").to_string();
-        by_workload.entry(w).or_default().push(p);
-    }
+    let groups = by_workload(points.iter().filter(|p| p.get("time_seconds").is_some()));
     let mut out = Vec::new();
-    for (workload, mut pts) in by_workload {
+    for (workload, mut pts) in groups {
         pts.sort_by_key(|p| {
             let (b, n, _) = point_key(p);
             (
