@@ -26,10 +26,6 @@ pub fn run_waves(
     let mut seq_of_prompt = std::collections::HashMap::new();
     for wave in 0..=prompts.iter().map(|p| p.wave).max().unwrap_or(0) {
         for (i, p) in prompts.iter().enumerate().filter(|(_, p)| p.wave == wave) {
-            let params = SamplingParams {
-                max_tokens: p.max_tokens.unwrap_or(params.max_tokens),
-                ..params
-            };
             let tokens = match p.continues {
                 None => p.tokens.clone(),
                 Some(j) => {
@@ -44,13 +40,7 @@ pub fn run_waves(
                     [earlier.tokens.as_slice(), &p.tokens].concat()
                 }
             };
-            let id = match &p.check {
-                Some(Check::Forced(forced)) => {
-                    engine.add_forced_request(tokens, forced.clone(), params)?
-                }
-                _ => engine.add_chunked_request(tokens, p.chunks.clone(), params)?,
-            };
-            seq_of_prompt.insert(i, id);
+            seq_of_prompt.insert(i, add(engine, p, tokens, params)?);
         }
         let mut done = engine.run_to_completion()?;
         // In the order they were added (prompt order within the wave), whatever order they
@@ -60,6 +50,24 @@ pub fn run_waves(
         all.extend(done);
     }
     Ok(all)
+}
+
+/// Adds prompt `p` as `tokens` (its own, or its history and its own): teacher-forced where it
+/// checks forced output, with its own output length where it sets one.
+fn add(
+    engine: &mut Engine,
+    p: &Prompt,
+    tokens: Vec<u32>,
+    params: SamplingParams,
+) -> Result<crate::engine::sequence::SeqId> {
+    let params = SamplingParams {
+        max_tokens: p.max_tokens.unwrap_or(params.max_tokens),
+        ..params
+    };
+    match &p.check {
+        Some(Check::Forced(forced)) => engine.add_forced_request(tokens, forced.clone(), params),
+        _ => engine.add_chunked_request(tokens, p.chunks.clone(), params),
+    }
 }
 
 /// Requests with arrival times (a trace): each added when its time comes, counted from this
@@ -84,12 +92,7 @@ fn run_arrivals(
             .get(next)
             .filter(|&&i| prompts[i].arrival.unwrap_or(0.0) <= now)
         {
-            let p = &prompts[i];
-            let params = SamplingParams {
-                max_tokens: p.max_tokens.unwrap_or(params.max_tokens),
-                ..params
-            };
-            ids[i] = engine.add_chunked_request(p.tokens.clone(), p.chunks.clone(), params)?;
+            ids[i] = add(engine, &prompts[i], prompts[i].tokens.clone(), params)?;
             next += 1;
         }
         if engine.step()?.is_none() {

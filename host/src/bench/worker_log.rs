@@ -45,18 +45,25 @@ impl CappedLog {
         lines[lines.len().saturating_sub(n)..].join("\n")
     }
 
+    /// Every kept line, the head's then the tail's (each part split on its own).
+    fn lines(&self) -> Vec<String> {
+        let tail: Vec<u8> = self.tail.iter().copied().collect();
+        [&self.head[..], &tail[..]]
+            .into_iter()
+            .flat_map(|part| {
+                let text = String::from_utf8_lossy(part).into_owned();
+                text.lines().map(str::to_string).collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
     /// The lines holding `needle`, head then tail, at most `max` (the log's own order).
     pub fn lines_with(&self, needle: &str, max: usize) -> Vec<String> {
-        let tail: Vec<u8> = self.tail.iter().copied().collect();
-        let mut found = Vec::new();
-        for part in [&self.head[..], &tail[..]] {
-            let text = String::from_utf8_lossy(part);
-            found.extend(
-                text.lines()
-                    .filter(|l| l.contains(needle))
-                    .map(str::to_string),
-            );
-        }
+        let mut found: Vec<String> = self
+            .lines()
+            .into_iter()
+            .filter(|l| l.contains(needle))
+            .collect();
         found.dedup();
         found.truncate(max);
         found
@@ -64,15 +71,10 @@ impl CappedLog {
 
     /// The last line, head or tail, that starts with `prefix`.
     pub fn last_line_starting(&self, prefix: &str) -> Option<String> {
-        let tail: Vec<u8> = self.tail.iter().copied().collect();
-        let found = [&tail[..], &self.head[..]].into_iter().find_map(|part| {
-            String::from_utf8_lossy(part)
-                .lines()
-                .rev()
-                .find(|l| l.starts_with(prefix))
-                .map(str::to_string)
-        });
-        found
+        self.lines()
+            .into_iter()
+            .rev()
+            .find(|l| l.starts_with(prefix))
     }
 
     pub fn write_to(&self, path: &Path) {

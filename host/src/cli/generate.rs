@@ -32,11 +32,7 @@ pub struct GenerateArgs {
 pub fn run(a: GenerateArgs) -> Result<()> {
     let plugin = crate::plugin::load_plugin(&a.plugin)?;
     let (loaded, compute) = a.model.load()?;
-    let prompt = loaded
-        .tokenizer
-        .encode(a.prompt.as_str(), false)
-        .map_err(|e| anyhow::anyhow!("tokenizing the prompt: {e}"))?;
-    let prompt = prompt.get_ids().to_vec();
+    let prompt = crate::model::tokenizer::encode(&loaded.tokenizer, &a.prompt, "the prompt")?;
     let cfg = loaded.model.config();
     let blocks = (prompt.len() + a.max_tokens).div_ceil(DEFAULT_BLOCK_SIZE);
     let pool = KvPool::new(

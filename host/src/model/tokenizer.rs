@@ -59,6 +59,15 @@ pub fn byte_level_tokenizer() -> Result<Tokenizer> {
         .map_err(|e| anyhow::anyhow!("building the byte-level tokenizer: {e}"))
 }
 
+/// The ids of `text` (no special tokens added); an error says it was tokenizing `what`.
+pub fn encode(tokenizer: &Tokenizer, text: &str, what: &str) -> Result<Vec<u32>> {
+    Ok(tokenizer
+        .encode(text, false)
+        .map_err(|e| anyhow::anyhow!("tokenizing {what}: {e}"))?
+        .get_ids()
+        .to_vec())
+}
+
 pub fn load_tokenizer(path: &Path) -> Result<Tokenizer> {
     if !path.is_file() {
         anyhow::bail!(

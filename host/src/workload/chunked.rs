@@ -204,11 +204,7 @@ impl Workload for LongChunked {
 fn long_text(rng: &mut Rng, index: usize, tokenizer: &Tokenizer) -> Result<String> {
     let mut text = format!("Document {index}:");
     loop {
-        let n = tokenizer
-            .encode(text.as_str(), false)
-            .map_err(|e| anyhow::anyhow!("{e}"))?
-            .get_ids()
-            .len();
+        let n = crate::model::tokenizer::encode(tokenizer, &text, "a long document")?.len();
         if n >= LONG_CONTEXT_TOKENS {
             return Ok(text);
         }

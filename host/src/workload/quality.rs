@@ -22,11 +22,7 @@ pub struct Retrieval;
 pub struct Perplexity;
 
 fn encode(tokenizer: &Tokenizer, text: &str) -> Result<Vec<u32>> {
-    Ok(tokenizer
-        .encode(text, false)
-        .map_err(|e| anyhow::anyhow!("tokenizing a quality prompt: {e}"))?
-        .get_ids()
-        .to_vec())
+    crate::model::tokenizer::encode(tokenizer, text, "a quality prompt")
 }
 
 /// One retrieval prompt of at most `len` tokens: records with the needle at `depth_percent`,

@@ -52,11 +52,7 @@ struct Conversation {
 type Request = (Vec<u32>, Option<usize>, Option<f64>);
 
 fn encode(tokenizer: &Tokenizer, text: &str) -> Result<Vec<u32>> {
-    Ok(tokenizer
-        .encode(text, false)
-        .map_err(|e| anyhow::anyhow!("tokenizing a trace prompt: {e}"))?
-        .get_ids()
-        .to_vec())
+    crate::model::tokenizer::encode(tokenizer, text, "a trace prompt")
 }
 
 fn jsonl(text: &str, tokenizer: &Tokenizer, vocab: usize) -> Result<Vec<Request>> {
