@@ -27,7 +27,9 @@ pub struct PlannedPlugin {
     pub refused: Option<String>,
 }
 
-fn stem(path: &Path) -> String {
+/// A plugin file's name without `lib` and extension, made file-name safe (at most 64 letters,
+/// digits and `_`).
+pub fn stem(path: &Path) -> String {
     let s = path
         .file_stem()
         .and_then(|s| s.to_str())

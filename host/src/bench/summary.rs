@@ -55,14 +55,9 @@ pub fn label_plugins(points: &mut [Value]) {
         shas.dedup();
         shas.len()
     };
-    let stem = |p: &Value| {
-        p["plugin"]["path"]
-            .as_str()
-            .and_then(|f| Path::new(f).file_stem())
-            .map_or("?".into(), |f| {
-                f.to_string_lossy().trim_start_matches("lib").to_string()
-            })
-    };
+    // The stem that names the plugin's result file: one name for a file everywhere.
+    let stem =
+        |p: &Value| super::preflight::stem(Path::new(p["plugin"]["path"].as_str().unwrap_or("?")));
     let labels: Vec<String> = points
         .iter()
         .map(|p| {
